@@ -1,0 +1,45 @@
+"""supervisor: start, supervise and clean up many Linux containers from async Python.
+
+The public API is what this module exports; everything else is private.
+"""
+
+from ._api import Container as Container
+from ._api import Supervisor as Supervisor
+from ._api import run as run
+from ._errors import ContainerFailed as ContainerFailed
+from ._errors import ForkServerError as ForkServerError
+from ._errors import ProtocolError as ProtocolError
+from ._errors import SetupError as SetupError
+from ._errors import SupervisorError as SupervisorError
+from ._protocol import Phase as Phase
+from ._result import PhaseTiming as PhaseTiming
+from ._result import Result as Result
+from ._spec import Mount as Mount
+from ._spec import Spec as Spec
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Container",
+    "ContainerFailed",
+    "ForkServerError",
+    "Mount",
+    "Phase",
+    "PhaseTiming",
+    "ProtocolError",
+    "Result",
+    "SetupError",
+    "Spec",
+    "Supervisor",
+    "SupervisorError",
+    "run",
+]
+
+for _name in __all__:
+    _obj = globals()[_name]
+    if hasattr(_obj, "__module__"):
+        try:
+            _obj.__module__ = "supervisor"
+        except (AttributeError, TypeError):  # pragma: no cover
+            pass
+del _name, _obj

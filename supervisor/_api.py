@@ -1,0 +1,382 @@
+"""The friendly layer: :class:`Supervisor`, :class:`Container` and :func:`run`."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import socket
+import time
+from collections.abc import AsyncIterator, Callable
+from types import TracebackType
+from typing import Any
+
+import anyio
+import anyio.abc
+from anyio.abc import TaskStatus
+
+from ._errors import ContainerFailed, ForkServerError, SetupError
+from ._hostname import generate as generate_hostname
+from ._protocol import Phase
+from ._result import PhaseTiming, Reason, Result
+from ._spec import Spec
+from ._parent.config import build_config
+from ._parent.container import ContainerProcess
+from ._parent.forkserver import ForkServerClient
+
+PhaseCallback = Callable[[Phase, float], None]
+
+
+class Container:
+    """A running container, handed out by ``await nursery.start(sup.run, spec)``.
+
+    It exists only after setup succeeded: the payload is running.
+    """
+
+    def __init__(self, proc: ContainerProcess, hostname: str, done: anyio.Event) -> None:
+        self._proc = proc
+        self._done = done
+        self._result: Result | None = None
+        self.hostname = hostname
+        """The container's hostname."""
+
+    @property
+    def id(self) -> str:
+        """The supervisor's id for the container."""
+        return self._proc.cid
+
+    @property
+    def pid(self) -> int:
+        """Host PID of the container's PID 1 (the payload).
+
+        Use it to read ``/proc``, never to signal: use :meth:`send_signal`.
+        """
+        return self._proc.pid
+
+    @property
+    def phases(self) -> tuple[PhaseTiming, ...]:
+        """The setup phases, with their start times."""
+        return tuple(PhaseTiming(p.label, s) for p, s in self._proc.phases)
+
+    def send_signal(self, sig: int) -> None:
+        """Send ``sig`` to PID 1 through its pidfd; a no-op once it has exited.
+
+        PID 1 ignores signals it has no handler for, except SIGKILL.
+        """
+        self._proc.send_signal(sig)
+
+    def kill(self) -> None:
+        """SIGKILL PID 1, which ends every process of the container."""
+        self._proc.send_signal(9)
+
+    def terminate(self) -> None:
+        """SIGTERM PID 1."""
+        self._proc.send_signal(15)
+
+    async def wait(self) -> Result:
+        """Wait until the container has exited and been cleaned up.
+
+        Returns:
+            its :class:`Result`.
+
+        **Cancellation:** cancelling the wait does not affect the container.
+        """
+        await self._done.wait()
+        assert self._result is not None
+        return self._result
+
+
+class Supervisor:
+    """Supervises containers from one async program.
+
+    Use as ``async with Supervisor() as sup:``; it starts a fork server on
+    entry and, on exit, kills whatever containers are left and stops it.
+
+    Args:
+        startup_timeout: seconds to wait for the fork server to start.
+    """
+
+    def __init__(self, *, startup_timeout: float = 30.0) -> None:
+        self._startup_timeout = startup_timeout
+        self._fork_server = ForkServerClient()
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._ids = itertools.count(1)
+        self._hostnames: set[str] = set()
+        self._live: dict[str, ContainerProcess] = {}
+        self._prefix = f"{os.getpid()}-{id(self) & 0xFFFF:04x}"
+
+    async def __aenter__(self) -> Supervisor:
+        self._lifespan_cm = self._lifespan()
+        await self._lifespan_cm.__aenter__()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        return await self._lifespan_cm.__aexit__(exc_type, exc, tb)
+
+    @contextlib.asynccontextmanager
+    async def _lifespan(self) -> AsyncIterator[None]:
+        async with anyio.create_task_group() as tg:
+            await self._fork_server.start(self._startup_timeout)
+            tg.start_soon(self._fork_server.serve)
+            self._tg = tg
+            try:
+                yield
+            finally:
+                with anyio.CancelScope(shield=True):
+                    # Whatever is still running dies with the supervisor.
+                    for proc in list(self._live.values()):
+                        proc.send_signal(9)
+                    await self._fork_server.aclose()
+                self._tg = None
+                tg.cancel_scope.cancel()
+
+    @property
+    def fork_server_pid(self) -> int:
+        """PID of this supervisor's fork server."""
+        return self._fork_server.pid
+
+    async def run(
+        self,
+        spec: Spec,
+        *,
+        check: bool = False,
+        capture_output: bool = True,
+        input: bytes | None = None,
+        stdin: int | None = None,
+        stdout: int | None = None,
+        stderr: int | None = None,
+        on_phase: PhaseCallback | None = None,
+        task_status: TaskStatus[Container] = anyio.TASK_STATUS_IGNORED,
+    ) -> Result:
+        """Run one container to completion.
+
+        Args:
+            spec: what to run.
+            check: raise :class:`ContainerFailed` if the payload does not exit 0.
+            capture_output: collect stdout and stderr into the result; when
+                false they go to ``stdout``/``stderr`` (default: ours).
+            input: bytes fed to the payload's stdin, then closed.
+            stdin: a file descriptor to use as the payload's stdin (default:
+                ``/dev/null`` unless ``input`` is given).
+            stdout: a file descriptor for stdout when not capturing.
+            stderr: a file descriptor for stderr when not capturing.
+            on_phase: called as each setup phase starts, with the
+                :class:`Phase` and the seconds since the run started.
+            task_status: set by ``nursery.start``/``TaskGroup.start``, which
+                then returns a :class:`Container` once setup succeeded.
+
+        Returns:
+            the :class:`Result`.
+
+        Raises:
+            SetupError: the container failed before its payload ran
+                (``error.result.reason == "setup_failed"``).
+            ContainerFailed: ``check`` is true and the payload failed.
+            ForkServerError: the supervisor's fork server is gone.
+            ValueError: the spec's host paths are missing.
+
+        **Cancellation:** the container is stopped (SIGTERM if PID 1 handles
+        it, ``spec.grace_period`` seconds, then SIGKILL), always reaped, and
+        its resources released under a shield; then the cancellation
+        propagates.
+        """
+        if self._tg is None:
+            raise RuntimeError("use 'async with Supervisor() as sup:' before sup.run()")
+        if input is not None and stdin is not None:
+            raise ValueError("pass either input or stdin, not both")
+        spec.check_host()
+        t0 = time.monotonic_ns()
+        cid = f"{self._prefix}-{next(self._ids)}"
+        hostname = spec.hostname or generate_hostname(self._hostnames)
+        self._hostnames.add(hostname)
+        config = build_config(spec, hostname)
+
+        ctl_parent, ctl_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+        ctl_parent.setblocking(False)
+        proc = ContainerProcess(cid, ctl_parent, spec.map_base, spec.map_size, t0, on_phase)
+        child_fds: list[int] = [ctl_child.detach()]
+        ours: list[int] = []  # our ends of pipes
+        out_chunks: list[bytes] = []
+        err_chunks: list[bytes] = []
+        done = anyio.Event()
+        handle = Container(proc, hostname, done)
+        reason: Reason | None = None
+        setup_error: SetupError | None = None
+        try:
+            # stdio for the container (the fork server dup2()s them to 0, 1, 2)
+            stdin_w = -1
+            if input is not None:
+                r, stdin_w = os.pipe2(os.O_CLOEXEC)
+                child_fds.append(r)
+                ours.append(stdin_w)
+            elif stdin is not None:
+                child_fds.append(os.dup(stdin))
+            else:
+                child_fds.append(os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC))
+            out_r = err_r = -1
+            if capture_output:
+                out_r, w = os.pipe2(os.O_CLOEXEC)
+                child_fds.append(w)
+                err_r, w = os.pipe2(os.O_CLOEXEC)
+                child_fds.append(w)
+                ours += [out_r, err_r]
+            else:
+                child_fds.append(os.dup(1 if stdout is None else stdout))
+                child_fds.append(os.dup(2 if stderr is None else stderr))
+
+            try:
+                proc.slot = await self._fork_server.spawn(cid, config, child_fds)
+            except OSError as exc:
+                raise SetupError(Phase.SPAWNED, exc.errno or 0, str(exc)) from exc
+            finally:
+                for fd in child_fds:
+                    os.close(fd)
+                child_fds = []
+            self._live[cid] = proc
+
+            async with anyio.create_task_group() as tg:
+                if out_r >= 0:
+                    tg.start_soon(_drain, out_r, out_chunks)
+                    tg.start_soon(_drain, err_r, err_chunks)
+                if stdin_w >= 0:
+                    tg.start_soon(_feed, stdin_w, input or b"")
+                    ours.remove(stdin_w)
+                try:
+                    await proc.drive_setup(self._fork_server)
+                except SetupError as exc:
+                    setup_error = exc
+                    reason = "setup_failed"
+                    tg.cancel_scope.cancel()
+                else:
+                    task_status.started(handle)
+                    assert proc.slot is not None
+                    await proc.slot.exited.wait()
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                if proc.slot is not None:
+                    await proc.stop(spec.grace_period)
+                reason = "cancelled"
+            raise
+        finally:
+            with anyio.CancelScope(shield=True):
+                if proc.slot is not None and not proc.exited:
+                    await proc.stop(spec.grace_period)
+                for fd in child_fds + ours:
+                    _close(fd)
+                ctl_parent.close()
+                self._live.pop(cid, None)
+                self._hostnames.discard(hostname)
+                exit_code: int | None = None
+                sig: int | None = None
+                if proc.slot is not None and proc.exited:
+                    exit_code, sig = proc.exit_status()
+                    self._fork_server.forget(cid)
+                if reason is None:
+                    if proc.stopped_by_us:
+                        reason = "cancelled"
+                    else:
+                        reason = "exited" if exit_code is not None else "signaled"
+                if reason == "setup_failed":
+                    exit_code = sig = None
+                result = Result(
+                    id=cid,
+                    hostname=hostname,
+                    exit_code=exit_code,
+                    signal=sig,
+                    reason=reason,
+                    stdout=b"".join(out_chunks),
+                    stderr=b"".join(err_chunks),
+                    wall_s=(time.monotonic_ns() - t0) / 1e9,
+                    phases=tuple(PhaseTiming(p.label, s) for p, s in proc.phases),
+                    failed_phase=setup_error.phase.label if setup_error else None,
+                    error=setup_error.message if setup_error else None,
+                )
+                handle._result = result
+                done.set()
+        if setup_error is not None:
+            setup_error.result = result
+            raise setup_error
+        if check and not result.ok:
+            raise ContainerFailed(result)
+        return result
+
+
+async def _drain(fd: int, chunks: list[bytes]) -> None:
+    """Read a pipe to end-of-file (non-blocking reads, async waits)."""
+    os.set_blocking(fd, False)
+    while True:
+        try:
+            data = os.read(fd, 65536)
+        except BlockingIOError:
+            await anyio.wait_readable(fd)
+            continue
+        if not data:
+            return
+        chunks.append(data)
+
+
+async def _feed(fd: int, data: bytes) -> None:
+    """Write ``data`` to a pipe, then close it (EPIPE means the reader left)."""
+    os.set_blocking(fd, False)
+    view = memoryview(data)
+    try:
+        while view:
+            try:
+                n = os.write(fd, view)
+            except BlockingIOError:
+                await anyio.wait_writable(fd)
+                continue
+            except BrokenPipeError:
+                return
+            view = view[n:]
+    finally:
+        os.close(fd)
+
+
+def _close(fd: int) -> None:
+    try:
+        os.close(fd)
+    except OSError:
+        pass
+
+
+async def run(
+    spec: Spec,
+    *,
+    check: bool = False,
+    capture_output: bool = True,
+    input: bytes | None = None,
+    **kwargs: Any,
+) -> Result:
+    """Run one container with a supervisor of its own.
+
+    A shortcut for ``async with Supervisor() as sup: return await sup.run(...)``;
+    to run many, keep one :class:`Supervisor` (it starts its fork server once).
+
+    Args:
+        spec: what to run.
+        check: raise :class:`ContainerFailed` if the payload does not exit 0.
+        capture_output: collect stdout and stderr into the result.
+        input: bytes fed to the payload's stdin.
+        **kwargs: further keywords of :meth:`Supervisor.run`.
+
+    Returns:
+        the :class:`Result`.
+
+    Raises:
+        SetupError: the container failed before its payload ran.
+        ContainerFailed: ``check`` is true and the payload failed.
+        ForkServerError: the fork server could not start.
+
+    **Cancellation:** as :meth:`Supervisor.run`; the fork server is stopped too.
+    """
+    async with Supervisor() as sup:
+        return await sup.run(spec, check=check, capture_output=capture_output, input=input, **kwargs)
+
+
+__all__ = ["Container", "ForkServerError", "Supervisor", "run"]

@@ -1,0 +1,247 @@
+"""PID 1's setup: one linear sequence, each step with the reason it sits there.
+
+This runs in the child of the fork server's ``clone()``, which already created
+the user, mount, UTS, IPC, network and PID namespaces (the user namespace
+first, owning the rest). It is the executable form of the container's security
+argument: read :func:`run_setup` top to bottom.
+
+Rules for this module (it runs in a freshly cloned process): only ``os.*``,
+:mod:`supervisor._sys.linux` and the protocol's blocking send/recv; no imports
+after the fork server preloaded us, no logging, no buffered I/O; every failure
+is reported as one ``FAIL`` record, then ``os._exit``.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import signal
+import socket
+import struct
+import time
+from typing import Any, NoReturn
+
+from .._protocol import Phase, Tag, recv, send
+from .._sys import constants as c
+from .._sys import linux
+from .rootfs import RootBuilder
+
+#: Where the control socket lives in PID 1 (close-on-exec).
+CONTROL_FD = 3
+
+_SIOCGIFFLAGS = 0x8913
+_SIOCSIFFLAGS = 0x8914
+_IFF_UP = 0x1
+
+
+class SetupFailure(Exception):
+    """Raised inside PID 1 to abort setup with a phase, errno and message."""
+
+    def __init__(self, err: int, message: str) -> None:
+        super().__init__(message)
+        self.errno = err
+
+
+class Channel:
+    """PID 1's end of the control socket, with the current phase."""
+
+    def __init__(self, sock: socket.socket, fault: int | None) -> None:
+        self.sock = sock
+        self.phase = Phase.SPAWNED
+        self.fault = fault
+
+    def enter(self, phase: Phase) -> None:
+        """Report the start of ``phase`` (with a CLOCK_MONOTONIC timestamp)."""
+        self.phase = phase
+        send(self.sock, {"t": Tag.PHASE, "phase": int(phase), "ts": time.monotonic_ns()})
+        self._maybe_fault()
+
+    def request(self, phase: Phase) -> None:
+        """Start a request phase and block until the supervisor acknowledges it."""
+        self.phase = phase
+        send(self.sock, {"t": Tag.REQUEST, "phase": int(phase), "ts": time.monotonic_ns()})
+        self._maybe_fault()
+        record, fds = recv(self.sock)
+        for fd in fds:
+            os.close(fd)
+        if record is None or record["t"] != Tag.ACK or record.get("phase") != int(phase):
+            # The supervisor went away or gave up: nothing to report to.
+            os._exit(1)
+
+    def _maybe_fault(self) -> None:
+        if self.fault == int(self.phase):
+            raise SetupFailure(errno.EIO, f"fault injected at phase {self.phase.label} (supervisor.testing)")
+
+    def fail(self, err: int, message: str) -> None:
+        try:
+            send(self.sock, {"t": Tag.FAIL, "phase": int(self.phase), "errno": err, "message": message})
+        except OSError:
+            pass
+
+
+def child_main(config: dict[str, Any], fds: list[int]) -> NoReturn:
+    """Entry point in the cloned child. Never returns."""
+    try:
+        chan = _adopt_fds(fds, bool(config.get("stdin_null")))
+    except BaseException:  # noqa: BLE001 - nothing to report to yet
+        os._exit(125)
+    try:
+        run_setup(config, chan)
+    except SetupFailure as exc:
+        chan.fail(exc.errno, str(exc))
+    except OSError as exc:
+        chan.fail(exc.errno or 0, exc.strerror if exc.strerror and not exc.args[1:] else str(exc))
+    except BaseException as exc:  # noqa: BLE001 - report anything, then die
+        chan.fail(0, f"{type(exc).__name__}: {exc}")
+    os._exit(125)
+
+
+def _adopt_fds(fds: list[int], stdin_null: bool) -> Channel:
+    """Move control/stdio fds into place and close everything else."""
+    ctl, stdin, stdout, stderr = fds[:4]
+    # Park the four above any fd we will write to, then dup2 into 0..3.
+    high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 64) for fd in (stdin, stdout, stderr, ctl)]
+    for target, fd in enumerate(high[:3]):
+        os.dup2(fd, target, inheritable=True)
+    os.dup2(high[3], CONTROL_FD, inheritable=False)
+    # Nothing of the fork server (its socket to the supervisor, other
+    # containers' pidfds) survives into the container, not even until exec.
+    linux.close_range(CONTROL_FD + 1)
+    sock = socket.socket(fileno=CONTROL_FD)
+    sock.setblocking(True)
+    return Channel(sock, None)
+
+
+def run_setup(config: dict[str, Any], chan: Channel) -> NoReturn:
+    """The setup sequence, in protocol order (see :class:`supervisor.Phase`)."""
+    chan.fault = config.get("fault")
+    # SPAWNED: die with the fork server (our parent, single-threaded, so the
+    # parent-thread caveat of PDEATHSIG does not bite), and stay non-dumpable
+    # until exec so nothing in the container can ptrace or read our memory.
+    linux.prctl(c.PR_SET_PDEATHSIG, signal.SIGKILL)
+    linux.prctl(c.PR_SET_DUMPABLE, 0)
+    # A session of our own: the payload can never reach the caller's terminal
+    # (TIOCSTI) and is not hit by the caller's Ctrl-C.
+    os.setsid()
+    chan.enter(Phase.SPAWNED)
+
+    # USERNS: first, because files created and ids checked from here on need
+    # the maps. The supervisor writes them (root in the host user namespace),
+    # then we become root of the container (still without any host privilege).
+    chan.request(Phase.USERNS)
+    os.setgroups([])
+    os.setresgid(0, 0, 0)
+    os.setresuid(0, 0, 0)
+
+    # CGROUP: the supervisor places us in our cgroup before any mount or
+    # payload code runs; the cgroup namespace is unshared only after that, so
+    # its root is the container's own cgroup.
+    if config.get("cgroup"):
+        chan.request(Phase.CGROUP)
+    else:
+        chan.enter(Phase.CGROUP)
+    linux.unshare(c.CLONE_NEWCGROUP)
+
+    # NETWORK: the namespace exists since clone(); bring loopback up here, in
+    # the namespace's owner, then let the supervisor add its veth if asked.
+    if config.get("network"):
+        chan.request(Phase.NETWORK)
+    else:
+        chan.enter(Phase.NETWORK)
+    _loopback_up()
+
+    # HOSTNAME: in the new UTS namespace; independent of the filesystem.
+    chan.enter(Phase.HOSTNAME)
+    linux.sethostname(config["hostname"])
+
+    # ROOTFS: / private before any mount; staging tmpfs; new root bound in.
+    chan.enter(Phase.ROOTFS)
+    root = RootBuilder(config)
+    root.stage()
+    root.bind_root()
+
+    # MOUNTS: /proc (needs to be mounted by a process inside the PID
+    # namespace: us), /dev, /sys, /tmp, then the caller's binds, while the
+    # host is still reachable as /oldroot.
+    chan.enter(Phase.MOUNTS)
+    root.mount_filesystems()
+
+    # PIVOT: into the new root; the old root is detached and unreachable.
+    chan.enter(Phase.PIVOT)
+    root.pivot()
+
+    # CAPABILITIES and RLIMITS: after the last privileged mount.
+    chan.enter(Phase.CAPABILITIES)
+    chan.enter(Phase.RLIMITS)
+
+    # IDENTITY: the payload's ids; then the working directory, entered as that
+    # user and checked to be inside the container (CVE-2024-21626).
+    chan.enter(Phase.IDENTITY)
+    gid = int(config["gid"])
+    uid = int(config["uid"])
+    os.setgroups([int(g) for g in config.get("groups", [])])
+    os.setresgid(gid, gid, gid)
+    os.setresuid(uid, uid, uid)
+    os.chdir(config["cwd"])
+    cwd = os.getcwd()  # FileNotFoundError if "(unreachable)"
+    if not cwd.startswith("/"):
+        raise SetupFailure(errno.EPERM, f"working directory {cwd!r} is outside the container")
+
+    # SECCOMP: no_new_privs, then (later) the filter, last before exec.
+    chan.enter(Phase.SECCOMP)
+    linux.prctl(c.PR_SET_NO_NEW_PRIVS, 1)
+
+    # EXEC: resolve the program in the container's PATH, report, execve.
+    chan.enter(Phase.EXEC)
+    path = _find_program(config["argv"][0], config["path"])
+    _reset_signals()
+    os.execve(path, config["argv"], dict(_split_env(config["env"])))
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _find_program(name: str, search: str) -> str:
+    """PATH lookup inside the container (like execvp, but before exec)."""
+    if "/" in name:
+        return name
+    denied: OSError | None = None
+    for directory in search.split(":"):
+        candidate = os.path.join(directory or ".", name)
+        try:
+            st = os.stat(candidate)
+        except OSError:
+            continue
+        if not os.path.isdir(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+        if st:
+            denied = OSError(errno.EACCES, f"{candidate}: permission denied")
+    if denied is not None:
+        raise SetupFailure(errno.EACCES, str(denied))
+    raise SetupFailure(errno.ENOENT, f"executable file not found in $PATH: {name}")
+
+
+def _split_env(env: list[str]) -> list[tuple[str, str]]:
+    out = []
+    for item in env:
+        key, _, value = item.partition("=")
+        out.append((key, value))
+    return out
+
+
+def _reset_signals() -> None:
+    """Give the payload default dispositions and an empty signal mask.
+
+    Python ignores SIGPIPE and SIGXFSZ, and the fork server ignores SIGINT;
+    ignored signals stay ignored across execve, so restore them.
+    """
+    for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT):
+        signal.signal(sig, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+
+
+def _loopback_up() -> None:
+    """ioctl(SIOCSIFFLAGS, lo, IFF_UP): no netlink library needed for this."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
+        ifreq = struct.pack("16sH14x", b"lo", 0)
+        flags = struct.unpack("16sH14x", fcntl.ioctl(s.fileno(), _SIOCGIFFLAGS, ifreq))[1]
+        fcntl.ioctl(s.fileno(), _SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", flags | _IFF_UP))

@@ -1,0 +1,37 @@
+"""crabcan-style hostnames (``adjective-noun-N``), unique among live containers."""
+
+from __future__ import annotations
+
+import random
+
+# crabcan's own word lists (hostname.rs).
+NOUNS = ("cat", "world", "coffee", "girl", "man", "book", "pinguin", "moon")
+ADJECTIVES = (
+    "blue", "red", "green", "yellow", "big", "small", "tall", "thin",
+    "round", "square", "triangular", "weird", "noisy", "silent", "soft", "irregular",
+)  # fmt: skip
+
+
+def generate(taken: set[str] | frozenset[str], rng: random.Random | None = None) -> str:
+    """A random ``adjective-noun-N`` name not in ``taken``.
+
+    crabcan drew N in 0..255 and never checked for collisions (32,768 names;
+    two containers could share a name and, in crabcan, a cgroup). Here N starts
+    in crabcan's range and widens when that range is crowded, so the result is
+    always unique among ``taken``.
+
+    Args:
+        taken: names in use by the supervisor's live containers.
+        rng: randomness source (tests pass a seeded one).
+
+    Returns:
+        A name not in ``taken``.
+    """
+    rng = rng or random.Random()
+    limit = 256
+    while True:
+        for _ in range(32):
+            name = f"{rng.choice(ADJECTIVES)}-{rng.choice(NOUNS)}-{rng.randrange(limit)}"
+            if name not in taken:
+                return name
+        limit *= 16

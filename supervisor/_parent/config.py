@@ -1,0 +1,85 @@
+"""Turn a :class:`~supervisor.Spec` into the plain dict that PID 1 executes.
+
+The child side gets only JSON-able values with everything resolved here, once,
+in the supervisor: paths made absolute, the environment completed, the
+embedded default root described. PID 1 then needs no policy of its own.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import os
+from typing import Any
+
+from .._protocol import Phase
+from .._spec import Spec
+from .._sys import constants as c
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+#: The host folders the embedded default root shows, read-only.
+SYSTEM_DIRS = ("usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "etc")
+
+#: Test-only: the phase at which PID 1 must fail (see supervisor.testing).
+FAULT: contextvars.ContextVar[Phase | None] = contextvars.ContextVar("supervisor_fault", default=None)
+
+
+@functools.lru_cache(maxsize=1)
+def system_entries() -> tuple[tuple[str, str, str], ...]:
+    """(name, kind, symlink target) for each host system folder that exists.
+
+    Merged-/usr hosts have /bin -> usr/bin and friends: those stay symlinks.
+    """
+    out = []
+    for name in SYSTEM_DIRS:
+        path = "/" + name
+        if os.path.islink(path):
+            out.append((name, "symlink", os.readlink(path)))
+        elif os.path.isdir(path):
+            out.append((name, "dir", ""))
+    return tuple(out)
+
+
+def default_home(spec: Spec) -> str:
+    """HOME: /root for uid 0; /home on the default root; / otherwise."""
+    if spec.uid == 0:
+        return "/root"
+    return "/home" if spec.rootfs is None else "/"
+
+
+def build_env(spec: Spec, hostname: str, tty: bool = False) -> list[str]:
+    """The payload's clean environment: sane defaults, then the caller's."""
+    env = {
+        "PATH": DEFAULT_PATH,
+        "HOME": default_home(spec),
+        "TERM": "xterm" if tty else "dumb",
+        "HOSTNAME": hostname,
+    }
+    env.update(spec.env)
+    return [f"{k}={v}" for k, v in env.items()]
+
+
+def build_config(spec: Spec, hostname: str, *, cgroup: bool = False, network: bool = False) -> dict[str, Any]:
+    """The record PID 1 runs from."""
+    env = build_env(spec, hostname)
+    path = next((e.split("=", 1)[1] for e in env if e.startswith("PATH=")), DEFAULT_PATH)
+    fault = FAULT.get()
+    return {
+        "clone_flags": c.CONTAINER_NAMESPACES,
+        "argv": list(spec.command),
+        "env": env,
+        "path": path,
+        "cwd": spec.cwd,
+        "hostname": hostname,
+        "uid": spec.uid,
+        "gid": spec.gid,
+        "groups": [],
+        "rootfs": spec.rootfs,
+        "read_only_root": spec.read_only,
+        "system": [{"name": n, "kind": k, "target": t} for n, k, t in system_entries()],
+        "mounts": [{"src": m.source, "dst": m.target, "ro": m.read_only} for m in spec.mounts],
+        "cgroup": cgroup,
+        "network": network,
+        "fault": int(fault) if fault is not None else None,
+    }

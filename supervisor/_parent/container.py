@@ -1,0 +1,187 @@
+"""The supervisor's half of one container: drive setup, then watch it run."""
+
+from __future__ import annotations
+
+import os
+import signal as _signal
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+
+from .._errors import ProtocolError, SetupError
+from .._protocol import REQUEST_PHASES, Phase, Tag, recv, send
+from .._sys import linux
+from .forkserver import ForkServerClient, Slot
+from .userns import write_id_maps
+
+PhaseCallback = Callable[[Phase, float], None]
+
+
+class ContainerProcess:
+    """Parent-side state of one container, from spawn to reaped.
+
+    Args:
+        cid: the supervisor's id for it.
+        sock: the supervisor's end of the control socket (non-blocking).
+        map_base: first host id of the container's id range.
+        map_size: size of that range.
+        t0: ``time.monotonic_ns()`` when the run started.
+        on_phase: called as each phase starts (phase, seconds since start).
+    """
+
+    def __init__(
+        self,
+        cid: str,
+        sock: socket.socket,
+        map_base: int,
+        map_size: int,
+        t0: int,
+        on_phase: PhaseCallback | None = None,
+    ) -> None:
+        self.cid = cid
+        self.sock = sock
+        self.map_base = map_base
+        self.map_size = map_size
+        self.t0 = t0
+        self.on_phase = on_phase
+        self.slot: Slot | None = None
+        self.phases: list[tuple[Phase, float]] = []
+        self.last_phase = Phase.SPAWNED
+        self.running = False
+        self.stopped_by_us = False
+
+    @property
+    def pid(self) -> int:
+        """Host PID of the container's PID 1 (0 before spawn)."""
+        return self.slot.pid if self.slot else 0
+
+    @property
+    def exited(self) -> bool:
+        """True once the fork server reported PID 1's exit."""
+        return self.slot is not None and self.slot.exited.is_set()
+
+    def _note(self, phase: Phase, ts: int) -> None:
+        self.last_phase = phase
+        seconds = (ts - self.t0) / 1e9
+        self.phases.append((phase, seconds))
+        if self.on_phase is not None:
+            self.on_phase(phase, seconds)
+
+    async def _recv(self) -> tuple[dict[str, Any] | None, list[int]]:
+        while True:
+            try:
+                return recv(self.sock)
+            except BlockingIOError:
+                await anyio.wait_readable(self.sock)
+
+    async def drive_setup(self, fork_server: ForkServerClient) -> None:
+        """Answer PID 1's requests until it execs the payload.
+
+        Raises:
+            SetupError: PID 1 reported a failure, or died before exec.
+            ProtocolError: PID 1 sent something out of order.
+        """
+        assert self.slot is not None
+        while True:
+            record, fds = await self._recv()
+            for fd in fds:
+                os.close(fd)
+            if record is None:
+                if self.last_phase == Phase.EXEC:
+                    self.running = True
+                    return
+                await self.slot.exited.wait()
+                raise SetupError(self.last_phase, 0, f"PID 1 died during setup ({self.describe_exit()})")
+            tag = record["t"]
+            if tag in (Tag.PHASE, Tag.REQUEST):
+                try:
+                    phase = Phase(int(record["phase"]))
+                except (ValueError, KeyError, TypeError):
+                    raise ProtocolError(f"unknown phase in {record!r}") from None
+                if phase < self.last_phase or (phase == self.last_phase and self.phases):
+                    raise ProtocolError(f"phase {phase.label} after {self.last_phase.label}")
+                self._note(phase, int(record.get("ts", time.monotonic_ns())))
+                if tag == Tag.REQUEST:
+                    if phase not in REQUEST_PHASES:
+                        raise ProtocolError(f"phase {phase.label} is not a request")
+                    await self._answer(phase)
+            elif tag == Tag.FAIL:
+                try:
+                    phase = Phase(int(record["phase"]))
+                except (ValueError, KeyError, TypeError):
+                    phase = self.last_phase
+                await self.slot.exited.wait()
+                raise SetupError(phase, int(record.get("errno") or 0), str(record.get("message")))
+            else:
+                raise ProtocolError(f"unexpected record from PID 1: {record!r}")
+
+    async def _answer(self, phase: Phase) -> None:
+        assert self.slot is not None
+        if phase == Phase.USERNS:
+            try:
+                write_id_maps(self.slot.pid, self.slot.pidfd, self.map_base, self.map_size)
+            except OSError as exc:
+                raise SetupError(phase, exc.errno or 0, str(exc)) from exc
+        send(self.sock, {"t": Tag.ACK, "phase": int(phase)})
+
+    def describe_exit(self) -> str:
+        """Human text for PID 1's exit status."""
+        code, status = self.exit_status()
+        if code is not None:
+            return f"exit status {code}"
+        return f"killed by signal {status}"
+
+    def exit_status(self) -> tuple[int | None, int | None]:
+        """``(exit_code, None)`` or ``(None, signal)`` once exited."""
+        assert self.slot is not None
+        import os as _os
+
+        if self.slot.exit_code == _os.CLD_EXITED:
+            return self.slot.exit_status, None
+        return None, self.slot.exit_status
+
+    # -- signals ----------------------------------------------------------
+    def send_signal(self, sig: int) -> None:
+        """Signal PID 1 through its pidfd (a no-op once it has exited)."""
+        if self.slot is None or self.slot.pidfd < 0 or self.exited:
+            return
+        try:
+            linux.pidfd_send_signal(self.slot.pidfd, sig)
+        except ProcessLookupError:
+            pass
+
+    def handles_signal(self, sig: int) -> bool:
+        """Whether PID 1 has a handler for ``sig``.
+
+        A PID 1 ignores signals it does not handle, even from outside its
+        namespace (pid_namespaces(7)); only SIGKILL and SIGSTOP are forced.
+        """
+        if self.slot is None or self.exited:
+            return False
+        try:
+            with open(f"/proc/{self.slot.pid}/status") as f:
+                for line in f:
+                    if line.startswith("SigCgt:"):
+                        return bool(int(line.split()[1], 16) & (1 << (sig - 1)))
+        except OSError:
+            return False
+        return False
+
+    async def stop(self, grace_period: float) -> None:
+        """SIGTERM (if PID 1 handles it), the grace period, then SIGKILL; reap.
+
+        **Cancellation:** shielded: always returns with PID 1 reaped.
+        """
+        assert self.slot is not None
+        with anyio.CancelScope(shield=True):
+            if not self.exited:
+                self.stopped_by_us = True
+                if self.running and grace_period > 0 and self.handles_signal(_signal.SIGTERM):
+                    self.send_signal(_signal.SIGTERM)
+                    with anyio.move_on_after(grace_period):
+                        await self.slot.exited.wait()
+                self.send_signal(_signal.SIGKILL)
+            await self.slot.exited.wait()

@@ -1,0 +1,224 @@
+"""What a container is: the frozen, validated :class:`Spec` and :class:`Mount`.
+
+Validation happens in the constructors, so a bad value raises
+:class:`ValueError`/:class:`TypeError` naming the field before anything starts.
+Checks that need the host (does the rootfs exist?) run in
+:meth:`Spec.check_host`, which the supervisor calls before spawning.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+_HOSTNAME_RE = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*$")
+_ENV_KEY_RE = re.compile(r"^[^=\x00]+$")
+
+
+def _field_error(name: str, message: str) -> ValueError:
+    return ValueError(f"Spec.{name}: {message}")
+
+
+@dataclass(frozen=True)
+class Mount:
+    """A bind mount of a host path into the container (crabcan's ``--add``).
+
+    Args:
+        source: host path; must exist when the container starts.
+        target: absolute path inside the container.
+        read_only: mount read-only (recursively).
+
+    Raises:
+        ValueError: ``target`` is not absolute, or either path is empty.
+        TypeError: a path is not a string or path-like.
+    """
+
+    source: str
+    target: str
+    read_only: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("source", "target"):
+            value = getattr(self, name)
+            if not isinstance(value, (str, os.PathLike)):
+                raise TypeError(f"Mount.{name} must be a path, not {type(value).__name__}")
+            value = os.fspath(value)
+            if not isinstance(value, str) or not value or "\x00" in value:
+                raise ValueError(f"Mount.{name} must be a non-empty path without NUL bytes")
+            object.__setattr__(self, name, value)
+        if not self.target.startswith("/"):
+            raise ValueError(f"Mount.target must be absolute, got {self.target!r}")
+        if os.path.normpath(self.target) == "/":
+            raise ValueError("Mount.target cannot be / (use Spec.rootfs)")
+        if not isinstance(self.read_only, bool):
+            raise TypeError("Mount.read_only must be a bool")
+
+    @classmethod
+    def parse(cls, text: str) -> Mount:
+        """Parse docker's ``SRC:DST[:ro|rw]`` (crabcan's ``--add`` ``from:to``).
+
+        Raises:
+            ValueError: not of that form.
+        """
+        parts = text.split(":")
+        if len(parts) == 2:
+            src, dst, mode = parts[0], parts[1], "rw"
+        elif len(parts) == 3:
+            src, dst, mode = parts
+        else:
+            raise ValueError(f"mount {text!r} is not SRC:DST[:ro]")
+        if mode not in ("ro", "rw"):
+            raise ValueError(f"mount {text!r}: mode must be ro or rw, not {mode!r}")
+        return cls(os.path.abspath(src) if src else src, dst, mode == "ro")
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A frozen, validated description of one container.
+
+    Args:
+        command: the payload's argv, a list of strings (never split on
+            whitespace); ``command[0]`` is looked up in the container's PATH
+            unless it contains a slash.
+        rootfs: host directory to use as the container's root, or ``None`` for
+            the embedded default root (a read-only view of the host's ``/usr``,
+            ``/bin``, ``/sbin``, ``/lib*`` and ``/etc``, with fresh ``/tmp``,
+            ``/proc``, ``/dev`` and an empty home).
+        hostname: the container's hostname; ``None`` picks a crabcan-style
+            ``adjective-noun-N``, unique among the supervisor's live containers.
+        uid: the uid the payload runs as inside the container (crabcan's
+            ``--uid``).
+        gid: its gid (defaults to ``uid``, as in crabcan).
+        mounts: extra bind mounts (:class:`Mount`).
+        env: variables added to the clean default environment (``PATH``,
+            ``HOME``, ``TERM``, ``HOSTNAME``); they win over the defaults.
+        cwd: working directory inside the container (absolute).
+        read_only: mount the root read-only (the embedded default root always is).
+        map_base: first host uid/gid of the range the container's ids map to.
+        map_size: size of that range; container ids ``0..map_size-1`` exist.
+        grace_period: seconds between SIGTERM and SIGKILL when the container is
+            stopped or cancelled.
+
+    Raises:
+        TypeError: a field has the wrong type (the message names it).
+        ValueError: a field has a bad value (the message names it).
+    """
+
+    command: Sequence[str]
+    rootfs: str | None = None
+    hostname: str | None = None
+    uid: int = 0
+    gid: int | None = None
+    mounts: Sequence[Mount] = ()
+    env: Mapping[str, str] = field(default_factory=dict)
+    cwd: str = "/"
+    read_only: bool = False
+    map_base: int = 100_000
+    map_size: int = 65_536
+    grace_period: float = 5.0
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        # command
+        if isinstance(self.command, (str, bytes)) or not isinstance(self.command, Sequence):
+            raise TypeError(f"Spec.command must be a list of str, not {type(self.command).__name__}")
+        if not self.command:
+            raise _field_error("command", "must not be empty")
+        for arg in self.command:
+            if not isinstance(arg, str):
+                raise TypeError(f"Spec.command items must be str, not {type(arg).__name__}")
+            if "\x00" in arg:
+                raise _field_error("command", "arguments cannot contain NUL bytes")
+        if not self.command[0]:
+            raise _field_error("command", "the program name is empty")
+        set_(self, "command", tuple(self.command))
+        # rootfs
+        if self.rootfs is not None:
+            if not isinstance(self.rootfs, (str, os.PathLike)):
+                raise TypeError(f"Spec.rootfs must be a path or None, not {type(self.rootfs).__name__}")
+            rootfs = os.fspath(self.rootfs)
+            if not isinstance(rootfs, str) or not rootfs:
+                raise _field_error("rootfs", "must be a non-empty path")
+            set_(self, "rootfs", os.path.abspath(rootfs))
+        # hostname
+        if self.hostname is not None:
+            if not isinstance(self.hostname, str):
+                raise TypeError("Spec.hostname must be a str or None")
+            if len(self.hostname) > 64 or not _HOSTNAME_RE.match(self.hostname):
+                raise _field_error("hostname", f"{self.hostname!r} is not a valid hostname")
+        # ids
+        for name in ("map_base", "map_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise TypeError(f"Spec.{name} must be an int")
+        if self.map_base < 1:
+            raise _field_error("map_base", "must be >= 1 (host root is never mapped)")
+        if not 1 <= self.map_size <= 2**32 - 1 - self.map_base:
+            raise _field_error("map_size", "out of range")
+        gid = self.uid if self.gid is None else self.gid
+        for name, value in (("uid", self.uid), ("gid", gid)):
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise TypeError(f"Spec.{name} must be an int")
+            if not 0 <= value < self.map_size:
+                raise _field_error(name, f"{value} is outside the mapped range 0..{self.map_size - 1}")
+        set_(self, "gid", gid)
+        # mounts
+        if isinstance(self.mounts, (str, bytes)) or not isinstance(self.mounts, Sequence):
+            raise TypeError("Spec.mounts must be a list of Mount")
+        mounts = []
+        for m in self.mounts:
+            if not isinstance(m, Mount):
+                raise TypeError(f"Spec.mounts items must be Mount (see Mount.parse), not {type(m).__name__}")
+            mounts.append(m)
+        set_(self, "mounts", tuple(mounts))
+        # env
+        if not isinstance(self.env, Mapping):
+            raise TypeError("Spec.env must be a mapping of str to str")
+        for key, value in self.env.items():
+            if not isinstance(key, str) or not isinstance(value, str):
+                raise TypeError("Spec.env keys and values must be str")
+            if not _ENV_KEY_RE.match(key) or "\x00" in value:
+                raise _field_error("env", f"invalid variable {key!r}")
+        set_(self, "env", MappingProxyType(dict(self.env)))
+        # cwd
+        if not isinstance(self.cwd, str):
+            raise TypeError("Spec.cwd must be a str")
+        if not self.cwd.startswith("/") or "\x00" in self.cwd:
+            raise _field_error("cwd", f"must be an absolute path, got {self.cwd!r}")
+        # flags and numbers
+        if not isinstance(self.read_only, bool):
+            raise TypeError("Spec.read_only must be a bool")
+        if not isinstance(self.grace_period, (int, float)) or isinstance(self.grace_period, bool):
+            raise TypeError("Spec.grace_period must be a number")
+        if self.grace_period < 0:
+            raise _field_error("grace_period", "must be >= 0")
+
+    def check_host(self) -> None:
+        """Check what the host must provide: the rootfs and mount sources.
+
+        Raises:
+            ValueError: naming the field whose path is missing.
+        """
+        if self.rootfs is not None and not os.path.isdir(self.rootfs):
+            raise _field_error("rootfs", f"{self.rootfs} is not an existing directory")
+        for m in self.mounts:
+            if not os.path.exists(m.source):
+                raise _field_error("mounts", f"source {m.source} does not exist")
+
+    def to_json(self) -> dict[str, Any]:
+        """The spec as a JSON-ready dict (for the CLI's ``--json`` and events)."""
+        return {
+            "command": list(self.command),
+            "rootfs": self.rootfs,
+            "hostname": self.hostname,
+            "uid": self.uid,
+            "gid": self.gid,
+            "mounts": [{"source": m.source, "target": m.target, "read_only": m.read_only} for m in self.mounts],
+            "env": dict(self.env),
+            "cwd": self.cwd,
+            "read_only": self.read_only,
+        }

@@ -1,0 +1,210 @@
+"""Thin wrappers over the Linux calls that :mod:`os` lacks on Python 3.11.
+
+Every wrapper raises :class:`OSError` whose message names the call and its
+arguments, for example ``mount('proc', '/newroot/proc', 'proc',
+MS_NOSUID|MS_NODEV|MS_NOEXEC, None) failed: Operation not permitted``, so a
+setup failure reported from inside a container says exactly what was tried.
+
+The module is safe to use in a process that has just been cloned: it holds no
+locks, and it resolves every libc symbol at import time, before any fork.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from typing import Any
+
+from . import constants as c
+
+_libc = ctypes.CDLL(None, use_errno=True)
+# clone(2) with fork semantics must run with the GIL held: a PyDLL call does
+# not release it, so the child wakes up as the only thread, owning the GIL.
+_pylibc = ctypes.PyDLL(None, use_errno=True)
+
+_syscall = _libc.syscall
+_syscall.restype = ctypes.c_long
+_syscall_gil = _pylibc.syscall
+_syscall_gil.restype = ctypes.c_long
+
+_mount = _libc.mount
+_mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
+_mount.restype = ctypes.c_int
+_umount2 = _libc.umount2
+_umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
+_umount2.restype = ctypes.c_int
+_unshare = _libc.unshare
+_unshare.argtypes = [ctypes.c_int]
+_unshare.restype = ctypes.c_int
+_setns = _libc.setns
+_setns.argtypes = [ctypes.c_int, ctypes.c_int]
+_setns.restype = ctypes.c_int
+_prctl = _libc.prctl
+_prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+_prctl.restype = ctypes.c_int
+_sethostname = _libc.sethostname
+_sethostname.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
+_sethostname.restype = ctypes.c_int
+
+
+def _fail(call: str, *args: Any) -> OSError:
+    err = ctypes.get_errno()
+    shown = ", ".join(a if isinstance(a, str) and a.startswith("MS_") else repr(a) for a in args)
+    return OSError(err, f"{call}({shown}) failed: {os.strerror(err)}")
+
+
+def _b(path: str | None) -> bytes | None:
+    return None if path is None else os.fsencode(path)
+
+
+class _MountAttr(ctypes.Structure):
+    _fields_ = [
+        ("attr_set", ctypes.c_uint64),
+        ("attr_clr", ctypes.c_uint64),
+        ("propagation", ctypes.c_uint64),
+        ("userns_fd", ctypes.c_uint64),
+    ]
+
+
+def clone_fork(flags: int) -> tuple[int, int]:
+    """clone(2) with fork semantics and ``CLONE_PIDFD``.
+
+    Args:
+        flags: ``CLONE_*`` flags; ``CLONE_PIDFD`` and ``SIGCHLD`` are added.
+
+    Returns:
+        ``(0, -1)`` in the child; ``(pid, pidfd)`` in the parent. The pidfd is
+        close-on-exec and refers to the child race-free.
+
+    Raises:
+        OSError: the kernel refused (naming the flags).
+    """
+    pidfd = ctypes.c_int(-1)
+    full = flags | c.CLONE_PIDFD | c.SIGCHLD
+    pid = _syscall_gil(
+        ctypes.c_long(c.SYS_CLONE),
+        ctypes.c_ulong(full),
+        ctypes.c_void_p(0),
+        ctypes.byref(pidfd),
+        ctypes.c_void_p(0),
+        ctypes.c_ulong(0),
+    )
+    if pid < 0:
+        raise _fail("clone", hex(full))
+    return int(pid), (pidfd.value if pid else -1)
+
+
+def mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
+    """mount(2).
+
+    Raises:
+        OSError: naming source, target, type, flags and data.
+    """
+    if _mount(_b(source), _b(target), _b(fstype), flags, _b(data)) != 0:
+        raise _fail("mount", source, target, fstype, c.mount_flag_names(flags), data)
+
+
+def umount2(target: str, flags: int) -> None:
+    """umount2(2).
+
+    Raises:
+        OSError: naming the target and flags.
+    """
+    if _umount2(_b(target), flags) != 0:
+        raise _fail("umount2", target, flags)
+
+
+def pivot_root(new_root: str, put_old: str) -> None:
+    """pivot_root(2).
+
+    Raises:
+        OSError: naming both paths.
+    """
+    if _syscall(ctypes.c_long(c.SYS_PIVOT_ROOT), _b(new_root), _b(put_old)) != 0:
+        raise _fail("pivot_root", new_root, put_old)
+
+
+def mount_setattr(path: str, attr_set: int, *, recursive: bool = True, dirfd: int = c.AT_FDCWD) -> None:
+    """mount_setattr(2): add mount attributes, recursively by default.
+
+    Raises:
+        OSError: naming the path and attributes.
+    """
+    attr = _MountAttr(attr_set, 0, 0, 0)
+    flags = c.AT_RECURSIVE if recursive else 0
+    res = _syscall(
+        ctypes.c_long(c.SYS_MOUNT_SETATTR),
+        ctypes.c_int(dirfd),
+        _b(path),
+        ctypes.c_uint(flags),
+        ctypes.byref(attr),
+        ctypes.c_size_t(ctypes.sizeof(attr)),
+    )
+    if res != 0:
+        raise _fail("mount_setattr", path, hex(attr_set), flags)
+
+
+def unshare(flags: int) -> None:
+    """unshare(2).
+
+    Raises:
+        OSError: naming the flags.
+    """
+    if _unshare(flags) != 0:
+        raise _fail("unshare", hex(flags))
+
+
+def setns(fd: int, nstype: int) -> None:
+    """setns(2).
+
+    Raises:
+        OSError: naming the fd and type.
+    """
+    if _setns(fd, nstype) != 0:
+        raise _fail("setns", fd, hex(nstype))
+
+
+def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
+    """prctl(2).
+
+    Returns:
+        The call's non-negative result.
+
+    Raises:
+        OSError: naming the option and arguments.
+    """
+    res = _prctl(option, arg2, arg3, arg4, arg5)
+    if res < 0:
+        raise _fail("prctl", option, arg2, arg3, arg4, arg5)
+    return int(res)
+
+
+def sethostname(name: str) -> None:
+    """sethostname(2).
+
+    Raises:
+        OSError: naming the hostname.
+    """
+    raw = name.encode()
+    if _sethostname(raw, len(raw)) != 0:
+        raise _fail("sethostname", name)
+
+
+def pidfd_send_signal(pidfd: int, sig: int) -> None:
+    """pidfd_send_signal(2): signal a process by pidfd, never by a reusable PID.
+
+    Raises:
+        OSError: naming the fd and signal (ESRCH once the process has exited).
+    """
+    if _syscall(ctypes.c_long(c.SYS_PIDFD_SEND_SIGNAL), ctypes.c_int(pidfd), ctypes.c_int(sig), None, ctypes.c_uint(0)) != 0:
+        raise _fail("pidfd_send_signal", pidfd, sig)
+
+
+def close_range(first: int, last: int = 0xFFFFFFFF, flags: int = 0) -> None:
+    """close_range(2).
+
+    Raises:
+        OSError: naming the range and flags.
+    """
+    if _syscall(ctypes.c_long(c.SYS_CLOSE_RANGE), ctypes.c_uint(first), ctypes.c_uint(last), ctypes.c_uint(flags)) != 0:
+        raise _fail("close_range", first, last, flags)
