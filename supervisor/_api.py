@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import itertools
 import os
 import socket
+import struct
+import termios
 import time
 from collections.abc import AsyncIterator, Callable
 from types import TracebackType
@@ -69,6 +72,16 @@ class Container:
         """SIGKILL PID 1, which ends every process of the container."""
         self._proc.send_signal(9)
 
+    def resize_terminal(self, rows: int, columns: int) -> None:
+        """Set the window size of the container's terminal (``Spec.tty``).
+
+        Raises:
+            RuntimeError: the container has no terminal.
+        """
+        if self._proc.pty_master < 0:
+            raise RuntimeError("this container has no terminal (Spec.tty is false)")
+        fcntl.ioctl(self._proc.pty_master, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
+
     def terminate(self) -> None:
         """SIGTERM PID 1."""
         self._proc.send_signal(15)
@@ -120,20 +133,33 @@ class Supervisor:
 
     @contextlib.asynccontextmanager
     async def _lifespan(self) -> AsyncIterator[None]:
-        async with anyio.create_task_group() as tg:
-            await self._fork_server.start(self._startup_timeout)
-            tg.start_soon(self._fork_server.serve)
-            self._tg = tg
-            try:
-                yield
-            finally:
-                with anyio.CancelScope(shield=True):
-                    # Whatever is still running dies with the supervisor.
-                    for proc in list(self._live.values()):
-                        proc.send_signal(9)
-                    await self._fork_server.aclose()
-                self._tg = None
-                tg.cancel_scope.cancel()
+        # The fork server's replies are read by a task that lives as long as
+        # the supervisor. The caller's block runs inside that task group, so
+        # its own exception is re-raised as itself, not wrapped in a group.
+        body_exc: BaseException | None = None
+        try:
+            async with anyio.create_task_group() as tg:
+                await self._fork_server.start(self._startup_timeout)
+                tg.start_soon(self._fork_server.serve)
+                self._tg = tg
+                try:
+                    yield
+                except BaseException as exc:
+                    body_exc = exc
+                    raise
+                finally:
+                    with anyio.CancelScope(shield=True):
+                        # Whatever is still running dies with the supervisor.
+                        for proc in list(self._live.values()):
+                            proc.send_signal(9)
+                        await self._fork_server.aclose()
+                    self._tg = None
+                    tg.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            if body_exc is None or not _only(group, body_exc):
+                raise
+        if body_exc is not None:
+            raise body_exc
 
     @property
     def fork_server_pid(self) -> int:
@@ -253,6 +279,9 @@ class Supervisor:
                     reason = "setup_failed"
                     tg.cancel_scope.cancel()
                 else:
+                    if proc.pty_master >= 0:
+                        ours.append(proc.pty_master)
+                        _relay_terminal(tg, proc.pty_master, capture_output, out_chunks, input, stdin, stdout)
                     task_status.started(handle)
                     assert proc.slot is not None
                     await proc.slot.exited.wait()
@@ -306,18 +335,94 @@ class Supervisor:
         return result
 
 
-async def _drain(fd: int, chunks: list[bytes]) -> None:
-    """Read a pipe to end-of-file (non-blocking reads, async waits)."""
+def _only(group: BaseExceptionGroup[BaseException], exc: BaseException) -> bool:
+    """True if ``group`` holds ``exc`` and otherwise only cancellations."""
+    found = False
+    for sub in group.exceptions:
+        if sub is exc:
+            found = True
+        elif isinstance(sub, BaseExceptionGroup):
+            if not _only(sub, exc):
+                return False
+            found = True
+        elif not isinstance(sub, anyio.get_cancelled_exc_class()):
+            return False
+    return found
+
+
+def _relay_terminal(
+    tg: anyio.abc.TaskGroup,
+    master: int,
+    capture: bool,
+    chunks: list[bytes],
+    input: bytes | None,
+    stdin: int | None,
+    stdout: int | None,
+) -> None:
+    """Connect the container's terminal to the caller's fds or to the capture."""
+    if capture:
+        tg.start_soon(_drain, master, chunks)
+    else:
+        tg.start_soon(_copy, master, 1 if stdout is None else stdout)
+    if input is not None:
+        tg.start_soon(_write_all, master, input)
+    elif stdin is not None:
+        tg.start_soon(_copy, stdin, master)
+
+
+async def _read_chunks(fd: int) -> AsyncIterator[bytes]:
+    """Read ``fd`` until end-of-file (EIO on a pty master also ends it)."""
     os.set_blocking(fd, False)
     while True:
         try:
             data = os.read(fd, 65536)
         except BlockingIOError:
-            await anyio.wait_readable(fd)
+            try:
+                await anyio.wait_readable(fd)
+            except anyio.ClosedResourceError:
+                return
             continue
+        except OSError:  # EIO: the terminal's last slave is gone
+            return
         if not data:
             return
+        yield data
+
+
+async def _drain(fd: int, chunks: list[bytes]) -> None:
+    """Read a pipe (or pty master) to end-of-file into ``chunks``."""
+    async for data in _read_chunks(fd):
         chunks.append(data)
+
+
+async def _write_all(fd: int, data: bytes) -> bool:
+    """Write everything to ``fd``; False if the reader went away."""
+    view = memoryview(data)
+    while view:
+        try:
+            n = os.write(fd, view)
+        except BlockingIOError:
+            await anyio.wait_writable(fd)
+            continue
+        except OSError:
+            return False
+        view = view[n:]
+    return True
+
+
+async def _copy(src: int, dst: int) -> None:
+    """Relay bytes from ``src`` to ``dst`` until either side ends."""
+    # The caller's fds may be a shared terminal: restore their blocking mode.
+    saved = {fd: os.get_blocking(fd) for fd in (src, dst)}
+    os.set_blocking(dst, False)
+    try:
+        async for data in _read_chunks(src):
+            if not await _write_all(dst, data):
+                return
+    finally:
+        for fd, blocking in saved.items():
+            with contextlib.suppress(OSError):
+                os.set_blocking(fd, blocking)
 
 
 async def _feed(fd: int, data: bytes) -> None:

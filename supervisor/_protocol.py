@@ -36,6 +36,7 @@ from __future__ import annotations
 import array
 import enum
 import json
+import os
 import socket
 from typing import Any
 
@@ -125,6 +126,7 @@ class Tag:
     PHASE = "phase"
     REQUEST = "request"
     FAIL = "fail"
+    PTY = "pty"  # carries the master of the container's terminal
     # supervisor -> PID 1
     ACK = "ack"
     ABORT = "abort"
@@ -193,8 +195,6 @@ def recv_raw(sock: socket.socket) -> tuple[bytes, list[int]]:
 
 
 def _close(fd: int) -> None:
-    import os
-
     try:
         os.close(fd)
     except OSError:

@@ -98,6 +98,8 @@ class Spec:
             ``HOME``, ``TERM``, ``HOSTNAME``); they win over the defaults.
         cwd: working directory inside the container (absolute).
         read_only: mount the root read-only (the embedded default root always is).
+        tty: give the payload a terminal (a pty from the container's own
+            devpts) as stdin, stdout and stderr; the supervisor relays it.
         map_base: first host uid/gid of the range the container's ids map to.
         map_size: size of that range; container ids ``0..map_size-1`` exist.
         grace_period: seconds between SIGTERM and SIGKILL when the container is
@@ -117,6 +119,7 @@ class Spec:
     env: Mapping[str, str] = field(default_factory=dict)
     cwd: str = "/"
     read_only: bool = False
+    tty: bool = False
     map_base: int = 100_000
     map_size: int = 65_536
     grace_period: float = 5.0
@@ -190,8 +193,9 @@ class Spec:
         if not self.cwd.startswith("/") or "\x00" in self.cwd:
             raise _field_error("cwd", f"must be an absolute path, got {self.cwd!r}")
         # flags and numbers
-        if not isinstance(self.read_only, bool):
-            raise TypeError("Spec.read_only must be a bool")
+        for name in ("read_only", "tty"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"Spec.{name} must be a bool")
         if not isinstance(self.grace_period, (int, float)) or isinstance(self.grace_period, bool):
             raise TypeError("Spec.grace_period must be a number")
         if self.grace_period < 0:
@@ -221,4 +225,5 @@ class Spec:
             "env": dict(self.env),
             "cwd": self.cwd,
             "read_only": self.read_only,
+            "tty": self.tty,
         }

@@ -91,7 +91,10 @@ def child_main(config: dict[str, Any], fds: list[int]) -> NoReturn:
     except SetupFailure as exc:
         chan.fail(exc.errno, str(exc))
     except OSError as exc:
-        chan.fail(exc.errno or 0, exc.strerror if exc.strerror and not exc.args[1:] else str(exc))
+        message = exc.strerror or str(exc)
+        if exc.filename is not None:
+            message = f"{message}: {exc.filename}"
+        chan.fail(exc.errno or 0, message)
     except BaseException as exc:  # noqa: BLE001 - report anything, then die
         chan.fail(0, f"{type(exc).__name__}: {exc}")
     os._exit(125)
@@ -170,6 +173,10 @@ def run_setup(config: dict[str, Any], chan: Channel) -> NoReturn:
     # PIVOT: into the new root; the old root is detached and unreachable.
     chan.enter(Phase.PIVOT)
     root.pivot()
+    if config.get("tty"):
+        # A terminal from the container's own devpts instance, so ttyname()
+        # and /dev/pts agree inside; the master goes to the supervisor.
+        _attach_terminal(chan)
 
     # CAPABILITIES and RLIMITS: after the last privileged mount.
     chan.enter(Phase.CAPABILITIES)
@@ -183,8 +190,11 @@ def run_setup(config: dict[str, Any], chan: Channel) -> NoReturn:
     os.setgroups([int(g) for g in config.get("groups", [])])
     os.setresgid(gid, gid, gid)
     os.setresuid(uid, uid, uid)
-    os.chdir(config["cwd"])
-    cwd = os.getcwd()  # FileNotFoundError if "(unreachable)"
+    try:
+        os.chdir(config["cwd"])
+        cwd = os.getcwd()  # ENOENT when the kernel says "(unreachable)"
+    except OSError as exc:
+        raise SetupFailure(exc.errno or 0, f"working directory {config['cwd']}: {exc.strerror}") from None
     if not cwd.startswith("/"):
         raise SetupFailure(errno.EPERM, f"working directory {cwd!r} is outside the container")
 
@@ -218,6 +228,20 @@ def _find_program(name: str, search: str) -> str:
     if denied is not None:
         raise SetupFailure(errno.EACCES, str(denied))
     raise SetupFailure(errno.ENOENT, f"executable file not found in $PATH: {name}")
+
+
+def _attach_terminal(chan: Channel) -> None:
+    """Open a pty pair in the container; make the slave our stdio and ctty."""
+    master = os.open("/dev/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+    fcntl.ioctl(master, c.TIOCSPTLCK, struct.pack("i", 0))
+    number = struct.unpack("I", fcntl.ioctl(master, c.TIOCGPTN, struct.pack("I", 0)))[0]
+    slave = os.open(f"/dev/pts/{number}", os.O_RDWR | os.O_NOCTTY)
+    fcntl.ioctl(slave, c.TIOCSCTTY, 0)
+    for fd in (0, 1, 2):
+        os.dup2(slave, fd, inheritable=True)
+    os.close(slave)
+    send(chan.sock, {"t": Tag.PTY}, [master])
+    os.close(master)
 
 
 def _split_env(env: list[str]) -> list[tuple[str, str]]:

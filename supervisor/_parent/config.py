@@ -62,7 +62,7 @@ def build_env(spec: Spec, hostname: str, tty: bool = False) -> list[str]:
 
 def build_config(spec: Spec, hostname: str, *, cgroup: bool = False, network: bool = False) -> dict[str, Any]:
     """The record PID 1 runs from."""
-    env = build_env(spec, hostname)
+    env = build_env(spec, hostname, tty=spec.tty)
     path = next((e.split("=", 1)[1] for e in env if e.startswith("PATH=")), DEFAULT_PATH)
     fault = FAULT.get()
     return {
@@ -77,6 +77,7 @@ def build_config(spec: Spec, hostname: str, *, cgroup: bool = False, network: bo
         "groups": [],
         "rootfs": spec.rootfs,
         "read_only_root": spec.read_only,
+        "tty": spec.tty,
         "system": [{"name": n, "kind": k, "target": t} for n, k, t in system_entries()],
         "mounts": [{"src": m.source, "dst": m.target, "ro": m.read_only} for m in spec.mounts],
         "cgroup": cgroup,

@@ -52,6 +52,7 @@ class ContainerProcess:
         self.last_phase = Phase.SPAWNED
         self.running = False
         self.stopped_by_us = False
+        self.pty_master = -1
 
     @property
     def pid(self) -> int:
@@ -87,6 +88,9 @@ class ContainerProcess:
         assert self.slot is not None
         while True:
             record, fds = await self._recv()
+            if record is not None and record["t"] == Tag.PTY and len(fds) == 1 and self.pty_master < 0:
+                self.pty_master = fds[0]
+                continue
             for fd in fds:
                 os.close(fd)
             if record is None:

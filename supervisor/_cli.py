@@ -1,0 +1,252 @@
+"""The ``supervisor`` command: a thin layer over the public API.
+
+It parses arguments into a :class:`supervisor.Spec`, runs it with
+:func:`supervisor.run`-style calls, and maps the outcome to an exit status:
+the payload's own; 128+N when killed by signal N; 125 when setup failed (one
+line naming the phase); 126 when the program is not executable; 127 when it
+is not found. Library modules never import this one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import functools
+import json
+import os
+import shlex
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+EXIT_SETUP_FAILED = 125
+EXIT_NOT_EXECUTABLE = 126
+EXIT_NOT_FOUND = 127
+
+_EPILOG = """\
+exit status: the payload's; 128+N if it was killed by signal N; 125 if the
+container could not be set up; 126 if the program is not executable; 127 if
+it was not found.
+
+examples:
+  supervisor run -- python3 -c 'print(1)'          # embedded default root
+  supervisor run -m ./rootfs -u 0 -c /bin/sh -a /lib:/lib   # crabcan's flags
+  supervisor run -v "$PWD:/src:ro" -w /src --hostname ci -- ls -l
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (also used to render the CLI docs)."""
+    parser = argparse.ArgumentParser(
+        prog="supervisor",
+        description="Start, supervise and clean up Linux containers.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    sub = parser.add_subparsers(dest="subcommand", metavar="COMMAND")
+    sub.required = True
+    run = sub.add_parser(
+        "run",
+        help="run one container",
+        description="Run CMD in a new container and exit with its status.",
+        usage="supervisor run [OPTIONS] -- CMD [ARGS...]",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    run.add_argument("-c", "--command", help="command line to run, split like a shell would (crabcan's -c)")
+    run.add_argument("-u", "--uid", type=int, default=0, help="uid to run as inside the container (default 0)")
+    run.add_argument("-g", "--gid", type=int, default=None, help="gid inside the container (default: the uid)")
+    run.add_argument(
+        "-m",
+        "--mount",
+        "--rootfs",
+        dest="rootfs",
+        metavar="DIR",
+        help="directory to use as the container's root (default: a read-only view of the host's /usr, /etc, ...)",
+    )
+    run.add_argument(
+        "-a",
+        "--add",
+        action="append",
+        default=[],
+        metavar="SRC:DST[:ro]",
+        help="bind-mount host SRC at DST (crabcan's --add); repeatable",
+    )
+    run.add_argument(
+        "-v", "--volume", action="append", default=[], metavar="SRC:DST[:ro]", help="same as --add (docker's -v)"
+    )
+    run.add_argument("--hostname", help="hostname (default: a random adjective-noun-N)")
+    run.add_argument(
+        "-e", "--env", action="append", default=[], metavar="KEY[=VALUE]", help="set a variable (KEY alone: copy ours)"
+    )
+    run.add_argument("-w", "--workdir", default="/", metavar="DIR", help="working directory inside the container")
+    run.add_argument("--read-only", action="store_true", help="mount the container's root read-only")
+    run.add_argument("-i", "--interactive", action="store_true", help="keep stdin attached (default: /dev/null)")
+    run.add_argument("-t", "--tty", action="store_true", help="allocate a terminal inside the container")
+    run.add_argument("--grace-period", type=float, default=5.0, metavar="S", help="seconds between SIGTERM and SIGKILL")
+    run.add_argument("-d", "--debug", action="store_true", help="show each setup phase as it happens, with its duration")
+    run.add_argument("--json", action="store_true", help="print the result (with phases and output) as one JSON object")
+    run.add_argument("cmd", nargs=argparse.REMAINDER, metavar="CMD [ARGS...]", help="the program and its arguments")
+    return parser
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("supervisor")
+    except PackageNotFoundError:  # pragma: no cover - running from a checkout
+        return "0.1.0"
+
+
+def _fail(message: str) -> int:
+    print(f"supervisor: {message}", file=sys.stderr)
+    return EXIT_SETUP_FAILED
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``supervisor`` console script.
+
+    Returns:
+        the process exit status.
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.subcommand == "run":
+        return _run(parser, args)
+    parser.error(f"unknown command {args.subcommand}")  # pragma: no cover
+    return 2  # pragma: no cover
+
+
+def _spec_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Any:
+    from . import Mount, Spec
+
+    cmd = list(args.cmd)
+    if cmd and cmd[0] == "--":
+        cmd = cmd[1:]
+    if args.command is not None:
+        if cmd:
+            parser.error("give the command either with -c or after --, not both")
+        cmd = shlex.split(args.command)
+    if not cmd:
+        parser.error("no command given (supervisor run [OPTIONS] -- CMD [ARGS...])")
+    env: dict[str, str] = {}
+    for item in args.env:
+        key, sep, value = item.partition("=")
+        if not sep:
+            if key not in os.environ:
+                continue
+            value = os.environ[key]
+        env[key] = value
+    mounts = [Mount.parse(m) for m in [*args.add, *args.volume]]
+    return Spec(
+        command=cmd,
+        rootfs=args.rootfs,
+        hostname=args.hostname,
+        uid=args.uid,
+        gid=args.gid,
+        mounts=mounts,
+        env=env,
+        cwd=args.workdir,
+        read_only=args.read_only,
+        tty=args.tty,
+        grace_period=args.grace_period,
+    )
+
+
+def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    try:
+        spec = _spec_from_args(parser, args)
+        spec.check_host()
+    except (ValueError, TypeError) as exc:
+        return _fail(str(exc))
+    if args.tty and not os.isatty(0):
+        return _fail("-t needs a terminal on stdin")
+
+    import trio
+
+    try:
+        return trio.run(_run_async, spec, args)
+    except KeyboardInterrupt:
+        return 130
+
+
+async def _run_async(spec: Any, args: argparse.Namespace) -> int:
+    from . import ContainerFailed, Phase, SetupError, Supervisor
+    state: dict[str, Any] = {"last": None}
+
+    def on_phase(phase: Phase, seconds: float) -> None:
+        last = state["last"]
+        if last is not None:
+            prev, start = last
+            print(f"supervisor: {prev.label:<13} {(seconds - start) * 1e3:8.3f} ms", file=sys.stderr)
+        state["last"] = (phase, seconds)
+
+    stdin_fd = 0 if (args.interactive or args.tty) else None
+    try:
+        async with Supervisor() as sup:
+            if spec.tty:
+                result = await _run_tty(sup, spec, on_phase if args.debug else None)
+            else:
+                result = await sup.run(
+                    spec,
+                    capture_output=args.json,
+                    stdin=stdin_fd,
+                    on_phase=on_phase if args.debug else None,
+                )
+    except SetupError as exc:
+        if args.json and exc.result is not None:
+            print(json.dumps(exc.result.to_json()))
+        if exc.phase == Phase.EXEC and exc.errno == errno.ENOENT:
+            print(f"supervisor: {exc.message}", file=sys.stderr)
+            return EXIT_NOT_FOUND
+        if exc.phase == Phase.EXEC and exc.errno in (errno.EACCES, errno.ENOEXEC, errno.EISDIR, errno.EPERM):
+            print(f"supervisor: cannot execute {spec.command[0]}: {exc.message}", file=sys.stderr)
+            return EXIT_NOT_EXECUTABLE
+        return _fail(f"setup failed in phase {exc.phase.label}: {exc.message}")
+    except ContainerFailed as exc:  # pragma: no cover - check is never set here
+        result = exc.result
+    if args.debug:
+        last = state["last"]
+        if last is not None:
+            print(f"supervisor: {last[0].label:<13} (payload started)", file=sys.stderr)
+        print(f"supervisor: {result.reason}; wall {result.wall_s * 1e3:.1f} ms", file=sys.stderr)
+    if args.json:
+        print(json.dumps(result.to_json()))
+    if result.signal is not None:
+        return 128 + result.signal
+    return result.exit_code if result.exit_code is not None else EXIT_SETUP_FAILED
+
+
+async def _run_tty(sup: Any, spec: Any, on_phase: Any) -> Any:
+    """Run with the container's terminal relayed to ours, in raw mode."""
+    import signal
+    import termios
+    import tty
+
+    import trio
+
+    saved = termios.tcgetattr(0)
+    try:
+        async with trio.open_nursery() as nursery:
+            container = await nursery.start(
+                functools.partial(sup.run, spec, capture_output=False, stdin=0, on_phase=on_phase)
+            )
+            tty.setraw(0)
+
+            def resize() -> None:
+                size = os.get_terminal_size(0)
+                container.resize_terminal(size.lines, size.columns)
+
+            resize()
+
+            async def follow_window_size() -> None:
+                with trio.open_signal_receiver(signal.SIGWINCH) as signals:
+                    async for _ in signals:
+                        resize()
+
+            nursery.start_soon(follow_window_size)
+            result = await container.wait()
+            nursery.cancel_scope.cancel()
+        return result
+    finally:
+        termios.tcsetattr(0, termios.TCSADRAIN, saved)
