@@ -65,37 +65,32 @@ html_static_path: list[str] = []
 # ``supervisor.Phase``. Autodoc reads attribute docstrings (the ``"""..."""``
 # after an enum member or an instance attribute) from the source of
 # ``__module__``, which is then the facade, not the private module that defines
-# the class. These hooks find the defining module and take the docs from there.
+# the class. So the facade's source analysis is given the attribute docs of the
+# private modules as well (keys are ``(class qualname, attribute)``).
 
 
-def _defining_module(public_name: str) -> str | None:
+def _merge_attribute_docs(app):  # noqa: ANN001, ANN201
+    import pkgutil
+
     import supervisor
-
-    obj = getattr(supervisor, public_name, None)
-    for name, module in sorted(sys.modules.items()):
-        if name.startswith("supervisor._") and getattr(module, public_name, None) is obj:
-            return name
-    return None
-
-
-def _attribute_docs(app, what, name, obj, options, lines):  # noqa: ANN001
-    """Fill in attribute docstrings of public classes from their real module."""
-    if what != "attribute" or any(line.strip() for line in lines):
-        return
-    parts = name.split(".")
-    if len(parts) != 3 or parts[0] != "supervisor":
-        return
-    _, cls, attr = parts
-    modname = _defining_module(cls)
-    if modname is None:
-        return
     from sphinx.pycode import ModuleAnalyzer
 
-    docs = ModuleAnalyzer.for_module(modname).find_attr_docs()
-    lines.extend(docs.get((cls, attr), []))
+    facade = ModuleAnalyzer.for_module("supervisor")
+    facade.analyze()
+    for info in pkgutil.walk_packages(supervisor.__path__, "supervisor."):
+        if info.name.startswith("supervisor._child") or info.name == "supervisor.__main__":
+            continue  # nothing public is defined there
+        try:
+            private = ModuleAnalyzer.for_module(info.name)
+            private.analyze()
+        except Exception:  # noqa: BLE001 - no source, nothing to merge
+            continue
+        for key, lines in private.attr_docs.items():
+            if key[0]:  # class attributes only, not module-level names
+                facade.attr_docs.setdefault(key, lines)
 
 
-def _signature(app, what, name, obj, options, signature, return_annotation):  # noqa: ANN001
+def _signature(app, what, name, obj, options, signature, return_annotation):  # noqa: ANN001, ANN201
     """Show ``anyio.TASK_STATUS_IGNORED`` instead of its object repr."""
     if signature and "_IgnoredTaskStatus object" in signature:
         import re
@@ -105,6 +100,19 @@ def _signature(app, what, name, obj, options, signature, return_annotation):  # 
     return None
 
 
+def _attribute_first_line(app, what, name, obj, options, lines):  # noqa: ANN001, ANN201
+    """Keep napoleon from reading ``*Request*: ...`` as an attribute's type.
+
+    Napoleon takes ``X: text`` on an attribute docstring's first line as type
+    ``X``; the phase docstrings start with ``*Request*:`` as prose. An empty
+    first line makes napoleon keep the whole docstring as text. Runs before
+    napoleon (priority 400 < 500).
+    """
+    if what == "attribute" and name.startswith("supervisor.") and lines and lines[0].strip():
+        lines.insert(0, "")
+
+
 def setup(app):  # noqa: ANN001, ANN201
-    app.connect("autodoc-process-docstring", _attribute_docs)
+    app.connect("builder-inited", _merge_attribute_docs)
+    app.connect("autodoc-process-docstring", _attribute_first_line, priority=400)
     app.connect("autodoc-process-signature", _signature)

@@ -20,12 +20,12 @@ from anyio.abc import TaskStatus
 
 from ._errors import ContainerFailed, ForkServerError, SetupError
 from ._hostname import generate as generate_hostname
-from ._protocol import Phase
-from ._result import PhaseTiming, Reason, Result
-from ._spec import Spec
 from ._parent.config import build_config
 from ._parent.container import ContainerProcess
 from ._parent.forkserver import ForkServerClient
+from ._protocol import Phase
+from ._result import PhaseTiming, Reason, Result
+from ._spec import Spec
 
 PhaseCallback = Callable[[Phase, float], None]
 

@@ -16,8 +16,11 @@ import json
 import os
 import shlex
 import sys
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from . import Container, Phase, Result, Spec, Supervisor
 
 EXIT_SETUP_FAILED = 125
 EXIT_NOT_EXECUTABLE = 126
@@ -83,7 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-i", "--interactive", action="store_true", help="keep stdin attached (default: /dev/null)")
     run.add_argument("-t", "--tty", action="store_true", help="allocate a terminal inside the container")
     run.add_argument("--grace-period", type=float, default=5.0, metavar="S", help="seconds between SIGTERM and SIGKILL")
-    run.add_argument("-d", "--debug", action="store_true", help="show each setup phase as it happens, with its duration")
+    run.add_argument(
+        "-d", "--debug", action="store_true", help="show each setup phase as it happens, with its duration"
+    )
     run.add_argument("--json", action="store_true", help="print the result (with phases and output) as one JSON object")
     run.add_argument("cmd", nargs=argparse.REMAINDER, metavar="CMD [ARGS...]", help="the program and its arguments")
     return parser
@@ -117,7 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 2  # pragma: no cover
 
 
-def _spec_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Any:
+def _spec_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Spec:
     from . import Mount, Spec
 
     cmd = list(args.cmd)
@@ -170,8 +175,9 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         return 130
 
 
-async def _run_async(spec: Any, args: argparse.Namespace) -> int:
+async def _run_async(spec: Spec, args: argparse.Namespace) -> int:
     from . import ContainerFailed, Phase, SetupError, Supervisor
+
     state: dict[str, Any] = {"last": None}
 
     def on_phase(phase: Phase, seconds: float) -> None:
@@ -184,6 +190,7 @@ async def _run_async(spec: Any, args: argparse.Namespace) -> int:
     stdin_fd = 0 if (args.interactive or args.tty) else None
     try:
         async with Supervisor() as sup:
+            result: Result
             if spec.tty:
                 result = await _run_tty(sup, spec, on_phase if args.debug else None)
             else:
@@ -217,7 +224,7 @@ async def _run_async(spec: Any, args: argparse.Namespace) -> int:
     return result.exit_code if result.exit_code is not None else EXIT_SETUP_FAILED
 
 
-async def _run_tty(sup: Any, spec: Any, on_phase: Any) -> Any:
+async def _run_tty(sup: Supervisor, spec: Spec, on_phase: Callable[[Phase, float], None] | None) -> Result:
     """Run with the container's terminal relayed to ours, in raw mode."""
     import signal
     import termios
@@ -228,7 +235,7 @@ async def _run_tty(sup: Any, spec: Any, on_phase: Any) -> Any:
     saved = termios.tcgetattr(0)
     try:
         async with trio.open_nursery() as nursery:
-            container = await nursery.start(
+            container: Container = await nursery.start(
                 functools.partial(sup.run, spec, capture_output=False, stdin=0, on_phase=on_phase)
             )
             tty.setraw(0)

@@ -108,7 +108,9 @@ class RootBuilder:
             # Bind the host's node: mknod is not allowed in a user namespace.
             linux.mount(OLDROOT + "/dev/" + name, node, None, c.MS_BIND)
         os.mkdir(target + "/pts", 0o755)
-        linux.mount("devpts", target + "/pts", "devpts", c.MS_NOSUID | c.MS_NOEXEC, "newinstance,ptmxmode=0666,mode=620")
+        linux.mount(
+            "devpts", target + "/pts", "devpts", c.MS_NOSUID | c.MS_NOEXEC, "newinstance,ptmxmode=0666,mode=620"
+        )
         os.mkdir(target + "/shm", 0o1777)
         linux.mount("tmpfs", target + "/shm", "tmpfs", c.MS_NOSUID | c.MS_NODEV, "mode=1777")
         for name, dest in DEV_SYMLINKS:
@@ -204,7 +206,7 @@ def resolve_in_root(root: str, path: str) -> str:
         if missing:
             done.append(part)
             continue
-        candidate = root + "/" + "/".join(done + [part])
+        candidate = root + "/" + "/".join([*done, part])
         try:
             st = os.lstat(candidate)
         except FileNotFoundError:

@@ -100,9 +100,7 @@ SYS_MOUNT_SETATTR = 442
 # The flags the container's namespaces are created with, in one clone(2).
 # CLONE_NEWUSER comes first by the kernel's own rule (clone(2): the user
 # namespace is created first, and owns the others).
-CONTAINER_NAMESPACES = (
-    CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET | CLONE_NEWPID
-)
+CONTAINER_NAMESPACES = CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET | CLONE_NEWPID
 
 _MS_NAMES = {
     MS_RDONLY: "MS_RDONLY",

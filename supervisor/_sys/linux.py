@@ -196,7 +196,10 @@ def pidfd_send_signal(pidfd: int, sig: int) -> None:
     Raises:
         OSError: naming the fd and signal (ESRCH once the process has exited).
     """
-    if _syscall(ctypes.c_long(c.SYS_PIDFD_SEND_SIGNAL), ctypes.c_int(pidfd), ctypes.c_int(sig), None, ctypes.c_uint(0)) != 0:
+    if (
+        _syscall(ctypes.c_long(c.SYS_PIDFD_SEND_SIGNAL), ctypes.c_int(pidfd), ctypes.c_int(sig), None, ctypes.c_uint(0))
+        != 0
+    ):
         raise _fail("pidfd_send_signal", pidfd, sig)
 
 
