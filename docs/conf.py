@@ -100,19 +100,29 @@ def _signature(app, what, name, obj, options, signature, return_annotation):  # 
     return None
 
 
-def _attribute_first_line(app, what, name, obj, options, lines):  # noqa: ANN001, ANN201
-    """Keep napoleon from reading ``*Request*: ...`` as an attribute's type.
+_attribute_text: dict[str, list[str]] = {}
 
-    Napoleon takes ``X: text`` on an attribute docstring's first line as type
-    ``X``; the phase docstrings start with ``*Request*:`` as prose. An empty
-    first line makes napoleon keep the whole docstring as text. Runs before
-    napoleon (priority 400 < 500).
+
+def _keep_attribute_text(app, what, name, obj, options, lines):  # noqa: ANN001, ANN201
+    """Keep attribute docstrings as written (before napoleon, priority 400).
+
+    Napoleon reads ``X: text`` on an attribute docstring's first line as an
+    attribute of type ``X``; the phase docstrings are prose whose first line
+    may hold a colon (``*Request*: the supervisor writes ...``). Attribute
+    docstrings here are plain reStructuredText, so the text is restored after
+    napoleon ran (priority 600).
     """
-    if what == "attribute" and name.startswith("supervisor.") and lines and lines[0].strip():
-        lines.insert(0, "")
+    if what == "attribute" and name.startswith("supervisor."):
+        _attribute_text[name] = list(lines)
+
+
+def _restore_attribute_text(app, what, name, obj, options, lines):  # noqa: ANN001, ANN201
+    if what == "attribute" and name in _attribute_text:
+        lines[:] = _attribute_text.pop(name)
 
 
 def setup(app):  # noqa: ANN001, ANN201
     app.connect("builder-inited", _merge_attribute_docs)
-    app.connect("autodoc-process-docstring", _attribute_first_line, priority=400)
+    app.connect("autodoc-process-docstring", _keep_attribute_text, priority=400)
+    app.connect("autodoc-process-docstring", _restore_attribute_text, priority=600)
     app.connect("autodoc-process-signature", _signature)

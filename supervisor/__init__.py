@@ -11,6 +11,7 @@ from ._errors import ForkServerError as ForkServerError
 from ._errors import ProtocolError as ProtocolError
 from ._errors import SetupError as SetupError
 from ._errors import SupervisorError as SupervisorError
+from ._events import Event as Event
 from ._protocol import Phase as Phase
 from ._result import PhaseTiming as PhaseTiming
 from ._result import Result as Result
@@ -22,6 +23,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Container",
     "ContainerFailed",
+    "Event",
     "ForkServerError",
     "Mount",
     "Phase",

@@ -19,10 +19,12 @@ import anyio.abc
 from anyio.abc import TaskStatus
 
 from ._errors import ContainerFailed, ForkServerError, SetupError
+from ._events import Event, EventHub
 from ._hostname import generate as generate_hostname
 from ._parent.config import build_config
 from ._parent.container import ContainerProcess
 from ._parent.forkserver import ForkServerClient
+from ._parent.resources import HostResources
 from ._protocol import Phase
 from ._result import PhaseTiming, Reason, Result
 from ._spec import Spec
@@ -106,11 +108,20 @@ class Supervisor:
     entry and, on exit, kills whatever containers are left and stops it.
 
     Args:
+        max_parallel: at most this many containers starting or running at
+            once; further runs wait for a free place (``None``: no bound).
         startup_timeout: seconds to wait for the fork server to start.
+
+    Raises:
+        ValueError: ``max_parallel`` is not a positive int.
     """
 
-    def __init__(self, *, startup_timeout: float = 30.0) -> None:
+    def __init__(self, *, max_parallel: int | None = None, startup_timeout: float = 30.0) -> None:
+        if max_parallel is not None and (not isinstance(max_parallel, int) or max_parallel < 1):
+            raise ValueError("Supervisor.max_parallel must be a positive int or None")
         self._startup_timeout = startup_timeout
+        self._limiter = anyio.CapacityLimiter(max_parallel) if max_parallel else None
+        self._events = EventHub()
         self._fork_server = ForkServerClient()
         self._tg: anyio.abc.TaskGroup | None = None
         self._ids = itertools.count(1)
@@ -154,12 +165,28 @@ class Supervisor:
                             proc.send_signal(9)
                         await self._fork_server.aclose()
                     self._tg = None
+                    self._events.close()
                     tg.cancel_scope.cancel()
         except BaseExceptionGroup as group:
             if body_exc is None or not _only(group, body_exc):
                 raise
         if body_exc is not None:
             raise body_exc
+
+    def events(self) -> AsyncIterator[Event]:
+        """Iterate over the events of all containers, from now on.
+
+        Each call returns a new, independent iterator with an unbounded
+        buffer (publishing never slows a container down); it ends when the
+        supervisor closes. Use it in a task of its own::
+
+            async for event in sup.events():
+                print(event.kind, event.container_id, event.phase)
+
+        Returns:
+            an async iterator of :class:`Event`.
+        """
+        return self._events.subscribe()
 
     @property
     def fork_server_pid(self) -> int:
@@ -216,15 +243,40 @@ class Supervisor:
         if input is not None and stdin is not None:
             raise ValueError("pass either input or stdin, not both")
         spec.check_host()
+        async with self._limiter if self._limiter is not None else contextlib.nullcontext():
+            return await self._run(spec, check, capture_output, input, stdin, stdout, stderr, on_phase, task_status)
+
+    async def _run(
+        self,
+        spec: Spec,
+        check: bool,
+        capture_output: bool,
+        input: bytes | None,
+        stdin: int | None,
+        stdout: int | None,
+        stderr: int | None,
+        on_phase: PhaseCallback | None,
+        task_status: TaskStatus[Container],
+    ) -> Result:
         t0 = time.monotonic_ns()
         cid = f"{self._prefix}-{next(self._ids)}"
         hostname = spec.hostname or generate_hostname(self._hostnames)
         self._hostnames.add(hostname)
-        config = build_config(spec, hostname)
+        events = self._events
+
+        def note_phase(phase: Phase, seconds: float) -> None:
+            events.publish("phase", cid, hostname, phase.label, seconds=round(seconds, 6))
+            if on_phase is not None:
+                on_phase(phase, seconds)
+
+        resources = HostResources(spec, cid)
+        config = build_config(spec, hostname, cgroup=resources.wants_cgroup, network=resources.wants_network)
 
         ctl_parent, ctl_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
         ctl_parent.setblocking(False)
-        proc = ContainerProcess(cid, ctl_parent, spec.map_base, spec.map_size, t0, on_phase)
+        proc = ContainerProcess(
+            cid, ctl_parent, spec.map_base, spec.map_size, t0, note_phase, parent_steps=resources.parent_steps()
+        )
         child_fds: list[int] = [ctl_child.detach()]
         ours: list[int] = []  # our ends of pipes
         out_chunks: list[bytes] = []
@@ -282,6 +334,7 @@ class Supervisor:
                     if proc.pty_master >= 0:
                         ours.append(proc.pty_master)
                         _relay_terminal(tg, proc.pty_master, capture_output, out_chunks, input, stdin, stdout)
+                    events.publish("started", cid, hostname, pid=proc.pid)
                     task_status.started(handle)
                     assert proc.slot is not None
                     await proc.slot.exited.wait()
@@ -298,6 +351,7 @@ class Supervisor:
                 for fd in child_fds + ours:
                     _close(fd)
                 ctl_parent.close()
+                await resources.release()
                 self._live.pop(cid, None)
                 self._hostnames.discard(hostname)
                 exit_code: int | None = None
@@ -326,6 +380,11 @@ class Supervisor:
                     error=setup_error.message if setup_error else None,
                 )
                 handle._result = result
+                if setup_error is not None:
+                    events.publish("failed", cid, hostname, setup_error.phase.label, result=result.to_json())
+                else:
+                    events.publish("exited", cid, hostname, result=result.to_json())
+                events.publish("cleaned_up", cid, hostname)
                 done.set()
         if setup_error is not None:
             setup_error.result = result

@@ -55,10 +55,41 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    run.add_argument("-c", "--command", help="command line to run, split like a shell would (crabcan's -c)")
-    run.add_argument("-u", "--uid", type=int, default=0, help="uid to run as inside the container (default 0)")
-    run.add_argument("-g", "--gid", type=int, default=None, help="gid inside the container (default: the uid)")
+    _add_container_options(run)
+    run.add_argument("-i", "--interactive", action="store_true", help="keep stdin attached (default: /dev/null)")
+    run.add_argument("-t", "--tty", action="store_true", help="allocate a terminal inside the container")
     run.add_argument(
+        "-d", "--debug", action="store_true", help="show each setup phase as it happens, with its duration"
+    )
+    run.add_argument("--json", action="store_true", help="print the result (with phases and output) as one JSON object")
+    run.add_argument("cmd", nargs=argparse.REMAINDER, metavar="CMD [ARGS...]", help="the program and its arguments")
+
+    many = sub.add_parser(
+        "run-many",
+        help="run many containers, with live progress and a summary",
+        description=(
+            "Run COUNT copies of CMD, or every container listed in FILE (a TOML file of [[container]] tables, or a"
+            " JSON list of objects, with the fields of supervisor.Spec), at most PARALLEL at a time."
+        ),
+        usage="supervisor run-many -n COUNT [-j PARALLEL] [OPTIONS] -- CMD [ARGS...]\n       supervisor run-many FILE",
+        epilog="exit status: 0 if every container exited 0, 1 otherwise (125 if nothing could start).",
+    )
+    many.add_argument("-n", "--count", type=int, help="how many copies of CMD to run")
+    many.add_argument(
+        "-j", "--parallel", type=int, default=None, metavar="PARALLEL", help="containers at once (default: 4 per CPU)"
+    )
+    _add_container_options(many)
+    many.add_argument("--json", action="store_true", help="print the event stream as JSON lines on stdout")
+    many.add_argument("cmd", nargs=argparse.REMAINDER, metavar="CMD [ARGS...] | FILE", help="the program, or a file")
+    return parser
+
+
+def _add_container_options(parser: argparse.ArgumentParser) -> None:
+    """Options that describe a container (shared by ``run`` and ``run-many``)."""
+    parser.add_argument("-c", "--command", help="command line to run, split like a shell would (crabcan's -c)")
+    parser.add_argument("-u", "--uid", type=int, default=0, help="uid to run as inside the container (default 0)")
+    parser.add_argument("-g", "--gid", type=int, default=None, help="gid inside the container (default: the uid)")
+    parser.add_argument(
         "-m",
         "--mount",
         "--rootfs",
@@ -66,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="directory to use as the container's root (default: a read-only view of the host's /usr, /etc, ...)",
     )
-    run.add_argument(
+    parser.add_argument(
         "-a",
         "--add",
         action="append",
@@ -74,24 +105,21 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SRC:DST[:ro]",
         help="bind-mount host SRC at DST (crabcan's --add); repeatable",
     )
-    run.add_argument(
+    parser.add_argument(
         "-v", "--volume", action="append", default=[], metavar="SRC:DST[:ro]", help="same as --add (docker's -v)"
     )
-    run.add_argument("--hostname", help="hostname (default: a random adjective-noun-N)")
-    run.add_argument(
+    parser.add_argument("--hostname", help="hostname (default: a random adjective-noun-N)")
+    parser.add_argument(
         "-e", "--env", action="append", default=[], metavar="KEY[=VALUE]", help="set a variable (KEY alone: copy ours)"
     )
-    run.add_argument("-w", "--workdir", default="/", metavar="DIR", help="working directory inside the container")
-    run.add_argument("--read-only", action="store_true", help="mount the container's root read-only")
-    run.add_argument("-i", "--interactive", action="store_true", help="keep stdin attached (default: /dev/null)")
-    run.add_argument("-t", "--tty", action="store_true", help="allocate a terminal inside the container")
-    run.add_argument("--grace-period", type=float, default=5.0, metavar="S", help="seconds between SIGTERM and SIGKILL")
-    run.add_argument(
-        "-d", "--debug", action="store_true", help="show each setup phase as it happens, with its duration"
+    parser.add_argument("-w", "--workdir", default="/", metavar="DIR", help="working directory inside the container")
+    parser.add_argument("--read-only", action="store_true", help="mount the container's root read-only")
+    parser.add_argument(
+        "--overlay", action="store_true", help="copy-on-write root: writes go to a private tmpfs, discarded at exit"
     )
-    run.add_argument("--json", action="store_true", help="print the result (with phases and output) as one JSON object")
-    run.add_argument("cmd", nargs=argparse.REMAINDER, metavar="CMD [ARGS...]", help="the program and its arguments")
-    return parser
+    parser.add_argument(
+        "--grace-period", type=float, default=5.0, metavar="S", help="seconds between SIGTERM and SIGKILL"
+    )
 
 
 def _version() -> str:
@@ -118,6 +146,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.subcommand == "run":
         return _run(parser, args)
+    if args.subcommand == "run-many":
+        from ._climany import run_many
+
+        return run_many(parser, args, _spec_from_args)
     parser.error(f"unknown command {args.subcommand}")  # pragma: no cover
     return 2  # pragma: no cover
 
@@ -153,7 +185,8 @@ def _spec_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -
         env=env,
         cwd=args.workdir,
         read_only=args.read_only,
-        tty=args.tty,
+        tty=getattr(args, "tty", False),
+        overlay=args.overlay,
         grace_period=args.grace_period,
     )
 

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import os
 import re
+import resource
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
+
+from . import _capabilities as _caps
 
 _HOSTNAME_RE = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*$")
 _ENV_KEY_RE = re.compile(r"^[^=\x00]+$")
@@ -21,6 +24,17 @@ _ENV_KEY_RE = re.compile(r"^[^=\x00]+$")
 
 def _field_error(name: str, message: str) -> ValueError:
     return ValueError(f"Spec.{name}: {message}")
+
+
+def _rlim_gt(a: int, b: int) -> bool:
+    """``a > b`` for rlimit values, where RLIM_INFINITY is above everything."""
+    if a == resource.RLIM_INFINITY:
+        return b != resource.RLIM_INFINITY
+    return b != resource.RLIM_INFINITY and a > b
+
+
+def _rlim_str(value: int) -> str:
+    return "unlimited" if value == resource.RLIM_INFINITY else str(value)
 
 
 @dataclass(frozen=True)
@@ -98,12 +112,26 @@ class Spec:
             ``HOME``, ``TERM``, ``HOSTNAME``); they win over the defaults.
         cwd: working directory inside the container (absolute).
         read_only: mount the root read-only (the embedded default root always is).
+        overlay: give the container a copy-on-write view of ``rootfs``: any
+            number of containers can share one base, each one's writes go to
+            a private tmpfs and are discarded at exit (the host folder is never
+            written; mount points may then be created). Needs ``rootfs``.
         tty: give the payload a terminal (a pty from the container's own
             devpts) as stdin, stdout and stderr; the supervisor relays it.
         map_base: first host uid/gid of the range the container's ids map to.
         map_size: size of that range; container ids ``0..map_size-1`` exist.
         grace_period: seconds between SIGTERM and SIGKILL when the container is
             stopped or cancelled.
+        cap_add: capabilities added to the default kept set (names in any
+            case, with or without ``CAP_``, or ``"ALL"``); see
+            :data:`supervisor._capabilities.DEFAULT_CAPS`.
+        cap_drop: capabilities removed from it (``"ALL"`` keeps none).
+        seccomp: ``"default"`` (crabcan's filter, corrected), ``"unconfined"``,
+            or the path of an OCI/Docker seccomp JSON profile.
+        rlimits: resource limits for the container, ``{"NOFILE": (soft, hard)}``
+            (names in any case, with or without ``RLIMIT_``;
+            ``resource.RLIM_INFINITY`` for unlimited); never above the caller's
+            own hard limit. Limits not named are inherited unchanged.
 
     Raises:
         TypeError: a field has the wrong type (the message names it).
@@ -120,9 +148,14 @@ class Spec:
     cwd: str = "/"
     read_only: bool = False
     tty: bool = False
+    overlay: bool = False
     map_base: int = 100_000
     map_size: int = 65_536
     grace_period: float = 5.0
+    cap_add: Sequence[str] = ()
+    cap_drop: Sequence[str] = ()
+    seccomp: str = "default"
+    rlimits: Mapping[str, tuple[int, int]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -193,13 +226,74 @@ class Spec:
         if not self.cwd.startswith("/") or "\x00" in self.cwd:
             raise _field_error("cwd", f"must be an absolute path, got {self.cwd!r}")
         # flags and numbers
-        for name in ("read_only", "tty"):
+        for name in ("read_only", "tty", "overlay"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"Spec.{name} must be a bool")
+        if self.overlay:
+            if self.rootfs is None:
+                raise _field_error("overlay", "needs a rootfs (the embedded default root is already read-only)")
+            if any(ch in self.rootfs for ch in ",:\\"):
+                raise _field_error("overlay", f"the rootfs path {self.rootfs!r} cannot contain ',', ':' or '\\'")
         if not isinstance(self.grace_period, (int, float)) or isinstance(self.grace_period, bool):
             raise TypeError("Spec.grace_period must be a number")
         if self.grace_period < 0:
             raise _field_error("grace_period", "must be >= 0")
+        self._validate_hardening()
+
+    def _validate_hardening(self) -> None:
+        """cap_add, cap_drop, seccomp and rlimits (normalised in place)."""
+        set_ = object.__setattr__
+        for name in ("cap_add", "cap_drop"):
+            value = getattr(self, name)
+            if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+                raise TypeError(f"Spec.{name} must be a list of capability names")
+            names = []
+            for item in value:
+                if not isinstance(item, str):
+                    raise TypeError(f"Spec.{name} items must be str, not {type(item).__name__}")
+                try:
+                    names.append(_caps.normalize(item))
+                except ValueError as exc:
+                    raise _field_error(name, str(exc)) from None
+            set_(self, name, tuple(names))
+        try:
+            _caps.resolve(self.cap_add, self.cap_drop)
+        except ValueError as exc:
+            raise _field_error("cap_add", str(exc)) from None
+        if isinstance(self.seccomp, os.PathLike):
+            set_(self, "seccomp", os.fspath(self.seccomp))
+        if not isinstance(self.seccomp, str):
+            raise TypeError("Spec.seccomp must be 'default', 'unconfined' or a path")
+        if not self.seccomp or "\x00" in self.seccomp:
+            raise _field_error("seccomp", "must be 'default', 'unconfined' or a path")
+        if self.seccomp not in ("default", "unconfined"):
+            set_(self, "seccomp", os.path.abspath(self.seccomp))
+        if not isinstance(self.rlimits, Mapping):
+            raise TypeError("Spec.rlimits must be a mapping of NAME to (soft, hard)")
+        limits: dict[str, tuple[int, int]] = {}
+        for key, pair in self.rlimits.items():
+            if not isinstance(key, str):
+                raise TypeError("Spec.rlimits keys must be str")
+            name = key.upper().removeprefix("RLIMIT_")
+            if not isinstance(getattr(resource, "RLIMIT_" + name, None), int):
+                raise _field_error("rlimits", f"unknown resource {key!r}")
+            if isinstance(pair, (str, bytes)) or not isinstance(pair, Sequence) or len(pair) != 2:
+                raise TypeError(f"Spec.rlimits[{key!r}] must be a (soft, hard) pair")
+            soft, hard = pair
+            for v in (soft, hard):
+                if not isinstance(v, int) or isinstance(v, bool):
+                    raise TypeError(f"Spec.rlimits[{key!r}] values must be int")
+                if v < 0 and v != resource.RLIM_INFINITY:
+                    raise _field_error("rlimits", f"{key}: negative limit {v}")
+            if _rlim_gt(soft, hard):
+                raise _field_error("rlimits", f"{key}: soft limit {soft} is above the hard limit {hard}")
+            limits[name] = (soft, hard)
+        set_(self, "rlimits", MappingProxyType(limits))
+
+    @property
+    def capabilities(self) -> frozenset[int]:
+        """The capability numbers kept in the container (from cap_add/cap_drop)."""
+        return _caps.resolve(self.cap_add, self.cap_drop)
 
     def check_host(self) -> None:
         """Check what the host must provide: the rootfs and mount sources.
@@ -212,6 +306,16 @@ class Spec:
         for m in self.mounts:
             if not os.path.exists(m.source):
                 raise _field_error("mounts", f"source {m.source} does not exist")
+        if self.seccomp not in ("default", "unconfined") and not os.path.isfile(self.seccomp):
+            raise _field_error("seccomp", f"profile {self.seccomp} is not an existing file")
+        for name, (soft, hard) in self.rlimits.items():
+            _cur_soft, cur_hard = resource.getrlimit(getattr(resource, "RLIMIT_" + name))
+            if _rlim_gt(hard, cur_hard) or _rlim_gt(soft, cur_hard):
+                raise _field_error(
+                    "rlimits",
+                    f"{name}: {soft}:{hard} is above the caller's own hard limit {_rlim_str(cur_hard)} "
+                    "(a container never gets more than its supervisor)",
+                )
 
     def to_json(self) -> dict[str, Any]:
         """The spec as a JSON-ready dict (for the CLI's ``--json`` and events)."""
@@ -225,5 +329,10 @@ class Spec:
             "env": dict(self.env),
             "cwd": self.cwd,
             "read_only": self.read_only,
+            "cap_add": list(self.cap_add),
+            "cap_drop": list(self.cap_drop),
+            "seccomp": self.seccomp,
+            "rlimits": {k: list(v) for k, v in self.rlimits.items()},
             "tty": self.tty,
+            "overlay": self.overlay,
         }

@@ -130,7 +130,7 @@ def main(fd: int) -> None:
     sock = socket.socket(fileno=fd)
     sock.setblocking(True)
     # Preload the child-side modules now, so a fork never imports anything.
-    from . import setup  # noqa: F401
+    from . import capabilities, seccomp, setup  # noqa: F401
 
     # Freeze what we have: the collector then never touches these objects, so
     # cloned children do not dirty (copy) the pages that hold them.

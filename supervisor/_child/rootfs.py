@@ -10,6 +10,7 @@ a lazy unmount of the stacked old root make the host unreachable.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from typing import Any
@@ -30,6 +31,26 @@ DEV_SYMLINKS = (
     ("stderr", "/proc/self/fd/2"),
     ("ptmx", "pts/ptmx"),
 )
+
+
+#: Hidden from the container (runc's defaults): files under a /dev/null bind,
+#: directories under an empty read-only tmpfs.
+MASKED_PATHS = (
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+)
+#: Made read-only (runc's defaults).
+READONLY_PATHS = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger")
+
+_NULL_DEVICE = (1, 3)  # major, minor of /dev/null (<linux/major.h> MEM_MAJOR)
 
 
 class RootBuilder:
@@ -59,6 +80,19 @@ class RootBuilder:
     def bind_root(self) -> None:
         """Bind the rootfs (or build the embedded default root) at /newroot."""
         rootfs = self.config.get("rootfs")
+        if rootfs and self.config.get("overlay"):
+            # Copy-on-write root: the rootfs is the read-only lower layer; the
+            # upper layer lives in a tmpfs of this mount namespace only, so the
+            # container's writes vanish with it and the host folder is never
+            # written (possible unprivileged in a user namespace since 5.11).
+            os.mkdir("/overlay", 0o700)
+            linux.mount("tmpfs", "/overlay", "tmpfs", c.MS_NOSUID | c.MS_NODEV, "mode=0755")
+            os.mkdir("/overlay/upper", 0o755)
+            os.mkdir("/overlay/work", 0o755)
+            options = f"lowerdir={OLDROOT + rootfs},upperdir=/overlay/upper,workdir=/overlay/work"
+            linux.mount("overlay", NEWROOT, "overlay", 0, options)
+            self.owned.append("/")
+            return
         if rootfs:
             linux.mount(OLDROOT + rootfs, NEWROOT, None, c.MS_BIND | c.MS_REC)
             return
@@ -89,9 +123,82 @@ class RootBuilder:
             self.mount_tmpfs("/home", "mode=0755", c.MS_NOSUID | c.MS_NODEV)
         for m in self.config["mounts"]:
             self.bind(m["src"], m["dst"], bool(m["ro"]))
+        self.mask_paths()
         if self.config.get("read_only_root") or not self.config.get("rootfs"):
             # The root mount alone (not recursive): /tmp, /dev, ... stay writable.
             linux.mount_setattr(NEWROOT, c.MOUNT_ATTR_RDONLY, recursive=False)
+
+    def mask_paths(self) -> None:
+        """Mask :data:`MASKED_PATHS`, make :data:`READONLY_PATHS` read-only.
+
+        After /proc and /sys exist, before pivot (the host's /dev/null is still
+        reachable). Masked safely (CVE-2025-31133, where runc bound the
+        container's own /dev/null, which a container could swap for a symlink
+        to a procfs file): the source is the host's /dev/null, opened
+        ``O_PATH|O_NOFOLLOW`` and checked to be char device 1:3; every target is
+        opened ``O_PATH|O_NOFOLLOW`` and mounted on through ``/proc/self/fd/N``
+        (our own new procfs), so no path is resolved twice. Paths this kernel
+        does not have are skipped.
+
+        Raises:
+            OSError: the host's /dev/null is not the null device, a target is a
+                symlink, or a mount failed (naming it).
+        """
+        null = os.open(OLDROOT + "/dev/null", os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            st = os.fstat(null)
+            if not stat.S_ISCHR(st.st_mode) or (os.major(st.st_rdev), os.minor(st.st_rdev)) != _NULL_DEVICE:
+                raise OSError(errno.EPERM, f"{OLDROOT}/dev/null is not the null device (char 1:3): refusing to mask")
+            for path in MASKED_PATHS:
+                self._mask(path, null)
+        finally:
+            os.close(null)
+        for path in READONLY_PATHS:
+            self._read_only(path)
+
+    def _open_target(self, path: str) -> int | None:
+        """``O_PATH|O_NOFOLLOW`` fd of container ``path``; None if missing; never a symlink."""
+        try:
+            fd = os.open(NEWROOT + path, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return None
+        if stat.S_ISLNK(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise OSError(errno.ELOOP, f"refusing to mask {path}: it is a symbolic link")
+        return fd
+
+    def _mask(self, path: str, null: int) -> None:
+        fd = self._open_target(path)
+        if fd is None:
+            return
+        try:
+            by_fd = f"{NEWROOT}/proc/self/fd/{fd}"
+            if stat.S_ISDIR(os.fstat(fd).st_mode):
+                flags = c.MS_RDONLY | c.MS_NOSUID | c.MS_NODEV | c.MS_NOEXEC
+                linux.mount("tmpfs", by_fd, "tmpfs", flags, "mode=0555,size=4k")
+            else:
+                linux.mount(f"{NEWROOT}/proc/self/fd/{null}", by_fd, None, c.MS_BIND)
+        finally:
+            os.close(fd)
+
+    def _read_only(self, path: str) -> None:
+        fd = self._open_target(path)
+        if fd is None:
+            return
+        try:
+            by_fd = f"{NEWROOT}/proc/self/fd/{fd}"
+            linux.mount(by_fd, by_fd, None, c.MS_BIND | c.MS_REC)
+        finally:
+            os.close(fd)
+        # Reopen: the old fd still points below the new bind mount.
+        fd = self._open_target(path)
+        if fd is None:  # pragma: no cover - it was just there
+            return
+        try:
+            attrs = c.MOUNT_ATTR_RDONLY | c.MOUNT_ATTR_NOSUID | c.MOUNT_ATTR_NODEV | c.MOUNT_ATTR_NOEXEC
+            linux.mount_setattr(f"{NEWROOT}/proc/self/fd/{fd}", attrs)
+        finally:
+            os.close(fd)
 
     def mount_proc(self) -> None:
         target = self.mountpoint("/proc", directory=True)
@@ -152,9 +259,14 @@ class RootBuilder:
 
         Raises:
             FileNotFoundError: the mount point is missing and may not be created.
+            OSError: EINVAL, the path resolves to the root itself (``//``, or a
+                rootfs symlink such as ``mnt -> /``): a mount there would hide
+                the new root, /proc and /dev included.
         """
         resolved = resolve_in_root(NEWROOT, path)
-        full = NEWROOT + resolved if resolved != "/" else NEWROOT
+        if resolved == "/":
+            raise OSError(errno.EINVAL, f"mount point {path} resolves to the container's root /")
+        full = NEWROOT + resolved
         if os.path.lexists(full):
             return full
         if not any(resolved == o or resolved.startswith(o.rstrip("/") + "/") for o in self.owned):

@@ -16,6 +16,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import resource
 import signal
 import socket
 import struct
@@ -25,6 +26,7 @@ from typing import Any, NoReturn
 from .._protocol import Phase, Tag, recv, send
 from .._sys import constants as c
 from .._sys import linux
+from . import capabilities, seccomp
 from .rootfs import RootBuilder
 
 #: Where the control socket lives in PID 1 (close-on-exec).
@@ -178,9 +180,24 @@ def run_setup(config: dict[str, Any], chan: Channel) -> NoReturn:
         # and /dev/pts agree inside; the master goes to the supervisor.
         _attach_terminal(chan)
 
-    # CAPABILITIES and RLIMITS: after the last privileged mount.
+    # CAPABILITIES: after the last privileged mount and pivot, which need
+    # CAP_SYS_ADMIN. Here: the bounding set reduced to the kept set (dropping
+    # needs CAP_SETPCAP, which we still hold), ambient and inheritable emptied,
+    # permitted/effective cut to the kept set plus CAP_SETUID/CAP_SETGID, which
+    # IDENTITY still needs. Their final value is set after the uid switch.
     chan.enter(Phase.CAPABILITIES)
+    kept = [int(cap) for cap in config.get("capabilities", [])]
+    capabilities.limit(kept)
+
+    # RLIMITS: in PID 1, so they bind the payload and never the supervisor or
+    # the fork server (crabcan set NOFILE on its own parent); checked against
+    # the caller's hard limits by the supervisor, so no privilege is needed.
     chan.enter(Phase.RLIMITS)
+    for res, soft, hard in config.get("rlimits") or ():
+        try:
+            resource.setrlimit(int(res), (int(soft), int(hard)))
+        except (OSError, ValueError) as exc:
+            raise SetupFailure(errno.EPERM, f"setrlimit({res}, ({soft}, {hard})) failed: {exc}") from None
 
     # IDENTITY: the payload's ids; then the working directory, entered as that
     # user and checked to be inside the container (CVE-2024-21626).
@@ -198,15 +215,29 @@ def run_setup(config: dict[str, Any], chan: Channel) -> NoReturn:
     if not cwd.startswith("/"):
         raise SetupFailure(errno.EPERM, f"working directory {cwd!r} is outside the container")
 
-    # SECCOMP: no_new_privs, then (later) the filter, last before exec.
+    # SECCOMP: first the final capability sets, now that the uid switch is
+    # done (uid 0 keeps the kept set; any other uid has none: the kernel
+    # cleared them at setresuid, and we make that explicit and verify all five
+    # sets). Then no_new_privs, always, before the filter (an unprivileged
+    # filter requires it, and it stops setuid/file-capability gains). The
+    # filter is only decoded here; it is loaded at the very end of EXEC.
     chan.enter(Phase.SECCOMP)
+    capabilities.finish(kept, uid)
     linux.prctl(c.PR_SET_NO_NEW_PRIVS, 1)
+    program = seccomp.prepare(config.get("seccomp"))
 
     # EXEC: resolve the program in the container's PATH, report, execve.
     chan.enter(Phase.EXEC)
     path = _find_program(config["argv"][0], config["path"])
     _reset_signals()
-    os.execve(path, config["argv"], dict(_split_env(config["env"])))
+    env = dict(_split_env(config["env"]))
+    # Nothing but stdio survives execve: every fd from 3 up becomes
+    # close-on-exec (the control socket already is, so EOF still reports exec).
+    linux.close_range(CONTROL_FD, 0xFFFFFFFF, c.CLOSE_RANGE_CLOEXEC)
+    # The seccomp filter, last: after it only execve runs, so the profile
+    # never has to allow anything of our setup (youki does the same).
+    seccomp.load(program)
+    os.execve(path, config["argv"], env)
     raise AssertionError("unreachable")  # pragma: no cover
 
 

@@ -10,11 +10,13 @@ from __future__ import annotations
 import contextvars
 import functools
 import os
+import resource
 from typing import Any
 
 from .._protocol import Phase
 from .._spec import Spec
 from .._sys import constants as c
+from .seccomp import compile_profile
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -78,9 +80,31 @@ def build_config(spec: Spec, hostname: str, *, cgroup: bool = False, network: bo
         "rootfs": spec.rootfs,
         "read_only_root": spec.read_only,
         "tty": spec.tty,
+        "overlay": spec.overlay,
         "system": [{"name": n, "kind": k, "target": t} for n, k, t in system_entries()],
         "mounts": [{"src": m.source, "dst": m.target, "ro": m.read_only} for m in spec.mounts],
         "cgroup": cgroup,
         "network": network,
         "fault": int(fault) if fault is not None else None,
+        **hardening_config(spec),
+    }
+
+
+def hardening_config(spec: Spec) -> dict[str, Any]:
+    """The least-privilege part of the config, resolved here once.
+
+    Returns:
+        ``capabilities``: the kept capability numbers; ``rlimits``: a list of
+        ``[resource, soft, hard]``; ``seccomp``: ``{"bpf": base64, "flags": n}``
+        compiled in this process (cached per profile), or ``None``.
+
+    Raises:
+        ValueError: ``Spec.seccomp`` names a profile that does not compile.
+    """
+    caps = spec.capabilities
+    compiled = compile_profile(spec.seccomp, caps)
+    return {
+        "capabilities": sorted(caps),
+        "rlimits": [[getattr(resource, "RLIMIT_" + name), soft, hard] for name, (soft, hard) in spec.rlimits.items()],
+        "seccomp": compiled.to_config() if compiled is not None else None,
     }

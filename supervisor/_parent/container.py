@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextvars
+import errno
 import os
 import signal as _signal
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -18,6 +20,10 @@ from .forkserver import ForkServerClient, Slot
 from .userns import write_id_maps
 
 PhaseCallback = Callable[[Phase, float], None]
+ParentStep = Callable[["ContainerProcess"], Awaitable[None]]
+
+#: Test-only: the request phase whose parent-side step must fail (supervisor.testing).
+PARENT_FAULT: contextvars.ContextVar[Phase | None] = contextvars.ContextVar("supervisor_parent_fault", default=None)
 
 
 class ContainerProcess:
@@ -30,6 +36,9 @@ class ContainerProcess:
         map_size: size of that range.
         t0: ``time.monotonic_ns()`` when the run started.
         on_phase: called as each phase starts (phase, seconds since start).
+        parent_steps: coroutines run when PID 1 requests that phase (the
+            supervisor's cgroup and network steps); their OSError/ValueError
+            becomes a SetupError for the phase.
     """
 
     def __init__(
@@ -40,6 +49,7 @@ class ContainerProcess:
         map_size: int,
         t0: int,
         on_phase: PhaseCallback | None = None,
+        parent_steps: dict[Phase, ParentStep] | None = None,
     ) -> None:
         self.cid = cid
         self.sock = sock
@@ -47,6 +57,7 @@ class ContainerProcess:
         self.map_size = map_size
         self.t0 = t0
         self.on_phase = on_phase
+        self.parent_steps = parent_steps or {}
         self.slot: Slot | None = None
         self.phases: list[tuple[Phase, float]] = []
         self.last_phase = Phase.SPAWNED
@@ -123,12 +134,22 @@ class ContainerProcess:
                 raise ProtocolError(f"unexpected record from PID 1: {record!r}")
 
     async def _answer(self, phase: Phase) -> None:
+        """Perform the parent-side step PID 1 asked for, then acknowledge it."""
         assert self.slot is not None
-        if phase == Phase.USERNS:
-            try:
+        try:
+            if PARENT_FAULT.get() == phase:
+                raise OSError(errno.EIO, f"fault injected in the supervisor's {phase.label} step (supervisor.testing)")
+            if phase == Phase.USERNS:
                 write_id_maps(self.slot.pid, self.slot.pidfd, self.map_base, self.map_size)
-            except OSError as exc:
-                raise SetupError(phase, exc.errno or 0, str(exc)) from exc
+            step = self.parent_steps.get(phase)
+            if step is not None:
+                await step(self)
+        except SetupError:
+            raise
+        except OSError as exc:
+            raise SetupError(phase, exc.errno or 0, str(exc)) from exc
+        except ValueError as exc:
+            raise SetupError(phase, 0, str(exc)) from exc
         send(self.sock, {"t": Tag.ACK, "phase": int(phase)})
 
     def describe_exit(self) -> str:

@@ -211,3 +211,113 @@ def close_range(first: int, last: int = 0xFFFFFFFF, flags: int = 0) -> None:
     """
     if _syscall(ctypes.c_long(c.SYS_CLOSE_RANGE), ctypes.c_uint(first), ctypes.c_uint(last), ctypes.c_uint(flags)) != 0:
         raise _fail("close_range", first, last, flags)
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+
+
+def capget() -> tuple[int, int, int]:
+    """capget(2) of the calling thread, with ``_LINUX_CAPABILITY_VERSION_3``.
+
+    Returns:
+        ``(effective, permitted, inheritable)`` as 64-bit masks.
+
+    Raises:
+        OSError: naming the call.
+    """
+    header = _CapHeader(c.LINUX_CAPABILITY_VERSION_3, 0)
+    data = (_CapData * 2)()
+    if _syscall(ctypes.c_long(c.SYS_CAPGET), ctypes.byref(header), ctypes.byref(data)) != 0:
+        raise _fail("capget", "_LINUX_CAPABILITY_VERSION_3", 0)
+    return (
+        data[0].effective | (data[1].effective << 32),
+        data[0].permitted | (data[1].permitted << 32),
+        data[0].inheritable | (data[1].inheritable << 32),
+    )
+
+
+def capset(effective: int, permitted: int, inheritable: int) -> None:
+    """capset(2) of the calling thread, with ``_LINUX_CAPABILITY_VERSION_3``.
+
+    Args:
+        effective: 64-bit mask (bit n = capability n).
+        permitted: 64-bit mask.
+        inheritable: 64-bit mask.
+
+    Raises:
+        OSError: naming the three masks (EPERM when adding to permitted, or
+            to inheritable beyond the bounding set).
+    """
+    header = _CapHeader(c.LINUX_CAPABILITY_VERSION_3, 0)
+    data = (_CapData * 2)()
+    for i in (0, 1):
+        shift = 32 * i
+        data[i].effective = (effective >> shift) & 0xFFFFFFFF
+        data[i].permitted = (permitted >> shift) & 0xFFFFFFFF
+        data[i].inheritable = (inheritable >> shift) & 0xFFFFFFFF
+    if _syscall(ctypes.c_long(c.SYS_CAPSET), ctypes.byref(header), ctypes.byref(data)) != 0:
+        raise _fail("capset", hex(effective), hex(permitted), hex(inheritable))
+
+
+class _SockFilter(ctypes.Structure):
+    _fields_ = [("code", ctypes.c_uint16), ("jt", ctypes.c_uint8), ("jf", ctypes.c_uint8), ("k", ctypes.c_uint32)]
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+class SeccompProgram:
+    """A classic BPF program (``struct sock_fprog``) ready for :func:`seccomp_set_mode_filter`.
+
+    Built before the filter is loaded, so that loading it allocates nothing.
+
+    Args:
+        bpf: the raw program, ``struct sock_filter`` records (8 bytes each,
+            native byte order) as written by libseccomp's ``seccomp_export_bpf``.
+        flags: ``SECCOMP_FILTER_FLAG_*`` to load it with.
+
+    Raises:
+        ValueError: empty, not a whole number of instructions, or longer than
+            ``BPF_MAXINSNS``.
+    """
+
+    def __init__(self, bpf: bytes, flags: int = 0) -> None:
+        self.flags = flags
+        size = ctypes.sizeof(_SockFilter)
+        count = len(bpf) // size
+        if not bpf or len(bpf) % size or count > c.BPF_MAXINSNS:
+            raise ValueError(f"not a seccomp BPF program: {len(bpf)} bytes")
+        self.count = count
+        self._buffer = ctypes.create_string_buffer(bpf, len(bpf))
+        self._prog = _SockFprog(count, ctypes.addressof(self._buffer))
+
+    def pointer(self) -> Any:
+        """A ctypes reference to the ``struct sock_fprog``."""
+        return ctypes.byref(self._prog)
+
+
+def seccomp_set_mode_filter(program: SeccompProgram) -> None:
+    """seccomp(SECCOMP_SET_MODE_FILTER, program.flags, &prog): install a filter.
+
+    Needs ``no_new_privs`` (or CAP_SYS_ADMIN in the user namespace).
+
+    Args:
+        program: the prepared program, with its flags.
+
+    Raises:
+        OSError: naming the call, the flags and the program's length.
+    """
+    res = _syscall(
+        ctypes.c_long(c.SYS_SECCOMP),
+        ctypes.c_uint(c.SECCOMP_SET_MODE_FILTER),
+        ctypes.c_uint(program.flags),
+        program.pointer(),
+    )
+    if res != 0:
+        raise _fail("seccomp", c.SECCOMP_SET_MODE_FILTER, program.flags, f"<{program.count} instructions>")

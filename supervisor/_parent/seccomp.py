@@ -1,0 +1,379 @@
+"""Seccomp profiles, compiled once in the supervisor with libseccomp.
+
+PID 1 never parses a profile: the supervisor builds the filter here with
+libseccomp (through the ``pyseccomp`` binding, which has the API of libseccomp's
+own ``seccomp`` module), exports it as classic BPF, and sends the bytes in the
+config. Compiling is cached per profile (and, for a JSON file, per file
+version and kept capability set), so a thousand containers cost one compile.
+
+Profiles (:attr:`supervisor.Spec.seccomp`):
+
+``"default"``
+    crabcan's rules, corrected (default action: allow; errno EPERM unless said):
+
+    - refuse ``keyctl``, ``add_key``, ``request_key`` (keyrings are not
+      namespaced), ``mbind``, ``migrate_pages``, ``move_pages``,
+      ``set_mempolicy``, ``userfaultfd``, ``perf_event_open``;
+    - refuse ``chmod``/``fchmod``/``fchmodat``/``fchmodat2`` when the mode sets
+      ``S_ISUID`` or ``S_ISGID`` (one rule per bit, ``MASKED_EQ``);
+    - refuse ``unshare``/``clone`` with ``CLONE_NEWUSER``; ``clone3`` fails with
+      ``ENOSYS`` (its flags live in memory seccomp cannot read; libcs then
+      fall back to ``clone``, which is checked);
+    - refuse ``ioctl`` ``TIOCSTI`` and ``TIOCLINUX`` by exact match of the low
+      32 bits of the request (the kernel's ``cmd`` is an ``unsigned int``; crabcan's
+      ``MASKED_EQ`` with the request as mask also refused TIOCGWINSZ and
+      FIONREAD);
+    - native architecture only: a syscall through another ABI (x86 ``int 0x80``,
+      x32) kills the process, since no rule covers it.
+
+``"unconfined"``
+    no filter (``no_new_privs`` is still set).
+
+a path
+    an OCI runtime-spec / Docker seccomp JSON profile: ``defaultAction``,
+    ``defaultErrnoRet``, ``architectures`` or Docker's ``archMap``, ``flags``,
+    ``syscalls[]`` with ``names`` (or the old ``name``), ``action``, ``errnoRet``,
+    ``args`` (``index``, ``value``, ``valueTwo``, ``op`` ``SCMP_CMP_*``) and Docker's
+    ``includes``/``excludes`` conditions on ``caps``, ``arches`` and ``minKernel``
+    (evaluated against the container's kept capabilities and this host).
+    Syscall names libseccomp does not know are skipped, as Docker does;
+    ``SCMP_ACT_NOTIFY`` and ``listenerPath`` are refused.
+"""
+
+from __future__ import annotations
+
+import base64
+import errno
+import functools
+import json
+import os
+import platform
+import stat
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import pyseccomp as seccomp
+
+from .._capabilities import CAP_NUMBERS
+from .._sys import constants as c
+
+DEFAULT = "default"
+UNCONFINED = "unconfined"
+
+_S_ISUID = stat.S_ISUID
+_S_ISGID = stat.S_ISGID
+_TIOCSTI = 0x5412  # <asm-generic/ioctls.h>
+_TIOCLINUX = 0x541C
+#: fchmodat2 (Linux 6.6); libseccomp 2.5.4 does not know its name.
+_NR_FCHMODAT2 = 452
+
+#: Syscalls the default profile refuses outright.
+DEFAULT_DENIED = (
+    "keyctl",
+    "add_key",
+    "request_key",
+    "mbind",
+    "migrate_pages",
+    "move_pages",
+    "set_mempolicy",
+    "userfaultfd",
+    "perf_event_open",
+)
+
+_ACTIONS_SIMPLE = {
+    "SCMP_ACT_KILL": seccomp.KILL,
+    "SCMP_ACT_KILL_THREAD": seccomp.KILL_THREAD,
+    "SCMP_ACT_KILL_PROCESS": seccomp.KILL_PROCESS,
+    "SCMP_ACT_TRAP": seccomp.TRAP,
+    "SCMP_ACT_ALLOW": seccomp.ALLOW,
+    "SCMP_ACT_LOG": seccomp.LOG,
+}
+
+_OPS = {
+    "SCMP_CMP_NE": seccomp.NE,
+    "SCMP_CMP_LT": seccomp.LT,
+    "SCMP_CMP_LE": seccomp.LE,
+    "SCMP_CMP_EQ": seccomp.EQ,
+    "SCMP_CMP_GE": seccomp.GE,
+    "SCMP_CMP_GT": seccomp.GT,
+    "SCMP_CMP_MASKED_EQ": seccomp.MASKED_EQ,
+}
+
+#: SECCOMP_FILTER_FLAG_* names accepted in a profile's ``flags`` (<linux/seccomp.h>).
+_FLAGS = {
+    "SECCOMP_FILTER_FLAG_TSYNC": 0,  # PID 1 is single-threaded: nothing to sync
+    "SECCOMP_FILTER_FLAG_LOG": 2,
+    "SECCOMP_FILTER_FLAG_SPEC_ALLOW": 4,
+}
+
+#: Docker's architecture names for conditions, per ``platform.machine()``.
+_GO_ARCH = {"x86_64": "amd64", "aarch64": "arm64", "arm64": "arm64"}
+#: libseccomp's native architecture name, per ``platform.machine()``.
+_SCMP_NATIVE = {"x86_64": "SCMP_ARCH_X86_64", "aarch64": "SCMP_ARCH_AARCH64", "arm64": "SCMP_ARCH_AARCH64"}
+
+
+@dataclass(frozen=True)
+class CompiledFilter:
+    """A filter ready for the config.
+
+    Attributes:
+        bpf: the classic BPF program (``struct sock_filter`` records).
+        flags: ``SECCOMP_FILTER_FLAG_*`` to load it with.
+    """
+
+    bpf: bytes
+    flags: int = 0
+
+    def to_config(self) -> dict[str, Any]:
+        """The config entry PID 1 reads: base64 program and flags."""
+        return {"bpf": base64.b64encode(self.bpf).decode("ascii"), "flags": self.flags}
+
+
+def compile_profile(profile: str, caps: Iterable[int]) -> CompiledFilter | None:
+    """The filter for ``profile``, compiled once per profile (cached).
+
+    Args:
+        profile: ``"default"``, ``"unconfined"`` or the absolute path of a JSON
+            profile.
+        caps: the container's kept capabilities (for ``includes``/``excludes``).
+
+    Returns:
+        The compiled filter, or ``None`` for ``unconfined``.
+
+    Raises:
+        ValueError: ``Spec.seccomp: ...``, naming what is wrong with the profile.
+    """
+    if profile == UNCONFINED:
+        return None
+    if profile == DEFAULT:
+        return _default_filter()
+    try:
+        st = os.stat(profile)
+    except OSError as exc:
+        raise ValueError(f"Spec.seccomp: cannot read profile {profile}: {exc.strerror}") from None
+    return _json_filter(profile, st.st_ino, st.st_mtime_ns, st.st_size, frozenset(caps))
+
+
+@functools.lru_cache(maxsize=1)
+def _default_filter() -> CompiledFilter:
+    flt = seccomp.SyscallFilter(seccomp.ALLOW)
+    # Non-native ABIs are not covered by the rules below: refuse them whole.
+    flt.set_attr(seccomp.Attr.ACT_BADARCH, seccomp.KILL_PROCESS)
+    eperm = seccomp.ERRNO(errno.EPERM)
+    for name in DEFAULT_DENIED:
+        flt.add_rule(eperm, name)
+    chmods: list[tuple[str | int, int]] = [("chmod", 1), ("fchmod", 1), ("fchmodat", 2)]
+    chmods.append((_syscall_or_number("fchmodat2", _NR_FCHMODAT2), 2))
+    for syscall, index in chmods:
+        for bit in (_S_ISUID, _S_ISGID):
+            flt.add_rule(eperm, syscall, seccomp.Arg(index, seccomp.MASKED_EQ, bit, bit))
+    for name in ("unshare", "clone"):
+        flt.add_rule(eperm, name, seccomp.Arg(0, seccomp.MASKED_EQ, c.CLONE_NEWUSER, c.CLONE_NEWUSER))
+    flt.add_rule(seccomp.ERRNO(errno.ENOSYS), "clone3")
+    for request in (_TIOCSTI, _TIOCLINUX):
+        flt.add_rule(eperm, "ioctl", seccomp.Arg(1, seccomp.MASKED_EQ, 0xFFFFFFFF, request))
+    return CompiledFilter(_export(flt))
+
+
+def _syscall_or_number(name: str, number: int) -> str | int:
+    """``name`` if libseccomp knows it, else its (native) number."""
+    return name if seccomp.resolve_syscall(seccomp.Arch.NATIVE, name) >= 0 else number
+
+
+@functools.lru_cache(maxsize=32)
+def _json_filter(path: str, _ino: int, _mtime_ns: int, _size: int, caps: frozenset[int]) -> CompiledFilter:
+    """Compile a JSON profile (cached per file version and capability set)."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"Spec.seccomp: cannot load profile {path}: {exc}") from None
+    try:
+        return compile_oci(data, caps)
+    except (ValueError, TypeError, KeyError, OSError) as exc:
+        raise ValueError(f"Spec.seccomp: profile {path}: {exc}") from None
+
+
+def compile_oci(profile: dict[str, Any], caps: Iterable[int]) -> CompiledFilter:
+    """Compile an OCI/Docker seccomp profile (already parsed from JSON).
+
+    Args:
+        profile: the JSON object.
+        caps: the kept capability numbers, for Docker's ``caps`` conditions.
+
+    Returns:
+        The compiled filter.
+
+    Raises:
+        ValueError: an unsupported or malformed field (naming it).
+        OSError: libseccomp refused a rule.
+    """
+    if not isinstance(profile, dict):
+        raise ValueError("the profile must be a JSON object")
+    if profile.get("listenerPath"):
+        raise ValueError("listenerPath (SCMP_ACT_NOTIFY) is not supported")
+    kept = {"CAP_" + name for name, num in CAP_NUMBERS.items() if num in set(caps)}
+    default_errno = _int(profile.get("defaultErrnoRet", errno.EPERM), "defaultErrnoRet")
+    default_action = _action(profile.get("defaultAction"), profile.get("defaultErrnoRet"), default_errno, "defaultAction")
+    flt = seccomp.SyscallFilter(default_action)
+    for arch in _arches(profile):
+        if not flt.exist_arch(arch):
+            flt.add_arch(arch)
+    flags = 0
+    for name in profile.get("flags") or ():
+        if name not in _FLAGS:
+            raise ValueError(f"flags: unsupported {name!r}")
+        flags |= _FLAGS[name]
+    syscalls = profile.get("syscalls") or []
+    if not isinstance(syscalls, list):
+        raise ValueError("syscalls must be a list")
+    for i, rule in enumerate(syscalls):
+        where = f"syscalls[{i}]"
+        if not isinstance(rule, dict):
+            raise ValueError(f"{where} must be an object")
+        if not _condition_holds(rule.get("includes"), rule.get("excludes"), kept, where):
+            continue
+        action = _action(rule.get("action"), rule.get("errnoRet"), default_errno, f"{where}.action")
+        if action == default_action:
+            continue  # libseccomp refuses a rule that does nothing (as runc skips it)
+        names = rule.get("names")
+        if names is None and "name" in rule:
+            names = [rule["name"]]
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise ValueError(f"{where}.names must be a list of syscall names")
+        args = [_arg(a, f"{where}.args[{j}]") for j, a in enumerate(rule.get("args") or [])]
+        indexes = [a[0] for a in args]
+        for name in names:
+            number = seccomp.resolve_syscall(seccomp.Arch.NATIVE, name)
+            if number < 0:
+                continue  # unknown to libseccomp (a newer syscall): skipped, as Docker does
+            if len(set(indexes)) == len(indexes):
+                flt.add_rule(action, number, *(seccomp.Arg(*a) for a in args))
+            else:
+                # Two comparisons on one argument: libseccomp cannot AND them in
+                # one rule; like runc, add one rule per comparison.
+                for a in args:
+                    flt.add_rule(action, number, seccomp.Arg(*a))
+    return CompiledFilter(_export(flt), flags)
+
+
+def _int(value: Any, where: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ValueError(f"{where}: expected a non-negative integer, got {value!r}")
+    return value
+
+
+def _action(name: Any, errno_ret: Any, default_errno: int, where: str) -> int:
+    if name in _ACTIONS_SIMPLE:
+        return int(_ACTIONS_SIMPLE[name])
+    if name == "SCMP_ACT_ERRNO":
+        return int(seccomp.ERRNO(default_errno if errno_ret is None else _int(errno_ret, where + " errnoRet")))
+    if name == "SCMP_ACT_TRACE":
+        return int(seccomp.TRACE(default_errno if errno_ret is None else _int(errno_ret, where + " errnoRet")))
+    if name == "SCMP_ACT_NOTIFY":
+        raise ValueError(f"{where}: SCMP_ACT_NOTIFY is not supported")
+    raise ValueError(f"{where}: unknown action {name!r}")
+
+
+def _arch_value(name: Any, where: str) -> int:
+    if not isinstance(name, str) or not name.startswith("SCMP_ARCH_"):
+        raise ValueError(f"{where}: unknown architecture {name!r}")
+    value = getattr(seccomp.Arch, name[len("SCMP_ARCH_") :], None)
+    if not isinstance(value, int) or value == 0:
+        raise ValueError(f"{where}: unknown architecture {name!r}")
+    return value
+
+
+def _arches(profile: dict[str, Any]) -> list[int]:
+    """The architectures to add: OCI ``architectures``, or Docker's ``archMap`` entry for this host."""
+    out: list[int] = []
+    for name in profile.get("architectures") or ():
+        out.append(_arch_value(name, "architectures"))
+    native = _SCMP_NATIVE.get(platform.machine())
+    for entry in profile.get("archMap") or ():
+        if not isinstance(entry, dict):
+            raise ValueError("archMap entries must be objects")
+        if entry.get("architecture") != native:
+            continue
+        out.append(_arch_value(entry["architecture"], "archMap"))
+        for sub in entry.get("subArchitectures") or ():
+            out.append(_arch_value(sub, "archMap.subArchitectures"))
+    return out
+
+
+def _kernel_at_least(version: str, where: str) -> bool:
+    try:
+        want = tuple(int(p) for p in version.split(".")[:2])
+    except ValueError:
+        raise ValueError(f"{where}.minKernel: not a version: {version!r}") from None
+    have = []
+    for part in os.uname().release.split(".")[:2]:
+        digits = "".join(ch for ch in part if ch.isdigit()) or "0"
+        have.append(int(digits))
+    return tuple(have) >= want
+
+
+def _condition_holds(includes: Any, excludes: Any, kept: set[str], where: str) -> bool:
+    """Docker's rule conditions: every included cap/arch present, no excluded one."""
+    arch = _GO_ARCH.get(platform.machine(), platform.machine())
+    if includes:
+        if not isinstance(includes, dict):
+            raise ValueError(f"{where}.includes must be an object")
+        if any(cap.upper() not in kept for cap in includes.get("caps") or ()):
+            return False
+        arches = includes.get("arches") or ()
+        if arches and arch not in arches:
+            return False
+        if includes.get("minKernel") and not _kernel_at_least(str(includes["minKernel"]), where + ".includes"):
+            return False
+    if excludes:
+        if not isinstance(excludes, dict):
+            raise ValueError(f"{where}.excludes must be an object")
+        if any(cap.upper() in kept for cap in excludes.get("caps") or ()):
+            return False
+        if arch in (excludes.get("arches") or ()):
+            return False
+        if excludes.get("minKernel") and _kernel_at_least(str(excludes["minKernel"]), where + ".excludes"):
+            return False
+    return True
+
+
+def _arg(arg: Any, where: str) -> tuple[int, int, int, int]:
+    """``(index, op, datum_a, datum_b)`` for :class:`seccomp.Arg`.
+
+    For ``SCMP_CMP_MASKED_EQ``, OCI's ``value`` is the mask and ``valueTwo`` the
+    value compared, the same order as libseccomp's.
+    """
+    if not isinstance(arg, dict):
+        raise ValueError(f"{where} must be an object")
+    index = _int(arg.get("index"), where + ".index")
+    if index > 5:
+        raise ValueError(f"{where}.index: syscalls have 6 arguments, got {index}")
+    op = arg.get("op")
+    if op not in _OPS:
+        raise ValueError(f"{where}.op: unknown operator {op!r}")
+    value = _int(arg.get("value", 0), where + ".value")
+    value_two = _int(arg.get("valueTwo", 0), where + ".valueTwo")
+    return index, _OPS[op], value, value_two
+
+
+def _export(flt: seccomp.SyscallFilter) -> bytes:
+    """The filter as raw BPF, through an anonymous memory file."""
+    fd = os.memfd_create("supervisor-seccomp", os.MFD_CLOEXEC)
+    try:
+        flt.export_bpf(_Fd(fd))
+        size = os.lseek(fd, 0, os.SEEK_END)
+        return os.pread(fd, size, 0)
+    finally:
+        os.close(fd)
+
+
+class _Fd:
+    """The ``fileno()`` that ``export_bpf`` asks for."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+
+    def fileno(self) -> int:
+        return self._fd

@@ -1,0 +1,78 @@
+"""Test helpers: make a chosen setup phase fail, to prove cleanup on every path.
+
+Not part of the container API and never imported by it; import it from tests::
+
+    from supervisor import Phase, SetupError
+    from supervisor.testing import fail_at
+
+    with fail_at(Phase.PIVOT):
+        with pytest.raises(SetupError) as info:
+            await supervisor.run(spec)
+    assert info.value.phase is Phase.PIVOT
+
+The fault is carried by a :class:`contextvars.ContextVar`, so it applies to the
+runs *started* (``Supervisor.run`` called) inside the ``with`` block by the
+current task, and by tasks it spawns there; other tasks are not affected.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+from ._parent.config import FAULT
+from ._parent.container import PARENT_FAULT
+from ._protocol import REQUEST_PHASES, Phase
+
+__all__ = ["fail_at", "fail_in_parent"]
+
+
+@contextlib.contextmanager
+def fail_at(phase: Phase) -> Iterator[None]:
+    """Make PID 1 fail as it starts ``phase``, in every run started inside.
+
+    PID 1 reports the phase, then fails with ``EIO`` and a message saying the
+    fault was injected; the run raises :class:`~supervisor.SetupError` with
+    ``.phase == phase`` after the container was reaped and cleaned up.
+
+    Args:
+        phase: the :class:`~supervisor.Phase` to fail.
+
+    Raises:
+        TypeError: ``phase`` is not a :class:`~supervisor.Phase`.
+    """
+    if not isinstance(phase, Phase):
+        raise TypeError(f"fail_at() needs a supervisor.Phase, not {type(phase).__name__}")
+    token = FAULT.set(phase)
+    try:
+        yield
+    finally:
+        FAULT.reset(token)
+
+
+@contextlib.contextmanager
+def fail_in_parent(phase: Phase) -> Iterator[None]:
+    """Make the supervisor's own step of a request phase fail.
+
+    Request phases (``USERNS``, ``CGROUP``, ``NETWORK``) are performed by the
+    supervisor when PID 1 asks; inside this block the supervisor's step fails
+    with ``EIO`` instead, as if writing the id maps (or creating the cgroup,
+    configuring the network) had failed.
+
+    Args:
+        phase: one of the request phases.
+
+    Raises:
+        TypeError: ``phase`` is not a :class:`~supervisor.Phase`.
+        ValueError: ``phase`` is not a request phase.
+    """
+    if not isinstance(phase, Phase):
+        raise TypeError(f"fail_in_parent() needs a supervisor.Phase, not {type(phase).__name__}")
+    if phase not in REQUEST_PHASES:
+        names = ", ".join(p.name for p in sorted(REQUEST_PHASES))
+        raise ValueError(f"{phase.name} is not a request phase (one of {names})")
+    token = PARENT_FAULT.set(phase)
+    try:
+        yield
+    finally:
+        PARENT_FAULT.reset(token)

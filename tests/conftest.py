@@ -1,0 +1,307 @@
+"""Shared fixtures for the real-kernel tests.
+
+* ``anyio_backend``: trio unless a module asks for more (``test_api.py`` runs
+  on trio and asyncio).
+* ``busybox_rootfs``: a tiny root folder built once per session from the host's
+  static busybox, removed at the end; ``busybox`` is the same folder, checked
+  to be byte-for-byte unchanged after each test (supervisor must never create
+  anything in the host's rootfs folder).
+* ``host_dir``: a fresh temporary folder that the container's root (an
+  unprivileged host uid) can traverse; removed after the test.
+* ``leak_check`` (autouse): what the host holds before and after every test
+  (mounts, temp folders, network links, cgroups below ours, our child
+  processes, our open file descriptors) must be the same.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import shutil
+import signal
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+BUSYBOX_CANDIDATES = ("/bin/busybox", "/usr/bin/busybox", "/sbin/busybox", "/usr/sbin/busybox")
+APPLETS = (
+    "sh", "true", "false", "echo", "cat", "ls", "sleep", "id", "hostname", "mount", "ps", "env", "pwd",
+    "kill", "stat", "readlink", "wc", "grep", "head", "touch", "mkdir", "test", "printf", "tr", "sort",
+    "od", "tail", "uname", "cut", "seq", "rm", "dd", "whoami",
+)  # fmt: skip
+ROOTFS_DIRS = ("proc", "dev", "sys", "tmp", "etc", "root", "mnt")
+
+#: How long a difference in host state may take to settle (reaping is async;
+#: other programs on the machine may hold short-lived temp files or cgroups).
+SETTLE_S = 3.0
+
+PR_SET_CHILD_SUBREAPER = 36
+
+
+@pytest.fixture(scope="module")
+def anyio_backend() -> str:
+    """Async tests run on trio unless a module overrides this fixture."""
+    return "trio"
+
+
+def _find_busybox() -> str | None:
+    found = shutil.which("busybox")
+    for path in (found, *BUSYBOX_CANDIDATES):
+        if path and os.path.isfile(path) and os.access(path, os.X_OK):
+            return path
+    return None
+
+
+@pytest.fixture(scope="session")
+def busybox_rootfs() -> Iterator[str]:
+    """A minimal root folder: bin/busybox, applet symlinks, empty mount points."""
+    busybox = _find_busybox()
+    if busybox is None:
+        pytest.skip("busybox not found (install Debian's busybox-static: tests/install-system-deps.sh)")
+    with open(busybox, "rb") as f:
+        head = f.read(4096)
+    if b"/lib64/ld-linux" in head or b"/lib/ld-linux" in head:
+        pytest.skip(f"{busybox} is dynamically linked; install the static build (busybox-static)")
+    root = tempfile.mkdtemp(prefix="supervisor-test-rootfs-")
+    try:
+        # The container's root is an unprivileged host uid: it must be able to
+        # traverse the folder (mkdtemp makes it 0700).
+        os.chmod(root, 0o755)
+        os.mkdir(os.path.join(root, "bin"), 0o755)
+        shutil.copy2(busybox, os.path.join(root, "bin", "busybox"))
+        os.chmod(os.path.join(root, "bin", "busybox"), 0o755)
+        for applet in APPLETS:
+            os.symlink("busybox", os.path.join(root, "bin", applet))
+        for name in ROOTFS_DIRS:
+            os.mkdir(os.path.join(root, name), 0o755)
+        # A non-executable file, for the exec tests.
+        Path(root, "etc", "passwd").write_text("root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000::/:/bin/sh\n")
+        Path(root, "etc", "group").write_text("root:x:0:\nuser:x:1000:\n")
+        os.chmod(os.path.join(root, "tmp"), 0o1777)
+        yield root
+    finally:
+        shutil.rmtree(root)
+
+
+def _tree(root: str) -> dict[str, tuple[int, int, int, int, int]]:
+    """Every entry below ``root`` (not following symlinks) with its metadata."""
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in [".", *dirnames, *filenames]:
+            path = os.path.normpath(os.path.join(dirpath, name))
+            st = os.lstat(path)
+            out[os.path.relpath(path, root)] = (st.st_mode, st.st_uid, st.st_gid, st.st_size, st.st_mtime_ns)
+    return out
+
+
+@pytest.fixture
+def busybox(busybox_rootfs: str) -> Iterator[str]:
+    """The busybox rootfs; fails the test if anything in it changed."""
+    before = _tree(busybox_rootfs)
+    yield busybox_rootfs
+    after = _tree(busybox_rootfs)
+    assert after == before, "the host's rootfs folder was modified by the container"
+
+
+@pytest.fixture
+def host_dir() -> Iterator[Path]:
+    """A fresh folder on the host that a container's root can traverse (0755)."""
+    path = tempfile.mkdtemp(prefix="supervisor-test-")
+    os.chmod(path, 0o755)
+    try:
+        yield Path(path)
+    finally:
+        shutil.rmtree(path)
+
+
+# -- the leak check ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HostState:
+    """What the host holds that a container run could leave behind."""
+
+    mounts: frozenset[str]
+    tmp: frozenset[str]
+    links: frozenset[str]
+    cgroups: frozenset[str]
+    children: dict[int, tuple[str, str]]  # pid -> (starttime, "comm (state)")
+    fds: dict[int, str]  # fd -> what it points at
+
+
+def _read_lines(path: str) -> list[str]:
+    with open(path) as f:
+        return f.read().splitlines()
+
+
+def _cgroup_dirs() -> list[str]:
+    """Our own cgroup's folder in every mounted hierarchy (v1 and v2)."""
+    own = []
+    for line in _read_lines("/proc/self/cgroup"):
+        _hid, controllers, path = line.split(":", 2)
+        own.append((set(filter(None, controllers.split(","))), path))
+    dirs = []
+    seen = set()
+    for line in _read_lines("/proc/self/mountinfo"):
+        fields = line.split()
+        sep = fields.index("-")
+        fstype, super_opts = fields[sep + 1], set(fields[sep + 3].split(","))
+        mount_root, mount_point = fields[3], fields[4]
+        if fstype not in ("cgroup", "cgroup2"):
+            continue
+        for controllers, path in own:
+            if fstype == "cgroup2":
+                match = not controllers
+            else:
+                match = bool(controllers) and controllers <= super_opts
+            if not match or not (path == mount_root or path.startswith(mount_root.rstrip("/") + "/")):
+                continue
+            key = (fstype, frozenset(controllers))
+            if key in seen:
+                continue
+            seen.add(key)
+            rel = path[len(mount_root.rstrip("/")) :]
+            dirs.append(mount_point + rel)
+    return dirs
+
+
+def _cgroups() -> frozenset[str]:
+    out = set()
+    for top in _cgroup_dirs():
+        for dirpath, _dirnames, _files in os.walk(top):
+            out.add(dirpath)
+    return frozenset(out)
+
+
+def _children() -> dict[int, tuple[str, str]]:
+    me = os.getpid()
+    out = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                data = f.read()
+        except OSError:
+            continue
+        comm = data[data.index("(") + 1 : data.rindex(")")]
+        rest = data[data.rindex(")") + 2 :].split()
+        state, ppid, starttime = rest[0], int(rest[1]), rest[19]
+        if ppid == me:
+            out[int(entry)] = (starttime, f"{comm} ({state})")
+    return out
+
+
+def _fds() -> dict[int, str]:
+    out = {}
+    for entry in os.listdir("/proc/self/fd"):
+        try:
+            out[int(entry)] = os.readlink(f"/proc/self/fd/{entry}")
+        except OSError:
+            continue  # the descriptor listdir itself used
+    return out
+
+
+def _tmp_entries() -> frozenset[str]:
+    out = set()
+    for top in {"/tmp", tempfile.gettempdir()}:
+        for name in os.listdir(top):
+            if not name.startswith("pytest-of-"):  # pytest's own basetemp
+                out.add(os.path.join(top, name))
+    return frozenset(out)
+
+
+def _snapshot() -> HostState:
+    return HostState(
+        mounts=frozenset(_read_lines("/proc/self/mountinfo")),
+        tmp=_tmp_entries(),
+        links=frozenset(os.listdir("/sys/class/net")),
+        cgroups=_cgroups(),
+        children=_children(),
+        fds=_fds(),
+    )
+
+
+def _problems(before: HostState, after: HostState) -> list[str]:
+    out = []
+    # Host-wide state: other programs may add and remove their own entries
+    # while we run, so only what appeared (and stays) counts.
+    for name in ("mounts", "tmp", "links", "cgroups"):
+        added = getattr(after, name) - getattr(before, name)
+        if added:
+            out.append(f"{name} left behind: {sorted(added)}")
+    # Our own process: exact.
+    new_children = {pid: v for pid, v in after.children.items() if before.children.get(pid, (None,))[0] != v[0]}
+    if new_children:
+        out.append(f"child processes left behind: {new_children}")
+    gone = {pid: v for pid, v in before.children.items() if after.children.get(pid, (None,))[0] != v[0]}
+    if gone:
+        out.append(f"child processes that existed before the test are gone: {gone}")
+    added_fds = {fd: t for fd, t in after.fds.items() if before.fds.get(fd) != t}
+    if added_fds:
+        out.append(f"file descriptors left open (or reused): {added_fds}")
+    closed_fds = {fd: t for fd, t in before.fds.items() if fd not in after.fds}
+    if closed_fds:
+        out.append(f"file descriptors closed that the test did not own: {closed_fds}")
+    return out
+
+
+def _kill_and_reap(pids: list[int]) -> None:
+    """Last resort after a failed check, so one leak does not fail every later test."""
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass
+
+
+def _reap_adopted_zombies(before: HostState) -> None:
+    """Reap zombies that became our children only because we are a subreaper.
+
+    A live leftover process is a leak and is reported; an exited orphan that
+    the kernel re-parented to us holds nothing but its PID.
+    """
+    for pid, (_start, what) in _children().items():
+        if pid not in before.children and what.endswith("(Z)"):
+            try:
+                os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                pass
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _subreaper() -> Iterator[None]:
+    """Become a child subreaper: a container orphaned by a dead fork server is
+    re-parented to the test process (not to init), where the leak check sees it."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    ok = libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    yield
+    if ok:
+        libc.prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
+
+
+@pytest.fixture(autouse=True)
+def leak_check() -> Iterator[None]:
+    """Fail the test if it left anything behind on the host."""
+    before = _snapshot()
+    yield
+    deadline = time.monotonic() + SETTLE_S
+    while True:
+        _reap_adopted_zombies(before)
+        after = _snapshot()
+        problems = _problems(before, after)
+        if not problems or time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
+    if problems:
+        leftover = [pid for pid in after.children if pid not in before.children]
+        _kill_and_reap(leftover)
+        pytest.fail("the test left host state behind:\n  " + "\n  ".join(problems), pytrace=False)

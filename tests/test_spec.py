@@ -1,0 +1,240 @@
+"""Spec and Mount: validated before anything starts, errors naming the field."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pathlib
+from typing import Any
+
+import pytest
+
+from supervisor import Mount, Spec
+
+
+def test_minimal_spec_defaults() -> None:
+    spec = Spec(["true"])
+    assert spec.command == ("true",)
+    assert spec.rootfs is None
+    assert spec.hostname is None
+    assert spec.uid == 0
+    assert spec.gid == 0
+    assert spec.mounts == ()
+    assert dict(spec.env) == {}
+    assert spec.cwd == "/"
+    assert spec.read_only is False
+    assert spec.grace_period > 0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "exc", "field"),
+    [
+        # command: a list of str, never a string to split
+        ({"command": "ls -l"}, TypeError, "command"),
+        ({"command": b"ls"}, TypeError, "command"),
+        ({"command": None}, TypeError, "command"),
+        ({"command": iter(["ls"])}, TypeError, "command"),
+        ({"command": []}, ValueError, "command"),
+        ({"command": ["ls", 1]}, TypeError, "command"),
+        ({"command": ["ls", b"-l"]}, TypeError, "command"),
+        ({"command": ["ls", "a\x00b"]}, ValueError, "command"),
+        ({"command": [""]}, ValueError, "command"),
+        # rootfs
+        ({"rootfs": 3}, TypeError, "rootfs"),
+        ({"rootfs": ""}, ValueError, "rootfs"),
+        ({"rootfs": b"/srv/root"}, TypeError, "rootfs"),
+        # hostname
+        ({"hostname": 5}, TypeError, "hostname"),
+        ({"hostname": ""}, ValueError, "hostname"),
+        ({"hostname": "-leading-dash"}, ValueError, "hostname"),
+        ({"hostname": "trailing-"}, ValueError, "hostname"),
+        ({"hostname": "has space"}, ValueError, "hostname"),
+        ({"hostname": "under_score"}, ValueError, "hostname"),
+        ({"hostname": "x" * 65}, ValueError, "hostname"),
+        ({"hostname": "a\x00b"}, ValueError, "hostname"),
+        # ids
+        ({"uid": -1}, ValueError, "uid"),
+        ({"uid": 65536}, ValueError, "uid"),
+        ({"uid": "0"}, TypeError, "uid"),
+        ({"uid": True}, TypeError, "uid"),
+        ({"uid": 1.0}, TypeError, "uid"),
+        ({"gid": -5}, ValueError, "gid"),
+        ({"gid": 70000}, ValueError, "gid"),
+        ({"gid": "0"}, TypeError, "gid"),
+        ({"uid": 10, "map_size": 10}, ValueError, "uid"),
+        ({"map_base": 0}, ValueError, "map_base"),
+        ({"map_base": "100000"}, TypeError, "map_base"),
+        ({"map_size": 0}, ValueError, "map_size"),
+        ({"map_size": 2**32}, ValueError, "map_size"),
+        ({"map_size": False}, TypeError, "map_size"),
+        # mounts
+        ({"mounts": "/a:/b"}, TypeError, "mounts"),
+        ({"mounts": Mount("/a", "/b")}, TypeError, "mounts"),
+        ({"mounts": [("/a", "/b")]}, TypeError, "mounts"),
+        ({"mounts": ["/a:/b"]}, TypeError, "mounts"),
+        # env
+        ({"env": ["A=1"]}, TypeError, "env"),
+        ({"env": {"A": 1}}, TypeError, "env"),
+        ({"env": {1: "a"}}, TypeError, "env"),
+        ({"env": {"A=B": "1"}}, ValueError, "env"),
+        ({"env": {"": "1"}}, ValueError, "env"),
+        ({"env": {"A": "x\x00y"}}, ValueError, "env"),
+        # cwd
+        ({"cwd": "tmp"}, ValueError, "cwd"),
+        ({"cwd": ""}, ValueError, "cwd"),
+        ({"cwd": "/a\x00b"}, ValueError, "cwd"),
+        ({"cwd": pathlib.PurePosixPath("/tmp")}, TypeError, "cwd"),
+        # flags and numbers
+        ({"read_only": 1}, TypeError, "read_only"),
+        ({"read_only": "yes"}, TypeError, "read_only"),
+        ({"grace_period": -1}, ValueError, "grace_period"),
+        ({"grace_period": "5"}, TypeError, "grace_period"),
+        ({"grace_period": True}, TypeError, "grace_period"),
+    ],
+)
+def test_bad_values_name_the_field(kwargs: dict[str, Any], exc: type[Exception], field: str) -> None:
+    kwargs = {"command": ["true"], **kwargs}
+    with pytest.raises(exc, match=rf"\bSpec\.{field}\b"):
+        Spec(**kwargs)
+
+
+def test_command_is_copied_to_a_tuple() -> None:
+    argv = ["echo", "a b", "  c  "]
+    spec = Spec(argv)
+    argv.append("later")
+    # Never split on whitespace, never affected by the caller's list.
+    assert spec.command == ("echo", "a b", "  c  ")
+
+
+def test_env_is_frozen_and_copied() -> None:
+    env = {"A": "1"}
+    spec = Spec(["true"], env=env)
+    env["B"] = "2"
+    assert dict(spec.env) == {"A": "1"}
+    with pytest.raises(TypeError):
+        spec.env["C"] = "3"  # type: ignore[index]
+
+
+def test_spec_is_frozen() -> None:
+    spec = Spec(["true"])
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        spec.uid = 5  # type: ignore[misc]
+
+
+def test_gid_defaults_to_uid() -> None:
+    assert Spec(["true"], uid=1000).gid == 1000
+    assert Spec(["true"], uid=1000, gid=50).gid == 50
+    assert Spec(["true"], uid=0, gid=0).gid == 0
+
+
+def test_valid_edge_values() -> None:
+    assert Spec(["true"], hostname="a.b-c.d9").hostname == "a.b-c.d9"
+    assert Spec(["true"], hostname="x" * 63).hostname == "x" * 63
+    assert Spec(["true"], uid=65535).uid == 65535
+    assert Spec(["true"], uid=9, map_size=10).uid == 9
+    assert Spec(["true"], grace_period=0).grace_period == 0
+    assert Spec(["true"], env={"EMPTY": ""}).env["EMPTY"] == ""
+
+
+def test_rootfs_is_made_absolute_and_accepts_pathlike() -> None:
+    spec = Spec(["true"], rootfs="relative/root")
+    assert spec.rootfs == os.path.join(os.getcwd(), "relative/root")
+    assert Spec(["true"], rootfs=pathlib.Path("/srv/root")).rootfs == "/srv/root"  # type: ignore[arg-type]
+
+
+def test_check_host_names_missing_paths(host_dir: pathlib.Path) -> None:
+    missing = str(host_dir / "missing")
+    Spec(["true"], rootfs=str(host_dir)).check_host()
+    with pytest.raises(ValueError, match=r"Spec\.rootfs"):
+        Spec(["true"], rootfs=missing).check_host()
+    # A file is not a root folder.
+    (host_dir / "file").write_text("x")
+    with pytest.raises(ValueError, match=r"Spec\.rootfs"):
+        Spec(["true"], rootfs=str(host_dir / "file")).check_host()
+    with pytest.raises(ValueError, match=r"Spec\.mounts.*missing"):
+        Spec(["true"], mounts=[Mount(missing, "/mnt")]).check_host()
+    Spec(["true"], mounts=[Mount(str(host_dir / "file"), "/mnt/file")]).check_host()
+
+
+def test_to_json_is_json() -> None:
+    spec = Spec(
+        ["sh", "-c", "echo hi"],
+        hostname="box",
+        uid=7,
+        env={"A": "1"},
+        cwd="/tmp",
+        mounts=[Mount("/src", "/dst", read_only=True)],
+    )
+    data = json.loads(json.dumps(spec.to_json()))
+    assert data["command"] == ["sh", "-c", "echo hi"]
+    assert data["hostname"] == "box"
+    assert data["uid"] == 7
+    assert data["gid"] == 7
+    assert data["env"] == {"A": "1"}
+    assert data["cwd"] == "/tmp"
+    assert data["mounts"] == [{"source": "/src", "target": "/dst", "read_only": True}]
+
+
+# -- Mount -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "exc", "field"),
+    [
+        (("relative", "/dst"), None, None),
+        (("/src", "dst"), ValueError, "target"),
+        (("/src", "/"), ValueError, "target"),
+        (("", "/dst"), ValueError, "source"),
+        (("/src", ""), ValueError, "target"),
+        ((5, "/dst"), TypeError, "source"),
+        (("/src", None), TypeError, "target"),
+        (("/s\x00rc", "/dst"), ValueError, "source"),
+        (("/src", "/dst", "yes"), TypeError, "read_only"),
+        (("/src", "/dst", 1), TypeError, "read_only"),
+    ],
+)
+def test_mount_validation(args: tuple[Any, ...], exc: type[Exception] | None, field: str | None) -> None:
+    if exc is None:
+        assert Mount(*args).source == args[0]
+        return
+    with pytest.raises(exc, match=rf"\bMount\.{field}\b"):
+        Mount(*args)
+
+
+def test_mount_accepts_pathlike() -> None:
+    m = Mount(pathlib.Path("/srv/data"), pathlib.PurePosixPath("/data"))  # type: ignore[arg-type]
+    assert (m.source, m.target, m.read_only) == ("/srv/data", "/data", False)
+    assert isinstance(m.source, str)
+    assert isinstance(m.target, str)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("/src:/dst", Mount("/src", "/dst", False)),
+        ("/src:/dst:ro", Mount("/src", "/dst", True)),
+        ("/src:/dst:rw", Mount("/src", "/dst", False)),
+        ("/a b:/c d", Mount("/a b", "/c d", False)),
+        ("rel/dir:/dst", Mount(os.path.join(os.getcwd(), "rel/dir"), "/dst", False)),
+    ],
+)
+def test_mount_parse(text: str, expected: Mount) -> None:
+    assert Mount.parse(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "exc", "match"),
+    [
+        ("/src", ValueError, "SRC:DST"),
+        ("/src:/dst:ro:extra", ValueError, "SRC:DST"),
+        ("/src:/dst:rx", ValueError, "mode"),
+        ("/src:/dst:", ValueError, "mode"),
+        ("/src:dst", ValueError, r"Mount\.target"),
+        (":/dst", ValueError, r"Mount\.source"),
+        ("/src:", ValueError, r"Mount\.target"),
+    ],
+)
+def test_mount_parse_rejects(text: str, exc: type[Exception], match: str) -> None:
+    with pytest.raises(exc, match=match):
+        Mount.parse(text)
