@@ -12,10 +12,13 @@ from ._errors import ProtocolError as ProtocolError
 from ._errors import SetupError as SetupError
 from ._errors import SupervisorError as SupervisorError
 from ._events import Event as Event
+from ._gc import SweepReport as SweepReport
+from ._gc import collect_garbage as collect_garbage
 from ._protocol import Phase as Phase
 from ._result import PhaseTiming as PhaseTiming
 from ._result import Result as Result
 from ._spec import Mount as Mount
+from ._spec import Publish as Publish
 from ._spec import Spec as Spec
 
 __version__ = "0.1.0"
@@ -29,11 +32,14 @@ __all__ = [
     "Phase",
     "PhaseTiming",
     "ProtocolError",
+    "Publish",
     "Result",
     "SetupError",
     "Spec",
     "Supervisor",
     "SupervisorError",
+    "SweepReport",
+    "collect_garbage",
     "run",
 ]
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import anyio
 import anyio.abc
+import anyio.to_thread
 from anyio.abc import TaskStatus
 
 from ._errors import ContainerFailed, ForkServerError, SetupError
@@ -25,6 +26,7 @@ from ._parent.config import build_config
 from ._parent.container import ContainerProcess
 from ._parent.forkserver import ForkServerClient
 from ._parent.resources import HostResources
+from ._parent.rundir import RunDir, sweep
 from ._protocol import Phase
 from ._result import PhaseTiming, Reason, Result
 from ._spec import Spec
@@ -111,17 +113,24 @@ class Supervisor:
         max_parallel: at most this many containers starting or running at
             once; further runs wait for a free place (``None``: no bound).
         startup_timeout: seconds to wait for the fork server to start.
+        sweep_leftovers: on entry, remove the host-side leftovers (cgroups,
+            links, folders) of supervisors that died without cleaning up, as
+            ``supervisor gc`` does.
 
     Raises:
         ValueError: ``max_parallel`` is not a positive int.
     """
 
-    def __init__(self, *, max_parallel: int | None = None, startup_timeout: float = 30.0) -> None:
+    def __init__(
+        self, *, max_parallel: int | None = None, startup_timeout: float = 30.0, sweep_leftovers: bool = True
+    ) -> None:
         if max_parallel is not None and (not isinstance(max_parallel, int) or max_parallel < 1):
             raise ValueError("Supervisor.max_parallel must be a positive int or None")
         self._startup_timeout = startup_timeout
         self._limiter = anyio.CapacityLimiter(max_parallel) if max_parallel else None
         self._events = EventHub()
+        self._rundir = RunDir()
+        self._sweep = sweep_leftovers
         self._fork_server = ForkServerClient()
         self._tg: anyio.abc.TaskGroup | None = None
         self._ids = itertools.count(1)
@@ -150,6 +159,8 @@ class Supervisor:
         body_exc: BaseException | None = None
         try:
             async with anyio.create_task_group() as tg:
+                if self._sweep:
+                    await anyio.to_thread.run_sync(sweep)
                 await self._fork_server.start(self._startup_timeout)
                 tg.start_soon(self._fork_server.serve)
                 self._tg = tg
@@ -166,6 +177,7 @@ class Supervisor:
                         await self._fork_server.aclose()
                     self._tg = None
                     self._events.close()
+                    self._rundir.close()
                     tg.cancel_scope.cancel()
         except BaseExceptionGroup as group:
             if body_exc is None or not _only(group, body_exc):
@@ -269,7 +281,7 @@ class Supervisor:
             if on_phase is not None:
                 on_phase(phase, seconds)
 
-        resources = HostResources(spec, cid)
+        resources = HostResources(spec, cid, self._rundir)
         config = build_config(spec, hostname, cgroup=resources.wants_cgroup, network=resources.wants_network)
 
         ctl_parent, ctl_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)

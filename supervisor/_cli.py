@@ -74,6 +74,15 @@ def build_parser() -> argparse.ArgumentParser:
         usage="supervisor run-many -n COUNT [-j PARALLEL] [OPTIONS] -- CMD [ARGS...]\n       supervisor run-many FILE",
         epilog="exit status: 0 if every container exited 0, 1 otherwise (125 if nothing could start).",
     )
+    gc = sub.add_parser(
+        "gc",
+        help="remove what crashed supervisors left behind",
+        description=(
+            "Remove the host-side resources (cgroups, network links, address leases, folders) recorded by"
+            " supervisors that died without cleaning up. Running supervisors are left alone."
+        ),
+    )
+    gc.add_argument("--json", action="store_true", help="print what was removed as JSON")
     many.add_argument("-n", "--count", type=int, help="how many copies of CMD to run")
     many.add_argument(
         "-j", "--parallel", type=int, default=None, metavar="PARALLEL", help="containers at once (default: 4 per CPU)"
@@ -146,12 +155,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.subcommand == "run":
         return _run(parser, args)
+    if args.subcommand == "gc":
+        return _gc(args)
     if args.subcommand == "run-many":
         from ._climany import run_many
 
         return run_many(parser, args, _spec_from_args)
     parser.error(f"unknown command {args.subcommand}")  # pragma: no cover
     return 2  # pragma: no cover
+
+
+def _gc(args: argparse.Namespace) -> int:
+    from . import collect_garbage
+
+    report = collect_garbage()
+    if args.json:
+        print(json.dumps({"owners": report.owners, "removed": report.removed, "errors": report.errors}))
+    else:
+        for record in report.removed:
+            print(f"removed {record.get('kind')}: {record.get('path') or record.get('name') or record}")
+        for error in report.errors:
+            print(f"supervisor: gc: {error}", file=sys.stderr)
+        print(f"{len(report.owners)} dead supervisor(s), {len(report.removed)} resource(s) removed")
+    return 1 if report.errors else 0
 
 
 def _spec_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Spec:

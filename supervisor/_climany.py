@@ -48,10 +48,10 @@ def load_specs(path: str) -> list[Spec]:
     if not isinstance(entries, list) or not entries:
         raise ValueError(f"{path}: expected a non-empty list of containers")
     specs = []
-    for i, entry in enumerate(entries):
-        if not isinstance(entry, dict):
+    for i, item in enumerate(entries):
+        if not isinstance(item, dict):
             raise ValueError(f"{path}: entry {i} is not a table/object")
-        entry = dict(entry)
+        entry = dict(item)
         count = entry.pop("count", 1)
         unknown = set(entry) - _SPEC_KEYS
         if unknown:
@@ -196,8 +196,11 @@ def _summary(results: list[Result], wall: float, out: Any) -> None:
         print(f"{reason:<14}{'-' if code is None else code!s:>12}{n:>8}", file=out)
     if results:
         walls = sorted(r.wall_s for r in results)
-        p = lambda q: walls[min(len(walls) - 1, int(q * len(walls)))] * 1e3  # noqa: E731
-        print(f"duration ms: p50 {p(0.5):.1f}  p95 {p(0.95):.1f}  max {walls[-1] * 1e3:.1f}", file=out)
+
+        def pct(q: float) -> float:
+            return walls[min(len(walls) - 1, int(q * len(walls)))] * 1e3
+
+        print(f"duration ms: p50 {pct(0.5):.1f}  p95 {pct(0.95):.1f}  max {walls[-1] * 1e3:.1f}", file=out)
     failures = [r for r in results if not r.ok]
     for r in failures[:10]:
         detail = r.error or (r.stderr.decode(errors="replace").strip().splitlines() or [""])[-1]

@@ -8,6 +8,7 @@ Checks that need the host (does the rootfs exist?) run in
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import resource
@@ -91,6 +92,75 @@ class Mount:
 
 
 @dataclass(frozen=True)
+class Publish:
+    """A published port: the supervisor forwards ``host_ip:host_port`` to the container.
+
+    Only for ``Spec(network="bridge")``. The supervisor itself listens on the
+    host side and relays each TCP connection (or UDP datagram) to
+    ``container_port`` on the container's address; the proxy ends with the
+    container.
+
+    Args:
+        host_port: the port the supervisor listens on (1-65535).
+        container_port: the port inside the container (1-65535).
+        protocol: ``"tcp"`` or ``"udp"``.
+        host_ip: the host address to listen on (default loopback only).
+
+    Raises:
+        ValueError: a port is out of range, the protocol unknown, or
+            ``host_ip`` is not an IP address.
+        TypeError: a field has the wrong type.
+    """
+
+    host_port: int
+    container_port: int
+    protocol: str = "tcp"
+    host_ip: str = "127.0.0.1"
+
+    def __post_init__(self) -> None:
+        for name in ("host_port", "container_port"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise TypeError(f"Publish.{name} must be an int")
+            if not 1 <= value <= 65535:
+                raise ValueError(f"Publish.{name}: {value} is not a port (1-65535)")
+        if not isinstance(self.protocol, str) or self.protocol.lower() not in ("tcp", "udp"):
+            raise ValueError(f"Publish.protocol must be 'tcp' or 'udp', not {self.protocol!r}")
+        object.__setattr__(self, "protocol", self.protocol.lower())
+        if not isinstance(self.host_ip, str):
+            raise TypeError("Publish.host_ip must be a str")
+        try:
+            ipaddress.ip_address(self.host_ip)
+        except ValueError:
+            raise ValueError(f"Publish.host_ip: {self.host_ip!r} is not an IP address") from None
+
+    @classmethod
+    def parse(cls, text: str) -> Publish:
+        """Parse docker's ``[HOST_IP:]HOSTPORT:CONTAINERPORT[/tcp|/udp]``.
+
+        Args:
+            text: for example ``"8080:80"``, ``"5353:53/udp"`` or
+                ``"127.0.0.2:8080:80"``.
+
+        Returns:
+            the :class:`Publish`.
+
+        Raises:
+            ValueError: not of that form.
+        """
+        spec, _, proto = text.partition("/")
+        parts = spec.rsplit(":", 2)
+        try:
+            if len(parts) == 2:
+                return cls(int(parts[0]), int(parts[1]), proto or "tcp")
+            if len(parts) == 3 and parts[0]:
+                return cls(int(parts[1]), int(parts[2]), proto or "tcp", parts[0].strip("[]"))
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"publish {text!r}: {exc}") from None
+        raise ValueError(f"publish {text!r} is not [HOST_IP:]HOSTPORT:CONTAINERPORT[/tcp|udp]")
+
+
+@dataclass(frozen=True)
 class Spec:
     """A frozen, validated description of one container.
 
@@ -132,6 +202,20 @@ class Spec:
             (names in any case, with or without ``RLIMIT_``;
             ``resource.RLIM_INFINITY`` for unlimited); never above the caller's
             own hard limit. Limits not named are inherited unchanged.
+        network: ``"none"`` (default: a network namespace of its own with only
+            loopback), ``"bridge"`` (plus a veth on a host-local bridge owned by
+            the supervisor, an address from ``subnet``, a default route via the
+            bridge, ``/etc/hosts`` and ``/etc/resolv.conf``), or ``"host"`` (the
+            supervisor's own network namespace: **unsafe**, the container sees
+            and may use every host interface). See ``docs/networking.rst``.
+        ip: a fixed IPv4 address in ``subnet`` (bridge mode only); ``None``
+            allocates a free one.
+        subnet: the bridge's IPv4 subnet; the bridge has its first address,
+            containers get the others. Containers of any supervisor that use
+            the same subnet share one bridge and one address pool.
+        publish: ports forwarded from the host to the container
+            (:class:`Publish`, or strings for :meth:`Publish.parse`); bridge mode
+            only.
 
     Raises:
         TypeError: a field has the wrong type (the message names it).
@@ -156,6 +240,10 @@ class Spec:
     cap_drop: Sequence[str] = ()
     seccomp: str = "default"
     rlimits: Mapping[str, tuple[int, int]] = field(default_factory=dict)
+    network: str = "none"
+    ip: str | None = None
+    subnet: str = "10.88.0.0/16"
+    publish: Sequence[Publish] = ()
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -239,6 +327,7 @@ class Spec:
         if self.grace_period < 0:
             raise _field_error("grace_period", "must be >= 0")
         self._validate_hardening()
+        self._validate_network()
 
     def _validate_hardening(self) -> None:
         """cap_add, cap_drop, seccomp and rlimits (normalised in place)."""
@@ -290,6 +379,56 @@ class Spec:
             limits[name] = (soft, hard)
         set_(self, "rlimits", MappingProxyType(limits))
 
+    def _validate_network(self) -> None:
+        """network, ip, subnet and publish (normalised in place)."""
+        set_ = object.__setattr__
+        if not isinstance(self.network, str):
+            raise TypeError("Spec.network must be 'none', 'bridge' or 'host'")
+        if self.network not in ("none", "bridge", "host"):
+            raise _field_error("network", f"must be 'none', 'bridge' or 'host', not {self.network!r}")
+        if not isinstance(self.subnet, str):
+            raise TypeError("Spec.subnet must be a str such as '10.88.0.0/16'")
+        try:
+            net = ipaddress.IPv4Network(self.subnet, strict=True)
+        except ValueError as exc:
+            raise _field_error("subnet", f"{self.subnet!r} is not an IPv4 network ({exc})") from None
+        if not 8 <= net.prefixlen <= 29:
+            raise _field_error("subnet", f"prefix length must be 8..29, not {net.prefixlen}")
+        set_(self, "subnet", str(net))
+        if self.ip is not None:
+            if not isinstance(self.ip, str):
+                raise TypeError("Spec.ip must be a str or None")
+            if self.network != "bridge":
+                raise _field_error("ip", "needs network='bridge'")
+            try:
+                addr = ipaddress.IPv4Address(self.ip)
+            except ValueError:
+                raise _field_error("ip", f"{self.ip!r} is not an IPv4 address") from None
+            if addr not in net or addr in (net.network_address, net.broadcast_address, net.network_address + 1):
+                raise _field_error("ip", f"{addr} is not a container address of subnet {net}")
+            set_(self, "ip", str(addr))
+        if isinstance(self.publish, (str, bytes)) or not isinstance(self.publish, Sequence):
+            raise TypeError("Spec.publish must be a list of Publish (or 'HOSTPORT:CONTAINERPORT' strings)")
+        ports: list[Publish] = []
+        for item in self.publish:
+            if isinstance(item, str):
+                try:
+                    item = Publish.parse(item)
+                except ValueError as exc:
+                    raise _field_error("publish", str(exc)) from None
+            if not isinstance(item, Publish):
+                raise TypeError(f"Spec.publish items must be Publish, not {type(item).__name__}")
+            ports.append(item)
+        if ports and self.network != "bridge":
+            raise _field_error("publish", "needs network='bridge'")
+        seen = set()
+        for p in ports:
+            key = (p.host_ip, p.host_port, p.protocol)
+            if key in seen:
+                raise _field_error("publish", f"{p.host_ip}:{p.host_port}/{p.protocol} is published twice")
+            seen.add(key)
+        set_(self, "publish", tuple(ports))
+
     @property
     def capabilities(self) -> frozenset[int]:
         """The capability numbers kept in the container (from cap_add/cap_drop)."""
@@ -335,4 +474,16 @@ class Spec:
             "rlimits": {k: list(v) for k, v in self.rlimits.items()},
             "tty": self.tty,
             "overlay": self.overlay,
+            "network": self.network,
+            "ip": self.ip,
+            "subnet": self.subnet,
+            "publish": [
+                {
+                    "host_ip": p.host_ip,
+                    "host_port": p.host_port,
+                    "container_port": p.container_port,
+                    "protocol": p.protocol,
+                }
+                for p in self.publish
+            ],
         }

@@ -154,7 +154,8 @@ def run_setup(config: dict[str, Any], chan: Channel) -> NoReturn:
         chan.request(Phase.NETWORK)
     else:
         chan.enter(Phase.NETWORK)
-    _loopback_up()
+    if config.get("network_mode") != "host":  # host mode: the host's own lo, not ours to touch
+        _loopback_up()
 
     # HOSTNAME: in the new UTS namespace; independent of the filesystem.
     chan.enter(Phase.HOSTNAME)

@@ -13,6 +13,7 @@ import os
 import resource
 from typing import Any
 
+from .._child.rootfs import resolve_in_root
 from .._protocol import Phase
 from .._spec import Spec
 from .._sys import constants as c
@@ -62,13 +63,20 @@ def build_env(spec: Spec, hostname: str, tty: bool = False) -> list[str]:
     return [f"{k}={v}" for k, v in env.items()]
 
 
-def build_config(spec: Spec, hostname: str, *, cgroup: bool = False, network: bool = False) -> dict[str, Any]:
-    """The record PID 1 runs from."""
+def build_config(
+    spec: Spec, hostname: str, *, cgroup: bool = False, network: bool = False, etc_dir: str | None = None
+) -> dict[str, Any]:
+    """The record PID 1 runs from.
+
+    ``etc_dir`` is the per-container folder where the supervisor writes
+    ``hosts`` and ``resolv.conf`` in bridge mode (see :func:`network_mounts`).
+    """
     env = build_env(spec, hostname, tty=spec.tty)
     path = next((e.split("=", 1)[1] for e in env if e.startswith("PATH=")), DEFAULT_PATH)
     fault = FAULT.get()
     return {
-        "clone_flags": c.CONTAINER_NAMESPACES,
+        # network="host": no network namespace of its own (unsafe, documented).
+        "clone_flags": c.CONTAINER_NAMESPACES & ~c.CLONE_NEWNET if spec.network == "host" else c.CONTAINER_NAMESPACES,
         "argv": list(spec.command),
         "env": env,
         "path": path,
@@ -82,12 +90,43 @@ def build_config(spec: Spec, hostname: str, *, cgroup: bool = False, network: bo
         "tty": spec.tty,
         "overlay": spec.overlay,
         "system": [{"name": n, "kind": k, "target": t} for n, k, t in system_entries()],
-        "mounts": [{"src": m.source, "dst": m.target, "ro": m.read_only} for m in spec.mounts],
+        "mounts": network_mounts(spec, etc_dir)
+        + [{"src": m.source, "dst": m.target, "ro": m.read_only} for m in spec.mounts],
         "cgroup": cgroup,
         "network": network,
+        "network_mode": spec.network,
         "fault": int(fault) if fault is not None else None,
         **hardening_config(spec),
     }
+
+
+def network_mounts(spec: Spec, etc_dir: str | None) -> list[dict[str, Any]]:
+    """Read-only binds of the supervisor-written ``/etc/hosts`` and ``/etc/resolv.conf``.
+
+    They go first, so the caller's own mounts can still replace them. A bind
+    needs its mount point: the embedded default root and overlays always have
+    (or may create) one; a plain ``rootfs`` lacking the file keeps its own
+    (none), since the supervisor never creates files in the host's rootfs.
+
+    Args:
+        spec: the container's spec.
+        etc_dir: the host folder holding ``hosts`` and ``resolv.conf``, or
+            ``None`` (no bridge network).
+
+    Returns:
+        mount records in the ``config["mounts"]`` format.
+    """
+    if etc_dir is None:
+        return []
+    out = []
+    for name in ("hosts", "resolv.conf"):
+        target = "/etc/" + name
+        if spec.rootfs is not None and not spec.overlay:
+            resolved = resolve_in_root(spec.rootfs, target)
+            if not os.path.isfile(spec.rootfs + resolved):
+                continue
+        out.append({"src": os.path.join(etc_dir, name), "dst": target, "ro": True})
+    return out
 
 
 def hardening_config(spec: Spec) -> dict[str, Any]:

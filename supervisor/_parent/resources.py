@@ -17,6 +17,7 @@ from .._protocol import Phase
 if TYPE_CHECKING:
     from .._spec import Spec
     from .container import ContainerProcess, ParentStep
+    from .rundir import RunDir
 
 
 class HostResources:
@@ -25,11 +26,15 @@ class HostResources:
     Args:
         spec: the container's spec.
         cid: the supervisor's id for the container (used in resource names).
+        rundir: the supervisor's ledger; every resource is recorded there
+            before it is created, so ``supervisor gc`` can remove it after a
+            crash.
     """
 
-    def __init__(self, spec: Spec, cid: str) -> None:
+    def __init__(self, spec: Spec, cid: str, rundir: RunDir) -> None:
         self.spec = spec
         self.cid = cid
+        self.rundir = rundir
         self._released = False
 
     @property
@@ -66,3 +71,5 @@ class HostResources:
             if self._released:
                 return
             self._released = True
+            # Everything is gone: the crash ledger has nothing left to sweep.
+            self.rundir.forget(self.cid)

@@ -214,8 +214,7 @@ def compile_oci(profile: dict[str, Any], caps: Iterable[int]) -> CompiledFilter:
     if profile.get("listenerPath"):
         raise ValueError("listenerPath (SCMP_ACT_NOTIFY) is not supported")
     kept = {"CAP_" + name for name, num in CAP_NUMBERS.items() if num in set(caps)}
-    default_errno = _int(profile.get("defaultErrnoRet", errno.EPERM), "defaultErrnoRet")
-    default_action = _action(profile.get("defaultAction"), profile.get("defaultErrnoRet"), default_errno, "defaultAction")
+    default_action = _action(profile.get("defaultAction"), profile.get("defaultErrnoRet"), "defaultAction")
     flt = seccomp.SyscallFilter(default_action)
     for arch in _arches(profile):
         if not flt.exist_arch(arch):
@@ -234,7 +233,7 @@ def compile_oci(profile: dict[str, Any], caps: Iterable[int]) -> CompiledFilter:
             raise ValueError(f"{where} must be an object")
         if not _condition_holds(rule.get("includes"), rule.get("excludes"), kept, where):
             continue
-        action = _action(rule.get("action"), rule.get("errnoRet"), default_errno, f"{where}.action")
+        action = _action(rule.get("action"), rule.get("errnoRet"), f"{where}.action")
         if action == default_action:
             continue  # libseccomp refuses a rule that does nothing (as runc skips it)
         names = rule.get("names")
@@ -264,13 +263,15 @@ def _int(value: Any, where: str) -> int:
     return value
 
 
-def _action(name: Any, errno_ret: Any, default_errno: int, where: str) -> int:
+def _action(name: Any, errno_ret: Any, where: str) -> int:
+    """libseccomp's action value; ``errnoRet`` (or ``defaultErrnoRet``) defaults to EPERM, as in runc."""
     if name in _ACTIONS_SIMPLE:
         return int(_ACTIONS_SIMPLE[name])
+    code = errno.EPERM if errno_ret is None else _int(errno_ret, where + " errnoRet")
     if name == "SCMP_ACT_ERRNO":
-        return int(seccomp.ERRNO(default_errno if errno_ret is None else _int(errno_ret, where + " errnoRet")))
+        return int(seccomp.ERRNO(code))
     if name == "SCMP_ACT_TRACE":
-        return int(seccomp.TRACE(default_errno if errno_ret is None else _int(errno_ret, where + " errnoRet")))
+        return int(seccomp.TRACE(code))
     if name == "SCMP_ACT_NOTIFY":
         raise ValueError(f"{where}: SCMP_ACT_NOTIFY is not supported")
     raise ValueError(f"{where}: unknown action {name!r}")

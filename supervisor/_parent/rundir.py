@@ -1,0 +1,184 @@
+"""Crash safety: a ledger of host-side resources under a run directory.
+
+Every host-side resource of a container (cgroup, veth, address lease,
+temporary folder) is recorded here *before* it is created, in a per-container
+file of JSON lines inside a directory named after the owning supervisor's PID
+and start time (a PID alone is reusable; PID + start time is not). When the
+resource is released, the container's file goes away; when the supervisor
+closes, its directory does.
+
+If a supervisor dies without cleaning up (SIGKILL, OOM, power loss), its
+containers die with its fork server, but the recorded resources remain. The
+next supervisor sweeps the directories of dead owners when it starts, and
+``supervisor gc`` does it on demand: each record is handed to the sweeper
+registered for its kind, newest first, and every sweeper tolerates a resource
+that is already gone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+#: Where run directories live (override with SUPERVISOR_RUN_DIR, e.g. in tests).
+DEFAULT_ROOT = "/run/supervisor"
+
+Sweeper = Callable[[dict[str, Any]], None]
+_SWEEPERS: dict[str, Sweeper] = {}
+
+
+def register_sweeper(kind: str, sweeper: Sweeper) -> None:
+    """Register how to remove a leftover resource of ``kind``.
+
+    The sweeper receives the record (the keyword arguments given to
+    :meth:`RunDir.record`) and must not fail if the resource is already gone.
+    """
+    _SWEEPERS[kind] = sweeper
+
+
+def _sweep_dir(record: dict[str, Any]) -> None:
+    shutil.rmtree(str(record["path"]), ignore_errors=True)
+
+
+register_sweeper("dir", _sweep_dir)
+
+
+def run_root() -> str:
+    """The directory that holds every supervisor's run directory."""
+    return os.environ.get("SUPERVISOR_RUN_DIR", DEFAULT_ROOT)
+
+
+def start_time(pid: int) -> int | None:
+    """The process's start time (clock ticks since boot), or None if gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    # The command name may contain spaces and parentheses: split after the last ')'.
+    fields = stat[stat.rindex(b")") + 2 :].split()
+    return int(fields[19])
+
+
+class RunDir:
+    """The ledger of one supervisor.
+
+    Args:
+        root: the directory holding run directories (default: :func:`run_root`).
+    """
+
+    def __init__(self, root: str | None = None) -> None:
+        self.root = root or run_root()
+        pid = os.getpid()
+        self.path = os.path.join(self.root, f"{pid}-{start_time(pid)}")
+        self._created = False
+
+    def _ensure(self) -> None:
+        if self._created:
+            return
+        os.makedirs(self.path, mode=0o700, exist_ok=True)
+        self._created = True
+
+    def record(self, cid: str, kind: str, **data: Any) -> None:
+        """Note a resource of container ``cid`` that is about to be created.
+
+        Raises:
+            OSError: the ledger cannot be written (the resource must then not
+                be created).
+        """
+        self._ensure()
+        line = json.dumps({"kind": kind, **data}, separators=(",", ":")) + "\n"
+        fd = os.open(
+            os.path.join(self.path, f"{cid}.jsonl"), os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600
+        )
+        try:
+            os.write(fd, line.encode())
+        finally:
+            os.close(fd)
+
+    def forget(self, cid: str) -> None:
+        """Drop container ``cid``'s records (all its resources are released)."""
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(self.path, f"{cid}.jsonl"))
+
+    def close(self) -> None:
+        """Remove the run directory if no container records are left."""
+        if self._created:
+            with contextlib.suppress(OSError):
+                os.rmdir(self.path)
+            self._created = False
+
+
+@dataclass
+class SweepReport:
+    """What :func:`sweep` found and removed."""
+
+    owners: list[str] = field(default_factory=list)
+    removed: list[dict[str, Any]] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+def sweep(root: str | None = None) -> SweepReport:
+    """Remove the recorded resources of every dead supervisor.
+
+    Returns:
+        what was swept; errors are collected, not raised, so one stubborn
+        resource never hides the others.
+    """
+    root = root or run_root()
+    report = SweepReport()
+    try:
+        owners = sorted(os.listdir(root))
+    except FileNotFoundError:
+        return report
+    for owner in owners:
+        pid_text, _, started = owner.partition("-")
+        if not pid_text.isdigit():
+            continue
+        alive = start_time(int(pid_text))
+        if alive is not None and str(alive) == started:
+            continue  # its supervisor still runs
+        report.owners.append(owner)
+        path = os.path.join(root, owner)
+        for name in sorted(os.listdir(path)):
+            file = os.path.join(path, name)
+            ok = True
+            try:
+                with open(file) as f:
+                    records = [json.loads(line) for line in f if line.strip()]
+            except (OSError, ValueError) as exc:
+                report.errors.append(f"{file}: {exc}")
+                records = []
+            for record in reversed(records):
+                sweeper = _SWEEPERS.get(str(record.get("kind")))
+                if sweeper is None:
+                    _load_sweepers()
+                    sweeper = _SWEEPERS.get(str(record.get("kind")))
+                if sweeper is None:
+                    report.errors.append(f"{file}: no sweeper for {record!r}")
+                    ok = False
+                    continue
+                try:
+                    sweeper(record)
+                    report.removed.append(record)
+                except Exception as exc:  # noqa: BLE001 - report, keep sweeping
+                    report.errors.append(f"{file}: {record!r}: {exc}")
+                    ok = False
+            if ok:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(file)
+        with contextlib.suppress(OSError):
+            os.rmdir(path)
+    return report
+
+
+def _load_sweepers() -> None:
+    """Import the modules that register sweepers for their resource kinds."""
+    for module in ("supervisor._parent.cgroups", "supervisor._parent.network"):
+        with contextlib.suppress(ImportError):
+            __import__(module)

@@ -1,0 +1,598 @@
+"""Every setup phase, verified from inside a real container.
+
+Each check runs on the embedded default root (``rootfs=None``: the host's
+``/usr`` and friends, read-only) and on a tiny busybox root built by the test
+session. The ``busybox`` fixture also proves that nothing is ever created in
+the host's rootfs folder, and the autouse leak check that nothing outlives the
+container on the host.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import shutil
+import socket
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+import supervisor
+from supervisor import Mount, Phase, Result, SetupError, Spec
+
+pytestmark = pytest.mark.anyio
+
+NAMESPACES = ("user", "mnt", "uts", "ipc", "net", "pid", "cgroup")
+SYSTEM_DIRS = ("usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "etc")
+DEV_NODES = {"null": (1, 3), "zero": (1, 5), "full": (1, 7), "random": (1, 8), "urandom": (1, 9), "tty": (5, 0)}
+DEV_LINKS = {
+    "fd": "/proc/self/fd",
+    "stdin": "/proc/self/fd/0",
+    "stdout": "/proc/self/fd/1",
+    "stderr": "/proc/self/fd/2",
+    "ptmx": "pts/ptmx",
+}
+
+
+@dataclass(frozen=True)
+class Root:
+    """Which root a test runs on."""
+
+    name: str
+    rootfs: str | None
+
+    @property
+    def default(self) -> bool:
+        return self.rootfs is None
+
+
+@pytest.fixture(params=["default", "busybox"])
+def root(request: pytest.FixtureRequest) -> Root:
+    if request.param == "busybox":
+        return Root("busybox", request.getfixturevalue("busybox"))
+    return Root("default", None)
+
+
+async def run(root: Root, command: list[str], *, input: bytes | None = None, **spec: Any) -> Result:
+    return await supervisor.run(Spec(command, rootfs=root.rootfs, **spec), input=input)
+
+
+async def sh(root: Root, script: str, *, input: bytes | None = None, **spec: Any) -> str:
+    """Run a shell script in the container; it must succeed; return its stdout."""
+    result = await run(root, ["sh", "-c", script], input=input, **spec)
+    assert result.reason == "exited", result
+    assert result.exit_code == 0, (result.exit_code, result.stderr.decode())
+    return result.stdout.decode()
+
+
+def mountinfo(text: str) -> dict[str, tuple[str, str]]:
+    """Mount point -> (fstype, per-mount options) from mountinfo text."""
+    out = {}
+    for line in text.splitlines():
+        fields = line.split()
+        sep = fields.index("-")
+        out[fields[4]] = (fields[sep + 1], fields[5])
+    return out
+
+
+def host_system_dirs() -> set[str]:
+    """Host system folders the default root binds (real folders, not symlinks)."""
+    return {"/" + n for n in SYSTEM_DIRS if os.path.isdir("/" + n) and not os.path.islink("/" + n)}
+
+
+def host_submounts(dirs: set[str]) -> set[str]:
+    """Host mount points strictly below ``dirs`` (they come along with a recursive bind)."""
+    with open("/proc/self/mountinfo") as f:
+        points = {line.split()[4] for line in f}
+    return {p for p in points for d in dirs if p.startswith(d + "/")}
+
+
+# -- namespaces and PID 1 ----------------------------------------------------
+
+
+async def test_namespaces_differ_from_the_host(root: Root) -> None:
+    script = "for ns in " + " ".join(NAMESPACES) + "; do readlink /proc/self/ns/$ns; done"
+    lines = (await sh(root, script)).split()
+    inside = {}
+    for line in lines:
+        m = re.fullmatch(r"(\w+):\[(\d+)\]", line)
+        assert m, line
+        inside[m.group(1)] = int(m.group(2))
+    assert set(inside) == set(NAMESPACES)
+    for ns in NAMESPACES:
+        assert inside[ns] != os.stat(f"/proc/self/ns/{ns}").st_ino, f"{ns} namespace is the host's"
+
+
+async def test_pid_1_view(root: Root) -> None:
+    out = await sh(root, "echo $$; ls /proc; grep NSpid /proc/self/status")
+    lines = out.split("\n")
+    assert lines[0] == "1"
+    pids = {int(x) for x in lines[1:] if x.isdigit()}
+    # The shell (PID 1) and ls (PID 2): nothing of the host.
+    assert 1 in pids
+    assert pids <= {1, 2, 3}, pids
+    nspid = next(x for x in lines if x.startswith("NSpid:")).split()
+    assert len(nspid) == 2, f"only the container's own PID level is visible: {nspid}"
+
+
+async def test_pid_1_view_python() -> None:
+    code = "import os; print(os.getpid(), os.getppid(), sorted(int(p) for p in os.listdir('/proc') if p.isdigit()))"
+    result = await supervisor.run(Spec(["python3", "-c", code]))
+    assert result.stdout == b"1 0 [1]\n", result
+
+
+# -- hostname ----------------------------------------------------------------
+
+
+async def test_hostname_given(root: Root) -> None:
+    host_before = socket.gethostname()
+    result = await run(root, ["sh", "-c", "cat /proc/sys/kernel/hostname; uname -n; echo $HOSTNAME"], hostname="box-7")
+    assert result.stdout.decode().split() == ["box-7"] * 3
+    assert result.hostname == "box-7"
+    assert socket.gethostname() == host_before
+
+
+async def test_hostname_generated_and_unique(busybox: str) -> None:
+    from supervisor._hostname import ADJECTIVES, NOUNS
+
+    n = 12
+    spec = Spec(["sh", "-c", "cat /proc/sys/kernel/hostname; exec sleep 30"], rootfs=busybox)
+    async with supervisor.Supervisor() as sup, anyio.create_task_group() as tg:
+        handles = [await tg.start(sup.run, spec) for _ in range(n)]
+        # All alive at once: the names must differ.
+        names = [h.hostname for h in handles]
+        assert len(set(names)) == n, names
+        for h in handles:
+            h.kill()
+        results = [await h.wait() for h in handles]
+    for name, result in zip(names, results, strict=True):
+        adjective, noun, number = name.split("-")
+        assert adjective in ADJECTIVES
+        assert noun in NOUNS
+        assert number.isdigit()
+        assert result.hostname == name
+        assert result.stdout.decode().strip() == name
+        assert (result.reason, result.signal) == ("signaled", 9)
+
+
+# -- user namespace: id maps and the payload's ids ---------------------------
+
+
+async def test_id_maps(root: Root) -> None:
+    out = await sh(root, "cat /proc/self/uid_map /proc/self/gid_map; id -u; id -g; id -G")
+    lines = out.strip().split("\n")
+    assert lines[0].split() == ["0", "100000", "65536"]
+    assert lines[1].split() == ["0", "100000", "65536"]
+    assert lines[2:] == ["0", "0", "0"]
+
+
+@pytest.mark.parametrize(("uid", "gid"), [(1000, None), (1000, 1234), (65535, 0)])
+async def test_payload_ids(root: Root, uid: int, gid: int | None) -> None:
+    out = await sh(root, "id -u; id -g; id -G; cat /proc/self/uid_map", uid=uid, gid=gid)
+    lines = out.strip().split("\n")
+    want_gid = uid if gid is None else gid
+    assert lines[:3] == [str(uid), str(want_gid), str(want_gid)], "no supplementary groups"
+    assert lines[3].split() == ["0", "100000", "65536"]
+
+
+async def test_host_view_of_payload_ids(busybox: str) -> None:
+    spec = Spec(["sleep", "30"], rootfs=busybox, uid=1000, gid=1234, map_base=200_000, map_size=5000)
+    async with supervisor.Supervisor() as sup, anyio.create_task_group() as tg:
+        handle = await tg.start(sup.run, spec)
+        with open(f"/proc/{handle.pid}/status") as f:
+            status = dict(line.split(":", 1) for line in f)
+        with open(f"/proc/{handle.pid}/uid_map") as f:
+            uid_map = f.read().split()
+        handle.kill()
+    assert status["Uid"].split() == ["201000"] * 4
+    assert status["Gid"].split() == ["201234"] * 4
+    assert status["NSpid"].split()[1:] == ["1"]
+    assert uid_map == ["0", "200000", "5000"]
+
+
+# -- the root ----------------------------------------------------------------
+
+
+async def test_default_root_content() -> None:
+    root = Root("default", None)
+    out = await sh(
+        root,
+        "ls -a /; echo ---;"
+        "touch /usr/.probe 2>/dev/null && echo usr-writable;"
+        "touch /etc/.probe 2>/dev/null && echo etc-writable;"
+        "mkdir /new 2>/dev/null && echo root-writable;"
+        "touch /tmp/x && echo tmp-ok;"
+        'touch "$HOME/x" && echo home-ok',
+    )
+    listing, checks = out.split("---\n")
+    expected = {n for n in SYSTEM_DIRS if os.path.lexists("/" + n)} | {"proc", "dev", "sys", "tmp", "root", "home"}
+    assert set(listing.split()) == expected | {".", ".."}
+    assert checks.split() == ["tmp-ok", "home-ok"]
+
+
+async def test_default_root_keeps_host_symlinks() -> None:
+    links = {n: os.readlink("/" + n) for n in SYSTEM_DIRS if os.path.islink("/" + n)}
+    if not links:
+        pytest.skip("no merged-/usr symlinks on this host")
+    out = await sh(Root("default", None), "for n in " + " ".join(links) + "; do readlink /$n; done")
+    assert out.split() == list(links.values())
+
+
+async def test_busybox_root_content(busybox: str) -> None:
+    root = Root("busybox", busybox)
+    out = await sh(
+        root,
+        "ls -a /; echo ---; ls /bin; echo ---; cat /etc/passwd; echo ---;"
+        "touch /bin/x 2>/dev/null && echo bin-writable;"
+        "mkdir /new 2>/dev/null && echo root-writable;"
+        "touch /tmp/x && echo tmp-ok",
+    )
+    top, bins, passwd, checks = out.split("---\n")
+    assert set(top.split()) == {*os.listdir(busybox), ".", ".."}
+    assert sorted(bins.split()) == sorted(os.listdir(os.path.join(busybox, "bin")))
+    assert passwd == Path(busybox, "etc", "passwd").read_text()
+    # The rootfs belongs to the host's root, which is not mapped: not writable.
+    assert checks.split() == ["tmp-ok"]
+
+
+async def test_read_only_root(busybox: str) -> None:
+    root = Root("busybox", busybox)
+    result = await run(root, ["sh", "-c", "touch /x; touch /tmp/y && echo tmp-ok"], read_only=True)
+    assert "Read-only file system" in result.stderr.decode()
+    assert result.stdout == b"tmp-ok\n"
+    mounts = mountinfo(await sh(root, "cat /proc/self/mountinfo", read_only=True))
+    assert mounts["/"][1].split(",")[0] == "ro"
+    assert mounts["/tmp"][1].split(",")[0] == "rw"
+    # Without read_only the root mount is writable (only permissions stop us).
+    mounts = mountinfo(await sh(root, "cat /proc/self/mountinfo"))
+    assert mounts["/"][1].split(",")[0] == "rw"
+
+
+async def test_host_is_unreachable(root: Root, host_dir: Path) -> None:
+    marker = host_dir / "marker"
+    marker.write_text("host secret")
+    probes = [str(marker), str(host_dir), os.path.abspath(__file__), "/oldroot", "/newroot", "/proc/1/root/oldroot"]
+    script = "; ".join(f"test -e {p} && echo visible:{p}" for p in probes) + "; grep -c oldroot /proc/self/mountinfo"
+    result = await run(root, ["sh", "-c", script])
+    assert result.stdout == b"0\n", result.stdout.decode()
+
+
+async def test_hostile_rootfs_symlinks(busybox_rootfs: str, host_dir: Path) -> None:
+    """Symlinks in a rootfs resolve inside it: a mount never lands on the host or on /."""
+    rootfs = host_dir / "rootfs"
+    shutil.copytree(busybox_rootfs, rootfs, symlinks=True)
+    os.chmod(rootfs, 0o755)
+    (rootfs / "escape").symlink_to("../../../../../../tmp/escaped")
+    (rootfs / "toroot").symlink_to("/")
+    data = host_dir / "data"
+    data.mkdir()
+    (data / "file").write_text("data")
+    before = sorted(os.listdir("/tmp"))
+    # /escape/x resolves to the container's /tmp/escaped/x (our tmpfs), not the host's /tmp.
+    spec = Spec(["cat", "/tmp/escaped/x/file"], rootfs=str(rootfs), mounts=[Mount(str(data), "/escape/x")])
+    result = await supervisor.run(spec)
+    assert result.stdout == b"data", result
+    assert sorted(os.listdir("/tmp")) == before
+    assert not os.path.lexists("/tmp/escaped")
+    # A mount whose target resolves to the root itself is refused.
+    with pytest.raises(SetupError) as info:
+        await supervisor.run(Spec(["true"], rootfs=str(rootfs), mounts=[Mount(str(data), "/toroot")]))
+    assert info.value.phase is Phase.MOUNTS
+    assert info.value.errno == errno.EINVAL
+
+
+# -- mounts ------------------------------------------------------------------
+
+
+async def test_mount_table(root: Root) -> None:
+    mounts = mountinfo(await sh(root, "cat /proc/self/mountinfo"))
+    expected = {"/", "/proc", "/dev", "/dev/pts", "/dev/shm", "/sys", "/tmp"} | {"/dev/" + n for n in DEV_NODES}
+    if root.default:
+        system = host_system_dirs()
+        expected |= system | host_submounts(system) | {"/root", "/home"}
+    assert set(mounts) == expected
+    fstypes = {"/proc": "proc", "/dev": "tmpfs", "/dev/pts": "devpts", "/dev/shm": "tmpfs", "/tmp": "tmpfs"}
+    for point, fstype in fstypes.items():
+        assert mounts[point][0] == fstype, point
+    assert mounts["/sys"][0] == "sysfs"
+    assert "ro" in mounts["/sys"][1].split(",")
+    if root.default:
+        assert mounts["/"][0] == "tmpfs"
+        for point in system:
+            assert "ro" in mounts[point][1].split(","), point
+    assert not any("oldroot" in p or "newroot" in p for p in mounts)
+
+
+async def test_extra_bind_mounts(root: Root, host_dir: Path) -> None:
+    rw = host_dir / "rw"
+    ro = host_dir / "ro"
+    rw.mkdir(mode=0o777)
+    os.chmod(rw, 0o777)  # writable by the container's root (an unprivileged host uid)
+    ro.mkdir()
+    os.chmod(ro, 0o777)  # writable on the host; the mount is what is read-only
+    (rw / "hello").write_text("from rw\n")
+    (ro / "hello").write_text("from ro\n")
+    single = host_dir / "single.txt"
+    single.write_text("single file\n")
+    mounts = [
+        Mount(str(rw), "/tmp/rw"),
+        Mount.parse(f"{ro}:/tmp/ro:ro"),
+        Mount.parse(f"{single}:/tmp/sub/single.txt:ro"),
+    ]
+    script = (
+        "cat /tmp/rw/hello /tmp/ro/hello /tmp/sub/single.txt;"
+        "echo new > /tmp/rw/created && echo rw-ok;"
+        "echo new 2>/dev/null > /tmp/ro/created || echo ro-refused;"
+        "cat /proc/self/mountinfo"
+    )
+    out = await sh(root, script, mounts=mounts)
+    lines = out.split("\n")
+    assert lines[:5] == ["from rw", "from ro", "single file", "rw-ok", "ro-refused"]
+    table = mountinfo("\n".join(lines[5:]))
+    assert table["/tmp/rw"][1].split(",")[0] == "rw"
+    assert table["/tmp/ro"][1].split(",")[0] == "ro"
+    assert table["/tmp/sub/single.txt"][1].split(",")[0] == "ro"
+    # The write went through to the host, as the container root's host uid.
+    created = rw / "created"
+    assert created.read_text() == "new\n"
+    assert created.stat().st_uid == 100_000
+    assert not (ro / "created").exists()
+
+
+async def test_bind_mount_onto_existing_rootfs_folder(busybox: str, host_dir: Path) -> None:
+    (host_dir / "f").write_text("in mnt\n")
+    out = await sh(Root("busybox", busybox), "cat /mnt/f", mounts=[Mount(str(host_dir), "/mnt", read_only=True)])
+    assert out == "in mnt\n"
+
+
+async def test_bind_mount_target_missing_in_rootfs(busybox: str, host_dir: Path) -> None:
+    """supervisor never creates a mount point in the host's rootfs folder."""
+    with pytest.raises(SetupError) as info:
+        await supervisor.run(Spec(["true"], rootfs=busybox, mounts=[Mount(str(host_dir), "/mnt/missing")]))
+    assert info.value.phase is Phase.MOUNTS
+    assert info.value.errno == errno.ENOENT
+    assert "/mnt/missing" in info.value.message
+    assert not os.path.exists(os.path.join(busybox, "mnt", "missing"))
+
+
+async def test_bind_mount_onto_root_is_refused(root: Root, host_dir: Path) -> None:
+    try:
+        mount = Mount(str(host_dir), "//")
+    except ValueError as exc:  # rejected up front: fine too
+        assert "Mount.target" in str(exc)  # noqa: PT017
+        return
+    with pytest.raises(SetupError) as info:
+        await run(root, ["true"], mounts=[mount])
+    assert info.value.phase is Phase.MOUNTS
+    assert info.value.errno == errno.EINVAL
+
+
+# -- /proc, /dev, /sys -------------------------------------------------------
+
+
+async def test_dev(root: Root) -> None:
+    script = (
+        "ls -a /dev; echo ---;"
+        "for n in " + " ".join(DEV_NODES) + "; do stat -c '%n %f %t %T' /dev/$n; done; echo ---;"
+        "for n in " + " ".join(DEV_LINKS) + "; do readlink /dev/$n; done; echo ---;"
+        "head -c 100 /dev/zero | tr -d '\\0' | wc -c;"
+        "head -c 100 /dev/urandom | wc -c;"
+        "printf x > /dev/null && echo null-ok;"
+        "printf x 2>/dev/null > /dev/full || echo full-refused;"
+        "touch /dev/shm/x && echo shm-ok;"
+        "ls /dev/fd/"
+    )
+    listing, nodes, links, checks = (await sh(root, script)).split("---\n")
+    assert set(listing.split()) == {".", "..", "pts", "shm", *DEV_NODES, *DEV_LINKS}
+    for line in nodes.strip().split("\n"):
+        path, mode, major, minor = line.split()
+        name = path.removeprefix("/dev/")
+        assert stat.S_ISCHR(int(mode, 16)), line
+        assert (int(major, 16), int(minor, 16)) == DEV_NODES[name], line
+    assert links.split() == list(DEV_LINKS.values())
+    check_lines = checks.split()
+    assert check_lines[:5] == ["0", "100", "null-ok", "full-refused", "shm-ok"]
+    # The payload inherits exactly stdin, stdout and stderr (3 is ls's own).
+    assert set(check_lines[5:]) <= {"0", "1", "2", "3"}
+    assert {"0", "1", "2"} <= set(check_lines[5:])
+
+
+async def test_proc_is_the_containers(root: Root) -> None:
+    out = await sh(root, "cat /proc/1/cmdline | tr '\\0' ' '; echo; readlink /proc/self/exe; ls /proc/1/task")
+    cmdline, exe, tasks = out.strip().split("\n")
+    assert cmdline.startswith("sh -c ")
+    assert exe.startswith("/")
+    assert tasks == "1"
+
+
+async def test_sys_is_read_only(root: Root) -> None:
+    result = await run(
+        root,
+        ["sh", "-c", "touch /sys/x; echo 1 > /sys/kernel/uevent_helper; ls /sys/class/net; cat /sys/class/net/lo/flags"],
+    )
+    assert "Read-only file system" in result.stderr.decode()
+    lines = result.stdout.decode().split()
+    assert lines[0] == "lo"
+    assert int(lines[1], 16) & 1, "lo is up"
+
+
+# -- env and cwd -------------------------------------------------------------
+
+
+def parse_env(out: bytes) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in out.decode().splitlines())
+
+
+async def test_env_is_clean(root: Root, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SUPERVISOR_TEST_SECRET", "must not leak")
+    result = await run(root, ["env"], hostname="envbox")
+    env = parse_env(result.stdout)
+    assert set(env) == {"PATH", "HOME", "TERM", "HOSTNAME"}
+    assert {"/usr/bin", "/bin", "/usr/sbin", "/sbin"} <= set(env["PATH"].split(":"))
+    assert env["HOME"] == "/root"
+    assert env["HOSTNAME"] == "envbox"
+    assert env["TERM"]
+
+
+async def test_env_spec_wins(root: Root) -> None:
+    extra = {"FOO": "bar baz", "TERM": "vt100", "EMPTY": "", "PATH": "/bin:/usr/bin"}
+    result = await run(root, ["env"], env=extra, hostname="envbox")
+    env = parse_env(result.stdout)
+    assert env == {**extra, "HOME": "/root", "HOSTNAME": "envbox"}
+
+
+@pytest.mark.parametrize("uid", [0, 1000])
+async def test_home_exists(root: Root, uid: int) -> None:
+    out = await sh(root, 'cd "$HOME" && pwd', uid=uid)
+    assert out.strip().startswith("/")
+
+
+async def test_program_looked_up_in_the_containers_path(busybox: str) -> None:
+    # python3 exists on the host but not in the busybox root.
+    assert shutil.which("python3")
+    with pytest.raises(SetupError) as info:
+        await supervisor.run(Spec(["python3", "-c", "pass"], rootfs=busybox))
+    assert (info.value.phase, info.value.errno) == (Phase.EXEC, errno.ENOENT)
+    # And the spec's PATH is the one searched.
+    result = await supervisor.run(Spec(["busybox", "echo", "found"], rootfs=busybox, env={"PATH": "/nowhere:/bin"}))
+    assert result.stdout == b"found\n"
+
+
+@pytest.mark.parametrize("cwd", ["/", "/tmp", "/proc/self", "/dev/shm"])
+async def test_cwd(root: Root, cwd: str) -> None:
+    out = await sh(root, "pwd", cwd=cwd)
+    assert out == (cwd if cwd != "/proc/self" else "/proc/self") + "\n"
+
+
+async def test_missing_cwd_is_a_setup_error(root: Root) -> None:
+    with pytest.raises(SetupError) as info:
+        await run(root, ["true"], cwd="/no/such/dir")
+    assert info.value.phase is Phase.IDENTITY
+    assert info.value.errno == errno.ENOENT
+    assert info.value.result is not None
+    assert info.value.result.reason == "setup_failed"
+
+
+async def test_cwd_is_entered_as_the_payload_user() -> None:
+    # /root on the default root is a 0700 tmpfs of the container's root user.
+    with pytest.raises(SetupError) as info:
+        await supervisor.run(Spec(["true"], uid=1000, cwd="/root"))
+    assert info.value.phase is Phase.IDENTITY
+    assert info.value.errno == errno.EACCES
+
+
+# -- exit status and signals -------------------------------------------------
+
+
+@pytest.mark.parametrize("code", [0, 1, 3, 255])
+async def test_exit_codes(root: Root, code: int) -> None:
+    result = await run(root, ["sh", "-c", f"exit {code}"])
+    assert (result.reason, result.exit_code, result.signal) == ("exited", code, None)
+    assert result.ok == (code == 0)
+
+
+async def test_killed_by_a_signal() -> None:
+    # A real fault is delivered even to PID 1 (a kill() from inside is not).
+    result = await supervisor.run(Spec(["python3", "-c", "import ctypes; ctypes.string_at(0)"]))
+    assert (result.reason, result.exit_code, result.signal) == ("signaled", None, 11)
+    assert not result.ok
+
+
+async def test_pid_1_ignores_signals_it_does_not_handle(busybox: str) -> None:
+    # pid_namespaces(7): even SIGKILL from inside the namespace does not kill init.
+    out = await sh(Root("busybox", busybox), "kill -9 $$; kill -TERM $$; echo survived")
+    assert out == "survived\n"
+
+
+async def test_other_processes_die_by_signal(root: Root) -> None:
+    out = await sh(root, "sh -c 'kill -TERM $$'; echo $?; sh -c 'kill -KILL $$'; echo $?")
+    assert out.split() == ["143", "137"]
+
+
+# -- stdin, stdout, stderr ---------------------------------------------------
+
+
+async def test_stdin_round_trip(root: Root) -> None:
+    data = bytes(range(256)) * 16
+    result = await run(root, ["cat"], input=data)
+    assert result.stdout == data
+    assert result.stderr == b""
+
+
+async def test_stdin_defaults_to_dev_null(root: Root) -> None:
+    result = await run(root, ["sh", "-c", "cat; readlink /proc/self/fd/0"])
+    assert result.stdout == b"/dev/null\n"
+
+
+async def test_stderr_is_captured_separately(root: Root) -> None:
+    result = await run(root, ["sh", "-c", "echo out; echo err >&2; echo out2; exit 4"])
+    assert result.stdout == b"out\nout2\n"
+    assert result.stderr == b"err\n"
+    assert result.exit_code == 4
+
+
+async def test_large_input_and_output(root: Root) -> None:
+    data = os.urandom(3 * 1024 * 1024 + 17)
+    result = await run(root, ["cat"], input=data)
+    assert result.stdout == data
+    result = await run(root, ["sh", "-c", "head -c 2500000 /dev/zero; head -c 1500000 /dev/zero >&2"])
+    assert result.stdout == b"\0" * 2_500_000
+    assert result.stderr == b"\0" * 1_500_000
+
+
+# -- network -----------------------------------------------------------------
+
+
+async def test_network_has_only_loopback_up(root: Root) -> None:
+    out = await sh(root, "ls /sys/class/net; echo ---; cat /sys/class/net/lo/flags; echo ---; cat /proc/net/dev")
+    links, flags, dev = out.split("---\n")
+    assert links.split() == ["lo"]
+    assert int(flags, 16) & 1
+    interfaces = [line.split(":")[0].strip() for line in dev.strip().split("\n")[2:]]
+    assert interfaces == ["lo"]
+
+
+async def test_loopback_carries_traffic() -> None:
+    code = (
+        "import socket\n"
+        "s = socket.create_server(('127.0.0.1', 0))\n"
+        "c = socket.create_connection(s.getsockname())\n"
+        "a, _ = s.accept()\n"
+        "c.sendall(b'ping')\n"
+        "print(a.recv(4).decode())\n"
+    )
+    result = await supervisor.run(Spec(["python3", "-c", code]))
+    assert result.stdout == b"ping\n", result.stderr
+
+
+# -- nothing left on the host ------------------------------------------------
+
+
+@pytest.fixture
+def tmp_listing() -> Iterator[list[str]]:
+    before = sorted(os.listdir("/tmp"))
+    yield before
+    assert sorted(os.listdir("/tmp")) == before
+
+
+async def test_nothing_created_on_the_host(busybox: str, host_dir: Path, tmp_listing: list[str]) -> None:
+    """A busy container (mounts, writes in every writable place) leaves the rootfs and /tmp as they were."""
+    (host_dir / "src").mkdir()
+    spec = Spec(
+        ["sh", "-c", "for d in /tmp /dev/shm /tmp/deep/mount; do echo x > $d/file || exit 1; done; mkdir /tmp/dir"],
+        rootfs=busybox,
+        mounts=[Mount(str(host_dir / "src"), "/tmp/deep/mount", read_only=False)],
+    )
+    os.chmod(host_dir / "src", 0o777)
+    before = sorted(p for p, _, _ in os.walk(busybox))
+    result = await supervisor.run(spec)
+    assert result.ok, result.stderr
+    assert sorted(p for p, _, _ in os.walk(busybox)) == before
+    assert sorted(os.listdir("/tmp")) == tmp_listing
+    assert (host_dir / "src" / "file").read_text() == "x\n"
