@@ -121,7 +121,52 @@ def _restore_attribute_text(app, what, name, obj, options, lines):  # noqa: ANN0
         lines[:] = _attribute_text.pop(name)
 
 
+def _cli_help(argv: list[str]) -> str:
+    """What ``supervisor ARGV --help`` prints, at 80 columns."""
+    import contextlib
+    import io
+
+    from supervisor._cli import build_parser
+
+    out = io.StringIO()
+    saved = os.environ.get("COLUMNS")
+    os.environ["COLUMNS"] = "80"
+    try:
+        with contextlib.redirect_stdout(out), contextlib.suppress(SystemExit):
+            build_parser().parse_args([*argv, "--help"])
+    finally:
+        if saved is None:
+            del os.environ["COLUMNS"]
+        else:
+            os.environ["COLUMNS"] = saved
+    return out.getvalue()
+
+
+def _help_directive():  # noqa: ANN202
+    """``.. supervisor-help:: [SUBCOMMAND]``: the CLI's own ``--help`` text.
+
+    The CLI page shows the parser's help as generated from
+    ``supervisor._cli.build_parser``, so it cannot drift from the code.
+    """
+    from docutils import nodes
+    from sphinx.util.docutils import SphinxDirective
+
+    class SupervisorHelp(SphinxDirective):
+        optional_arguments = 1
+        has_content = False
+
+        def run(self) -> list[nodes.Node]:
+            text = _cli_help(list(self.arguments)).rstrip()
+            block = nodes.literal_block(text, text)
+            block["language"] = "text"
+            self.env.note_dependency(os.path.join(self.env.srcdir, "..", "supervisor", "_cli.py"))
+            return [block]
+
+    return SupervisorHelp
+
+
 def setup(app):  # noqa: ANN001, ANN201
+    app.add_directive("supervisor-help", _help_directive())
     app.connect("builder-inited", _merge_attribute_docs)
     app.connect("autodoc-process-docstring", _keep_attribute_text, priority=400)
     app.connect("autodoc-process-docstring", _restore_attribute_text, priority=600)

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import anyio
-from anyio.streams.memory import MemoryObjectSendStream
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 EventKind = Literal["phase", "started", "exited", "failed", "cleaned_up"]
 
@@ -60,6 +60,7 @@ class EventHub:
 
     def __init__(self) -> None:
         self._subscribers: set[MemoryObjectSendStream[Event]] = set()
+        self._closed = False
 
     def publish(self, kind: EventKind, container_id: str, hostname: str, phase: str | None = None, **data: Any) -> None:
         """Send one event to every subscriber (no-op without subscribers)."""
@@ -74,14 +75,23 @@ class EventHub:
 
     def close(self) -> None:
         """End every subscriber's iteration (the supervisor is closing)."""
+        self._closed = True
         for stream in self._subscribers:
             stream.close()
         self._subscribers.clear()
 
-    async def subscribe(self) -> AsyncIterator[Event]:
-        """Iterate over events from now on, until the supervisor closes."""
+    def subscribe(self) -> AsyncIterator[Event]:
+        """Iterate over events from this call on, until the supervisor closes."""
         send, receive = anyio.create_memory_object_stream[Event](math.inf)
-        self._subscribers.add(send)
+        if self._closed:
+            send.close()
+        else:
+            self._subscribers.add(send)
+        return self._iterate(send, receive)
+
+    async def _iterate(
+        self, send: MemoryObjectSendStream[Event], receive: MemoryObjectReceiveStream[Event]
+    ) -> AsyncIterator[Event]:
         try:
             async with receive:
                 async for event in receive:

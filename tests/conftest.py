@@ -9,8 +9,9 @@
 * ``host_dir``: a fresh temporary folder that the container's root (an
   unprivileged host uid) can traverse; removed after the test.
 * ``leak_check`` (autouse): what the host holds before and after every test
-  (mounts, temp folders, network links, cgroups below ours, our child
-  processes, our open file descriptors) must be the same.
+  (mounts, temp folders, network links, cgroups below ours, our run
+  directories, our child processes, our open file descriptors) must be the
+  same.
 """
 
 from __future__ import annotations
@@ -41,6 +42,10 @@ SETTLE_S = 3.0
 
 PR_SET_CHILD_SUBREAPER = 36
 
+#: Paths that session fixtures create and remove; the per-test leak check
+#: ignores them (a session fixture may first be set up inside any test).
+SESSION_PATHS: set[str] = set()
+
 
 @pytest.fixture(scope="module")
 def anyio_backend() -> str:
@@ -67,6 +72,7 @@ def busybox_rootfs() -> Iterator[str]:
     if b"/lib64/ld-linux" in head or b"/lib/ld-linux" in head:
         pytest.skip(f"{busybox} is dynamically linked; install the static build (busybox-static)")
     root = tempfile.mkdtemp(prefix="supervisor-test-rootfs-")
+    SESSION_PATHS.add(root)
     try:
         # The container's root is an unprivileged host uid: it must be able to
         # traverse the folder (mkdtemp makes it 0700).
@@ -129,6 +135,7 @@ class HostState:
     tmp: frozenset[str]
     links: frozenset[str]
     cgroups: frozenset[str]
+    rundir: frozenset[str]
     children: dict[int, tuple[str, str]]  # pid -> (starttime, "comm (state)")
     fds: dict[int, str]  # fd -> what it points at
 
@@ -210,8 +217,25 @@ def _tmp_entries() -> frozenset[str]:
     out = set()
     for top in {"/tmp", tempfile.gettempdir()}:
         for name in os.listdir(top):
-            if not name.startswith("pytest-of-"):  # pytest's own basetemp
-                out.add(os.path.join(top, name))
+            path = os.path.join(top, name)
+            if not name.startswith("pytest-of-") and path not in SESSION_PATHS:  # pytest's basetemp, our session's
+                out.add(path)
+    return frozenset(out)
+
+
+def _rundir() -> frozenset[str]:
+    """Our own run directories (named ``<pid>-<start time>``) and what they hold."""
+    root = os.environ.get("SUPERVISOR_RUN_DIR", "/run/supervisor")
+    out = set()
+    try:
+        names = os.listdir(root)
+    except OSError:
+        return frozenset()
+    for name in names:
+        if name.startswith(f"{os.getpid()}-"):
+            for dirpath, _dirnames, filenames in os.walk(os.path.join(root, name)):
+                out.add(dirpath)
+                out.update(os.path.join(dirpath, f) for f in filenames)
     return frozenset(out)
 
 
@@ -221,6 +245,7 @@ def _snapshot() -> HostState:
         tmp=_tmp_entries(),
         links=frozenset(os.listdir("/sys/class/net")),
         cgroups=_cgroups(),
+        rundir=_rundir(),
         children=_children(),
         fds=_fds(),
     )
@@ -230,7 +255,7 @@ def _problems(before: HostState, after: HostState) -> list[str]:
     out = []
     # Host-wide state: other programs may add and remove their own entries
     # while we run, so only what appeared (and stays) counts.
-    for name in ("mounts", "tmp", "links", "cgroups"):
+    for name in ("mounts", "tmp", "links", "cgroups", "rundir"):
         added = getattr(after, name) - getattr(before, name)
         if added:
             out.append(f"{name} left behind: {sorted(added)}")

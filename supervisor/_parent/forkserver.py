@@ -45,9 +45,9 @@ class Slot:
 class ForkServerClient:
     """Starts the fork server and multiplexes its replies to containers.
 
-    **Cancellation:** :meth:`spawn` may be cancelled after the request was sent;
-    the slot stays registered so the container's exit is still reaped and
-    reported (the caller's cleanup waits for it).
+    **Cancellation:** :meth:`spawn` shields its wait for the fork server's
+    reply, so a caller cancelled mid-spawn still gets the pidfd it needs to
+    stop and reap the container.
     """
 
     def __init__(self) -> None:
@@ -111,7 +111,8 @@ class ForkServerClient:
         Run as a task for the supervisor's lifetime.
         """
         sock = self._sock
-        assert sock is not None
+        if sock is None:
+            return  # closed before this task first ran
         try:
             while True:
                 try:
@@ -193,7 +194,12 @@ class ForkServerClient:
                 except OSError as exc:
                     self._slots.pop(cid, None)
                     raise ForkServerError(f"cannot reach the fork server: {exc}") from exc
-        await slot.spawned.wait()
+        # Shielded: once the request is sent, a container may exist, and only
+        # this reply (immediate: the fork server answers right after clone)
+        # gives us the pidfd needed to stop it. Without it a cancelled run
+        # would orphan its container.
+        with anyio.CancelScope(shield=True):
+            await slot.spawned.wait()
         if slot.spawn_error is not None:
             self._slots.pop(cid, None)
             err, message = slot.spawn_error

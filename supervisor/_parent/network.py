@@ -1,0 +1,549 @@
+"""Bridge networking: one host-local bridge per subnet, one veth pair per container.
+
+Imported only when a container asks for ``network="bridge"``, and pyroute2 is
+imported only inside the blocking helpers, which run in worker threads: the
+CLI and the ``none``/``host`` modes never pay for it. All netlink work goes
+through pyroute2's synchronous :class:`~pyroute2.IPRoute` (its asyncio-native
+``AsyncIPRoute`` cannot run under trio), called through
+:func:`anyio.to_thread.run_sync` behind a :class:`~anyio.CapacityLimiter`.
+
+Per container (:func:`attach`), with PID 1 blocked in its ``NETWORK`` request:
+
+1. open ``/proc/<pid>/ns/net`` and check with the pidfd that PID 1 is still
+   the process we spawned (as :mod:`.userns` does), so the veth can never land
+   in another process's namespace;
+2. under the allocation lock, reclaim dead owners' entries, pick an address,
+   make sure the bridge exists (created on first use, with the subnet's first
+   address), and record the entry;
+3. one ``RTM_NEWLINK``: a veth whose host end is enslaved to the bridge and up,
+   and whose peer is created directly as ``eth0`` inside the container's netns
+   (``IFLA_NET_NS_FD``, not a PID);
+4. a netlink socket opened *inside* that netns by a throw-away thread that
+   ``setns()``-es (setns affects the calling thread only, and the thread ends
+   right after, so no pooled thread ever changes namespace; never
+   ``IPRoute(netns=...)``, which forks from our multithreaded process); on it:
+   the address, ``eth0`` up, and the default route via the bridge.
+
+Teardown (:func:`detach`) never deletes the veth: it dies with the container's
+network namespace, asynchronously in the kernel (about 25 ms after PID 1 is
+reaped), so nothing waits for ``RTM_DELLINK``. It frees the address and, when
+that was the bridge's last live user, deletes the bridge from a background
+thread; :func:`wait_idle` (called when the supervisor exits) joins those.
+
+Addresses are shared between concurrent supervisors through a JSON state file
+per bridge under ``/run/supervisor/net`` (tmpfs), guarded by ``flock`` on a
+lock file that is never deleted. Each entry names its owner as
+``pid:starttime``; entries of dead owners are reclaimed by the next user.
+
+Safety: nothing here enables forwarding or NAT. The bridge is host-local:
+containers reach each other and the host's own addresses, and nothing else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import ipaddress
+import json
+import os
+import select
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import anyio.to_thread
+from anyio.lowlevel import RunVar
+
+from .._sys import constants as c
+from .._sys import linux
+
+#: Where the allocation state lives (``/run`` is a tmpfs: nothing reaches the disk).
+NET_DIR = "/run/supervisor/net"
+#: The allocation lock; never deleted, so every process locks the same inode.
+LOCK_PATH = NET_DIR + "/lock"
+#: The container's end of its veth pair.
+CONTAINER_IFNAME = "eth0"
+#: Prefix of the bridges' names (``sv`` + 8 hex digits of the subnet's hash).
+BRIDGE_PREFIX = "sv"
+#: Prefix of the host ends of the veth pairs (``svh`` + 10 random hex digits).
+VETH_PREFIX = "svh"
+
+_NETLINK_ROUTE = 0
+_LIMITER: RunVar[anyio.CapacityLimiter] = RunVar("supervisor_netlink_limiter")
+#: Concurrent netlink workers per event loop (the kernel's RTNL lock
+#: serialises most of the work anyway).
+NETLINK_THREADS = 4
+
+#: Bridge deletions in flight (threads), joined by :func:`wait_idle`.
+_pending: set[threading.Thread] = set()
+_pending_lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """One container's place on a bridge.
+
+    Attributes:
+        cid: the supervisor's id for the container.
+        bridge: the bridge's name.
+        subnet: the bridge's subnet (``"10.88.0.0/16"``).
+        address: the container's IPv4 address.
+        gateway: the bridge's address (the container's default route).
+        veth: the host end of the container's veth pair.
+        timings: seconds spent in each step (for benchmarks and ``--debug``).
+    """
+
+    cid: str
+    bridge: str
+    subnet: str
+    address: str
+    gateway: str
+    veth: str
+    timings: tuple[tuple[str, float], ...] = ()
+
+    @property
+    def prefixlen(self) -> int:
+        """The subnet's prefix length."""
+        return ipaddress.IPv4Network(self.subnet).prefixlen
+
+
+def bridge_name(subnet: str) -> str:
+    """The bridge of ``subnet``: shared by every supervisor using that subnet.
+
+    Args:
+        subnet: an IPv4 network such as ``"10.88.0.0/16"``.
+
+    Returns:
+        ``sv`` and 8 hex digits (10 characters, below IFNAMSIZ).
+    """
+    return BRIDGE_PREFIX + hashlib.sha256(subnet.encode()).hexdigest()[:8]
+
+
+def _limiter() -> anyio.CapacityLimiter:
+    try:
+        return _LIMITER.get()
+    except LookupError:
+        limiter = anyio.CapacityLimiter(NETLINK_THREADS)
+        _LIMITER.set(limiter)
+        return limiter
+
+
+# -- owners -----------------------------------------------------------------
+def _start_time(pid: int) -> str | None:
+    """Field 22 of ``/proc/<pid>/stat`` (tells a PID's reuse apart), or None."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    # comm may contain spaces and parentheses: split after the last ")".
+    return data[data.rindex(b")") + 2 :].split()[19].decode()
+
+
+_OWNER: tuple[int, str] | None = None
+
+
+def owner_token() -> str:
+    """This process as ``pid:starttime``, the owner recorded in allocations."""
+    global _OWNER
+    pid = os.getpid()
+    if _OWNER is None or _OWNER[0] != pid:
+        _OWNER = (pid, _start_time(pid) or "0")
+    return f"{_OWNER[0]}:{_OWNER[1]}"
+
+
+def owner_alive(token: str) -> bool:
+    """Whether the process named by ``token`` (``pid:starttime``) still runs."""
+    pid_text, _, start = token.partition(":")
+    try:
+        pid = int(pid_text)
+    except ValueError:
+        return False
+    return _start_time(pid) == start
+
+
+# -- the state file ------------------------------------------------------------
+@contextlib.contextmanager
+def _locked() -> Iterator[None]:
+    """Hold the allocation lock (exclusive ``flock``) for the block."""
+    os.makedirs(NET_DIR, 0o755, exist_ok=True)
+    fd = os.open(LOCK_PATH, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _state_path(bridge: str) -> str:
+    return f"{NET_DIR}/{bridge}.json"
+
+
+def _load(bridge: str, subnet: str) -> dict[str, Any]:
+    try:
+        with open(_state_path(bridge)) as f:
+            state: dict[str, Any] = json.load(f)
+    except FileNotFoundError:
+        return {"subnet": subnet, "next": 2, "entries": {}}
+    except ValueError:  # torn or foreign: start over (addresses are re-checked below)
+        return {"subnet": subnet, "next": 2, "entries": {}}
+    if state.get("subnet") != subnet:
+        raise OSError(errno.EEXIST, f"{_state_path(bridge)} belongs to subnet {state.get('subnet')}, not {subnet}")
+    return state
+
+
+def _store(bridge: str, state: dict[str, Any]) -> None:
+    """Write the state atomically; remove the file when no entry is left."""
+    path = _state_path(bridge)
+    if not state["entries"]:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        return
+    tmp = f"{path}.{os.getpid()}.{threading.get_ident()}"
+    with open(tmp, "w") as f:
+        json.dump(state, f)
+    os.replace(tmp, path)
+
+
+def _reclaim(state: dict[str, Any]) -> None:
+    """Drop the entries whose owner process is gone."""
+    entries: dict[str, Any] = state["entries"]
+    for ip in [ip for ip, e in entries.items() if not owner_alive(e["owner"])]:
+        del entries[ip]
+
+
+def _pick(state: dict[str, Any], net: ipaddress.IPv4Network, fixed: str | None) -> str:
+    """A free container address (round-robin, so a just-freed one is not reused at once).
+
+    Raises:
+        ValueError: ``fixed`` is taken, or the subnet is full.
+    """
+    entries: dict[str, Any] = state["entries"]
+    if fixed is not None:
+        if fixed in entries:
+            raise ValueError(f"Spec.ip: {fixed} is already in use by container {entries[fixed]['cid']}")
+        return fixed
+    first = 2  # .0 is the network, .1 the bridge
+    last = net.num_addresses - 2  # the broadcast address is excluded
+    span = last - first + 1
+    start = int(state.get("next", first))
+    for i in range(span):
+        offset = first + (start - first + i) % span
+        ip = str(net.network_address + offset)
+        if ip not in entries:
+            state["next"] = first + (offset - first + 1) % span
+            return ip
+    raise ValueError(f"Spec.subnet: no free address left in {net}")
+
+
+# -- netlink ------------------------------------------------------------------
+def _iproute(fileno: int | None = None) -> Any:
+    """A pyroute2 IPRoute without multicast subscriptions (requests only)."""
+    from pyroute2 import IPRoute
+
+    if fileno is None:
+        return IPRoute(groups=0)
+    return IPRoute(fileno=fileno, groups=0)
+
+
+def _ensure_bridge(ipr: Any, bridge: str, net: ipaddress.IPv4Network) -> int:
+    """The bridge's index; created (with the gateway address, up) if missing.
+
+    Raises:
+        OSError: the subnet overlaps an address on another host interface.
+    """
+    gateway = str(net.network_address + 1)
+    found = ipr.link_lookup(ifname=bridge)
+    if not found:
+        for msg in ipr.get_addr(family=socket.AF_INET):
+            addr = ipaddress.IPv4Interface(f"{msg.get_attr('IFA_ADDRESS')}/{msg['prefixlen']}")
+            if addr.network.overlaps(net):
+                label = msg.get_attr("IFA_LABEL") or f"index {msg['index']}"
+                raise OSError(
+                    errno.EADDRINUSE,
+                    f"subnet {net} overlaps {addr} on host interface {label}: choose another Spec.subnet",
+                )
+        ipr.link("add", ifname=bridge, kind="bridge")
+        found = ipr.link_lookup(ifname=bridge)
+    index = int(found[0])
+    if not any(m.get_attr("IFA_ADDRESS") == gateway for m in ipr.get_addr(index=index, family=socket.AF_INET)):
+        ipr.addr("add", index=index, address=gateway, prefixlen=net.prefixlen)
+    ipr.link("set", index=index, state="up")
+    return index
+
+
+def _socket_in_netns(nsfd: int) -> int:
+    """A NETLINK_ROUTE socket bound to the network namespace ``nsfd``.
+
+    A socket belongs to the namespace of the thread that created it. A
+    throw-away thread enters the namespace, creates the socket and ends, so
+    no other thread of ours ever changes namespace.
+    """
+    out: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            linux.setns(nsfd, c.CLONE_NEWNET)
+            sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC, _NETLINK_ROUTE)
+            out["fd"] = sock.detach()
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            out["exc"] = exc
+
+    thread = threading.Thread(target=work, name="supervisor-netns")
+    thread.start()
+    thread.join()
+    if "exc" in out:
+        raise out["exc"]
+    return int(out["fd"])
+
+
+def _open_netns(pid: int, pidfd: int) -> int:
+    """Open PID 1's network namespace, proving with its pidfd that it is ours.
+
+    Raises:
+        ProcessLookupError: PID 1 exited before its network was configured.
+    """
+    nsfd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    poller = select.poll()
+    poller.register(pidfd, select.POLLIN)
+    if poller.poll(0):
+        os.close(nsfd)
+        raise ProcessLookupError(f"container PID {pid} exited before its network was configured")
+    return nsfd
+
+
+def attach_blocking(subnet: str, fixed_ip: str | None, cid: str, pid: int, pidfd: int) -> Attachment:
+    """Put PID 1 ``pid`` on the bridge of ``subnet`` (blocking; a worker thread).
+
+    Args:
+        subnet: the bridge's IPv4 subnet.
+        fixed_ip: the address to use, or ``None`` to allocate one.
+        cid: the container's id (recorded with the allocation).
+        pid: host PID of the container's PID 1.
+        pidfd: its pidfd (proves that ``pid`` is still that process).
+
+    Returns:
+        the :class:`Attachment`.
+
+    Raises:
+        ValueError: the fixed address is taken, or the subnet is full.
+        OSError: a netlink request failed, or the subnet clashes with the host.
+        ProcessLookupError: PID 1 is gone.
+    """
+    steps: list[tuple[str, float]] = []
+    t = time.perf_counter()
+
+    def step(name: str) -> None:
+        nonlocal t
+        now = time.perf_counter()
+        steps.append((name, now - t))
+        t = now
+
+    net = ipaddress.IPv4Network(subnet)
+    bridge = bridge_name(subnet)
+    gateway = str(net.network_address + 1)
+    veth = VETH_PREFIX + secrets.token_hex(5)
+    nsfd = _open_netns(pid, pidfd)
+    address: str | None = None
+    try:
+        with _iproute() as ipr:
+            step("open")
+            with _locked():
+                state = _load(bridge, subnet)
+                _reclaim(state)
+                address = _pick(state, net, fixed_ip)
+                state["entries"][address] = {"owner": owner_token(), "cid": cid, "veth": veth}
+                try:
+                    bridge_index = _ensure_bridge(ipr, bridge, net)
+                finally:
+                    _store(bridge, state)
+            step("allocate")
+            ipr.link(
+                "add",
+                ifname=veth,
+                kind="veth",
+                master=bridge_index,
+                state="up",
+                peer={"ifname": CONTAINER_IFNAME, "net_ns_fd": nsfd},
+            )
+            step("veth")
+        with _iproute(_socket_in_netns(nsfd)) as ns:
+            step("netns socket")
+            index = ns.link_lookup(ifname=CONTAINER_IFNAME)[0]
+            ns.addr("add", index=index, address=address, prefixlen=net.prefixlen)
+            ns.link("set", index=index, state="up")
+            ns.route("add", dst="0.0.0.0/0", gateway=gateway)
+            step("configure")
+    except BaseException:
+        if address is not None:
+            release_blocking(bridge, subnet, address)
+        raise
+    finally:
+        # The last reference we hold on the netns: from here on it (and the
+        # veth) dies with the container, on the kernel's schedule.
+        os.close(nsfd)
+    return Attachment(cid, bridge, subnet, address, gateway, veth, tuple(steps))
+
+
+def release_blocking(bridge: str, subnet: str, address: str) -> bool:
+    """Free ``address``; True if the bridge has no live user left.
+
+    Args:
+        bridge: the bridge's name.
+        subnet: its subnet.
+        address: the container's address (only our own entry is removed).
+
+    Returns:
+        whether the bridge should now be deleted.
+    """
+    with _locked():
+        state = _load(bridge, subnet)
+        entry = state["entries"].get(address)
+        if entry is not None and entry["owner"] == owner_token():
+            del state["entries"][address]
+        _reclaim(state)
+        _store(bridge, state)
+        return not state["entries"]
+
+
+def delete_bridge_if_unused(bridge: str, subnet: str) -> None:
+    """Delete the bridge unless someone started using it again (blocking).
+
+    Runs under the allocation lock, so no one can attach to the bridge while
+    it goes. Ports still attached (veths of containers whose namespace is
+    dying) are detached by the kernel.
+    """
+    with _locked():
+        state = _load(bridge, subnet)
+        _reclaim(state)
+        if state["entries"]:
+            return
+        _store(bridge, state)
+        with _iproute() as ipr:
+            found = ipr.link_lookup(ifname=bridge)
+            if found:
+                try:
+                    ipr.link("del", index=found[0])
+                except Exception as exc:  # noqa: BLE001 - raced with another deleter
+                    if getattr(exc, "code", None) != errno.ENODEV:
+                        raise
+
+
+def _delete_in_background(bridge: str, subnet: str) -> None:
+    def work() -> None:
+        try:
+            delete_bridge_if_unused(bridge, subnet)
+        finally:
+            with _pending_lock:
+                _pending.discard(threading.current_thread())
+
+    thread = threading.Thread(target=work, name=f"supervisor-del-{bridge}")
+    with _pending_lock:
+        _pending.add(thread)
+    thread.start()
+
+
+# -- the async API ------------------------------------------------------------
+async def attach(subnet: str, fixed_ip: str | None, cid: str, pid: int, pidfd: int) -> Attachment:
+    """Give PID 1 its veth, address and default route on the subnet's bridge.
+
+    Args:
+        subnet: the bridge's IPv4 subnet (``Spec.subnet``).
+        fixed_ip: ``Spec.ip``, or ``None`` to allocate an address.
+        cid: the container's id.
+        pid: host PID of PID 1.
+        pidfd: PID 1's pidfd.
+
+    Returns:
+        the :class:`Attachment`; pass it to :func:`detach` when the container is gone.
+
+    Raises:
+        ValueError: the fixed address is taken, or the subnet is full.
+        OSError: netlink refused, the subnet clashes with a host address, or
+            PID 1 died (:class:`ProcessLookupError`).
+
+    **Cancellation:** the worker thread runs to completion (netlink requests
+    are short); if the caller was cancelled meanwhile, the address is freed
+    again before the cancellation propagates, so nothing leaks.
+    """
+    result: list[Attachment] = []
+
+    def work() -> None:
+        result.append(attach_blocking(subnet, fixed_ip, cid, pid, pidfd))
+
+    try:
+        await anyio.to_thread.run_sync(work, limiter=_limiter())
+    except anyio.get_cancelled_exc_class():
+        if result:
+            with anyio.CancelScope(shield=True):
+                await detach(result[0])
+        raise
+    return result[0]
+
+
+async def detach(att: Attachment) -> None:
+    """Free the container's address; delete the bridge later if it was the last.
+
+    Never waits for the veth (it dies with the container's network namespace)
+    nor for the bridge's deletion (a background thread; see :func:`wait_idle`).
+
+    Args:
+        att: what :func:`attach` returned.
+
+    **Cancellation:** shielded: the address is always freed.
+    """
+    with anyio.CancelScope(shield=True):
+        last = await anyio.to_thread.run_sync(release_blocking, att.bridge, att.subnet, att.address, limiter=_limiter())
+        if last:
+            _delete_in_background(att.bridge, att.subnet)
+
+
+async def wait_idle() -> None:
+    """Wait for the bridge deletions started by :func:`detach` to finish.
+
+    **Cancellation:** shielded: returns only when they are done.
+    """
+    with anyio.CancelScope(shield=True):
+        while True:
+            with _pending_lock:
+                threads = list(_pending)
+            if not threads:
+                return
+            for thread in threads:
+                await anyio.to_thread.run_sync(thread.join)
+
+
+def host_files(hostname: str, address: str) -> dict[str, str]:
+    """The contents of the container's ``/etc/hosts`` and ``/etc/resolv.conf``.
+
+    The bridge is host-local, so there is no DNS server to name: names resolve
+    through ``/etc/hosts`` only.
+
+    Args:
+        hostname: the container's hostname.
+        address: its bridge address.
+
+    Returns:
+        ``{"hosts": ..., "resolv.conf": ...}``.
+    """
+    short = hostname.split(".", 1)[0]
+    names = hostname if short == hostname else f"{hostname} {short}"
+    hosts = (
+        "# written by supervisor (network=bridge)\n"
+        "127.0.0.1\tlocalhost\n"
+        "::1\tlocalhost ip6-localhost ip6-loopback\n"
+        f"{address}\t{names}\n"
+    )
+    resolv = (
+        "# written by supervisor (network=bridge): the bridge is host-local and\n"
+        "# has no DNS server; names resolve through /etc/hosts only.\n"
+        "options ndots:0\n"
+    )
+    return {"hosts": hosts, "resolv.conf": resolv}

@@ -1,0 +1,704 @@
+"""Least privilege, checked from inside real containers (an escape battery).
+
+Each check runs a probe in a container through the public API and asserts the
+denial; where a knob exists, a variant (``seccomp="unconfined"``, ``cap_add``)
+proves that the probe itself can succeed, so a denial is really the hardening
+and not a broken probe. Probes are ``python3 -c`` one-liners (the embedded
+default root shows the host's python3) calling raw x86_64 syscalls through
+ctypes, and print ``name=ERRNO`` (or ``name=OK``) lines.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import json
+import os
+import platform
+import resource
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import supervisor
+from supervisor import Phase, Spec
+from supervisor._capabilities import ALL_CAPS, CAP_NUMBERS, DEFAULT_CAPS, mask, resolve
+from supervisor._child.rootfs import MASKED_PATHS, READONLY_PATHS
+from supervisor._parent import seccomp as parent_seccomp
+
+pytestmark = [
+    pytest.mark.anyio,
+    pytest.mark.skipif(platform.machine() != "x86_64", reason="probes use x86_64 syscall numbers"),
+]
+
+#: x86_64 syscall numbers (<asm/unistd_64.h>).
+NR = {
+    "ioctl": 16,
+    "getitimer": 36,
+    "alarm": 37,
+    "flock": 73,
+    "chmod": 90,
+    "fchmod": 91,
+    "getrusage": 98,
+    "times": 100,
+    "getpgid": 121,
+    "getsid": 124,
+    "mknod": 133,
+    "getpriority": 140,
+    "setpriority": 141,
+    "vhangup": 153,
+    "acct": 163,
+    "settimeofday": 164,
+    "mount": 165,
+    "umount2": 166,
+    "reboot": 169,
+    "init_module": 175,
+    "clock_settime": 227,
+    "keyctl": 250,
+    "fchmodat": 268,
+    "unshare": 272,
+    "syncfs": 306,
+    "getcpu": 309,
+    "finit_module": 313,
+    "clone3": 435,
+    "fchmodat2": 452,
+}
+
+#: Shared by every probe: ``sc(name, *args)`` returns 0 or the errno;
+#: ``report(name, err)`` prints ``name=OK`` or ``name=EPERM``.
+PRELUDE = f"""
+import ctypes, errno, os, resource, signal, stat, sys
+NR = {NR!r}
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+def sc(name, *args):
+    conv = [ctypes.c_long(a) if isinstance(a, int) else a for a in args]
+    ctypes.set_errno(0)
+    r = libc.syscall(ctypes.c_long(NR[name]), *conv)
+    return 0 if r >= 0 else ctypes.get_errno()
+def report(name, err):
+    print(name + "=" + (errno.errorcode.get(err, str(err)) if err else "OK"), flush=True)
+"""
+
+
+def probe(code: str) -> list[str]:
+    """``python3 -c`` argv for a probe body."""
+    return ["python3", "-c", PRELUDE + textwrap.dedent(code)]
+
+
+async def run(spec: Spec, **kwargs: Any) -> supervisor.Result:
+    async with supervisor.Supervisor() as sup:
+        return await sup.run(spec, **kwargs)
+
+
+async def results(spec: Spec) -> dict[str, str]:
+    """Run a probe container; its ``name=VALUE`` lines as a dict."""
+    res = await run(spec)
+    assert res.exit_code == 0, (res, res.stderr.decode())
+    out: dict[str, str] = {}
+    for line in res.stdout.decode().splitlines():
+        name, sep, value = line.partition("=")
+        if sep:
+            out[name] = value
+    return out
+
+
+# -- the battery: one container per profile ------------------------------------
+
+BATTERY = """
+import time
+os.makedirs("/tmp/m", exist_ok=True)
+report("mount", sc("mount", b"none", b"/tmp/m", b"tmpfs", 0, None))
+report("umount", sc("umount2", b"/tmp/m", 2))
+report("unshare_user", sc("unshare", 0x10000000))
+report("unshare_ns", sc("unshare", 0x00020000))  # CLONE_NEWNS: not a seccomp matter
+pid = libc.syscall(ctypes.c_long(56), ctypes.c_ulong(0x10000000 | signal.SIGCHLD), 0, 0, 0, 0)
+if pid == 0:
+    os._exit(0)
+report("clone_user", 0 if pid > 0 else ctypes.get_errno())
+if pid > 0:
+    os.waitpid(pid, 0)
+report("clone3", sc("clone3", None, 0))
+report("keyctl", sc("keyctl", 0, -3, 0))
+report("add_key", libc.syscall(248, b"user", b"k", b"v", 1, -3) and ctypes.get_errno())
+report("request_key", libc.syscall(249, b"user", b"k", None, 0) and ctypes.get_errno())
+for name in ("userfaultfd", "perf_event_open", "set_mempolicy", "mbind", "migrate_pages", "move_pages"):
+    nr = {"userfaultfd": 323, "perf_event_open": 298, "set_mempolicy": 238, "mbind": 237,
+          "migrate_pages": 256, "move_pages": 279}[name]
+    ctypes.set_errno(0)
+    r = libc.syscall(ctypes.c_long(nr), 0, 0, 0, 0, 0, 0)
+    report(name, 0 if r >= 0 else ctypes.get_errno())
+open("/tmp/f", "w").close()
+fd = os.open("/tmp/f", os.O_RDONLY)
+report("chmod_plain", sc("chmod", b"/tmp/f", 0o755))
+report("chmod_suid", sc("chmod", b"/tmp/f", 0o4755))
+report("chmod_sgid", sc("chmod", b"/tmp/f", 0o2755))
+report("fchmod_suid", sc("fchmod", fd, 0o4755))
+report("fchmodat_sgid", sc("fchmodat", -100, b"/tmp/f", 0o2755, 0))
+report("fchmodat2_suid", sc("fchmodat2", -100, b"/tmp/f", 0o4755, 0))
+report("fchmodat2_plain", sc("fchmodat2", -100, b"/tmp/f", 0o700, 0))
+buf = ctypes.create_string_buffer(64)
+report("tiocsti", sc("ioctl", 0, 0x5412, buf))
+report("tiocsti_high_bits", sc("ioctl", 0, 0x100005412, buf))
+report("tioclinux", sc("ioctl", 0, 0x541C, buf))
+report("tiocgwinsz", sc("ioctl", 0, 0x5413, buf))
+r, w = os.pipe()
+os.write(w, b"abc")
+n = ctypes.c_int(0)
+report("fionread", sc("ioctl", r, 0x541B, ctypes.byref(n)))
+print("fionread_bytes=" + str(n.value))
+def readable(path):
+    try:
+        with open(path, "rb") as f:
+            return "DATA" if f.read(1) else "EMPTY"
+    except OSError as exc:
+        return errno.errorcode[exc.errno]
+print("kcore=" + readable("/proc/kcore"))
+def write(path):
+    try:
+        fd = os.open(path, os.O_WRONLY)
+    except OSError as exc:
+        return errno.errorcode[exc.errno]
+    os.close(fd)
+    return "OK"
+print("proc_sys=" + write("/proc/sys/kernel/hostname"))
+print("sysrq=" + write("/proc/sysrq-trigger"))
+print("pids=" + ",".join(sorted(p for p in os.listdir("/proc") if p.isdigit())))
+print("links=" + ",".join(sorted(os.listdir("/sys/class/net"))))
+print("fds=" + ",".join(sorted(os.listdir("/proc/self/fd"))))
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+class RL(ctypes.Structure):
+    _fields_ = [("cur", ctypes.c_ulong), ("max", ctypes.c_ulong)]
+report("rlimit_raise_hard", libc.setrlimit(7, ctypes.byref(RL(hard + 1, hard + 1))) and ctypes.get_errno())
+report("rlimit_soft_to_hard", libc.setrlimit(7, ctypes.byref(RL(hard, hard))) and ctypes.get_errno())
+report("mknod_block", sc("mknod", b"/tmp/blk", stat.S_IFBLK | 0o600, os.makedev(8, 0)))
+report("mknod_fifo", sc("mknod", b"/tmp/fifo", stat.S_IFIFO | 0o600, 0))
+report("init_module", sc("init_module", None, 0, b""))
+nfd = os.open("/dev/null", os.O_RDONLY)
+report("finit_module", sc("finit_module", nfd, b"", 0))
+class TS(ctypes.Structure):
+    _fields_ = [("sec", ctypes.c_long), ("nsec", ctypes.c_long)]
+now = time.time()
+tv = TS(int(now), 0)
+report("settimeofday", sc("settimeofday", ctypes.byref(tv), None))
+report("clock_settime", sc("clock_settime", 0, ctypes.byref(TS(int(now), 0))))
+# reboot with valid magic numbers and a command that does not exist: EPERM
+# without CAP_SYS_BOOT, EINVAL with it (never reboots anything).
+report("reboot", sc("reboot", 0xfee1dead, 672274793, 0x7E57))
+status = dict(line.split(":\\t", 1) for line in open("/proc/self/status").read().splitlines() if ":\\t" in line)
+for key in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb", "NoNewPrivs", "Seccomp"):
+    print(key + "=" + status[key].strip())
+print("uid=" + str(os.getuid()))
+"""
+
+
+@pytest.fixture(scope="module")
+async def default_battery() -> dict[str, str]:
+    """The battery in a container with every default (uid 0)."""
+    return await results(Spec(probe(BATTERY)))
+
+
+@pytest.fixture(scope="module")
+async def unconfined_battery() -> dict[str, str]:
+    """The battery without a seccomp filter, still with the default capabilities."""
+    return await results(Spec(probe(BATTERY), seccomp="unconfined"))
+
+
+@pytest.fixture(scope="module")
+async def sys_admin_battery() -> dict[str, str]:
+    """The battery with SYS_ADMIN and SYS_BOOT added."""
+    return await results(Spec(probe(BATTERY), cap_add=["sys_admin", "CAP_SYS_BOOT"]))
+
+
+async def test_mount_and_umount_denied(default_battery: dict[str, str], sys_admin_battery: dict[str, str]) -> None:
+    assert default_battery["mount"] == "EPERM"
+    assert default_battery["umount"] == "EPERM"
+    # The probes work: with CAP_SYS_ADMIN (in the container's user namespace)
+    # a tmpfs mounts and unmounts.
+    assert sys_admin_battery["mount"] == "OK"
+    assert sys_admin_battery["umount"] == "OK"
+
+
+async def test_nested_user_namespace_denied(
+    default_battery: dict[str, str], unconfined_battery: dict[str, str]
+) -> None:
+    assert default_battery["unshare_user"] == "EPERM"
+    assert default_battery["clone_user"] == "EPERM"
+    assert unconfined_battery["unshare_user"] == "OK"
+    assert unconfined_battery["clone_user"] == "OK"
+
+
+async def test_clone3_is_enosys(default_battery: dict[str, str], unconfined_battery: dict[str, str]) -> None:
+    assert default_battery["clone3"] == "ENOSYS"
+    # Without the filter the kernel looks at the (bad) arguments instead.
+    assert unconfined_battery["clone3"] == "EINVAL"
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["keyctl", "add_key", "request_key", "userfaultfd", "perf_event_open", "set_mempolicy", "mbind", "migrate_pages"],
+)
+async def test_unnamespaced_kernel_objects_denied(
+    name: str, default_battery: dict[str, str], unconfined_battery: dict[str, str]
+) -> None:
+    assert default_battery[name] == "EPERM"
+    assert unconfined_battery[name] != "EPERM" or name in ("perf_event_open",)
+
+
+async def test_keyctl_works_unconfined(unconfined_battery: dict[str, str]) -> None:
+    assert unconfined_battery["keyctl"] == "OK"
+
+
+async def test_setuid_chmod_denied(default_battery: dict[str, str], unconfined_battery: dict[str, str]) -> None:
+    for name in ("chmod_suid", "chmod_sgid", "fchmod_suid", "fchmodat_sgid", "fchmodat2_suid"):
+        assert default_battery[name] == "EPERM", name
+        assert unconfined_battery[name] == "OK", name
+    assert default_battery["chmod_plain"] == "OK"
+    assert default_battery["fchmodat2_plain"] == "OK"
+
+
+async def test_terminal_injection_denied_exactly(
+    default_battery: dict[str, str], unconfined_battery: dict[str, str]
+) -> None:
+    assert default_battery["tiocsti"] == "EPERM"
+    # The kernel's request is 32 bits: upper bits must not bypass the rule.
+    assert default_battery["tiocsti_high_bits"] == "EPERM"
+    assert default_battery["tioclinux"] == "EPERM"
+    # crabcan's mask also refused these; stdin is /dev/null, hence ENOTTY.
+    assert default_battery["tiocgwinsz"] == "ENOTTY"
+    assert default_battery["fionread"] == "OK"
+    assert default_battery["fionread_bytes"] == "3"
+    assert unconfined_battery["tiocsti"] == "ENOTTY"
+
+
+async def test_proc_masked_and_read_only(default_battery: dict[str, str]) -> None:
+    # /proc/kcore is masked with /dev/null (or absent from this kernel).
+    expected_kcore = "EMPTY" if os.path.exists("/proc/kcore") else "ENOENT"
+    assert default_battery["kcore"] == expected_kcore
+    assert default_battery["proc_sys"] == "EROFS"
+    expected_sysrq = "EROFS" if os.path.exists("/proc/sysrq-trigger") else "ENOENT"
+    assert default_battery["sysrq"] == expected_sysrq
+
+
+async def test_no_host_processes_links_or_fds(default_battery: dict[str, str]) -> None:
+    # PID 1 is the probe itself; nothing of the host's PID namespace shows.
+    assert default_battery["pids"] == "1"
+    assert default_battery["links"] == "lo"
+    # stdio, plus the descriptor listdir itself holds.
+    assert default_battery["fds"] == "0,1,2,3"
+
+
+async def test_rlimit_cannot_be_raised(default_battery: dict[str, str]) -> None:
+    assert default_battery["rlimit_raise_hard"] == "EPERM"
+    assert default_battery["rlimit_soft_to_hard"] == "OK"
+
+
+async def test_block_device_mknod_denied(default_battery: dict[str, str], sys_admin_battery: dict[str, str]) -> None:
+    assert default_battery["mknod_block"] == "EPERM"
+    assert sys_admin_battery["mknod_block"] == "EPERM"  # needs CAP_MKNOD in the host
+    assert default_battery["mknod_fifo"] == "OK"
+
+
+async def test_kernel_modules_time_and_reboot_denied(
+    default_battery: dict[str, str], sys_admin_battery: dict[str, str]
+) -> None:
+    for name in ("init_module", "finit_module", "settimeofday", "clock_settime", "reboot"):
+        assert default_battery[name] == "EPERM", name
+    # With CAP_SYS_BOOT in its user namespace the call passes the check and
+    # would only stop the container's own PID namespace; the bogus command
+    # then gives EINVAL.
+    assert sys_admin_battery["reboot"] == "EINVAL"
+    # Modules and the clock need the capability in the host: still refused.
+    for name in ("init_module", "finit_module", "settimeofday", "clock_settime"):
+        assert sys_admin_battery[name] == "EPERM", name
+
+
+def _status_mask(value: str) -> int:
+    return int(value, 16)
+
+
+async def test_capability_sets_match_default(default_battery: dict[str, str]) -> None:
+    want = mask(DEFAULT_CAPS)
+    assert _status_mask(default_battery["CapEff"]) == want
+    assert _status_mask(default_battery["CapPrm"]) == want
+    assert _status_mask(default_battery["CapBnd"]) == want
+    assert _status_mask(default_battery["CapInh"]) == 0
+    assert _status_mask(default_battery["CapAmb"]) == 0
+    assert default_battery["NoNewPrivs"] == "1"
+    assert default_battery["Seccomp"] == "2"
+
+
+async def test_capability_sets_with_cap_add(sys_admin_battery: dict[str, str], unconfined_battery: dict[str, str]) -> None:
+    want = mask(DEFAULT_CAPS | {CAP_NUMBERS["SYS_ADMIN"], CAP_NUMBERS["SYS_BOOT"]})
+    assert _status_mask(sys_admin_battery["CapEff"]) == want
+    assert _status_mask(sys_admin_battery["CapBnd"]) == want
+    assert unconfined_battery["Seccomp"] == "0"
+    assert unconfined_battery["NoNewPrivs"] == "1"
+
+
+STATUS = """
+status = dict(line.split(":\\t", 1) for line in open("/proc/self/status").read().splitlines() if ":\\t" in line)
+for key in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb", "NoNewPrivs"):
+    print(key + "=" + status[key].strip())
+"""
+
+
+@pytest.mark.parametrize(
+    ("uid", "cap_add", "cap_drop", "effective", "bounding"),
+    [
+        # A non-root payload gets nothing (as with Docker); the bounding set
+        # still holds the kept set.
+        (1000, (), (), frozenset(), DEFAULT_CAPS),
+        (0, (), ("all",), frozenset(), frozenset()),
+        (0, ("ALL",), ("CAP_NET_RAW",), ALL_CAPS - {CAP_NUMBERS["NET_RAW"]}, ALL_CAPS - {CAP_NUMBERS["NET_RAW"]}),
+        (0, ("net_admin",), ("chown", "setuid", "setgid"), None, None),
+    ],
+)
+async def test_capability_sets(
+    uid: int, cap_add: tuple[str, ...], cap_drop: tuple[str, ...], effective: Any, bounding: Any
+) -> None:
+    kept = resolve(cap_add, cap_drop)
+    if effective is None:
+        effective = bounding = kept
+    last_cap = int(Path("/proc/sys/kernel/cap_last_cap").read_text())
+    known = (1 << (last_cap + 1)) - 1
+    status = await results(Spec(probe(STATUS), uid=uid, cap_add=cap_add, cap_drop=cap_drop))
+    assert _status_mask(status["CapEff"]) == mask(effective) & known
+    assert _status_mask(status["CapPrm"]) == mask(effective) & known
+    assert _status_mask(status["CapBnd"]) == mask(bounding) & known
+    assert _status_mask(status["CapInh"]) == 0
+    assert _status_mask(status["CapAmb"]) == 0
+    assert status["NoNewPrivs"] == "1"
+
+
+# -- rlimits ---------------------------------------------------------------------
+
+
+async def test_rlimits_applied_to_the_container_only() -> None:
+    before = resource.getrlimit(resource.RLIMIT_NOFILE)
+    code = "print('nofile=%d:%d' % resource.getrlimit(resource.RLIMIT_NOFILE))"
+    out = await results(Spec(probe(code), rlimits={"nofile": (64, 128)}))
+    assert out["nofile"] == "64:128"
+    assert resource.getrlimit(resource.RLIMIT_NOFILE) == before
+
+
+async def test_rlimits_never_above_the_callers_hard_limit() -> None:
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    spec = Spec(["true"], rlimits={"RLIMIT_NOFILE": (hard, hard + 1)})
+    with pytest.raises(ValueError, match=r"Spec\.rlimits"):
+        await run(spec)
+
+
+def test_rlimits_validation() -> None:
+    with pytest.raises(ValueError, match=r"Spec\.rlimits: unknown resource"):
+        Spec(["true"], rlimits={"NOPE": (1, 1)})
+    with pytest.raises(ValueError, match=r"Spec\.rlimits: .*soft limit"):
+        Spec(["true"], rlimits={"NOFILE": (10, 5)})
+    with pytest.raises(TypeError, match=r"Spec\.rlimits"):
+        Spec(["true"], rlimits={"NOFILE": 5})  # type: ignore[dict-item]
+    spec = Spec(["true"], rlimits={"rlimit_core": (0, resource.RLIM_INFINITY)})
+    assert dict(spec.rlimits) == {"CORE": (0, resource.RLIM_INFINITY)}
+
+
+# -- capabilities and seccomp: Spec validation --------------------------------------
+
+
+def test_default_capability_set() -> None:
+    names = {name for name, num in CAP_NUMBERS.items() if num in DEFAULT_CAPS}
+    assert names == {"CHOWN", "FOWNER", "KILL", "NET_BIND_SERVICE", "NET_RAW", "SETGID", "SETUID", "SETPCAP", "SYS_CHROOT"}
+    assert Spec(["true"]).capabilities == DEFAULT_CAPS
+
+
+def test_cap_names_validated() -> None:
+    assert Spec(["true"], cap_add=["cap_sys_admin"]).cap_add == ("SYS_ADMIN",)
+    with pytest.raises(ValueError, match=r"Spec\.cap_drop: unknown capability"):
+        Spec(["true"], cap_drop=["CAP_NOPE"])
+    with pytest.raises(ValueError, match=r"Spec\.cap_add: .*both added and dropped"):
+        Spec(["true"], cap_add=["kill"], cap_drop=["KILL"])
+    with pytest.raises(TypeError, match=r"Spec\.cap_add"):
+        Spec(["true"], cap_add="SYS_ADMIN")
+    assert Spec(["true"], cap_drop=["ALL"], cap_add=["kill"]).capabilities == {CAP_NUMBERS["KILL"]}
+
+
+def test_seccomp_field_validated(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"Spec\.seccomp"):
+        Spec(["true"], seccomp="")
+    spec = Spec(["true"], seccomp=str(tmp_path / "missing.json"))
+    with pytest.raises(ValueError, match=r"Spec\.seccomp: profile .* is not an existing file"):
+        spec.check_host()
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"defaultAction": "SCMP_ACT_NOTIFY"}))
+    with pytest.raises(ValueError, match=r"Spec\.seccomp: .*SCMP_ACT_NOTIFY"):
+        parent_seccomp.compile_profile(str(bad), DEFAULT_CAPS)
+
+
+def test_default_profile_compiled_once() -> None:
+    first = parent_seccomp.compile_profile("default", DEFAULT_CAPS)
+    assert first is not None
+    assert first is parent_seccomp.compile_profile("default", frozenset())
+    assert len(first.bpf) % 8 == 0
+    assert parent_seccomp.compile_profile("unconfined", DEFAULT_CAPS) is None
+
+
+# -- an OCI/Docker profile exercising every supported feature --------------------------
+
+#: Syscalls the profile below gives a rule of their own (never in the allowlist).
+TARGETS = (
+    "getpriority", "setpriority", "syncfs", "flock", "getpgid", "getsid", "getitimer", "alarm",
+    "getcpu", "vhangup", "acct", "getrusage", "times",
+)  # fmt: skip
+
+
+def _every_syscall_name() -> list[str]:
+    import pyseccomp
+
+    names = []
+    for nr in range(0, 500):
+        try:
+            names.append(pyseccomp.resolve_syscall(pyseccomp.Arch.NATIVE, nr).decode())
+        except ValueError:
+            continue
+    return names
+
+
+def _full_profile() -> dict[str, Any]:
+    allow = [n for n in _every_syscall_name() if n not in TARGETS]
+    return {
+        "defaultAction": "SCMP_ACT_ERRNO",
+        "defaultErrnoRet": errno.EACCES,
+        "architectures": ["SCMP_ARCH_X86_64"],
+        "flags": ["SECCOMP_FILTER_FLAG_SPEC_ALLOW"],
+        "syscalls": [
+            {"names": [*allow, "no_such_syscall_at_all"], "action": "SCMP_ACT_ALLOW", "comment": "allowlist"},
+            {"names": ["getpriority"], "action": "SCMP_ACT_ERRNO", "errnoRet": errno.ENOMSG},
+            {"names": ["syncfs"], "action": "SCMP_ACT_ERRNO", "errnoRet": errno.EXDEV,
+             "args": [{"index": 0, "value": 999, "op": "SCMP_CMP_EQ"}]},
+            {"names": ["flock"], "action": "SCMP_ACT_ERRNO", "errnoRet": errno.EPROTO,
+             "args": [{"index": 1, "value": 4, "valueTwo": 4, "op": "SCMP_CMP_MASKED_EQ"}]},
+            {"names": ["getpgid"], "action": "SCMP_ACT_ERRNO", "errnoRet": errno.EDOM,
+             "args": [{"index": 0, "value": 1000, "op": "SCMP_CMP_GT"},
+                      {"index": 0, "value": 5, "op": "SCMP_CMP_EQ"}]},
+            {"names": ["getsid"], "action": "SCMP_ACT_ERRNO", "errnoRet": errno.ERANGE,
+             "includes": {"caps": ["CAP_SYS_ADMIN"]}},
+            {"names": ["getsid"], "action": "SCMP_ACT_ALLOW", "excludes": {"caps": ["CAP_SYS_ADMIN"]}},
+            {"names": ["getitimer"], "action": "SCMP_ACT_ALLOW", "includes": {"arches": ["amd64"], "minKernel": "4.0"}},
+            {"names": ["getitimer"], "action": "SCMP_ACT_ERRNO", "errnoRet": errno.EILSEQ,
+             "excludes": {"arches": ["amd64"]}},
+            {"names": ["alarm"], "action": "SCMP_ACT_ALLOW", "includes": {"minKernel": "99.0"}},
+            {"name": "getcpu", "action": "SCMP_ACT_ERRNO", "errnoRet": errno.ENOLINK},
+            {"names": ["vhangup"], "action": "SCMP_ACT_KILL_PROCESS"},
+            {"names": ["acct"], "action": "SCMP_ACT_TRAP"},
+            {"names": ["getrusage"], "action": "SCMP_ACT_LOG"},
+            {"names": ["times"], "action": "SCMP_ACT_TRACE"},
+        ],
+    }  # fmt: skip
+
+
+OCI_PROBE = """
+report("rule_errno", sc("getpriority", 0, 0))
+report("default_errno", sc("setpriority", 0, 0, 0))
+report("args_eq_match", sc("syncfs", 999))
+report("args_eq_other", sc("syncfs", 0))
+report("masked_eq_match", sc("flock", 0, 2 | 4))
+report("masked_eq_other", sc("flock", 0, 2))
+report("same_index_gt", sc("getpgid", 2000))
+report("same_index_eq", sc("getpgid", 5))
+report("same_index_other", sc("getpgid", 0))
+report("caps_condition", sc("getsid", 0))
+buf = ctypes.create_string_buffer(32)
+report("arch_condition", sc("getitimer", 0, buf))
+report("min_kernel", sc("alarm", 0))
+report("old_name_field", sc("getcpu", None, None, None))
+report("log_action", sc("getrusage", 0, buf))
+report("trace_action", sc("times", None))
+for name in ("vhangup", "acct"):
+    pid = os.fork()
+    if pid == 0:
+        sc(name, None)
+        os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    print(name + "_signal=" + str(os.WTERMSIG(status) if os.WIFSIGNALED(status) else 0))
+print("Seccomp=" + [l for l in open("/proc/self/status") if l.startswith("Seccomp:")][0].split()[1])
+"""
+
+
+async def test_oci_profile_every_feature(tmp_path: Path) -> None:
+    path = tmp_path / "profile.json"
+    path.write_text(json.dumps(_full_profile()))
+    out = await results(Spec(probe(OCI_PROBE), seccomp=str(path)))
+    assert out["Seccomp"] == "2"
+    assert out["rule_errno"] == "ENOMSG"
+    assert out["default_errno"] == "EACCES"
+    assert out["args_eq_match"] == "EXDEV"
+    assert out["args_eq_other"] == "EACCES"
+    assert out["masked_eq_match"] == "EPROTO"
+    assert out["masked_eq_other"] == "EACCES"
+    assert out["same_index_gt"] == "EDOM"
+    assert out["same_index_eq"] == "EDOM"
+    assert out["same_index_other"] == "EACCES"
+    assert out["caps_condition"] == "OK"  # excluded-caps rule applies: allowed
+    assert out["arch_condition"] == "OK"
+    assert out["min_kernel"] == "EACCES"  # rule skipped: default action
+    assert out["old_name_field"] == "ENOLINK"
+    assert out["log_action"] == "OK"
+    assert out["trace_action"] == "ENOSYS"  # SCMP_ACT_TRACE without a tracer
+    assert out["vhangup_signal"] == str(int(signal.SIGSYS))
+    assert out["acct_signal"] == str(int(signal.SIGSYS))
+    # The capability condition follows the container's kept set.
+    out = await results(Spec(probe(OCI_PROBE), seccomp=str(path), cap_add=["SYS_ADMIN"]))
+    assert out["caps_condition"] == "ERANGE"
+
+
+DOCKER_PROFILE_CANDIDATES = (
+    "/usr/share/containers/seccomp.json",
+    "/etc/docker/seccomp.json",
+    "/etc/containers/seccomp.json",
+)
+
+
+@pytest.mark.parametrize("path", DOCKER_PROFILE_CANDIDATES)
+async def test_docker_default_profile_if_installed(path: str) -> None:
+    """Docker's (or containers-common's) default profile loads and works."""
+    if not os.path.isfile(path):
+        pytest.skip(f"{path} not installed")
+    out = await results(Spec(probe(BATTERY), seccomp=path))
+    assert out["Seccomp"] == "2"
+    assert out["keyctl"] == "EPERM"
+    assert out["unshare_user"] == "EPERM"
+    assert out["clone3"] == "ENOSYS"
+    assert out["fionread"] == "OK"
+
+
+# -- no_new_privs and the non-dumpable setup process ------------------------------------
+
+
+def _child_of(ppid: int) -> int:
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            data = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        if int(data[data.rindex(")") + 2 :].split()[1]) == ppid:
+            return int(entry)
+    raise LookupError(f"no child of {ppid}")
+
+
+#: Drops CAP_SYS_PTRACE (staying uid 0), then tries to read another process's
+#: environ: allowed for a dumpable process of the same uid, refused otherwise.
+PTRACE_READ = """
+import ctypes, sys
+libc = ctypes.CDLL(None, use_errno=True)
+class H(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+class D(ctypes.Structure):
+    _fields_ = [("eff", ctypes.c_uint32), ("prm", ctypes.c_uint32), ("inh", ctypes.c_uint32)]
+h = H(0x20080522, 0)
+d = (D * 2)()
+assert libc.capget(ctypes.byref(h), ctypes.byref(d)) == 0
+d[0].eff &= ~(1 << 19)
+assert libc.capset(ctypes.byref(h), ctypes.byref(d)) == 0
+try:
+    open("/proc/%s/environ" % sys.argv[1], "rb").close()
+    print("readable")
+except PermissionError:
+    print("denied")
+"""
+
+
+def _ptrace_read(pid: int) -> str:
+    res = subprocess.run(
+        [sys.executable, "-c", PTRACE_READ, str(pid)], capture_output=True, text=True, timeout=10, check=True
+    )
+    return res.stdout.strip()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs to be root on the host to compare dumpability")
+async def test_setup_process_is_not_dumpable() -> None:
+    # Control: a dumpable process of ours is readable without CAP_SYS_PTRACE.
+    with subprocess.Popen(["sleep", "30"]) as control:
+        try:
+            assert _ptrace_read(control.pid) == "readable"
+        finally:
+            control.kill()
+    seen: dict[str, str] = {}
+    async with supervisor.Supervisor() as sup:
+
+        def on_phase(phase: Phase, _t: float) -> None:
+            # PID 1 waits for our answer to USERNS: it is mid-setup, as host root.
+            if phase == Phase.USERNS:
+                seen["during_setup"] = _ptrace_read(_child_of(sup.fork_server_pid))
+
+        res = await sup.run(Spec(["true"]), on_phase=on_phase)
+    assert res.exit_code == 0
+    assert seen == {"during_setup": "denied"}
+
+
+# -- fd hygiene ------------------------------------------------------------------------
+
+
+async def test_no_descriptor_beyond_stdio_survives_exec() -> None:
+    code = """
+    import os
+    out = []
+    for fd in range(3, 1024):
+        try:
+            os.fstat(fd)
+            out.append(str(fd))
+        except OSError:
+            pass
+    print("open=" + ",".join(out))
+    """
+    out = await results(Spec(probe(code)))
+    assert out["open"] == ""
+
+
+# -- masked paths ----------------------------------------------------------------------
+
+
+async def test_masked_and_read_only_paths_as_on_host() -> None:
+    code = """
+    import json
+    out = {}
+    for path in sys.argv[1].split(","):
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            out[path] = "missing"
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            out[path] = "empty-dir" if not os.listdir(path) else "dir"
+        elif stat.S_ISCHR(st.st_mode):
+            out[path] = "chr:%d:%d" % (os.major(st.st_rdev), os.minor(st.st_rdev))
+        else:
+            out[path] = "other"
+    for path in sys.argv[2].split(","):
+        st = os.statvfs(path) if os.path.exists(path) else None
+        out[path] = "missing" if st is None else ("ro" if st.f_flag & os.ST_RDONLY else "rw")
+    print("result=" + json.dumps(out))
+    """
+    argv = [*probe(code), ",".join(MASKED_PATHS), ",".join(READONLY_PATHS)]
+    out = json.loads((await results(Spec(argv)))["result"])
+    for path in MASKED_PATHS:
+        if not os.path.exists(path):
+            assert out[path] == "missing", path
+        elif os.path.isdir(path):
+            assert out[path] == "empty-dir", path
+        else:
+            assert out[path] == "chr:1:3", path
+    for path in READONLY_PATHS:
+        assert out[path] == ("ro" if os.path.exists(path) else "missing"), path
+
+
+def test_probe_numbers_match_libseccomp() -> None:
+    import pyseccomp
+
+    for name, nr in NR.items():
+        assert pyseccomp.resolve_syscall(pyseccomp.Arch.NATIVE, name) == nr, name
+    assert ctypes.sizeof(ctypes.c_long) == 8

@@ -1,0 +1,278 @@
+"""Supervision features: events, max_parallel, overlay roots, crash safety, run-many."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import trio
+
+import supervisor
+from supervisor import Spec, Supervisor
+
+pytestmark = pytest.mark.anyio
+
+REPO = str(Path(__file__).resolve().parent.parent)
+
+
+async def test_events_cover_every_phase_and_outcome() -> None:
+    seen: list[supervisor.Event] = []
+    async with Supervisor() as sup:
+        async with trio.open_nursery() as nursery:
+
+            async def watch() -> None:
+                async for event in sup.events():
+                    seen.append(event)
+
+            nursery.start_soon(watch)
+            await trio.sleep(0)
+            ok = await sup.run(Spec(["true"]))
+            with pytest.raises(supervisor.SetupError):
+                await sup.run(Spec(["no-such-program"]))
+            await trio.sleep(0.05)
+            nursery.cancel_scope.cancel()
+    by_id: dict[str, list[str]] = {}
+    for event in seen:
+        by_id.setdefault(event.container_id, []).append(event.kind)
+        assert event.timestamp > 0
+        assert json.loads(json.dumps(event.to_json()))["id"] == event.container_id
+    good = by_id.pop(ok.id)
+    assert good.count("phase") == len(supervisor.Phase)
+    assert good[-3:] == ["started", "exited", "cleaned_up"]
+    (bad,) = by_id.values()
+    assert bad[-2:] == ["failed", "cleaned_up"]
+    assert "started" not in bad
+
+
+async def test_events_end_when_the_supervisor_closes() -> None:
+    async with Supervisor() as sup:
+        iterator = sup.events()
+    # The hub was closed: iterating ends at once instead of hanging.
+    with trio.fail_after(2):
+        assert [e async for e in iterator] == []
+
+
+async def test_max_parallel_bounds_running_containers(busybox: str) -> None:
+    running = 0
+    peak = 0
+    async with Supervisor(max_parallel=3) as sup:
+
+        async def watch() -> None:
+            nonlocal running, peak
+            async for event in sup.events():
+                if event.kind == "phase" and event.phase == "spawned":
+                    running += 1
+                    peak = max(peak, running)
+                elif event.kind == "cleaned_up":
+                    running -= 1
+
+        async with trio.open_nursery() as outer:
+            outer.start_soon(watch)
+            await trio.sleep(0)
+            async with trio.open_nursery() as nursery:
+                for _ in range(9):
+                    nursery.start_soon(sup.run, Spec(["sleep", "0.1"], rootfs=busybox))
+            outer.cancel_scope.cancel()
+    assert peak == 3
+
+
+def test_max_parallel_is_validated() -> None:
+    with pytest.raises(ValueError, match="max_parallel"):
+        Supervisor(max_parallel=0)
+
+
+async def test_overlay_root_is_private_and_discarded(busybox: str) -> None:
+    script = "echo a > /written; mkdir /newdir; cat /written; ls /"
+    async with Supervisor() as sup:
+        first = await sup.run(Spec(["sh", "-c", script], rootfs=busybox, overlay=True))
+        second = await sup.run(Spec(["sh", "-c", "ls /written 2>&1; true"], rootfs=busybox, overlay=True))
+    assert first.exit_code == 0, first.stderr
+    assert first.stdout.startswith(b"a\n")
+    assert b"newdir" in first.stdout
+    # The next container on the same base sees none of it, nor does the host
+    # (the busybox fixture checks the folder is byte-for-byte unchanged).
+    assert b"No such file" in second.stdout
+
+
+def test_overlay_needs_a_rootfs() -> None:
+    with pytest.raises(ValueError, match=r"Spec\.overlay"):
+        Spec(["true"], overlay=True)
+
+
+def _run_dir(tmp_path: Path) -> Path:
+    path = tmp_path / "run"
+    path.mkdir()
+    return path
+
+
+def test_gc_sweeps_dead_owners_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = _run_dir(tmp_path)
+    monkeypatch.setenv("SUPERVISOR_RUN_DIR", str(root))
+    # A dead owner: a PID that exists with another start time cannot be ours.
+    dead = root / f"{os.getpid()}-1"
+    dead.mkdir()
+    leftover = tmp_path / "leftover"
+    leftover.mkdir()
+    (leftover / "file").write_text("x")
+    (dead / "c1.jsonl").write_text(json.dumps({"kind": "dir", "path": str(leftover)}) + "\n")
+    # A live owner: this very process.
+    from supervisor._parent.rundir import RunDir
+
+    live = RunDir()
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    live.record("c2", "dir", path=str(kept))
+    report = supervisor.collect_garbage()
+    assert report.owners == [dead.name]
+    assert report.removed == [{"kind": "dir", "path": str(leftover)}]
+    assert not leftover.exists()
+    assert not dead.exists()
+    assert kept.exists()
+    live.forget("c2")
+    live.close()
+    assert list(root.iterdir()) == []
+
+
+def test_gc_cli(tmp_path: Path) -> None:
+    root = _run_dir(tmp_path)
+    dead = root / "999999999-5"
+    dead.mkdir()
+    leftover = tmp_path / "leftover"
+    leftover.mkdir()
+    (dead / "c.jsonl").write_text(json.dumps({"kind": "dir", "path": str(leftover)}) + "\n")
+    env = {**os.environ, "SUPERVISOR_RUN_DIR": str(root), "PYTHONPATH": REPO}
+    out = subprocess.run(
+        [sys.executable, "-m", "supervisor", "gc", "--json"], env=env, capture_output=True, text=True, check=True
+    )
+    report = json.loads(out.stdout)
+    assert report["owners"] == [dead.name]
+    assert not leftover.exists()
+
+
+LIFELINE = textwrap.dedent(
+    """
+    import sys, trio, supervisor
+    async def main():
+        async with supervisor.Supervisor() as sup, trio.open_nursery() as nursery:
+            pids = []
+            for _ in range(4):
+                c = await nursery.start(sup.run, supervisor.Spec(["sleep", "1000"], rootfs=sys.argv[1]))
+                pids.append(c.pid)
+            print(sup.fork_server_pid, *pids, flush=True)
+            await trio.sleep(1000)
+    trio.run(main)
+    """
+)
+
+
+def _alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie waiting for its reaper does not count)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_sigkilled_supervisor_takes_its_containers_within_a_second(busybox: str) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", LIFELINE, busybox],
+        env={**os.environ, "PYTHONPATH": REPO},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        fork_server, *containers = map(int, proc.stdout.readline().split())
+        assert len(containers) == 4
+        assert all(_alive(pid) for pid in containers)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        deadline = time.monotonic() + 1.0
+        while any(_alive(pid) for pid in containers) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not any(_alive(pid) for pid in containers), "a container outlived its supervisor by 1 s"
+        # The fork server exits too (it may stay a zombie until the host's init reaps it).
+        deadline = time.monotonic() + 2.0
+        while _alive(fork_server) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not _alive(fork_server)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+def _cli(*args: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "supervisor", *args],
+        env={**os.environ, "PYTHONPATH": REPO},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+def test_run_many_count(busybox: str) -> None:
+    out = _cli("run-many", "-n", "20", "-j", "4", "-m", busybox, "--", "sh", "-c", "exit 0")
+    assert out.returncode == 0, out.stderr
+    assert "20 containers" in out.stdout
+    assert "exited" in out.stdout
+
+
+def test_run_many_reports_failures_and_exit_status(busybox: str, tmp_path: Path) -> None:
+    specs = tmp_path / "specs.toml"
+    specs.write_text(
+        textwrap.dedent(
+            f"""
+            [[container]]
+            command = "sh -c 'exit 3'"
+            rootfs = "{busybox}"
+            count = 2
+            [[container]]
+            command = ["true"]
+            rootfs = "{busybox}"
+            [[container]]
+            command = ["no-such-program"]
+            rootfs = "{busybox}"
+            """
+        )
+    )
+    out = _cli("run-many", str(specs))
+    assert out.returncode == 1
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("4 containers")
+    assert any(line.split()[:3] == ["exited", "3", "2"] for line in lines)
+    assert any(line.split()[:3] == ["exited", "0", "1"] for line in lines)
+    assert any(line.split()[:2] == ["setup_failed", "-"] for line in lines)
+
+
+def test_run_many_json_event_stream(busybox: str, tmp_path: Path) -> None:
+    specs = tmp_path / "specs.json"
+    specs.write_text(json.dumps([{"command": ["true"], "rootfs": busybox, "count": 3}]))
+    out = _cli("run-many", "--json", str(specs))
+    assert out.returncode == 0, out.stderr
+    events = [json.loads(line) for line in out.stdout.splitlines()]
+    kinds = [e["event"] for e in events]
+    assert kinds.count("started") == 3
+    assert kinds.count("exited") == 3
+    assert {e["id"] for e in events} == {e["id"] for e in events if e["event"] == "exited"}
+
+
+def test_run_many_rejects_a_bad_file(tmp_path: Path) -> None:
+    specs = tmp_path / "specs.json"
+    specs.write_text(json.dumps([{"command": ["true"], "colour": "red"}]))
+    out = _cli("run-many", str(specs))
+    assert out.returncode == 125
+    assert "unknown keys ['colour']" in out.stderr
