@@ -3,6 +3,7 @@
 The public API is what this module exports; everything else is private.
 """
 
+from ._api import PIPE as PIPE
 from ._api import Container as Container
 from ._api import Supervisor as Supervisor
 from ._api import run as run
@@ -29,6 +30,7 @@ __all__ = [
     "Event",
     "ForkServerError",
     "Mount",
+    "PIPE",
     "Phase",
     "PhaseTiming",
     "ProtocolError",
@@ -45,7 +47,7 @@ __all__ = [
 
 for _name in __all__:
     _obj = globals()[_name]
-    if hasattr(_obj, "__module__"):
+    if not isinstance(_obj, int) and hasattr(_obj, "__module__"):
         try:
             _obj.__module__ = "supervisor"
         except (AttributeError, TypeError):  # pragma: no cover

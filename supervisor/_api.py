@@ -8,6 +8,7 @@ import itertools
 import os
 import socket
 import struct
+import sys
 import termios
 import time
 from collections.abc import AsyncIterator, Callable
@@ -27,17 +28,25 @@ from ._parent.container import ContainerProcess
 from ._parent.forkserver import ForkServerClient
 from ._parent.resources import HostResources
 from ._parent.rundir import RunDir, sweep
+from ._parent.streams import FdReceiveStream, FdSendStream
 from ._protocol import Phase
 from ._result import PhaseTiming, Reason, Result
 from ._spec import Spec
 
 PhaseCallback = Callable[[Phase, float], None]
 
+#: Pass as ``stdin``/``stdout``/``stderr`` of :meth:`Supervisor.run` to get a
+#: byte stream on the :class:`Container` handle (the same value as subprocess.PIPE).
+PIPE = -1
+
 
 class Container:
     """A running container, handed out by ``await nursery.start(sup.run, spec)``.
 
-    It exists only after setup succeeded: the payload is running.
+    It exists only after setup succeeded: the payload is running. With
+    ``stdin=PIPE``/``stdout=PIPE``/``stderr=PIPE`` (and ``capture_output=False``)
+    it carries byte streams connected to the payload; they are closed when
+    the run ends, so read them while the container runs.
     """
 
     def __init__(self, proc: ContainerProcess, hostname: str, done: anyio.Event) -> None:
@@ -46,6 +55,13 @@ class Container:
         self._result: Result | None = None
         self.hostname = hostname
         """The container's hostname."""
+        self.stdin: anyio.abc.ByteSendStream | None = None
+        """The payload's stdin when run with ``stdin=PIPE`` (close it to send EOF)."""
+        self.stdout: anyio.abc.ByteReceiveStream | None = None
+        """The payload's stdout when run with ``stdout=PIPE``."""
+        self.stderr: anyio.abc.ByteReceiveStream | None = None
+        """The payload's stderr when run with ``stderr=PIPE``."""
+        self._resources: HostResources | None = None  # networking (issue 5)
 
     @property
     def id(self) -> str:
@@ -59,6 +75,14 @@ class Container:
         Use it to read ``/proc``, never to signal: use :meth:`send_signal`.
         """
         return self._proc.pid
+
+    @property
+    def addresses(self) -> tuple[str, ...]:
+        """The container's IP addresses on its bridge (``Spec.network="bridge"``).
+
+        Empty for ``"none"`` (loopback only) and ``"host"`` (the host's own).
+        """
+        return self._resources.addresses if self._resources is not None else ()
 
     @property
     def phases(self) -> tuple[PhaseTiming, ...]:
@@ -175,6 +199,11 @@ class Supervisor:
                         for proc in list(self._live.values()):
                             proc.send_signal(9)
                         await self._fork_server.aclose()
+                        # Networking (issue 5): finish the bridge deletions that
+                        # container releases left to background threads.
+                        network = sys.modules.get("supervisor._parent.network")
+                        if network is not None:
+                            await network.wait_idle()
                     self._tg = None
                     self._events.close()
                     self._rundir.close()
@@ -227,9 +256,11 @@ class Supervisor:
                 false they go to ``stdout``/``stderr`` (default: ours).
             input: bytes fed to the payload's stdin, then closed.
             stdin: a file descriptor to use as the payload's stdin (default:
-                ``/dev/null`` unless ``input`` is given).
-            stdout: a file descriptor for stdout when not capturing.
-            stderr: a file descriptor for stderr when not capturing.
+                ``/dev/null`` unless ``input`` is given), or :data:`PIPE` for
+                a :attr:`Container.stdin` stream.
+            stdout: a file descriptor for stdout when not capturing, or
+                :data:`PIPE` for a :attr:`Container.stdout` stream.
+            stderr: as ``stdout``, for stderr.
             on_phase: called as each setup phase starts, with the
                 :class:`Phase` and the seconds since the run started.
             task_status: set by ``nursery.start``/``TaskGroup.start``, which
@@ -254,6 +285,8 @@ class Supervisor:
             raise RuntimeError("use 'async with Supervisor() as sup:' before sup.run()")
         if input is not None and stdin is not None:
             raise ValueError("pass either input or stdin, not both")
+        if capture_output and (stdout is not None or stderr is not None):
+            raise ValueError("stdout/stderr need capture_output=False")
         spec.check_host()
         async with self._limiter if self._limiter is not None else contextlib.nullcontext():
             return await self._run(spec, check, capture_output, input, stdin, stdout, stderr, on_phase, task_status)
@@ -281,8 +314,10 @@ class Supervisor:
             if on_phase is not None:
                 on_phase(phase, seconds)
 
-        resources = HostResources(spec, cid, self._rundir)
-        config = build_config(spec, hostname, cgroup=resources.wants_cgroup, network=resources.wants_network)
+        resources = HostResources(spec, cid, self._rundir, hostname=hostname, task_group=self._tg)
+        config = build_config(
+            spec, hostname, cgroup=resources.wants_cgroup, network=resources.wants_network, etc_dir=resources.etc_dir
+        )
 
         ctl_parent, ctl_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
         ctl_parent.setblocking(False)
@@ -295,6 +330,7 @@ class Supervisor:
         err_chunks: list[bytes] = []
         done = anyio.Event()
         handle = Container(proc, hostname, done)
+        handle._resources = resources
         reason: Reason | None = None
         setup_error: SetupError | None = None
         try:
@@ -304,6 +340,10 @@ class Supervisor:
                 r, stdin_w = os.pipe2(os.O_CLOEXEC)
                 child_fds.append(r)
                 ours.append(stdin_w)
+            elif stdin == PIPE:
+                r, w = os.pipe2(os.O_CLOEXEC)
+                child_fds.append(r)
+                handle.stdin = FdSendStream(w)
             elif stdin is not None:
                 child_fds.append(os.dup(stdin))
             else:
@@ -316,8 +356,13 @@ class Supervisor:
                 child_fds.append(w)
                 ours += [out_r, err_r]
             else:
-                child_fds.append(os.dup(1 if stdout is None else stdout))
-                child_fds.append(os.dup(2 if stderr is None else stderr))
+                for fd, default, name in ((stdout, 1, "stdout"), (stderr, 2, "stderr")):
+                    if fd == PIPE:
+                        r, w = os.pipe2(os.O_CLOEXEC)
+                        child_fds.append(w)
+                        setattr(handle, name, FdReceiveStream(r))
+                    else:
+                        child_fds.append(os.dup(default if fd is None else fd))
 
             try:
                 proc.slot = await self._fork_server.spawn(cid, config, child_fds)
@@ -362,6 +407,9 @@ class Supervisor:
                     await proc.stop(spec.grace_period)
                 for fd in child_fds + ours:
                     _close(fd)
+                for stream in (handle.stdin, handle.stdout, handle.stderr):
+                    if stream is not None:
+                        await stream.aclose()
                 ctl_parent.close()
                 await resources.release()
                 self._live.pop(cid, None)

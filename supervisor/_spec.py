@@ -411,14 +411,15 @@ class Spec:
             raise TypeError("Spec.publish must be a list of Publish (or 'HOSTPORT:CONTAINERPORT' strings)")
         ports: list[Publish] = []
         for item in self.publish:
-            if isinstance(item, str):
+            port = item
+            if isinstance(port, str):
                 try:
-                    item = Publish.parse(item)
+                    port = Publish.parse(port)
                 except ValueError as exc:
                     raise _field_error("publish", str(exc)) from None
-            if not isinstance(item, Publish):
-                raise TypeError(f"Spec.publish items must be Publish, not {type(item).__name__}")
-            ports.append(item)
+            if not isinstance(port, Publish):
+                raise TypeError(f"Spec.publish items must be Publish, not {type(port).__name__}")
+            ports.append(port)
         if ports and self.network != "bridge":
             raise _field_error("publish", "needs network='bridge'")
         seen = set()

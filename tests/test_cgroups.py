@@ -413,7 +413,7 @@ async def test_v1_pids_limit_stops_fork_loop(v1: CgroupHost, procs: list[subproc
             "import os, sys, time\nsys.stdin.readline()\nn = 0\n"
             "while n < 100:\n"
             "    try:\n        pid = os.fork()\n    except OSError:\n        break\n"
-            "    if pid == 0:\n        time.sleep(30)\n        os._exit(0)\n"
+            "    if pid == 0:\n        os.close(1)\n        time.sleep(30)\n        os._exit(0)\n"
             "    n += 1\n"
             "print(n, flush=True)\n"
         )

@@ -48,8 +48,8 @@ import hashlib
 import ipaddress
 import json
 import os
-import select
 import secrets
+import select
 import socket
 import threading
 import time
@@ -431,7 +431,7 @@ def delete_bridge_if_unused(bridge: str, subnet: str) -> None:
             if found:
                 try:
                     ipr.link("del", index=found[0])
-                except Exception as exc:  # noqa: BLE001 - raced with another deleter
+                except Exception as exc:  # pyroute2's NetlinkError; raced with another deleter
                     if getattr(exc, "code", None) != errno.ENODEV:
                         raise
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import anyio
 import anyio.abc
@@ -75,10 +75,11 @@ async def _pipe(src: anyio.abc.SocketStream, dst: anyio.abc.SocketStream, scope:
 
 
 async def _serve_udp(publish: Publish, target: str, task_status: TaskStatus[None]) -> None:
-    family = socket.AF_INET6 if ":" in publish.host_ip else socket.AF_INET
-    async with await anyio.create_udp_socket(
-        family=family, local_host=publish.host_ip, local_port=publish.host_port
-    ) as front:
+    family: Literal[socket.AddressFamily.AF_INET, socket.AddressFamily.AF_INET6] = (
+        socket.AF_INET6 if ":" in publish.host_ip else socket.AF_INET
+    )
+    front = await anyio.create_udp_socket(family, local_host=publish.host_ip, local_port=publish.host_port)
+    async with front:
         task_status.started()
         sessions: dict[tuple[str, int], anyio.abc.ConnectedUDPSocket] = {}
         async with anyio.create_task_group() as tg:

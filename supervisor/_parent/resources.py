@@ -8,15 +8,21 @@ through creating it is still cleaned up.
 
 from __future__ import annotations
 
+import os
+import secrets
+import shutil
 from typing import TYPE_CHECKING
 
 import anyio
+import anyio.abc
 
 from .._protocol import Phase
+from .rundir import run_root
 
 if TYPE_CHECKING:
-    from .._spec import Spec
+    from .._spec import Publish, Spec
     from .container import ContainerProcess, ParentStep
+    from .network import Attachment
     from .rundir import RunDir
 
 
@@ -29,13 +35,33 @@ class HostResources:
         rundir: the supervisor's ledger; every resource is recorded there
             before it is created, so ``supervisor gc`` can remove it after a
             crash.
+        hostname: the container's hostname (for its ``/etc/hosts``).
+        task_group: a task group that outlives the container (the
+            supervisor's), where published ports are served.
     """
 
-    def __init__(self, spec: Spec, cid: str, rundir: RunDir) -> None:
+    def __init__(
+        self,
+        spec: Spec,
+        cid: str,
+        rundir: RunDir,
+        *,
+        hostname: str | None = None,
+        task_group: anyio.abc.TaskGroup | None = None,
+    ) -> None:
         self.spec = spec
         self.cid = cid
         self.rundir = rundir
+        self.hostname = hostname or spec.hostname or "localhost"
+        self._task_group = task_group
         self._released = False
+        # -- network (bridge mode) --
+        self.etc_dir: str | None = None
+        """Where ``hosts`` and ``resolv.conf`` are written (bridge mode)."""
+        if self.wants_network:
+            self.etc_dir = os.path.join(run_root(), "etc", f"{cid}-{secrets.token_hex(4)}")
+        self._attachment: Attachment | None = None
+        self._ports: list[tuple[anyio.CancelScope, anyio.Event]] = []
 
     @property
     def wants_cgroup(self) -> bool:
@@ -44,8 +70,18 @@ class HostResources:
 
     @property
     def wants_network(self) -> bool:
-        """Whether PID 1 must request the NETWORK step."""
-        return False
+        """Whether PID 1 must request the NETWORK step (``network="bridge"``)."""
+        return self.spec.network == "bridge"
+
+    @property
+    def addresses(self) -> tuple[str, ...]:
+        """The container's IP addresses on the bridge (empty in other modes)."""
+        return (self._attachment.address,) if self._attachment is not None else ()
+
+    @property
+    def attachment(self) -> Attachment | None:
+        """The container's place on the bridge, once set up."""
+        return self._attachment
 
     def parent_steps(self) -> dict[Phase, ParentStep]:
         """The coroutines answering PID 1's requests."""
@@ -60,7 +96,63 @@ class HostResources:
         """Create the container's cgroup and move PID 1 into it."""
 
     async def setup_network(self, proc: ContainerProcess) -> None:
-        """Configure the container's network from the host side."""
+        """Put the container on its bridge, write its /etc files, publish its ports.
+
+        Runs while PID 1 waits in its ``NETWORK`` request: the veth, address
+        and default route exist before the payload can run.
+
+        Args:
+            proc: the container (``proc.slot`` identifies PID 1 race-free).
+
+        Raises:
+            OSError: netlink refused, a published port cannot be bound, or
+                PID 1 died.
+            ValueError: the fixed address is taken, or the subnet is full.
+
+        **Cancellation:** whatever was set up so far is recorded here and
+        undone by :meth:`release`.
+        """
+        from . import network
+
+        slot = proc.slot
+        assert slot is not None
+        assert self.etc_dir is not None
+        if self.spec.publish and self._task_group is None:
+            raise ValueError("Spec.publish: published ports need a Supervisor")
+        self.rundir.record(self.cid, "dir", path=self.etc_dir)
+        self.rundir.record(self.cid, "net-lease", subnet=self.spec.subnet, bridge=network.bridge_name(self.spec.subnet))
+        self._attachment = await network.attach(self.spec.subnet, self.spec.ip, self.cid, slot.pid, slot.pidfd)
+        os.makedirs(self.etc_dir, 0o755)
+        for name, text in network.host_files(self.hostname, self._attachment.address).items():
+            with open(os.path.join(self.etc_dir, name), "w") as f:
+                f.write(text)
+        for publish in self.spec.publish:
+            await self._publish(publish, self._attachment.address)
+
+    async def _publish(self, publish: Publish, target: str) -> None:
+        """Serve one published port in the supervisor's task group until :meth:`release`.
+
+        Raises:
+            OSError: the host address/port cannot be bound.
+
+        **Cancellation:** if cancelled before the listener is bound, nothing
+        is left running.
+        """
+        from . import ports
+
+        assert self._task_group is not None
+        scope = anyio.CancelScope()
+        ended = anyio.Event()
+
+        async def serve(*, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+            try:
+                with scope:
+                    await ports.serve_port(publish, target, task_status=task_status)
+            finally:
+                ended.set()
+
+        self._ports.append((scope, ended))
+        await self._task_group.start(serve)
 
     async def release(self) -> None:
         """Release everything, in reverse order of creation; idempotent.
@@ -71,5 +163,18 @@ class HostResources:
             if self._released:
                 return
             self._released = True
+            # Published ports first: no new connection may reach a dead container.
+            for scope, _ended in self._ports:
+                scope.cancel()
+            for _scope, ended in self._ports:
+                await ended.wait()
+            if self._attachment is not None:
+                from . import network
+
+                # Frees the address; the veth dies with the netns, the bridge
+                # (if this was its last user) in the background.
+                await network.detach(self._attachment)
+            if self.etc_dir is not None:
+                shutil.rmtree(self.etc_dir, ignore_errors=True)
             # Everything is gone: the crash ledger has nothing left to sweep.
             self.rundir.forget(self.cid)
