@@ -48,9 +48,17 @@ nitpick_ignore_regex = [
     (r"py:.*", r"(anyio|trio|_?asyncio)(\..*)?"),
     (r"py:.*", r"(collections\.abc|typing|types)\..*"),
 ]
-# ``Result.reason`` is annotated with a private ``Literal`` alias; its values are
-# listed in the docstring.
-nitpick_ignore = [("py:class", "Reason")]
+# References in the package's docstrings to names that are private (or not
+# exported), so have no page to link to. ``Reason`` and ``EventKind`` are
+# ``Literal`` aliases whose values the docstrings list.
+nitpick_ignore = [
+    ("py:class", "Reason"),
+    ("py:class", "EventKind"),
+    ("py:func", "sweep"),
+]
+nitpick_ignore_regex += [
+    (r"py:.*", r"supervisor\._.*"),
+]
 
 exclude_patterns = ["_build"]
 html_theme = "alabaster"
@@ -86,7 +94,9 @@ def _merge_attribute_docs(app):  # noqa: ANN001, ANN201
         except Exception:  # noqa: BLE001 - no source, nothing to merge
             continue
         for key, lines in private.attr_docs.items():
-            if key[0]:  # class attributes only, not module-level names
+            # Class attributes, and the ``#:`` comments of module-level names
+            # that the facade re-exports (such as ``PIPE``).
+            if key[0] or key[1] in supervisor.__all__:
                 facade.attr_docs.setdefault(key, lines)
 
 
@@ -165,7 +175,21 @@ def _help_directive():  # noqa: ANN202
     return SupervisorHelp
 
 
+def _check_public_names_documented(app, env):  # noqa: ANN001, ANN201
+    """Warn (an error under ``-W``) when a name of ``supervisor.__all__`` has no entry."""
+    import supervisor
+    from sphinx.util import logging
+
+    documented = set(env.get_domain("py").objects)
+    for name in supervisor.__all__:
+        if f"supervisor.{name}" not in documented:
+            logging.getLogger(__name__).warning(
+                "supervisor.%s is public (in supervisor.__all__) but not documented in docs/api.rst", name
+            )
+
+
 def setup(app):  # noqa: ANN001, ANN201
+    app.connect("env-check-consistency", _check_public_names_documented)
     app.add_directive("supervisor-help", _help_directive())
     app.connect("builder-inited", _merge_attribute_docs)
     app.connect("autodoc-process-docstring", _keep_attribute_text, priority=400)

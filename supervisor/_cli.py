@@ -129,6 +129,22 @@ def _add_container_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--grace-period", type=float, default=5.0, metavar="S", help="seconds between SIGTERM and SIGKILL"
     )
+    parser.add_argument(
+        "--network",
+        choices=("none", "bridge", "host"),
+        default="none",
+        help="none: loopback only (default); bridge: a veth on a host-local bridge with its own address;"
+        " host: the host's network (unsafe)",
+    )
+    parser.add_argument("--ip", metavar="ADDR", help="fixed IPv4 address on the bridge (with --network bridge)")
+    parser.add_argument(
+        "-p",
+        "--publish",
+        action="append",
+        default=[],
+        metavar="[IP:]HOSTPORT:CONTAINERPORT[/udp]",
+        help="forward a host port (on 127.0.0.1 by default) to the container (with --network bridge); repeatable",
+    )
 
 
 def _version() -> str:
@@ -181,7 +197,7 @@ def _gc(args: argparse.Namespace) -> int:
 
 
 def _spec_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Spec:
-    from . import Mount, Spec
+    from . import Mount, Publish, Spec
 
     cmd = list(args.cmd)
     if cmd and cmd[0] == "--":
@@ -201,6 +217,7 @@ def _spec_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -
             value = os.environ[key]
         env[key] = value
     mounts = [Mount.parse(m) for m in [*args.add, *args.volume]]
+    publish = [Publish.parse(p) for p in args.publish]
     return Spec(
         command=cmd,
         rootfs=args.rootfs,
@@ -214,6 +231,9 @@ def _spec_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -
         tty=getattr(args, "tty", False),
         overlay=args.overlay,
         grace_period=args.grace_period,
+        network=args.network,
+        ip=args.ip,
+        publish=publish,
     )
 
 

@@ -172,9 +172,9 @@ def test_limits_validation_names_the_field(kwargs: dict[str, float], field: str)
 
 
 def test_limits_types() -> None:
-    with pytest.raises(TypeError, match="CgroupLimits.pids"):
+    with pytest.raises(TypeError, match=r"CgroupLimits\.pids"):
         CgroupLimits(pids=True)
-    with pytest.raises(TypeError, match="CgroupLimits.cpus"):
+    with pytest.raises(TypeError, match=r"CgroupLimits\.cpus"):
         CgroupLimits(cpus="1")  # type: ignore[arg-type]
 
 
@@ -207,6 +207,35 @@ def test_parse_host_pure_v2(tmp_path: os.PathLike[str]) -> None:
     assert parsed.unified.controllers == {"cpu", "memory", "pids"}
     assert parsed.placement("memory") is parsed.unified
     assert parsed.placement("freezer") is None
+
+
+def test_v2_limit_files_and_values(tmp_path: os.PathLike[str]) -> None:
+    """v2 limit writes, checked on a plain-file tree (this host delegates no v2 controller to test them live)."""
+    mount = os.fspath(tmp_path)
+    own = os.path.join(mount, "own")
+    os.mkdir(own)
+    with open(os.path.join(own, "cgroup.subtree_control"), "w") as f:
+        f.write("cpu memory pids\n")
+    fake = cgroups.parse_host("0::/own\n", f"30 23 0:26 / {mount} rw - cgroup2 cgroup2 rw\n")
+    assert fake.unified is not None
+    limits = CgroupLimits(memory_bytes=64 * MiB, memory_swap_bytes=96 * MiB, cpus=0.25, cpu_weight=300, pids=20)
+    cg = ContainerCgroup(fake, "c1", limits)
+    d = os.path.join(own, "c1")
+    os.mkdir(d)
+    files = ("memory.max", "memory.swap.max", "memory.oom.group", "cpu.max", "cpu.weight", "pids.max")
+    for name in files:
+        open(os.path.join(d, name), "w").close()  # cgroupfs would have created them
+    cg._dirs[fake.unified] = d  # what setup() records after its mkdir
+    cg._apply_limits()
+    written = {name: _read(os.path.join(d, name)) for name in files}
+    assert written == {
+        "memory.max": str(64 * MiB),
+        "memory.swap.max": str(32 * MiB),  # memory plus swap, minus memory
+        "memory.oom.group": "1",
+        "cpu.max": "25000 100000",
+        "cpu.weight": "300",
+        "pids.max": "20",
+    }
 
 
 def test_parse_host_v1_bind_mounted_subtree() -> None:
@@ -405,6 +434,55 @@ async def test_v1_memory_limit_oom_kills_hog(v1: CgroupHost, procs: list[subproc
         await cg.remove()
 
 
+async def test_v1_wait_oom_then_kill_whole_container(v1: CgroupHost, procs: list[subprocess.Popen[bytes]]) -> None:
+    """v1 OOM-kills one process; wait_oom() + kill() end the rest (memory.oom.group's effect on v2)."""
+    limit = 48 * MiB
+    cg = ContainerCgroup.create(v1, _name("oomgroup"), CgroupLimits(memory_bytes=limit, memory_swap_bytes=limit))
+    try:
+        hog = "b = []\nwhile True:\n    b.append(bytearray(1 << 20))\n"
+        proc = _start(procs, "sh", "-c", f"read x; sleep 300 & {sys.executable} -c '{hog}'; sleep 300")
+        cg.attach(proc.pid)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_release_soon, proc)
+            with anyio.fail_after(10):
+                await cg.wait_oom()
+        pids = cg.pids()
+        assert proc.pid in pids  # the shell survived the OOM kill of the hog
+        assert cg.stats().oom_killed
+        assert await cg.kill(timeout=3)
+        assert await _wait_exit(proc) == -signal.SIGKILL
+        for pid in pids:
+            assert not _alive(pid)
+            _reap_if_ours(pid)
+    finally:
+        await cg.remove()
+
+
+async def test_v1_wait_oom_is_cancellable_and_ends_on_removal(v1: CgroupHost) -> None:
+    cg = ContainerCgroup.create(v1, _name("oomwait"), CgroupLimits(memory_bytes=48 * MiB))
+    try:
+        with anyio.move_on_after(0.05) as scope:
+            await cg.wait_oom()
+        assert scope.cancelled_caught
+
+        async def remove_soon() -> None:
+            await anyio.sleep(0.05)
+            await cg.remove()
+
+        with anyio.fail_after(5):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(remove_soon)
+                with pytest.raises(FileNotFoundError, match="removed while waiting"):
+                    await cg.wait_oom()
+    finally:
+        await cg.remove()
+
+
+async def _release_soon(proc: subprocess.Popen[bytes]) -> None:
+    await anyio.sleep(0.05)  # wait_oom() registers its eventfd first
+    _release(proc)
+
+
 async def test_v1_pids_limit_stops_fork_loop(v1: CgroupHost, procs: list[subprocess.Popen[bytes]]) -> None:
     limit = 8
     cg = ContainerCgroup.create(v1, _name("pids"), CgroupLimits(pids=limit))
@@ -468,7 +546,9 @@ async def test_cpu_stats_match_rusage(host: CgroupHost, version: str, procs: lis
         await cg.remove()
 
 
-async def test_remove_kills_stragglers_and_nested_cgroups(host: CgroupHost, procs: list[subprocess.Popen[bytes]]) -> None:
+async def test_remove_kills_stragglers_and_nested_cgroups(
+    host: CgroupHost, procs: list[subprocess.Popen[bytes]]
+) -> None:
     cg = ContainerCgroup.create(host, _name("busy"), CgroupLimits(memory_bytes=64 * MiB))
     paths = cg.paths
     try:

@@ -112,11 +112,18 @@ async def results(spec: Spec) -> dict[str, str]:
 
 BATTERY = """
 import time
+print("fds=" + ",".join(sorted(os.listdir("/proc/self/fd"))))
 os.makedirs("/tmp/m", exist_ok=True)
 report("mount", sc("mount", b"none", b"/tmp/m", b"tmpfs", 0, None))
 report("umount", sc("umount2", b"/tmp/m", 2))
-report("unshare_user", sc("unshare", 0x10000000))
-report("unshare_ns", sc("unshare", 0x00020000))  # CLONE_NEWNS: not a seccomp matter
+def in_child(fn):
+    # Run fn() in a forked child, which exits with its errno: whatever it
+    # changes (a new user namespace) does not affect the later probes.
+    pid = os.fork()
+    if pid == 0:
+        os._exit(fn())
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+report("unshare_user", in_child(lambda: sc("unshare", 0x10000000)))
 pid = libc.syscall(ctypes.c_long(56), ctypes.c_ulong(0x10000000 | signal.SIGCHLD), 0, 0, 0, 0)
 if pid == 0:
     os._exit(0)
@@ -131,7 +138,8 @@ for name in ("userfaultfd", "perf_event_open", "set_mempolicy", "mbind", "migrat
     nr = {"userfaultfd": 323, "perf_event_open": 298, "set_mempolicy": 238, "mbind": 237,
           "migrate_pages": 256, "move_pages": 279}[name]
     ctypes.set_errno(0)
-    r = libc.syscall(ctypes.c_long(nr), 0, 0, 0, 0, 0, 0)
+    # userfaultfd(UFFD_USER_MODE_ONLY) is allowed to anyone by the kernel.
+    r = libc.syscall(ctypes.c_long(nr), 1 if name == "userfaultfd" else 0, 0, 0, 0, 0, 0)
     report(name, 0 if r >= 0 else ctypes.get_errno())
 open("/tmp/f", "w").close()
 fd = os.open("/tmp/f", os.O_RDONLY)
@@ -166,11 +174,12 @@ def write(path):
         return errno.errorcode[exc.errno]
     os.close(fd)
     return "OK"
-print("proc_sys=" + write("/proc/sys/kernel/hostname"))
+# A sysctl of the container's own network namespace: writable with
+# CAP_NET_ADMIN in its user namespace, but for the read-only mount.
+print("proc_sys=" + write("/proc/sys/net/ipv4/ip_forward"))
 print("sysrq=" + write("/proc/sysrq-trigger"))
 print("pids=" + ",".join(sorted(p for p in os.listdir("/proc") if p.isdigit())))
 print("links=" + ",".join(sorted(os.listdir("/sys/class/net"))))
-print("fds=" + ",".join(sorted(os.listdir("/proc/self/fd"))))
 soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
 class RL(ctypes.Structure):
     _fields_ = [("cur", ctypes.c_ulong), ("max", ctypes.c_ulong)]
@@ -211,8 +220,8 @@ async def unconfined_battery() -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 async def sys_admin_battery() -> dict[str, str]:
-    """The battery with SYS_ADMIN and SYS_BOOT added."""
-    return await results(Spec(probe(BATTERY), cap_add=["sys_admin", "CAP_SYS_BOOT"]))
+    """The battery with SYS_ADMIN, SYS_BOOT and NET_ADMIN added."""
+    return await results(Spec(probe(BATTERY), cap_add=["sys_admin", "CAP_SYS_BOOT", "Net_Admin"]))
 
 
 async def test_mount_and_umount_denied(default_battery: dict[str, str], sys_admin_battery: dict[str, str]) -> None:
@@ -276,11 +285,13 @@ async def test_terminal_injection_denied_exactly(
     assert unconfined_battery["tiocsti"] == "ENOTTY"
 
 
-async def test_proc_masked_and_read_only(default_battery: dict[str, str]) -> None:
+async def test_proc_masked_and_read_only(default_battery: dict[str, str], sys_admin_battery: dict[str, str]) -> None:
     # /proc/kcore is masked with /dev/null (or absent from this kernel).
     expected_kcore = "EMPTY" if os.path.exists("/proc/kcore") else "ENOENT"
     assert default_battery["kcore"] == expected_kcore
-    assert default_battery["proc_sys"] == "EROFS"
+    assert default_battery["proc_sys"] == "EACCES"  # no CAP_NET_ADMIN
+    # With it, the sysctl would be writable: the read-only mount refuses.
+    assert sys_admin_battery["proc_sys"] == "EROFS"
     expected_sysrq = "EROFS" if os.path.exists("/proc/sysrq-trigger") else "ENOENT"
     assert default_battery["sysrq"] == expected_sysrq
 
@@ -307,14 +318,20 @@ async def test_block_device_mknod_denied(default_battery: dict[str, str], sys_ad
 async def test_kernel_modules_time_and_reboot_denied(
     default_battery: dict[str, str], sys_admin_battery: dict[str, str]
 ) -> None:
-    for name in ("init_module", "finit_module", "settimeofday", "clock_settime", "reboot"):
+    # A kernel without module support says ENOSYS: refused either way.
+    modules = "EPERM" if os.path.exists("/proc/modules") else "ENOSYS"
+    assert default_battery["init_module"] == modules
+    assert default_battery["finit_module"] == modules
+    for name in ("settimeofday", "clock_settime", "reboot"):
         assert default_battery[name] == "EPERM", name
     # With CAP_SYS_BOOT in its user namespace the call passes the check and
     # would only stop the container's own PID namespace; the bogus command
     # then gives EINVAL.
     assert sys_admin_battery["reboot"] == "EINVAL"
     # Modules and the clock need the capability in the host: still refused.
-    for name in ("init_module", "finit_module", "settimeofday", "clock_settime"):
+    assert sys_admin_battery["init_module"] == modules
+    assert sys_admin_battery["finit_module"] == modules
+    for name in ("settimeofday", "clock_settime"):
         assert sys_admin_battery[name] == "EPERM", name
 
 
@@ -333,8 +350,10 @@ async def test_capability_sets_match_default(default_battery: dict[str, str]) ->
     assert default_battery["Seccomp"] == "2"
 
 
-async def test_capability_sets_with_cap_add(sys_admin_battery: dict[str, str], unconfined_battery: dict[str, str]) -> None:
-    want = mask(DEFAULT_CAPS | {CAP_NUMBERS["SYS_ADMIN"], CAP_NUMBERS["SYS_BOOT"]})
+async def test_capability_sets_with_cap_add(
+    sys_admin_battery: dict[str, str], unconfined_battery: dict[str, str]
+) -> None:
+    want = mask(DEFAULT_CAPS | {CAP_NUMBERS[n] for n in ("SYS_ADMIN", "SYS_BOOT", "NET_ADMIN")})
     assert _status_mask(sys_admin_battery["CapEff"]) == want
     assert _status_mask(sys_admin_battery["CapBnd"]) == want
     assert unconfined_battery["Seccomp"] == "0"
@@ -410,7 +429,17 @@ def test_rlimits_validation() -> None:
 
 def test_default_capability_set() -> None:
     names = {name for name, num in CAP_NUMBERS.items() if num in DEFAULT_CAPS}
-    assert names == {"CHOWN", "FOWNER", "KILL", "NET_BIND_SERVICE", "NET_RAW", "SETGID", "SETUID", "SETPCAP", "SYS_CHROOT"}
+    assert names == {
+        "CHOWN",
+        "FOWNER",
+        "KILL",
+        "NET_BIND_SERVICE",
+        "NET_RAW",
+        "SETGID",
+        "SETUID",
+        "SETPCAP",
+        "SYS_CHROOT",
+    }
     assert Spec(["true"]).capabilities == DEFAULT_CAPS
 
 
@@ -510,7 +539,7 @@ report("same_index_gt", sc("getpgid", 2000))
 report("same_index_eq", sc("getpgid", 5))
 report("same_index_other", sc("getpgid", 0))
 report("caps_condition", sc("getsid", 0))
-buf = ctypes.create_string_buffer(32)
+buf = ctypes.create_string_buffer(512)
 report("arch_condition", sc("getitimer", 0, buf))
 report("min_kernel", sc("alarm", 0))
 report("old_name_field", sc("getcpu", None, None, None))
@@ -590,8 +619,9 @@ def _child_of(ppid: int) -> int:
     raise LookupError(f"no child of {ppid}")
 
 
-#: Drops CAP_SYS_PTRACE (staying uid 0), then tries to read another process's
-#: environ: allowed for a dumpable process of the same uid, refused otherwise.
+#: Drops CAP_SYS_PTRACE (staying uid 0), then tries PTRACE_SEIZE on another
+#: process (which does not stop it; exiting detaches): allowed for a dumpable
+#: process of the same uid, refused for a non-dumpable one.
 PTRACE_READ = """
 import ctypes, sys
 libc = ctypes.CDLL(None, use_errno=True)
@@ -604,15 +634,15 @@ d = (D * 2)()
 assert libc.capget(ctypes.byref(h), ctypes.byref(d)) == 0
 d[0].eff &= ~(1 << 19)
 assert libc.capset(ctypes.byref(h), ctypes.byref(d)) == 0
-try:
-    open("/proc/%s/environ" % sys.argv[1], "rb").close()
-    print("readable")
-except PermissionError:
-    print("denied")
+libc.ptrace.restype = ctypes.c_long
+if libc.ptrace(0x4206, int(sys.argv[1]), None, None) == 0:
+    print("attachable")
+else:
+    print("denied" if ctypes.get_errno() == 1 else "error %d" % ctypes.get_errno())
 """
 
 
-def _ptrace_read(pid: int) -> str:
+def _ptrace_seize(pid: int) -> str:
     res = subprocess.run(
         [sys.executable, "-c", PTRACE_READ, str(pid)], capture_output=True, text=True, timeout=10, check=True
     )
@@ -621,10 +651,10 @@ def _ptrace_read(pid: int) -> str:
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs to be root on the host to compare dumpability")
 async def test_setup_process_is_not_dumpable() -> None:
-    # Control: a dumpable process of ours is readable without CAP_SYS_PTRACE.
+    # Control: a dumpable process of ours can be traced without CAP_SYS_PTRACE.
     with subprocess.Popen(["sleep", "30"]) as control:
         try:
-            assert _ptrace_read(control.pid) == "readable"
+            assert _ptrace_seize(control.pid) == "attachable"
         finally:
             control.kill()
     seen: dict[str, str] = {}
@@ -633,7 +663,7 @@ async def test_setup_process_is_not_dumpable() -> None:
         def on_phase(phase: Phase, _t: float) -> None:
             # PID 1 waits for our answer to USERNS: it is mid-setup, as host root.
             if phase == Phase.USERNS:
-                seen["during_setup"] = _ptrace_read(_child_of(sup.fork_server_pid))
+                seen["during_setup"] = _ptrace_seize(_child_of(sup.fork_server_pid))
 
         res = await sup.run(Spec(["true"]), on_phase=on_phase)
     assert res.exit_code == 0

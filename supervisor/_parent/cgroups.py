@@ -15,7 +15,7 @@ option / operation         cgroup v1 (hierarchy: file)                         c
 =========================  ==================================================  =========================================
 ``memory_bytes``           memory: ``memory.limit_in_bytes``                   ``memory.max``
 ``memory_swap_bytes``      memory: ``memory.memsw.limit_in_bytes`` (total)     ``memory.swap.max`` = total - memory
-whole-container OOM        (none: the supervisor must kill the rest)           ``memory.oom.group`` = 1
+whole-container OOM        (none: :meth:`~ContainerCgroup.wait_oom`, kill)     ``memory.oom.group`` = 1 (always)
 ``cpus``                   cpu: ``cpu.cfs_period_us``, ``cpu.cfs_quota_us``    ``cpu.max`` = ``"<quota> 100000"``
 ``cpu_weight``             cpu: ``cpu.shares`` = weight * 1024 / 100           ``cpu.weight``
 ``pids``                   pids: ``pids.max``                                  ``pids.max``
@@ -28,6 +28,8 @@ empty?                     ``cgroup.procs`` of the subtree is empty            `
 ``peak_memory_bytes``      memory: ``memory.max_usage_in_bytes``               ``memory.peak`` (5.19+)
 ``oom_killed``             memory: ``memory.oom_control``: ``oom_kill``        ``memory.events``: ``oom_kill``,
                                                                                ``oom_group_kill``
+wait for an OOM kill       memory: eventfd on ``memory.oom_control`` through   ``memory.events`` (polled; the kernel
+                           ``cgroup.event_control``; then ``kill()``           already killed the whole group)
 =========================  ==================================================  =========================================
 
 Layout and the v2 delegation rules (the choice, and why):
@@ -214,8 +216,9 @@ class CgroupStats:
     """What a container's cgroup used, over every process it ever held.
 
     Attributes:
-        cpu_user_s: user CPU time, in seconds.
-        cpu_system_s: system CPU time, in seconds.
+        cpu_user_s: user CPU time, in seconds (``nan`` when the host has
+            neither a cgroup2 hierarchy nor a v1 cpuacct one).
+        cpu_system_s: system CPU time, in seconds (``nan`` likewise).
         peak_memory_bytes: highest memory use (``None`` when the memory
             controller is not available, or v2 before Linux 5.19).
         oom_killed: the kernel's OOM killer killed at least one process.
@@ -799,7 +802,7 @@ class ContainerCgroup:
                 oom_kills = max(oom_kills, 1) if oom_killed else 0
             else:
                 peak = int(_read(os.path.join(d, "memory.max_usage_in_bytes")))
-                oom_kills = _keyed(os.path.join(d, "memory.oom_control")).get("oom_kill", 0)
+                oom_kills = self._oom_events(hierarchy, d)
                 oom_killed = oom_kills > 0
         return CgroupStats(
             cpu_user_s=user_s if user_s is not None else math.nan,
@@ -808,6 +811,71 @@ class ContainerCgroup:
             oom_killed=oom_killed,
             oom_kills=oom_kills,
         )
+
+    def _oom_events(self, hierarchy: Hierarchy, d: str) -> int:
+        if hierarchy.version == 2:
+            events = _keyed(os.path.join(d, "memory.events"))
+            return events.get("oom_kill", 0) + events.get("oom_group_kill", 0)
+        return _keyed(os.path.join(d, "memory.oom_control")).get("oom_kill", 0)
+
+    async def wait_oom(self, poll_interval: float = 0.1) -> None:
+        """Return once the OOM killer has killed a process of this container.
+
+        On v2, ``memory.oom.group=1`` already makes the kernel kill the whole
+        container; this only reports it (polling ``memory.events`` every
+        ``poll_interval``). On v1 the kernel kills a single process, so a
+        supervisor that wants whole-container OOM semantics runs this next to
+        the container and calls :meth:`kill` when it returns. The v1 path does
+        not poll: an eventfd is registered through ``cgroup.event_control`` on
+        ``memory.oom_control`` (the kernel also signals it when the cgroup is
+        removed, which ends the wait with an error).
+
+        **Cancellation:** cancellable at any point; nothing is left registered
+        (the eventfd is closed, which unregisters it).
+
+        Args:
+            poll_interval: seconds between reads of ``memory.events`` (v2).
+
+        Raises:
+            OSError: the container has no memory controller (``EOPNOTSUPP``),
+                or its cgroup was removed while waiting (``ENOENT``), or a
+                control file failed (naming it).
+        """
+        memory = self._dir_for("memory")
+        if memory is None:
+            raise OSError(errno.EOPNOTSUPP, f"cgroup {self.name!r} has no memory controller to watch for OOM kills")
+        hierarchy, d = memory
+        if hierarchy.version == 2:
+            while self._oom_events(hierarchy, d) == 0:
+                await anyio.sleep(poll_interval)
+            return
+        efd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+        try:
+            control = os.path.join(d, "memory.oom_control")
+            try:
+                ofd = os.open(control, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError as exc:
+                raise OSError(exc.errno, f"open {control}: {exc.strerror}") from exc
+            try:
+                _write(os.path.join(d, "cgroup.event_control"), f"{efd} {ofd}")
+            finally:
+                os.close(ofd)
+            while True:
+                # Checked after registering, so an OOM kill just before is not missed.
+                if self._oom_events(hierarchy, d) > 0:
+                    return
+                await anyio.wait_readable(efd)
+                try:
+                    os.eventfd_read(efd)
+                except BlockingIOError:
+                    continue
+                if not os.path.isdir(d):
+                    raise OSError(errno.ENOENT, f"cgroup {d} was removed while waiting for an OOM kill")
+                # The event fires when the OOM starts; the victim is counted a moment later.
+                if await _wait_until(lambda: self._oom_events(hierarchy, d) > 0, 1.0):
+                    return
+        finally:
+            os.close(efd)
 
     # -- processes -----------------------------------------------------------
     def attach(self, pid: int) -> None:

@@ -63,6 +63,7 @@ from anyio.lowlevel import RunVar
 
 from .._sys import constants as c
 from .._sys import linux
+from .rundir import register_sweeper
 
 #: Where the allocation state lives (``/run`` is a tmpfs: nothing reaches the disk).
 NET_DIR = "/run/supervisor/net"
@@ -81,9 +82,18 @@ _LIMITER: RunVar[anyio.CapacityLimiter] = RunVar("supervisor_netlink_limiter")
 #: serialises most of the work anyway).
 NETLINK_THREADS = 4
 
-#: Bridge deletions in flight (threads), joined by :func:`wait_idle`.
-_pending: set[threading.Thread] = set()
+#: Seconds a bridge without users is kept before it is deleted, so that
+#: back-to-back containers do not each create and delete it (``wait_idle``,
+#: called when a supervisor exits, cuts this short).
+BRIDGE_LINGER = 1.0
+
+#: Lingering bridge deletions: bridge name -> event that ends the linger.
+_pending: dict[str, threading.Event] = {}
+#: Every deletion thread until it has finished (joined by :func:`wait_idle`).
+_running: set[threading.Thread] = set()
 _pending_lock = threading.Lock()
+#: Errors of background deletions, reported by :func:`wait_idle`.
+_errors: list[str] = []
 
 
 @dataclass(frozen=True)
@@ -253,14 +263,23 @@ def _iproute(fileno: int | None = None) -> Any:
     return IPRoute(fileno=fileno, groups=0)
 
 
-def _ensure_bridge(ipr: Any, bridge: str, net: ipaddress.IPv4Network) -> int:
+def _ensure_bridge(ipr: Any, bridge: str, net: ipaddress.IPv4Network, in_use: bool) -> int:
     """The bridge's index; created (with the gateway address, up) if missing.
+
+    Args:
+        ipr: a host IPRoute.
+        bridge: the bridge's name.
+        net: its subnet.
+        in_use: other live containers use the bridge (then it is complete:
+            it cannot have been deleted meanwhile, that needs the lock).
 
     Raises:
         OSError: the subnet overlaps an address on another host interface.
     """
     gateway = str(net.network_address + 1)
     found = ipr.link_lookup(ifname=bridge)
+    if found and in_use:
+        return int(found[0])
     if not found:
         for msg in ipr.get_addr(family=socket.AF_INET):
             addr = ipaddress.IPv4Interface(f"{msg.get_attr('IFA_ADDRESS')}/{msg['prefixlen']}")
@@ -358,10 +377,11 @@ def attach_blocking(subnet: str, fixed_ip: str | None, cid: str, pid: int, pidfd
             with _locked():
                 state = _load(bridge, subnet)
                 _reclaim(state)
+                in_use = bool(state["entries"])
                 address = _pick(state, net, fixed_ip)
                 state["entries"][address] = {"owner": owner_token(), "cid": cid, "veth": veth}
                 try:
-                    bridge_index = _ensure_bridge(ipr, bridge, net)
+                    bridge_index = _ensure_bridge(ipr, bridge, net, in_use)
                 finally:
                     _store(bridge, state)
             step("allocate")
@@ -436,18 +456,41 @@ def delete_bridge_if_unused(bridge: str, subnet: str) -> None:
                         raise
 
 
+def _sweep_lease(record: dict[str, Any]) -> None:
+    """Sweeper for a dead supervisor's ``net-lease`` record (see :mod:`.rundir`).
+
+    Its allocation entries are reclaimed (their owner is dead), and the bridge
+    goes if nobody else uses it. Its veths died with the containers' namespaces.
+    """
+    delete_bridge_if_unused(str(record["bridge"]), str(record["subnet"]))
+
+
+register_sweeper("net-lease", _sweep_lease)
+
+
 def _delete_in_background(bridge: str, subnet: str) -> None:
+    """Delete the bridge after :data:`BRIDGE_LINGER` seconds, unless it is used again."""
+    flush = threading.Event()
+
     def work() -> None:
         try:
+            flush.wait(BRIDGE_LINGER)
+            with _pending_lock:
+                _pending.pop(bridge, None)  # a later detach schedules a new check
             delete_bridge_if_unused(bridge, subnet)
+        except Exception as exc:  # noqa: BLE001 - a thread has no caller: wait_idle reports it
+            _errors.append(f"deleting bridge {bridge}: {exc!r}")
         finally:
             with _pending_lock:
-                _pending.discard(threading.current_thread())
+                _running.discard(threading.current_thread())
 
-    thread = threading.Thread(target=work, name=f"supervisor-del-{bridge}")
     with _pending_lock:
-        _pending.add(thread)
-    thread.start()
+        if bridge in _pending:
+            return  # one lingering deletion per bridge: it re-checks the users
+        thread = threading.Thread(target=work, name=f"supervisor-del-{bridge}")
+        _pending[bridge] = flush
+        _running.add(thread)
+        thread.start()
 
 
 # -- the async API ------------------------------------------------------------
@@ -506,18 +549,31 @@ async def detach(att: Attachment) -> None:
 
 
 async def wait_idle() -> None:
-    """Wait for the bridge deletions started by :func:`detach` to finish.
+    """Delete unused bridges now (ending their linger) and wait until that is done.
+
+    Called when a supervisor exits. Bridges still used by other supervisors
+    (or this process's other supervisors) are kept.
+
+    Raises:
+        OSError: a background deletion failed (the bridge may be left; the
+            next supervisor's start-up sweep or ``supervisor gc`` retries).
 
     **Cancellation:** shielded: returns only when they are done.
     """
     with anyio.CancelScope(shield=True):
         while True:
             with _pending_lock:
-                threads = list(_pending)
-            if not threads:
-                return
-            for thread in threads:
+                for flush in _pending.values():
+                    flush.set()
+                running = list(_running)
+            if not running:
+                break
+            for thread in running:
                 await anyio.to_thread.run_sync(thread.join)
+    if _errors:
+        message = "; ".join(_errors)
+        _errors.clear()
+        raise OSError(errno.EBUSY, message)
 
 
 def host_files(hostname: str, address: str) -> dict[str, str]:

@@ -1,0 +1,1591 @@
+#!/usr/bin/env python3
+"""Start-up, throughput and memory benchmark: supervisor beside bwrap, crun, runc and unshare.
+
+Run it as root from the repository (it uses the installed ``supervisor``
+package, or the checkout with ``PYTHONPATH``)::
+
+    python benchmarks/startup.py                 # the full run (a few minutes)
+    python benchmarks/startup.py --quick         # under a minute
+    python benchmarks/startup.py --json out.json --chart docs/_static/startup.png
+
+What it does, all from **one trio program** (this process):
+
+* builds a busybox rootfs and OCI bundles in a temporary directory (removed at
+  the end), says which peers it found (it installs nothing);
+* for each repetition, each concurrency K and each contender (the order rotates
+  with the repetition), runs N containers of ``/bin/true`` with at most K in
+  flight and records every latency, the wall time and the CPU time spent;
+* starts 200 containers of ``sleep 300`` per contender and sums the unique set
+  size (USS = Private_Clean + Private_Dirty of ``/proc/PID/smaps_rollup``) of
+  every process the contender keeps, plus the growth of the processes that
+  were already there (this driver, our fork server); it also reads the
+  isolation each payload really got from ``/proc``;
+* times the whole ``supervisor run -m ROOTFS -- /bin/true`` process beside
+  ``bwrap`` and ``crun run``.
+
+Our contender is one :class:`supervisor.Supervisor` and many
+``sup.run(Spec(["/bin/true"], rootfs=...))``. The peers are processes started
+with ``trio.lowlevel.open_process`` (what ``trio.run_process`` uses) and waited
+for. crun 1.8 refuses hybrid cgroup hosts: it is started from dedicated
+threads of this program that live in a private mount namespace with a tmpfs
+over ``/sys/fs/cgroup/unified`` (nothing outside that namespace changes; the
+other contenders stay in the host's namespace). bwrap's pid 1 outlives bwrap:
+this program is a child subreaper and reaps those orphans, so their CPU time is
+counted.
+
+The issue's targets are printed as PASS/FAIL lines; nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import functools
+import gc
+import itertools
+import json
+import os
+import platform
+import queue
+import resource
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import trio
+
+try:
+    import supervisor
+    from supervisor import Result, Spec, Supervisor
+except ImportError as _exc:  # pragma: no cover - depends on the environment
+    sys.exit(f"startup.py: cannot import supervisor ({_exc}); install the project or set PYTHONPATH to the checkout")
+
+PEERS = ("bwrap", "crun", "runc", "unshare")
+OURS = "supervisor"
+#: Names as they appear in the table, in this order.
+ALL_CONTENDERS = (OURS, *PEERS)
+
+PR_SET_CHILD_SUBREAPER = 36
+CLONE_NEWNS = 0x00020000
+MS_REC = 0x4000
+MS_PRIVATE = 1 << 18
+UNIFIED = "/sys/fs/cgroup/unified"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+#: Syscalls the peers' seccomp filter refuses with EPERM: the syscall part of
+#: supervisor's "default" profile (its argument rules, setuid chmod,
+#: CLONE_NEWUSER and TIOCSTI, have no exact equivalent in every peer).
+PEER_SECCOMP_DENY = (
+    "keyctl",
+    "add_key",
+    "request_key",
+    "mbind",
+    "migrate_pages",
+    "move_pages",
+    "set_mempolicy",
+    "userfaultfd",
+    "perf_event_open",
+)
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+class BenchError(Exception):
+    """A contender failed to start or run a container."""
+
+
+# ---------------------------------------------------------------- statistics
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The ``q``-th percentile (0-100) with linear interpolation."""
+    if not values:
+        return float("nan")
+    data = sorted(values)
+    pos = (len(data) - 1) * q / 100
+    lo = int(pos)
+    hi = min(lo + 1, len(data) - 1)
+    return data[lo] + (data[hi] - data[lo]) * (pos - lo)
+
+
+def median(values: Iterable[float]) -> float:
+    """Median, NaN for no values."""
+    data = list(values)
+    return statistics.median(data) if data else float("nan")
+
+
+def summarize(values: Sequence[float]) -> dict[str, float]:
+    """Median and range of per-repetition values."""
+    return {"median": median(values), "min": min(values), "max": max(values)} if values else {}
+
+
+# ---------------------------------------------------------------- /proc helpers
+
+
+def read_text(path: str) -> str:
+    """The file's text, or ``""`` if it cannot be read (process gone)."""
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+def uss_kb(pid: int | str) -> dict[str, int]:
+    """USS, PSS and RSS of one process in kB, from ``smaps_rollup`` (zeros if gone)."""
+    out = {"uss": 0, "pss": 0, "rss": 0}
+    for line in read_text(f"/proc/{pid}/smaps_rollup").splitlines():
+        key, _, rest = line.partition(":")
+        parts = rest.split()
+        if not parts:
+            continue
+        if key in ("Private_Clean", "Private_Dirty"):
+            out["uss"] += int(parts[0])
+        elif key == "Pss":
+            out["pss"] = int(parts[0])
+        elif key == "Rss":
+            out["rss"] = int(parts[0])
+    return out
+
+
+def proc_stat(pid: int | str) -> tuple[int, str, int, float] | None:
+    """(ppid, comm, state letter, CPU seconds incl. reaped children) or None."""
+    text = read_text(f"/proc/{pid}/stat")
+    if not text:
+        return None
+    lparen, rparen = text.find("("), text.rfind(")")
+    comm = text[lparen + 1 : rparen]
+    rest = text[rparen + 2 :].split()
+    ticks = sum(int(x) for x in rest[11:15])  # utime stime cutime cstime
+    return int(rest[1]), comm, rest[0], ticks / CLK_TCK
+
+
+def process_table() -> dict[int, tuple[int, str]]:
+    """pid -> (ppid, comm) for every process."""
+    table: dict[int, tuple[int, str]] = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            st = proc_stat(name)
+            if st is not None:
+                table[int(name)] = (st[0], st[1])
+    return table
+
+
+def descendants(root: int | None = None) -> dict[int, str]:
+    """pid -> comm of every descendant of ``root`` (default: this process)."""
+    root = os.getpid() if root is None else root
+    children: dict[int, list[int]] = {}
+    table = process_table()
+    for pid, (ppid, _comm) in table.items():
+        children.setdefault(ppid, []).append(pid)
+    out: dict[int, str] = {}
+    todo = list(children.get(root, []))
+    while todo:
+        pid = todo.pop()
+        out[pid] = table[pid][1]
+        todo.extend(children.get(pid, []))
+    return out
+
+
+def nspid_depth(pid: int) -> int:
+    """How many pid namespaces ``pid`` is visible in (0 if gone)."""
+    for line in read_text(f"/proc/{pid}/status").splitlines():
+        if line.startswith("NSpid:"):
+            return len(line.split()) - 1
+    return 0
+
+
+def cpu_busy_seconds() -> float:
+    """Busy CPU seconds of the whole machine since boot (``/proc/stat``)."""
+    fields = [int(x) for x in read_text("/proc/stat").splitlines()[0].split()[1:]]
+    idle = fields[3] + fields[4]
+    return (sum(fields[:8]) - idle) / CLK_TCK
+
+
+def psi_some_total_us() -> int:
+    """The ``some total=`` CPU pressure stall counter (µs), 0 if unavailable."""
+    for line in read_text("/proc/pressure/cpu").splitlines():
+        if line.startswith("some"):
+            return int(line.rsplit("total=", 1)[1])
+    return 0
+
+
+def probe_isolation(pid: int) -> dict[str, Any]:
+    """What isolation a running payload really has, read from ``/proc``."""
+    new_ns = []
+    for ns in ("user", "mnt", "uts", "ipc", "net", "pid", "cgroup"):
+        try:
+            if os.readlink(f"/proc/{pid}/ns/{ns}") != os.readlink(f"/proc/self/ns/{ns}"):
+                new_ns.append(ns)
+        except OSError:
+            pass
+    status = {}
+    for line in read_text(f"/proc/{pid}/status").splitlines():
+        key, _, value = line.partition(":")
+        status[key] = value.strip()
+    ours = {line.split(":", 2)[1]: line.split(":", 2)[2] for line in read_text("/proc/self/cgroup").splitlines()}
+    own_cgroups = []
+    for line in read_text(f"/proc/{pid}/cgroup").splitlines():
+        _hid, ctrl, path = line.split(":", 2)
+        if ours.get(ctrl) != path:
+            own_cgroups.append(ctrl or "cgroup2")
+    uid_map = " ".join(read_text(f"/proc/{pid}/uid_map").split()[:3])
+    return {
+        "namespaces": new_ns,
+        "uid_map": uid_map,
+        "pid_in_container": status.get("NSpid", "").split()[-1:] or None,
+        "seccomp": {"0": "none", "1": "strict", "2": "filter"}.get(status.get("Seccomp", ""), "?"),
+        "no_new_privs": status.get("NoNewPrivs") == "1",
+        "cap_eff": status.get("CapEff"),
+        "own_cgroups": own_cgroups,
+    }
+
+
+def describe_isolation(probe: dict[str, Any]) -> str:
+    """One line for the table."""
+    ns = ",".join(probe["namespaces"]) or "-"
+    userns = "userns " + probe["uid_map"] if "user" in probe["namespaces"] else "no userns"
+    cg = "cgroup:" + ",".join(probe["own_cgroups"]) if probe["own_cgroups"] else "no cgroup"
+    nnp = int(probe["no_new_privs"])
+    return f"ns={ns}; {userns}; {cg}; seccomp={probe['seccomp']}; nnp={nnp}; caps={probe['cap_eff']}"
+
+
+# ---------------------------------------------------------------- reaping
+
+
+class Reaper:
+    """Reaps orphans from child pid namespaces (bwrap's pid 1 outlives bwrap).
+
+    This process is a child subreaper, so such orphans become our children.
+    Only processes that live in a *nested* pid namespace are reaped: the
+    processes trio and our spawner threads started live in ours, so their exit
+    statuses are never stolen.
+    """
+
+    def __init__(self) -> None:
+        self.depth = nspid_depth(os.getpid())
+        self.reaped = 0
+
+    def step(self) -> None:
+        """Reap what is reapable now (never blocks)."""
+        while True:
+            try:
+                info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+            except ChildProcessError:
+                return
+            if info is None or nspid_depth(info.si_pid) <= self.depth:
+                return  # nothing, or a child someone else waits for
+            self._reap(info.si_pid)
+
+    def _reap(self, pid: int) -> bool:
+        try:
+            res = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG)
+        except ChildProcessError:
+            return True
+        if res is None:
+            return False
+        self.reaped += 1
+        return True
+
+    async def run(self) -> None:
+        """Reap every 50 ms, for the whole benchmark."""
+        while True:
+            self.step()
+            await trio.sleep(0.05)
+
+    async def drain(self, timeout: float = 10.0) -> int:
+        """Wait until no orphan from a nested pid namespace is left.
+
+        Returns:
+            how many are still there after ``timeout`` (0 normally).
+        """
+        deadline = time.monotonic() + timeout
+        me = os.getpid()
+        while True:
+            left = [
+                pid
+                for pid, (ppid, _comm) in process_table().items()
+                if ppid == me and nspid_depth(pid) > self.depth and not self._reap(pid)
+            ]
+            if not left or time.monotonic() > deadline:
+                return len(left)
+            await trio.sleep(0.01)
+
+    def reap_pids(self, pids: Iterable[int]) -> None:
+        """Reap these children if they have exited (any namespace)."""
+        for pid in pids:
+            with contextlib.suppress(OSError):
+                if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG) is not None:
+                    self.reaped += 1
+
+
+# ---------------------------------------------------------------- processes
+
+
+class Proc(Protocol):
+    """What we need of a started process."""
+
+    pid: int
+
+    async def wait(self) -> int:
+        """Wait for the exit; return the exit status."""
+        ...
+
+    def kill(self) -> None:
+        """SIGKILL it."""
+        ...
+
+
+class PopenProc:
+    """A :class:`subprocess.Popen` waited for through a pidfd, trio-style."""
+
+    def __init__(self, popen: subprocess.Popen[bytes]) -> None:
+        self.popen = popen
+        self.pid = popen.pid
+        self._pidfd = os.pidfd_open(popen.pid)
+
+    async def wait(self) -> int:
+        """Wait for the exit (cancellable: the process is then killed and reaped)."""
+        try:
+            await trio.lowlevel.wait_readable(self._pidfd)
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                self.kill()
+                await trio.lowlevel.wait_readable(self._pidfd)
+            raise
+        finally:
+            rc = self.popen.wait()
+            if self._pidfd >= 0:
+                os.close(self._pidfd)
+                self._pidfd = -1
+        return rc
+
+    def kill(self) -> None:
+        """SIGKILL it."""
+        if self.popen.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.popen.kill()
+
+
+class Launcher:
+    """Starts processes with ``trio.lowlevel.open_process`` (as ``trio.run_process`` does)."""
+
+    namespace = "host"
+
+    async def open(self, argv: Sequence[str], **kwargs: Any) -> Proc:
+        """Start ``argv`` (stdio /dev/null unless given)."""
+        for key in ("stdin", "stdout", "stderr"):
+            kwargs.setdefault(key, subprocess.DEVNULL)
+        proc: Proc = await trio.lowlevel.open_process(list(argv), **kwargs)
+        return proc
+
+    async def run(self, argv: Sequence[str], **kwargs: Any) -> int:
+        """Start ``argv`` and wait for it; return its exit status."""
+        proc = await self.open(argv, **kwargs)
+        return await proc.wait()
+
+
+class PrivateMountLauncher(Launcher):
+    """Starts processes from threads that live in a private mount namespace.
+
+    Each thread calls ``unshare(CLONE_NEWNS)`` (a mount namespace is per
+    thread), makes every mount private and mounts a tmpfs over the cgroup2
+    mount, so crun no longer sees a hybrid host. The namespace dies with the
+    threads and the processes started from them; nothing outside it changes.
+    The rest of this program stays in the host's mount namespace.
+
+    Args:
+        threads: how many spawner threads (each spawn is a fork+exec).
+    """
+
+    namespace = "private (tmpfs over " + UNIFIED + ")"
+
+    def __init__(self, threads: int = 4) -> None:
+        self._queue: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        self.setup_ms: list[float] = []
+        self._errors: list[str] = []
+        self._nthreads = threads
+
+    def start(self) -> None:
+        """Start the threads and wait until each is in its namespace.
+
+        Raises:
+            OSError: unshare or mount failed.
+        """
+        for _ in range(self._nthreads):
+            ready = threading.Event()
+            thread = threading.Thread(target=self._worker, args=(ready,), name="bench-private-mntns", daemon=True)
+            thread.start()
+            ready.wait()
+            self._threads.append(thread)
+            if self._errors:
+                self.stop()
+                raise OSError(self._errors[0])
+
+    def stop(self) -> None:
+        """End the threads (the namespace goes with them)."""
+        for _ in self._threads:
+            self._queue.put(None)
+        for thread in self._threads:
+            thread.join()
+        self._threads = []
+
+    def _worker(self, ready: threading.Event) -> None:
+        t0 = time.perf_counter()
+        try:
+            if _libc.unshare(CLONE_NEWNS) != 0:
+                raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNS)")
+            if _libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None) != 0:
+                raise OSError(ctypes.get_errno(), "mount(/, MS_REC|MS_PRIVATE)")
+            if _libc.mount(b"bench-hide-unified", UNIFIED.encode(), b"tmpfs", 0, b"size=4k") != 0:
+                raise OSError(ctypes.get_errno(), f"mount tmpfs on {UNIFIED}")
+        except OSError as exc:
+            self._errors.append(f"{exc.strerror or ''} {exc.args}")
+            ready.set()
+            return
+        self.setup_ms.append((time.perf_counter() - t0) * 1e3)
+        ready.set()
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            argv, kwargs, token, deliver = item
+            try:
+                outcome: tuple[PopenProc | None, BaseException | None] = (
+                    PopenProc(subprocess.Popen(argv, **kwargs)),
+                    None,
+                )
+            except Exception as exc:  # noqa: BLE001 - handed to the trio task
+                outcome = (None, exc)
+            token.run_sync_soon(deliver, outcome)
+
+    async def open(self, argv: Sequence[str], **kwargs: Any) -> Proc:
+        """Start ``argv`` from one of the namespace's threads."""
+        for key in ("stdin", "stdout", "stderr"):
+            kwargs.setdefault(key, subprocess.DEVNULL)
+        done = trio.Event()
+        box: list[tuple[PopenProc | None, BaseException | None]] = []
+
+        def deliver(outcome: tuple[PopenProc | None, BaseException | None]) -> None:
+            box.append(outcome)
+            done.set()
+
+        self._queue.put((list(argv), kwargs, trio.lowlevel.current_trio_token(), deliver))
+        with trio.CancelScope(shield=True):  # the process will exist: wait for it
+            await done.wait()
+        proc, exc = box[0]
+        if exc is not None:
+            raise exc
+        assert proc is not None
+        return proc
+
+
+# ---------------------------------------------------------------- fixtures
+
+
+def find_busybox() -> str:
+    """A static busybox (busybox-static), or exit with a message."""
+    for path in ("/bin/busybox", "/usr/bin/busybox", shutil.which("busybox") or ""):
+        if path and os.path.isfile(path):
+            return path
+    sys.exit("startup.py: needs a static busybox (Debian: apt-get install busybox-static)")
+
+
+def build_rootfs(work: str) -> str:
+    """A busybox rootfs under ``work``, readable by the containers' mapped ids."""
+    root = os.path.join(work, "rootfs")
+    for sub in ("bin", "proc", "dev", "sys", "tmp", "etc"):
+        os.makedirs(os.path.join(root, sub), mode=0o755)
+    shutil.copy2(find_busybox(), os.path.join(root, "bin", "busybox"))
+    for applet in ("sh", "true", "sleep", "cat", "id"):
+        os.symlink("busybox", os.path.join(root, "bin", applet))
+    os.chmod(root, 0o755)
+    return root
+
+
+def rootfs_snapshot(root: str) -> list[tuple[str, float, float]]:
+    """(path, mtime, ctime) of every entry, to show the rootfs stayed unchanged."""
+    out = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in sorted(dirnames + filenames):
+            st = os.lstat(os.path.join(dirpath, name))
+            out.append((os.path.join(dirpath, name), st.st_mtime, st.st_ctime))
+    return sorted(out)
+
+
+def oci_config(rootfs: str, args: Sequence[str], seccomp: bool) -> dict[str, Any]:
+    """An OCI runtime config as close to our default isolation as runc/crun allow.
+
+    ``crun spec``'s namespaces plus user and cgroup, ids mapped like ours
+    (container 0..65535 -> host 100000..), a read-only root, ``/proc`` and a
+    ``/dev`` tmpfs (so the runtime never writes into the shared rootfs), no
+    masked paths, 3 capabilities, no_new_privs and (optionally) a seccomp
+    filter refusing :data:`PEER_SECCOMP_DENY`.
+    """
+    caps = ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]
+    config: dict[str, Any] = {
+        "ociVersion": "1.0.2",
+        "process": {
+            "terminal": False,
+            "user": {"uid": 0, "gid": 0},
+            "args": list(args),
+            "env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "TERM=dumb"],
+            "cwd": "/",
+            "capabilities": dict.fromkeys(("bounding", "effective", "permitted"), caps),
+            "noNewPrivileges": True,
+        },
+        "root": {"path": rootfs, "readonly": True},
+        "hostname": "bench",
+        "mounts": [
+            {"destination": "/proc", "type": "proc", "source": "proc"},
+            {
+                "destination": "/dev",
+                "type": "tmpfs",
+                "source": "tmpfs",
+                "options": ["nosuid", "strictatime", "mode=755", "size=65536k"],
+            },
+        ],
+        "linux": {
+            "namespaces": [{"type": t} for t in ("user", "pid", "network", "ipc", "uts", "mount", "cgroup")],
+            "uidMappings": [{"containerID": 0, "hostID": 100000, "size": 65536}],
+            "gidMappings": [{"containerID": 0, "hostID": 100000, "size": 65536}],
+            "resources": {},
+        },
+    }
+    if seccomp:
+        config["linux"]["seccomp"] = {
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": list(PEER_SECCOMP_DENY), "action": "SCMP_ACT_ERRNO", "errnoRet": 1}],
+        }
+    return config
+
+
+def write_bundle(path: str, rootfs: str, args: Sequence[str], seccomp: bool) -> str:
+    """Write ``path/config.json``; return ``path``."""
+    os.makedirs(path, mode=0o755)
+    with open(os.path.join(path, "config.json"), "w") as f:
+        json.dump(oci_config(rootfs, args, seccomp), f, indent=1)
+    return path
+
+
+def compile_bwrap_seccomp(path: str) -> bool:
+    """Write a BPF filter refusing :data:`PEER_SECCOMP_DENY` for ``bwrap --seccomp``.
+
+    Returns:
+        False if libseccomp's Python binding (pyseccomp) is missing.
+    """
+    try:
+        import errno
+
+        import pyseccomp as sc
+    except ImportError:
+        return False
+    flt = sc.SyscallFilter(sc.ALLOW)
+    for name in PEER_SECCOMP_DENY:
+        flt.add_rule(sc.ERRNO(errno.EPERM), name)
+    with open(path, "wb") as f:
+        flt.export_bpf(f)
+    return True
+
+
+def tool_version(argv: Sequence[str]) -> str:
+    """First line of ``argv``'s output, or ``"?"``."""
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return "?"
+    text = (out.stdout or out.stderr).strip().splitlines()
+    return text[0] if text else "?"
+
+
+def hybrid_cgroups() -> bool:
+    """True when a cgroup2 mount at /sys/fs/cgroup/unified has controllers (crun refuses)."""
+    return bool(read_text(os.path.join(UNIFIED, "cgroup.controllers")).strip())
+
+
+# ---------------------------------------------------------------- contenders
+
+
+@dataclass
+class Contender:
+    """One way of starting containers."""
+
+    name: str
+    isolation: str
+    command: list[str] = field(default_factory=list)
+    version: str = ""
+
+    async def check(self) -> None:
+        """Run one container; raise BenchError naming what went wrong."""
+        await self.run_once("check")
+
+    async def run_once(self, cid: str) -> Result | None:
+        """Run one ``/bin/true`` container to the end."""
+        raise NotImplementedError
+
+    async def start_idle(self, hold: trio.Nursery, cid: str) -> None:
+        """Start one ``sleep 300`` container and return once it was started."""
+        raise NotImplementedError
+
+    async def stop_idle(self, kept: Sequence[int], reaper: Reaper) -> None:
+        """Kill the idle containers (``kept`` are their processes) and clean up."""
+        raise NotImplementedError
+
+    def extra_cpu_seconds(self) -> float:
+        """CPU seconds of long-lived helpers not in RUSAGE_CHILDREN."""
+        return 0.0
+
+
+class Ours(Contender):
+    """supervisor: one Supervisor, many ``sup.run(spec)``."""
+
+    def __init__(self, sup: Supervisor, rootfs: str) -> None:
+        super().__init__(
+            OURS,
+            "as the package's defaults (see the observed isolation line)",
+            ["sup.run(Spec(['/bin/true'], rootfs=ROOTFS))"],
+            f"supervisor {supervisor.__version__}",
+        )
+        self.sup = sup
+        self.spec_true = Spec(["/bin/true"], rootfs=rootfs)
+        self.spec_sleep = Spec(["/bin/sleep", "300"], rootfs=rootfs)
+        self.handles: list[Any] = []
+
+    async def run_once(self, cid: str) -> Result | None:
+        result = await self.sup.run(self.spec_true)
+        if not result.ok:
+            raise BenchError(f"{result.reason} exit={result.exit_code} {result.error or ''} {result.stderr[-200:]!r}")
+        return result
+
+    async def start_idle(self, hold: trio.Nursery, cid: str) -> None:
+        handle = await hold.start(functools.partial(self.sup.run, self.spec_sleep))
+        self.handles.append(handle)
+
+    async def stop_idle(self, kept: Sequence[int], reaper: Reaper) -> None:
+        # Cancelling the runs (the caller cancels `hold`) stops and reaps them;
+        # kill first so that they all go at once.
+        for handle in self.handles:
+            handle.kill()
+        self.handles = []
+
+    def extra_cpu_seconds(self) -> float:
+        st = proc_stat(self.sup.fork_server_pid)
+        return st[3] if st else 0.0
+
+
+class Peer(Contender):
+    """A peer tool started as a process."""
+
+    def __init__(
+        self,
+        name: str,
+        isolation: str,
+        launcher: Launcher,
+        make_argv: Callable[[str, bool], list[str]],
+        version: str,
+        pass_seccomp_fd: str | None = None,
+    ) -> None:
+        super().__init__(name, isolation, make_argv("ID", False), version)
+        self.launcher = launcher
+        self.make_argv = make_argv
+        self.seccomp_bpf = pass_seccomp_fd
+        self.procs: list[Proc] = []
+        self.idle_ids: list[str] = []
+
+    async def _open(self, argv: list[str], **kwargs: Any) -> Proc:
+        if self.seccomp_bpf is None:
+            return await self.launcher.open(argv, **kwargs)
+        # bwrap reads the filter from a fd to its end: a fresh fd for every run.
+        fd = os.open(self.seccomp_bpf, os.O_RDONLY)
+        try:
+            return await self.launcher.open([a.replace("SECCOMP_FD", str(fd)) for a in argv], pass_fds=(fd,), **kwargs)
+        finally:
+            os.close(fd)
+
+    async def check(self) -> None:
+        proc = await self._open(self.make_argv("check", False), stderr=subprocess.PIPE)
+        rc = await proc.wait()
+        if rc != 0:
+            err = b""
+            if isinstance(proc, PopenProc) and proc.popen.stderr is not None:
+                err = proc.popen.stderr.read()
+            elif isinstance(proc, trio.Process) and proc.stderr is not None:
+                err = await proc.stderr.receive_some()
+            raise BenchError(f"exit status {rc}: {err.decode(errors='replace').strip()[-300:]}")
+
+    async def run_once(self, cid: str) -> Result | None:
+        proc = await self._open(self.make_argv(cid, False))
+        rc = await proc.wait()
+        if rc != 0:
+            raise BenchError(f"exit status {rc}")
+        return None
+
+    async def start_idle(self, hold: trio.Nursery, cid: str) -> None:
+        argv = self.make_argv(cid, True)
+        proc = await self._open(argv)
+        if self.name in ("crun", "runc"):  # `run -d`: returns once the payload runs
+            rc = await proc.wait()
+            if rc != 0:
+                raise BenchError(f"{self.name} run -d exit status {rc}")
+            self.idle_ids.append(cid)
+        else:
+            self.procs.append(proc)
+
+    async def stop_idle(self, kept: Sequence[int], reaper: Reaper) -> None:
+        kill_all(kept)
+        for proc in self.procs:
+            await proc.wait()
+        self.procs = []
+        if self.idle_ids:
+            state = self.make_argv("ID", False)[:3]  # [tool, --root, DIR]
+            limiter = trio.CapacityLimiter(8)
+
+            async def delete(cid: str) -> None:
+                async with limiter:
+                    await self.launcher.run([*state, "delete", "-f", cid])
+
+            async with trio.open_nursery() as nursery:
+                for cid in self.idle_ids:
+                    nursery.start_soon(delete, cid)
+            self.idle_ids = []
+        # run -d payloads (and crun's exited intermediates) were re-parented to us.
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            reaper.reap_pids(kept)
+            if not set(kept) & set(descendants()):
+                break
+            await trio.sleep(0.02)
+
+
+def kill_all(pids: Iterable[int]) -> None:
+    """SIGKILL each pid (through a pidfd, so a recycled pid is never hit)."""
+    for pid in pids:
+        try:
+            fd = os.pidfd_open(pid)
+        except OSError:
+            continue
+        try:
+            signal.pidfd_send_signal(fd, signal.SIGKILL)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+
+
+def make_peers(
+    work: str, rootfs: str, wanted: Sequence[str], peer_seccomp: bool, crun_launcher: Launcher | None
+) -> tuple[list[Peer], dict[str, str]]:
+    """The peers that are installed (and asked for); the reasons for the others."""
+    host = Launcher()
+    peers: list[Peer] = []
+    missing: dict[str, str] = {}
+    bpf = os.path.join(work, "peer-seccomp.bpf")
+    bwrap_seccomp = peer_seccomp and compile_bwrap_seccomp(bpf)
+    for name in PEERS:
+        if name not in wanted:
+            continue
+        exe = shutil.which(name)
+        if exe is None:
+            missing[name] = f"not found in PATH (Debian: apt-get install {'bubblewrap' if name == 'bwrap' else name})"
+            continue
+        if name == "bwrap":
+            base = [exe, "--unshare-all", "--die-with-parent"]
+            if bwrap_seccomp:
+                base += ["--seccomp", "SECCOMP_FD"]
+
+            def argv(cid: str, sleep: bool, base: list[str] = base) -> list[str]:
+                payload = ["/bin/sleep", "300"] if sleep else ["/bin/true"]
+                return [*base, "--bind", rootfs, "/", "--proc", "/proc", "--dev", "/dev", *payload]
+
+            iso = (
+                "--unshare-all: user (uid_map 0 0 1, as root), mnt, uts, ipc, net, pid, cgroup; /proc, /dev; "
+                f"no cgroup; seccomp {'filter' if bwrap_seccomp else 'none (pyseccomp missing)'}"
+            )
+            peers.append(Peer(name, iso, host, argv, tool_version([exe, "--version"]), bpf if bwrap_seccomp else None))
+        elif name == "unshare":
+
+            def argv(cid: str, sleep: bool, exe: str = exe) -> list[str]:
+                payload = ["/bin/sleep", "300"] if sleep else ["/bin/true"]
+                flags = ["--user", "--map-root-user", "--mount", "--uts", "--ipc", "--net", "--pid", "--cgroup"]
+                return [exe, *flags, "--fork", "--mount-proc", f"--root={rootfs}", *payload]
+
+            iso = "user (root mapped to root), mnt, uts, ipc, net, pid, cgroup; chroot + /proc; no cgroup; no seccomp"
+            peers.append(Peer(name, iso, host, argv, tool_version([exe, "--version"])))
+        else:
+            state = os.path.join(work, f"state-{name}")
+            os.makedirs(state, mode=0o700)
+            b_true = write_bundle(os.path.join(work, f"bundle-{name}-true"), rootfs, ["/bin/true"], peer_seccomp)
+            b_sleep = write_bundle(
+                os.path.join(work, f"bundle-{name}-sleep"), rootfs, ["/bin/sleep", "300"], peer_seccomp
+            )
+            launcher: Launcher = host
+            pre = [exe, "--root", state]
+            if name == "crun":
+                pre.append("--cgroup-manager=disabled")
+                if crun_launcher is None:
+                    missing[name] = "refuses this hybrid cgroup host and the private mount namespace is unavailable"
+                    continue
+                launcher = crun_launcher
+
+            def argv(cid: str, sleep: bool, pre: list[str] = pre, bt: str = b_true, bs: str = b_sleep) -> list[str]:
+                if sleep:
+                    return [*pre, "run", "-d", "--bundle", bs, cid]
+                return [*pre, "run", "--bundle", bt, cid]
+
+            cg = "no cgroup (--cgroup-manager=disabled)" if name == "crun" else "cgroups (runc cannot disable them)"
+            iso = (
+                "user (0..65535 -> 100000..), mnt, uts, ipc, net, pid, cgroup; read-only root, /proc, /dev tmpfs; "
+                f"{cg}; seccomp {'filter' if peer_seccomp else 'none'}; 3 caps; no_new_privs"
+            )
+            peers.append(Peer(name, iso, launcher, argv, tool_version([exe, "--version"])))
+    return peers, missing
+
+
+# ---------------------------------------------------------------- measurements
+
+
+@dataclass
+class CpuMark:
+    """CPU counters at one instant."""
+
+    wall: float
+    self_s: float
+    children_s: float
+    extra_s: float
+    machine_s: float
+    psi_us: int
+
+    @classmethod
+    def take(cls, contender: Contender) -> CpuMark:
+        """Read the counters now."""
+        me = resource.getrusage(resource.RUSAGE_SELF)
+        ch = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return cls(
+            time.perf_counter(),
+            me.ru_utime + me.ru_stime,
+            ch.ru_utime + ch.ru_stime,
+            contender.extra_cpu_seconds(),
+            cpu_busy_seconds(),
+            psi_some_total_us(),
+        )
+
+
+async def run_batch(contender: Contender, n: int, k: int, warmup: int, tag: str, reaper: Reaper) -> dict[str, Any]:
+    """N containers with at most K in flight; latencies, wall time and CPU."""
+    for i in range(warmup):
+        await contender.run_once(f"{tag}-w{i}")
+    await reaper.drain()
+    latencies: list[float] = []
+    results: list[Result] = []
+    failures: list[str] = []
+    limiter = trio.CapacityLimiter(k)
+
+    async def one(i: int) -> None:
+        async with limiter:
+            t0 = time.perf_counter()
+            try:
+                result = await contender.run_once(f"{tag}-{i}")
+            except BenchError as exc:
+                failures.append(str(exc))
+                return
+            latencies.append(time.perf_counter() - t0)
+            if result is not None:
+                results.append(result)
+
+    before = CpuMark.take(contender)
+    async with trio.open_nursery() as nursery:
+        for i in range(n):
+            nursery.start_soon(one, i)
+    wall = time.perf_counter() - before.wall
+    left = await reaper.drain()  # bwrap's late inits, outside the timed wall
+    after = CpuMark.take(contender)
+    done = max(len(latencies), 1)
+    return {
+        "contender": contender.name,
+        "k": k,
+        "n": n,
+        "wall_s": wall,
+        "per_s": len(latencies) / wall,
+        "p50_ms": percentile(latencies, 50) * 1e3,
+        "p95_ms": percentile(latencies, 95) * 1e3,
+        "cpu_ms_per_container": (
+            (after.self_s - before.self_s) + (after.children_s - before.children_s) + (after.extra_s - before.extra_s)
+        )
+        * 1e3
+        / done,
+        "driver_cpu_ms_per_container": (after.self_s - before.self_s) * 1e3 / done,
+        "machine_busy_ms_per_container": (after.machine_s - before.machine_s) * 1e3 / done,
+        "psi_stall_frac": (after.psi_us - before.psi_us) / 1e6 / max(after.wall - before.wall, 1e-9),
+        "failures": len(failures),
+        "failure_sample": failures[:3],
+        "orphans_left": left,
+        "latencies_ms": [round(x * 1e3, 4) for x in latencies],
+        "_results": results,
+    }
+
+
+async def memory_test(
+    contender: Contender, count: int, k: int, settle: float, reaper: Reaper, exclude: set[int]
+) -> dict[str, Any]:
+    """``count`` idle containers: USS of what the contender keeps, per container."""
+    gc.collect()
+    before = {pid: uss_kb(pid) for pid in descendants() if pid not in exclude}
+    me_before = uss_kb("self")
+    t0 = time.perf_counter()
+    limiter = trio.CapacityLimiter(k)
+    failures: list[str] = []
+    out: dict[str, Any] = {"count": count}
+    async with trio.open_nursery() as hold:
+
+        async def start(i: int) -> None:
+            async with limiter:
+                try:
+                    await contender.start_idle(hold, f"mem-{contender.name}-{os.getpid()}-{i}")
+                except BenchError as exc:
+                    failures.append(str(exc))
+
+        async with trio.open_nursery() as nursery:
+            for i in range(count):
+                nursery.start_soon(start, i)
+        out["start_s"] = time.perf_counter() - t0
+        # Wait until every payload runs (busybox `sleep`), then let things settle.
+        deadline = time.monotonic() + 30
+        while True:
+            sleeping = [p for p, comm in descendants().items() if comm == "sleep"]
+            if len(sleeping) >= count - len(failures) or time.monotonic() > deadline:
+                break
+            await trio.sleep(0.05)
+        await trio.sleep(settle)
+        gc.collect()
+        me_after = uss_kb("self")
+        now = {pid: comm for pid, comm in descendants().items() if pid not in exclude}
+        kept = [pid for pid in now if pid not in before]
+        mem = {pid: uss_kb(pid) for pid in kept}
+        growth = {pid: uss_kb(pid)["uss"] - before[pid]["uss"] for pid in before if pid in now}
+        sleeping = [p for p, comm in now.items() if comm == "sleep"]
+        live = max(len(sleeping), 1)
+        kept_uss = sum(m["uss"] for m in mem.values())
+        comms: dict[str, int] = {}
+        for pid in kept:
+            comms[now[pid]] = comms.get(now[pid], 0) + 1
+        out.update(
+            {
+                "live": len(sleeping),
+                "failures": len(failures),
+                "failure_sample": failures[:3],
+                "processes_per_container": len([p for p in kept if uss_kb(p)["rss"] > 0]) / live,
+                "process_kinds": comms,
+                "kept_uss_kb_per_container": kept_uss / live,
+                "kept_pss_kb_per_container": sum(m["pss"] for m in mem.values()) / live,
+                "helpers_growth_kb_per_container": sum(growth.values()) / live,
+                "driver_growth_kb_per_container": (me_after["uss"] - me_before["uss"]) / live,
+                "driver_uss_kb": me_after["uss"],
+            }
+        )
+        out["uss_kb_per_container"] = (
+            out["kept_uss_kb_per_container"]
+            + out["helpers_growth_kb_per_container"]
+            + out["driver_growth_kb_per_container"]
+        )
+        out["isolation_observed"] = probe_isolation(sleeping[0]) if sleeping else {}
+        await contender.stop_idle(kept, reaper)
+        hold.cancel_scope.cancel()
+    # Check that nothing is left behind.
+    deadline = time.monotonic() + 10
+    while True:
+        reaper.step()
+        left = [p for p in descendants() if p not in before and p not in exclude]
+        if not left or time.monotonic() > deadline:
+            break
+        await trio.sleep(0.05)
+    out["left_behind"] = len(left)
+    return out
+
+
+async def cli_timing(
+    commands: dict[str, tuple[Launcher, list[str]]], runs: int, warmup: int = 2
+) -> dict[str, dict[str, Any]]:
+    """Whole-process wall time of each command, interleaved, ``runs`` times."""
+    times: dict[str, list[float]] = {name: [] for name in commands}
+    failures: dict[str, int] = dict.fromkeys(commands, 0)
+    names = list(commands)
+    for i in range(runs + warmup):
+        order = names[i % len(names) :] + names[: i % len(names)]
+        for name in order:
+            launcher, argv = commands[name]
+            argv = [a.replace("ID", f"cli-{os.getpid()}-{i}") for a in argv]
+            t0 = time.perf_counter()
+            rc = await launcher.run(argv)
+            elapsed = time.perf_counter() - t0
+            if rc != 0:
+                failures[name] += 1
+            elif i >= warmup:
+                times[name].append(elapsed * 1e3)
+    return {
+        name: {
+            "median_ms": median(times[name]),
+            "min_ms": min(times[name], default=float("nan")),
+            "max_ms": max(times[name], default=float("nan")),
+            "runs": len(times[name]),
+            "failures": failures[name],
+            "command": commands[name][1],
+        }
+        for name in names
+    }
+
+
+async def cli_imports(argv: list[str]) -> dict[str, Any]:
+    """Which heavy modules ``supervisor run`` imports (``-X importtime``), and the costliest."""
+    proc = await trio.run_process(argv, capture_stderr=True, stdout=subprocess.DEVNULL, check=False)
+    top: list[tuple[str, float]] = []
+    seen: set[str] = set()
+    for line in proc.stderr.decode(errors="replace").splitlines():
+        if not line.startswith("import time:") or "|" not in line:
+            continue
+        parts = [p.strip() for p in line[len("import time:") :].split("|")]
+        if len(parts) != 3 or not parts[1].isdigit():
+            continue
+        name = parts[2]
+        seen.add(name.strip().split(".")[0])
+        if not name.startswith(" "):
+            top.append((name, int(parts[1]) / 1e3))
+    top.sort(key=lambda x: -x[1])
+    heavy = ("pyroute2", "rich", "pyseccomp", "seccomp", "trio", "anyio", "attrs")
+    return {
+        "exit_status": proc.returncode,
+        "imported": {m: m in seen for m in heavy},
+        "top_level_cumulative_ms": [[n, round(ms, 2)] for n, ms in top[:10]],
+    }
+
+
+# ---------------------------------------------------------------- report
+
+
+def phase_breakdown(results: Sequence[Result], latencies_ms: Sequence[float]) -> dict[str, Any]:
+    """Median duration of each phase of our runs (ms), plus spawn and post-exec."""
+    rows: dict[str, list[float]] = {}
+    order: list[str] = []
+
+    def add(key: str, value: float) -> None:
+        if key not in rows:
+            rows[key] = []
+            order.append(key)
+        rows[key].append(value * 1e3)
+
+    for res in results:
+        phases = res.phases
+        if not phases:
+            continue
+        add("spawn (run() -> PID 1 reports spawned)", phases[0].seconds)
+        for cur, nxt in itertools.pairwise(phases):
+            add(cur.name, nxt.seconds - cur.seconds)
+        add(f"{phases[-1].name} -> reaped (execve, payload, exit, reap, clean-up)", res.wall_s - phases[-1].seconds)
+        add("wall_s (Result.wall_s)", res.wall_s)
+    out: dict[str, Any] = {"runs": len(results), "median_ms": {k: round(median(rows[k]), 4) for k in order}}
+    out["median_latency_ms"] = round(median(latencies_ms), 4)
+    return out
+
+
+def fmt(x: float | None, digits: int = 1) -> str:
+    """Number for the table."""
+    if x is None or x != x:  # noqa: PLR0124 - NaN check
+        return "-"
+    return f"{x:.{digits}f}"
+
+
+def build_report(data: dict[str, Any]) -> str:
+    """The stdout table."""
+    lines: list[str] = []
+    add = lines.append
+    meta = data["meta"]
+    add(f"# supervisor start-up benchmark ({meta['date']}, {meta['machine']})")
+    add(
+        f"# N={meta['n']} per batch, reps={meta['reps']}, K={meta['concurrency']}, "
+        f"memory: {meta['mem_count']} sleeping containers; idle machine busy before: {fmt(meta['idle_busy_pct'])} %"
+    )
+    add("")
+    ks = meta["concurrency"]
+    head = f"{'contender':<11}{'p50 ms':>8}{'p95 ms':>8}" + "".join(f"{'/s c=' + str(k):>10}" for k in ks)
+    head += f"{'CPU ms/ctr':>11}{'USS kB/ctr':>11}{'procs/ctr':>10}"
+    add(head)
+    add("-" * len(head))
+    for name, c in data["contenders"].items():
+        t = c.get("throughput", {})
+        first = t.get(str(ks[0]), {})
+        row = f"{name:<11}{fmt(first.get('p50_ms'), 2):>8}{fmt(first.get('p95_ms'), 2):>8}"
+        row += "".join(f"{fmt(t.get(str(k), {}).get('per_s'), 0):>10}" for k in ks)
+        mem = c.get("memory", {})
+        cpu = t.get(str(ks[-1] if len(ks) < 2 else ks[1]), {}).get("cpu_ms_per_container")
+        row += f"{fmt(cpu, 2):>11}{fmt(mem.get('uss_kb_per_container'), 0):>11}"
+        row += f"{fmt(mem.get('processes_per_container'), 1):>10}"
+        add(row)
+    add(
+        "(p50/p95 at c="
+        + str(ks[0])
+        + "; medians over reps; CPU = driver + children + fork server, at c="
+        + str(ks[1] if len(ks) > 1 else ks[0])
+        + ")"
+    )
+    add("")
+    for name, r in data["ratios_to_bwrap"].items():
+        parts = [f"p50 {fmt(r.get('p50'), 2)}x"]
+        parts += [f"/s c={k} {fmt(r.get(f'per_s_c{k}'), 2)}x" for k in ks]
+        parts.append(f"USS {fmt(r.get('uss'), 2)}x")
+        add(f"ratio to bwrap  {name:<10} " + ", ".join(parts))
+    add("")
+    add("Memory detail (kB per live container: kept processes' USS + growth of pre-existing helpers + driver growth):")
+    for name, c in data["contenders"].items():
+        m = c.get("memory")
+        if m:
+            add(
+                f"  {name:<10} {fmt(m['kept_uss_kb_per_container'], 0)}"
+                f" + {fmt(m['helpers_growth_kb_per_container'], 1)}"
+                f" + {fmt(m['driver_growth_kb_per_container'], 1)} = {fmt(m['uss_kb_per_container'], 0)}"
+                f"  (PSS {fmt(m['kept_pss_kb_per_container'], 0)}; {m['live']} live; kinds {m['process_kinds']};"
+                f" start {fmt(m['start_s'], 2)} s; left behind {m['left_behind']})"
+            )
+    add("")
+    add("Isolation (declared; observed from /proc of one sleeping payload):")
+    for name, c in data["contenders"].items():
+        add(f"  {name:<10} {c['isolation']}")
+        obs = c.get("memory", {}).get("isolation_observed")
+        if obs:
+            add(f"  {'':<10} observed: {describe_isolation(obs)}")
+    add("")
+    for label, key in (("c=1", "c1"), ("c=8", "c8")):
+        ph = data["phases"].get(key)
+        if not ph:
+            continue
+        add(
+            f"Our phases at {label} (median ms over {ph['runs']} runs;"
+            f" median latency {fmt(ph['median_latency_ms'], 3)} ms):"
+        )
+        for name, ms in ph["median_ms"].items():
+            add(f"  {name:<72}{ms:8.3f}")
+        add("")
+    add("CLI, whole process (median ms over runs, interleaved):")
+    for name, c in data["cli"].items():
+        add(
+            f"  {name:<26}{fmt(c['median_ms'], 2):>9}  [{fmt(c['min_ms'], 1)}-{fmt(c['max_ms'], 1)}]"
+            f"  n={c['runs']}  {' '.join(c['command'])}"
+        )
+    imp = data.get("cli_imports", {})
+    if imp:
+        flags = ", ".join(f"{m} {'yes' if v else 'no'}" for m, v in imp["imported"].items())
+        add(f"  imported by `supervisor run`: {flags}")
+        add(
+            "  costliest top-level imports (ms): "
+            + ", ".join(f"{n} {ms}" for n, ms in imp["top_level_cumulative_ms"][:6])
+        )
+    add("")
+    w = data["crun_workaround"]
+    add(f"crun workaround: {w['method']}; one-time {fmt(w.get('setup_ms_total'), 2)} ms; per run 0 ms")
+    if w.get("per_run_wrapper_ms") is not None:
+        add(
+            "  (the alternative, a per-run `unshare -m ... sh -c 'mount ...; exec'` wrapper,"
+            f" would add {fmt(w['per_run_wrapper_ms'], 2)} ms per run)"
+        )
+    add(
+        f"rootfs unchanged: {data['meta']['rootfs_unchanged']};"
+        f" bwrap orphans reaped by the subreaper: {data['meta']['orphans_reaped']}"
+    )
+    if data["missing"]:
+        add("not measured: " + "; ".join(f"{k}: {v}" for k, v in data["missing"].items()))
+    add("")
+    for t in data["targets"]:
+        add(f"{t['result']}: {t['name']} ({t['detail']})")
+    return "\n".join(lines)
+
+
+def compute_targets(data: dict[str, Any]) -> list[dict[str, str]]:
+    """The issue's targets, as PASS/FAIL/SKIP (never asserted)."""
+    cs = data["contenders"]
+
+    def get(name: str, *path: str) -> float | None:
+        node: Any = cs.get(name)
+        for p in path:
+            if not isinstance(node, dict) or p not in node:
+                return None
+            node = node[p]
+        return float(node) if isinstance(node, (int, float)) else None
+
+    out = []
+
+    def target(name: str, ours: float | None, ref: float | None, factor: float, higher_better: bool, unit: str) -> None:
+        if ours is None or ref is None:
+            out.append({"name": name, "result": "SKIP", "detail": "peer not measured"})
+            return
+        goal = ref * factor
+        ok = ours >= goal if higher_better else ours <= goal
+        rel = ">=" if higher_better else "<="
+        out.append(
+            {
+                "name": name,
+                "result": "PASS" if ok else "FAIL",
+                "detail": f"ours {ours:.2f} {unit} {rel} {goal:.2f} {unit}?",
+            }
+        )
+
+    target(
+        "p50 latency at c=1 <= bwrap's",
+        get(OURS, "throughput", "1", "p50_ms"),
+        get("bwrap", "throughput", "1", "p50_ms"),
+        1.0,
+        False,
+        "ms",
+    )
+    target(
+        "throughput at c=8 >= 1.5x bwrap's",
+        get(OURS, "throughput", "8", "per_s"),
+        get("bwrap", "throughput", "8", "per_s"),
+        1.5,
+        True,
+        "/s",
+    )
+    target(
+        "throughput at c=8 >= 2x crun's",
+        get(OURS, "throughput", "8", "per_s"),
+        get("crun", "throughput", "8", "per_s"),
+        2.0,
+        True,
+        "/s",
+    )
+    target(
+        "USS per idle container <= bwrap's",
+        get(OURS, "memory", "uss_kb_per_container"),
+        get("bwrap", "memory", "uss_kb_per_container"),
+        1.0,
+        False,
+        "kB",
+    )
+    return out
+
+
+def write_chart(data: dict[str, Any], path: str) -> None:
+    """A PNG with latency, throughput and memory per contender (matplotlib, Agg)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(data["contenders"])
+    ks = data["meta"]["concurrency"]
+    colors = ["#1f77b4" if n == OURS else "#9aa5b1" for n in names]
+    fig, axes = plt.subplots(1, 3, figsize=(10.5, 3.3), dpi=90)
+    p50 = [data["contenders"][n].get("throughput", {}).get(str(ks[0]), {}).get("p50_ms", 0) for n in names]
+    axes[0].bar(names, p50, color=colors)
+    axes[0].set_title(f"p50 latency, c={ks[0]} (ms, lower is better)", fontsize=9)
+    width = 0.8 / len(ks)
+    for j, k in enumerate(ks):
+        vals = [data["contenders"][n].get("throughput", {}).get(str(k), {}).get("per_s", 0) for n in names]
+        axes[1].bar(
+            [i + j * width - 0.4 + width / 2 for i in range(len(names))],
+            vals,
+            width,
+            label=f"c={k}",
+            alpha=0.5 + 0.5 * j / max(len(ks) - 1, 1),
+            color="#1f77b4",
+        )
+    axes[1].set_xticks(range(len(names)), names)
+    axes[1].legend(fontsize=7)
+    axes[1].set_title("containers/s (higher is better)", fontsize=9)
+    uss = [data["contenders"][n].get("memory", {}).get("uss_kb_per_container", 0) for n in names]
+    axes[2].bar(names, uss, color=colors)
+    axes[2].set_title("USS per idle container (kB, lower is better)", fontsize=9)
+    for ax in axes:
+        ax.tick_params(labelsize=7)
+        ax.grid(axis="y", alpha=0.3)
+    fig.suptitle(f"{data['meta']['machine']}, {data['meta']['date']}", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------- main
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Command-line options."""
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--quick", action="store_true", help="small N, one repetition, 100 idle containers (< 1 minute)")
+    p.add_argument("-n", "--n", type=int, default=None, help="containers per batch (default 300; --quick 40)")
+    p.add_argument("--reps", type=int, default=None, help="repetitions (default 3; --quick 1)")
+    p.add_argument("--concurrency", default="1,8,32", help="comma-separated K values (default 1,8,32)")
+    p.add_argument("--warmup", type=int, default=5, help="unrecorded containers before each batch (default 5)")
+    p.add_argument("--mem-count", type=int, default=None, help="idle containers for memory (default 200; --quick 100)")
+    p.add_argument(
+        "--settle", type=float, default=None, help="seconds to wait before reading memory (default 3; --quick 1)"
+    )
+    p.add_argument("--cli-runs", type=int, default=None, help="runs per CLI command (default 20; --quick 5)")
+    p.add_argument("--contenders", default=",".join(ALL_CONTENDERS), help="comma-separated subset (default: all found)")
+    p.add_argument("--no-peer-seccomp", action="store_true", help="run bwrap, crun and runc without a seccomp filter")
+    p.add_argument("--json", metavar="PATH", help="write every figure as JSON")
+    p.add_argument("--chart", metavar="PATH", help="write a PNG chart (needs matplotlib)")
+    args = p.parse_args(argv)
+    quick = args.quick
+    args.n = args.n or (40 if quick else 300)
+    args.reps = args.reps or (1 if quick else 3)
+    args.mem_count = args.mem_count or (100 if quick else 200)
+    args.settle = args.settle if args.settle is not None else (1.0 if quick else 3.0)
+    args.cli_runs = args.cli_runs or (5 if quick else 20)
+    args.ks = [int(k) for k in args.concurrency.split(",") if k]
+    args.wanted = [c.strip() for c in args.contenders.split(",") if c.strip()]
+    return args
+
+
+def cli_command(rootfs: str) -> list[str]:
+    """``supervisor run -m ROOTFS -- /bin/true``, with this interpreter's installed script if any."""
+    script = os.path.join(os.path.dirname(sys.executable), "supervisor")
+    if os.access(script, os.X_OK):
+        return [script, "run", "-m", rootfs, "--", "/bin/true"]
+    return [sys.executable, "-m", "supervisor", "run", "-m", rootfs, "--", "/bin/true"]
+
+
+def machine_line() -> str:
+    """Kernel, CPUs and Python, for the report."""
+    model = ""
+    for line in read_text("/proc/cpuinfo").splitlines():
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+            break
+    python = platform.python_version()
+    return f"Linux {platform.release()}, {os.cpu_count()} CPUs ({model}), Python {python}, trio {trio.__version__}"
+
+
+def idle_busy_pct(seconds: float) -> float:
+    """Machine CPU use (% of all CPUs) over ``seconds`` before we start."""
+    b0, t0 = cpu_busy_seconds(), time.monotonic()
+    time.sleep(seconds)
+    return (cpu_busy_seconds() - b0) / (time.monotonic() - t0) / (os.cpu_count() or 1) * 100
+
+
+async def bench(args: argparse.Namespace, work: str) -> dict[str, Any]:
+    """The whole benchmark, in one trio run."""
+    rootfs = build_rootfs(work)
+    snapshot = rootfs_snapshot(rootfs)
+    reaper = Reaper()
+    data: dict[str, Any] = {
+        "meta": {
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "machine": machine_line(),
+            "quick": args.quick,
+            "n": args.n,
+            "reps": args.reps,
+            "warmup": args.warmup,
+            "concurrency": args.ks,
+            "mem_count": args.mem_count,
+            "settle_s": args.settle,
+            "cgroups": "hybrid (v1 + cgroup2 at " + UNIFIED + ")" if hybrid_cgroups() else "not hybrid",
+            "psi_cpu_before": read_text("/proc/pressure/cpu").strip(),
+            "idle_busy_pct": idle_busy_pct(0.5 if args.quick else 2.0),
+        },
+        "contenders": {},
+        "missing": {},
+        "phases": {},
+        "cli": {},
+    }
+    crun_launcher: PrivateMountLauncher | None = None
+    workaround: dict[str, Any] = {"method": "not needed"}
+    if "crun" in args.wanted and shutil.which("crun") and hybrid_cgroups():
+        crun_launcher = PrivateMountLauncher()
+        try:
+            crun_launcher.start()
+            workaround = {
+                "method": f"crun started from {len(crun_launcher.setup_ms)} spawner threads of this program in a "
+                "private "
+                f"mount namespace (unshare(CLONE_NEWNS), MS_REC|MS_PRIVATE, tmpfs over {UNIFIED}); every other "
+                "contender stays in the host mount namespace",
+                "setup_ms_total": sum(crun_launcher.setup_ms),
+            }
+        except OSError as exc:
+            crun_launcher = None
+            workaround = {"method": f"unavailable ({exc})"}
+    peers, missing = make_peers(
+        work,
+        rootfs,
+        args.wanted,
+        not args.no_peer_seccomp,
+        crun_launcher or (Launcher() if not hybrid_cgroups() else None),
+    )
+    data["missing"] = missing
+    print("peers found: " + (", ".join(f"{p.name} ({p.version})" for p in peers) or "none"), file=sys.stderr)
+    for name, why in missing.items():
+        print(f"peer not measured: {name}: {why}", file=sys.stderr)
+
+    async with trio.open_nursery() as outer:
+        outer.start_soon(reaper.run)
+        t_sup = time.perf_counter()
+        async with Supervisor() as sup:
+            data["meta"]["fork_server_start_ms"] = (time.perf_counter() - t_sup) * 1e3
+            ours = Ours(sup, rootfs)
+            contenders: list[Contender] = ([ours] if OURS in args.wanted else []) + list(peers)
+            usable: list[Contender] = []
+            for c in contenders:
+                try:
+                    await c.check()
+                except (BenchError, OSError) as exc:
+                    data["missing"][c.name] = f"failed its first run: {exc}"
+                    print(f"peer not measured: {c.name}: {exc}", file=sys.stderr)
+                    if c is ours:
+                        raise SystemExit(f"startup.py: our own first container failed: {exc}") from None
+                    continue
+                usable.append(c)
+                data["contenders"][c.name] = {"version": c.version, "isolation": c.isolation, "command": c.command}
+
+            # Throughput and latency: contenders interleaved, the order rotating per repetition.
+            batches: list[dict[str, Any]] = []
+            for rep in range(args.reps):
+                for k in args.ks:
+                    order = usable[rep % len(usable) :] + usable[: rep % len(usable)]
+                    for c in order:
+                        print(f"rep {rep + 1}/{args.reps} K={k:<3} {c.name:<11}", end="", file=sys.stderr, flush=True)
+                        b = await run_batch(c, args.n, k, args.warmup, f"b-{c.name}-{os.getpid()}-r{rep}-k{k}", reaper)
+                        b["rep"] = rep
+                        batches.append(b)
+                        print(f" {b['per_s']:7.1f}/s p50 {b['p50_ms']:6.2f} ms", file=sys.stderr)
+
+            # Memory: idle containers, one contender at a time.
+            exclude: set[int] = set()
+            for c in usable:
+                print(f"memory: {args.mem_count} x sleep 300 with {c.name}", file=sys.stderr)
+                m = await memory_test(c, args.mem_count, 32, args.settle, reaper, exclude)
+                data["contenders"][c.name]["memory"] = m
+
+            # The CLI.
+            cli: dict[str, tuple[Launcher, list[str]]] = {"supervisor run (CLI)": (Launcher(), cli_command(rootfs))}
+            for p in peers:
+                if p.name in ("bwrap", "crun") and p.name in data["contenders"]:
+                    argv = p.make_argv("ID", False)
+                    if "SECCOMP_FD" in argv:  # the CLI comparison runs bwrap without the fd dance
+                        i = argv.index("SECCOMP_FD")
+                        argv = argv[: i - 1] + argv[i + 1 :]
+                    cli[p.name] = (p.launcher, argv)
+            cli["python -c pass (reference)"] = (Launcher(), [sys.executable, "-c", "pass"])
+            print(f"CLI: {args.cli_runs} runs each of {', '.join(cli)}", file=sys.stderr)
+            data["cli"] = await cli_timing(cli, args.cli_runs)
+            data["cli_imports"] = await cli_imports([sys.executable, "-X", "importtime", *_cli_py_args(rootfs)])
+            if crun_launcher is not None:
+                wrapper = [
+                    "unshare",
+                    "-m",
+                    "--propagation",
+                    "private",
+                    "sh",
+                    "-c",
+                    f"mount -t tmpfs bench-hide-unified {UNIFIED} && exec /bin/true",
+                ]
+                w = await cli_timing(
+                    {"wrapper": (Launcher(), wrapper), "true": (Launcher(), ["/bin/true"])}, max(5, args.cli_runs // 2)
+                )
+                workaround["per_run_wrapper_ms"] = w["wrapper"]["median_ms"] - w["true"]["median_ms"]
+        outer.cancel_scope.cancel()
+    if crun_launcher is not None:
+        crun_launcher.stop()
+    data["crun_workaround"] = workaround
+
+    # Aggregate.
+    for name, c in data["contenders"].items():
+        c["throughput"] = {}
+        for k in args.ks:
+            mine = [b for b in batches if b["contender"] == name and b["k"] == k]
+            if not mine:
+                continue
+            c["throughput"][str(k)] = {
+                "per_s": median(b["per_s"] for b in mine),
+                "per_s_range": [min(b["per_s"] for b in mine), max(b["per_s"] for b in mine)],
+                "p50_ms": median(b["p50_ms"] for b in mine),
+                "p95_ms": median(b["p95_ms"] for b in mine),
+                "cpu_ms_per_container": median(b["cpu_ms_per_container"] for b in mine),
+                "driver_cpu_ms_per_container": median(b["driver_cpu_ms_per_container"] for b in mine),
+                "machine_busy_ms_per_container": median(b["machine_busy_ms_per_container"] for b in mine),
+                "psi_stall_frac": median(b["psi_stall_frac"] for b in mine),
+                "failures": sum(b["failures"] for b in mine),
+            }
+    for key, k in (("c1", 1), ("c8", 8)):
+        mine = [b for b in batches if b["contender"] == OURS and b["k"] == k]
+        if mine:
+            data["phases"][key] = phase_breakdown(
+                [r for b in mine for r in b["_results"]], [x for b in mine for x in b["latencies_ms"]]
+            )
+    for b in batches:
+        del b["_results"]
+    data["batches"] = batches
+    ratios: dict[str, dict[str, float]] = {}
+    ref = data["contenders"].get("bwrap")
+    if ref:
+        for name, c in data["contenders"].items():
+            r: dict[str, float] = {}
+            with contextlib.suppress(KeyError, ZeroDivisionError):
+                r["p50"] = c["throughput"][str(args.ks[0])]["p50_ms"] / ref["throughput"][str(args.ks[0])]["p50_ms"]
+            for k in args.ks:
+                with contextlib.suppress(KeyError, ZeroDivisionError):
+                    r[f"per_s_c{k}"] = c["throughput"][str(k)]["per_s"] / ref["throughput"][str(k)]["per_s"]
+            with contextlib.suppress(KeyError, ZeroDivisionError):
+                r["uss"] = c["memory"]["uss_kb_per_container"] / ref["memory"]["uss_kb_per_container"]
+            ratios[name] = r
+    data["ratios_to_bwrap"] = ratios
+    data["targets"] = compute_targets(data)
+    data["meta"]["rootfs_unchanged"] = rootfs_snapshot(rootfs) == snapshot
+    data["meta"]["orphans_reaped"] = reaper.reaped
+    data["meta"]["psi_cpu_after"] = read_text("/proc/pressure/cpu").strip()
+    return data
+
+
+def _cli_py_args(rootfs: str) -> list[str]:
+    """``-c`` code that runs the CLI's entry point like the console script does."""
+    code = f"import sys; from supervisor._cli import main; sys.exit(main(['run', '-m', {rootfs!r}, '--', '/bin/true']))"
+    return ["-c", code]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point."""
+    args = parse_args(argv)
+    if os.geteuid() != 0:
+        print("startup.py: must run as root (namespaces, cgroups, the peers' needs)", file=sys.stderr)
+        return 2
+    if args.chart:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            print(
+                "startup.py: --chart needs matplotlib, which is not installed "
+                "(pip install matplotlib, or the project's 'bench' extra)",
+                file=sys.stderr,
+            )
+            return 2
+    if _libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        print("startup.py: cannot become a child subreaper", file=sys.stderr)
+        return 2
+    work = tempfile.mkdtemp(prefix="supervisor-bench-")
+    os.chmod(work, 0o755)  # the containers' mapped root must reach the rootfs
+    t0 = time.monotonic()
+    try:
+        data = trio.run(bench, args, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    data["meta"]["duration_s"] = time.monotonic() - t0
+    print(build_report(data))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(data, f, indent=1)
+        print(f"wrote {args.json}", file=sys.stderr)
+    if args.chart:
+        write_chart(data, args.chart)
+        print(f"wrote {args.chart}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,141 @@
+"""``benchmarks/startup.py --quick`` runs and reports every figure.
+
+This is never a timed test: nothing here compares speeds or checks a target
+(the script prints those as PASS/FAIL lines for people to read). It only checks
+that the benchmark runs to the end on this machine and that its JSON holds
+every figure, for every peer that is installed (``tests/install-system-deps.sh``
+installs bubblewrap, crun and runc; a missing one is skipped).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "benchmarks" / "startup.py"
+PEERS = ("bwrap", "crun", "runc", "unshare")
+KS = ("1", "8", "32")
+#: --quick takes about 30 s on the 2-CPU VM; leave room for a loaded machine.
+TIMEOUT_S = 300
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(os.geteuid() != 0, reason="the benchmark needs root"),
+    pytest.mark.skipif(
+        not any(os.path.isfile(p) for p in ("/bin/busybox", "/usr/bin/busybox")) and not shutil.which("busybox"),
+        reason="needs a static busybox (busybox-static)",
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The JSON of one ``--quick`` run (the run itself must exit 0)."""
+    out = tmp_path_factory.mktemp("bench") / "quick.json"
+    env = dict(os.environ)
+    # Works both installed and from the checkout.
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--quick", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+        env=env,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
+    assert proc.returncode == 0, f"stdout:\n{proc.stdout[-2000:]}\nstderr:\n{proc.stderr[-4000:]}"
+    assert "PASS" in proc.stdout or "FAIL" in proc.stdout, proc.stdout[-2000:]
+    data: dict[str, Any] = json.loads(out.read_text())
+    data["_stdout"] = proc.stdout
+    return data
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _installed() -> list[str]:
+    return [p for p in PEERS if shutil.which(p)]
+
+
+def test_peers_found_are_measured(report: dict[str, Any]) -> None:
+    measured = set(report["contenders"])
+    assert "supervisor" in measured
+    for peer in _installed():
+        assert peer in measured or peer in report["missing"], peer
+    # A peer that is installed but was not measured says why.
+    for name, why in report["missing"].items():
+        assert why, name
+
+
+@pytest.mark.parametrize("name", ["supervisor", *PEERS])
+def test_latency_throughput_memory(report: dict[str, Any], name: str) -> None:
+    if name != "supervisor" and name not in report["contenders"]:
+        pytest.skip(f"{name} not measured here: {report['missing'].get(name, 'not installed')}")
+    c = report["contenders"][name]
+    assert c["isolation"]
+    for k in KS:
+        t = c["throughput"][k]
+        for key in ("p50_ms", "p95_ms", "per_s", "cpu_ms_per_container"):
+            assert _number(t[key]), (k, key, t[key])
+            assert t[key] > 0, (k, key, t[key])
+        assert t["p95_ms"] >= t["p50_ms"]
+        assert t["failures"] == 0, t
+    m = c["memory"]
+    assert m["live"] == m["count"] > 0
+    assert m["failures"] == 0
+    assert m["left_behind"] == 0
+    assert _number(m["uss_kb_per_container"])
+    assert m["uss_kb_per_container"] > 0
+    assert m["isolation_observed"]["namespaces"], m["isolation_observed"]
+    if name != "bwrap" and "bwrap" in report["contenders"]:
+        ratios = report["ratios_to_bwrap"][name]
+        assert all(_number(ratios[key]) for key in ("p50", "per_s_c1", "per_s_c8", "per_s_c32", "uss"))
+
+
+def test_our_phase_breakdown(report: dict[str, Any]) -> None:
+    for key in ("c1", "c8"):
+        ph = report["phases"][key]
+        assert ph["runs"] > 0
+        medians = ph["median_ms"]
+        spawn = [k for k in medians if k.startswith("spawn")]
+        reaped = [k for k in medians if k.endswith("(execve, payload, exit, reap, clean-up)")]
+        assert spawn, medians
+        assert reaped, medians
+        for phase in ("userns", "rootfs", "mounts", "pivot", "exec"):
+            assert any(k == phase or k.startswith(phase + " ") for k in medians), (phase, medians)
+        assert all(_number(v) and v >= 0 for v in medians.values()), medians
+
+
+def test_cli_timing(report: dict[str, Any]) -> None:
+    cli = report["cli"]
+    ours = cli["supervisor run (CLI)"]
+    assert ours["runs"] > 0
+    assert ours["failures"] == 0
+    assert _number(ours["median_ms"])
+    for peer in ("bwrap", "crun"):
+        if peer in report["contenders"]:
+            assert cli[peer]["runs"] > 0, cli[peer]
+            assert _number(cli[peer]["median_ms"]), cli[peer]
+    imports = report["cli_imports"]
+    assert imports["exit_status"] == 0
+    assert "pyroute2" in imports["imported"]
+
+
+def test_targets_and_cleanup(report: dict[str, Any]) -> None:
+    names = [t["name"] for t in report["targets"]]
+    assert len(names) == 4
+    assert all(t["result"] in ("PASS", "FAIL", "SKIP") for t in report["targets"])
+    for t in report["targets"]:
+        assert f"{t['result']}: {t['name']}" in report["_stdout"]
+    assert report["meta"]["rootfs_unchanged"] is True

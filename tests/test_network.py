@@ -1,0 +1,553 @@
+"""Networking on the real kernel: ``none``, ``host``, ``bridge`` and published ports.
+
+Traffic only flows between namespaces, veths and the bridge that these tests
+create, and loopback: the host side binds the bridge's address with
+``IP_FREEBIND`` (so it can listen before the bridge exists) or 127.0.0.1,
+and the containers talk to the bridge's subnet only. Nothing here changes a
+sysctl or a host interface.
+
+Besides the conftest's leak check (links, run directories, fds, ...), every
+test here checks that no address lease (``/run/supervisor/net/*.json``) nor
+``/etc`` folder of ours is left, and removes any leftover link of ours so one
+failure does not cascade.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import trio
+
+import supervisor
+from supervisor import Phase, Publish, SetupError, Spec, Supervisor
+from supervisor._parent import network
+from supervisor._parent.rundir import run_root
+from supervisor.testing import fail_at
+
+pytestmark = pytest.mark.anyio
+
+SUBNET = "10.88.0.0/16"
+GATEWAY = "10.88.0.1"
+BRIDGE = network.bridge_name(SUBNET)
+IP_FREEBIND = 15  # linux/in.h; socket.IP_FREEBIND is missing on Python 3.11
+
+
+@pytest.fixture(scope="module")
+def anyio_backend() -> str:
+    """These tests run on trio."""
+    return "trio"
+
+
+# -- the network leak check ------------------------------------------------------
+def _our_links() -> set[str]:
+    return {n for n in os.listdir("/sys/class/net") if n.startswith((network.VETH_PREFIX, network.BRIDGE_PREFIX))}
+
+
+def _our_leases() -> list[tuple[str, str]]:
+    me = network.owner_token()
+    out = []
+    try:
+        names = os.listdir(network.NET_DIR)
+    except FileNotFoundError:
+        return []
+    for name in names:
+        if name.endswith(".json"):
+            with open(os.path.join(network.NET_DIR, name)) as f:
+                state = json.load(f)
+            out += [(name, ip) for ip, e in state["entries"].items() if e["owner"] == me]
+    return out
+
+
+def _our_etc_dirs() -> list[str]:
+    try:
+        return [n for n in os.listdir(os.path.join(run_root(), "etc")) if n.startswith(f"{os.getpid()}-")]
+    except FileNotFoundError:
+        return []
+
+
+def _force_cleanup(links: set[str]) -> None:
+    from pyroute2 import IPRoute
+
+    with IPRoute(groups=0) as ipr:
+        for name in links:
+            for index in ipr.link_lookup(ifname=name):
+                try:
+                    ipr.link("del", index=index)
+                except Exception:  # noqa: BLE001 - already gone
+                    pass
+
+
+@pytest.fixture(autouse=True)
+def net_leak_check() -> Iterator[None]:
+    """No link, lease or /etc folder of ours may outlive a test."""
+    links_before = _our_links()
+    yield
+    deadline = time.monotonic() + 3.0
+    while True:
+        problems = []
+        links = _our_links() - links_before
+        if links:
+            problems.append(f"links left: {sorted(links)}")
+        if _our_leases():
+            problems.append(f"address leases left: {_our_leases()}")
+        if _our_etc_dirs():
+            problems.append(f"/etc folders left: {_our_etc_dirs()}")
+        if not problems or time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
+    if problems:
+        _force_cleanup(links)
+        pytest.fail("networking left host state behind: " + "; ".join(problems), pytrace=False)
+
+
+# -- container-side scripts (python3 of the embedded default root) --------------------
+def py(code: str, *args: str, **spec: Any) -> Spec:
+    """A container running ``python3 -c code args...``."""
+    return Spec(["python3", "-c", code, *args], **spec)
+
+
+CONNECT_ONCE = """
+import socket, sys, errno
+s = socket.socket()
+s.settimeout(2)
+try:
+    s.connect((sys.argv[1], int(sys.argv[2])))
+    print("connected")
+except OSError as exc:
+    print(errno.errorcode.get(exc.errno, str(exc)))
+"""
+
+# Connect to HOST:PORT (retrying while nothing listens yet), send a line, print the reply.
+CLIENT = """
+import socket, sys, time
+deadline = time.monotonic() + 20
+while True:
+    try:
+        s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5)
+        break
+    except OSError:
+        if time.monotonic() > deadline:
+            raise
+        time.sleep(0.05)
+s.sendall(sys.argv[3].encode() + b"\\n")
+print(s.makefile().readline().strip())
+"""
+
+# Serve one TCP connection on PORT: reply with our hostname and what was sent, upper-cased.
+SERVER = """
+import socket, sys
+srv = socket.socket()
+srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind(("0.0.0.0", int(sys.argv[1])))
+srv.listen()
+for _ in range(int(sys.argv[2]) if len(sys.argv) > 2 else 1):
+    c, peer = srv.accept()
+    line = c.makefile().readline().strip()
+    c.sendall(f"{socket.gethostname()} {line.upper()} {peer[0]}\\n".encode())
+    c.close()
+"""
+
+UDP_ECHO = """
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("0.0.0.0", int(sys.argv[1])))
+for _ in range(3):
+    data, peer = s.recvfrom(2048)
+    s.sendto(data.upper(), peer)
+"""
+
+
+async def _freebind_listener(address: str) -> trio.socket.SocketType:
+    """A TCP listener on ``address`` (port chosen by the kernel), even before it exists."""
+    sock = trio.socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_IP, IP_FREEBIND, 1)
+    await sock.bind((address, 0))
+    sock.listen(128)
+    return sock
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# -- Spec and Publish ----------------------------------------------------------
+def test_publish_parse() -> None:
+    assert Publish.parse("8080:80") == Publish(8080, 80, "tcp", "127.0.0.1")
+    assert Publish.parse("5353:53/udp") == Publish(5353, 53, "udp")
+    assert Publish.parse("127.0.0.2:8080:80/TCP") == Publish(8080, 80, "tcp", "127.0.0.2")
+    assert Publish.parse("[::1]:8080:80").host_ip == "::1"
+    for bad in ("8080", "x:80", "8080:80/sctp", "0:80", "8080:70000", "nohost:1:2"):
+        with pytest.raises(ValueError, match="publish"):
+            Publish.parse(bad)
+
+
+def test_spec_network_validation() -> None:
+    assert Spec(["true"]).network == "none"
+    spec = Spec(["true"], network="bridge", ip="10.88.3.4", publish=["8080:80", Publish(53, 53, "udp")])
+    assert spec.publish == (Publish(8080, 80), Publish(53, 53, "udp"))
+    assert spec.to_json()["publish"][0] == {"host_ip": "127.0.0.1", "host_port": 8080, "container_port": 80,
+                                            "protocol": "tcp"}  # fmt: skip
+    cases: list[tuple[dict[str, Any], type[Exception], str]] = [
+        ({"network": "nat"}, ValueError, "Spec.network"),
+        ({"network": 1}, TypeError, "Spec.network"),
+        ({"ip": "10.88.0.5"}, ValueError, "Spec.ip: needs network='bridge'"),
+        ({"network": "bridge", "ip": "10.99.0.5"}, ValueError, "Spec.ip"),
+        ({"network": "bridge", "ip": "10.88.0.1"}, ValueError, "Spec.ip"),  # the bridge's own
+        ({"network": "bridge", "ip": "nonsense"}, ValueError, "Spec.ip"),
+        ({"network": "bridge", "subnet": "10.88.0.1/16"}, ValueError, "Spec.subnet"),
+        ({"network": "bridge", "subnet": "10.0.0.0/30"}, ValueError, "Spec.subnet"),
+        ({"publish": ["8080:80"]}, ValueError, "Spec.publish: needs network='bridge'"),
+        ({"network": "bridge", "publish": "8080:80"}, TypeError, "Spec.publish"),
+        ({"network": "bridge", "publish": [8080]}, TypeError, "Spec.publish"),
+        ({"network": "bridge", "publish": ["8080:80", "8080:81"]}, ValueError, "published twice"),
+    ]
+    for kwargs, exc, text in cases:
+        with pytest.raises(exc, match=text.replace("(", r"\(")):
+            Spec(["true"], **kwargs)
+
+
+# -- none and host ---------------------------------------------------------------
+async def test_none_has_only_loopback_and_no_route_out() -> None:
+    code = """
+import json, os, socket, errno
+with open("/proc/net/dev") as f:
+    names = [line.split(":")[0].strip() for line in f.readlines()[2:]]
+flags = int(open("/sys/class/net/lo/flags").read(), 16)
+out = {"links": names, "lo_up": bool(flags & 1)}
+for target in ("10.88.0.1", "127.0.0.1"):
+    s = socket.socket()
+    s.settimeout(2)
+    try:
+        s.connect((target, 9))
+        out[target] = "connected"
+    except OSError as exc:
+        out[target] = errno.errorcode.get(exc.errno, str(exc))
+print(json.dumps(out))
+"""
+    result = await supervisor.run(py(code), check=True)
+    out = json.loads(result.stdout)
+    assert out["links"] == ["lo"]
+    assert out["lo_up"]
+    assert out["10.88.0.1"] == "ENETUNREACH"  # no route at all
+    assert out["127.0.0.1"] == "ECONNREFUSED"  # loopback works (nothing listens on port 9)
+
+
+async def test_host_mode_sees_host_links() -> None:
+    result = await supervisor.run(Spec(["cat", "/proc/net/dev"], network="host"), check=True)
+    names = {line.split(":")[0].strip() for line in result.stdout.decode().splitlines()[2:]}
+    assert names == {name for _index, name in socket.if_nameindex()}
+
+
+# -- bridge ----------------------------------------------------------------------
+async def test_bridge_container_reaches_host_and_has_etc_files() -> None:
+    code = """
+import json, socket, sys, time
+hosts = open("/etc/hosts").read()
+resolv = open("/etc/resolv.conf").read()
+route = [l.split() for l in open("/proc/net/route").read().splitlines()[1:]]
+default = [r for r in route if r[1] == "00000000"]
+gw = socket.inet_ntoa(bytes.fromhex(default[0][2])[::-1]) if default else None
+deadline = time.monotonic() + 20
+while True:
+    try:
+        s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5)
+        break
+    except OSError:
+        if time.monotonic() > deadline:
+            raise
+        time.sleep(0.05)
+s.sendall(socket.gethostname().encode() + b"\\n")
+print(json.dumps({"hosts": hosts, "resolv": resolv, "gw": gw, "dev": default[0][0] if default else None}))
+"""
+    listener = await _freebind_listener(GATEWAY)
+    port = listener.getsockname()[1]
+    with listener:
+        async with Supervisor() as sup, trio.open_nursery() as nursery:
+            container = await nursery.start(sup.run, py(code, GATEWAY, str(port), network="bridge", hostname="web-1"))
+            (address,) = container.addresses
+            assert ipaddress.IPv4Address(address) in ipaddress.IPv4Network(SUBNET)
+            with trio.fail_after(20):
+                conn, peer = await listener.accept()
+            with conn:
+                data = await conn.recv(100)
+            assert data == b"web-1\n"
+            assert peer[0] == address  # container -> host, from its own address, over the bridge
+            result = await container.wait()
+    assert result.exit_code == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert f"{address}\tweb-1" in out["hosts"]
+    assert "127.0.0.1\tlocalhost" in out["hosts"]
+    assert "nameserver" not in out["resolv"]
+    assert out["gw"] == GATEWAY
+    assert out["dev"] == "eth0"
+
+
+async def test_bridge_container_to_container() -> None:
+    async with Supervisor() as sup, trio.open_nursery() as nursery:
+        server = await nursery.start(sup.run, py(SERVER, "7000", network="bridge", hostname="server"))
+        client = await sup.run(
+            py(CLIENT, server.addresses[0], "7000", "hello", network="bridge", hostname="client"), check=True
+        )
+        result = await server.wait()
+    assert result.exit_code == 0, result.stderr
+    name, word, peer = client.stdout.decode().split()
+    assert (name, word) == ("server", "HELLO")
+    assert ipaddress.IPv4Address(peer) in ipaddress.IPv4Network(SUBNET)
+    assert peer != server.addresses[0]
+
+
+async def test_host_to_container_through_published_tcp_port() -> None:
+    port = _free_port()
+    spec = py(SERVER, "8000", "2", network="bridge", hostname="pub", publish=[f"{port}:8000"])
+    async with Supervisor() as sup, trio.open_nursery() as nursery:
+        container = await nursery.start(sup.run, spec)
+        replies = []
+        with trio.fail_after(20):
+            while len(replies) < 2:
+                stream = await trio.open_tcp_stream("127.0.0.1", port)
+                async with stream:
+                    await stream.send_all(b"ping\n")
+                    data = b""
+                    while not data.endswith(b"\n"):
+                        chunk = await stream.receive_some(100)
+                        if not chunk:
+                            break  # the proxy could not reach the server yet: retry
+                        data += chunk
+                if data:
+                    replies.append(data.decode().split())
+                else:
+                    await trio.sleep(0.05)
+        result = await container.wait()
+    assert result.exit_code == 0, result.stderr
+    for name, word, peer in replies:
+        assert (name, word, peer) == ("pub", "PING", GATEWAY)  # the proxy connects from the bridge address
+    # The proxy ended with the container.
+    with pytest.raises(OSError):
+        await trio.open_tcp_stream("127.0.0.1", port)
+
+
+async def test_host_to_container_through_published_udp_port() -> None:
+    port = _free_port()
+    spec = py(UDP_ECHO, "5353", network="bridge", publish=[Publish(port, 5353, "udp")])
+    async with Supervisor() as sup, trio.open_nursery() as nursery:
+        container = await nursery.start(sup.run, spec)
+        sock = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        with sock:
+            await sock.connect(("127.0.0.1", port))
+            reply = b""
+            with trio.fail_after(20):
+                while not reply:
+                    await sock.send(b"hello")
+                    with trio.move_on_after(0.2):
+                        reply = await sock.recv(100)
+        assert reply == b"HELLO"
+        container.kill()
+    await container.wait()
+
+
+async def test_fixed_ip_and_collision() -> None:
+    async with Supervisor() as sup, trio.open_nursery() as nursery:
+        first = await nursery.start(sup.run, Spec(["sleep", "30"], network="bridge", ip="10.88.200.200"))
+        assert first.addresses == ("10.88.200.200",)
+        with pytest.raises(SetupError) as info:
+            await sup.run(Spec(["true"], network="bridge", ip="10.88.200.200"))
+        assert info.value.phase == Phase.NETWORK
+        assert "already in use" in info.value.message
+        first.kill()
+
+
+async def test_setup_failure_after_network_leaves_nothing() -> None:
+    async with Supervisor() as sup:
+        with fail_at(Phase.HOSTNAME), pytest.raises(SetupError):
+            await sup.run(Spec(["true"], network="bridge", publish=[f"{_free_port()}:80"]))
+        # A published port that cannot be bound fails the NETWORK step.
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            busy = taken.getsockname()[1]
+            with pytest.raises(SetupError) as info:
+                await sup.run(Spec(["true"], network="bridge", publish=[f"{busy}:80"]))
+        assert info.value.phase == Phase.NETWORK
+        assert info.value.errno == errno.EADDRINUSE
+
+
+async def test_cancelled_container_leaves_nothing() -> None:
+    async with Supervisor() as sup, trio.open_nursery() as nursery:
+        await nursery.start(sup.run, Spec(["sleep", "30"], network="bridge", publish=[f"{_free_port()}:80"]))
+        nursery.cancel_scope.cancel()
+
+
+async def test_dead_owners_lease_is_reclaimed() -> None:
+    # A lease left by a process that is gone (a crashed supervisor).
+    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, check=True)
+    dead = f"{int(proc.stdout)}:1"
+    assert not network.owner_alive(dead)
+    os.makedirs(network.NET_DIR, exist_ok=True)
+    path = os.path.join(network.NET_DIR, BRIDGE + ".json")
+    with network._locked():
+        state = network._load(BRIDGE, SUBNET)
+        state["entries"]["10.88.201.1"] = {"owner": dead, "cid": "crashed", "veth": "svhdeadbeef00"}
+        network._store(BRIDGE, state)
+    try:
+        result = await supervisor.run(
+            py("import socket; print(socket.gethostbyname(socket.gethostname()))", network="bridge", ip="10.88.201.1"),
+            check=True,
+        )
+        assert result.stdout.decode().strip() == "10.88.201.1"
+        with network._locked():
+            assert "10.88.201.1" not in network._load(BRIDGE, SUBNET)["entries"]
+    finally:
+        with network._locked():
+            state = network._load(BRIDGE, SUBNET)
+            state["entries"].pop("10.88.201.1", None)
+            network._store(BRIDGE, state)
+    assert not os.path.exists(path) or "crashed" not in open(path).read()
+
+
+async def test_concurrent_supervisors_get_distinct_addresses() -> None:
+    """Another supervisor *process* allocates from the same subnet while ours hold addresses."""
+    async with Supervisor() as sup, trio.open_nursery() as nursery:
+        ours = [await nursery.start(sup.run, Spec(["sleep", "30"], network="bridge")) for _ in range(3)]
+        code = "import socket; print(socket.gethostbyname(socket.gethostname()))"
+        env = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(supervisor.__file__))}
+        other = await trio.run_process(
+            [sys.executable, "-m", "supervisor", "run", "--network", "bridge", "--", "python3", "-c", code],
+            capture_stdout=True,
+            capture_stderr=True,
+            env=env,
+        )
+        assert other.returncode == 0, other.stderr
+        theirs = other.stdout.decode().strip()
+        assert ipaddress.IPv4Address(theirs) in ipaddress.IPv4Network(SUBNET)
+        assert theirs not in {c.addresses[0] for c in ours}
+        # Its supervisor is gone, ours still uses the bridge: the bridge stays.
+        assert os.path.exists(f"/sys/class/net/{BRIDGE}")
+        for c in ours:
+            c.kill()
+
+
+AGENT = """
+import json, socket, sys, threading, time
+me = socket.gethostbyname(socket.gethostname())
+srv = socket.socket()
+srv.bind(("0.0.0.0", 7000))
+srv.listen(128)
+def serve():
+    while True:
+        c, _ = srv.accept()
+        c.sendall(me.encode() + b"\\n")
+        c.close()
+threading.Thread(target=serve, daemon=True).start()
+deadline = time.monotonic() + 60
+while True:
+    try:
+        reg = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=60)
+        break
+    except OSError:
+        if time.monotonic() > deadline:
+            raise
+        time.sleep(0.1)
+f = reg.makefile("rw")
+f.write(me + "\\n"); f.flush()
+peers = json.loads(f.readline())
+ok = 0
+for peer in peers:
+    if peer == me:
+        continue
+    c = socket.create_connection((peer, 7000), timeout=10)
+    ok += c.makefile().readline().strip() == peer
+    c.close()
+f.write(json.dumps(ok) + "\\n"); f.flush()
+f.readline()  # wait until the host has every answer (peers keep serving until then)
+"""
+
+
+async def test_fifty_bridged_containers_all_talk() -> None:
+    n = 50
+    listener = await _freebind_listener(GATEWAY)
+    port = listener.getsockname()[1]
+    with listener:
+        async with Supervisor() as sup, trio.open_nursery() as nursery:
+            handles = []
+
+            async def start_one(i: int) -> None:
+                handles.append(await nursery.start(sup.run, py(AGENT, GATEWAY, str(port), network="bridge")))
+
+            async with trio.open_nursery() as starters:
+                for i in range(n):
+                    starters.start_soon(start_one, i)
+            addresses = [c.addresses[0] for c in handles]
+            assert len(set(addresses)) == n
+            conns = []
+            registered = []
+            with trio.fail_after(120):
+                for _ in range(n):
+                    conn, peer = await listener.accept()
+                    stream = trio.SocketStream(conn)
+                    conns.append(stream)
+                    line = b""
+                    while not line.endswith(b"\n"):
+                        line += await stream.receive_some(100)
+                    assert line.decode().strip() == peer[0]
+                    registered.append(peer[0])
+                assert sorted(registered) == sorted(addresses)
+                payload = json.dumps(registered).encode() + b"\n"
+                for stream in conns:
+                    await stream.send_all(payload)
+                counts = []
+                for stream in conns:
+                    line = b""
+                    while not line.endswith(b"\n"):
+                        line += await stream.receive_some(100)
+                    counts.append(json.loads(line))
+                for stream in conns:
+                    await stream.send_all(b"bye\n")
+                    await stream.aclose()
+            assert counts == [n - 1] * n
+            results = [await c.wait() for c in handles]
+    assert all(r.exit_code == 0 for r in results), [r.stderr for r in results if r.exit_code]
+
+
+async def test_benchmark_setup_and_teardown_cost(capsys: pytest.CaptureFixture[str]) -> None:
+    """Printed, not asserted: the network phase, run() wall time and the veth's kernel teardown."""
+    rounds = 20
+    stats: dict[str, dict[str, list[float]]] = {}
+    async with Supervisor() as sup:
+        await sup.run(Spec(["true"], network="bridge"))  # warm-up (imports pyroute2)
+        for mode in ("none", "bridge"):
+            rec: dict[str, list[float]] = {"network_ms": [], "wall_ms": [], "veth_gone_ms": []}
+            for _ in range(rounds):
+                veths_before = {n for n in os.listdir("/sys/class/net") if n.startswith(network.VETH_PREFIX)}
+                t = time.perf_counter()
+                result = await sup.run(Spec(["true"], network=mode))
+                done = time.perf_counter()
+                rec["wall_ms"].append((done - t) * 1e3)
+                ph = {p.name: p.seconds for p in result.phases}
+                rec["network_ms"].append((ph["hostname"] - ph["network"]) * 1e3)
+                if mode == "bridge":
+                    # The veth dies with the netns, asynchronously: nothing above waited for it.
+                    while {n for n in os.listdir("/sys/class/net") if n.startswith(network.VETH_PREFIX)} - veths_before:
+                        await trio.sleep(0.001)
+                    rec["veth_gone_ms"].append((time.perf_counter() - done) * 1e3)
+            stats[mode] = rec
+        t = time.perf_counter()
+    exit_ms = (time.perf_counter() - t) * 1e3
+    with capsys.disabled():
+        print(f"\nnetwork cost per container (median of {rounds}, sequential runs of `true`):")
+        for mode, rec in stats.items():
+            line = ", ".join(f"{k} {statistics.median(v):.2f}" for k, v in rec.items() if v)
+            print(f"  {mode:<6} {line}")
+        print(f"  supervisor exit (deletes the bridge) {exit_ms:.1f} ms")
