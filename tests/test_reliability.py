@@ -20,6 +20,14 @@ from ._util import REQUEST_PHASES
 pytestmark = pytest.mark.anyio
 
 
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 def _rss_bytes() -> int:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
@@ -47,6 +55,7 @@ async def test_faults_at_every_phase_and_parent_step_under_load(busybox: str) ->
     # cgroup and network steps run in the parent only when the spec asks for
     # them; the fault still fires when PID 1 reaches the phase as a request.
     outcomes: dict[tuple[str, Phase], Phase | None] = {}
+    reasons: list[str] = []
     ok = 0
     async with Supervisor(max_parallel=16) as sup, trio.open_nursery() as nursery:
 
@@ -57,9 +66,8 @@ async def test_faults_at_every_phase_and_parent_step_under_load(busybox: str) ->
                     await sup.run(good)
                     outcomes[(where, phase)] = None
                 except SetupError as exc:
-                    assert exc.result is not None
-                    assert exc.result.reason == "setup_failed"
                     outcomes[(where, phase)] = exc.phase
+                    reasons.append(exc.result.reason if exc.result else "no result")
 
         async def healthy() -> None:
             nonlocal ok
@@ -80,6 +88,7 @@ async def test_faults_at_every_phase_and_parent_step_under_load(busybox: str) ->
             # or a network; otherwise the parent has no step to fail.
             assert failed_at in (phase, None)
     assert ok == 3 * len(faults)
+    assert set(reasons) == {"setup_failed"}
 
 
 async def test_cancellation_at_random_moments(busybox: str) -> None:
@@ -106,7 +115,7 @@ async def test_cancellation_at_random_moments(busybox: str) -> None:
     assert cancelled > 20
     assert completed + cancelled == 200
     for pid in pids:
-        assert not os.path.exists(f"/proc/{pid}/stat") or open(f"/proc/{pid}/stat").read().split()[2] == "Z"
+        assert not _running(pid)
 
 
 async def test_supervisor_memory_stays_flat(busybox: str) -> None:

@@ -24,20 +24,19 @@ REPO = str(Path(__file__).resolve().parent.parent)
 
 async def test_events_cover_every_phase_and_outcome() -> None:
     seen: list[supervisor.Event] = []
-    async with Supervisor() as sup:
-        async with trio.open_nursery() as nursery:
+    async with Supervisor() as sup, trio.open_nursery() as nursery:
 
-            async def watch() -> None:
-                async for event in sup.events():
-                    seen.append(event)
+        async def watch() -> None:
+            async for event in sup.events():
+                seen.append(event)
 
-            nursery.start_soon(watch)
-            await trio.sleep(0)
-            ok = await sup.run(Spec(["true"]))
-            with pytest.raises(supervisor.SetupError):
-                await sup.run(Spec(["no-such-program"]))
-            await trio.sleep(0.05)
-            nursery.cancel_scope.cancel()
+        nursery.start_soon(watch)
+        await trio.sleep(0)
+        ok = await sup.run(Spec(["true"]))
+        with pytest.raises(supervisor.SetupError):
+            await sup.run(Spec(["no-such-program"]))
+        await trio.sleep(0.05)
+        nursery.cancel_scope.cancel()
     by_id: dict[str, list[str]] = {}
     for event in seen:
         by_id.setdefault(event.container_id, []).append(event.kind)
