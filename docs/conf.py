@@ -46,7 +46,9 @@ autodoc_default_options = {
 # appear in signatures and type descriptions cannot be resolved: ignore them.
 nitpick_ignore_regex = [
     (r"py:.*", r"(anyio|trio|_?asyncio)(\..*)?"),
-    (r"py:.*", r"(collections\.abc|typing|types)\..*"),
+    # The standard library, also unlinked without intersphinx (builtins such as
+    # ``str`` and ``ValueError`` are handled by Sphinx itself).
+    (r"py:.*", r"(collections\.abc|typing|types|contextvars|enum|os|subprocess|socket|signal|resource)\..*"),
 ]
 # References in the package's docstrings to names that are private (or not
 # exported), so have no page to link to. ``Reason`` and ``EventKind`` are

@@ -318,6 +318,8 @@ class Supervisor:
         config = build_config(
             spec, hostname, cgroup=resources.wants_cgroup, network=resources.wants_network, etc_dir=resources.etc_dir
         )
+        # Phases are sent one by one only when someone watches them live.
+        config["live_phases"] = on_phase is not None or events.has_subscribers
 
         ctl_parent, ctl_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
         ctl_parent.setblocking(False)

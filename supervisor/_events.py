@@ -62,6 +62,11 @@ class EventHub:
         self._subscribers: set[MemoryObjectSendStream[Event]] = set()
         self._closed = False
 
+    @property
+    def has_subscribers(self) -> bool:
+        """Whether anyone iterates over events right now."""
+        return bool(self._subscribers)
+
     def publish(self, kind: EventKind, container_id: str, hostname: str, phase: str | None = None, **data: Any) -> None:
         """Send one event to every subscriber (no-op without subscribers)."""
         if not self._subscribers:

@@ -190,6 +190,12 @@ def test_limits_conversions_and_crabcan_preset() -> None:
     assert preset.cpu_shares == 2621
 
 
+def test_cpu_time_split_like_cputime_adjust() -> None:
+    assert cgroups._split(1.0, 0, 0) == (1.0, 0.0)
+    assert cgroups._split(1.0, 0, 5) == (0.0, 1.0)
+    assert cgroups._split(1.0, 3, 1) == pytest.approx((0.75, 0.25))
+
+
 def test_parse_host_pure_v2(tmp_path: os.PathLike[str]) -> None:
     mount = os.fspath(tmp_path)
     os.makedirs(os.path.join(mount, "system.slice", "sv.service"))

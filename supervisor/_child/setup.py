@@ -46,24 +46,45 @@ class SetupFailure(Exception):
 
 
 class Channel:
-    """PID 1's end of the control socket, with the current phase."""
+    """PID 1's end of the control socket, with the current phase.
 
-    def __init__(self, sock: socket.socket, fault: int | None) -> None:
+    Each phase start is timestamped as it happens. In *live* mode (someone in
+    the supervisor watches phases as they come: ``on_phase``, ``events()``)
+    each one is sent at once; otherwise they are held back and sent with the
+    next record that has to go anyway (a request, the final report before
+    execve, or a failure), which saves the supervisor a wake-up per phase.
+    """
+
+    def __init__(self, sock: socket.socket, fault: int | None, live: bool = True) -> None:
         self.sock = sock
         self.phase = Phase.SPAWNED
         self.fault = fault
+        self.live = live
+        self.pending: list[list[int]] = []
 
     def enter(self, phase: Phase) -> None:
-        """Report the start of ``phase`` (with a CLOCK_MONOTONIC timestamp)."""
+        """Note the start of ``phase`` (with a CLOCK_MONOTONIC timestamp)."""
         self.phase = phase
-        send(self.sock, {"t": Tag.PHASE, "phase": int(phase), "ts": time.monotonic_ns()})
+        self.pending.append([int(phase), time.monotonic_ns()])
+        if self.live:
+            self.flush()
         self._maybe_fault()
+
+    def flush(self) -> None:
+        """Send the phases not reported yet."""
+        if self.pending:
+            send(self.sock, {"t": Tag.PHASE, "list": self.pending})
+            self.pending = []
 
     def request(self, phase: Phase) -> None:
         """Start a request phase and block until the supervisor acknowledges it."""
         self.phase = phase
-        send(self.sock, {"t": Tag.REQUEST, "phase": int(phase), "ts": time.monotonic_ns()})
-        self._maybe_fault()
+        ts = time.monotonic_ns()
+        if self.fault == int(phase):
+            self.pending.append([int(phase), ts])  # reported with the failure
+            self._maybe_fault()
+        before, self.pending = self.pending, []
+        send(self.sock, {"t": Tag.REQUEST, "phase": int(phase), "ts": ts, "before": before})
         record, fds = recv(self.sock)
         for fd in fds:
             os.close(fd)
@@ -76,8 +97,12 @@ class Channel:
             raise SetupFailure(errno.EIO, f"fault injected at phase {self.phase.label} (supervisor.testing)")
 
     def fail(self, err: int, message: str) -> None:
+        before, self.pending = self.pending, []
         try:
-            send(self.sock, {"t": Tag.FAIL, "phase": int(self.phase), "errno": err, "message": message})
+            send(
+                self.sock,
+                {"t": Tag.FAIL, "phase": int(self.phase), "errno": err, "message": message, "before": before},
+            )
         except OSError:
             pass
 
@@ -121,6 +146,7 @@ def _adopt_fds(fds: list[int], stdin_null: bool) -> Channel:
 def run_setup(config: dict[str, Any], chan: Channel) -> NoReturn:
     """The setup sequence, in protocol order (see :class:`supervisor.Phase`)."""
     chan.fault = config.get("fault")
+    chan.live = bool(config.get("live_phases", True))
     # SPAWNED: die with the fork server (our parent, single-threaded, so the
     # parent-thread caveat of PDEATHSIG does not bite), and stay non-dumpable
     # until exec so nothing in the container can ptrace or read our memory.
@@ -237,6 +263,7 @@ def run_setup(config: dict[str, Any], chan: Channel) -> NoReturn:
     linux.close_range(CONTROL_FD, 0xFFFFFFFF, c.CLOSE_RANGE_CLOEXEC)
     # The seccomp filter, last: after it only execve runs, so the profile
     # never has to allow anything of our setup (youki does the same).
+    chan.flush()  # the phases held back, EXEC included (batched mode)
     seccomp.load(program)
     os.execve(path, config["argv"], env)
     raise AssertionError("unreachable")  # pragma: no cover

@@ -23,8 +23,8 @@ attach                     every hierarchy: ``cgroup.procs``                   `
 kill                       freezer: ``freezer.state`` FROZEN, SIGKILL each     ``cgroup.kill`` (5.14+; else
                            pid of ``cgroup.procs``, THAWED                     ``cgroup.freeze`` + SIGKILL + thaw)
 empty?                     ``cgroup.procs`` of the subtree is empty            ``cgroup.events``: ``populated 0``
-``cpu_user_s/system_s``    cpuacct: ``cpuacct.usage_user/usage_sys`` (ns),     ``cpu.stat``: ``user_usec``,
-                           else ``cpuacct.stat`` (USER_HZ ticks)               ``system_usec`` (no controller needed)
+``cpu_user_s/system_s``    cpuacct: ``cpuacct.usage`` (ns, exact) split in     ``cpu.stat``: ``user_usec``,
+                           the ratio of ``cpuacct.stat`` user/system ticks     ``system_usec`` (no controller needed)
 ``peak_memory_bytes``      memory: ``memory.max_usage_in_bytes``               ``memory.peak`` (5.19+)
 ``oom_killed``             memory: ``memory.oom_control``: ``oom_kill``        ``memory.events``: ``oom_kill``,
                                                                                ``oom_group_kill``
@@ -452,6 +452,16 @@ def _procs(path: str) -> list[int]:
     return pids
 
 
+def _split(total: float, user_ticks: int, system_ticks: int) -> tuple[float, float]:
+    """Split an exact CPU time in the ratio of sampled user and system ticks (the kernel's ``cputime_adjust``)."""
+    if system_ticks <= 0:
+        return total, 0.0
+    if user_ticks <= 0:
+        return 0.0, total
+    system = total * system_ticks / (user_ticks + system_ticks)
+    return total - system, system
+
+
 def _host_has_swap() -> bool:
     try:
         with open("/proc/swaps") as f:
@@ -779,14 +789,16 @@ class ContainerCgroup:
             cpu_stat = _keyed(os.path.join(v2, "cpu.stat"))
             user_s, system_s = cpu_stat["user_usec"] / 1e6, cpu_stat["system_usec"] / 1e6
         elif cpuacct is not None:
+            # cpuacct.usage is the exact scheduler runtime (ns); the user/system
+            # split (cpuacct.stat in USER_HZ ticks, and usage_user/usage_sys,
+            # which are the same tick samples in ns) is sampled at each tick
+            # and was 30 % off the real total under load here. So, like
+            # getrusage() and v2's cpu.stat (the kernel's cputime_adjust), the
+            # exact total is split in the sampled ratio.
             d = cpuacct[1]
-            if os.path.exists(os.path.join(d, "cpuacct.usage_user")):
-                user_s = int(_read(os.path.join(d, "cpuacct.usage_user"))) / 1e9
-                system_s = int(_read(os.path.join(d, "cpuacct.usage_sys"))) / 1e9
-            else:
-                ticks = _keyed(os.path.join(d, "cpuacct.stat"))
-                hz = os.sysconf("SC_CLK_TCK")
-                user_s, system_s = ticks["user"] / hz, ticks["system"] / hz
+            total = int(_read(os.path.join(d, "cpuacct.usage"))) / 1e9
+            ticks = _keyed(os.path.join(d, "cpuacct.stat"))
+            user_s, system_s = _split(total, ticks.get("user", 0), ticks.get("system", 0))
         peak: int | None = None
         oom_kills = 0
         oom_killed = False

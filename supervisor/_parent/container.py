@@ -7,7 +7,6 @@ import errno
 import os
 import signal as _signal
 import socket
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -111,18 +110,16 @@ class ContainerProcess:
                 await self.slot.exited.wait()
                 raise SetupError(self.last_phase, 0, f"PID 1 died during setup ({self.describe_exit()})")
             tag = record["t"]
-            if tag in (Tag.PHASE, Tag.REQUEST):
-                try:
-                    phase = Phase(int(record["phase"]))
-                except (ValueError, KeyError, TypeError):
-                    raise ProtocolError(f"unknown phase in {record!r}") from None
-                if phase < self.last_phase or (phase == self.last_phase and self.phases):
-                    raise ProtocolError(f"phase {phase.label} after {self.last_phase.label}")
-                self._note(phase, int(record.get("ts", time.monotonic_ns())))
-                if tag == Tag.REQUEST:
-                    if phase not in REQUEST_PHASES:
-                        raise ProtocolError(f"phase {phase.label} is not a request")
-                    await self._answer(phase)
+            if tag not in (Tag.PHASE, Tag.REQUEST, Tag.FAIL):
+                raise ProtocolError(f"unexpected record from PID 1: {record!r}")
+            # Phases held back by PID 1 (batched mode) come first, in order.
+            for item in record.get("list" if tag == Tag.PHASE else "before", []):
+                self._accept(item)
+            if tag == Tag.REQUEST:
+                phase = self._accept([record.get("phase"), record.get("ts")])
+                if phase not in REQUEST_PHASES:
+                    raise ProtocolError(f"phase {phase.label} is not a request")
+                await self._answer(phase)
             elif tag == Tag.FAIL:
                 try:
                     phase = Phase(int(record["phase"]))
@@ -130,8 +127,22 @@ class ContainerProcess:
                     phase = self.last_phase
                 await self.slot.exited.wait()
                 raise SetupError(phase, int(record.get("errno") or 0), str(record.get("message")))
-            else:
-                raise ProtocolError(f"unexpected record from PID 1: {record!r}")
+
+    def _accept(self, item: Any) -> Phase:
+        """Validate and note one ``[phase, timestamp]`` report.
+
+        Raises:
+            ProtocolError: unknown phase, or not after the previous one.
+        """
+        try:
+            phase = Phase(int(item[0]))
+            ts = int(item[1])
+        except (ValueError, TypeError, IndexError):
+            raise ProtocolError(f"malformed phase report {item!r}") from None
+        if phase < self.last_phase or (phase == self.last_phase and self.phases):
+            raise ProtocolError(f"phase {phase.label} after {self.last_phase.label}")
+        self._note(phase, ts)
+        return phase
 
     async def _answer(self, phase: Phase) -> None:
         """Perform the parent-side step PID 1 asked for, then acknowledge it."""

@@ -1,0 +1,327 @@
+#!/usr/bin/env python3
+"""Where supervisor's start-up time goes, at concurrency 1 and 8.
+
+Run as root from the repository::
+
+    python benchmarks/profile_startup.py            # N=200 per K
+    python benchmarks/profile_startup.py --n 100 --ks 1,8 --top 12
+
+For each K it runs N ``sup.run(Spec(["/bin/true"], rootfs=...))`` twice:
+
+1. unprofiled: latency, throughput, and CPU per container split between the
+   driver (the trio program: our API), the fork server (its own CPU) and the
+   containers (the fork server's reaped children: PID 1's Python setup, the
+   payload, the exit), plus the median of every phase from ``Result.phases``;
+2. under cProfile, in three places at once: the driver's trio thread, the fork
+   server, and each PID 1 from clone to just before ``execve``.
+
+The fork server and PID 1 are profiled by replacing the fork server's
+bootstrap code from outside (``supervisor._parent.forkserver._BOOTSTRAP``);
+nothing in ``supervisor/`` is edited. Then it runs the variant experiments
+(interleaved, unprofiled), each changing one thing through the public API:
+``capture_output=False``, ``seccomp="unconfined"``, ``network="host"``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import os
+import pstats
+import resource
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import trio
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import startup
+
+import supervisor._parent.forkserver as fsmod
+from supervisor import Result, Spec, Supervisor
+
+#: The fork server's bootstrap with cProfile (CPU clock) around it and around
+#: each PID 1 (clone to execve). With SUPERVISOR_PROFILE_MODE=cpu nothing is
+#: profiled: each PID 1 only writes its CPU time and minor faults before execve.
+_PROFILED_BOOTSTRAP = (
+    "import sys, types, os, time, marshal, resource, cProfile\n"
+    "pkg = types.ModuleType('supervisor')\n"
+    "pkg.__path__ = [sys.argv[2]]\n"
+    "sys.modules['supervisor'] = pkg\n"
+    "out = os.environ['SUPERVISOR_PROFILE_DIR']\n"
+    "profiling = os.environ.get('SUPERVISOR_PROFILE_MODE') != 'cpu'\n"
+    "from supervisor._child import setup\n"
+    "from supervisor._sys import linux\n"
+    "from supervisor._child.forkserver import main\n"
+    "server = cProfile.Profile(time.thread_time)\n"
+    "child_main = setup.child_main\n"
+    "real_execve = os.execve\n"
+    "real_close_range = linux.close_range\n"
+    "FD = 1000\n"
+    "def close_range(first, last=0xFFFFFFFF, flags=0):\n"
+    "    # PID 1 closes every fd above its control socket: keep our two.\n"
+    "    if first < FD <= last:\n"
+    "        real_close_range(first, FD - 1, flags)\n"
+    "    if last > FD + 1:\n"
+    "        real_close_range(max(first, FD + 2), last, flags)\n"
+    "def write_all(fd, data):\n"
+    "    data = memoryview(data)\n"
+    "    while data:\n"
+    "        data = data[os.write(fd, data):]\n"
+    "    os.close(fd)\n"
+    "def profiled_child_main(config, fds):\n"
+    "    cpu0 = time.thread_time_ns()\n"
+    "    flt0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"
+    "    server.disable()\n"
+    "    # Opened before the pivot: the host's folder is unreachable afterwards.\n"
+    "    name = f'{out}/pid1-{time.monotonic_ns()}'\n"
+    "    for i, ext in enumerate(('.prof', '.cpu')):\n"
+    "        fd = os.open(name + ext, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)\n"
+    "        os.dup2(fd, FD + i)\n"
+    "        os.close(fd)\n"
+    "    linux.close_range = close_range\n"
+    "    prof = cProfile.Profile(time.thread_time)\n"
+    "    def execve(path, argv, env):\n"
+    "        prof.disable()\n"
+    "        cpu = time.thread_time_ns() - cpu0\n"
+    "        flt = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - flt0\n"
+    "        write_all(FD + 1, f'{cpu} {flt}'.encode())\n"
+    "        prof.create_stats()\n"
+    "        write_all(FD, marshal.dumps(prof.stats) if profiling else b'')\n"
+    "        real_execve(path, argv, env)\n"
+    "    os.execve = execve\n"
+    "    if profiling:\n"
+    "        prof.enable()\n"
+    "    child_main(config, fds)\n"
+    "setup.child_main = profiled_child_main\n"
+    "if profiling:\n"
+    "    server.enable()\n"
+    "try:\n"
+    "    main(int(sys.argv[1]))\n"
+    "finally:\n"
+    "    server.disable()\n"
+    "    server.dump_stats(f'{out}/forkserver.prof')\n"
+)
+
+
+def fork_server_cpu(pid: int) -> tuple[float, float]:
+    """(own CPU s, reaped children's CPU s) of the fork server."""
+    rest = startup.read_text(f"/proc/{pid}/stat").rsplit(")", 1)[1].split()
+    own = (int(rest[11]) + int(rest[12])) / startup.CLK_TCK
+    children = (int(rest[13]) + int(rest[14])) / startup.CLK_TCK
+    return own, children
+
+
+async def batch(sup: Supervisor, spec: Spec, n: int, k: int, **kwargs: Any) -> dict[str, Any]:
+    """N runs with at most K in flight: latencies, results and CPU split."""
+    for _ in range(5):
+        await sup.run(spec, **kwargs)
+    lat: list[float] = []
+    results: list[Result] = []
+    limiter = trio.CapacityLimiter(k)
+
+    async def one() -> None:
+        async with limiter:
+            t0 = time.perf_counter()
+            res = await sup.run(spec, **kwargs)
+            lat.append(time.perf_counter() - t0)
+            results.append(res)
+
+    me0 = resource.getrusage(resource.RUSAGE_SELF)
+    fs0 = fork_server_cpu(sup.fork_server_pid)
+    t0 = time.perf_counter()
+    async with trio.open_nursery() as nursery:
+        for _ in range(n):
+            nursery.start_soon(one)
+    wall = time.perf_counter() - t0
+    await trio.sleep(0.05)
+    me1 = resource.getrusage(resource.RUSAGE_SELF)
+    fs1 = fork_server_cpu(sup.fork_server_pid)
+    bad = [r for r in results if not r.ok]
+    return {
+        "per_s": n / wall,
+        "p50_ms": startup.percentile(lat, 50) * 1e3,
+        "p95_ms": startup.percentile(lat, 95) * 1e3,
+        "driver_cpu_ms": ((me1.ru_utime + me1.ru_stime) - (me0.ru_utime + me0.ru_stime)) * 1e3 / n,
+        "forkserver_cpu_ms": (fs1[0] - fs0[0]) * 1e3 / n,
+        "containers_cpu_ms": (fs1[1] - fs0[1]) * 1e3 / n,
+        "failures": len(bad),
+        "results": results,
+        "latencies_ms": [x * 1e3 for x in lat],
+    }
+
+
+def top(stats: pstats.Stats, sort: str, limit: int, title: str) -> str:
+    """The ``limit`` costliest functions, as text."""
+    buf = io.StringIO()
+    stats.stream = buf  # type: ignore[attr-defined]
+    stats.sort_stats(sort).print_stats(limit)
+    body = buf.getvalue()
+    start = body.find("   ncalls")
+    return f"--- {title} (sorted by {sort}) ---\n" + (body[start:] if start >= 0 else body)
+
+
+def load_stats(paths: Sequence[str]) -> pstats.Stats | None:
+    """Merge profile files; None if there are none."""
+    paths = [p for p in paths if os.path.getsize(p) > 0]
+    if not paths:
+        return None
+    stats = pstats.Stats(paths[0])
+    for p in paths[1:]:
+        stats.add(p)
+    stats.strip_dirs()
+    return stats
+
+
+async def instrumented(rootfs: str, n: int, k: int, limit: int, *, profile: bool) -> str:
+    """One K with the instrumented fork server; return the report.
+
+    With ``profile``, cProfile (CPU clock) runs in the driver's trio thread, in
+    the fork server and in each PID 1; without, only each PID 1's CPU time and
+    minor faults up to ``execve`` are recorded (two extra file writes per run).
+    """
+    outdir = tempfile.mkdtemp(prefix="supervisor-profile-")
+    os.environ["SUPERVISOR_PROFILE_DIR"] = outdir
+    os.environ["SUPERVISOR_PROFILE_MODE"] = "profile" if profile else "cpu"
+    original = fsmod._BOOTSTRAP
+    fsmod._BOOTSTRAP = _PROFILED_BOOTSTRAP
+    spec = Spec(["/bin/true"], rootfs=rootfs)
+    driver = cProfile.Profile(time.thread_time)
+    try:
+        async with Supervisor() as sup:
+            for _ in range(5):
+                await sup.run(spec)
+            for name in os.listdir(outdir):
+                os.unlink(os.path.join(outdir, name))
+            flt0 = fork_server_children_minflt(sup.fork_server_pid)
+            if profile:
+                driver.enable()
+            b = await batch(sup, spec, n, k)
+            driver.disable()
+            flt1 = fork_server_children_minflt(sup.fork_server_pid)
+    finally:
+        fsmod._BOOTSTRAP = original
+        del os.environ["SUPERVISOR_PROFILE_DIR"]
+        del os.environ["SUPERVISOR_PROFILE_MODE"]
+    cpu_files = [os.path.join(outdir, f) for f in os.listdir(outdir) if f.endswith(".cpu")]
+    pid1_cpu, pid1_flt = [], []
+    for path in cpu_files:
+        with open(path) as f:
+            fields = f.read().split()
+        if len(fields) == 2:
+            pid1_cpu.append(int(fields[0]) / 1e6)
+            pid1_flt.append(int(fields[1]))
+    if not profile:
+        setup_cpu = statistics.mean(pid1_cpu) if pid1_cpu else float("nan")
+        parts = [
+            f"K={k}, N={n}: {b['per_s']:.0f}/s, p50 {b['p50_ms']:.2f} ms, p95 {b['p95_ms']:.2f} ms;"
+            f" failures {b['failures']}",
+            f"  CPU per container (ms): driver {b['driver_cpu_ms']:.2f}, fork server {b['forkserver_cpu_ms']:.2f},"
+            f" containers {b['containers_cpu_ms']:.2f} = PID 1's Python setup (clone to execve, mean) {setup_cpu:.2f}"
+            f" + execve, payload and exit {b['containers_cpu_ms'] - setup_cpu:.2f};"
+            f" total {b['driver_cpu_ms'] + b['forkserver_cpu_ms'] + b['containers_cpu_ms']:.2f}",
+            f"  minor page faults per container: PID 1 before execve {startup.median(pid1_flt):.0f},"
+            f" all of the container (fork server's reaped children) {(flt1 - flt0) / n:.0f}",
+            phase_table(b["results"], b["latencies_ms"]),
+        ]
+        shutil.rmtree(outdir, ignore_errors=True)
+        return "\n".join(parts)
+    parts = [f"===== cProfile (CPU time) at K={k}, N={n} ====="]
+    dstats = pstats.Stats(driver)
+    dstats.strip_dirs()
+    parts.append(top(dstats, "tottime", limit, "driver (trio thread)"))
+    parts.append(top(dstats, "cumulative", limit, "driver (trio thread)"))
+    fs = load_stats([os.path.join(outdir, "forkserver.prof")])
+    if fs is not None:
+        parts.append(top(fs, "tottime", limit, "fork server"))
+    pid1 = load_stats(
+        [os.path.join(outdir, f) for f in os.listdir(outdir) if f.endswith(".prof") and f != "forkserver.prof"]
+    )
+    if pid1 is not None:
+        parts.append(top(pid1, "tottime", limit, f"PID 1, clone to execve, summed over {n} runs"))
+        parts.append(top(pid1, "cumulative", limit, "PID 1, clone to execve"))
+    shutil.rmtree(outdir, ignore_errors=True)
+    return "\n".join(parts)
+
+
+def fork_server_children_minflt(pid: int) -> int:
+    """Minor faults of the fork server's reaped children (cminflt)."""
+    rest = startup.read_text(f"/proc/{pid}/stat").rsplit(")", 1)[1].split()
+    return int(rest[7])
+
+
+VARIANTS: dict[str, tuple[Callable[[str], Spec], dict[str, Any]]] = {
+    "default": (lambda r: Spec(["/bin/true"], rootfs=r), {}),
+    "capture_output=False": (lambda r: Spec(["/bin/true"], rootfs=r), {"capture_output": False}),
+    'seccomp="unconfined"': (lambda r: Spec(["/bin/true"], rootfs=r, seccomp="unconfined"), {}),
+    'network="host" (no netns)': (lambda r: Spec(["/bin/true"], rootfs=r, network="host"), {}),
+}
+
+
+def phase_table(results: Sequence[Result], lat: Sequence[float]) -> str:
+    """Median phase durations, as text."""
+    ph = startup.phase_breakdown(results, lat)
+    return "\n".join(f"  {name:<72}{ms:8.3f}" for name, ms in ph["median_ms"].items())
+
+
+async def run(args: argparse.Namespace, work: str) -> None:
+    """Everything, in one trio run."""
+    rootfs = startup.build_rootfs(work)
+    out: list[str] = []
+    for k in args.ks:
+        out.append(await instrumented(rootfs, args.n, k, args.top, profile=False))
+    async with Supervisor() as sup:
+        # Variants, interleaved: one thing changed at a time through the public API.
+        rows: dict[tuple[str, int], list[dict[str, Any]]] = {}
+        for rep in range(args.reps):
+            for k in args.ks:
+                names = list(VARIANTS)
+                names = names[rep % len(names) :] + names[: rep % len(names)]
+                for name in names:
+                    make, kwargs = VARIANTS[name]
+                    try:
+                        b = await batch(sup, make(rootfs), args.n // 2, k, **kwargs)
+                    except (TypeError, ValueError) as exc:  # a field this version lacks
+                        print(f"variant {name}: {exc}", file=sys.stderr)
+                        continue
+                    rows.setdefault((name, k), []).append(b)
+        out.append("\nVariants (median over reps; N/2 each; CPU = driver + fork server + containers, ms/container):")
+        for (name, k), bs in rows.items():
+            per_s = statistics.median(b["per_s"] for b in bs)
+            p50 = statistics.median(b["p50_ms"] for b in bs)
+            cpu = statistics.median(b["driver_cpu_ms"] + b["forkserver_cpu_ms"] + b["containers_cpu_ms"] for b in bs)
+            out.append(f"  K={k:<3} {name:<28} {per_s:7.0f}/s  p50 {p50:7.2f} ms  CPU {cpu:6.2f}")
+    print("\n".join(out), flush=True)
+    for k in args.ks:
+        print(await instrumented(rootfs, args.n, k, args.top, profile=True), flush=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--n", type=int, default=200, help="containers per batch (default 200)")
+    p.add_argument("--ks", type=lambda s: [int(x) for x in s.split(",")], default=[1, 8], help="K values (1,8)")
+    p.add_argument("--reps", type=int, default=3, help="repetitions of the variant experiments (default 3)")
+    p.add_argument("--top", type=int, default=15, help="functions per profile table (default 15)")
+    args = p.parse_args(argv)
+    if os.geteuid() != 0:
+        print("profile_startup.py: must run as root", file=sys.stderr)
+        return 2
+    work = tempfile.mkdtemp(prefix="supervisor-profile-")
+    os.chmod(work, 0o755)
+    try:
+        trio.run(run, args, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
