@@ -105,19 +105,19 @@ def test_overlay_needs_a_rootfs() -> None:
         Spec(["true"], overlay=True)
 
 
-def _run_dir(tmp_path: Path) -> Path:
-    path = tmp_path / "run"
+def _run_dir(host_dir: Path) -> Path:
+    path = host_dir / "run"
     path.mkdir()
     return path
 
 
-def test_gc_sweeps_dead_owners_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    root = _run_dir(tmp_path)
+def test_gc_sweeps_dead_owners_only(host_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = _run_dir(host_dir)
     monkeypatch.setenv("SUPERVISOR_RUN_DIR", str(root))
     # A dead owner: a PID that exists with another start time cannot be ours.
     dead = root / f"{os.getpid()}-1"
     dead.mkdir()
-    leftover = tmp_path / "leftover"
+    leftover = host_dir / "leftover"
     leftover.mkdir()
     (leftover / "file").write_text("x")
     (dead / "c1.jsonl").write_text(json.dumps({"kind": "dir", "path": str(leftover)}) + "\n")
@@ -125,7 +125,7 @@ def test_gc_sweeps_dead_owners_only(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     from supervisor._parent.rundir import RunDir
 
     live = RunDir()
-    kept = tmp_path / "kept"
+    kept = host_dir / "kept"
     kept.mkdir()
     live.record("c2", "dir", path=str(kept))
     report = supervisor.collect_garbage()
@@ -139,11 +139,11 @@ def test_gc_sweeps_dead_owners_only(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert list(root.iterdir()) == []
 
 
-def test_gc_cli(tmp_path: Path) -> None:
-    root = _run_dir(tmp_path)
+def test_gc_cli(host_dir: Path) -> None:
+    root = _run_dir(host_dir)
     dead = root / "999999999-5"
     dead.mkdir()
-    leftover = tmp_path / "leftover"
+    leftover = host_dir / "leftover"
     leftover.mkdir()
     (dead / "c.jsonl").write_text(json.dumps({"kind": "dir", "path": str(leftover)}) + "\n")
     env = {**os.environ, "SUPERVISOR_RUN_DIR": str(root), "PYTHONPATH": REPO}
@@ -230,8 +230,8 @@ def test_run_many_count(busybox: str) -> None:
     assert "exited" in out.stdout
 
 
-def test_run_many_reports_failures_and_exit_status(busybox: str, tmp_path: Path) -> None:
-    specs = tmp_path / "specs.toml"
+def test_run_many_reports_failures_and_exit_status(busybox: str, host_dir: Path) -> None:
+    specs = host_dir / "specs.toml"
     specs.write_text(
         textwrap.dedent(
             f"""
@@ -257,8 +257,8 @@ def test_run_many_reports_failures_and_exit_status(busybox: str, tmp_path: Path)
     assert any(line.split()[:2] == ["setup_failed", "-"] for line in lines)
 
 
-def test_run_many_json_event_stream(busybox: str, tmp_path: Path) -> None:
-    specs = tmp_path / "specs.json"
+def test_run_many_json_event_stream(busybox: str, host_dir: Path) -> None:
+    specs = host_dir / "specs.json"
     specs.write_text(json.dumps([{"command": ["true"], "rootfs": busybox, "count": 3}]))
     out = _cli("run-many", "--json", str(specs))
     assert out.returncode == 0, out.stderr
@@ -269,8 +269,8 @@ def test_run_many_json_event_stream(busybox: str, tmp_path: Path) -> None:
     assert {e["id"] for e in events} == {e["id"] for e in events if e["event"] == "exited"}
 
 
-def test_run_many_rejects_a_bad_file(tmp_path: Path) -> None:
-    specs = tmp_path / "specs.json"
+def test_run_many_rejects_a_bad_file(host_dir: Path) -> None:
+    specs = host_dir / "specs.json"
     specs.write_text(json.dumps([{"command": ["true"], "colour": "red"}]))
     out = _cli("run-many", str(specs))
     assert out.returncode == 125
