@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import io
+import itertools
 import os
 import pstats
 import resource
@@ -45,7 +46,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import startup
 
 import supervisor._parent.forkserver as fsmod
-from supervisor import Result, Spec, Supervisor
+from supervisor import Phase, Result, Spec, Supervisor
 
 #: The fork server's bootstrap with cProfile (CPU clock) around it and around
 #: each PID 1 (clone to execve). With SUPERVISOR_PROFILE_MODE=cpu nothing is
@@ -87,12 +88,21 @@ _PROFILED_BOOTSTRAP = (
     "        os.dup2(fd, FD + i)\n"
     "        os.close(fd)\n"
     "    linux.close_range = close_range\n"
+    "    marks = []\n"
+    "    def mark(method):\n"
+    "        def wrapper(self, phase):\n"
+    "            marks.append(f'{int(phase)}:{time.thread_time_ns() - cpu0}:'\n"
+    "                         f'{resource.getrusage(resource.RUSAGE_SELF).ru_minflt - flt0}')\n"
+    "            return method(self, phase)\n"
+    "        return wrapper\n"
+    "    setup.Channel.enter = mark(setup.Channel.enter)\n"
+    "    setup.Channel.request = mark(setup.Channel.request)\n"
     "    prof = cProfile.Profile(time.thread_time)\n"
     "    def execve(path, argv, env):\n"
     "        prof.disable()\n"
     "        cpu = time.thread_time_ns() - cpu0\n"
     "        flt = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - flt0\n"
-    "        write_all(FD + 1, f'{cpu} {flt}'.encode())\n"
+    "        write_all(FD + 1, f'{cpu} {flt}\\n{\" \".join(marks)}'.encode())\n"
     "        prof.create_stats()\n"
     "        write_all(FD, marshal.dumps(prof.stats) if profiling else b'')\n"
     "        real_execve(path, argv, env)\n"
@@ -211,13 +221,28 @@ async def instrumented(rootfs: str, n: int, k: int, limit: int, *, profile: bool
         del os.environ["SUPERVISOR_PROFILE_DIR"]
         del os.environ["SUPERVISOR_PROFILE_MODE"]
     cpu_files = [os.path.join(outdir, f) for f in os.listdir(outdir) if f.endswith(".cpu")]
-    pid1_cpu, pid1_flt = [], []
+    pid1_cpu: list[float] = []
+    pid1_flt: list[int] = []
+    per_phase: dict[str, list[tuple[float, int]]] = {}
     for path in cpu_files:
         with open(path) as f:
-            fields = f.read().split()
-        if len(fields) == 2:
-            pid1_cpu.append(int(fields[0]) / 1e6)
-            pid1_flt.append(int(fields[1]))
+            lines = f.read().splitlines()
+        if not lines or len(lines[0].split()) != 2:
+            continue
+        cpu_ns, flt = (int(x) for x in lines[0].split())
+        pid1_cpu.append(cpu_ns / 1e6)
+        pid1_flt.append(flt)
+        marks = [(Phase(int(a)).label, int(b), int(c)) for a, b, c in (m.split(":") for m in lines[1].split())]
+        bounds = [("clone -> spawned report", 0, 0), *marks, ("end", cpu_ns, flt)]
+        for (name, c0, f0), (_next, c1, f1) in itertools.pairwise(bounds):
+            label = (
+                name
+                if name == "clone -> spawned report"
+                else f"{name} -> next"
+                if _next != "end"
+                else f"{name} -> execve"
+            )
+            per_phase.setdefault(label, []).append(((c1 - c0) / 1e6, f1 - f0))
     if not profile:
         setup_cpu = statistics.mean(pid1_cpu) if pid1_cpu else float("nan")
         parts = [
@@ -229,6 +254,12 @@ async def instrumented(rootfs: str, n: int, k: int, limit: int, *, profile: bool
             f" total {b['driver_cpu_ms'] + b['forkserver_cpu_ms'] + b['containers_cpu_ms']:.2f}",
             f"  minor page faults per container: PID 1 before execve {startup.median(pid1_flt):.0f},"
             f" all of the container (fork server's reaped children) {(flt1 - flt0) / n:.0f}",
+            "  PID 1 CPU ms and minor faults per phase (medians; from a patched Channel.enter/request):",
+            *(
+                f"    {name:<28}{startup.median(c for c, _ in v):8.3f} ms {startup.median(f for _, f in v):6.0f} faults"
+                for name, v in per_phase.items()
+            ),
+            "  phases (wall, from Result.phases, medians in ms):",
             phase_table(b["results"], b["latencies_ms"]),
         ]
         shutil.rmtree(outdir, ignore_errors=True)

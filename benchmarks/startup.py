@@ -157,7 +157,7 @@ def uss_kb(pid: int | str) -> dict[str, int]:
     return out
 
 
-def proc_stat(pid: int | str) -> tuple[int, str, int, float] | None:
+def proc_stat(pid: int | str) -> tuple[int, str, str, float] | None:
     """(ppid, comm, state letter, CPU seconds incl. reaped children) or None."""
     text = read_text(f"/proc/{pid}/stat")
     if not text:
@@ -716,7 +716,7 @@ class Peer(Contender):
         proc = await self._open(self.make_argv("check", False), stderr=subprocess.PIPE)
         rc = await proc.wait()
         if rc != 0:
-            err = b""
+            err: bytes | bytearray = b""
             if isinstance(proc, PopenProc) and proc.popen.stderr is not None:
                 err = proc.popen.stderr.read()
             elif isinstance(proc, trio.Process) and proc.stderr is not None:
@@ -803,7 +803,7 @@ def make_peers(
             if bwrap_seccomp:
                 base += ["--seccomp", "SECCOMP_FD"]
 
-            def argv(cid: str, sleep: bool, base: list[str] = base) -> list[str]:
+            def bwrap_argv(cid: str, sleep: bool, base: list[str] = base) -> list[str]:
                 payload = ["/bin/sleep", "300"] if sleep else ["/bin/true"]
                 return [*base, "--bind", rootfs, "/", "--proc", "/proc", "--dev", "/dev", *payload]
 
@@ -811,16 +811,18 @@ def make_peers(
                 "--unshare-all: user (uid_map 0 0 1, as root), mnt, uts, ipc, net, pid, cgroup; /proc, /dev; "
                 f"no cgroup; seccomp {'filter' if bwrap_seccomp else 'none (pyseccomp missing)'}"
             )
-            peers.append(Peer(name, iso, host, argv, tool_version([exe, "--version"]), bpf if bwrap_seccomp else None))
+            peers.append(
+                Peer(name, iso, host, bwrap_argv, tool_version([exe, "--version"]), bpf if bwrap_seccomp else None)
+            )
         elif name == "unshare":
 
-            def argv(cid: str, sleep: bool, exe: str = exe) -> list[str]:
+            def unshare_argv(cid: str, sleep: bool, exe: str = exe) -> list[str]:
                 payload = ["/bin/sleep", "300"] if sleep else ["/bin/true"]
                 flags = ["--user", "--map-root-user", "--mount", "--uts", "--ipc", "--net", "--pid", "--cgroup"]
                 return [exe, *flags, "--fork", "--mount-proc", f"--root={rootfs}", *payload]
 
             iso = "user (root mapped to root), mnt, uts, ipc, net, pid, cgroup; chroot + /proc; no cgroup; no seccomp"
-            peers.append(Peer(name, iso, host, argv, tool_version([exe, "--version"])))
+            peers.append(Peer(name, iso, host, unshare_argv, tool_version([exe, "--version"])))
         else:
             state = os.path.join(work, f"state-{name}")
             os.makedirs(state, mode=0o700)
@@ -837,7 +839,7 @@ def make_peers(
                     continue
                 launcher = crun_launcher
 
-            def argv(cid: str, sleep: bool, pre: list[str] = pre, bt: str = b_true, bs: str = b_sleep) -> list[str]:
+            def oci_argv(cid: str, sleep: bool, pre: list[str] = pre, bt: str = b_true, bs: str = b_sleep) -> list[str]:
                 if sleep:
                     return [*pre, "run", "-d", "--bundle", bs, cid]
                 return [*pre, "run", "--bundle", bt, cid]
@@ -847,7 +849,7 @@ def make_peers(
                 "user (0..65535 -> 100000..), mnt, uts, ipc, net, pid, cgroup; read-only root, /proc, /dev tmpfs; "
                 f"{cg}; seccomp {'filter' if peer_seccomp else 'none'}; 3 caps; no_new_privs"
             )
-            peers.append(Peer(name, iso, launcher, argv, tool_version([exe, "--version"])))
+            peers.append(Peer(name, iso, launcher, oci_argv, tool_version([exe, "--version"])))
     return peers, missing
 
 
@@ -1272,7 +1274,7 @@ def compute_targets(data: dict[str, Any]) -> list[dict[str, str]]:
 
 
 def write_chart(data: dict[str, Any], path: str) -> None:
-    """A PNG with latency, throughput and memory per contender (matplotlib, Agg)."""
+    """A small PNG: latency, throughput and memory per contender (matplotlib, Agg)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -1280,32 +1282,36 @@ def write_chart(data: dict[str, Any], path: str) -> None:
 
     names = list(data["contenders"])
     ks = data["meta"]["concurrency"]
-    colors = ["#1f77b4" if n == OURS else "#9aa5b1" for n in names]
-    fig, axes = plt.subplots(1, 3, figsize=(10.5, 3.3), dpi=90)
+
+    def color(name: str, shade: float = 1.0) -> tuple[float, float, float, float]:
+        base = (0.12, 0.47, 0.71) if name == OURS else (0.45, 0.5, 0.55)
+        return (*base, 0.35 + 0.65 * shade)
+
+    def throughput(name: str, k: int) -> float:
+        return float(data["contenders"][name].get("throughput", {}).get(str(k), {}).get("per_s", 0))
+
+    fig, axes = plt.subplots(1, 3, figsize=(10.5, 3.4), dpi=90)
     p50 = [data["contenders"][n].get("throughput", {}).get(str(ks[0]), {}).get("p50_ms", 0) for n in names]
-    axes[0].bar(names, p50, color=colors)
-    axes[0].set_title(f"p50 latency, c={ks[0]} (ms, lower is better)", fontsize=9)
+    bars = axes[0].bar(names, p50, color=[color(n) for n in names])
+    axes[0].bar_label(bars, fmt="%.1f", fontsize=6)
+    axes[0].set_title(f"p50 latency at c={ks[0]}, ms (lower is better)", fontsize=9)
     width = 0.8 / len(ks)
     for j, k in enumerate(ks):
-        vals = [data["contenders"][n].get("throughput", {}).get(str(k), {}).get("per_s", 0) for n in names]
-        axes[1].bar(
-            [i + j * width - 0.4 + width / 2 for i in range(len(names))],
-            vals,
-            width,
-            label=f"c={k}",
-            alpha=0.5 + 0.5 * j / max(len(ks) - 1, 1),
-            color="#1f77b4",
-        )
+        xs = [i - 0.4 + width * (j + 0.5) for i in range(len(names))]
+        shade = j / max(len(ks) - 1, 1)
+        bars = axes[1].bar(xs, [throughput(n, k) for n in names], width, color=[color(n, shade) for n in names])
+        axes[1].bar_label(bars, fmt="%.0f", fontsize=5)
     axes[1].set_xticks(range(len(names)), names)
-    axes[1].legend(fontsize=7)
-    axes[1].set_title("containers/s (higher is better)", fontsize=9)
+    axes[1].set_title("containers/s at c=" + "/".join(map(str, ks)) + " (higher is better)", fontsize=9)
     uss = [data["contenders"][n].get("memory", {}).get("uss_kb_per_container", 0) for n in names]
-    axes[2].bar(names, uss, color=colors)
-    axes[2].set_title("USS per idle container (kB, lower is better)", fontsize=9)
+    bars = axes[2].bar(names, uss, color=[color(n) for n in names])
+    axes[2].bar_label(bars, fmt="%.0f", fontsize=6)
+    axes[2].set_title("USS per idle container, kB (lower is better)", fontsize=9)
     for ax in axes:
         ax.tick_params(labelsize=7)
         ax.grid(axis="y", alpha=0.3)
-    fig.suptitle(f"{data['meta']['machine']}, {data['meta']['date']}", fontsize=8)
+        ax.set_axisbelow(True)
+    fig.suptitle(f"{data['meta']['machine']}; {data['meta']['date']}", fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)

@@ -15,6 +15,8 @@ from ._errors import SupervisorError as SupervisorError
 from ._events import Event as Event
 from ._gc import SweepReport as SweepReport
 from ._gc import collect_garbage as collect_garbage
+from ._limits import Limits as Limits
+from ._limits import parse_size as parse_size
 from ._protocol import Phase as Phase
 from ._result import PhaseTiming as PhaseTiming
 from ._result import Result as Result
@@ -29,6 +31,7 @@ __all__ = [
     "ContainerFailed",
     "Event",
     "ForkServerError",
+    "Limits",
     "Mount",
     "PIPE",
     "Phase",
@@ -42,6 +45,7 @@ __all__ = [
     "SupervisorError",
     "SweepReport",
     "collect_garbage",
+    "parse_size",
     "run",
 ]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import itertools
+import math
 import os
 import socket
 import struct
@@ -245,6 +246,7 @@ class Supervisor:
         stdout: int | None = None,
         stderr: int | None = None,
         on_phase: PhaseCallback | None = None,
+        timeout: float | None = None,
         task_status: TaskStatus[Container] = anyio.TASK_STATUS_IGNORED,
     ) -> Result:
         """Run one container to completion.
@@ -263,6 +265,10 @@ class Supervisor:
             stderr: as ``stdout``, for stderr.
             on_phase: called as each setup phase starts, with the
                 :class:`Phase` and the seconds since the run started.
+            timeout: wall-clock seconds for the whole run (setup included);
+                then the container is stopped like on cancellation (SIGTERM
+                if PID 1 handles it, the grace period, SIGKILL) and the result
+                has ``reason == "timeout"``.
             task_status: set by ``nursery.start``/``TaskGroup.start``, which
                 then returns a :class:`Container` once setup succeeded.
 
@@ -289,7 +295,9 @@ class Supervisor:
             raise ValueError("stdout/stderr need capture_output=False")
         spec.check_host()
         async with self._limiter if self._limiter is not None else contextlib.nullcontext():
-            return await self._run(spec, check, capture_output, input, stdin, stdout, stderr, on_phase, task_status)
+            return await self._run(
+                spec, check, capture_output, input, stdin, stdout, stderr, on_phase, task_status, timeout
+            )
 
     async def _run(
         self,
@@ -302,8 +310,11 @@ class Supervisor:
         stderr: int | None,
         on_phase: PhaseCallback | None,
         task_status: TaskStatus[Container],
+        timeout: float | None = None,
     ) -> Result:
         t0 = time.monotonic_ns()
+        deadline = math.inf if timeout is None else anyio.current_time() + timeout
+        ending: Reason | None = None  # "timeout" or "oom" once we decided to end it
         cid = f"{self._prefix}-{next(self._ids)}"
         hostname = spec.hostname or generate_hostname(self._hostnames)
         self._hostnames.add(hostname)
@@ -384,19 +395,31 @@ class Supervisor:
                     tg.start_soon(_feed, stdin_w, input or b"")
                     ours.remove(stdin_w)
                 try:
-                    await proc.drive_setup(self._fork_server)
+                    with anyio.move_on_at(deadline):
+                        await proc.drive_setup(self._fork_server)
                 except SetupError as exc:
                     setup_error = exc
                     reason = "setup_failed"
                     tg.cancel_scope.cancel()
                 else:
-                    if proc.pty_master >= 0:
-                        ours.append(proc.pty_master)
-                        _relay_terminal(tg, proc.pty_master, capture_output, out_chunks, input, stdin, stdout)
-                    events.publish("started", cid, hostname, pid=proc.pid)
-                    task_status.started(handle)
-                    assert proc.slot is not None
-                    await proc.slot.exited.wait()
+                    if not proc.running:  # the timeout struck during setup
+                        ending = "timeout"
+                        tg.cancel_scope.cancel()
+                    else:
+                        if proc.pty_master >= 0:
+                            ours.append(proc.pty_master)
+                            _relay_terminal(tg, proc.pty_master, capture_output, out_chunks, input, stdin, stdout)
+                        events.publish("started", cid, hostname, pid=proc.pid)
+                        task_status.started(handle)
+                        ending = await _wait_for_end(proc, resources, deadline)
+                        if ending == "oom":
+                            # Whole-container OOM semantics (memory.oom.group on v2;
+                            # done by hand on v1, where the kernel kills one process).
+                            proc.stopped_by_us = True
+                            proc.send_signal(9)
+                            await resources.kill_all()
+                        elif ending == "timeout":
+                            await proc.stop(spec.grace_period)
         except BaseException:
             with anyio.CancelScope(shield=True):
                 if proc.slot is not None:
@@ -413,6 +436,7 @@ class Supervisor:
                     if stream is not None:
                         await stream.aclose()
                 ctl_parent.close()
+                usage = resources.stats()  # after the end, before the cgroup goes
                 await resources.release()
                 self._live.pop(cid, None)
                 self._hostnames.discard(hostname)
@@ -422,7 +446,11 @@ class Supervisor:
                     exit_code, sig = proc.exit_status()
                     self._fork_server.forget(cid)
                 if reason is None:
-                    if proc.stopped_by_us:
+                    if ending is not None:
+                        reason = ending
+                    elif usage is not None and usage.oom_killed:
+                        reason = "oom"
+                    elif proc.stopped_by_us:
                         reason = "cancelled"
                     else:
                         reason = "exited" if exit_code is not None else "signaled"
@@ -440,6 +468,10 @@ class Supervisor:
                     phases=tuple(PhaseTiming(p.label, s) for p, s in proc.phases),
                     failed_phase=setup_error.phase.label if setup_error else None,
                     error=setup_error.message if setup_error else None,
+                    cpu_user_s=usage.cpu_user_s if usage else None,
+                    cpu_system_s=usage.cpu_system_s if usage else None,
+                    peak_memory_bytes=usage.peak_memory_bytes if usage else None,
+                    oom_killed=bool(usage and usage.oom_killed),
                 )
                 handle._result = result
                 if setup_error is not None:
@@ -454,6 +486,32 @@ class Supervisor:
         if check and not result.ok:
             raise ContainerFailed(result)
         return result
+
+
+async def _wait_for_end(proc: ContainerProcess, resources: HostResources, deadline: float) -> Reason | None:
+    """Wait for PID 1 to exit; return "timeout" or "oom" if that came first."""
+    assert proc.slot is not None
+    slot = proc.slot
+    outcome: Reason | None = None
+    async with anyio.create_task_group() as tg:
+
+        async def watch_oom() -> None:
+            nonlocal outcome
+            try:
+                await resources.wait_oom()
+            except OSError:
+                return  # the cgroup went away with the container
+            outcome = "oom"
+            tg.cancel_scope.cancel()
+
+        if resources.watches_oom:
+            tg.start_soon(watch_oom)
+        with anyio.move_on_at(deadline) as scope:
+            await slot.exited.wait()
+        if scope.cancelled_caught and outcome is None:
+            outcome = "timeout"
+        tg.cancel_scope.cancel()
+    return outcome
 
 
 def _only(group: BaseExceptionGroup[BaseException], exc: BaseException) -> bool:

@@ -20,16 +20,17 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from . import Container, Phase, Result, Spec, Supervisor
+    from . import Container, Limits, Phase, Result, Spec, Supervisor
 
+EXIT_TIMEOUT = 124  # as timeout(1)
 EXIT_SETUP_FAILED = 125
 EXIT_NOT_EXECUTABLE = 126
 EXIT_NOT_FOUND = 127
 
 _EPILOG = """\
-exit status: the payload's; 128+N if it was killed by signal N; 125 if the
-container could not be set up; 126 if the program is not executable; 127 if
-it was not found.
+exit status: the payload's; 128+N if it was killed by signal N (an OOM kill
+is 137); 124 if --timeout struck; 125 if the container could not be set up;
+126 if the program is not executable; 127 if it was not found.
 
 examples:
   supervisor run -- python3 -c 'print(1)'          # embedded default root
@@ -145,6 +146,40 @@ def _add_container_options(parser: argparse.ArgumentParser) -> None:
         metavar="[IP:]HOSTPORT:CONTAINERPORT[/udp]",
         help="forward a host port (on 127.0.0.1 by default) to the container (with --network bridge); repeatable",
     )
+    limits = parser.add_argument_group("resources (cgroup limits, rlimits, time)")
+    limits.add_argument(
+        "--memory", metavar="SIZE", help="memory limit, e.g. 256M or 1G (the whole container is OOM-killed)"
+    )
+    limits.add_argument("--memory-swap", metavar="SIZE", help="memory plus swap limit (-1: unlimited swap)")
+    limits.add_argument("--cpus", type=float, metavar="N", help="CPU quota in CPUs, e.g. 0.5")
+    limits.add_argument("--cpu-weight", type=int, metavar="W", help="relative CPU weight, 1..10000 (default 100)")
+    limits.add_argument("--pids-limit", type=int, metavar="N", help="most processes and threads at once")
+    limits.add_argument(
+        "--ulimit",
+        action="append",
+        default=[],
+        metavar="NAME=SOFT[:HARD]",
+        help="an rlimit for the container, e.g. nofile=64:64 (never above ours); repeatable",
+    )
+    limits.add_argument(
+        "--crabcan-limits",
+        action="store_true",
+        help="crabcan's preset: memory 1G, pids 64, CPU weight 256, nofile 64 (explicit flags win)",
+    )
+    limits.add_argument("--timeout", type=float, metavar="S", help="wall-clock limit: then SIGTERM, grace, SIGKILL")
+    security = parser.add_argument_group("security")
+    security.add_argument(
+        "--cap-add", action="append", default=[], metavar="CAP", help="keep a capability (or ALL); repeatable"
+    )
+    security.add_argument(
+        "--cap-drop", action="append", default=[], metavar="CAP", help="drop a capability (or ALL); repeatable"
+    )
+    security.add_argument(
+        "--seccomp",
+        default="default",
+        metavar="PROFILE",
+        help="seccomp profile: default, unconfined, or an OCI/Docker JSON profile file",
+    )
 
 
 def _version() -> str:
@@ -218,6 +253,7 @@ def _spec_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -
         env[key] = value
     mounts = [Mount.parse(m) for m in [*args.add, *args.volume]]
     publish = [Publish.parse(p) for p in args.publish]
+    limits, rlimits = _limits_from_args(args)
     return Spec(
         command=cmd,
         rootfs=args.rootfs,
@@ -234,7 +270,45 @@ def _spec_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -
         network=args.network,
         ip=args.ip,
         publish=publish,
+        limits=limits,
+        rlimits=rlimits,
+        cap_add=args.cap_add,
+        cap_drop=args.cap_drop,
+        seccomp=args.seccomp,
     )
+
+
+def _limits_from_args(args: argparse.Namespace) -> tuple[Limits | None, dict[str, tuple[int, int]]]:
+    """Build the cgroup limits and rlimits from the resource flags.
+
+    Raises:
+        ValueError: a size or an rlimit is malformed.
+    """
+    from . import Limits, parse_size
+
+    base = Limits.crabcan() if args.crabcan_limits else Limits()
+    rlimits: dict[str, tuple[int, int]] = {"NOFILE": (64, 64)} if args.crabcan_limits else {}
+    memory = parse_size(args.memory) if args.memory else base.memory_bytes
+    swap = None
+    if args.memory_swap:
+        swap = -1 if args.memory_swap.strip() == "-1" else parse_size(args.memory_swap)
+    limits = Limits(
+        memory_bytes=memory,
+        memory_swap_bytes=swap,
+        cpus=args.cpus if args.cpus is not None else base.cpus,
+        cpu_weight=args.cpu_weight if args.cpu_weight is not None else base.cpu_weight,
+        pids=args.pids_limit if args.pids_limit is not None else base.pids,
+    )
+    for item in args.ulimit:
+        name, sep, values = item.partition("=")
+        soft, _, hard = values.partition(":")
+        if not sep or not soft:
+            raise ValueError(f"--ulimit {item!r} is not NAME=SOFT[:HARD]")
+        try:
+            rlimits[name] = (int(soft), int(hard or soft))
+        except ValueError:
+            raise ValueError(f"--ulimit {item!r}: limits must be integers") from None
+    return (None if limits == Limits() else limits), rlimits
 
 
 def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
@@ -275,6 +349,7 @@ async def _run_async(spec: Spec, args: argparse.Namespace) -> int:
             else:
                 result = await sup.run(
                     spec,
+                    timeout=args.timeout,
                     capture_output=args.json,
                     stdin=stdin_fd,
                     on_phase=on_phase if args.debug else None,
@@ -298,6 +373,11 @@ async def _run_async(spec: Spec, args: argparse.Namespace) -> int:
         print(f"supervisor: {result.reason}; wall {result.wall_s * 1e3:.1f} ms", file=sys.stderr)
     if args.json:
         print(json.dumps(result.to_json()))
+    if result.reason == "timeout":
+        print(f"supervisor: timed out after {args.timeout} s", file=sys.stderr)
+        return EXIT_TIMEOUT
+    if result.reason == "oom":
+        print("supervisor: the container hit its memory limit and was killed", file=sys.stderr)
     if result.signal is not None:
         return 128 + result.signal
     return result.exit_code if result.exit_code is not None else EXIT_SETUP_FAILED

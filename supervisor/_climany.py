@@ -21,8 +21,11 @@ if TYPE_CHECKING:
 SpecBuilder = Callable[[argparse.ArgumentParser, argparse.Namespace], "Spec"]
 
 _SPEC_KEYS = frozenset(
-    {"command", "rootfs", "hostname", "uid", "gid", "mounts", "env", "cwd", "read_only", "overlay", "grace_period"}
-)
+    {
+        "command", "rootfs", "hostname", "uid", "gid", "mounts", "env", "cwd", "read_only", "overlay",
+        "grace_period", "cap_add", "cap_drop", "seccomp", "rlimits", "network", "ip", "subnet", "limits",
+    }
+)  # fmt: skip
 
 
 def load_specs(path: str) -> list[Spec]:
@@ -61,6 +64,16 @@ def load_specs(path: str) -> list[Spec]:
 
             entry["command"] = shlex.split(entry["command"])
         entry["mounts"] = [Mount.parse(m) if isinstance(m, str) else Mount(**m) for m in entry.get("mounts", [])]
+        if "limits" in entry:
+            from . import Limits, parse_size
+
+            raw_limits = dict(entry["limits"])
+            for key in ("memory_bytes", "memory_swap_bytes"):
+                if isinstance(raw_limits.get(key), str):
+                    raw_limits[key] = parse_size(raw_limits[key])
+            entry["limits"] = Limits(**raw_limits)
+        if "rlimits" in entry:
+            entry["rlimits"] = {k: tuple(v) for k, v in entry["rlimits"].items()}
         try:
             spec = Spec(**entry)
         except (TypeError, ValueError) as exc:
@@ -95,7 +108,7 @@ def run_many(parser: argparse.ArgumentParser, args: argparse.Namespace, build: S
     import trio
 
     try:
-        return trio.run(_run_all, specs, parallel, args.json)
+        return trio.run(_run_all, specs, parallel, args.json, getattr(args, "timeout", None))
     except KeyboardInterrupt:
         return 130
 
@@ -137,7 +150,7 @@ class Progress:
         )
 
 
-async def _run_all(specs: list[Spec], parallel: int, as_json: bool) -> int:
+async def _run_all(specs: list[Spec], parallel: int, as_json: bool, timeout: float | None) -> int:
     import trio
 
     from . import SetupError, Supervisor
@@ -149,7 +162,7 @@ async def _run_all(specs: list[Spec], parallel: int, as_json: bool) -> int:
 
     async def one(spec: Spec) -> None:
         try:
-            results.append(await sup.run(spec))
+            results.append(await sup.run(spec, timeout=timeout))
         except SetupError as exc:
             if exc.result is not None:
                 results.append(exc.result)

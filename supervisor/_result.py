@@ -6,7 +6,7 @@ import base64
 from dataclasses import dataclass
 from typing import Any, Literal
 
-Reason = Literal["exited", "signaled", "setup_failed", "cancelled"]
+Reason = Literal["exited", "signaled", "setup_failed", "cancelled", "timeout", "oom"]
 
 
 @dataclass(frozen=True)
@@ -27,14 +27,22 @@ class Result:
         exit_code: the payload's exit status, or ``None`` if it did not exit
             by itself (killed by a signal, setup failed).
         signal: the signal that killed the payload, or ``None``.
-        reason: ``"exited"``, ``"signaled"``, ``"setup_failed"`` or
-            ``"cancelled"``.
+        reason: ``"exited"``, ``"signaled"``, ``"setup_failed"``,
+            ``"cancelled"`` (stopped because its run was cancelled),
+            ``"timeout"`` (stopped by ``timeout=``) or ``"oom"`` (its memory
+            limit was hit: the whole container was killed).
         stdout: captured standard output (empty unless captured).
         stderr: captured standard error (empty unless captured).
         wall_s: wall-clock seconds from the start of the run to the end.
         phases: setup phases in order, each with its start time.
         failed_phase: for ``setup_failed``, the phase that failed.
         error: for ``setup_failed``, the message naming the failed call.
+        cpu_user_s: CPU seconds in user mode, of every process of the
+            container (from its cgroup).
+        cpu_system_s: CPU seconds in kernel mode, likewise.
+        peak_memory_bytes: the container's peak memory use (from its cgroup;
+            ``None`` where the kernel does not report it).
+        oom_killed: whether the OOM killer struck inside the container.
     """
 
     id: str
@@ -48,6 +56,10 @@ class Result:
     phases: tuple[PhaseTiming, ...]
     failed_phase: str | None = None
     error: str | None = None
+    cpu_user_s: float | None = None
+    cpu_system_s: float | None = None
+    peak_memory_bytes: int | None = None
+    oom_killed: bool = False
 
     @property
     def ok(self) -> bool:
@@ -75,4 +87,8 @@ class Result:
             "phases": [{"name": p.name, "seconds": round(p.seconds, 6)} for p in self.phases],
             "failed_phase": self.failed_phase,
             "error": self.error,
+            "cpu_user_s": None if self.cpu_user_s is None else round(self.cpu_user_s, 6),
+            "cpu_system_s": None if self.cpu_system_s is None else round(self.cpu_system_s, 6),
+            "peak_memory_bytes": self.peak_memory_bytes,
+            "oom_killed": self.oom_killed,
         }

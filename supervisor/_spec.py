@@ -18,6 +18,7 @@ from types import MappingProxyType
 from typing import Any
 
 from . import _capabilities as _caps
+from ._limits import Limits
 
 _HOSTNAME_RE = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*$")
 _ENV_KEY_RE = re.compile(r"^[^=\x00]+$")
@@ -192,6 +193,9 @@ class Spec:
         map_size: size of that range; container ids ``0..map_size-1`` exist.
         grace_period: seconds between SIGTERM and SIGKILL when the container is
             stopped or cancelled.
+        limits: cgroup limits (memory, memory+swap, CPU quota and weight,
+            pids); ``Limits.crabcan()`` is crabcan's preset. Every container
+            gets a cgroup of its own even without limits, for accounting.
         cap_add: capabilities added to the default kept set (names in any
             case, with or without ``CAP_``, or ``"ALL"``); see
             :data:`supervisor._capabilities.DEFAULT_CAPS`.
@@ -236,6 +240,7 @@ class Spec:
     map_base: int = 100_000
     map_size: int = 65_536
     grace_period: float = 5.0
+    limits: Limits | None = None
     cap_add: Sequence[str] = ()
     cap_drop: Sequence[str] = ()
     seccomp: str = "default"
@@ -308,6 +313,7 @@ class Spec:
             if not _ENV_KEY_RE.match(key) or "\x00" in value:
                 raise _field_error("env", f"invalid variable {key!r}")
         set_(self, "env", MappingProxyType(dict(self.env)))
+        self._check_limits()
         # cwd
         if not isinstance(self.cwd, str):
             raise TypeError("Spec.cwd must be a str")
@@ -435,6 +441,10 @@ class Spec:
         """The capability numbers kept in the container (from cap_add/cap_drop)."""
         return _caps.resolve(self.cap_add, self.cap_drop)
 
+    def _check_limits(self) -> None:
+        if self.limits is not None and not isinstance(self.limits, Limits):
+            raise TypeError(f"Spec.limits must be a supervisor.Limits or None, not {type(self.limits).__name__}")
+
     def check_host(self) -> None:
         """Check what the host must provide: the rootfs and mount sources.
 
@@ -475,6 +485,11 @@ class Spec:
             "rlimits": {k: list(v) for k, v in self.rlimits.items()},
             "tty": self.tty,
             "overlay": self.overlay,
+            "limits": None
+            if self.limits is None
+            else {
+                k: getattr(self.limits, k) for k in ("memory_bytes", "memory_swap_bytes", "cpus", "cpu_weight", "pids")
+            },
             "network": self.network,
             "ip": self.ip,
             "subnet": self.subnet,

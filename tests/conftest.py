@@ -419,25 +419,25 @@ def leak_check() -> Iterator[None]:
     before = _snapshot()
     yield
     deadline = time.monotonic() + SETTLE_S
+    shared: list[str] = []
     while True:
         _reap_adopted_zombies(before)
         after = _snapshot()
         problems = _problems(before, after)
+        if problems and any(p.split()[0] in HOST_WIDE for p in problems):
+            foreign = foreign or _foreign_activity()
+            if foreign:
+                shared = [p for p in problems if p.split()[0] in HOST_WIDE]
+                problems = [p for p in problems if p.split()[0] not in HOST_WIDE]
         if not problems or time.monotonic() > deadline:
             break
         time.sleep(0.02)
-    if not problems:
-        return
-    foreign += _foreign_activity()
-    if foreign:
-        shared = [p for p in problems if p.split()[0] in HOST_WIDE]
-        if shared:
-            print(
-                "leak_check: host-wide differences not attributed to this test while other sessions run "
-                f"({'; '.join(sorted(set(foreign))[:3])}):\n  " + "\n  ".join(shared),
-                file=sys.stderr,
-            )
-        problems = [p for p in problems if p.split()[0] not in HOST_WIDE]
+    if shared:
+        print(
+            "leak_check: host-wide differences not held against this test while other sessions run "
+            f"({'; '.join(sorted(foreign)[:3])}):\n  " + "\n  ".join(shared),
+            file=sys.stderr,
+        )
     if problems:
         leftover = [pid for pid in after.children if pid not in before.children]
         _kill_and_reap(leftover)

@@ -23,12 +23,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import anyio
 import pytest
 
 from supervisor._parent import cgroups
-from supervisor._parent.cgroups import CgroupHost, CgroupLimits, ContainerCgroup, detect, parse_size
+from supervisor._parent.cgroups import CgroupHost, Limits, ContainerCgroup, detect, parse_size
 
 pytestmark = pytest.mark.anyio
 
@@ -167,25 +168,25 @@ def test_parse_size_rejects(text: str) -> None:
     ],
 )
 def test_limits_validation_names_the_field(kwargs: dict[str, float], field: str) -> None:
-    with pytest.raises(ValueError, match=f"CgroupLimits.{field}"):
-        CgroupLimits(**kwargs)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=f"Limits.{field}"):
+        Limits(**kwargs)  # type: ignore[arg-type]
 
 
 def test_limits_types() -> None:
-    with pytest.raises(TypeError, match=r"CgroupLimits\.pids"):
-        CgroupLimits(pids=True)
-    with pytest.raises(TypeError, match=r"CgroupLimits\.cpus"):
-        CgroupLimits(cpus="1")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"Limits\.pids"):
+        Limits(pids=True)
+    with pytest.raises(TypeError, match=r"Limits\.cpus"):
+        Limits(cpus="1")  # type: ignore[arg-type]
 
 
 def test_limits_conversions_and_crabcan_preset() -> None:
-    assert CgroupLimits(cpu_weight=100).cpu_shares == 1024
-    assert CgroupLimits(cpu_weight=1).cpu_shares == 10
-    assert CgroupLimits(cpu_weight=10000).cpu_shares == 102400
-    assert CgroupLimits(cpus=0.5).cfs_quota_us == 50_000
-    assert CgroupLimits(cpus=2).cfs_quota_us == 200_000
-    assert CgroupLimits(memory_bytes=MiB, memory_swap_bytes=-1).memory_swap_bytes == -1
-    preset = CgroupLimits.crabcan()
+    assert Limits(cpu_weight=100).cpu_shares == 1024
+    assert Limits(cpu_weight=1).cpu_shares == 10
+    assert Limits(cpu_weight=10000).cpu_shares == 102400
+    assert Limits(cpus=0.5).cfs_quota_us == 50_000
+    assert Limits(cpus=2).cfs_quota_us == 200_000
+    assert Limits(memory_bytes=MiB, memory_swap_bytes=-1).memory_swap_bytes == -1
+    preset = Limits.crabcan()
     assert (preset.memory_bytes, preset.pids, preset.cpu_weight) == (1 << 30, 64, 256)
     assert preset.cpu_shares == 2621
 
@@ -196,8 +197,8 @@ def test_cpu_time_split_like_cputime_adjust() -> None:
     assert cgroups._split(1.0, 3, 1) == pytest.approx((0.75, 0.25))
 
 
-def test_parse_host_pure_v2(tmp_path: os.PathLike[str]) -> None:
-    mount = os.fspath(tmp_path)
+def test_parse_host_pure_v2(host_dir: Path) -> None:
+    mount = str(host_dir)
     os.makedirs(os.path.join(mount, "system.slice", "sv.service"))
     with open(os.path.join(mount, "system.slice", "sv.service", "cgroup.subtree_control"), "w") as f:
         f.write("cpu memory pids\n")
@@ -215,16 +216,16 @@ def test_parse_host_pure_v2(tmp_path: os.PathLike[str]) -> None:
     assert parsed.placement("freezer") is None
 
 
-def test_v2_limit_files_and_values(tmp_path: os.PathLike[str]) -> None:
+def test_v2_limit_files_and_values(host_dir: Path) -> None:
     """v2 limit writes, checked on a plain-file tree (this host delegates no v2 controller to test them live)."""
-    mount = os.fspath(tmp_path)
+    mount = str(host_dir)
     own = os.path.join(mount, "own")
     os.mkdir(own)
     with open(os.path.join(own, "cgroup.subtree_control"), "w") as f:
         f.write("cpu memory pids\n")
     fake = cgroups.parse_host("0::/own\n", f"30 23 0:26 / {mount} rw - cgroup2 cgroup2 rw\n")
     assert fake.unified is not None
-    limits = CgroupLimits(memory_bytes=64 * MiB, memory_swap_bytes=96 * MiB, cpus=0.25, cpu_weight=300, pids=20)
+    limits = Limits(memory_bytes=64 * MiB, memory_swap_bytes=96 * MiB, cpus=0.25, cpu_weight=300, pids=20)
     cg = ContainerCgroup(fake, "c1", limits)
     d = os.path.join(own, "c1")
     os.mkdir(d)
@@ -310,7 +311,7 @@ def test_detect_this_host(host: CgroupHost) -> None:
 
 
 async def test_v1_create_writes_limits(v1: CgroupHost) -> None:
-    limits = CgroupLimits(memory_bytes=64 * MiB, memory_swap_bytes=64 * MiB, cpus=0.5, cpu_weight=50, pids=16)
+    limits = Limits(memory_bytes=64 * MiB, memory_swap_bytes=64 * MiB, cpus=0.5, cpu_weight=50, pids=16)
     cg = ContainerCgroup.create(v1, _name("limits"), limits)
     try:
         memory, cpu, pids = (v1.v1_hierarchy(c) for c in ("memory", "cpu", "pids"))
@@ -338,10 +339,10 @@ async def test_v1_create_writes_limits(v1: CgroupHost) -> None:
 
 async def test_name_collision_is_refused_and_untouched(v1: CgroupHost) -> None:
     name = _name("dup")
-    first = ContainerCgroup.create(v1, name, CgroupLimits(pids=5))
+    first = ContainerCgroup.create(v1, name, Limits(pids=5))
     try:
         with pytest.raises(FileExistsError, match=r"mkdir .*already exists"):
-            ContainerCgroup.create(v1, name, CgroupLimits(pids=7))
+            ContainerCgroup.create(v1, name, Limits(pids=7))
         pids = v1.v1_hierarchy("pids")
         assert pids is not None
         assert _read(os.path.join(pids.own_dir, name, "pids.max")) == "5"
@@ -359,7 +360,7 @@ async def test_setup_failure_rolls_back(v1: CgroupHost, monkeypatch: pytest.Monk
         real_write(path, value)
 
     monkeypatch.setattr(cgroups, "_write", failing_write)
-    cg = ContainerCgroup(v1, _name("rollback"), CgroupLimits(memory_bytes=64 * MiB, pids=4))
+    cg = ContainerCgroup(v1, _name("rollback"), Limits(memory_bytes=64 * MiB, pids=4))
     with pytest.raises(OSError, match=r"pids\.max '4'"):
         cg.setup()
     assert cg.paths == []
@@ -369,7 +370,7 @@ async def test_setup_failure_rolls_back(v1: CgroupHost, monkeypatch: pytest.Monk
 
 
 async def test_attach_sleep(host: CgroupHost, procs: list[subprocess.Popen[bytes]]) -> None:
-    cg = ContainerCgroup.create(host, _name("attach"), CgroupLimits(memory_bytes=64 * MiB))
+    cg = ContainerCgroup.create(host, _name("attach"), Limits(memory_bytes=64 * MiB))
     try:
         proc = _start(procs, "sleep", "30")
         cg.attach(proc.pid)
@@ -389,8 +390,29 @@ async def test_attach_sleep(host: CgroupHost, procs: list[subprocess.Popen[bytes
         await cg.remove()
 
 
-async def test_v1_kill_tree_with_double_forked_daemon(v1: CgroupHost, procs: list[subprocess.Popen[bytes]]) -> None:
-    cg = ContainerCgroup.create(v1, _name("tree"))
+@pytest.mark.parametrize("path", ["v1-freezer", "v1-no-freezer", "v2-cgroup.kill", "v2-cgroup.freeze"])
+async def test_kill_tree_with_double_forked_daemon(
+    host: CgroupHost, path: str, procs: list[subprocess.Popen[bytes]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every kill path ends a process tree, including a daemon that double-forked away from it."""
+    version = path[:2]
+    if (version == "v1" and not host.v1) or (version == "v2" and host.unified is None):
+        pytest.skip(f"no cgroup {version} on this host")
+    target = host.restricted(version)  # type: ignore[arg-type]
+    if path == "v1-no-freezer":
+        target = CgroupHost("v1", None, tuple(h for h in target.v1 if "freezer" not in h.controllers))
+    if path == "v2-cgroup.freeze":  # what kernels 5.2 to 5.13 have
+        real_exists = os.path.exists
+        monkeypatch.setattr(os.path, "exists", lambda p: not str(p).endswith("cgroup.kill") and real_exists(p))
+    writes: list[tuple[str, str]] = []
+    real_write = cgroups._write
+
+    def spy(file: str, value: str) -> None:
+        writes.append((os.path.basename(file), value))
+        real_write(file, value)
+
+    monkeypatch.setattr(cgroups, "_write", spy)
+    cg = ContainerCgroup.create(target, _name("tree"))
     try:
         # Attached while it waits on stdin, before it forks anything.
         proc = _start(procs, "sh", "-c", "read x; (sleep 300 &); sleep 300 & wait")
@@ -403,11 +425,9 @@ async def test_v1_kill_tree_with_double_forked_daemon(v1: CgroupHost, procs: lis
                 if len(pids) >= 3 and orphans:
                     break
                 await anyio.sleep(0.005)
-        daemon = orphans[0]
-        assert daemon != proc.pid
-        freezer = v1.v1_hierarchy("freezer")
-        assert freezer is not None
-        assert os.path.join(freezer.own_dir, cg.name) in cg.paths
+        freezer = target.v1_hierarchy("freezer")
+        freezer_dir = os.path.join(freezer.own_dir, cg.name) if freezer is not None else None
+        assert (freezer_dir in cg.paths) == (path == "v1-freezer")
         t0 = time.monotonic()
         assert await cg.kill(timeout=3)
         assert time.monotonic() - t0 < 2
@@ -415,7 +435,18 @@ async def test_v1_kill_tree_with_double_forked_daemon(v1: CgroupHost, procs: lis
         for pid in pids:
             assert not _alive(pid), f"pid {pid} survived the kill"
             _reap_if_ours(pid)
-        assert _read(os.path.join(freezer.own_dir, cg.name, "freezer.state")) == "THAWED"
+        control = [w for w in writes if w[0] in ("cgroup.kill", "cgroup.freeze", "freezer.state")]
+        expected = {
+            "v1-freezer": [("freezer.state", "FROZEN"), ("freezer.state", "THAWED")],
+            "v1-no-freezer": [],
+            "v2-cgroup.kill": [("cgroup.kill", "1")],
+            "v2-cgroup.freeze": [("cgroup.freeze", "1"), ("cgroup.freeze", "0")],
+        }[path]
+        assert control == expected
+        if freezer_dir is not None:
+            assert _read(os.path.join(freezer_dir, "freezer.state")) == "THAWED"
+        if path == "v2-cgroup.freeze":
+            assert _read(os.path.join(cg.paths[0], "cgroup.freeze")) == "0"
         assert await cg.kill()  # idempotent
     finally:
         await cg.remove()
@@ -423,7 +454,7 @@ async def test_v1_kill_tree_with_double_forked_daemon(v1: CgroupHost, procs: lis
 
 async def test_v1_memory_limit_oom_kills_hog(v1: CgroupHost, procs: list[subprocess.Popen[bytes]]) -> None:
     limit = 48 * MiB
-    cg = ContainerCgroup.create(v1, _name("oom"), CgroupLimits(memory_bytes=limit, memory_swap_bytes=limit))
+    cg = ContainerCgroup.create(v1, _name("oom"), Limits(memory_bytes=limit, memory_swap_bytes=limit))
     try:
         hog = "import sys\nsys.stdin.readline()\nb = []\nwhile True:\n    b.append(bytearray(1 << 20))\n"
         proc = _start(procs, sys.executable, "-c", hog)
@@ -443,7 +474,7 @@ async def test_v1_memory_limit_oom_kills_hog(v1: CgroupHost, procs: list[subproc
 async def test_v1_wait_oom_then_kill_whole_container(v1: CgroupHost, procs: list[subprocess.Popen[bytes]]) -> None:
     """v1 OOM-kills one process; wait_oom() + kill() end the rest (memory.oom.group's effect on v2)."""
     limit = 48 * MiB
-    cg = ContainerCgroup.create(v1, _name("oomgroup"), CgroupLimits(memory_bytes=limit, memory_swap_bytes=limit))
+    cg = ContainerCgroup.create(v1, _name("oomgroup"), Limits(memory_bytes=limit, memory_swap_bytes=limit))
     try:
         hog = "b = []\nwhile True:\n    b.append(bytearray(1 << 20))\n"
         proc = _start(procs, "sh", "-c", f"read x; sleep 300 & {sys.executable} -c '{hog}'; sleep 300")
@@ -465,7 +496,7 @@ async def test_v1_wait_oom_then_kill_whole_container(v1: CgroupHost, procs: list
 
 
 async def test_v1_wait_oom_is_cancellable_and_ends_on_removal(v1: CgroupHost) -> None:
-    cg = ContainerCgroup.create(v1, _name("oomwait"), CgroupLimits(memory_bytes=48 * MiB))
+    cg = ContainerCgroup.create(v1, _name("oomwait"), Limits(memory_bytes=48 * MiB))
     try:
         with anyio.move_on_after(0.05) as scope:
             await cg.wait_oom()
@@ -491,7 +522,7 @@ async def _release_soon(proc: subprocess.Popen[bytes]) -> None:
 
 async def test_v1_pids_limit_stops_fork_loop(v1: CgroupHost, procs: list[subprocess.Popen[bytes]]) -> None:
     limit = 8
-    cg = ContainerCgroup.create(v1, _name("pids"), CgroupLimits(pids=limit))
+    cg = ContainerCgroup.create(v1, _name("pids"), Limits(pids=limit))
     try:
         forker = (
             "import os, sys, time\nsys.stdin.readline()\nn = 0\n"
@@ -555,7 +586,7 @@ async def test_cpu_stats_match_rusage(host: CgroupHost, version: str, procs: lis
 async def test_remove_kills_stragglers_and_nested_cgroups(
     host: CgroupHost, procs: list[subprocess.Popen[bytes]]
 ) -> None:
-    cg = ContainerCgroup.create(host, _name("busy"), CgroupLimits(memory_bytes=64 * MiB))
+    cg = ContainerCgroup.create(host, _name("busy"), Limits(memory_bytes=64 * MiB))
     paths = cg.paths
     try:
         proc = _start(procs, "sleep", "30")
@@ -577,7 +608,7 @@ async def test_remove_kills_stragglers_and_nested_cgroups(
 
 async def test_leftovers_are_found_and_adopted(host: CgroupHost, procs: list[subprocess.Popen[bytes]]) -> None:
     prefix = f"sv-test-{os.getpid()}-crash"
-    cg = ContainerCgroup.create(host, _name("crash"), CgroupLimits(memory_bytes=64 * MiB))
+    cg = ContainerCgroup.create(host, _name("crash"), Limits(memory_bytes=64 * MiB))
     try:
         proc = _start(procs, "sleep", "30")
         cg.attach(proc.pid)
@@ -594,10 +625,33 @@ async def test_leftovers_are_found_and_adopted(host: CgroupHost, procs: list[sub
         cgroups.find_leftovers(host, "")
 
 
+async def test_sweep_paths_from_the_ledger(host: CgroupHost, procs: list[subprocess.Popen[bytes]]) -> None:
+    from supervisor._parent import rundir
+
+    cg = ContainerCgroup(host, _name("sweep"), Limits(memory_bytes=64 * MiB, pids=10))
+    planned = cg.planned_paths
+    cg.setup()
+    try:
+        assert cg.paths == planned
+        proc = _start(procs, "sleep", "30")
+        cg.attach(proc.pid)
+        rundir._SWEEPERS["cgroup"]({"kind": "cgroup", "paths": planned})  # what a crash-recovery sweep does
+        assert not any(os.path.exists(p) for p in planned)
+        assert await _wait_exit(proc) == -signal.SIGKILL
+        cgroups.sweep_paths(planned)  # already gone: a no-op
+        own_dirs = [h.own_dir for h in host.v1 if h.own_path != "/"]  # never our own cgroup
+        for bad in ("/tmp/x", "/sys/fs/cgroup/../../tmp", planned[0] + "/..", *own_dirs):
+            with pytest.raises(ValueError, match="refusing to sweep"):
+                cgroups.sweep_paths([bad])
+    finally:
+        await cg.remove()  # the directories went behind its back: still fine
+    assert cg.paths == []
+
+
 async def test_hybrid_memory_on_v1_killed_through_v2(host: CgroupHost, procs: list[subprocess.Popen[bytes]]) -> None:
     if host.version != "hybrid":
         pytest.skip("not a hybrid host")
-    cg = ContainerCgroup.create(host, _name("hybrid"), CgroupLimits(memory_bytes=64 * MiB, pids=10, cpus=1.5))
+    cg = ContainerCgroup.create(host, _name("hybrid"), Limits(memory_bytes=64 * MiB, pids=10, cpus=1.5))
     try:
         assert host.unified is not None
         v2dir = os.path.join(host.unified.own_dir, cg.name)
@@ -667,6 +721,6 @@ async def test_v2_limit_without_delegated_controller_is_refused(v2: CgroupHost) 
     if "cpu" in v2.unified.controllers:
         pytest.skip("this host delegates the cpu controller on v2")
     with pytest.raises(OSError, match=r"'cpu' is needed for cpus=0\.5.*cgroup\.subtree_control") as info:
-        ContainerCgroup.create(v2, _name("nocpu"), CgroupLimits(cpus=0.5))
+        ContainerCgroup.create(v2, _name("nocpu"), Limits(cpus=0.5))
     assert info.value.errno == errno.EOPNOTSUPP
     assert not [n for n in os.listdir(v2.unified.own_dir) if n.startswith(f"sv-test-{os.getpid()}-nocpu")]

@@ -87,8 +87,8 @@ def report(name, err):
 
 
 def probe(code: str) -> list[str]:
-    """``python3 -c`` argv for a probe body."""
-    return ["python3", "-c", PRELUDE + textwrap.dedent(code)]
+    """``python3 -c`` argv for a probe body; ``sys.argv[1]`` is the test's host PID."""
+    return ["python3", "-c", PRELUDE + textwrap.dedent(code), str(os.getpid())]
 
 
 async def run(spec: Spec, **kwargs: Any) -> supervisor.Result:
@@ -180,6 +180,18 @@ print("proc_sys=" + write("/proc/sys/net/ipv4/ip_forward"))
 print("sysrq=" + write("/proc/sysrq-trigger"))
 print("pids=" + ",".join(sorted(p for p in os.listdir("/proc") if p.isdigit())))
 print("links=" + ",".join(sorted(os.listdir("/sys/class/net"))))
+# The host's PID of the test process means nothing here: no such process.
+libc.ptrace.restype = ctypes.c_long
+report("ptrace_host_pid", libc.ptrace(0x4206, int(sys.argv[1]), None, None) and ctypes.get_errno())
+# PID 1 is the payload itself, so /proc/1/root is the container's root.
+print("proc1_root=" + ("same" if os.stat("/proc/1/root/").st_ino == os.stat("/").st_ino else "other"))
+def mkdir(path):
+    try:
+        os.mkdir(path)
+    except OSError as exc:
+        return errno.errorcode[exc.errno]
+    return "OK"
+print("cgroupfs=" + mkdir("/sys/fs/cgroup/escape"))
 soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
 class RL(ctypes.Structure):
     _fields_ = [("cur", ctypes.c_ulong), ("max", ctypes.c_ulong)]
@@ -302,6 +314,10 @@ async def test_no_host_processes_links_or_fds(default_battery: dict[str, str]) -
     assert default_battery["links"] == "lo"
     # stdio, plus the descriptor listdir itself holds.
     assert default_battery["fds"] == "0,1,2,3"
+    assert default_battery["ptrace_host_pid"] == "ESRCH"
+    assert default_battery["proc1_root"] == "same"
+    # /sys is a read-only sysfs of the container's own; no cgroupfs to write.
+    assert default_battery["cgroupfs"] in ("EROFS", "ENOENT", "EACCES")
 
 
 async def test_rlimit_cannot_be_raised(default_battery: dict[str, str]) -> None:
@@ -395,6 +411,19 @@ async def test_capability_sets(
     assert status["NoNewPrivs"] == "1"
 
 
+async def test_threads_and_processes_still_work() -> None:
+    # glibc tries clone3 first and falls back to clone on ENOSYS.
+    code = """
+    import subprocess, threading
+    t = threading.Thread(target=print, args=("thread=OK",), kwargs={"flush": True})
+    t.start()
+    t.join()
+    print("child=%d" % subprocess.run(["true"]).returncode)
+    """
+    out = await results(Spec(probe(code)))
+    assert out == {"thread": "OK", "child": "0"}
+
+
 # -- rlimits ---------------------------------------------------------------------
 
 
@@ -454,16 +483,23 @@ def test_cap_names_validated() -> None:
     assert Spec(["true"], cap_drop=["ALL"], cap_add=["kill"]).capabilities == {CAP_NUMBERS["KILL"]}
 
 
-def test_seccomp_field_validated(tmp_path: Path) -> None:
+def test_seccomp_field_validated(host_dir: Path) -> None:
     with pytest.raises(ValueError, match=r"Spec\.seccomp"):
         Spec(["true"], seccomp="")
-    spec = Spec(["true"], seccomp=str(tmp_path / "missing.json"))
+    spec = Spec(["true"], seccomp=str(host_dir / "missing.json"))
     with pytest.raises(ValueError, match=r"Spec\.seccomp: profile .* is not an existing file"):
         spec.check_host()
-    bad = tmp_path / "bad.json"
+    bad = host_dir / "bad.json"
     bad.write_text(json.dumps({"defaultAction": "SCMP_ACT_NOTIFY"}))
     with pytest.raises(ValueError, match=r"Spec\.seccomp: .*SCMP_ACT_NOTIFY"):
         parent_seccomp.compile_profile(str(bad), DEFAULT_CAPS)
+
+
+async def test_bad_profile_refused_before_anything_starts(host_dir: Path) -> None:
+    bad = host_dir / "bad.json"
+    bad.write_text(json.dumps({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["read"], "action": "NOPE"}]}))
+    with pytest.raises(ValueError, match=r"Spec\.seccomp: profile .*unknown action 'NOPE'"):
+        await run(Spec(["true"], seccomp=str(bad)))
 
 
 def test_default_profile_compiled_once() -> None:
@@ -556,8 +592,8 @@ print("Seccomp=" + [l for l in open("/proc/self/status") if l.startswith("Seccom
 """
 
 
-async def test_oci_profile_every_feature(tmp_path: Path) -> None:
-    path = tmp_path / "profile.json"
+async def test_oci_profile_every_feature(host_dir: Path) -> None:
+    path = host_dir / "profile.json"
     path.write_text(json.dumps(_full_profile()))
     out = await results(Spec(probe(OCI_PROBE), seccomp=str(path)))
     assert out["Seccomp"] == "2"
@@ -713,7 +749,7 @@ async def test_masked_and_read_only_paths_as_on_host() -> None:
         out[path] = "missing" if st is None else ("ro" if st.f_flag & os.ST_RDONLY else "rw")
     print("result=" + json.dumps(out))
     """
-    argv = [*probe(code), ",".join(MASKED_PATHS), ",".join(READONLY_PATHS)]
+    argv = [*probe(code)[:3], ",".join(MASKED_PATHS), ",".join(READONLY_PATHS)]
     out = json.loads((await results(Spec(argv)))["result"])
     for path in MASKED_PATHS:
         if not os.path.exists(path):

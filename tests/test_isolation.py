@@ -17,6 +17,7 @@ import socket
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -142,15 +143,22 @@ async def test_hostname_generated_and_unique(busybox: str) -> None:
     from supervisor._hostname import ADJECTIVES, NOUNS
 
     n = 12
-    spec = Spec(["sh", "-c", "cat /proc/sys/kernel/hostname; exec sleep 30"], rootfs=busybox)
-    async with supervisor.Supervisor() as sup, anyio.create_task_group() as tg:
-        handles = [await tg.start(sup.run, spec) for _ in range(n)]
-        # All alive at once: the names must differ.
-        names = [h.hostname for h in handles]
-        assert len(set(names)) == n, names
-        for h in handles:
-            h.kill()
-        results = [await h.wait() for h in handles]
+    # Each container prints its name, then blocks reading stdin (a pipe we hold).
+    spec = Spec(["sh", "-c", "cat /proc/sys/kernel/hostname; read x; exit 0"], rootfs=busybox)
+    r, w = os.pipe()
+    try:
+        async with supervisor.Supervisor() as sup, anyio.create_task_group() as tg:
+            handles = [await tg.start(partial(sup.run, spec, stdin=r)) for _ in range(n)]
+            # All alive at once: the names must differ.
+            names = [h.hostname for h in handles]
+            assert len(set(names)) == n, names
+            os.close(w)
+            w = -1
+            results = [await h.wait() for h in handles]
+    finally:
+        os.close(r)
+        if w >= 0:
+            os.close(w)
     for name, result in zip(names, results, strict=True):
         adjective, noun, number = name.split("-")
         assert adjective in ADJECTIVES
@@ -158,7 +166,7 @@ async def test_hostname_generated_and_unique(busybox: str) -> None:
         assert number.isdigit()
         assert result.hostname == name
         assert result.stdout.decode().strip() == name
-        assert (result.reason, result.signal) == ("signaled", 9)
+        assert (result.reason, result.exit_code) == ("exited", 0)
 
 
 # -- user namespace: id maps and the payload's ids ---------------------------
@@ -420,7 +428,11 @@ async def test_proc_is_the_containers(root: Root) -> None:
 async def test_sys_is_read_only(root: Root) -> None:
     result = await run(
         root,
-        ["sh", "-c", "touch /sys/x; echo 1 > /sys/kernel/uevent_helper; ls /sys/class/net; cat /sys/class/net/lo/flags"],
+        [
+            "sh",
+            "-c",
+            "touch /sys/x; echo 1 > /sys/kernel/uevent_helper; ls /sys/class/net; cat /sys/class/net/lo/flags",
+        ],
     )
     assert "Read-only file system" in result.stderr.decode()
     lines = result.stdout.decode().split()

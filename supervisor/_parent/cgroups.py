@@ -47,13 +47,24 @@ Layout and the v2 delegation rules (the choice, and why):
   exactly our own cgroup's ``cgroup.subtree_control``, so it cannot gain a
   controller that a direct child lacks. The one thing that would (moving the
   supervisor into a leaf so that its old cgroup has no processes and may enable
-  domain controllers, the no-internal-process rule) is forbidden here. So a v2
+  domain controllers, the no-internal-process rule) is never done here. So a v2
   controller is used exactly when our own cgroup already delegates it (the root
   cgroup, or a cgroup arranged by the deployment); otherwise the v1 hierarchy
   of that controller is used (hybrid); otherwise a limit that needs it raises
   :class:`OSError` (``EOPNOTSUPP``) naming the controller and the file, before
   anything is created. The container's cgroup itself always stays a leaf
   holding processes and never enables controllers for children.
+
+On a pure v2 host run by systemd, the supervisor's own cgroup (a service or
+scope holding the supervisor) usually delegates **no** domain controller to
+children, so memory limits need a deployment that runs the supervisor in a
+leaf below a delegated cgroup (or a future opt-in that moves it there).
+
+Crash recovery: record :attr:`ContainerCgroup.planned_paths` in the run
+directory's ledger (kind ``"cgroup"``, key ``paths``) before
+:meth:`ContainerCgroup.setup`; the sweeper registered at the end of this module
+hands them to :func:`sweep_paths`. Without a ledger, :func:`find_leftovers` and
+:meth:`ContainerCgroup.adopt` find cgroups by name prefix.
 
 Synchronous calls (:meth:`ContainerCgroup.create`, :meth:`~ContainerCgroup.attach`,
 :meth:`~ContainerCgroup.stats`) are a few file writes or reads, well under a
@@ -70,145 +81,24 @@ import os
 import re
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import anyio
 
+from .._limits import (
+    CFS_PERIOD_US,
+    Limits,
+)
+from .rundir import register_sweeper
+
 CgroupVersion = Literal["v1", "v2", "hybrid"]
 
-#: Default CFS period (µs) for ``cpus``; the kernel's default too.
-CFS_PERIOD_US = 100_000
-#: The kernel's smallest CFS quota (µs), so the smallest ``cpus`` is 0.01.
-_MIN_CFS_QUOTA_US = 1_000
-#: v1 ``cpu.shares`` bounds and the v2 ``cpu.weight`` range.
-_MIN_SHARES, _MAX_SHARES = 2, 262_144
-_MIN_WEIGHT, _MAX_WEIGHT = 1, 10_000
-
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgtp]?)(?:i?b)?\s*$", re.IGNORECASE)
-_SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.@:+-]{0,199}$")
 
 
 # -- limits -----------------------------------------------------------------
-
-
-def parse_size(text: str) -> int:
-    """Parse a memory size like docker's ``--memory``: ``"256M"``, ``"1G"``, ``"1.5g"``, ``"4096"``.
-
-    Units are binary (K = 1024), case-insensitive, with an optional ``B`` or
-    ``iB`` suffix (``"256MiB"``, ``"64kb"``); a bare number is bytes. A
-    fractional value is rounded down to whole bytes.
-
-    Args:
-        text: the size.
-
-    Returns:
-        The size in bytes.
-
-    Raises:
-        ValueError: ``text`` is not such a size, or is zero.
-    """
-    match = _SIZE_RE.match(text) if isinstance(text, str) else None
-    if match is None:
-        raise ValueError(f"invalid size {text!r}: expected a number with an optional unit K, M, G, T or P (binary)")
-    value = int(float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()])
-    if value <= 0:
-        raise ValueError(f"invalid size {text!r}: must be more than 0 bytes")
-    return value
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-@dataclass(frozen=True)
-class CgroupLimits:
-    """Resource limits of one container; ``None`` leaves the kernel's default (unlimited).
-
-    Args:
-        memory_bytes: hard memory limit (``--memory``); reaching it OOM-kills.
-        memory_swap_bytes: memory **plus** swap, docker's ``--memory-swap``
-            semantics: at least ``memory_bytes`` (equal means no swap), or -1
-            for unlimited swap. Requires ``memory_bytes``. Unlike docker, leaving
-            it ``None`` writes nothing (the kernel default: swap is not limited
-            separately) instead of allowing twice ``memory_bytes``.
-        cpus: CPU bandwidth quota in CPUs (``--cpus 0.5`` = half a CPU per
-            100 ms period); at least 0.01.
-        cpu_weight: relative CPU weight on v2's scale, 1..10000, default 100.
-            On v1 it becomes ``cpu.shares = weight * 1024 / 100`` (systemd's
-            mapping: the two defaults, 100 and 1024, correspond).
-        pids: the most processes and threads the container may have at once.
-
-    Raises:
-        ValueError: a value is out of range (the message names the field).
-        TypeError: a value has the wrong type.
-    """
-
-    memory_bytes: int | None = None
-    memory_swap_bytes: int | None = None
-    cpus: float | None = None
-    cpu_weight: int | None = None
-    pids: int | None = None
-
-    def __post_init__(self) -> None:
-        for name in ("memory_bytes", "memory_swap_bytes", "cpu_weight", "pids"):
-            value = getattr(self, name)
-            if value is not None and not _is_int(value):
-                raise TypeError(f"CgroupLimits.{name} must be an int or None, not {type(value).__name__}")
-        if self.memory_bytes is not None and self.memory_bytes <= 0:
-            raise ValueError(f"CgroupLimits.memory_bytes must be positive, got {self.memory_bytes}")
-        if self.memory_swap_bytes is not None:
-            if self.memory_bytes is None:
-                raise ValueError("CgroupLimits.memory_swap_bytes needs memory_bytes (it is memory plus swap)")
-            if self.memory_swap_bytes != -1 and self.memory_swap_bytes < self.memory_bytes:
-                raise ValueError(
-                    f"CgroupLimits.memory_swap_bytes ({self.memory_swap_bytes}) must be -1 (unlimited swap) or at "
-                    f"least memory_bytes ({self.memory_bytes}): it is memory plus swap"
-                )
-        if self.cpus is not None:
-            if isinstance(self.cpus, bool) or not isinstance(self.cpus, (int, float)):
-                raise TypeError(f"CgroupLimits.cpus must be a number or None, not {type(self.cpus).__name__}")
-            if not math.isfinite(self.cpus) or self.cpus * CFS_PERIOD_US < _MIN_CFS_QUOTA_US:
-                raise ValueError(f"CgroupLimits.cpus must be a finite number of at least 0.01, got {self.cpus}")
-        if self.cpu_weight is not None and not _MIN_WEIGHT <= self.cpu_weight <= _MAX_WEIGHT:
-            raise ValueError(f"CgroupLimits.cpu_weight must be in 1..10000 (v2 scale), got {self.cpu_weight}")
-        if self.pids is not None and self.pids < 1:
-            raise ValueError(f"CgroupLimits.pids must be at least 1, got {self.pids}")
-
-    @classmethod
-    def crabcan(cls) -> CgroupLimits:
-        """crabcan's resource defaults: memory 1 GiB, pids 64, CPU weight 256.
-
-        crabcan (``resources.rs``) asked cgroups-rs for ``cpu.shares(256)``,
-        which on v2 (the only version it supports) writes **256 raw to
-        ``cpu.weight``**, where the default is 100: its containers got 2.56x
-        the default CPU share, not the quarter its blog describes (a quarter
-        would be ``cpu_weight=25``). This preset reproduces what crabcan
-        actually did, ``cpu_weight=256`` on the v2 scale (``cpu.shares`` 2621
-        on v1). Its ``kernel_memory_limit`` (ignored on v2, deprecated on v1)
-        and ``io.bfq.weight`` are left out; its ``RLIMIT_NOFILE`` of 64 is an
-        rlimit, not a cgroup limit, and belongs to the child's setup.
-
-        Returns:
-            The preset limits.
-        """
-        return cls(memory_bytes=1 << 30, pids=64, cpu_weight=256)
-
-    @property
-    def cpu_shares(self) -> int | None:
-        """``cpu_weight`` converted to v1 ``cpu.shares`` (``None`` when unset)."""
-        if self.cpu_weight is None:
-            return None
-        return max(_MIN_SHARES, min(_MAX_SHARES, round(self.cpu_weight * 1024 / 100)))
-
-    @property
-    def cfs_quota_us(self) -> int | None:
-        """``cpus`` as a CFS quota in µs per :data:`CFS_PERIOD_US` (``None`` when unset)."""
-        if self.cpus is None:
-            return None
-        return round(self.cpus * CFS_PERIOD_US)
 
 
 @dataclass(frozen=True)
@@ -273,20 +163,40 @@ class CgroupHost:
     v1: tuple[Hierarchy, ...] = field(default=())
 
     def v1_hierarchy(self, controller: str) -> Hierarchy | None:
-        """The v1 hierarchy ``controller`` is bound to, or ``None``."""
+        """The v1 hierarchy ``controller`` is bound to.
+
+        Args:
+            controller: a controller name such as ``"memory"``.
+
+        Returns:
+            The hierarchy, or ``None`` when no v1 hierarchy has it.
+        """
         for hierarchy in self.v1:
             if controller in hierarchy.controllers:
                 return hierarchy
         return None
 
     def placement(self, controller: str) -> Hierarchy | None:
-        """Where a container gets ``controller``: v2 if delegated to our children there, else v1, else ``None``."""
+        """Where a container gets ``controller``: v2 if delegated to our children there, else v1.
+
+        Args:
+            controller: a controller name such as ``"memory"``.
+
+        Returns:
+            The hierarchy, or ``None`` when the controller is not available to us.
+        """
         if self.unified is not None and controller in self.unified.controllers:
             return self.unified
         return self.v1_hierarchy(controller)
 
     def restricted(self, version: Literal["v1", "v2"]) -> CgroupHost:
         """This host with only its v1 or only its v2 part (forces one code path; for tests and fallbacks).
+
+        Args:
+            version: the part to keep.
+
+        Returns:
+            A new layout with ``version`` set accordingly.
 
         Raises:
             ValueError: the host has no hierarchy of that version.
@@ -524,7 +434,7 @@ class ContainerCgroup:
             (``EOPNOTSUPP``; the message names the controller and the file).
     """
 
-    def __init__(self, host: CgroupHost, name: str, limits: CgroupLimits | None = None) -> None:
+    def __init__(self, host: CgroupHost, name: str, limits: Limits | None = None) -> None:
         if not isinstance(name, str) or not _NAME_RE.match(name) or name.startswith("cgroup."):
             raise ValueError(
                 f"invalid cgroup name {name!r}: use 1-200 characters from [A-Za-z0-9_.@:+-], "
@@ -532,7 +442,7 @@ class ContainerCgroup:
             )
         self.host = host
         self.name = name
-        self.limits = limits if limits is not None else CgroupLimits()
+        self.limits = limits if limits is not None else Limits()
         self._plan = self._make_plan()
         self._dirs: dict[Hierarchy, str] = {}
         self._created: list[str] = []
@@ -573,7 +483,7 @@ class ContainerCgroup:
 
     # -- creation ------------------------------------------------------------
     @classmethod
-    def create(cls, host: CgroupHost, name: str, limits: CgroupLimits | None = None) -> ContainerCgroup:
+    def create(cls, host: CgroupHost, name: str, limits: Limits | None = None) -> ContainerCgroup:
         """Create the container's cgroups and write its limits (constructor plus :meth:`setup`).
 
         Args:
@@ -709,6 +619,16 @@ class ContainerCgroup:
 
     # -- queries -------------------------------------------------------------
     @property
+    def planned_paths(self) -> list[str]:
+        """The directories :meth:`setup` will create, in order: record them in the crash ledger first.
+
+        For example ``rundir.record(cid, "cgroup", paths=cg.planned_paths)``;
+        the sweeper registered below for the ``"cgroup"`` kind removes them
+        with :func:`sweep_paths` after a crash.
+        """
+        return [os.path.join(h.own_dir, self.name) for h in self._plan]
+
+    @property
     def paths(self) -> list[str]:
         """The directories created and not yet removed, in creation order."""
         return list(self._created)
@@ -757,12 +677,22 @@ class ContainerCgroup:
             raise OSError(exc.errno, f"open {d}: {exc.strerror}") from exc
 
     def pids(self) -> list[int]:
-        """PIDs of every process in the container's cgroup and its descendants."""
+        """PIDs of every process in the container's cgroup and its descendants.
+
+        Returns:
+            The PIDs (thread-group ids), empty once removed.
+        """
         d = self._procs_dir()
         return _procs(d) if d is not None else []
 
     def is_empty(self) -> bool:
-        """True when no process is left (v2 ``cgroup.events`` ``populated 0``, else an empty ``cgroup.procs``)."""
+        """Whether no process is left (v2 ``cgroup.events`` ``populated 0``, else an empty ``cgroup.procs``).
+
+        Exited but unreaped processes (zombies) no longer count.
+
+        Returns:
+            True when empty, or when nothing was created.
+        """
         v2 = self._v2_dir()
         if v2 is not None:
             try:
@@ -1071,3 +1001,113 @@ def find_leftovers(host: CgroupHost, prefix: str) -> list[str]:
             continue
         names.update(e.name for e in entries if e.name.startswith(prefix) and e.is_dir(follow_symlinks=False))
     return sorted(names)
+
+
+# -- crash recovery (synchronous) ---------------------------------------------------
+
+
+def _cgroup_mounts() -> list[str]:
+    mounts = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            try:
+                sep = fields.index("-", 6)
+            except ValueError:
+                continue
+            if fields[sep + 1] in ("cgroup", "cgroup2"):
+                mounts.append(_unescape(fields[4]))
+    return mounts
+
+
+def _kill_pass_sync(path: str, freeze_timeout: float = 1.0) -> None:
+    """One synchronous kill pass over the cgroup ``path`` (cgroup.kill, else freeze-kill-thaw, else kill)."""
+    if os.path.exists(os.path.join(path, "cgroup.kill")):
+        _write(os.path.join(path, "cgroup.kill"), "1")
+        return
+    for control, freeze, thaw in (("freezer.state", "FROZEN", "THAWED"), ("cgroup.freeze", "1", "0")):
+        control_path = os.path.join(path, control)
+        if os.path.exists(control_path):
+            _write(control_path, freeze)
+            try:
+                deadline = time.monotonic() + freeze_timeout
+                while time.monotonic() < deadline:
+                    if control == "freezer.state":
+                        if _read(control_path).strip() == "FROZEN":
+                            break
+                    elif _keyed(os.path.join(path, "cgroup.events")).get("frozen", 0) == 1:
+                        break
+                    time.sleep(0.002)
+                _kill_pids(_procs(path))
+            finally:
+                _write(control_path, thaw)
+            return
+    _kill_pids(_procs(path))
+
+
+def sweep_paths(paths: Iterable[str], timeout: float = 5.0) -> None:
+    """Kill the processes in leftover cgroups and remove them, synchronously (crash recovery).
+
+    For the crash ledger's sweeper, which runs before any event loop work
+    (supervisor start, ``supervisor gc``). Paths that no longer exist are
+    skipped; sub-cgroups are removed first; ``EBUSY`` is retried with a
+    backoff until ``timeout``.
+
+    Args:
+        paths: cgroup directories, as recorded from :attr:`ContainerCgroup.planned_paths`.
+        timeout: the longest time to keep retrying, in seconds.
+
+    Raises:
+        ValueError: a path is not normalised, not strictly below a mounted
+            cgroup hierarchy, or holds this process (nothing is touched then).
+        OSError: some cgroup could not be removed in time (naming them).
+    """
+    paths = list(paths)
+    mounts = _cgroup_mounts()
+    for path in paths:
+        if (
+            not isinstance(path, str)
+            or os.path.normpath(path) != path
+            or not any(path.startswith(m.rstrip("/") + "/") for m in mounts)
+        ):
+            raise ValueError(f"refusing to sweep {path!r}: not a normalised path below a mounted cgroup hierarchy")
+    existing = [p for p in paths if os.path.isdir(p)]
+    for path in existing:
+        if os.getpid() in _procs(path):
+            raise ValueError(f"refusing to sweep {path!r}: it holds this process")
+    for path in existing:
+        try:
+            _kill_pass_sync(path)
+        except FileNotFoundError:
+            pass
+    deadline = time.monotonic() + timeout
+    delay = 0.001
+    remaining = list(reversed(existing))
+    while remaining:
+        busy: list[str] = []
+        for path in remaining:
+            try:
+                _rmdir_tree(path)
+            except OSError as exc:
+                if exc.errno != errno.EBUSY:
+                    raise OSError(exc.errno, f"rmdir {exc.filename or path}: {exc.strerror}") from exc
+                busy.append(path)
+        if not busy:
+            return
+        if time.monotonic() >= deadline:
+            raise OSError(errno.EBUSY, f"cgroups still busy after {timeout} s: {', '.join(busy)}")
+        for path in busy:
+            try:
+                _kill_pass_sync(path)
+            except FileNotFoundError:
+                pass
+        time.sleep(delay)
+        delay = min(delay * 2, 0.1)
+        remaining = busy
+
+
+def _sweep_record(record: dict[str, Any]) -> None:
+    sweep_paths(record.get("paths") or [])
+
+
+register_sweeper("cgroup", _sweep_record)

@@ -21,13 +21,14 @@ from .rundir import run_root
 
 if TYPE_CHECKING:
     from .._spec import Publish, Spec
+    from .cgroups import CgroupStats, ContainerCgroup
     from .container import ContainerProcess, ParentStep
     from .network import Attachment
     from .rundir import RunDir
 
 
 class HostResources:
-    """The cgroup and network pieces of one container (when the spec asks).
+    """The cgroup and network pieces of one container.
 
     Args:
         spec: the container's spec.
@@ -61,12 +62,45 @@ class HostResources:
         if self.wants_network:
             self.etc_dir = os.path.join(run_root(), "etc", f"{cid}-{secrets.token_hex(4)}")
         self._attachment: Attachment | None = None
+        self._cgroup: ContainerCgroup | None = None
         self._ports: list[tuple[anyio.CancelScope, anyio.Event]] = []
 
     @property
     def wants_cgroup(self) -> bool:
-        """Whether PID 1 must request the CGROUP step."""
-        return False
+        """Whether PID 1 must request the CGROUP step (always: every container
+        gets a cgroup of its own, for limits, accounting and kill-everything)."""
+        return True
+
+    @property
+    def watches_oom(self) -> bool:
+        """Whether a memory limit makes an OOM kill end the whole container."""
+        return self.spec.limits is not None and self.spec.limits.memory_bytes is not None
+
+    async def wait_oom(self) -> None:
+        """Return once the OOM killer struck in the container's cgroup.
+
+        **Cancellation:** cancellable; nothing stays registered.
+        """
+        assert self._cgroup is not None
+        await self._cgroup.wait_oom()
+
+    def stats(self) -> CgroupStats | None:
+        """What the container used, from its cgroup (None without one)."""
+        if self._cgroup is None:
+            return None
+        try:
+            return self._cgroup.stats()
+        except OSError:
+            return None
+
+    async def kill_all(self) -> None:
+        """Kill every process of the container's cgroup (idempotent).
+
+        **Cancellation:** shielded.
+        """
+        with anyio.CancelScope(shield=True):
+            if self._cgroup is not None:
+                await self._cgroup.kill()
 
     @property
     def wants_network(self) -> bool:
@@ -93,7 +127,28 @@ class HostResources:
         return steps
 
     async def setup_cgroup(self, proc: ContainerProcess) -> None:
-        """Create the container's cgroup and move PID 1 into it."""
+        """Create the container's cgroup and move PID 1 into it.
+
+        Runs while PID 1 waits in its ``CGROUP`` request, before it unshares
+        its cgroup namespace and before any payload code: everything the
+        container ever runs is accounted and limited.
+
+        Raises:
+            OSError: a cgroup file could not be written (naming it), or a limit
+                needs a controller this host does not delegate (EOPNOTSUPP).
+
+        **Cancellation:** the cgroup is recorded before it is created, and
+        removed by :meth:`release`.
+        """
+        from . import cgroups
+
+        slot = proc.slot
+        assert slot is not None
+        cgroup = cgroups.ContainerCgroup(cgroups.detect(), f"sv-{self.cid}", self.spec.limits)
+        self.rundir.record(self.cid, "cgroup", paths=cgroup.planned_paths)
+        self._cgroup = cgroup
+        cgroup.setup()
+        cgroup.attach(slot.pid)
 
     async def setup_network(self, proc: ContainerProcess) -> None:
         """Put the container on its bridge, write its /etc files, publish its ports.
@@ -176,5 +231,9 @@ class HostResources:
                 await network.detach(self._attachment)
             if self.etc_dir is not None:
                 shutil.rmtree(self.etc_dir, ignore_errors=True)
+            if self._cgroup is not None:
+                # Kills any straggler (the PID namespace is normally gone
+                # already), then removes the directories, retrying on EBUSY.
+                await self._cgroup.remove()
             # Everything is gone: the crash ledger has nothing left to sweep.
             self.rundir.forget(self.cid)

@@ -1,0 +1,139 @@
+"""Container resource limits (:class:`Limits`) and size parsing.
+
+Kept apart from :mod:`supervisor._parent.cgroups` so that describing a
+container never imports the machinery that applies it.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+#: Default CFS period (µs) for ``cpus``; the kernel's default too.
+CFS_PERIOD_US = 100_000
+#: The kernel's smallest CFS quota (µs), so the smallest ``cpus`` is 0.01.
+_MIN_CFS_QUOTA_US = 1_000
+#: v1 ``cpu.shares`` bounds and the v2 ``cpu.weight`` range.
+_MIN_SHARES, _MAX_SHARES = 2, 262_144
+_MIN_WEIGHT, _MAX_WEIGHT = 1, 10_000
+
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgtp]?)(?:i?b)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
+
+
+def parse_size(text: str) -> int:
+    """Parse a memory size like docker's ``--memory``: ``"256M"``, ``"1G"``, ``"1.5g"``, ``"4096"``.
+
+    Units are binary (K = 1024), case-insensitive, with an optional ``B`` or
+    ``iB`` suffix (``"256MiB"``, ``"64kb"``); a bare number is bytes. A
+    fractional value is rounded down to whole bytes.
+
+    Args:
+        text: the size.
+
+    Returns:
+        The size in bytes.
+
+    Raises:
+        ValueError: ``text`` is not such a size, or is zero.
+    """
+    match = _SIZE_RE.match(text) if isinstance(text, str) else None
+    if match is None:
+        raise ValueError(f"invalid size {text!r}: expected a number with an optional unit K, M, G, T or P (binary)")
+    value = int(float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()])
+    if value <= 0:
+        raise ValueError(f"invalid size {text!r}: must be more than 0 bytes")
+    return value
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Resource limits of one container; ``None`` leaves the kernel's default (unlimited).
+
+    Args:
+        memory_bytes: hard memory limit (``--memory``); reaching it OOM-kills.
+        memory_swap_bytes: memory **plus** swap, docker's ``--memory-swap``
+            semantics: at least ``memory_bytes`` (equal means no swap), or -1
+            for unlimited swap. Requires ``memory_bytes``. Unlike docker, leaving
+            it ``None`` writes nothing (the kernel default: swap is not limited
+            separately) instead of allowing twice ``memory_bytes``.
+        cpus: CPU bandwidth quota in CPUs (``--cpus 0.5`` = half a CPU per
+            100 ms period); at least 0.01.
+        cpu_weight: relative CPU weight on v2's scale, 1..10000, default 100.
+            On v1 it becomes ``cpu.shares = weight * 1024 / 100`` (systemd's
+            mapping: the two defaults, 100 and 1024, correspond).
+        pids: the most processes and threads the container may have at once.
+
+    Raises:
+        ValueError: a value is out of range (the message names the field).
+        TypeError: a value has the wrong type.
+    """
+
+    memory_bytes: int | None = None
+    memory_swap_bytes: int | None = None
+    cpus: float | None = None
+    cpu_weight: int | None = None
+    pids: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("memory_bytes", "memory_swap_bytes", "cpu_weight", "pids"):
+            value = getattr(self, name)
+            if value is not None and not _is_int(value):
+                raise TypeError(f"Limits.{name} must be an int or None, not {type(value).__name__}")
+        if self.memory_bytes is not None and self.memory_bytes <= 0:
+            raise ValueError(f"Limits.memory_bytes must be positive, got {self.memory_bytes}")
+        if self.memory_swap_bytes is not None:
+            if self.memory_bytes is None:
+                raise ValueError("Limits.memory_swap_bytes needs memory_bytes (it is memory plus swap)")
+            if self.memory_swap_bytes != -1 and self.memory_swap_bytes < self.memory_bytes:
+                raise ValueError(
+                    f"Limits.memory_swap_bytes ({self.memory_swap_bytes}) must be -1 (unlimited swap) or at "
+                    f"least memory_bytes ({self.memory_bytes}): it is memory plus swap"
+                )
+        if self.cpus is not None:
+            if isinstance(self.cpus, bool) or not isinstance(self.cpus, (int, float)):
+                raise TypeError(f"Limits.cpus must be a number or None, not {type(self.cpus).__name__}")
+            if not math.isfinite(self.cpus) or self.cpus * CFS_PERIOD_US < _MIN_CFS_QUOTA_US:
+                raise ValueError(f"Limits.cpus must be a finite number of at least 0.01, got {self.cpus}")
+        if self.cpu_weight is not None and not _MIN_WEIGHT <= self.cpu_weight <= _MAX_WEIGHT:
+            raise ValueError(f"Limits.cpu_weight must be in 1..10000 (v2 scale), got {self.cpu_weight}")
+        if self.pids is not None and self.pids < 1:
+            raise ValueError(f"Limits.pids must be at least 1, got {self.pids}")
+
+    @classmethod
+    def crabcan(cls) -> Limits:
+        """crabcan's resource defaults: memory 1 GiB, pids 64, CPU weight 256.
+
+        crabcan (``resources.rs``) asked cgroups-rs for ``cpu.shares(256)``,
+        which on v2 (the only version it supports) writes **256 raw to
+        ``cpu.weight``**, where the default is 100: its containers got 2.56x
+        the default CPU share, not the quarter its blog describes (a quarter
+        would be ``cpu_weight=25``). This preset reproduces what crabcan
+        actually did, ``cpu_weight=256`` on the v2 scale (``cpu.shares`` 2621
+        on v1). Its ``kernel_memory_limit`` (ignored on v2, deprecated on v1)
+        and ``io.bfq.weight`` are left out; its ``RLIMIT_NOFILE`` of 64 is an
+        rlimit, not a cgroup limit, and belongs to the child's setup.
+
+        Returns:
+            The preset limits.
+        """
+        return cls(memory_bytes=1 << 30, pids=64, cpu_weight=256)
+
+    @property
+    def cpu_shares(self) -> int | None:
+        """``cpu_weight`` converted to v1 ``cpu.shares`` (``None`` when unset)."""
+        if self.cpu_weight is None:
+            return None
+        return max(_MIN_SHARES, min(_MAX_SHARES, round(self.cpu_weight * 1024 / 100)))
+
+    @property
+    def cfs_quota_us(self) -> int | None:
+        """``cpus`` as a CFS quota in µs per :data:`CFS_PERIOD_US` (``None`` when unset)."""
+        if self.cpus is None:
+            return None
+        return round(self.cpus * CFS_PERIOD_US)

@@ -1,0 +1,336 @@
+"""The async API, under trio and under asyncio: run(), Supervisor, handles, cancellation."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from functools import partial
+from pathlib import Path
+
+import anyio
+import pytest
+
+import supervisor
+from supervisor import Container, ContainerFailed, Phase, Result, SetupError, Spec
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(scope="module", params=["trio", "asyncio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    backend: str = request.param
+    return backend
+
+
+def proc_start_time(pid: int) -> str | None:
+    """The process's start time, or None once it is gone (a PID alone is reusable)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            data = f.read()
+    except FileNotFoundError:
+        return None
+    return data[data.rindex(")") + 2 :].split()[19]
+
+
+def proc_state(pid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            data = f.read()
+    except FileNotFoundError:
+        return None
+    return data[data.rindex(")") + 2 :].split()[0]
+
+
+def gone(pid: int, start: str | None) -> bool:
+    now = proc_start_time(pid)
+    return now is None or now != start
+
+
+async def wait_for_handler(pid: int, sig: int) -> None:
+    """Wait until the process has installed a handler for ``sig``."""
+    with anyio.fail_after(5):
+        while True:
+            with open(f"/proc/{pid}/status") as f:
+                caught = next(int(line.split()[1], 16) for line in f if line.startswith("SigCgt:"))
+            if caught & (1 << (sig - 1)):
+                return
+            await anyio.sleep(0.01)
+
+
+# -- one-shot run --------------------------------------------------------------
+
+
+async def test_run_one_shot(busybox: str) -> None:
+    seen: list[tuple[Phase, float]] = []
+    result = await supervisor.run(
+        Spec(["sh", "-c", "echo hello; echo oops >&2"], rootfs=busybox),
+        on_phase=lambda p, s: seen.append((p, s)),
+    )
+    assert isinstance(result, Result)
+    assert result.ok
+    assert (result.reason, result.exit_code, result.signal) == ("exited", 0, None)
+    assert (result.stdout, result.stderr) == (b"hello\n", b"oops\n")
+    assert (result.failed_phase, result.error) == (None, None)
+    # Every phase, in protocol order, with non-decreasing times.
+    assert [p.name for p in result.phases] == [p.label for p in Phase]
+    times = [p.seconds for p in result.phases]
+    assert times == sorted(times)
+    assert 0 <= times[0] <= times[-1] <= result.wall_s < 10
+    assert [p for p, _ in seen] == list(Phase)
+    # The result is JSON-ready.
+    data = json.loads(json.dumps(result.to_json()))
+    assert data["stdout"] == "hello\n"
+    assert data["reason"] == "exited"
+    assert [p["name"] for p in data["phases"]] == [p.label for p in Phase]
+
+
+async def test_run_check(busybox: str) -> None:
+    with pytest.raises(ContainerFailed) as info:
+        await supervisor.run(Spec(["sh", "-c", "echo partial; exit 5"], rootfs=busybox), check=True)
+    assert info.value.result.exit_code == 5
+    assert info.value.result.stdout == b"partial\n"
+    assert "exited with status 5" in str(info.value)
+    assert isinstance(info.value, supervisor.SupervisorError)
+    # check=True with success returns normally.
+    result = await supervisor.run(Spec(["true"], rootfs=busybox), check=True)
+    assert result.ok
+    # Without check a failure is just a result.
+    result = await supervisor.run(Spec(["false"], rootfs=busybox))
+    assert (result.reason, result.exit_code, result.ok) == ("exited", 1, False)
+
+
+async def test_run_without_capture_uses_given_fds(busybox: str, host_dir: Path) -> None:
+    out_path = host_dir / "out"
+    err_path = host_dir / "err"
+    with open(out_path, "wb") as out, open(err_path, "wb") as err:
+        result = await supervisor.run(
+            Spec(["sh", "-c", "echo to-out; echo to-err >&2"], rootfs=busybox),
+            capture_output=False,
+            stdout=out.fileno(),
+            stderr=err.fileno(),
+        )
+    assert result.ok
+    assert (result.stdout, result.stderr) == (b"", b"")
+    assert out_path.read_bytes() == b"to-out\n"
+    assert err_path.read_bytes() == b"to-err\n"
+
+
+async def test_run_with_stdin_fd(busybox: str, host_dir: Path) -> None:
+    src = host_dir / "in"
+    src.write_bytes(b"line 1\nline 2\n")
+    with open(src, "rb") as f:
+        result = await supervisor.run(Spec(["wc", "-l"], rootfs=busybox), stdin=f.fileno())
+    assert result.stdout.strip() == b"2"
+
+
+async def test_bad_arguments(busybox: str) -> None:
+    spec = Spec(["true"], rootfs=busybox)
+    async with supervisor.Supervisor() as sup:
+        with pytest.raises(ValueError, match="input or stdin"):
+            await sup.run(spec, input=b"x", stdin=0)
+    # A supervisor must be entered before use.
+    with pytest.raises(RuntimeError, match="async with"):
+        await supervisor.Supervisor().run(spec)
+
+
+# -- many containers ---------------------------------------------------------
+
+
+async def test_twenty_concurrent_containers(busybox: str) -> None:
+    n = 20
+    results: dict[int, Result] = {}
+
+    async def one(i: int) -> None:
+        results[i] = await sup.run(Spec(["sh", "-c", f"echo {i}; sleep 0.2; exit {i % 4}"], rootfs=busybox))
+
+    t0 = time.monotonic()
+    async with supervisor.Supervisor() as sup:
+        server = sup.fork_server_pid
+        async with anyio.create_task_group() as tg:
+            for i in range(n):
+                tg.start_soon(one, i)
+        assert sup.fork_server_pid == server
+    elapsed = time.monotonic() - t0
+    assert sorted(results) == list(range(n))
+    for i, result in results.items():
+        assert result.stdout == f"{i}\n".encode()
+        assert (result.reason, result.exit_code) == ("exited", i % 4)
+    assert len({r.id for r in results.values()}) == n
+    assert len({r.hostname for r in results.values()}) == n
+    # They ran side by side, not one after another (20 x 0.2 s = 4 s).
+    assert elapsed < 4
+
+
+# -- handles from start() ----------------------------------------------------
+
+
+async def test_start_returns_a_running_container(busybox: str) -> None:
+    spec = Spec(["sleep", "0.3"], rootfs=busybox)
+    async with supervisor.Supervisor() as sup, anyio.create_task_group() as tg:
+        handle = await tg.start(sup.run, spec)
+        assert isinstance(handle, Container)
+        # Setup is over: PID 1 is live and already the payload (exec done).
+        assert proc_state(handle.pid) in ("S", "R")
+        with open(f"/proc/{handle.pid}/cmdline", "rb") as f:
+            assert f.read() == b"sleep\x000.3\x00"
+        assert os.stat(f"/proc/{handle.pid}/ns/pid").st_ino != os.stat("/proc/self/ns/pid").st_ino
+        assert handle.phases[-1].name == "exec"
+        assert [p.name for p in handle.phases] == [p.label for p in Phase]
+        assert handle.hostname
+        assert handle.id
+        start = proc_start_time(handle.pid)
+        result = await handle.wait()
+        assert (result.reason, result.exit_code) == ("exited", 0)
+        assert result.id == handle.id
+        assert result.hostname == handle.hostname
+        assert gone(handle.pid, start)
+        # wait() can be called again and gives the same result.
+        assert await handle.wait() is result
+
+
+async def test_kill_and_signal_through_the_handle(busybox: str) -> None:
+    async with supervisor.Supervisor() as sup, anyio.create_task_group() as tg:
+        handle = await tg.start(sup.run, Spec(["sleep", "30"], rootfs=busybox))
+        # PID 1 has no handler for SIGTERM: the kernel drops it.
+        handle.terminate()
+        handle.send_signal(signal.SIGUSR1)
+        await anyio.sleep(0.1)
+        assert proc_state(handle.pid) in ("S", "R")
+        handle.kill()
+        result = await handle.wait()
+        assert (result.reason, result.signal, result.exit_code) == ("signaled", signal.SIGKILL, None)
+        # Signalling an exited container is a no-op, never a stray kill.
+        handle.kill()
+        handle.send_signal(signal.SIGTERM)
+
+
+async def test_setup_error_propagates_out_of_start(busybox: str) -> None:
+    async with supervisor.Supervisor() as sup, anyio.create_task_group() as tg:
+        with pytest.raises(SetupError) as info:
+            await tg.start(sup.run, Spec(["/no/such/program"], rootfs=busybox))
+        assert info.value.phase is Phase.EXEC
+        assert info.value.result is not None
+        assert info.value.result.reason == "setup_failed"
+        # The task group and the supervisor carry on.
+        handle = await tg.start(sup.run, Spec(["echo", "still fine"], rootfs=busybox))
+        assert (await handle.wait()).stdout == b"still fine\n"
+
+
+# -- cancellation ------------------------------------------------------------
+
+
+async def test_cancel_kills_a_sleeping_container(busybox: str) -> None:
+    spec = Spec(["sleep", "1000"], rootfs=busybox, grace_period=10)
+    async with supervisor.Supervisor() as sup:
+        async with anyio.create_task_group() as tg:
+            handle = await tg.start(sup.run, spec)
+            pid, start = handle.pid, proc_start_time(handle.pid)
+            t0 = time.monotonic()
+            tg.cancel_scope.cancel()
+        elapsed = time.monotonic() - t0
+        result = await handle.wait()
+    # sleep as PID 1 has no SIGTERM handler: SIGKILL at once, no grace period.
+    assert elapsed < 2
+    assert result.reason == "cancelled"
+    assert result.signal == signal.SIGKILL
+    assert gone(pid, start)
+
+
+async def test_cancelled_run_reraises_cancellation(busybox: str) -> None:
+    reached = False
+    t0 = time.monotonic()
+    async with supervisor.Supervisor() as sup:
+        with anyio.move_on_after(0.3) as scope:
+            await sup.run(Spec(["sleep", "1000"], rootfs=busybox))
+            reached = True
+        # The supervisor is still usable.
+        assert (await sup.run(Spec(["true"], rootfs=busybox))).ok
+    assert scope.cancelled_caught
+    assert not reached
+    assert time.monotonic() - t0 < 3
+
+
+async def test_cancel_sends_sigterm_to_a_payload_that_handles_it(busybox: str) -> None:
+    script = 'trap "exit 7" TERM; while :; do sleep 0.05; done'
+    spec = Spec(["sh", "-c", script], rootfs=busybox, grace_period=5)
+    async with supervisor.Supervisor() as sup:
+        async with anyio.create_task_group() as tg:
+            handle = await tg.start(sup.run, spec)
+            await wait_for_handler(handle.pid, signal.SIGTERM)
+            t0 = time.monotonic()
+            tg.cancel_scope.cancel()
+        elapsed = time.monotonic() - t0
+        result = await handle.wait()
+    assert result.reason == "cancelled"
+    assert (result.exit_code, result.signal) == (7, None)
+    assert elapsed < 3, "exited on SIGTERM, well within the grace period"
+
+
+async def test_grace_period_then_sigkill(busybox: str) -> None:
+    script = 'trap "echo ignoring" TERM; while :; do sleep 0.05; done'
+    spec = Spec(["sh", "-c", script], rootfs=busybox, grace_period=0.5)
+    async with supervisor.Supervisor() as sup:
+        with anyio.CancelScope() as scope:
+            handle = await sup_start(sup, spec, scope)
+        result = await handle.wait()
+    assert result.reason == "cancelled"
+    assert result.signal == signal.SIGKILL
+    assert result.stdout.startswith(b"ignoring")
+    assert 0.5 <= result.wall_s
+
+
+async def sup_start(sup: supervisor.Supervisor, spec: Spec, scope: anyio.CancelScope) -> Container:
+    """Start a container, wait for its TERM handler, then cancel ``scope``'s task group."""
+    async with anyio.create_task_group() as tg:
+        handle: Container = await tg.start(sup.run, spec)
+        await wait_for_handler(handle.pid, signal.SIGTERM)
+        scope.cancel()
+        await anyio.sleep_forever()
+    raise AssertionError("unreachable")
+
+
+async def test_cancel_during_setup(busybox: str) -> None:
+    async with supervisor.Supervisor() as sup:
+        with anyio.CancelScope() as scope:
+
+            def on_phase(phase: Phase, _s: float) -> None:
+                if phase is Phase.PIVOT:
+                    scope.cancel()
+
+            await sup.run(Spec(["sleep", "1000"], rootfs=busybox), on_phase=on_phase)
+        assert scope.cancelled_caught
+        assert (await sup.run(Spec(["true"], rootfs=busybox))).ok
+
+
+# -- the supervisor's lifetime -----------------------------------------------
+
+
+async def test_fork_server_is_gone_after_the_supervisor(busybox: str) -> None:
+    async with supervisor.Supervisor() as sup:
+        pid = sup.fork_server_pid
+        start = proc_start_time(pid)
+        with open(f"/proc/{pid}/stat") as f:
+            ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        assert ppid == os.getpid()
+        assert (await sup.run(Spec(["true"], rootfs=busybox))).ok
+    assert gone(pid, start)
+
+
+async def test_supervisor_exit_kills_what_is_left(busybox: str) -> None:
+    async with anyio.create_task_group() as tg:
+        async with supervisor.Supervisor() as sup:
+            handle = await tg.start(partial(sup.run, Spec(["sleep", "1000"], rootfs=busybox)))
+            pid, start = handle.pid, proc_start_time(handle.pid)
+        with anyio.fail_after(5):
+            result = await handle.wait()
+    assert gone(pid, start)
+    assert result.reason in ("signaled", "cancelled")
+    assert result.exit_code is None
+
+
+async def test_supervisor_can_be_reused_sequentially(busybox: str) -> None:
+    for _ in range(2):
+        async with supervisor.Supervisor() as sup:
+            assert (await sup.run(Spec(["echo", "x"], rootfs=busybox))).stdout == b"x\n"

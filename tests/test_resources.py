@@ -1,0 +1,153 @@
+"""Resources through the public API: cgroup limits, accounting, OOM, timeout.
+
+The cgroup layer itself is tested in test_cgroups.py; here every check runs a
+real container and looks at its Result.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from supervisor import Limits, Spec, Supervisor, parse_size
+
+pytestmark = pytest.mark.anyio
+
+REPO = str(Path(__file__).resolve().parent.parent)
+
+# A single-process payload that reports its own getrusage as JSON after burning CPU.
+BURN = (
+    "import json, resource, time\n"
+    "t = time.process_time()\n"
+    "while time.process_time() - t < 0.4: pass\n"
+    "r = resource.getrusage(resource.RUSAGE_SELF)\n"
+    "print(json.dumps([r.ru_utime, r.ru_stime]))\n"
+)
+
+
+async def test_accounting_matches_the_payloads_own_rusage() -> None:
+    async with Supervisor() as sup:
+        result = await sup.run(Spec(["python3", "-c", BURN]))
+    assert result.exit_code == 0, result.stderr
+    user, system = json.loads(result.stdout)
+    assert result.cpu_user_s is not None
+    assert result.cpu_system_s is not None
+    total = result.cpu_user_s + result.cpu_system_s
+    # The cgroup also counts the interpreter's start-up before getrusage's snapshot.
+    assert user + system <= total + 0.02
+    assert total < user + system + 0.25
+    assert result.peak_memory_bytes is not None
+    assert result.peak_memory_bytes > 1 << 20
+    assert result.oom_killed is False
+    assert result.to_json()["cpu_user_s"] == round(result.cpu_user_s, 6)
+
+
+async def test_memory_hog_ends_the_whole_container_with_oom() -> None:
+    # The hog runs as a child of a shell: a single-process OOM kill would leave
+    # the shell alive; the whole container must end (memory.oom.group semantics).
+    hog = "python3 -c 'a = []\nwhile True: a.append(bytearray(1 << 20))'; sleep 30"
+    async with Supervisor() as sup:
+        t = time.monotonic()
+        result = await sup.run(Spec(["sh", "-c", hog], limits=Limits(memory_bytes=parse_size("48M"))))
+    assert result.reason == "oom"
+    assert result.oom_killed
+    assert result.signal == 9
+    assert time.monotonic() - t < 15
+    assert result.peak_memory_bytes is not None
+    assert result.peak_memory_bytes <= parse_size("48M")
+
+
+BOMB = (
+    "import os, time\n"
+    "n = 0\n"
+    "for _ in range(300):\n"
+    "    try:\n"
+    "        pid = os.fork()\n"
+    "    except OSError:\n"
+    "        continue\n"
+    "    if pid == 0:\n"
+    "        time.sleep(3)\n"
+    "        os._exit(0)\n"
+    "    n += 1\n"
+    "print(n, flush=True)\n"
+    "os._exit(0)\n"
+)
+
+
+async def test_fork_bomb_stays_under_the_pids_limit() -> None:
+    async with Supervisor() as sup:
+        t = time.monotonic()
+        result = await sup.run(Spec(["python3", "-c", BOMB], limits=Limits(pids=16)), timeout=30)
+    assert time.monotonic() - t < 30  # the machine stayed responsive
+    assert result.reason == "exited", result
+    spawned = int(result.stdout)
+    assert 5 <= spawned <= 15  # the forking process itself is the 16th
+
+
+async def test_cpu_quota_gives_about_half_a_cpu() -> None:
+    spin = "import time\nt = time.monotonic()\nwhile time.monotonic() - t < 1.5: pass\n"
+    async with Supervisor() as sup:
+        result = await sup.run(Spec(["python3", "-c", spin], limits=Limits(cpus=0.5)))
+    assert result.exit_code == 0, result.stderr
+    assert result.cpu_user_s is not None
+    assert result.cpu_system_s is not None
+    used = (result.cpu_user_s + result.cpu_system_s) / result.wall_s
+    assert 0.3 < used < 0.65, f"used {used:.2f} CPUs under a 0.5 quota"
+
+
+async def test_timeout_kills_the_tree(busybox: str) -> None:
+    tree = "sleep 100 & sleep 100 & (sleep 100 &) ; wait"
+    async with Supervisor() as sup:
+        t = time.monotonic()
+        result = await sup.run(Spec(["sh", "-c", tree], rootfs=busybox, grace_period=0.5), timeout=0.5)
+    assert result.reason == "timeout"
+    assert time.monotonic() - t < 3
+    # Every process of the tree lived in the container's PID namespace, which
+    # died with PID 1; the leak check also sees no process and no cgroup left.
+
+
+async def test_timeout_during_setup_is_a_timeout() -> None:
+    async with Supervisor() as sup:
+        result = await sup.run(Spec(["true"]), timeout=0)
+    assert result.reason == "timeout"
+
+
+def test_limits_are_validated() -> None:
+    with pytest.raises(ValueError, match="memory_bytes"):
+        Limits(memory_bytes=0)
+    with pytest.raises(TypeError, match=r"Spec\.limits"):
+        Spec(["true"], limits={"memory": 1})  # type: ignore[arg-type]
+    assert Limits.crabcan() == Limits(memory_bytes=1 << 30, pids=64, cpu_weight=256)
+
+
+def test_cli_resource_flags(busybox: str) -> None:
+    env = {**os.environ, "PYTHONPATH": REPO}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "supervisor", "run", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    out = cli("--json", "--crabcan-limits", "-m", busybox, "--", "sh", "-c", "ulimit -n")
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["stdout"] == "64\n"
+    for key in ("cpu_user_s", "cpu_system_s", "peak_memory_bytes", "oom_killed"):
+        assert key in result
+    out = cli("--timeout", "0.3", "-m", busybox, "--", "sleep", "10")
+    assert out.returncode == 124
+    assert "timed out" in out.stderr
+    out = cli("--memory", "32M", "--", "python3", "-c", "a = [bytearray(1 << 20) for _ in range(200)]")
+    assert out.returncode == 137
+    assert "memory limit" in out.stderr
