@@ -15,17 +15,9 @@ import trio
 from supervisor import Phase, SetupError, Spec, Supervisor
 from supervisor.testing import fail_at, fail_in_parent
 
-from ._util import REQUEST_PHASES
+from ._util import REQUEST_PHASES, running
 
 pytestmark = pytest.mark.anyio
-
-
-def _running(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def _rss_bytes() -> int:
@@ -115,7 +107,7 @@ async def test_cancellation_at_random_moments(busybox: str) -> None:
     assert cancelled > 20
     assert completed + cancelled == 200
     for pid in pids:
-        assert not _running(pid)
+        assert not running(pid)
 
 
 async def test_supervisor_memory_stays_flat(busybox: str) -> None:

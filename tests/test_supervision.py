@@ -17,6 +17,8 @@ import trio
 import supervisor
 from supervisor import Spec, Supervisor
 
+from ._util import running
+
 pytestmark = pytest.mark.anyio
 
 REPO = str(Path(__file__).resolve().parent.parent)
@@ -59,18 +61,18 @@ async def test_events_end_when_the_supervisor_closes() -> None:
 
 
 async def test_max_parallel_bounds_running_containers(busybox: str) -> None:
-    running = 0
+    in_flight = 0
     peak = 0
     async with Supervisor(max_parallel=3) as sup:
 
         async def watch() -> None:
-            nonlocal running, peak
+            nonlocal in_flight, peak
             async for event in sup.events():
                 if event.kind == "phase" and event.phase == "spawned":
-                    running += 1
-                    peak = max(peak, running)
+                    in_flight += 1
+                    peak = max(peak, in_flight)
                 elif event.kind == "cleaned_up":
-                    running -= 1
+                    in_flight -= 1
 
         async with trio.open_nursery() as outer:
             outer.start_soon(watch)
@@ -171,15 +173,6 @@ LIFELINE = textwrap.dedent(
 )
 
 
-def _alive(pid: int) -> bool:
-    """True while ``pid`` runs (a zombie waiting for its reaper does not count)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
 def test_sigkilled_supervisor_takes_its_containers_within_a_second(busybox: str) -> None:
     proc = subprocess.Popen(
         [sys.executable, "-c", LIFELINE, busybox],
@@ -191,18 +184,18 @@ def test_sigkilled_supervisor_takes_its_containers_within_a_second(busybox: str)
         assert proc.stdout is not None
         fork_server, *containers = map(int, proc.stdout.readline().split())
         assert len(containers) == 4
-        assert all(_alive(pid) for pid in containers)
+        assert all(running(pid) for pid in containers)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         deadline = time.monotonic() + 1.0
-        while any(_alive(pid) for pid in containers) and time.monotonic() < deadline:
+        while any(running(pid) for pid in containers) and time.monotonic() < deadline:
             time.sleep(0.01)
-        assert not any(_alive(pid) for pid in containers), "a container outlived its supervisor by 1 s"
+        assert not any(running(pid) for pid in containers), "a container outlived its supervisor by 1 s"
         # The fork server exits too (it may stay a zombie until the host's init reaps it).
         deadline = time.monotonic() + 2.0
-        while _alive(fork_server) and time.monotonic() < deadline:
+        while running(fork_server) and time.monotonic() < deadline:
             time.sleep(0.01)
-        assert not _alive(fork_server)
+        assert not running(fork_server)
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -6,14 +6,27 @@ import os
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 
 
-class FdReceiveStream(anyio.abc.ByteReceiveStream):
-    """Read end of a pipe as an anyio byte stream (works under trio and asyncio)."""
+class _FdStream:
+    """An owned, non-blocking pipe end."""
 
     def __init__(self, fd: int) -> None:
         os.set_blocking(fd, False)
         self._fd = fd
+
+    async def aclose(self) -> None:
+        """Close the pipe (for a write end, the payload then sees end-of-file)."""
+        if self._fd >= 0:
+            fd, self._fd = self._fd, -1
+            anyio.notify_closing(fd)
+            os.close(fd)
+        await anyio.lowlevel.checkpoint()
+
+
+class FdReceiveStream(_FdStream, anyio.abc.ByteReceiveStream):
+    """Read end of a pipe as an anyio byte stream (works under trio and asyncio)."""
 
     async def receive(self, max_bytes: int = 65536) -> bytes:
         """Next chunk of bytes.
@@ -34,21 +47,9 @@ class FdReceiveStream(anyio.abc.ByteReceiveStream):
                 raise anyio.EndOfStream
             return data
 
-    async def aclose(self) -> None:
-        """Close the pipe."""
-        if self._fd >= 0:
-            fd, self._fd = self._fd, -1
-            anyio.notify_closing(fd)
-            os.close(fd)
-        await anyio.lowlevel.checkpoint()
 
-
-class FdSendStream(anyio.abc.ByteSendStream):
+class FdSendStream(_FdStream, anyio.abc.ByteSendStream):
     """Write end of a pipe as an anyio byte stream."""
-
-    def __init__(self, fd: int) -> None:
-        os.set_blocking(fd, False)
-        self._fd = fd
 
     async def send(self, item: bytes) -> None:
         """Write all of ``item``.
@@ -69,11 +70,3 @@ class FdSendStream(anyio.abc.ByteSendStream):
             except BrokenPipeError as exc:
                 raise anyio.BrokenResourceError from exc
             view = view[n:]
-
-    async def aclose(self) -> None:
-        """Close the pipe: the payload sees end-of-file on its stdin."""
-        if self._fd >= 0:
-            fd, self._fd = self._fd, -1
-            anyio.notify_closing(fd)
-            os.close(fd)
-        await anyio.lowlevel.checkpoint()
