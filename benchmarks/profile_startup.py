@@ -95,8 +95,9 @@ _PROFILED_BOOTSTRAP = (
     "                         f'{resource.getrusage(resource.RUSAGE_SELF).ru_minflt - flt0}')\n"
     "            return method(self, phase)\n"
     "        return wrapper\n"
-    "    setup.Channel.enter = mark(setup.Channel.enter)\n"
-    "    setup.Channel.request = mark(setup.Channel.request)\n"
+    "    if not profiling:  # per-phase marks only when not profiling\n"
+    "        setup.Channel.enter = mark(setup.Channel.enter)\n"
+    "        setup.Channel.request = mark(setup.Channel.request)\n"
     "    prof = cProfile.Profile(time.thread_time)\n"
     "    def execve(path, argv, env):\n"
     "        prof.disable()\n"
@@ -198,6 +199,14 @@ async def instrumented(rootfs: str, n: int, k: int, limit: int, *, profile: bool
     minor faults up to ``execve`` are recorded (two extra file writes per run).
     """
     outdir = tempfile.mkdtemp(prefix="supervisor-profile-")
+    try:
+        return await _instrumented(outdir, rootfs, n, k, limit, profile=profile)
+    finally:
+        shutil.rmtree(outdir, ignore_errors=True)
+
+
+async def _instrumented(outdir: str, rootfs: str, n: int, k: int, limit: int, *, profile: bool) -> str:
+    """:func:`instrumented`, writing its files to ``outdir``."""
     os.environ["SUPERVISOR_PROFILE_DIR"] = outdir
     os.environ["SUPERVISOR_PROFILE_MODE"] = "profile" if profile else "cpu"
     original = fsmod._BOOTSTRAP
@@ -232,7 +241,9 @@ async def instrumented(rootfs: str, n: int, k: int, limit: int, *, profile: bool
         cpu_ns, flt = (int(x) for x in lines[0].split())
         pid1_cpu.append(cpu_ns / 1e6)
         pid1_flt.append(flt)
-        marks = [(Phase(int(a)).label, int(b), int(c)) for a, b, c in (m.split(":") for m in lines[1].split())]
+        marks = [
+            (Phase(int(a)).label, int(b), int(c)) for a, b, c in (m.split(":") for m in "".join(lines[1:]).split())
+        ]
         bounds = [("clone -> spawned report", 0, 0), *marks, ("end", cpu_ns, flt)]
         for (name, c0, f0), (_next, c1, f1) in itertools.pairwise(bounds):
             label = (
@@ -262,7 +273,6 @@ async def instrumented(rootfs: str, n: int, k: int, limit: int, *, profile: bool
             "  phases (wall, from Result.phases, medians in ms):",
             phase_table(b["results"], b["latencies_ms"]),
         ]
-        shutil.rmtree(outdir, ignore_errors=True)
         return "\n".join(parts)
     parts = [f"===== cProfile (CPU time) at K={k}, N={n} ====="]
     dstats = pstats.Stats(driver)
@@ -278,7 +288,6 @@ async def instrumented(rootfs: str, n: int, k: int, limit: int, *, profile: bool
     if pid1 is not None:
         parts.append(top(pid1, "tottime", limit, f"PID 1, clone to execve, summed over {n} runs"))
         parts.append(top(pid1, "cumulative", limit, "PID 1, clone to execve"))
-    shutil.rmtree(outdir, ignore_errors=True)
     return "\n".join(parts)
 
 

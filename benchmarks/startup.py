@@ -650,25 +650,35 @@ class Ours(Contender):
     """supervisor: one Supervisor, many ``sup.run(spec)``."""
 
     def __init__(self, sup: Supervisor, rootfs: str) -> None:
+        spec = Spec(["/bin/true"], rootfs=rootfs)
+        iso = (
+            f"the Spec defaults: user ({spec.map_size} ids -> {spec.map_base}..), mnt, uts, ipc, net, pid, cgroup;"
+            " pivot_root; fresh /proc, /dev, /sys, /tmp;"
+            f" seccomp {getattr(spec, 'seccomp', '?')!r}; network {getattr(spec, 'network', '?')!r};"
+            " cgroup as the package does by default (see the observed line)"
+        )
         super().__init__(
-            OURS,
-            "as the package's defaults (see the observed isolation line)",
-            ["sup.run(Spec(['/bin/true'], rootfs=ROOTFS))"],
-            f"supervisor {supervisor.__version__}",
+            OURS, iso, ["sup.run(Spec(['/bin/true'], rootfs=ROOTFS))"], f"supervisor {supervisor.__version__}"
         )
         self.sup = sup
-        self.spec_true = Spec(["/bin/true"], rootfs=rootfs)
+        self.spec_true = spec
         self.spec_sleep = Spec(["/bin/sleep", "300"], rootfs=rootfs)
         self.handles: list[Any] = []
 
     async def run_once(self, cid: str) -> Result | None:
-        result = await self.sup.run(self.spec_true)
+        try:
+            result = await self.sup.run(self.spec_true)
+        except supervisor.SupervisorError as exc:
+            raise BenchError(f"{type(exc).__name__}: {exc}") from exc
         if not result.ok:
             raise BenchError(f"{result.reason} exit={result.exit_code} {result.error or ''} {result.stderr[-200:]!r}")
         return result
 
     async def start_idle(self, hold: trio.Nursery, cid: str) -> None:
-        handle = await hold.start(functools.partial(self.sup.run, self.spec_sleep))
+        try:
+            handle = await hold.start(functools.partial(self.sup.run, self.spec_sleep))
+        except supervisor.SupervisorError as exc:
+            raise BenchError(f"{type(exc).__name__}: {exc}") from exc
         self.handles.append(handle)
 
     async def stop_idle(self, kept: Sequence[int], reaper: Reaper) -> None:
@@ -724,7 +734,10 @@ class Peer(Contender):
             raise BenchError(f"exit status {rc}: {err.decode(errors='replace').strip()[-300:]}")
 
     async def run_once(self, cid: str) -> Result | None:
-        proc = await self._open(self.make_argv(cid, False))
+        try:
+            proc = await self._open(self.make_argv(cid, False))
+        except OSError as exc:
+            raise BenchError(f"cannot start {self.name}: {exc}") from exc
         rc = await proc.wait()
         if rc != 0:
             raise BenchError(f"exit status {rc}")
@@ -732,7 +745,10 @@ class Peer(Contender):
 
     async def start_idle(self, hold: trio.Nursery, cid: str) -> None:
         argv = self.make_argv(cid, True)
-        proc = await self._open(argv)
+        try:
+            proc = await self._open(argv)
+        except OSError as exc:
+            raise BenchError(f"cannot start {self.name}: {exc}") from exc
         if self.name in ("crun", "runc"):  # `run -d`: returns once the payload runs
             rc = await proc.wait()
             if rc != 0:
@@ -1046,6 +1062,42 @@ async def cli_timing(
     }
 
 
+def stale_bytecode() -> dict[str, Any]:
+    """Which of the package's modules have no up-to-date ``.pyc``.
+
+    Those are compiled from source on every import when bytecode is not
+    written (``PYTHONDONTWRITEBYTECODE``, a read-only tree), which inflates
+    the CLI's whole-process time; a wheel install compiles them once.
+    """
+    import importlib.util
+    import struct
+
+    root = os.path.dirname(os.path.abspath(supervisor.__file__))
+    stale: list[str] = []
+    total = 0
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            if not name.endswith(".py"):
+                continue
+            total += 1
+            src = os.path.join(dirpath, name)
+            try:
+                with open(importlib.util.cache_from_source(src), "rb") as f:
+                    header = f.read(16)
+                st = os.stat(src)
+                flags, mtime, size = struct.unpack("<III", header[4:16])
+                fresh = flags != 0 or (mtime == int(st.st_mtime) & 0xFFFFFFFF and size == st.st_size & 0xFFFFFFFF)
+            except (OSError, struct.error):
+                fresh = False
+            if not fresh:
+                stale.append(os.path.relpath(src, root))
+    return {
+        "modules": total,
+        "without_current_pyc": sorted(stale),
+        "dont_write_bytecode": bool(os.environ.get("PYTHONDONTWRITEBYTECODE")),
+    }
+
+
 async def cli_imports(argv: list[str]) -> dict[str, Any]:
     """Which heavy modules ``supervisor run`` imports (``-X importtime``), and the costliest."""
     proc = await trio.run_process(argv, capture_stderr=True, stdout=subprocess.DEVNULL, check=False)
@@ -1115,6 +1167,11 @@ def build_report(data: dict[str, Any]) -> str:
         f"# N={meta['n']} per batch, reps={meta['reps']}, K={meta['concurrency']}, "
         f"memory: {meta['mem_count']} sleeping containers; idle machine busy before: {fmt(meta['idle_busy_pct'])} %"
     )
+    if meta["idle_busy_pct"] > 20:
+        add(
+            "# WARNING: other work kept the CPUs busy before this run; absolute times are inflated"
+            " (ratios between contenders run in the same batches are steadier)"
+        )
     add("")
     ks = meta["concurrency"]
     head = f"{'contender':<11}{'p50 ms':>8}{'p95 ms':>8}" + "".join(f"{'/s c=' + str(k):>10}" for k in ks)
@@ -1179,12 +1236,19 @@ def build_report(data: dict[str, Any]) -> str:
     for name, c in data["cli"].items():
         add(
             f"  {name:<26}{fmt(c['median_ms'], 2):>9}  [{fmt(c['min_ms'], 1)}-{fmt(c['max_ms'], 1)}]"
-            f"  n={c['runs']}  {' '.join(c['command'])}"
+            f"  n={c['runs']}  {' '.join(c['command']).replace(meta['workdir'], '$WORK')}"
         )
     imp = data.get("cli_imports", {})
     if imp:
         flags = ", ".join(f"{m} {'yes' if v else 'no'}" for m, v in imp["imported"].items())
         add(f"  imported by `supervisor run`: {flags}")
+        bc = imp.get("bytecode")
+        if bc and bc["without_current_pyc"] and bc["dont_write_bytecode"]:
+            add(
+                f"  note: {len(bc['without_current_pyc'])} of the package's {bc['modules']} modules have no"
+                " current .pyc and PYTHONDONTWRITEBYTECODE is set: every CLI run compiles them"
+                " (a wheel install would not)"
+            )
         add(
             "  costliest top-level imports (ms): "
             + ", ".join(f"{n} {ms}" for n, ms in imp["top_level_cumulative_ms"][:6])
@@ -1393,6 +1457,7 @@ async def bench(args: argparse.Namespace, work: str) -> dict[str, Any]:
             "concurrency": args.ks,
             "mem_count": args.mem_count,
             "settle_s": args.settle,
+            "workdir": work,
             "cgroups": "hybrid (v1 + cgroup2 at " + UNIFIED + ")" if hybrid_cgroups() else "not hybrid",
             "psi_cpu_before": read_text("/proc/pressure/cpu").strip(),
             "idle_busy_pct": idle_busy_pct(0.5 if args.quick else 2.0),
@@ -1482,6 +1547,7 @@ async def bench(args: argparse.Namespace, work: str) -> dict[str, Any]:
             print(f"CLI: {args.cli_runs} runs each of {', '.join(cli)}", file=sys.stderr)
             data["cli"] = await cli_timing(cli, args.cli_runs)
             data["cli_imports"] = await cli_imports([sys.executable, "-X", "importtime", *_cli_py_args(rootfs)])
+            data["cli_imports"]["bytecode"] = stale_bytecode()
             if crun_launcher is not None:
                 wrapper = [
                     "unshare",

@@ -57,6 +57,7 @@ nitpick_ignore = [
     ("py:class", "Reason"),
     ("py:class", "EventKind"),
     ("py:func", "sweep"),
+    ("py:data", "CFS_PERIOD_US"),
 ]
 nitpick_ignore_regex += [
     (r"py:.*", r"supervisor\._.*"),

@@ -197,8 +197,17 @@ class Supervisor:
                 finally:
                     with anyio.CancelScope(shield=True):
                         # Whatever is still running dies with the supervisor.
-                        for proc in list(self._live.values()):
+                        left = list(self._live.values())
+                        for proc in left:
+                            proc.stopped_by_us = True
                             proc.send_signal(9)
+                        # Let the fork server report those exits before its
+                        # socket closes: otherwise their runs end with no exit
+                        # status (Result.signal was 0).
+                        with anyio.move_on_after(5):
+                            for proc in left:
+                                if proc.slot is not None:
+                                    await proc.slot.exited.wait()
                         await self._fork_server.aclose()
                         # Networking (issue 5): finish the bridge deletions that
                         # container releases left to background threads.
@@ -387,6 +396,7 @@ class Supervisor:
                 child_fds = []
             self._live[cid] = proc
 
+            body_error: Exception | None = None
             async with anyio.create_task_group() as tg:
                 if out_r >= 0:
                     tg.start_soon(_drain, out_r, out_chunks)
@@ -400,6 +410,12 @@ class Supervisor:
                 except SetupError as exc:
                     setup_error = exc
                     reason = "setup_failed"
+                    tg.cancel_scope.cancel()
+                except Exception as exc:
+                    # ProtocolError, or the caller's on_phase raised: re-raised
+                    # below as itself, not wrapped in the task group's
+                    # ExceptionGroup.
+                    body_error = exc
                     tg.cancel_scope.cancel()
                 else:
                     if not proc.running:  # the timeout struck during setup
@@ -420,6 +436,8 @@ class Supervisor:
                             await resources.kill_all()
                         elif ending == "timeout":
                             await proc.stop(spec.grace_period)
+            if body_error is not None:
+                raise body_error
         except BaseException:
             with anyio.CancelScope(shield=True):
                 if proc.slot is not None:
@@ -607,17 +625,8 @@ async def _copy(src: int, dst: int) -> None:
 async def _feed(fd: int, data: bytes) -> None:
     """Write ``data`` to a pipe, then close it (EPIPE means the reader left)."""
     os.set_blocking(fd, False)
-    view = memoryview(data)
     try:
-        while view:
-            try:
-                n = os.write(fd, view)
-            except BlockingIOError:
-                await anyio.wait_writable(fd)
-                continue
-            except BrokenPipeError:
-                return
-            view = view[n:]
+        await _write_all(fd, data)
     finally:
         os.close(fd)
 

@@ -87,7 +87,10 @@ class Phase(enum.IntEnum):
     filesystem is unreachable."""
 
     CAPABILITIES = 9
-    """Capability sets reduced once every privileged mount is done."""
+    """Capability sets reduced once every privileged mount is done: the
+    bounding set cut to the kept set, inheritable and ambient cleared. The
+    final permitted/effective sets are set (and all five verified) in
+    ``SECCOMP``, after the uid switch, which still needs CAP_SETUID/SETGID."""
 
     RLIMITS = 10
     """Resource limits applied to the container (never to the supervisor)."""

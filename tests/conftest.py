@@ -39,7 +39,7 @@ ROOTFS_DIRS = ("proc", "dev", "sys", "tmp", "etc", "root", "mnt")
 
 #: How long a difference in host state may take to settle (reaping is async;
 #: other programs on the machine may hold short-lived temp files or cgroups).
-SETTLE_S = 3.0
+SETTLE_S = float(os.environ.get("SUPERVISOR_TEST_SETTLE_S", "3"))
 
 PR_SET_CHILD_SUBREAPER = 36
 
@@ -237,7 +237,8 @@ def _session_tmp_entries() -> frozenset[str]:
     top = SESSION_TMP[0] if SESSION_TMP else None
     if top is None or not os.path.isdir(top):
         return frozenset()
-    return frozenset(p for p in (os.path.join(top, name) for name in os.listdir(top)) if p not in SESSION_PATHS)
+    paths = (os.path.join(top, name) for name in os.listdir(top) if not name.startswith("pytest-of-"))
+    return frozenset(p for p in paths if p not in SESSION_PATHS)
 
 
 def _rundir() -> frozenset[str]:

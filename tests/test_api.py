@@ -143,7 +143,7 @@ async def test_twenty_concurrent_containers(busybox: str) -> None:
     results: dict[int, Result] = {}
 
     async def one(i: int) -> None:
-        results[i] = await sup.run(Spec(["sh", "-c", f"echo {i}; sleep 0.2; exit {i % 4}"], rootfs=busybox))
+        results[i] = await sup.run(Spec(["sh", "-c", f"echo {i}; sleep 0.5; exit {i % 4}"], rootfs=busybox))
 
     t0 = time.monotonic()
     async with supervisor.Supervisor() as sup:
@@ -159,8 +159,8 @@ async def test_twenty_concurrent_containers(busybox: str) -> None:
         assert (result.reason, result.exit_code) == ("exited", i % 4)
     assert len({r.id for r in results.values()}) == n
     assert len({r.hostname for r in results.values()}) == n
-    # They ran side by side, not one after another (20 x 0.2 s = 4 s).
-    assert elapsed < 4
+    # They ran side by side, not one after another (20 x 0.5 s = 10 s).
+    assert elapsed < 6
 
 
 # -- handles from start() ----------------------------------------------------
@@ -232,7 +232,7 @@ async def test_cancel_kills_a_sleeping_container(busybox: str) -> None:
         elapsed = time.monotonic() - t0
         result = await handle.wait()
     # sleep as PID 1 has no SIGTERM handler: SIGKILL at once, no grace period.
-    assert elapsed < 2
+    assert elapsed < 5
     assert result.reason == "cancelled"
     assert result.signal == signal.SIGKILL
     assert gone(pid, start)
@@ -249,12 +249,12 @@ async def test_cancelled_run_reraises_cancellation(busybox: str) -> None:
         assert (await sup.run(Spec(["true"], rootfs=busybox))).ok
     assert scope.cancelled_caught
     assert not reached
-    assert time.monotonic() - t0 < 3
+    assert time.monotonic() - t0 < 5
 
 
 async def test_cancel_sends_sigterm_to_a_payload_that_handles_it(busybox: str) -> None:
     script = 'trap "exit 7" TERM; while :; do sleep 0.05; done'
-    spec = Spec(["sh", "-c", script], rootfs=busybox, grace_period=5)
+    spec = Spec(["sh", "-c", script], rootfs=busybox, grace_period=10)
     async with supervisor.Supervisor() as sup:
         async with anyio.create_task_group() as tg:
             handle = await tg.start(sup.run, spec)
@@ -265,30 +265,26 @@ async def test_cancel_sends_sigterm_to_a_payload_that_handles_it(busybox: str) -
         result = await handle.wait()
     assert result.reason == "cancelled"
     assert (result.exit_code, result.signal) == (7, None)
-    assert elapsed < 3, "exited on SIGTERM, well within the grace period"
+    assert elapsed < 5, "exited on SIGTERM, well within the grace period"
 
 
-async def test_grace_period_then_sigkill(busybox: str) -> None:
-    script = 'trap "echo ignoring" TERM; while :; do sleep 0.05; done'
-    spec = Spec(["sh", "-c", script], rootfs=busybox, grace_period=0.5)
+async def test_grace_period_then_sigkill(busybox: str, host_dir: Path) -> None:
+    os.chmod(host_dir, 0o777)
+    script = 'trap "echo term >> /tmp/out/log" TERM; while :; do sleep 0.05; done'
+    mounts = [supervisor.Mount(str(host_dir), "/tmp/out")]
+    spec = Spec(["sh", "-c", script], rootfs=busybox, grace_period=0.5, mounts=mounts)
     async with supervisor.Supervisor() as sup:
-        with anyio.CancelScope() as scope:
-            handle = await sup_start(sup, spec, scope)
+        async with anyio.create_task_group() as tg:
+            handle = await tg.start(sup.run, spec)
+            await wait_for_handler(handle.pid, signal.SIGTERM)
+            t0 = time.monotonic()
+            tg.cancel_scope.cancel()
+        elapsed = time.monotonic() - t0
         result = await handle.wait()
     assert result.reason == "cancelled"
     assert result.signal == signal.SIGKILL
-    assert result.stdout.startswith(b"ignoring")
-    assert 0.5 <= result.wall_s
-
-
-async def sup_start(sup: supervisor.Supervisor, spec: Spec, scope: anyio.CancelScope) -> Container:
-    """Start a container, wait for its TERM handler, then cancel ``scope``'s task group."""
-    async with anyio.create_task_group() as tg:
-        handle: Container = await tg.start(sup.run, spec)
-        await wait_for_handler(handle.pid, signal.SIGTERM)
-        scope.cancel()
-        await anyio.sleep_forever()
-    raise AssertionError("unreachable")
+    assert (host_dir / "log").read_text() == "term\n", "SIGTERM first, once"
+    assert 0.45 <= elapsed < 3, "SIGKILL after the grace period"
 
 
 async def test_cancel_during_setup(busybox: str) -> None:
@@ -326,11 +322,44 @@ async def test_supervisor_exit_kills_what_is_left(busybox: str) -> None:
         with anyio.fail_after(5):
             result = await handle.wait()
     assert gone(pid, start)
-    assert result.reason in ("signaled", "cancelled")
-    assert result.exit_code is None
+    # Stopped by the supervisor, with the real exit status (not a made-up one).
+    assert (result.reason, result.exit_code, result.signal) == ("cancelled", None, signal.SIGKILL)
 
 
 async def test_supervisor_can_be_reused_sequentially(busybox: str) -> None:
     for _ in range(2):
         async with supervisor.Supervisor() as sup:
             assert (await sup.run(Spec(["echo", "x"], rootfs=busybox))).stdout == b"x\n"
+
+
+async def test_fork_server_death_ends_runs_without_inventing_a_status(busybox: str) -> None:
+    async with supervisor.Supervisor() as sup:
+        async with anyio.create_task_group() as tg:
+            handle = await tg.start(sup.run, Spec(["sleep", "1000"], rootfs=busybox))
+            pid = handle.pid
+            os.kill(sup.fork_server_pid, signal.SIGKILL)  # our own fork server
+            with anyio.fail_after(5):
+                result = await handle.wait()
+        # PID 1 died with its fork server (PDEATHSIG); its status was never
+        # reported, and none is made up.
+        assert proc_state(pid) in (None, "Z")
+        assert result.exit_code is None
+        assert result.signal in (None, signal.SIGKILL)
+        assert not result.ok
+        with pytest.raises(supervisor.ForkServerError):
+            await sup.run(Spec(["true"], rootfs=busybox))
+
+
+async def test_on_phase_error_propagates_as_itself(busybox: str) -> None:
+    class Boom(Exception):
+        pass
+
+    def on_phase(phase: Phase, _seconds: float) -> None:
+        if phase is Phase.PIVOT:
+            raise Boom(phase.label)
+
+    async with supervisor.Supervisor() as sup:
+        with pytest.raises(Boom, match="pivot"):
+            await sup.run(Spec(["sleep", "1000"], rootfs=busybox), on_phase=on_phase)
+        # The half-built container was killed and reaped; the supervisor carries on.
+        assert (await sup.run(Spec(["true"], rootfs=busybox))).ok

@@ -28,8 +28,9 @@ from pathlib import Path
 import anyio
 import pytest
 
+from supervisor._limits import Limits, parse_size
 from supervisor._parent import cgroups
-from supervisor._parent.cgroups import CgroupHost, Limits, ContainerCgroup, detect, parse_size
+from supervisor._parent.cgroups import CgroupHost, ContainerCgroup, detect
 
 pytestmark = pytest.mark.anyio
 

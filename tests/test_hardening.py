@@ -411,6 +411,17 @@ async def test_capability_sets(
     assert status["NoNewPrivs"] == "1"
 
 
+@pytest.mark.parametrize("uid", [0, 1000])
+async def test_parent_death_signal_survives_the_uid_switch(uid: int) -> None:
+    code = """
+    v = ctypes.c_int(-1)
+    libc.prctl(2, ctypes.byref(v), 0, 0, 0)  # PR_GET_PDEATHSIG
+    print("pdeathsig=%d" % v.value)
+    """
+    out = await results(Spec(probe(code), uid=uid))
+    assert out["pdeathsig"] == str(int(signal.SIGKILL))
+
+
 async def test_threads_and_processes_still_work() -> None:
     # glibc tries clone3 first and falls back to clone on ENOSYS.
     code = """

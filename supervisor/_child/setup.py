@@ -164,6 +164,9 @@ def run_setup(config: dict[str, Any], chan: Channel) -> NoReturn:
     os.setgroups([])
     os.setresgid(0, 0, 0)
     os.setresuid(0, 0, 0)
+    # A uid change clears the parent-death signal (commit_creds): re-arm it at
+    # once, so there is no window in which the fork server's death spares us.
+    linux.prctl(c.PR_SET_PDEATHSIG, signal.SIGKILL)
 
     # CGROUP: the supervisor places us in our cgroup before any mount or
     # payload code runs; the cgroup namespace is unshared only after that, so
@@ -234,6 +237,7 @@ def run_setup(config: dict[str, Any], chan: Channel) -> NoReturn:
     os.setgroups([int(g) for g in config.get("groups", [])])
     os.setresgid(gid, gid, gid)
     os.setresuid(uid, uid, uid)
+    linux.prctl(c.PR_SET_PDEATHSIG, signal.SIGKILL)  # cleared again by the uid change
     try:
         os.chdir(config["cwd"])
         cwd = os.getcwd()  # ENOENT when the kernel says "(unreachable)"
@@ -250,6 +254,11 @@ def run_setup(config: dict[str, Any], chan: Channel) -> NoReturn:
     # filter is only decoded here; it is loaded at the very end of EXEC.
     chan.enter(Phase.SECCOMP)
     capabilities.finish(kept, uid)
+    # Every credential change clears the parent-death signal (commit_creds;
+    # peers.md §5.13): re-arm it once more after the last one (capset above),
+    # so the payload still dies with the fork server (execve keeps it:
+    # no_new_privs means no privilege gain at exec).
+    linux.prctl(c.PR_SET_PDEATHSIG, signal.SIGKILL)
     linux.prctl(c.PR_SET_NO_NEW_PRIVS, 1)
     program = seccomp.prepare(config.get("seccomp"))
 

@@ -168,16 +168,24 @@ class ContainerProcess:
         code, status = self.exit_status()
         if code is not None:
             return f"exit status {code}"
+        if status is None:
+            return "exit status unknown: the fork server is gone"
         return f"killed by signal {status}"
 
     def exit_status(self) -> tuple[int | None, int | None]:
-        """``(exit_code, None)`` or ``(None, signal)`` once exited."""
+        """``(exit_code, None)`` or ``(None, signal)`` once exited.
+
+        ``(None, None)`` when the exit was never reported (the fork server
+        died or was stopped first): no status is made up.
+        """
         assert self.slot is not None
         import os as _os
 
         if self.slot.exit_code == _os.CLD_EXITED:
             return self.slot.exit_status, None
-        return None, self.slot.exit_status
+        if self.slot.exit_code in (_os.CLD_KILLED, _os.CLD_DUMPED):
+            return None, self.slot.exit_status
+        return None, None
 
     # -- signals ----------------------------------------------------------
     def send_signal(self, sig: int) -> None:

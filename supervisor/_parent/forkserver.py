@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 
 from .._errors import ForkServerError
 from .._protocol import Tag, encode, recv
@@ -222,14 +223,21 @@ class ForkServerClient:
         **Cancellation:** shielded; always waits for the fork server to exit.
         """
         with anyio.CancelScope(shield=True):
+            proc = self._proc
+            # Open the pidfd while the socket still holds its fd number: under
+            # asyncio, the woken serve() task unregisters "its" fd number only
+            # when it next runs, which would silently drop a wait on a pidfd
+            # that reused that number (the fork server's exit then went
+            # unnoticed for the whole 10 s timeout).
+            pidfd = os.pidfd_open(proc.pid) if proc is not None else -1
             if self._sock is not None:
-                # Wake the serve() task before the fd number can be reused.
+                # Wake the serve() task, and let it finish with the fd number,
+                # before that number can be reused.
                 anyio.notify_closing(self._sock)
                 self._sock.close()
                 self._sock = None
-            proc = self._proc
+                await anyio.lowlevel.checkpoint()
             if proc is not None:
-                pidfd = os.pidfd_open(proc.pid)
                 try:
                     with anyio.move_on_after(10):
                         await anyio.wait_readable(pidfd)

@@ -7,18 +7,21 @@ through pyroute2's synchronous :class:`~pyroute2.IPRoute` (its asyncio-native
 ``AsyncIPRoute`` cannot run under trio), called through
 :func:`anyio.to_thread.run_sync` behind a :class:`~anyio.CapacityLimiter`.
 
-Per container (:func:`attach`), with PID 1 blocked in its ``NETWORK`` request:
+Per container, in two steps. :func:`allocate` needs no container: the
+supervisor starts it as soon as PID 1 answers its first request, so it runs
+while PID 1 and the supervisor go through the ``USERNS`` and ``CGROUP``
+phases. Under the allocation lock, it reclaims dead owners' entries, picks an
+address, records it, and makes sure the bridge exists (created on first use,
+with the subnet's first address). :func:`connect` runs while PID 1 waits in
+its ``NETWORK`` request:
 
 1. open ``/proc/<pid>/ns/net`` and check with the pidfd that PID 1 is still
    the process we spawned (as :mod:`.userns` does), so the veth can never land
    in another process's namespace;
-2. under the allocation lock, reclaim dead owners' entries, pick an address,
-   make sure the bridge exists (created on first use, with the subnet's first
-   address), and record the entry;
-3. one ``RTM_NEWLINK``: a veth whose host end is enslaved to the bridge and up,
+2. one ``RTM_NEWLINK``: a veth whose host end is enslaved to the bridge and up,
    and whose peer is created directly as ``eth0`` inside the container's netns
    (``IFLA_NET_NS_FD``, not a PID);
-4. a netlink socket opened *inside* that netns by a throw-away thread that
+3. a netlink socket opened *inside* that netns by a throw-away thread that
    ``setns()``-es (setns affects the calling thread only, and the thread ends
    right after, so no pooled thread ever changes namespace; never
    ``IPRoute(netns=...)``, which forks from our multithreaded process); on it:
@@ -42,6 +45,7 @@ containers reach each other and the host's own addresses, and nothing else.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import fcntl
 import hashlib
@@ -53,6 +57,7 @@ import select
 import socket
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -65,7 +70,8 @@ from .._sys import constants as c
 from .._sys import linux
 from .rundir import register_sweeper
 
-#: Where the allocation state lives (``/run`` is a tmpfs: nothing reaches the disk).
+#: Where the allocation state lives (``/run`` is a tmpfs: nothing reaches the disk). Fixed, not
+#: below ``SUPERVISOR_RUN_DIR``: addresses must be unique machine-wide.
 NET_DIR = "/run/supervisor/net"
 #: The allocation lock; never deleted, so every process locks the same inode.
 LOCK_PATH = NET_DIR + "/lock"
@@ -107,6 +113,7 @@ class Attachment:
         address: the container's IPv4 address.
         gateway: the bridge's address (the container's default route).
         veth: the host end of the container's veth pair.
+        bridge_index: the bridge's interface index.
         timings: seconds spent in each step (for benchmarks and ``--debug``).
     """
 
@@ -116,6 +123,7 @@ class Attachment:
     address: str
     gateway: str
     veth: str
+    bridge_index: int = 0
     timings: tuple[tuple[str, float], ...] = ()
 
     @property
@@ -181,12 +189,16 @@ def owner_alive(token: str) -> bool:
 
 # -- the state file ------------------------------------------------------------
 @contextlib.contextmanager
-def _locked() -> Iterator[None]:
-    """Hold the allocation lock (exclusive ``flock``) for the block."""
+def _locked(wait: bool = True) -> Iterator[None]:
+    """Hold the allocation lock (exclusive ``flock``) for the block.
+
+    Raises:
+        BlockingIOError: ``wait`` is false and someone else holds the lock.
+    """
     os.makedirs(NET_DIR, 0o755, exist_ok=True)
     fd = os.open(LOCK_PATH, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
         yield
     finally:
         os.close(fd)  # releases the lock
@@ -225,7 +237,8 @@ def _store(bridge: str, state: dict[str, Any]) -> None:
 def _reclaim(state: dict[str, Any]) -> None:
     """Drop the entries whose owner process is gone."""
     entries: dict[str, Any] = state["entries"]
-    for ip in [ip for ip, e in entries.items() if not owner_alive(e["owner"])]:
+    alive = {owner: owner_alive(owner) for owner in {e["owner"] for e in entries.values()}}
+    for ip in [ip for ip, e in entries.items() if not alive[e["owner"]]]:
         del entries[ip]
 
 
@@ -292,10 +305,36 @@ def _ensure_bridge(ipr: Any, bridge: str, net: ipaddress.IPv4Network, in_use: bo
         ipr.link("add", ifname=bridge, kind="bridge")
         found = ipr.link_lookup(ifname=bridge)
     index = int(found[0])
+    if _link_kind(ipr, index) != "bridge":
+        raise OSError(errno.EEXIST, f"host interface {bridge} exists and is not a bridge: not ours, left alone")
+    _host_local(bridge)
     if not any(m.get_attr("IFA_ADDRESS") == gateway for m in ipr.get_addr(index=index, family=socket.AF_INET)):
         ipr.addr("add", index=index, address=gateway, prefixlen=net.prefixlen)
     ipr.link("set", index=index, state="up")
     return index
+
+
+def _link_kind(ipr: Any, index: int) -> str | None:
+    """The ``IFLA_INFO_KIND`` of a link (``"bridge"``, ``"veth"``...), or None."""
+    for msg in ipr.link("get", index=index):
+        info = msg.get_attr("IFLA_LINKINFO")
+        if info is not None:
+            kind = info.get_attr("IFLA_INFO_KIND")
+            return str(kind) if kind is not None else None
+    return None
+
+
+def _host_local(bridge: str) -> None:
+    """Never route what arrives on the bridge to another interface.
+
+    IPv4 decides forwarding by the *input* interface's ``forwarding`` flag, so
+    this keeps container traffic on the machine even on a host that enables
+    ``net.ipv4.ip_forward`` (which is never touched here). Writing the global
+    ``ip_forward`` later resets every interface's flag, ours included: the
+    docs say so.
+    """
+    with open(f"/proc/sys/net/ipv4/conf/{bridge}/forwarding", "w") as f:
+        f.write("0")
 
 
 def _socket_in_netns(nsfd: int) -> int:
@@ -338,58 +377,87 @@ def _open_netns(pid: int, pidfd: int) -> int:
     return nsfd
 
 
-def attach_blocking(subnet: str, fixed_ip: str | None, cid: str, pid: int, pidfd: int) -> Attachment:
-    """Put PID 1 ``pid`` on the bridge of ``subnet`` (blocking; a worker thread).
+class _Steps:
+    """Durations of named steps, for :attr:`Attachment.timings`."""
+
+    def __init__(self) -> None:
+        self.steps: list[tuple[str, float]] = []
+        self._t = time.perf_counter()
+
+    def __call__(self, name: str) -> None:
+        now = time.perf_counter()
+        self.steps.append((name, now - self._t))
+        self._t = now
+
+
+def allocate_blocking(subnet: str, fixed_ip: str | None, cid: str) -> Attachment:
+    """Reserve an address on the subnet's bridge, creating the bridge if needed.
+
+    Needs no container: the supervisor runs it while PID 1 is still in its
+    earlier phases (blocking; a worker thread).
 
     Args:
         subnet: the bridge's IPv4 subnet.
         fixed_ip: the address to use, or ``None`` to allocate one.
         cid: the container's id (recorded with the allocation).
-        pid: host PID of the container's PID 1.
-        pidfd: its pidfd (proves that ``pid`` is still that process).
 
     Returns:
-        the :class:`Attachment`.
+        the :class:`Attachment` to pass to :func:`connect_blocking`; free it
+        with :func:`release_blocking` whatever happens next.
 
     Raises:
         ValueError: the fixed address is taken, or the subnet is full.
         OSError: a netlink request failed, or the subnet clashes with the host.
-        ProcessLookupError: PID 1 is gone.
     """
-    steps: list[tuple[str, float]] = []
-    t = time.perf_counter()
-
-    def step(name: str) -> None:
-        nonlocal t
-        now = time.perf_counter()
-        steps.append((name, now - t))
-        t = now
-
+    step = _Steps()
     net = ipaddress.IPv4Network(subnet)
     bridge = bridge_name(subnet)
-    gateway = str(net.network_address + 1)
     veth = VETH_PREFIX + secrets.token_hex(5)
+    with _iproute() as ipr:
+        step("open")
+        with _locked():
+            state = _load(bridge, subnet)
+            _reclaim(state)
+            in_use = bool(state["entries"])
+            address = _pick(state, net, fixed_ip)
+            state["entries"][address] = {"owner": owner_token(), "cid": cid, "veth": veth}
+            _store(bridge, state)
+            try:
+                bridge_index = _ensure_bridge(ipr, bridge, net, in_use)
+            except BaseException:
+                del state["entries"][address]
+                _store(bridge, state)
+                raise
+        step("allocate")
+    gateway = str(net.network_address + 1)
+    return Attachment(cid, bridge, subnet, address, gateway, veth, bridge_index, tuple(step.steps))
+
+
+def connect_blocking(att: Attachment, pid: int, pidfd: int) -> Attachment:
+    """Give PID 1 its veth, address and default route (blocking; a worker thread).
+
+    Args:
+        att: what :func:`allocate_blocking` returned.
+        pid: host PID of the container's PID 1.
+        pidfd: its pidfd (proves that ``pid`` is still that process).
+
+    Returns:
+        ``att`` with the timings of these steps added.
+
+    Raises:
+        OSError: a netlink request failed.
+        ProcessLookupError: PID 1 is gone.
+    """
+    step = _Steps()
     nsfd = _open_netns(pid, pidfd)
-    address: str | None = None
     try:
         with _iproute() as ipr:
-            step("open")
-            with _locked():
-                state = _load(bridge, subnet)
-                _reclaim(state)
-                in_use = bool(state["entries"])
-                address = _pick(state, net, fixed_ip)
-                state["entries"][address] = {"owner": owner_token(), "cid": cid, "veth": veth}
-                try:
-                    bridge_index = _ensure_bridge(ipr, bridge, net, in_use)
-                finally:
-                    _store(bridge, state)
-            step("allocate")
+            step("open host socket")
             ipr.link(
                 "add",
-                ifname=veth,
+                ifname=att.veth,
                 kind="veth",
-                master=bridge_index,
+                master=att.bridge_index,
                 state="up",
                 peer={"ifname": CONTAINER_IFNAME, "net_ns_fd": nsfd},
             )
@@ -397,33 +465,58 @@ def attach_blocking(subnet: str, fixed_ip: str | None, cid: str, pid: int, pidfd
         with _iproute(_socket_in_netns(nsfd)) as ns:
             step("netns socket")
             index = ns.link_lookup(ifname=CONTAINER_IFNAME)[0]
-            ns.addr("add", index=index, address=address, prefixlen=net.prefixlen)
+            ns.addr("add", index=index, address=att.address, prefixlen=att.prefixlen)
             ns.link("set", index=index, state="up")
-            ns.route("add", dst="0.0.0.0/0", gateway=gateway)
+            ns.route("add", dst="0.0.0.0/0", gateway=att.gateway)
             step("configure")
-    except BaseException:
-        if address is not None:
-            release_blocking(bridge, subnet, address)
-        raise
     finally:
         # The last reference we hold on the netns: from here on it (and the
         # veth) dies with the container, on the kernel's schedule.
         os.close(nsfd)
-    return Attachment(cid, bridge, subnet, address, gateway, veth, tuple(steps))
+    return dataclasses.replace(att, timings=att.timings + tuple(step.steps))
 
 
-def release_blocking(bridge: str, subnet: str, address: str) -> bool:
+def attach_blocking(subnet: str, fixed_ip: str | None, cid: str, pid: int, pidfd: int) -> Attachment:
+    """:func:`allocate_blocking` then :func:`connect_blocking`; the address is freed on failure.
+
+    Args:
+        subnet: the bridge's IPv4 subnet.
+        fixed_ip: the address to use, or ``None`` to allocate one.
+        cid: the container's id.
+        pid: host PID of PID 1.
+        pidfd: its pidfd.
+
+    Returns:
+        the :class:`Attachment`.
+
+    Raises:
+        ValueError: the fixed address is taken, or the subnet is full.
+        OSError: netlink refused, the subnet clashes with the host, or PID 1 is gone.
+    """
+    att = allocate_blocking(subnet, fixed_ip, cid)
+    try:
+        return connect_blocking(att, pid, pidfd)
+    except BaseException:
+        release_blocking(att.bridge, att.subnet, att.address)
+        raise
+
+
+def release_blocking(bridge: str, subnet: str, address: str, wait: bool = True) -> bool:
     """Free ``address``; True if the bridge has no live user left.
 
     Args:
         bridge: the bridge's name.
         subnet: its subnet.
         address: the container's address (only our own entry is removed).
+        wait: wait for the lock; if false, raise instead of waiting.
 
     Returns:
         whether the bridge should now be deleted.
+
+    Raises:
+        BlockingIOError: ``wait`` is false and the lock is taken.
     """
-    with _locked():
+    with _locked(wait):
         state = _load(bridge, subnet)
         entry = state["entries"].get(address)
         if entry is not None and entry["owner"] == owner_token():
@@ -448,7 +541,7 @@ def delete_bridge_if_unused(bridge: str, subnet: str) -> None:
         _store(bridge, state)
         with _iproute() as ipr:
             found = ipr.link_lookup(ifname=bridge)
-            if found:
+            if found and _link_kind(ipr, found[0]) == "bridge":
                 try:
                     ipr.link("del", index=found[0])
                 except Exception as exc:  # pyroute2's NetlinkError; raced with another deleter
@@ -494,41 +587,47 @@ def _delete_in_background(bridge: str, subnet: str) -> None:
 
 
 # -- the async API ------------------------------------------------------------
-async def attach(subnet: str, fixed_ip: str | None, cid: str, pid: int, pidfd: int) -> Attachment:
-    """Give PID 1 its veth, address and default route on the subnet's bridge.
+async def allocate(subnet: str, fixed_ip: str | None, cid: str) -> Attachment:
+    """Reserve an address on the subnet's bridge (see :func:`allocate_blocking`).
 
     Args:
         subnet: the bridge's IPv4 subnet (``Spec.subnet``).
         fixed_ip: ``Spec.ip``, or ``None`` to allocate an address.
         cid: the container's id.
+
+    Returns:
+        the :class:`Attachment`; pass it to :func:`connect`, and to
+        :func:`detach` when the container is gone.
+
+    Raises:
+        ValueError: the fixed address is taken, or the subnet is full.
+        OSError: netlink refused, or the subnet clashes with a host address.
+
+    **Cancellation:** the worker thread always runs to completion (a few
+    milliseconds) and its result is returned; a cancellation is delivered at
+    the caller's next checkpoint, so the caller can record the address first.
+    """
+    return await anyio.to_thread.run_sync(allocate_blocking, subnet, fixed_ip, cid, limiter=_limiter())
+
+
+async def connect(att: Attachment, pid: int, pidfd: int) -> Attachment:
+    """Create the veth and configure the container's side (see :func:`connect_blocking`).
+
+    Args:
+        att: what :func:`allocate` returned.
         pid: host PID of PID 1.
         pidfd: PID 1's pidfd.
 
     Returns:
-        the :class:`Attachment`; pass it to :func:`detach` when the container is gone.
+        ``att``, with the timings of these steps added.
 
     Raises:
-        ValueError: the fixed address is taken, or the subnet is full.
-        OSError: netlink refused, the subnet clashes with a host address, or
-            PID 1 died (:class:`ProcessLookupError`).
+        OSError: netlink refused, or PID 1 died (:class:`ProcessLookupError`).
 
-    **Cancellation:** the worker thread runs to completion (netlink requests
-    are short); if the caller was cancelled meanwhile, the address is freed
-    again before the cancellation propagates, so nothing leaks.
+    **Cancellation:** as :func:`allocate`: the worker thread runs to completion.
+    Whatever it created dies with the container's network namespace.
     """
-    result: list[Attachment] = []
-
-    def work() -> None:
-        result.append(attach_blocking(subnet, fixed_ip, cid, pid, pidfd))
-
-    try:
-        await anyio.to_thread.run_sync(work, limiter=_limiter())
-    except anyio.get_cancelled_exc_class():
-        if result:
-            with anyio.CancelScope(shield=True):
-                await detach(result[0])
-        raise
-    return result[0]
+    return await anyio.to_thread.run_sync(connect_blocking, att, pid, pidfd, limiter=_limiter())
 
 
 async def detach(att: Attachment) -> None:
@@ -538,12 +637,19 @@ async def detach(att: Attachment) -> None:
     nor for the bridge's deletion (a background thread; see :func:`wait_idle`).
 
     Args:
-        att: what :func:`attach` returned.
+        att: what :func:`allocate` returned.
 
     **Cancellation:** shielded: the address is always freed.
     """
     with anyio.CancelScope(shield=True):
-        last = await anyio.to_thread.run_sync(release_blocking, att.bridge, att.subnet, att.address, limiter=_limiter())
+        try:
+            # Usually the lock is free: then this is a few small reads and
+            # writes on a tmpfs, cheaper inline than a trip to a worker thread.
+            last = release_blocking(att.bridge, att.subnet, att.address, wait=False)
+        except BlockingIOError:
+            last = await anyio.to_thread.run_sync(
+                release_blocking, att.bridge, att.subnet, att.address, limiter=_limiter()
+            )
         if last:
             _delete_in_background(att.bridge, att.subnet)
 
@@ -554,9 +660,10 @@ async def wait_idle() -> None:
     Called when a supervisor exits. Bridges still used by other supervisors
     (or this process's other supervisors) are kept.
 
-    Raises:
-        OSError: a background deletion failed (the bridge may be left; the
-            next supervisor's start-up sweep or ``supervisor gc`` retries).
+    Warns:
+        RuntimeWarning: a background deletion failed (the bridge may be left
+            until the subnet's next user leaves). Never an exception: this
+            runs while a supervisor exits, maybe with an exception of its own.
 
     **Cancellation:** shielded: returns only when they are done.
     """
@@ -573,7 +680,7 @@ async def wait_idle() -> None:
     if _errors:
         message = "; ".join(_errors)
         _errors.clear()
-        raise OSError(errno.EBUSY, message)
+        warnings.warn(f"supervisor networking: {message}", RuntimeWarning, stacklevel=2)
 
 
 def host_files(hostname: str, address: str) -> dict[str, str]:

@@ -61,7 +61,8 @@ async def _serve_tcp(publish: Publish, target: str, task_status: TaskStatus[None
                     tg.start_soon(_pipe, client, upstream, tg.cancel_scope)
                     tg.start_soon(_pipe, upstream, client, tg.cancel_scope)
 
-        await listener.serve(handle)
+        with contextlib.suppress(Exception):  # after started(): never take the supervisor down
+            await listener.serve(handle)
 
 
 async def _pipe(src: anyio.abc.SocketStream, dst: anyio.abc.SocketStream, scope: anyio.CancelScope) -> None:
@@ -81,19 +82,25 @@ async def _serve_udp(publish: Publish, target: str, task_status: TaskStatus[None
     front = await anyio.create_udp_socket(family, local_host=publish.host_ip, local_port=publish.host_port)
     async with front:
         task_status.started()
-        sessions: dict[tuple[str, int], anyio.abc.ConnectedUDPSocket] = {}
-        async with anyio.create_task_group() as tg:
-            async for data, client in front:
-                upstream = sessions.get(client)
-                if upstream is None:
-                    try:
-                        upstream = await anyio.create_connected_udp_socket(target, publish.container_port)
-                    except OSError:
-                        continue
-                    sessions[client] = upstream
-                    tg.start_soon(_udp_replies, front, upstream, client, sessions)
-                with contextlib.suppress(OSError, anyio.BrokenResourceError, anyio.ClosedResourceError):
-                    await upstream.send(data)
+        with contextlib.suppress(Exception):  # after started(): never take the supervisor down
+            await _relay_udp(front, publish, target)
+
+
+async def _relay_udp(front: anyio.abc.UDPSocket, publish: Publish, target: str) -> None:
+    """Relay datagrams from each client address through a connected socket of its own."""
+    sessions: dict[tuple[str, int], anyio.abc.ConnectedUDPSocket] = {}
+    async with anyio.create_task_group() as tg:
+        async for data, client in front:
+            upstream = sessions.get(client)
+            if upstream is None:
+                try:
+                    upstream = await anyio.create_connected_udp_socket(target, publish.container_port)
+                except OSError:
+                    continue
+                sessions[client] = upstream
+                tg.start_soon(_udp_replies, front, upstream, client, sessions)
+            with contextlib.suppress(OSError, anyio.BrokenResourceError, anyio.ClosedResourceError):
+                await upstream.send(data)
 
 
 async def _udp_replies(

@@ -8,6 +8,7 @@ through creating it is still cleaned up.
 
 from __future__ import annotations
 
+import errno
 import os
 import secrets
 import shutil
@@ -62,6 +63,8 @@ class HostResources:
         if self.wants_network:
             self.etc_dir = os.path.join(run_root(), "etc", f"{cid}-{secrets.token_hex(4)}")
         self._attachment: Attachment | None = None
+        self._allocated: anyio.Event | None = None  # set when the early allocation is over
+        self._allocation_error: Exception | None = None
         self._cgroup: ContainerCgroup | None = None
         self._ports: list[tuple[anyio.CancelScope, anyio.Event]] = []
 
@@ -120,6 +123,10 @@ class HostResources:
     def parent_steps(self) -> dict[Phase, ParentStep]:
         """The coroutines answering PID 1's requests."""
         steps: dict[Phase, ParentStep] = {}
+        if self.wants_network and self._task_group is not None:
+            # The address and bridge need no container: reserve them while
+            # PID 1 and the supervisor go through USERNS and CGROUP.
+            steps[Phase.USERNS] = self._start_allocation
         if self.wants_cgroup:
             steps[Phase.CGROUP] = self.setup_cgroup
         if self.wants_network:
@@ -174,15 +181,72 @@ class HostResources:
         assert self.etc_dir is not None
         if self.spec.publish and self._task_group is None:
             raise ValueError("Spec.publish: published ports need a Supervisor")
-        self.rundir.record(self.cid, "dir", path=self.etc_dir)
-        self.rundir.record(self.cid, "net-lease", subnet=self.spec.subnet, bridge=network.bridge_name(self.spec.subnet))
-        self._attachment = await network.attach(self.spec.subnet, self.spec.ip, self.cid, slot.pid, slot.pidfd)
-        os.makedirs(self.etc_dir, 0o755)
+        if self._allocated is None:  # no early start (no task group)
+            self._record_network()
+            self._attachment = await network.allocate(self.spec.subnet, self.spec.ip, self.cid)
+        else:
+            await self._allocated.wait()
+            if self._allocation_error is not None:
+                raise self._allocation_error
+        if self._attachment is None:
+            raise OSError(errno.ECANCELED, "the network allocation was cancelled (the supervisor is closing)")
+        self._attachment = await network.connect(self._attachment, slot.pid, slot.pidfd)
+        # The container's root (an unprivileged host uid) bind-mounts these:
+        # world-readable whatever our umask is.
+        parent = os.path.dirname(self.etc_dir)
+        os.makedirs(parent, exist_ok=True)
+        os.chmod(parent, 0o755)
+        root_mode = os.stat(run_root()).st_mode
+        if root_mode & 0o001 == 0:  # created under a strict umask: allow traversal (not listing)
+            os.chmod(run_root(), (root_mode & 0o7777) | 0o001)
+        os.mkdir(self.etc_dir)
+        os.chmod(self.etc_dir, 0o755)
         for name, text in network.host_files(self.hostname, self._attachment.address).items():
-            with open(os.path.join(self.etc_dir, name), "w") as f:
-                f.write(text)
+            fd = os.open(os.path.join(self.etc_dir, name), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+            try:
+                os.fchmod(fd, 0o644)
+                os.write(fd, text.encode())
+            finally:
+                os.close(fd)
         for publish in self.spec.publish:
             await self._publish(publish, self._attachment.address)
+
+    def _record_network(self) -> None:
+        """Note the /etc folder and the address lease in the crash ledger."""
+        from . import network
+
+        assert self.etc_dir is not None
+        self.rundir.record(self.cid, "dir", path=self.etc_dir)
+        self.rundir.record(self.cid, "net-lease", subnet=self.spec.subnet, bridge=network.bridge_name(self.spec.subnet))
+
+    async def _start_allocation(self, proc: ContainerProcess) -> None:
+        """Start reserving the address in the background (a USERNS parent step).
+
+        Raises:
+            OSError: the crash ledger cannot be written.
+
+        **Cancellation:** returns at once; :meth:`release` waits for the
+        background allocation and frees what it reserved.
+        """
+        assert self._task_group is not None
+        self._record_network()
+        self._allocated = anyio.Event()
+        self._task_group.start_soon(self._allocate, self._allocated)
+
+    async def _allocate(self, done: anyio.Event) -> None:
+        """The background allocation; its error is raised by :meth:`setup_network`.
+
+        **Cancellation:** the worker thread completes and its address is kept
+        for :meth:`release` to free.
+        """
+        from . import network
+
+        try:
+            self._attachment = await network.allocate(self.spec.subnet, self.spec.ip, self.cid)
+        except Exception as exc:  # noqa: BLE001 - reported by setup_network, in the container's run
+            self._allocation_error = exc
+        finally:
+            done.set()
 
     async def _publish(self, publish: Publish, target: str) -> None:
         """Serve one published port in the supervisor's task group until :meth:`release`.
@@ -223,6 +287,8 @@ class HostResources:
                 scope.cancel()
             for _scope, ended in self._ports:
                 await ended.wait()
+            if self._allocated is not None:
+                await self._allocated.wait()  # a few ms at most: a worker thread
             if self._attachment is not None:
                 from . import network
 
