@@ -17,3 +17,21 @@ if [ ${#need[@]} -gt 0 ]; then
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${need[@]}"
 fi
+
+# Docker's own default seccomp profile (tests/test_hardening.py loads it):
+# extracted from Debian's docker source package, without installing that
+# package (its dependencies are heavy). Nothing of Docker is kept in our tree.
+DOCKER_PROFILE=/usr/local/share/supervisor-tests/docker-default-seccomp.json
+if [ ! -s "$DOCKER_PROFILE" ] && [ "$(id -u)" = 0 ]; then
+    mkdir -p "$(dirname "$DOCKER_PROFILE")"
+    tmp=$(mktemp -d)
+    if (cd "$tmp" && apt-get download -qq golang-github-docker-docker-dev >/dev/null 2>&1 \
+        || { apt-get update -qq && apt-get download -qq golang-github-docker-docker-dev; }); then
+        dpkg-deb --fsys-tarfile "$tmp"/golang-github-docker-docker-dev_*.deb \
+            | tar -x -O ./usr/share/gocode/src/github.com/docker/docker/profiles/seccomp/default.json \
+            > "$DOCKER_PROFILE.new" && mv "$DOCKER_PROFILE.new" "$DOCKER_PROFILE"
+    else
+        echo "install-system-deps: could not fetch Docker's default seccomp profile (that test will skip)" >&2
+    fi
+    rm -rf "$tmp"
+fi
