@@ -11,7 +11,15 @@
 * ``leak_check`` (autouse): what the host holds before and after every test
   (mounts, temp folders, network links, cgroups below ours, our run
   directories, our child processes, our open file descriptors) must be the
-  same.
+  same. Differences get ``SETTLE_S`` seconds to settle (reaping is
+  asynchronous). Host-wide state (mounts, /tmp, links, cgroups) can also be
+  changed by other programs: it is held against a test only while no other
+  test session, fork server or container runs on the machine (otherwise the
+  differences are printed); what only we can change (descriptors, children,
+  our run directory, the session's private TMPDIR) always counts.
+* Session-wide: the test process is a child subreaper (a container orphaned
+  by a dead fork server comes back to us, where the leak check sees it), and
+  TMPDIR points at a private folder, checked exactly and removed at the end.
 """
 
 from __future__ import annotations

@@ -621,3 +621,19 @@ async def test_nothing_created_on_the_host(busybox: str, host_dir: Path) -> None
     assert set(container_owned("/tmp")) <= owned_before
     assert (host_dir / "src" / "file").read_text() == "x\n"
     assert os.listdir(host_dir / "src") == ["file"]
+
+
+async def test_host_paths_through_absolute_symlinks(busybox: str, host_dir: Path) -> None:
+    """Host paths are resolved on the host: an absolute symlink on the way still works."""
+    data = host_dir / "data"
+    data.mkdir()
+    (data / "f").write_text("via link\n")
+    (host_dir / "data-link").symlink_to(data)  # absolute target
+    (host_dir / "root-link").symlink_to(busybox)
+    spec = Spec(
+        ["cat", "/tmp/x/f"],
+        rootfs=str(host_dir / "root-link"),
+        mounts=[Mount(str(host_dir / "data-link"), "/tmp/x", read_only=True)],
+    )
+    result = await supervisor.run(spec)
+    assert result.stdout == b"via link\n", result

@@ -90,11 +90,14 @@ class RootBuilder:
             os.mkdir("/overlay/upper", 0o755)
             os.mkdir("/overlay/work", 0o755)
             options = f"lowerdir={OLDROOT + rootfs},upperdir=/overlay/upper,workdir=/overlay/work"
-            linux.mount("overlay", NEWROOT, "overlay", 0, options)
+            linux.mount("overlay", NEWROOT, "overlay", c.MS_NODEV, options)
             self.owned.append("/")
             return
         if rootfs:
             linux.mount(OLDROOT + rootfs, NEWROOT, None, c.MS_BIND | c.MS_REC)
+            # No device node of the rootfs folder is usable: the only devices
+            # are those of the /dev we build.
+            linux.mount_setattr(NEWROOT, c.MOUNT_ATTR_NODEV)
             return
         linux.mount("tmpfs", NEWROOT, "tmpfs", c.MS_NOSUID | c.MS_NODEV, "mode=0755,size=1m")
         self.owned.append("/")

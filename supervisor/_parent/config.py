@@ -85,13 +85,16 @@ def build_config(
         "uid": spec.uid,
         "gid": spec.gid,
         "groups": [],
-        "rootfs": spec.rootfs,
+        # Host paths resolved here: PID 1 opens them below /oldroot, where an
+        # absolute symlink on the way (/var/run -> /run) would point into its
+        # staging root instead of the host.
+        "rootfs": os.path.realpath(spec.rootfs) if spec.rootfs is not None else None,
         "read_only_root": spec.read_only,
         "tty": spec.tty,
         "overlay": spec.overlay,
         "system": [{"name": n, "kind": k, "target": t} for n, k, t in system_entries()],
         "mounts": network_mounts(spec, etc_dir)
-        + [{"src": m.source, "dst": m.target, "ro": m.read_only} for m in spec.mounts],
+        + [{"src": os.path.realpath(m.source), "dst": m.target, "ro": m.read_only} for m in spec.mounts],
         "cgroup": cgroup,
         "network": network,
         "network_mode": spec.network,
