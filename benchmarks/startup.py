@@ -994,15 +994,20 @@ async def memory_test(
         live = max(len(sleeping), 1)
         kept_uss = sum(m["uss"] for m in mem.values())
         comms: dict[str, int] = {}
+        zombies = 0
         for pid in kept:
+            if mem[pid]["rss"] == 0:  # exited, not yet reaped (crun's `run -d` intermediates)
+                zombies += 1
+                continue
             comms[now[pid]] = comms.get(now[pid], 0) + 1
         out.update(
             {
                 "live": len(sleeping),
                 "failures": len(failures),
                 "failure_sample": failures[:3],
-                "processes_per_container": len([p for p in kept if uss_kb(p)["rss"] > 0]) / live,
+                "processes_per_container": sum(comms.values()) / live,
                 "process_kinds": comms,
+                "zombies": zombies,
                 "kept_uss_kb_per_container": kept_uss / live,
                 "kept_pss_kb_per_container": sum(m["pss"] for m in mem.values()) / live,
                 "helpers_growth_kb_per_container": sum(growth.values()) / live,
@@ -1211,7 +1216,9 @@ def build_report(data: dict[str, Any]) -> str:
                 f" + {fmt(m['helpers_growth_kb_per_container'], 1)}"
                 f" + {fmt(m['driver_growth_kb_per_container'], 1)} = {fmt(m['uss_kb_per_container'], 0)}"
                 f"  (PSS {fmt(m['kept_pss_kb_per_container'], 0)}; {m['live']} live; kinds {m['process_kinds']};"
-                f" start {fmt(m['start_s'], 2)} s; left behind {m['left_behind']})"
+                f" start {fmt(m['start_s'], 2)} s; left behind {m['left_behind']}"
+                + (f"; {m['zombies']} exited, unreaped" if m.get("zombies") else "")
+                + ")"
             )
     add("")
     add("Isolation (declared; observed from /proc of one sleeping payload):")

@@ -36,6 +36,9 @@ from ._spec import Spec
 
 PhaseCallback = Callable[[Phase, float], None]
 
+#: Numbers the supervisors of this process (part of every container id).
+_SUPERVISOR_NUMBERS = itertools.count(1)
+
 #: Pass as ``stdin``/``stdout``/``stderr`` of :meth:`Supervisor.run` to get a
 #: byte stream on the :class:`Container` handle (the same value as subprocess.PIPE).
 PIPE = -1
@@ -54,6 +57,7 @@ class Container:
         self._proc = proc
         self._done = done
         self._result: Result | None = None
+        self._error: ForkServerError | None = None
         self.hostname = hostname
         """The container's hostname."""
         self.stdin: anyio.abc.ByteSendStream | None = None
@@ -121,9 +125,15 @@ class Container:
         Returns:
             its :class:`Result`.
 
+        Raises:
+            ForkServerError: the fork server died under the container, so its
+                exit status is unknown.
+
         **Cancellation:** cancelling the wait does not affect the container.
         """
         await self._done.wait()
+        if self._error is not None:
+            raise self._error
         assert self._result is not None
         return self._result
 
@@ -161,7 +171,9 @@ class Supervisor:
         self._ids = itertools.count(1)
         self._hostnames: set[str] = set()
         self._live: dict[str, ContainerProcess] = {}
-        self._prefix = f"{os.getpid()}-{id(self) & 0xFFFF:04x}"
+        # Unique among this process's supervisors (id(self) & 0xFFFF was not:
+        # two live supervisors could share container ids, hence cgroup names).
+        self._prefix = f"{os.getpid()}-{next(_SUPERVISOR_NUMBERS):04x}"
 
     async def __aenter__(self) -> Supervisor:
         self._lifespan_cm = self._lifespan()
@@ -288,7 +300,9 @@ class Supervisor:
             SetupError: the container failed before its payload ran
                 (``error.result.reason == "setup_failed"``).
             ContainerFailed: ``check`` is true and the payload failed.
-            ForkServerError: the supervisor's fork server is gone.
+            ForkServerError: the supervisor's fork server is gone (before the
+                start, or under the running container, whose exit status is
+                then unknown).
             ValueError: the spec's host paths are missing.
 
         **Cancellation:** the container is stopped (SIGTERM if PID 1 handles
@@ -411,7 +425,7 @@ class Supervisor:
                     setup_error = exc
                     reason = "setup_failed"
                     tg.cancel_scope.cancel()
-                except Exception as exc:
+                except Exception as exc:  # noqa: BLE001 - re-raised below
                     # ProtocolError, or the caller's on_phase raised: re-raised
                     # below as itself, not wrapped in the task group's
                     # ExceptionGroup.
@@ -501,6 +515,12 @@ class Supervisor:
         if setup_error is not None:
             setup_error.result = result
             raise setup_error
+        if proc.slot is not None and proc.exit_status() == (None, None) and self._fork_server.broken:
+            # The fork server died (or was killed) under a running container:
+            # its exit status is unknowable, and no status is made up.
+            lost = ForkServerError(f"container {hostname!r}: {self._fork_server.broken}")
+            handle._error = lost
+            raise lost
         if check and not result.ok:
             raise ContainerFailed(result)
         return result

@@ -68,7 +68,7 @@ class Mount:
             object.__setattr__(self, name, value)
         if not self.target.startswith("/"):
             raise ValueError(f"Mount.target must be absolute, got {self.target!r}")
-        if os.path.normpath(self.target) == "/":
+        if not self.target.strip("/"):  # "/", "//" (normpath keeps a leading "//")
             raise ValueError("Mount.target cannot be / (use Spec.rootfs)")
         if not isinstance(self.read_only, bool):
             raise TypeError("Mount.read_only must be a bool")

@@ -363,3 +363,25 @@ async def test_on_phase_error_propagates_as_itself(busybox: str) -> None:
             await sup.run(Spec(["sleep", "1000"], rootfs=busybox), on_phase=on_phase)
         # The half-built container was killed and reaped; the supervisor carries on.
         assert (await sup.run(Spec(["true"], rootfs=busybox))).ok
+
+
+@pytest.mark.parametrize("phase", [Phase.SPAWNED, Phase.USERNS, Phase.PIVOT, Phase.EXEC], ids=lambda p: p.label)
+async def test_setup_failure_with_io_leaves_nothing(busybox: str, phase: Phase) -> None:
+    """Pipes, feeder and drains are torn down on a setup failure (the leak check counts fds)."""
+    from supervisor.testing import fail_at
+
+    async with supervisor.Supervisor() as sup:
+        with fail_at(phase), pytest.raises(SetupError) as info:
+            await sup.run(Spec(["cat"], rootfs=busybox), input=b"y" * (1 << 20))
+        assert info.value.phase is phase
+        result = await sup.run(Spec(["cat"], rootfs=busybox), input=b"after")
+        assert result.stdout == b"after"
+
+
+async def test_concurrent_supervisors_never_share_container_ids(busybox: str) -> None:
+    spec = Spec(["true"], rootfs=busybox)
+    async with supervisor.Supervisor() as a, supervisor.Supervisor() as b:
+        assert a.fork_server_pid != b.fork_server_pid
+        ids = [(await sup.run(spec)).id for sup in (a, b, a, b)]
+    assert len(set(ids)) == 4
+    assert ids[0].rsplit("-", 1)[0] != ids[1].rsplit("-", 1)[0]

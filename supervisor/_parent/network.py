@@ -113,7 +113,6 @@ class Attachment:
         address: the container's IPv4 address.
         gateway: the bridge's address (the container's default route).
         veth: the host end of the container's veth pair.
-        bridge_index: the bridge's interface index.
         timings: seconds spent in each step (for benchmarks and ``--debug``).
     """
 
@@ -123,7 +122,6 @@ class Attachment:
     address: str
     gateway: str
     veth: str
-    bridge_index: int = 0
     timings: tuple[tuple[str, float], ...] = ()
 
     @property
@@ -222,9 +220,14 @@ def _load(bridge: str, subnet: str) -> dict[str, Any]:
 
 
 def _store(bridge: str, state: dict[str, Any]) -> None:
-    """Write the state atomically; remove the file when no entry is left."""
+    """Write the state atomically; remove the file once it says nothing.
+
+    ``bridge_ok`` says that the bridge was created and checked (address, up,
+    forwarding off) and has not been deleted since: the deleter clears it
+    under the lock, in the same step as deleting the bridge.
+    """
     path = _state_path(bridge)
-    if not state["entries"]:
+    if not state["entries"] and not state.get("bridge_ok"):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
         return
@@ -276,23 +279,23 @@ def _iproute(fileno: int | None = None) -> Any:
     return IPRoute(fileno=fileno, groups=0)
 
 
-def _ensure_bridge(ipr: Any, bridge: str, net: ipaddress.IPv4Network, in_use: bool) -> int:
+def _ensure_bridge(ipr: Any, bridge: str, net: ipaddress.IPv4Network) -> int:
     """The bridge's index; created (with the gateway address, up) if missing.
+
+    Called by the bridge's first user (under the lock): a bridge left by a
+    crashed supervisor is checked and completed too.
 
     Args:
         ipr: a host IPRoute.
         bridge: the bridge's name.
         net: its subnet.
-        in_use: other live containers use the bridge (then it is complete:
-            it cannot have been deleted meanwhile, that needs the lock).
 
     Raises:
-        OSError: the subnet overlaps an address on another host interface.
+        OSError: the subnet overlaps an address on another host interface, or
+            an interface of that name exists and is not a bridge.
     """
     gateway = str(net.network_address + 1)
     found = ipr.link_lookup(ifname=bridge)
-    if found and in_use:
-        return int(found[0])
     if not found:
         for msg in ipr.get_addr(family=socket.AF_INET):
             addr = ipaddress.IPv4Interface(f"{msg.get_attr('IFA_ADDRESS')}/{msg['prefixlen']}")
@@ -390,16 +393,20 @@ class _Steps:
         self._t = now
 
 
-def allocate_blocking(subnet: str, fixed_ip: str | None, cid: str) -> Attachment:
+def allocate_blocking(subnet: str, fixed_ip: str | None, cid: str, wait: bool = True) -> Attachment:
     """Reserve an address on the subnet's bridge, creating the bridge if needed.
 
-    Needs no container: the supervisor runs it while PID 1 is still in its
-    earlier phases (blocking; a worker thread).
+    Needs no container, so the supervisor runs it while PID 1 is still in its
+    earlier phases. When the bridge already has users (so it exists: deleting
+    it needs the lock and no users), this is only a few reads and writes of
+    the state file; creating the bridge takes netlink requests.
 
     Args:
         subnet: the bridge's IPv4 subnet.
         fixed_ip: the address to use, or ``None`` to allocate one.
         cid: the container's id (recorded with the allocation).
+        wait: if false, never block: raise :class:`BlockingIOError` when the
+            lock is taken or the bridge may need creating.
 
     Returns:
         the :class:`Attachment` to pass to :func:`connect_blocking`; free it
@@ -408,29 +415,38 @@ def allocate_blocking(subnet: str, fixed_ip: str | None, cid: str) -> Attachment
     Raises:
         ValueError: the fixed address is taken, or the subnet is full.
         OSError: a netlink request failed, or the subnet clashes with the host.
+        BlockingIOError: ``wait`` is false and this would block.
     """
     step = _Steps()
     net = ipaddress.IPv4Network(subnet)
     bridge = bridge_name(subnet)
     veth = VETH_PREFIX + secrets.token_hex(5)
-    with _iproute() as ipr:
-        step("open")
-        with _locked():
-            state = _load(bridge, subnet)
-            _reclaim(state)
-            in_use = bool(state["entries"])
-            address = _pick(state, net, fixed_ip)
-            state["entries"][address] = {"owner": owner_token(), "cid": cid, "veth": veth}
-            _store(bridge, state)
+    with _locked(wait):
+        state = _load(bridge, subnet)
+        _reclaim(state)
+        # The bridge is known to be complete if it has users (deleting it needs
+        # the lock and no users) or was checked and not deleted since; the
+        # sysfs lookup catches a bridge deleted by hand.
+        first = not (state["entries"] or state.get("bridge_ok")) or not os.path.exists(f"/sys/class/net/{bridge}")
+        if first and not wait:
+            raise BlockingIOError(errno.EWOULDBLOCK, f"bridge {bridge} may need creating")
+        address = _pick(state, net, fixed_ip)
+        state["entries"][address] = {"owner": owner_token(), "cid": cid, "veth": veth}
+        _store(bridge, state)
+        if first:
             try:
-                bridge_index = _ensure_bridge(ipr, bridge, net, in_use)
+                with _iproute() as ipr:
+                    step("open")
+                    _ensure_bridge(ipr, bridge, net)
+                state["bridge_ok"] = True
+                _store(bridge, state)
             except BaseException:
                 del state["entries"][address]
                 _store(bridge, state)
                 raise
-        step("allocate")
+    step("allocate")
     gateway = str(net.network_address + 1)
-    return Attachment(cid, bridge, subnet, address, gateway, veth, bridge_index, tuple(step.steps))
+    return Attachment(cid, bridge, subnet, address, gateway, veth, tuple(step.steps))
 
 
 def connect_blocking(att: Attachment, pid: int, pidfd: int) -> Attachment:
@@ -453,11 +469,14 @@ def connect_blocking(att: Attachment, pid: int, pidfd: int) -> Attachment:
     try:
         with _iproute() as ipr:
             step("open host socket")
+            found = ipr.link_lookup(ifname=att.bridge)
+            if not found:
+                raise OSError(errno.ENODEV, f"bridge {att.bridge} is gone (deleted by hand?)")
             ipr.link(
                 "add",
                 ifname=att.veth,
                 kind="veth",
-                master=att.bridge_index,
+                master=found[0],
                 state="up",
                 peer={"ifname": CONTAINER_IFNAME, "net_ns_fd": nsfd},
             )
@@ -474,31 +493,6 @@ def connect_blocking(att: Attachment, pid: int, pidfd: int) -> Attachment:
         # veth) dies with the container, on the kernel's schedule.
         os.close(nsfd)
     return dataclasses.replace(att, timings=att.timings + tuple(step.steps))
-
-
-def attach_blocking(subnet: str, fixed_ip: str | None, cid: str, pid: int, pidfd: int) -> Attachment:
-    """:func:`allocate_blocking` then :func:`connect_blocking`; the address is freed on failure.
-
-    Args:
-        subnet: the bridge's IPv4 subnet.
-        fixed_ip: the address to use, or ``None`` to allocate one.
-        cid: the container's id.
-        pid: host PID of PID 1.
-        pidfd: its pidfd.
-
-    Returns:
-        the :class:`Attachment`.
-
-    Raises:
-        ValueError: the fixed address is taken, or the subnet is full.
-        OSError: netlink refused, the subnet clashes with the host, or PID 1 is gone.
-    """
-    att = allocate_blocking(subnet, fixed_ip, cid)
-    try:
-        return connect_blocking(att, pid, pidfd)
-    except BaseException:
-        release_blocking(att.bridge, att.subnet, att.address)
-        raise
 
 
 def release_blocking(bridge: str, subnet: str, address: str, wait: bool = True) -> bool:
@@ -538,7 +532,8 @@ def delete_bridge_if_unused(bridge: str, subnet: str) -> None:
         _reclaim(state)
         if state["entries"]:
             return
-        _store(bridge, state)
+        state["bridge_ok"] = False
+        _store(bridge, state)  # removes the file
         with _iproute() as ipr:
             found = ipr.link_lookup(ifname=bridge)
             if found and _link_kind(ipr, found[0]) == "bridge":
@@ -603,11 +598,17 @@ async def allocate(subnet: str, fixed_ip: str | None, cid: str) -> Attachment:
         ValueError: the fixed address is taken, or the subnet is full.
         OSError: netlink refused, or the subnet clashes with a host address.
 
-    **Cancellation:** the worker thread always runs to completion (a few
-    milliseconds) and its result is returned; a cancellation is delivered at
-    the caller's next checkpoint, so the caller can record the address first.
+    **Cancellation:** the worker thread (needed only to create the bridge or
+    when the lock is taken) always runs to completion and its result is
+    returned; a cancellation is delivered at the caller's next checkpoint, so
+    the caller can record the address first.
     """
-    return await anyio.to_thread.run_sync(allocate_blocking, subnet, fixed_ip, cid, limiter=_limiter())
+    try:
+        # Usually the bridge exists and the lock is free: then this is a few
+        # small reads and writes on a tmpfs, cheaper inline than in a thread.
+        return allocate_blocking(subnet, fixed_ip, cid, wait=False)
+    except BlockingIOError:
+        return await anyio.to_thread.run_sync(allocate_blocking, subnet, fixed_ip, cid, limiter=_limiter())
 
 
 async def connect(att: Attachment, pid: int, pidfd: int) -> Attachment:
