@@ -18,7 +18,7 @@ copyright = "the supervisor authors"
 
 try:
     from supervisor import __version__ as release
-except Exception:  # pragma: no cover - the docs still build without the package
+except Exception:  # noqa: BLE001 - the docs still build without the package
     release = "0.1.0"
 version = release
 
@@ -49,18 +49,17 @@ nitpick_ignore_regex = [
     # The standard library, also unlinked without intersphinx (builtins such as
     # ``str`` and ``ValueError`` are handled by Sphinx itself).
     (r"py:.*", r"(collections\.abc|typing|types|contextvars|enum|os|subprocess|socket|signal|resource)\..*"),
+    # Private modules have no page to link to.
+    (r"py:.*", r"supervisor\._.*"),
 ]
-# References in the package's docstrings to names that are private (or not
-# exported), so have no page to link to. ``Reason`` and ``EventKind`` are
-# ``Literal`` aliases whose values the docstrings list.
+# References in the package's docstrings to private names that are written
+# without their module. ``Reason`` and ``EventKind`` are ``Literal`` aliases
+# whose values the docstrings list.
 nitpick_ignore = [
     ("py:class", "Reason"),
     ("py:class", "EventKind"),
     ("py:func", "sweep"),
     ("py:data", "CFS_PERIOD_US"),
-]
-nitpick_ignore_regex += [
-    (r"py:.*", r"supervisor\._.*"),
 ]
 
 exclude_patterns = ["_build"]
@@ -80,11 +79,12 @@ html_static_path: list[str] = []
 # private modules as well (keys are ``(class qualname, attribute)``).
 
 
-def _merge_attribute_docs(app):  # noqa: ANN001, ANN201
+def _merge_attribute_docs(app):
     import pkgutil
 
-    import supervisor
     from sphinx.pycode import ModuleAnalyzer
+
+    import supervisor
 
     facade = ModuleAnalyzer.for_module("supervisor")
     facade.analyze()
@@ -103,7 +103,7 @@ def _merge_attribute_docs(app):  # noqa: ANN001, ANN201
                 facade.attr_docs.setdefault(key, lines)
 
 
-def _signature(app, what, name, obj, options, signature, return_annotation):  # noqa: ANN001, ANN201
+def _signature(app, what, name, obj, options, signature, return_annotation):
     """Show ``anyio.TASK_STATUS_IGNORED`` instead of its object repr."""
     if signature and "_IgnoredTaskStatus object" in signature:
         import re
@@ -116,7 +116,7 @@ def _signature(app, what, name, obj, options, signature, return_annotation):  # 
 _attribute_text: dict[str, list[str]] = {}
 
 
-def _keep_attribute_text(app, what, name, obj, options, lines):  # noqa: ANN001, ANN201
+def _keep_attribute_text(app, what, name, obj, options, lines):
     """Keep attribute docstrings as written (before napoleon, priority 400).
 
     Napoleon reads ``X: text`` on an attribute docstring's first line as an
@@ -129,7 +129,7 @@ def _keep_attribute_text(app, what, name, obj, options, lines):  # noqa: ANN001,
         _attribute_text[name] = list(lines)
 
 
-def _restore_attribute_text(app, what, name, obj, options, lines):  # noqa: ANN001, ANN201
+def _restore_attribute_text(app, what, name, obj, options, lines):
     if what == "attribute" and name in _attribute_text:
         lines[:] = _attribute_text.pop(name)
 
@@ -155,7 +155,7 @@ def _cli_help(argv: list[str]) -> str:
     return out.getvalue()
 
 
-def _help_directive():  # noqa: ANN202
+def _help_directive():
     """``.. supervisor-help:: [SUBCOMMAND]``: the CLI's own ``--help`` text.
 
     The CLI page shows the parser's help as generated from
@@ -172,16 +172,18 @@ def _help_directive():  # noqa: ANN202
             text = _cli_help(list(self.arguments)).rstrip()
             block = nodes.literal_block(text, text)
             block["language"] = "text"
-            self.env.note_dependency(os.path.join(self.env.srcdir, "..", "supervisor", "_cli.py"))
+            for module in ("_cli.py", "_climany.py"):
+                self.env.note_dependency(os.path.join(self.env.srcdir, "..", "supervisor", module))
             return [block]
 
     return SupervisorHelp
 
 
-def _check_public_names_documented(app, env):  # noqa: ANN001, ANN201
+def _check_public_names_documented(app, env):
     """Warn (an error under ``-W``) when a name of ``supervisor.__all__`` has no entry."""
-    import supervisor
     from sphinx.util import logging
+
+    import supervisor
 
     documented = set(env.get_domain("py").objects)
     for name in supervisor.__all__:
@@ -191,7 +193,7 @@ def _check_public_names_documented(app, env):  # noqa: ANN001, ANN201
             )
 
 
-def setup(app):  # noqa: ANN001, ANN201
+def setup(app):
     app.connect("env-check-consistency", _check_public_names_documented)
     app.add_directive("supervisor-help", _help_directive())
     app.connect("builder-inited", _merge_attribute_docs)
