@@ -141,6 +141,14 @@ for name in ("userfaultfd", "perf_event_open", "set_mempolicy", "mbind", "migrat
     # userfaultfd(UFFD_USER_MODE_ONLY) is allowed to anyone by the kernel.
     r = libc.syscall(ctypes.c_long(nr), 1 if name == "userfaultfd" else 0, 0, 0, 0, 0, 0)
     report(name, 0 if r >= 0 else ctypes.get_errno())
+# io_uring_setup(1, &params): a valid call, so EPERM can only come from the filter.
+params = ctypes.create_string_buffer(120)
+ctypes.set_errno(0)
+r = libc.syscall(ctypes.c_long(425), 1, params)
+report("io_uring_setup", 0 if r >= 0 else ctypes.get_errno())
+ctypes.set_errno(0)
+r = libc.socket(40, 1, 0)  # AF_VSOCK, SOCK_STREAM
+report("vsock", 0 if r >= 0 else ctypes.get_errno())
 open("/tmp/f", "w").close()
 fd = os.open("/tmp/f", os.O_RDONLY)
 report("chmod_plain", sc("chmod", b"/tmp/f", 0o755))
@@ -269,6 +277,16 @@ async def test_unnamespaced_kernel_objects_denied(
 ) -> None:
     assert default_battery[name] == "EPERM"
     assert unconfined_battery[name] != "EPERM" or name in ("perf_event_open",)
+
+
+async def test_io_uring_and_vsock_denied(default_battery: dict[str, str], unconfined_battery: dict[str, str]) -> None:
+    """Kernel channels that bypass namespaces and socket filters (peers.md §5.11)."""
+    assert default_battery["io_uring_setup"] == "EPERM"
+    assert default_battery["vsock"] == "EPERM"
+    # Without the filter the kernel answers for itself (a ring or a socket, or
+    # ENOSYS/EAFNOSUPPORT where disabled or not built), never with EPERM.
+    assert unconfined_battery["io_uring_setup"] != "EPERM"
+    assert unconfined_battery["vsock"] != "EPERM"
 
 
 async def test_keyctl_works_unconfined(unconfined_battery: dict[str, str]) -> None:

@@ -13,7 +13,9 @@ Profiles (:attr:`supervisor.Spec.seccomp`):
 
     - refuse ``keyctl``, ``add_key``, ``request_key`` (keyrings are not
       namespaced), ``mbind``, ``migrate_pages``, ``move_pages``,
-      ``set_mempolicy``, ``userfaultfd``, ``perf_event_open``;
+      ``set_mempolicy``, ``userfaultfd``, ``perf_event_open``, and beyond
+      crabcan ``io_uring_setup``/``io_uring_enter``/``io_uring_register``;
+    - refuse ``socket(AF_VSOCK, ...)`` (vsock is not namespaced);
     - refuse ``chmod``/``fchmod``/``fchmodat``/``fchmodat2`` when the mode sets
       ``S_ISUID`` or ``S_ISGID`` (one rule per bit, ``MASKED_EQ``);
     - refuse ``unshare``/``clone`` with ``CLONE_NEWUSER``; ``clone3`` fails with
@@ -79,7 +81,15 @@ DEFAULT_DENIED = (
     "set_mempolicy",
     "userfaultfd",
     "perf_event_open",
+    # Beyond crabcan (peers.md §5, point 11): io_uring can open sockets and
+    # files outside the reach of syscall filters, and is a large attack surface.
+    "io_uring_setup",
+    "io_uring_enter",
+    "io_uring_register",
 )
+#: <linux/socket.h>: vsock reaches the hypervisor and other guests, across
+#: every network namespace.
+_AF_VSOCK = 40
 
 _ACTIONS_SIMPLE = {
     "SCMP_ACT_KILL": seccomp.KILL,
@@ -171,6 +181,7 @@ def _default_filter() -> CompiledFilter:
     for name in ("unshare", "clone"):
         flt.add_rule(eperm, name, seccomp.Arg(0, seccomp.MASKED_EQ, c.CLONE_NEWUSER, c.CLONE_NEWUSER))
     flt.add_rule(seccomp.ERRNO(errno.ENOSYS), "clone3")
+    flt.add_rule(eperm, "socket", seccomp.Arg(0, seccomp.EQ, _AF_VSOCK))
     for request in (_TIOCSTI, _TIOCLINUX):
         flt.add_rule(eperm, "ioctl", seccomp.Arg(1, seccomp.MASKED_EQ, 0xFFFFFFFF, request))
     return CompiledFilter(_export(flt))
