@@ -945,6 +945,16 @@ class ContainerCgroup:
 
 
 def _rmdir_tree(path: str) -> None:
+    # Fast path: a container rarely makes sub-cgroups, and one rmdir is much
+    # cheaper than walking the folder; walk (children first) only if needed.
+    try:
+        os.rmdir(path)
+        return
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.EBUSY):  # cgroupfs: EBUSY with children
+            raise
     for d in _subtree(path):
         try:
             os.rmdir(d)
