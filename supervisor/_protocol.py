@@ -64,8 +64,10 @@ class Phase(enum.IntEnum):
 
     CGROUP = 3
     """*Request*: the supervisor creates the container's cgroup and moves PID 1
-    into it; PID 1 then unshares its cgroup namespace, rooted at that cgroup.
-    Before any mount or payload code, so everything is accounted and limited."""
+    into it. PID 1 does not wait: moving a process between cgroups may wait for
+    an RCU grace period, so it overlaps the next phases; PID 1 collects the
+    answer after ``PIVOT`` and only then unshares its cgroup namespace (rooted
+    at that cgroup), before any payload code runs."""
 
     NETWORK = 4
     """Loopback up (and, on request, the supervisor's veth configured). Needs the

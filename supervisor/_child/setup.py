@@ -76,8 +76,12 @@ class Channel:
             send(self.sock, {"t": Tag.PHASE, "list": self.pending})
             self.pending = []
 
-    def request(self, phase: Phase) -> None:
-        """Start a request phase and block until the supervisor acknowledges it."""
+    def request(self, phase: Phase, *, wait: bool = True) -> None:
+        """Start a request phase; by default block until the supervisor acknowledges it.
+
+        With ``wait=False`` setup goes on while the supervisor works, and
+        :meth:`collect` waits for the acknowledgement later.
+        """
         self.phase = phase
         ts = time.monotonic_ns()
         if self.fault == int(phase):
@@ -85,6 +89,11 @@ class Channel:
             self._maybe_fault()
         before, self.pending = self.pending, []
         send(self.sock, {"t": Tag.REQUEST, "phase": int(phase), "ts": ts, "before": before})
+        if wait:
+            self.collect(phase)
+
+    def collect(self, phase: Phase) -> None:
+        """Block until the supervisor has acknowledged the request of ``phase``."""
         record, fds = recv(self.sock)
         for fd in fds:
             os.close(fd)
@@ -168,14 +177,15 @@ def run_setup(config: dict[str, Any], chan: Channel) -> NoReturn:
     # once, so there is no window in which the fork server's death spares us.
     linux.prctl(c.PR_SET_PDEATHSIG, signal.SIGKILL)
 
-    # CGROUP: the supervisor places us in our cgroup before any mount or
-    # payload code runs; the cgroup namespace is unshared only after that, so
-    # its root is the container's own cgroup.
-    if config.get("cgroup"):
-        chan.request(Phase.CGROUP)
+    # CGROUP: ask the supervisor to put us in our cgroup, and go on with the
+    # setup meanwhile: moving a process between cgroups can wait for an RCU
+    # grace period in the kernel (milliseconds), which thus overlaps our
+    # mounts. The answer is collected after PIVOT, before any payload code.
+    wants_cgroup = bool(config.get("cgroup"))
+    if wants_cgroup:
+        chan.request(Phase.CGROUP, wait=False)
     else:
         chan.enter(Phase.CGROUP)
-    linux.unshare(c.CLONE_NEWCGROUP)
 
     # NETWORK: the namespace exists since clone(); bring loopback up here, in
     # the namespace's owner, then let the supervisor add its veth if asked.
@@ -205,6 +215,12 @@ def run_setup(config: dict[str, Any], chan: Channel) -> NoReturn:
     # PIVOT: into the new root; the old root is detached and unreachable.
     chan.enter(Phase.PIVOT)
     root.pivot()
+    # Now in our cgroup (the supervisor's answer), unshare the cgroup
+    # namespace, so its root is the container's own cgroup; while we still
+    # hold CAP_SYS_ADMIN, and before any payload code.
+    if wants_cgroup:
+        chan.collect(Phase.CGROUP)
+    linux.unshare(c.CLONE_NEWCGROUP)
     if config.get("tty"):
         # A terminal from the container's own devpts instance, so ttyname()
         # and /dev/pts agree inside; the master goes to the supervisor.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import errno
 import os
@@ -87,6 +88,11 @@ class ContainerProcess:
                 return recv(self.sock)
             except BlockingIOError:
                 await anyio.wait_readable(self.sock)
+            except ConnectionResetError:
+                # PID 1 exited with one of our answers unread (it does not
+                # wait for CGROUP's): for a SEQPACKET socket that is a reset,
+                # not a clean end-of-file, but it means the same.
+                return None, []
 
     async def drive_setup(self, fork_server: ForkServerClient) -> None:
         """Answer PID 1's requests until it execs the payload.
@@ -119,7 +125,17 @@ class ContainerProcess:
                 phase = self._accept([record.get("phase"), record.get("ts")])
                 if phase not in REQUEST_PHASES:
                     raise ProtocolError(f"phase {phase.label} is not a request")
-                await self._answer(phase)
+                try:
+                    await self._answer(phase)
+                except SetupError:
+                    # PID 1 does not wait for every answer (CGROUP); if it
+                    # failed on its own meanwhile, its report is the cause
+                    # (our step then failed only because it was gone).
+                    own = self._reported_failure()
+                    if own is not None:
+                        await self.slot.exited.wait()
+                        raise own from None
+                    raise
             elif tag == Tag.FAIL:
                 try:
                     phase = Phase(int(record["phase"]))
@@ -127,6 +143,30 @@ class ContainerProcess:
                     phase = self.last_phase
                 await self.slot.exited.wait()
                 raise SetupError(phase, int(record.get("errno") or 0), str(record.get("message")))
+
+    def _reported_failure(self) -> SetupError | None:
+        """PID 1's FAIL record if one is already waiting in the socket."""
+        while True:
+            try:
+                record, fds = recv(self.sock)
+            except (OSError, ValueError):  # nothing more (BlockingIOError), or reset
+                return None
+            for fd in fds:
+                os.close(fd)
+            if record is None:
+                return None
+            if record.get("t") == Tag.FAIL:
+                try:
+                    phase = Phase(int(record["phase"]))
+                except (ValueError, KeyError, TypeError):
+                    phase = self.last_phase
+                for item in record.get("before", []):
+                    with contextlib.suppress(ProtocolError):
+                        self._accept(item)
+                return SetupError(phase, int(record.get("errno") or 0), str(record.get("message")))
+            for item in record.get("list" if record.get("t") == Tag.PHASE else "before", []):
+                with contextlib.suppress(ProtocolError):
+                    self._accept(item)
 
     def _accept(self, item: Any) -> Phase:
         """Validate and note one ``[phase, timestamp]`` report.
@@ -161,7 +201,10 @@ class ContainerProcess:
             raise SetupError(phase, exc.errno or 0, str(exc)) from exc
         except ValueError as exc:
             raise SetupError(phase, 0, str(exc)) from exc
-        send(self.sock, {"t": Tag.ACK, "phase": int(phase)})
+        try:
+            send(self.sock, {"t": Tag.ACK, "phase": int(phase)})
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # PID 1 is gone; the next read reports how it ended
 
     def describe_exit(self) -> str:
         """Human text for PID 1's exit status."""
