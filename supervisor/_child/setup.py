@@ -61,6 +61,7 @@ class Channel:
         self.fault = fault
         self.live = live
         self.pending: list[list[int]] = []
+        self.acked: set[int] = set()
 
     def enter(self, phase: Phase) -> None:
         """Note the start of ``phase`` (with a CLOCK_MONOTONIC timestamp)."""
@@ -93,13 +94,20 @@ class Channel:
             self.collect(phase)
 
     def collect(self, phase: Phase) -> None:
-        """Block until the supervisor has acknowledged the request of ``phase``."""
-        record, fds = recv(self.sock)
-        for fd in fds:
-            os.close(fd)
-        if record is None or record["t"] != Tag.ACK or record.get("phase") != int(phase):
-            # The supervisor went away or gave up: nothing to report to.
-            os._exit(1)
+        """Block until the supervisor has acknowledged the request of ``phase``.
+
+        The supervisor answers requests in order, so acknowledgements of
+        earlier requests that were not waited for may come first: they are
+        noted on the way.
+        """
+        while int(phase) not in self.acked:
+            record, fds = recv(self.sock)
+            for fd in fds:
+                os.close(fd)
+            if record is None or record["t"] != Tag.ACK:
+                # The supervisor went away or gave up: nothing to report to.
+                os._exit(1)
+            self.acked.add(int(record.get("phase", 0)))
 
     def _maybe_fault(self) -> None:
         if self.fault == int(self.phase):
