@@ -7,17 +7,25 @@ Choreography, for one container::
     socketpair(SEQPACKET|CLOEXEC)
     SPAWN {id, config} + fds ---> clone(NEWUSER|NEWNS|NEWUTS|
       (control end, stdio)          NEWIPC|NEWNET|NEWPID|PIDFD) --> child starts
-                         <--- SPAWNED {id, pid} + pidfd             PHASE SPAWNED
-                                                               REQUEST USERNS
+                         <--- SPAWNED {id, pid} + pidfd
+                                                               REQUEST USERNS {before: [SPAWNED]}
     write uid_map/gid_map
     ACK USERNS ----------------------------------------------> setresuid(0)...
-                                                               [REQUEST CGROUP / NETWORK when
-                                                                the spec asks for them]
-                                                               PHASE HOSTNAME, ROOTFS, ...
-                                                               EXEC (just before execve)
+                                                               REQUEST CGROUP (not waited for)
+    create the cgroup, move PID 1 in                           [REQUEST NETWORK, waited for,
+    ACK CGROUP ----------------------------------------------->  in bridge mode]
+                                                               HOSTNAME, ROOTFS, MOUNTS, PIVOT,
+                                                               collect ACK CGROUP, ...
+                                                               PHASE {list: [..., EXEC]}
     EOF on the control socket  <------------------------------ execve() closes the
       = the payload is running                                 close-on-exec end
-                         <--- EXITED {id, status} (waitid(P_PIDFD))
+                         <--- EXITED {id, code, status} (waitid(P_PIDFD))
+
+Phase starts are timestamped as they happen. When the supervisor watches them
+live (``on_phase``, ``events()``), PID 1 sends each one at once in a ``PHASE``
+record; otherwise it holds them back and sends them with the next record that
+goes anyway (``before`` of a request or failure, or the final ``PHASE`` list
+just before ``execve``).
 
 Every message is one SEQPACKET record: a JSON object with a type tag ``t``,
 optionally with file descriptors attached (SCM_RIGHTS). Nothing is ever
@@ -81,8 +89,9 @@ class Phase(enum.IntEnum):
     the host), a private staging tmpfs pivoted to, the new root bound in."""
 
     MOUNTS = 7
-    """Extra bind mounts, then fresh ``/proc``, ``/dev``, ``/sys`` and ``/tmp``.
-    After the root exists, while the host is still reachable as the old root."""
+    """Fresh ``/proc``, ``/dev``, ``/sys`` and ``/tmp``, then the caller's bind
+    mounts, then the masked and read-only paths. After the root exists, while
+    the host is still reachable as the old root (bind sources, /dev nodes)."""
 
     PIVOT = 8
     """pivot_root into the new root and detach the old one: from here on the host
@@ -134,7 +143,6 @@ class Tag:
     PTY = "pty"  # carries the master of the container's terminal
     # supervisor -> PID 1
     ACK = "ack"
-    ABORT = "abort"
 
 
 def encode(record: dict[str, Any]) -> bytes:

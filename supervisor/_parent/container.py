@@ -93,6 +93,8 @@ class ContainerProcess:
                 # wait for CGROUP's): for a SEQPACKET socket that is a reset,
                 # not a clean end-of-file, but it means the same.
                 return None, []
+            except ValueError as exc:
+                raise ProtocolError(f"PID 1 sent a malformed record: {exc}") from None
 
     async def drive_setup(self, fork_server: ForkServerClient) -> None:
         """Answer PID 1's requests until it execs the payload.
