@@ -66,6 +66,7 @@ import trio
 try:
     import supervisor
     from supervisor import Result, Spec, Supervisor
+    from supervisor._parent.seccomp import DEFAULT_DENIED as _DEFAULT_DENIED
 except ImportError as _exc:  # pragma: no cover - depends on the environment
     sys.exit(f"startup.py: cannot import supervisor ({_exc}); install the project or set PYTHONPATH to the checkout")
 
@@ -84,17 +85,7 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 #: Syscalls the peers' seccomp filter refuses with EPERM: the syscall part of
 #: supervisor's "default" profile (its argument rules, setuid chmod,
 #: CLONE_NEWUSER and TIOCSTI, have no exact equivalent in every peer).
-PEER_SECCOMP_DENY = (
-    "keyctl",
-    "add_key",
-    "request_key",
-    "mbind",
-    "migrate_pages",
-    "move_pages",
-    "set_mempolicy",
-    "userfaultfd",
-    "perf_event_open",
-)
+PEER_SECCOMP_DENY = _DEFAULT_DENIED  # the very list our default profile uses
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
