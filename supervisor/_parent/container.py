@@ -90,9 +90,10 @@ class ContainerProcess:
                 await anyio.wait_readable(self.sock)
             except ConnectionResetError:
                 # PID 1 exited with one of our answers unread (it does not
-                # wait for CGROUP's): for a SEQPACKET socket that is a reset,
-                # not a clean end-of-file, but it means the same.
-                return None, []
+                # wait for CGROUP's). The kernel reports that reset once, even
+                # before records still queued for us (its last FAIL, say):
+                # the error is now consumed, so read on; end-of-file follows.
+                continue
             except ValueError as exc:
                 raise ProtocolError(f"PID 1 sent a malformed record: {exc}") from None
 
@@ -151,7 +152,9 @@ class ContainerProcess:
         while True:
             try:
                 record, fds = recv(self.sock)
-            except (OSError, ValueError):  # nothing more (BlockingIOError), or reset
+            except ConnectionResetError:
+                continue  # reported once, before the records still queued
+            except (OSError, ValueError):  # nothing more (BlockingIOError)
                 return None
             for fd in fds:
                 os.close(fd)
