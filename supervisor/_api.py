@@ -24,6 +24,7 @@ from anyio.abc import TaskStatus
 from ._errors import ContainerFailed, ForkServerError, SetupError
 from ._events import Event, EventHub
 from ._hostname import generate as generate_hostname
+from ._parent import streams
 from ._parent.config import build_config
 from ._parent.container import ContainerProcess
 from ._parent.forkserver import ForkServerClient
@@ -53,7 +54,9 @@ class Container:
     the run ends, so read them while the container runs.
     """
 
-    def __init__(self, proc: ContainerProcess, hostname: str, done: anyio.Event) -> None:
+    def __init__(
+        self, proc: ContainerProcess, hostname: str, done: anyio.Event, resources: HostResources | None = None
+    ) -> None:
         self._proc = proc
         self._done = done
         self._result: Result | None = None
@@ -66,7 +69,7 @@ class Container:
         """The payload's stdout when run with ``stdout=PIPE``."""
         self.stderr: anyio.abc.ByteReceiveStream | None = None
         """The payload's stderr when run with ``stderr=PIPE``."""
-        self._resources: HostResources | None = None  # networking (issue 5)
+        self._resources = resources  # its cgroup and network pieces
 
     @property
     def id(self) -> str:
@@ -365,8 +368,7 @@ class Supervisor:
         out_chunks: list[bytes] = []
         err_chunks: list[bytes] = []
         done = anyio.Event()
-        handle = Container(proc, hostname, done)
-        handle._resources = resources
+        handle = Container(proc, hostname, done, resources)
         reason: Reason | None = None
         setup_error: SetupError | None = None
         try:
@@ -413,10 +415,10 @@ class Supervisor:
             body_error: Exception | None = None
             async with anyio.create_task_group() as tg:
                 if out_r >= 0:
-                    tg.start_soon(_drain, out_r, out_chunks)
-                    tg.start_soon(_drain, err_r, err_chunks)
+                    tg.start_soon(streams.drain, out_r, out_chunks)
+                    tg.start_soon(streams.drain, err_r, err_chunks)
                 if stdin_w >= 0:
-                    tg.start_soon(_feed, stdin_w, input or b"")
+                    tg.start_soon(streams.feed, stdin_w, input or b"")
                     ours.remove(stdin_w)
                 try:
                     with anyio.move_on_at(deadline):
@@ -453,17 +455,14 @@ class Supervisor:
             if body_error is not None:
                 raise body_error
         except BaseException:
-            with anyio.CancelScope(shield=True):
-                if proc.slot is not None:
-                    await proc.stop(spec.grace_period)
-                reason = "cancelled"
+            reason = "cancelled"  # the finally block below stops and reaps it
             raise
         finally:
             with anyio.CancelScope(shield=True):
                 if proc.slot is not None and not proc.exited:
                     await proc.stop(spec.grace_period)
                 for fd in child_fds + ours:
-                    _close(fd)
+                    streams.close_quietly(fd)
                 for stream in (handle.stdin, handle.stdout, handle.stderr):
                     if stream is not None:
                         await stream.aclose()
@@ -578,84 +577,13 @@ def _relay_terminal(
 ) -> None:
     """Connect the container's terminal to the caller's fds or to the capture."""
     if capture:
-        tg.start_soon(_drain, master, chunks)
+        tg.start_soon(streams.drain, master, chunks)
     else:
-        tg.start_soon(_copy, master, 1 if stdout is None else stdout)
+        tg.start_soon(streams.copy, master, 1 if stdout is None else stdout)
     if input is not None:
-        tg.start_soon(_write_all, master, input)
+        tg.start_soon(streams.write_or_stop, master, input)
     elif stdin is not None:
-        tg.start_soon(_copy, stdin, master)
-
-
-async def _read_chunks(fd: int) -> AsyncIterator[bytes]:
-    """Read ``fd`` until end-of-file (EIO on a pty master also ends it)."""
-    os.set_blocking(fd, False)
-    while True:
-        try:
-            data = os.read(fd, 65536)
-        except BlockingIOError:
-            try:
-                await anyio.wait_readable(fd)
-            except anyio.ClosedResourceError:
-                return
-            continue
-        except OSError:  # EIO: the terminal's last slave is gone
-            return
-        if not data:
-            return
-        yield data
-
-
-async def _drain(fd: int, chunks: list[bytes]) -> None:
-    """Read a pipe (or pty master) to end-of-file into ``chunks``."""
-    async for data in _read_chunks(fd):
-        chunks.append(data)
-
-
-async def _write_all(fd: int, data: bytes) -> bool:
-    """Write everything to ``fd``; False if the reader went away."""
-    view = memoryview(data)
-    while view:
-        try:
-            n = os.write(fd, view)
-        except BlockingIOError:
-            await anyio.wait_writable(fd)
-            continue
-        except OSError:
-            return False
-        view = view[n:]
-    return True
-
-
-async def _copy(src: int, dst: int) -> None:
-    """Relay bytes from ``src`` to ``dst`` until either side ends."""
-    # The caller's fds may be a shared terminal: restore their blocking mode.
-    saved = {fd: os.get_blocking(fd) for fd in (src, dst)}
-    os.set_blocking(dst, False)
-    try:
-        async for data in _read_chunks(src):
-            if not await _write_all(dst, data):
-                return
-    finally:
-        for fd, blocking in saved.items():
-            with contextlib.suppress(OSError):
-                os.set_blocking(fd, blocking)
-
-
-async def _feed(fd: int, data: bytes) -> None:
-    """Write ``data`` to a pipe, then close it (EPIPE means the reader left)."""
-    os.set_blocking(fd, False)
-    try:
-        await _write_all(fd, data)
-    finally:
-        os.close(fd)
-
-
-def _close(fd: int) -> None:
-    try:
-        os.close(fd)
-    except OSError:
-        pass
+        tg.start_soon(streams.copy, stdin, master)
 
 
 async def run(
@@ -692,4 +620,4 @@ async def run(
         return await sup.run(spec, check=check, capture_output=capture_output, input=input, **kwargs)
 
 
-__all__ = ["Container", "ForkServerError", "Supervisor", "run"]
+__all__ = ["PIPE", "Container", "Supervisor", "run"]

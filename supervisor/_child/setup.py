@@ -127,7 +127,7 @@ class Channel:
 def child_main(config: dict[str, Any], fds: list[int]) -> NoReturn:
     """Entry point in the cloned child. Never returns."""
     try:
-        chan = _adopt_fds(fds, bool(config.get("stdin_null")))
+        chan = _adopt_fds(fds)
     except BaseException:  # noqa: BLE001 - nothing to report to yet
         os._exit(125)
     try:
@@ -144,7 +144,7 @@ def child_main(config: dict[str, Any], fds: list[int]) -> NoReturn:
     os._exit(125)
 
 
-def _adopt_fds(fds: list[int], stdin_null: bool) -> Channel:
+def _adopt_fds(fds: list[int]) -> Channel:
     """Move control/stdio fds into place and close everything else."""
     ctl, stdin, stdout, stderr = fds[:4]
     # Park the four above any fd we will write to, then dup2 into 0..3.
@@ -258,7 +258,7 @@ def run_setup(config: dict[str, Any], chan: Channel) -> NoReturn:
     chan.enter(Phase.IDENTITY)
     gid = int(config["gid"])
     uid = int(config["uid"])
-    os.setgroups([int(g) for g in config.get("groups", [])])
+    os.setgroups([])
     os.setresgid(gid, gid, gid)
     os.setresuid(uid, uid, uid)
     linux.prctl(c.PR_SET_PDEATHSIG, signal.SIGKILL)  # cleared again by the uid change
@@ -278,19 +278,16 @@ def run_setup(config: dict[str, Any], chan: Channel) -> NoReturn:
     # filter is only decoded here; it is loaded at the very end of EXEC.
     chan.enter(Phase.SECCOMP)
     capabilities.finish(kept, uid)
-    # Every credential change clears the parent-death signal (commit_creds;
-    # peers.md §5.13): re-arm it once more after the last one (capset above),
-    # so the payload still dies with the fork server (execve keeps it:
-    # no_new_privs means no privilege gain at exec).
-    linux.prctl(c.PR_SET_PDEATHSIG, signal.SIGKILL)
+    # (The parent-death signal re-armed after the uid switch stays: capset
+    # only shrinks the sets, which commit_creds does not count as a change.)
     linux.prctl(c.PR_SET_NO_NEW_PRIVS, 1)
     program = seccomp.prepare(config.get("seccomp"))
 
     # EXEC: resolve the program in the container's PATH, report, execve.
     chan.enter(Phase.EXEC)
-    path = _find_program(config["argv"][0], config["path"])
+    env: dict[str, str] = config["env"]
+    path = _find_program(config["argv"][0], env.get("PATH", ""))
     _reset_signals()
-    env = dict(_split_env(config["env"]))
     # Nothing but stdio survives execve: every fd from 3 up becomes
     # close-on-exec (the control socket already is, so EOF still reports exec).
     linux.close_range(CONTROL_FD, 0xFFFFFFFF, c.CLOSE_RANGE_CLOEXEC)
@@ -306,19 +303,16 @@ def _find_program(name: str, search: str) -> str:
     """PATH lookup inside the container (like execvp, but before exec)."""
     if "/" in name:
         return name
-    denied: OSError | None = None
+    denied: str | None = None  # the last match we may not execute
     for directory in search.split(":"):
         candidate = os.path.join(directory or ".", name)
-        try:
-            st = os.stat(candidate)
-        except OSError:
+        if not os.path.exists(candidate):
             continue
         if not os.path.isdir(candidate) and os.access(candidate, os.X_OK):
             return candidate
-        if st:
-            denied = OSError(errno.EACCES, f"{candidate}: permission denied")
+        denied = candidate
     if denied is not None:
-        raise SetupFailure(errno.EACCES, str(denied))
+        raise SetupFailure(errno.EACCES, f"{denied}: permission denied")
     raise SetupFailure(errno.ENOENT, f"executable file not found in $PATH: {name}")
 
 
@@ -334,14 +328,6 @@ def _attach_terminal(chan: Channel) -> None:
     os.close(slave)
     send(chan.sock, {"t": Tag.PTY}, [master])
     os.close(master)
-
-
-def _split_env(env: list[str]) -> list[tuple[str, str]]:
-    out = []
-    for item in env:
-        key, _, value = item.partition("=")
-        out.append((key, value))
-    return out
 
 
 def _reset_signals() -> None:

@@ -51,7 +51,7 @@ def default_home(spec: Spec) -> str:
     return "/home" if spec.rootfs is None else "/"
 
 
-def build_env(spec: Spec, hostname: str, tty: bool = False) -> list[str]:
+def build_env(spec: Spec, hostname: str, tty: bool = False) -> dict[str, str]:
     """The payload's clean environment: sane defaults, then the caller's."""
     env = {
         "PATH": DEFAULT_PATH,
@@ -60,7 +60,7 @@ def build_env(spec: Spec, hostname: str, tty: bool = False) -> list[str]:
         "HOSTNAME": hostname,
     }
     env.update(spec.env)
-    return [f"{k}={v}" for k, v in env.items()]
+    return env
 
 
 def build_config(
@@ -71,20 +71,16 @@ def build_config(
     ``etc_dir`` is the per-container folder where the supervisor writes
     ``hosts`` and ``resolv.conf`` in bridge mode (see :func:`network_mounts`).
     """
-    env = build_env(spec, hostname, tty=spec.tty)
-    path = next((e.split("=", 1)[1] for e in env if e.startswith("PATH=")), DEFAULT_PATH)
     fault = FAULT.get()
     return {
         # network="host": no network namespace of its own (unsafe, documented).
         "clone_flags": c.CONTAINER_NAMESPACES & ~c.CLONE_NEWNET if spec.network == "host" else c.CONTAINER_NAMESPACES,
         "argv": list(spec.command),
-        "env": env,
-        "path": path,
+        "env": build_env(spec, hostname, tty=spec.tty),
         "cwd": spec.cwd,
         "hostname": hostname,
         "uid": spec.uid,
         "gid": spec.gid,
-        "groups": [],
         # Host paths resolved here: PID 1 opens them below /oldroot, where an
         # absolute symlink on the way (/var/run -> /run) would point into its
         # staging root instead of the host.

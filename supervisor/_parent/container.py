@@ -122,7 +122,7 @@ class ContainerProcess:
             if tag not in (Tag.PHASE, Tag.REQUEST, Tag.FAIL):
                 raise ProtocolError(f"unexpected record from PID 1: {record!r}")
             # Phases held back by PID 1 (batched mode) come first, in order.
-            for item in record.get("list" if tag == Tag.PHASE else "before", []):
+            for item in _held_phases(record):
                 self._accept(item)
             if tag == Tag.REQUEST:
                 phase = self._accept([record.get("phase"), record.get("ts")])
@@ -140,12 +140,16 @@ class ContainerProcess:
                         raise own from None
                     raise
             elif tag == Tag.FAIL:
-                try:
-                    phase = Phase(int(record["phase"]))
-                except (ValueError, KeyError, TypeError):
-                    phase = self.last_phase
                 await self.slot.exited.wait()
-                raise SetupError(phase, int(record.get("errno") or 0), str(record.get("message")))
+                raise self._failure(record)
+
+    def _failure(self, record: dict[str, Any]) -> SetupError:
+        """The SetupError a FAIL record reports (its phase, or the last one seen)."""
+        try:
+            phase = Phase(int(record["phase"]))
+        except (ValueError, KeyError, TypeError):
+            phase = self.last_phase
+        return SetupError(phase, int(record.get("errno") or 0), str(record.get("message")))
 
     def _reported_failure(self) -> SetupError | None:
         """PID 1's FAIL record if one is already waiting in the socket."""
@@ -160,18 +164,11 @@ class ContainerProcess:
                 os.close(fd)
             if record is None:
                 return None
-            if record.get("t") == Tag.FAIL:
-                try:
-                    phase = Phase(int(record["phase"]))
-                except (ValueError, KeyError, TypeError):
-                    phase = self.last_phase
-                for item in record.get("before", []):
-                    with contextlib.suppress(ProtocolError):
-                        self._accept(item)
-                return SetupError(phase, int(record.get("errno") or 0), str(record.get("message")))
-            for item in record.get("list" if record.get("t") == Tag.PHASE else "before", []):
+            for item in _held_phases(record):
                 with contextlib.suppress(ProtocolError):
                     self._accept(item)
+            if record.get("t") == Tag.FAIL:
+                return self._failure(record)
 
     def _accept(self, item: Any) -> Phase:
         """Validate and note one ``[phase, timestamp]`` report.
@@ -227,11 +224,9 @@ class ContainerProcess:
         died or was stopped first): no status is made up.
         """
         assert self.slot is not None
-        import os as _os
-
-        if self.slot.exit_code == _os.CLD_EXITED:
+        if self.slot.exit_code == os.CLD_EXITED:
             return self.slot.exit_status, None
-        if self.slot.exit_code in (_os.CLD_KILLED, _os.CLD_DUMPED):
+        if self.slot.exit_code in (os.CLD_KILLED, os.CLD_DUMPED):
             return None, self.slot.exit_status
         return None, None
 
@@ -277,3 +272,11 @@ class ContainerProcess:
                         await self.slot.exited.wait()
                 self.send_signal(_signal.SIGKILL)
             await self.slot.exited.wait()
+
+
+def _held_phases(record: dict[str, Any]) -> list[Any]:
+    """The ``[phase, timestamp]`` reports a record carries: a PHASE record's
+    ``list``, or the ``before`` that PID 1 held back and sent with a request or
+    failure (batched mode)."""
+    held: list[Any] = record.get("list" if record.get("t") == Tag.PHASE else "before", [])
+    return held

@@ -1,12 +1,55 @@
-"""Byte streams over pipe file descriptors (the running container's stdio)."""
+"""Pipe I/O in the supervisor: the container's stdio as streams, and relays.
+
+Two primitives, :func:`read_some` and :func:`write_all`, wait through anyio
+(so they work under trio and asyncio) on non-blocking descriptors; the byte
+streams of :class:`~supervisor.Container` and the relays of
+:meth:`~supervisor.Supervisor.run` (capture, input, terminal) are built on them.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import AsyncIterator
 
 import anyio
 import anyio.abc
 import anyio.lowlevel
+
+
+async def read_some(fd: int, max_bytes: int = 65536) -> bytes:
+    """The next chunk from non-blocking ``fd``; ``b""`` at end-of-file.
+
+    Raises:
+        anyio.ClosedResourceError: ``fd`` was closed (``notify_closing``) while waiting.
+        OSError: the read failed (EIO on a pty master whose slave is gone).
+    """
+    while True:
+        try:
+            return os.read(fd, max_bytes)
+        except BlockingIOError:
+            await anyio.wait_readable(fd)
+
+
+async def write_all(fd: int, data: bytes) -> None:
+    """Write all of ``data`` to non-blocking ``fd``.
+
+    Raises:
+        anyio.ClosedResourceError: ``fd`` was closed while waiting.
+        OSError: the write failed (BrokenPipeError: the reader went away).
+    """
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[os.write(fd, view) :]
+        except BlockingIOError:
+            await anyio.wait_writable(fd)
+
+
+def close_quietly(fd: int) -> None:
+    """Close ``fd``, ignoring an already-closed descriptor."""
+    with contextlib.suppress(OSError):
+        os.close(fd)
 
 
 class _FdStream:
@@ -15,6 +58,11 @@ class _FdStream:
     def __init__(self, fd: int) -> None:
         os.set_blocking(fd, False)
         self._fd = fd
+
+    def _checked_fd(self) -> int:
+        if self._fd < 0:
+            raise anyio.ClosedResourceError
+        return self._fd
 
     async def aclose(self) -> None:
         """Close the pipe (for a write end, the payload then sees end-of-file)."""
@@ -35,17 +83,10 @@ class FdReceiveStream(_FdStream, anyio.abc.ByteReceiveStream):
             anyio.EndOfStream: the container closed its end (or exited).
             anyio.ClosedResourceError: this stream was closed.
         """
-        while True:
-            if self._fd < 0:
-                raise anyio.ClosedResourceError
-            try:
-                data = os.read(self._fd, max_bytes)
-            except BlockingIOError:
-                await anyio.wait_readable(self._fd)
-                continue
-            if not data:
-                raise anyio.EndOfStream
-            return data
+        data = await read_some(self._checked_fd(), max_bytes)
+        if not data:
+            raise anyio.EndOfStream
+        return data
 
 
 class FdSendStream(_FdStream, anyio.abc.ByteSendStream):
@@ -58,15 +99,62 @@ class FdSendStream(_FdStream, anyio.abc.ByteSendStream):
             anyio.BrokenResourceError: the container closed its stdin (or exited).
             anyio.ClosedResourceError: this stream was closed.
         """
-        view = memoryview(item)
-        while view:
-            if self._fd < 0:
-                raise anyio.ClosedResourceError
-            try:
-                n = os.write(self._fd, view)
-            except BlockingIOError:
-                await anyio.wait_writable(self._fd)
-                continue
-            except BrokenPipeError as exc:
-                raise anyio.BrokenResourceError from exc
-            view = view[n:]
+        try:
+            await write_all(self._checked_fd(), item)
+        except BrokenPipeError as exc:
+            raise anyio.BrokenResourceError from exc
+
+
+# -- relays used by Supervisor.run --------------------------------------------
+
+
+async def read_chunks(fd: int) -> AsyncIterator[bytes]:
+    """Read ``fd`` until end-of-file (EIO on a pty master, or closing it, also ends it)."""
+    os.set_blocking(fd, False)
+    while True:
+        try:
+            data = await read_some(fd)
+        except (anyio.ClosedResourceError, OSError):
+            return
+        if not data:
+            return
+        yield data
+
+
+async def drain(fd: int, chunks: list[bytes]) -> None:
+    """Read a pipe (or pty master) to end-of-file into ``chunks``."""
+    async for data in read_chunks(fd):
+        chunks.append(data)
+
+
+async def write_or_stop(fd: int, data: bytes) -> bool:
+    """:func:`write_all`, returning False instead of raising if the reader went away."""
+    try:
+        await write_all(fd, data)
+    except (anyio.ClosedResourceError, OSError):
+        return False
+    return True
+
+
+async def copy(src: int, dst: int) -> None:
+    """Relay bytes from ``src`` to ``dst`` until either side ends."""
+    # The caller's fds may be a shared terminal: restore their blocking mode.
+    saved = {fd: os.get_blocking(fd) for fd in (src, dst)}
+    os.set_blocking(dst, False)
+    try:
+        async for data in read_chunks(src):
+            if not await write_or_stop(dst, data):
+                return
+    finally:
+        for fd, blocking in saved.items():
+            with contextlib.suppress(OSError):
+                os.set_blocking(fd, blocking)
+
+
+async def feed(fd: int, data: bytes) -> None:
+    """Write ``data`` to a pipe, then close it (a reader that left is no error)."""
+    os.set_blocking(fd, False)
+    try:
+        await write_or_stop(fd, data)
+    finally:
+        os.close(fd)
