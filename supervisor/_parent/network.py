@@ -27,11 +27,19 @@ its ``NETWORK`` request:
    ``IPRoute(netns=...)``, which forks from our multithreaded process); on it:
    the address, ``eth0`` up, and the default route via the bridge.
 
-Teardown (:func:`detach`) never deletes the veth: it dies with the container's
-network namespace, asynchronously in the kernel (about 25 ms after PID 1 is
-reaped), so nothing waits for ``RTM_DELLINK``. It frees the address and, when
-that was the bridge's last live user, deletes the bridge from a background
-thread; :func:`wait_idle` (called when the supervisor exits) joins those.
+Teardown (:func:`detach`) does not delete the veth on the exit path: it
+normally dies with the container's network namespace, asynchronously in the
+kernel (5 to 25 ms after PID 1 is reaped), so nothing waits for
+``RTM_DELLINK``. It frees the address and, when that was the bridge's last
+live user, deletes the bridge from a background thread. The kernel keeps a
+namespace alive, and its veth with it, while an orphaned TCP socket of the
+container still retransmits (a FIN its dead peer never acknowledges): that
+lasts up to ``tcp_orphan_retries`` backoffs, about two minutes. So the veth
+also goes to a janitor thread, which deletes it if it is still there
+:data:`VETH_GRACE` seconds later; :func:`wait_idle` (called when the
+supervisor exits) cuts that grace short and joins the janitor and the bridge
+deletions. The namespace itself then has no interface left and dies when its
+last socket gives up.
 
 Addresses are shared between concurrent supervisors through a JSON state file
 per bridge under ``/run/supervisor/net`` (tmpfs), guarded by ``flock`` on a
@@ -92,6 +100,12 @@ NETLINK_THREADS = 4
 #: back-to-back containers do not each create and delete it (``wait_idle``,
 #: called when a supervisor exits, cuts this short).
 BRIDGE_LINGER = 1.0
+
+#: Seconds after its container's release that a host veth still present is
+#: deleted explicitly (it normally dies with the namespace well before).
+VETH_GRACE = 2.0
+#: The grace left to pending veths when a supervisor exits (:func:`wait_idle`).
+VETH_EXIT_GRACE = 0.25
 
 #: Lingering bridge deletions: bridge name -> event that ends the linger.
 _pending: dict[str, threading.Event] = {}
@@ -237,12 +251,21 @@ def _store(bridge: str, state: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def _reclaim(state: dict[str, Any]) -> None:
-    """Drop the entries whose owner process is gone."""
+def _reclaim(state: dict[str, Any]) -> list[str]:
+    """Drop the entries whose owner process is gone.
+
+    Returns:
+        the host veths of the dropped entries: their containers died with
+        their supervisor, but an orphaned socket may keep a veth alive.
+    """
     entries: dict[str, Any] = state["entries"]
     alive = {owner: owner_alive(owner) for owner in {e["owner"] for e in entries.values()}}
+    veths = []
     for ip in [ip for ip, e in entries.items() if not alive[e["owner"]]]:
-        del entries[ip]
+        veth = entries.pop(ip).get("veth")
+        if isinstance(veth, str) and veth.startswith(VETH_PREFIX):
+            veths.append(veth)
+    return veths
 
 
 def _pick(state: dict[str, Any], net: ipaddress.IPv4Network, fixed: str | None) -> str:
@@ -423,7 +446,7 @@ def allocate_blocking(subnet: str, fixed_ip: str | None, cid: str, wait: bool = 
     veth = VETH_PREFIX + secrets.token_hex(5)
     with _locked(wait):
         state = _load(bridge, subnet)
-        _reclaim(state)
+        _janitor.schedule(_reclaim(state), 0.0)
         # The bridge is known to be complete if it has users (deleting it needs
         # the lock and no users) or was checked and not deleted since; the
         # sysfs lookup catches a bridge deleted by hand.
@@ -515,7 +538,7 @@ def release_blocking(bridge: str, subnet: str, address: str, wait: bool = True) 
         entry = state["entries"].get(address)
         if entry is not None and entry["owner"] == owner_token():
             del state["entries"][address]
-        _reclaim(state)
+        _janitor.schedule(_reclaim(state), 0.0)
         _store(bridge, state)
         return not state["entries"]
 
@@ -529,11 +552,14 @@ def delete_bridge_if_unused(bridge: str, subnet: str) -> None:
     """
     with _locked():
         state = _load(bridge, subnet)
-        _reclaim(state)
+        stale = _reclaim(state)
         if state["entries"]:
+            _store(bridge, state)
+            _delete_links(stale)
             return
         state["bridge_ok"] = False
         _store(bridge, state)  # removes the file
+        _delete_links(stale)
         with _iproute() as ipr:
             found = ipr.link_lookup(ifname=bridge)
             if found and _link_kind(ipr, found[0]) == "bridge":
@@ -547,8 +573,9 @@ def delete_bridge_if_unused(bridge: str, subnet: str) -> None:
 def _sweep_lease(record: dict[str, Any]) -> None:
     """Sweeper for a dead supervisor's ``net-lease`` record (see :mod:`.rundir`).
 
-    Its allocation entries are reclaimed (their owner is dead), and the bridge
-    goes if nobody else uses it. Its veths died with the containers' namespaces.
+    Its allocation entries are reclaimed (their owner is dead), the veths they
+    name are deleted if an orphaned socket kept them alive, and the bridge
+    goes if nobody else uses it.
     """
     delete_bridge_if_unused(str(record["bridge"]), str(record["subnet"]))
 
@@ -579,6 +606,95 @@ def _delete_in_background(bridge: str, subnet: str) -> None:
         _pending[bridge] = flush
         _running.add(thread)
         thread.start()
+
+
+def _delete_links(names: list[str]) -> list[str]:
+    """Delete the host links ``names`` that still exist (blocking).
+
+    Returns:
+        one message per link that could not be deleted (a link that vanished
+        meanwhile, ``ENODEV``, is not an error).
+    """
+    errors: list[str] = []
+    present = [n for n in names if os.path.exists(f"/sys/class/net/{n}")]
+    if not present:
+        return errors
+    with _iproute() as ipr:
+        for name in present:
+            try:
+                for index in ipr.link_lookup(ifname=name):
+                    ipr.link("del", index=index)
+            except Exception as exc:  # noqa: BLE001 - pyroute2's NetlinkError; collected for wait_idle
+                if getattr(exc, "code", None) != errno.ENODEV:
+                    errors.append(f"deleting veth {name}: {exc!r}")
+    return errors
+
+
+class _Janitor:
+    """Deletes the host veths that outlive their container (one thread, on demand).
+
+    A veth normally goes with its namespace a few milliseconds after its
+    container is reaped, so the janitor mostly finds it gone. It checks each
+    pending veth every :attr:`POLL` seconds and deletes the ones still there
+    at their deadline. The thread ends when nothing is pending.
+    """
+
+    #: How often pending veths are checked for having gone by themselves.
+    POLL = 0.05
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._due: dict[str, float] = {}
+        self._thread: threading.Thread | None = None
+
+    def schedule(self, veths: list[str], delay: float) -> None:
+        """Delete each of ``veths`` if it still exists ``delay`` seconds from now."""
+        if not veths:
+            return
+        deadline = time.monotonic() + delay
+        with self._cond:
+            for veth in veths:
+                self._due[veth] = min(self._due.get(veth, deadline), deadline)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="supervisor-veth-janitor", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+
+    def hurry(self, grace: float) -> threading.Thread | None:
+        """Bring every deadline to at most ``grace`` seconds from now.
+
+        Returns:
+            the janitor's thread to join, or None if it is idle.
+        """
+        deadline = time.monotonic() + grace
+        with self._cond:
+            for veth, due in self._due.items():
+                self._due[veth] = min(due, deadline)
+            self._cond.notify()
+            return self._thread
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                for veth in [v for v in self._due if not os.path.exists(f"/sys/class/net/{v}")]:
+                    del self._due[veth]
+                if not self._due:
+                    self._thread = None
+                    return
+                now = time.monotonic()
+                due = [v for v, t in self._due.items() if t <= now]
+                if not due:
+                    self._cond.wait(min(self.POLL, min(self._due.values()) - now))
+                    continue
+                for veth in due:
+                    del self._due[veth]
+            try:
+                _errors.extend(_delete_links(due))
+            except Exception as exc:  # noqa: BLE001 - a thread has no caller: wait_idle reports it
+                _errors.append(f"deleting veths {due}: {exc!r}")
+
+
+_janitor = _Janitor()
 
 
 # -- the async API ------------------------------------------------------------
@@ -642,6 +758,7 @@ async def detach(att: Attachment) -> None:
 
     **Cancellation:** shielded: the address is always freed.
     """
+    _janitor.schedule([att.veth], VETH_GRACE)
     with anyio.CancelScope(shield=True):
         try:
             # Usually the lock is free: then this is a few small reads and
@@ -659,7 +776,9 @@ async def wait_idle() -> None:
     """Delete unused bridges now (ending their linger) and wait until that is done.
 
     Called when a supervisor exits. Bridges still used by other supervisors
-    (or this process's other supervisors) are kept.
+    (or this process's other supervisors) are kept. Veths of ended containers
+    that are still there :data:`VETH_EXIT_GRACE` seconds from now are deleted,
+    so none outlives the supervisor.
 
     Warns:
         RuntimeWarning: a background deletion failed (the bridge may be left
@@ -674,6 +793,9 @@ async def wait_idle() -> None:
                 for flush in _pending.values():
                     flush.set()
                 running = list(_running)
+            janitor = _janitor.hurry(VETH_EXIT_GRACE)
+            if janitor is not None:
+                running.append(janitor)
             if not running:
                 break
             for thread in running:
