@@ -7,6 +7,7 @@ import fcntl
 import itertools
 import math
 import os
+import signal
 import socket
 import struct
 import sys
@@ -141,11 +142,30 @@ class Container:
         return self._result
 
 
+async def _stop_left(proc: ContainerProcess) -> None:
+    """Stop a container that outlives its supervisor's block.
+
+    Waits for the fork server to report the exit (at most 5 s after SIGKILL)
+    before its socket closes: otherwise the run would end with no exit status.
+    """
+    proc.stopped_by_us = True
+    slot = proc.slot
+    if slot is not None and proc.running and proc.grace_period > 0 and proc.handles_signal(signal.SIGTERM):
+        proc.send_signal(signal.SIGTERM)
+        with anyio.move_on_after(proc.grace_period):
+            await slot.exited.wait()
+    proc.send_signal(signal.SIGKILL)
+    if slot is not None:
+        with anyio.move_on_after(5):
+            await slot.exited.wait()
+
+
 class Supervisor:
     """Supervises containers from one async program.
 
     Use as ``async with Supervisor() as sup:``; it starts a fork server on
-    entry and, on exit, kills whatever containers are left and stops it.
+    entry and, on exit, stops whatever containers are left (SIGTERM if PID 1
+    handles it, the spec's grace period, SIGKILL) and then the fork server.
 
     Args:
         max_parallel: at most this many containers starting or running at
@@ -211,18 +231,12 @@ class Supervisor:
                     raise
                 finally:
                     with anyio.CancelScope(shield=True):
-                        # Whatever is still running dies with the supervisor.
-                        left = list(self._live.values())
-                        for proc in left:
-                            proc.stopped_by_us = True
-                            proc.send_signal(9)
-                        # Let the fork server report those exits before its
-                        # socket closes: otherwise their runs end with no exit
-                        # status (Result.signal was 0).
-                        with anyio.move_on_after(5):
-                            for proc in left:
-                                if proc.slot is not None:
-                                    await proc.slot.exited.wait()
+                        # Whatever is still running (runs of tasks outside
+                        # this block) is stopped as on cancellation: SIGTERM
+                        # if PID 1 handles it, its grace period, SIGKILL.
+                        async with anyio.create_task_group() as stoppers:
+                            for proc in list(self._live.values()):
+                                stoppers.start_soon(_stop_left, proc)
                         await self._fork_server.aclose()
                         # Networking (issue 5): finish the bridge deletions that
                         # container releases left to background threads.
@@ -306,7 +320,10 @@ class Supervisor:
             ForkServerError: the supervisor's fork server is gone (before the
                 start, or under the running container, whose exit status is
                 then unknown).
-            ValueError: the spec's host paths are missing.
+            ValueError: the spec's host paths are missing, or the stdio
+                arguments do not fit together (``input`` with ``stdin``,
+                ``stdout``/``stderr`` while capturing, :data:`PIPE` with a
+                terminal).
 
         **Cancellation:** the container is stopped (SIGTERM if PID 1 handles
         it, ``spec.grace_period`` seconds, then SIGKILL), always reaped, and
@@ -319,6 +336,8 @@ class Supervisor:
             raise ValueError("pass either input or stdin, not both")
         if capture_output and (stdout is not None or stderr is not None):
             raise ValueError("stdout/stderr need capture_output=False")
+        if spec.tty and PIPE in (stdin, stdout, stderr):
+            raise ValueError("Spec.tty: the terminal is the payload's stdio; stdin/stdout/stderr=PIPE need tty=False")
         spec.check_host()
         async with self._limiter if self._limiter is not None else contextlib.nullcontext():
             return await self._run(
@@ -363,6 +382,7 @@ class Supervisor:
         proc = ContainerProcess(
             cid, ctl_parent, spec.map_base, spec.map_size, t0, note_phase, parent_steps=resources.parent_steps()
         )
+        proc.grace_period = spec.grace_period
         child_fds: list[int] = [ctl_child.detach()]
         ours: list[int] = []  # our ends of pipes
         out_chunks: list[bytes] = []
@@ -479,7 +499,10 @@ class Supervisor:
                 if reason is None:
                     if ending is not None:
                         reason = ending
-                    elif usage is not None and usage.oom_killed:
+                    elif usage is not None and usage.oom_killed and sig == 9:
+                        # PID 1 was OOM-killed (the kernel's choice, before we
+                        # noticed); an OOM kill of another process that PID 1
+                        # survived is only Result.oom_killed.
                         reason = "oom"
                     elif proc.stopped_by_us:
                         reason = "cancelled"

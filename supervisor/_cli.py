@@ -139,6 +139,11 @@ def _add_container_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--ip", metavar="ADDR", help="fixed IPv4 address on the bridge (with --network bridge)")
     parser.add_argument(
+        "--subnet",
+        metavar="CIDR",
+        help="the bridge's IPv4 subnet (with --network bridge; default 10.88.0.0/16); one bridge per subnet",
+    )
+    parser.add_argument(
         "-p",
         "--publish",
         action="append",
@@ -269,6 +274,7 @@ def _spec_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -
         grace_period=args.grace_period,
         network=args.network,
         ip=args.ip,
+        **({"subnet": args.subnet} if args.subnet else {}),
         publish=publish,
         limits=limits,
         rlimits=rlimits,
@@ -345,7 +351,7 @@ async def _run_async(spec: Spec, args: argparse.Namespace) -> int:
         async with Supervisor() as sup:
             result: Result
             if spec.tty:
-                result = await _run_tty(sup, spec, on_phase if args.debug else None)
+                result = await _run_tty(sup, spec, on_phase if args.debug else None, args.timeout)
             else:
                 result = await sup.run(
                     spec,
@@ -383,7 +389,9 @@ async def _run_async(spec: Spec, args: argparse.Namespace) -> int:
     return result.exit_code if result.exit_code is not None else EXIT_SETUP_FAILED
 
 
-async def _run_tty(sup: Supervisor, spec: Spec, on_phase: Callable[[Phase, float], None] | None) -> Result:
+async def _run_tty(
+    sup: Supervisor, spec: Spec, on_phase: Callable[[Phase, float], None] | None, timeout: float | None
+) -> Result:
     """Run with the container's terminal relayed to ours, in raw mode."""
     import signal
     import termios
@@ -395,7 +403,7 @@ async def _run_tty(sup: Supervisor, spec: Spec, on_phase: Callable[[Phase, float
     try:
         async with trio.open_nursery() as nursery:
             container: Container = await nursery.start(
-                functools.partial(sup.run, spec, capture_output=False, stdin=0, on_phase=on_phase)
+                functools.partial(sup.run, spec, capture_output=False, stdin=0, on_phase=on_phase, timeout=timeout)
             )
             tty.setraw(0)
 

@@ -131,6 +131,8 @@ async def test_bad_arguments(busybox: str) -> None:
     async with supervisor.Supervisor() as sup:
         with pytest.raises(ValueError, match="input or stdin"):
             await sup.run(spec, input=b"x", stdin=0)
+        with pytest.raises(ValueError, match="tty"):
+            await sup.run(Spec(["true"], rootfs=busybox, tty=True), capture_output=False, stdout=supervisor.PIPE)
     # A supervisor must be entered before use.
     with pytest.raises(RuntimeError, match="async with"):
         await supervisor.Supervisor().run(spec)
@@ -191,6 +193,45 @@ async def test_start_returns_a_running_container(busybox: str) -> None:
         assert await handle.wait() is result
 
 
+async def test_streams_on_the_handle(busybox: str) -> None:
+    """stdin/stdout/stderr=PIPE: byte streams to and from the running payload."""
+    script = 'while read -r line; do echo "out:$line"; echo "err:$line" >&2; done; echo bye'
+    run = partial(
+        supervisor.Supervisor.run,
+        capture_output=False,
+        stdin=supervisor.PIPE,
+        stdout=supervisor.PIPE,
+        stderr=supervisor.PIPE,
+    )
+
+    async def read_until(stream: anyio.abc.ByteReceiveStream, end: bytes) -> bytes:
+        data = b""
+        with anyio.fail_after(10):
+            while not data.endswith(end):
+                data += await stream.receive()
+        return data
+
+    async with supervisor.Supervisor() as sup, anyio.create_task_group() as tg:
+        handle = await tg.start(partial(run, sup, Spec(["sh", "-c", script], rootfs=busybox)))
+        assert handle.stdin is not None
+        assert handle.stdout is not None
+        assert handle.stderr is not None
+        # A conversation: each answer comes while the payload runs.
+        await handle.stdin.send(b"one\n")
+        assert await read_until(handle.stdout, b"\n") == b"out:one\n"
+        assert await read_until(handle.stderr, b"\n") == b"err:one\n"
+        await handle.stdin.send(b"two\n")
+        assert await read_until(handle.stdout, b"\n") == b"out:two\n"
+        # Closing stdin is EOF for the payload.
+        await handle.stdin.aclose()
+        assert await read_until(handle.stdout, b"bye\n") == b"bye\n"
+        assert await read_until(handle.stderr, b"\n") == b"err:two\n"
+        result = await handle.wait()
+    assert (result.reason, result.exit_code) == ("exited", 0)
+    # Not captured: the bytes went to the streams only.
+    assert (result.stdout, result.stderr) == (b"", b"")
+
+
 async def test_kill_and_signal_through_the_handle(busybox: str) -> None:
     async with supervisor.Supervisor() as sup, anyio.create_task_group() as tg:
         handle = await tg.start(sup.run, Spec(["sleep", "30"], rootfs=busybox))
@@ -202,6 +243,13 @@ async def test_kill_and_signal_through_the_handle(busybox: str) -> None:
         handle.kill()
         result = await handle.wait()
         assert (result.reason, result.signal, result.exit_code) == ("signaled", signal.SIGKILL, None)
+        # A signal PID 1 handles is delivered.
+        handle = await tg.start(
+            sup.run, Spec(["sh", "-c", 'trap "exit 3" USR1; while :; do sleep 0.05; done'], rootfs=busybox)
+        )
+        await wait_for_handler(handle.pid, signal.SIGUSR1)
+        handle.send_signal(signal.SIGUSR1)
+        assert (await handle.wait()).exit_code == 3
         # Signalling an exited container is a no-op, never a stray kill.
         handle.kill()
         handle.send_signal(signal.SIGTERM)
@@ -325,6 +373,26 @@ async def test_supervisor_exit_kills_what_is_left(busybox: str) -> None:
     assert gone(pid, start)
     # Stopped by the supervisor, with the real exit status (not a made-up one).
     assert (result.reason, result.exit_code, result.signal) == ("cancelled", None, signal.SIGKILL)
+
+
+async def test_supervisor_exit_stops_what_is_left_gracefully(busybox: str) -> None:
+    """Left running when the supervisor exits: SIGTERM, the grace period, SIGKILL."""
+    exits_on_term = 'trap "exit 7" TERM; while :; do sleep 0.05; done'
+    survives_term = 'trap "echo term" TERM; while :; do sleep 0.05; done'
+    async with anyio.create_task_group() as tg:
+        async with supervisor.Supervisor() as sup:
+            polite = await tg.start(partial(sup.run, Spec(["sh", "-c", exits_on_term], rootfs=busybox)))
+            spec = Spec(["sh", "-c", survives_term], rootfs=busybox, grace_period=0.5)
+            stubborn = await tg.start(sup.run, spec)
+            await wait_for_handler(polite.pid, signal.SIGTERM)
+            await wait_for_handler(stubborn.pid, signal.SIGTERM)
+            t0 = time.monotonic()
+        elapsed = time.monotonic() - t0
+        first, second = await polite.wait(), await stubborn.wait()
+    assert (first.reason, first.exit_code, first.signal) == ("cancelled", 7, None)
+    assert (second.reason, second.exit_code, second.signal) == ("cancelled", None, signal.SIGKILL)
+    assert second.stdout == b"term\n", "SIGTERM first, once"
+    assert 0.45 <= elapsed < 5, "SIGKILL after the grace period"
 
 
 async def test_supervisor_can_be_reused_sequentially(busybox: str) -> None:

@@ -76,7 +76,6 @@ from __future__ import annotations
 
 import errno
 import functools
-import math
 import os
 import re
 import signal
@@ -106,9 +105,9 @@ class CgroupStats:
     """What a container's cgroup used, over every process it ever held.
 
     Attributes:
-        cpu_user_s: user CPU time, in seconds (``nan`` when the host has
+        cpu_user_s: user CPU time, in seconds (``None`` when the host has
             neither a cgroup2 hierarchy nor a v1 cpuacct one).
-        cpu_system_s: system CPU time, in seconds (``nan`` likewise).
+        cpu_system_s: system CPU time, in seconds (``None`` likewise).
         peak_memory_bytes: highest memory use (``None`` when the memory
             controller is not available, or v2 before Linux 5.19).
         oom_killed: the kernel's OOM killer killed at least one process.
@@ -116,8 +115,8 @@ class CgroupStats:
             at least one).
     """
 
-    cpu_user_s: float
-    cpu_system_s: float
+    cpu_user_s: float | None
+    cpu_system_s: float | None
     peak_memory_bytes: int | None
     oom_killed: bool
     oom_kills: int
@@ -747,8 +746,8 @@ class ContainerCgroup:
                 oom_kills = self._oom_events(hierarchy, d)
                 oom_killed = oom_kills > 0
         return CgroupStats(
-            cpu_user_s=user_s if user_s is not None else math.nan,
-            cpu_system_s=system_s if system_s is not None else math.nan,
+            cpu_user_s=user_s,
+            cpu_system_s=system_s,
             peak_memory_bytes=peak,
             oom_killed=oom_killed,
             oom_kills=oom_kills,

@@ -63,6 +63,8 @@ class ContainerProcess:
         self.last_phase = Phase.SPAWNED
         self.running = False
         self.stopped_by_us = False
+        #: Seconds between SIGTERM and SIGKILL when the supervisor stops it.
+        self.grace_period = 0.0
         self.pty_master = -1
 
     @property
