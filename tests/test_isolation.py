@@ -25,6 +25,7 @@ import pytest
 
 import supervisor
 from supervisor import Mount, Phase, Result, SetupError, Spec
+from supervisor._child.rootfs import MASKED_PATHS, READONLY_PATHS
 
 pytestmark = pytest.mark.anyio
 
@@ -290,6 +291,38 @@ async def test_hostile_rootfs_symlinks(busybox_rootfs: str, host_dir: Path) -> N
         await supervisor.run(Spec(["true"], rootfs=str(rootfs), mounts=[Mount(str(data), "/toroot")]))
     assert info.value.phase is Phase.MOUNTS
     assert info.value.errno == errno.EINVAL
+
+
+@pytest.mark.parametrize("link", ["/etc", "../../etc"])
+async def test_masks_follow_proc_and_sys_wherever_a_hostile_rootfs_puts_them(
+    busybox_rootfs: str, host_dir: Path, link: str
+) -> None:
+    """``/proc -> /etc`` puts the procfs on the rootfs's /etc: the masks and
+    read-only paths must land on that procfs, not be skipped."""
+    rootfs = host_dir / "rootfs"
+    shutil.copytree(busybox_rootfs, rootfs, symlinks=True)
+    os.chmod(rootfs, 0o755)
+    for name, where in (("proc", "etc"), ("sys", "srv")):
+        os.rmdir(rootfs / name)
+        (rootfs / where).mkdir(exist_ok=True)
+        (rootfs / name).symlink_to(link.replace("etc", where))
+    script = "wc -l < /etc/timer_list; echo ---; cat /proc/self/mountinfo"
+    result = await supervisor.run(Spec(["sh", "-c", script], rootfs=str(rootfs)))
+    assert result.exit_code == 0, result
+    lines, _, table = result.stdout.decode().partition("---\n")
+    assert lines.strip() == "0", "timer_list is masked"
+    mounts = mountinfo(table)
+    assert mounts["/etc"][0] == "proc"
+    assert mounts["/srv"][0] == "sysfs"
+    where = {"/proc": "/etc", "/sys": "/srv"}
+    for path in MASKED_PATHS:
+        top, _, rest = path[1:].partition("/")
+        if os.path.exists(path):
+            assert f"{where['/' + top]}/{rest}" in mounts, f"{path} not masked"
+    for path in READONLY_PATHS:
+        if os.path.exists(path):  # this kernel has it (sysrq-trigger needs CONFIG_MAGIC_SYSRQ)
+            point = f"{where['/proc']}/{path.removeprefix('/proc/')}"
+            assert mounts[point][1].split(",")[0] == "ro", point
 
 
 # -- mounts ------------------------------------------------------------------

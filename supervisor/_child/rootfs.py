@@ -64,6 +64,10 @@ class RootBuilder:
     def __init__(self, config: dict[str, Any]) -> None:
         self.config = config
         self.owned: list[str] = []
+        #: Where the fresh procfs and sysfs really are (a hostile rootfs may
+        #: make ``/proc`` a symlink: the mount then lands where it points,
+        #: and masking must follow the mount, not the name).
+        self.mounted: dict[str, str] = {}
 
     # -- ROOTFS -----------------------------------------------------------
     def stage(self) -> None:
@@ -139,9 +143,10 @@ class RootBuilder:
         container's own /dev/null, which a container could swap for a symlink
         to a procfs file): the source is the host's /dev/null, opened
         ``O_PATH|O_NOFOLLOW`` and checked to be char device 1:3; every target is
-        opened ``O_PATH|O_NOFOLLOW`` and mounted on through ``/proc/self/fd/N``
-        (our own new procfs), so no path is resolved twice. Paths this kernel
-        does not have are skipped.
+        opened ``O_PATH|O_NOFOLLOW`` from the procfs or sysfs mount itself
+        (never through a rootfs name, which may be a symlink) and mounted on
+        through ``self/fd/N`` of our own new procfs, so no path is resolved
+        twice. Paths this kernel does not have are skipped.
 
         Raises:
             OSError: the host's /dev/null is not the null device, a target is a
@@ -159,10 +164,21 @@ class RootBuilder:
         for path in READONLY_PATHS:
             self._read_only(path)
 
+    def _fd_path(self, fd: int) -> str:
+        """``fd`` as a path, through the procfs we mounted (wherever it is)."""
+        return f"{self.mounted['/proc']}/self/fd/{fd}"
+
     def _open_target(self, path: str) -> int | None:
-        """``O_PATH|O_NOFOLLOW`` fd of container ``path``; None if missing; never a symlink."""
+        """``O_PATH|O_NOFOLLOW`` fd of ``path`` (``/proc/...`` or ``/sys/...``)
+        in the procfs or sysfs we mounted; None if this kernel has no such
+        file; never a symlink.
+
+        The name is resolved from the mount itself, not through the rootfs:
+        a rootfs whose ``/proc`` is a symlink cannot make a mask miss.
+        """
+        top, _, rest = path.lstrip("/").partition("/")
         try:
-            fd = os.open(NEWROOT + path, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+            fd = os.open(f"{self.mounted['/' + top]}/{rest}", os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
         except FileNotFoundError:
             return None
         if stat.S_ISLNK(os.fstat(fd).st_mode):
@@ -175,12 +191,12 @@ class RootBuilder:
         if fd is None:
             return
         try:
-            by_fd = f"{NEWROOT}/proc/self/fd/{fd}"
+            by_fd = self._fd_path(fd)
             if stat.S_ISDIR(os.fstat(fd).st_mode):
                 flags = c.MS_RDONLY | c.MS_NOSUID | c.MS_NODEV | c.MS_NOEXEC
                 linux.mount("tmpfs", by_fd, "tmpfs", flags, "mode=0555,size=4k")
             else:
-                linux.mount(f"{NEWROOT}/proc/self/fd/{null}", by_fd, None, c.MS_BIND)
+                linux.mount(self._fd_path(null), by_fd, None, c.MS_BIND)
         finally:
             os.close(fd)
 
@@ -189,7 +205,7 @@ class RootBuilder:
         if fd is None:
             return
         try:
-            by_fd = f"{NEWROOT}/proc/self/fd/{fd}"
+            by_fd = self._fd_path(fd)
             linux.mount(by_fd, by_fd, None, c.MS_BIND | c.MS_REC)
         finally:
             os.close(fd)
@@ -199,7 +215,7 @@ class RootBuilder:
             return
         try:
             attrs = c.MOUNT_ATTR_RDONLY | c.MOUNT_ATTR_NOSUID | c.MOUNT_ATTR_NODEV | c.MOUNT_ATTR_NOEXEC
-            linux.mount_setattr(f"{NEWROOT}/proc/self/fd/{fd}", attrs)
+            linux.mount_setattr(self._fd_path(fd), attrs)
         finally:
             os.close(fd)
 
@@ -207,6 +223,7 @@ class RootBuilder:
         target = self.mountpoint("/proc", directory=True)
         # A new procfs, tied to the container's PID namespace (mounted by its PID 1).
         linux.mount("proc", target, "proc", c.MS_NOSUID | c.MS_NODEV | c.MS_NOEXEC)
+        self.mounted["/proc"] = target
 
     def mount_dev(self) -> None:
         target = self.mountpoint("/dev", directory=True)
@@ -235,6 +252,7 @@ class RootBuilder:
         except OSError:
             linux.mount(OLDROOT + "/sys", target, None, c.MS_BIND | c.MS_REC)
             linux.mount_setattr(target, c.MOUNT_ATTR_RDONLY | c.MOUNT_ATTR_NOSUID | c.MOUNT_ATTR_NODEV)
+        self.mounted["/sys"] = target
 
     def mount_tmpfs(self, path: str, options: str, flags: int) -> None:
         target = self.mountpoint(path, directory=True)
