@@ -335,7 +335,7 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
 
 async def _run_async(spec: Spec, args: argparse.Namespace) -> int:
-    from . import ContainerFailed, Phase, SetupError, Supervisor
+    from . import ContainerFailed, Phase, SetupError, Supervisor, SupervisorError
 
     state: dict[str, Any] = {"last": None}
 
@@ -346,6 +346,12 @@ async def _run_async(spec: Spec, args: argparse.Namespace) -> int:
             print(f"supervisor: {prev.label:<13} {(seconds - start) * 1e3:8.3f} ms", file=sys.stderr)
         state["last"] = (phase, seconds)
 
+    def started() -> None:
+        last = state["last"]
+        if args.debug and last is not None:
+            print(f"supervisor: {last[0].label:<13} (payload started)", file=sys.stderr)
+        state["last"] = None
+
     stdin_fd = 0 if (args.interactive or args.tty) else None
     try:
         async with Supervisor() as sup:
@@ -353,13 +359,15 @@ async def _run_async(spec: Spec, args: argparse.Namespace) -> int:
             if spec.tty:
                 result = await _run_tty(sup, spec, on_phase if args.debug else None, args.timeout)
             else:
-                result = await sup.run(
+                run = functools.partial(
+                    sup.run,
                     spec,
                     timeout=args.timeout,
                     capture_output=args.json,
                     stdin=stdin_fd,
                     on_phase=on_phase if args.debug else None,
                 )
+                result = await _start_and_wait(run, started)
     except SetupError as exc:
         if args.json and exc.result is not None:
             print(json.dumps(exc.result.to_json()))
@@ -372,10 +380,12 @@ async def _run_async(spec: Spec, args: argparse.Namespace) -> int:
         return _fail(f"setup failed in phase {exc.phase.label}: {exc.message}")
     except ContainerFailed as exc:  # pragma: no cover - check is never set here
         result = exc.result
+    except (ValueError, TypeError) as exc:  # a spec the host cannot run (e.g. a seccomp profile that does not compile)
+        return _fail(str(exc))
+    except SupervisorError as exc:  # the fork server died, or a protocol error: not the payload's status
+        return _fail(f"{type(exc).__name__}: {exc}")
     if args.debug:
-        last = state["last"]
-        if last is not None:
-            print(f"supervisor: {last[0].label:<13} (payload started)", file=sys.stderr)
+        started()
         print(f"supervisor: {result.reason}; wall {result.wall_s * 1e3:.1f} ms", file=sys.stderr)
     if args.json:
         print(json.dumps(result.to_json()))
@@ -387,6 +397,25 @@ async def _run_async(spec: Spec, args: argparse.Namespace) -> int:
     if result.signal is not None:
         return 128 + result.signal
     return result.exit_code if result.exit_code is not None else EXIT_SETUP_FAILED
+
+
+async def _start_and_wait(run: Callable[..., Any], started: Callable[[], None]) -> Result:
+    """``nursery.start(run)``, call ``started()`` once the payload runs, then wait.
+
+    Raises:
+        the run's own exception (not wrapped in an exception group).
+    """
+    import trio
+
+    try:
+        async with trio.open_nursery() as nursery:
+            container: Container = await nursery.start(run)
+            started()
+            return await container.wait()
+    except BaseExceptionGroup as group:
+        if len(group.exceptions) == 1:
+            raise group.exceptions[0] from None
+        raise
 
 
 async def _run_tty(

@@ -1,0 +1,149 @@
+"""``supervisor run`` as a user types it: exit statuses, errors, ``--json``,
+``--debug``, and crabcan's and docker's flags, each checked from inside the
+container."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from supervisor import Phase
+
+REPO = str(Path(__file__).resolve().parent.parent)
+
+
+def cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    """``supervisor run ARGS``, as a separate process (the console script's code)."""
+    return subprocess.run(
+        [sys.executable, "-m", "supervisor", "run", *args],
+        env={**os.environ, "PYTHONPATH": REPO, "FROM_CALLER": "copied"},
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def one_clean_line(stderr: str) -> str:
+    """The error output is one ``supervisor: ...`` line, never a traceback."""
+    assert "Traceback" not in stderr, stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("supervisor: "), stderr
+    return lines[0]
+
+
+def test_exit_status_is_the_payloads(busybox: str) -> None:
+    out = cli("-m", busybox, "--", "sh", "-c", "echo out; echo err >&2; exit 3")
+    assert (out.returncode, out.stdout, out.stderr) == (3, "out\n", "err\n")
+    assert cli("-m", busybox, "--", "true").returncode == 0
+
+
+def test_not_found_is_127_and_not_executable_is_126(busybox: str) -> None:
+    out = cli("-m", busybox, "--", "no-such-program")
+    assert out.returncode == 127
+    assert "no-such-program" in one_clean_line(out.stderr)
+    out = cli("-m", busybox, "--", "/etc/passwd")
+    assert out.returncode == 126
+    assert "cannot execute /etc/passwd" in one_clean_line(out.stderr)
+
+
+def test_setup_failure_is_125_with_one_line_naming_the_phase(busybox: str, host_dir: Path) -> None:
+    # /nowhere does not exist in the rootfs, and supervisor never creates it there.
+    out = cli("-m", busybox, "-v", f"{host_dir}:/nowhere", "--", "true")
+    assert out.returncode == 125
+    assert "setup failed in phase mounts" in one_clean_line(out.stderr)
+    assert not os.path.exists(os.path.join(busybox, "nowhere"))
+
+
+def test_invalid_values_are_125_with_one_line(busybox: str, host_dir: Path) -> None:
+    out = cli("-m", str(host_dir / "missing"), "--", "true")
+    assert out.returncode == 125
+    assert "rootfs" in one_clean_line(out.stderr)
+    profile = host_dir / "profile.json"
+    profile.write_text('{"defaultAction": "SCMP_ACT_NOPE", "syscalls": []}')
+    out = cli("-m", busybox, "--seccomp", str(profile), "--", "true")
+    assert out.returncode == 125
+    assert "seccomp" in one_clean_line(out.stderr).lower()
+    out = cli("-m", busybox, "-u", "70000", "--", "true")
+    assert out.returncode == 125
+    one_clean_line(out.stderr)
+
+
+def test_json_prints_the_result_with_its_phases(busybox: str) -> None:
+    out = cli("--json", "-m", busybox, "--", "sh", "-c", "echo hi; exit 2")
+    assert out.returncode == 2
+    result = json.loads(out.stdout)
+    assert (result["exit_code"], result["reason"], result["stdout"]) == (2, "exited", "hi\n")
+    assert [p["name"] for p in result["phases"]] == [p.label for p in Phase]
+    seconds = [p["seconds"] for p in result["phases"]]
+    assert seconds == sorted(seconds)
+    # A setup failure is a result too, with the failed phase and no exit code.
+    out = cli("--json", "-m", busybox, "--", "no-such-program")
+    assert out.returncode == 127
+    result = json.loads(out.stdout)
+    assert (result["reason"], result["failed_phase"], result["exit_code"]) == ("setup_failed", "exec", None)
+
+
+def test_debug_shows_each_phase_with_its_duration(busybox: str) -> None:
+    out = cli("-d", "-m", busybox, "--", "sh", "-c", "sleep 1; echo payload >&2")
+    assert out.returncode == 0
+    lines = out.stderr.splitlines()
+    timed = [line.split()[1] for line in lines if line.endswith(" ms") and "wall" not in line]
+    assert timed == [p.label for p in Phase][:-1]
+    # The exec line is printed when the payload has started, before its output.
+    assert lines.index("supervisor: exec          (payload started)") < lines.index("payload")
+    assert lines[-1].startswith("supervisor: exited; wall ")
+
+
+def test_crabcans_flags(busybox: str, host_dir: Path) -> None:
+    (host_dir / "note").write_text("from the host\n")
+    out = cli("-m", busybox, "-u", "1000", "-c", "sh -c 'id -u; cat /mnt/note'", "-a", f"{host_dir}:/mnt")
+    assert (out.returncode, out.stdout) == (0, "1000\nfrom the host\n"), out.stderr
+    # crabcan's -a is read-write: the container's root can write there (the
+    # host folder is the container root's to write to).
+    os.chmod(host_dir, 0o777)
+    out = cli("-m", busybox, "-a", f"{host_dir}:/mnt", "--", "sh", "-c", "echo new > /mnt/new")
+    assert out.returncode == 0, out.stderr
+    assert (host_dir / "new").read_text() == "new\n"
+
+
+def test_docker_style_flags(busybox: str, host_dir: Path) -> None:
+    script = 'hostname; pwd; echo "$GREETING $FROM_CALLER"; cat /mnt/note; echo x > /mnt/other || echo read-only'
+    (host_dir / "note").write_text("note\n")
+    out = cli(
+        "-m", busybox, "--hostname", "ci-box", "-w", "/mnt", "-e", "GREETING=hello", "-e", "FROM_CALLER",
+        "-v", f"{host_dir}:/mnt:ro", "--", "sh", "-c", script,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[:4] == ["ci-box", "/mnt", "hello copied", "note"]
+    assert out.stdout.splitlines()[-1] == "read-only"
+    assert not (host_dir / "other").exists()
+
+
+def test_interactive_stdin_reaches_the_payload(busybox: str) -> None:
+    out = cli("-i", "-m", busybox, "--", "sh", "-c", "read -r line; echo got:$line", stdin="typed\n")
+    assert (out.returncode, out.stdout) == (0, "got:typed\n"), out.stderr
+    # Without -i the payload's stdin is /dev/null.
+    out = cli("-m", busybox, "--", "sh", "-c", "cat; echo end", stdin="ignored\n")
+    assert out.stdout == "end\n"
+
+
+def test_tty_needs_a_terminal(busybox: str) -> None:
+    out = cli("-t", "-m", busybox, "--", "true", stdin="")
+    assert out.returncode == 125
+    assert "terminal" in one_clean_line(out.stderr)
+
+
+@pytest.mark.parametrize("flag", ["--help"])
+def test_help_lists_crabcans_flags(flag: str) -> None:
+    out = cli(flag)
+    assert out.returncode == 0
+    for option in ("-c", "--uid", "--mount", "--add", "--debug", "--hostname", "--env", "--workdir", "--json"):
+        assert option in out.stdout, option
