@@ -351,6 +351,18 @@ async def test_mount_table(root: Root) -> None:
         for point in system:
             assert "ro" in mounts[point][1].split(","), point
     assert not any("oldroot" in p or "newroot" in p for p in mounts)
+    # nosuid and nodev wherever a container has no need for setuid files or
+    # devices: everywhere but the device nodes (and /dev/null over masks).
+    for point, (fstype, options, source) in mounts.items():
+        flags = options.split(",")
+        assert "nosuid" in flags or (fstype == "devtmpfs" and point.startswith(("/dev/", "/proc/"))), point
+        assert "nodev" in flags or fstype in ("devtmpfs", "devpts") or point == "/dev", point
+
+
+async def test_nosuid_nodev_on_caller_binds(root: Root, host_dir: Path) -> None:
+    result = await run(root, ["cat", "/proc/self/mountinfo"], mounts=[Mount(str(host_dir), "/mnt")])
+    flags = mountinfo(result.stdout.decode())["/mnt"][1].split(",")
+    assert {"nosuid", "nodev"} <= set(flags)
 
 
 async def test_extra_bind_mounts(root: Root, host_dir: Path) -> None:

@@ -94,14 +94,15 @@ class RootBuilder:
             os.mkdir("/overlay/upper", 0o755)
             os.mkdir("/overlay/work", 0o755)
             options = f"lowerdir={OLDROOT + rootfs},upperdir=/overlay/upper,workdir=/overlay/work"
-            linux.mount("overlay", NEWROOT, "overlay", c.MS_NODEV, options)
+            linux.mount("overlay", NEWROOT, "overlay", c.MS_NODEV | c.MS_NOSUID, options)
             self.owned.append("/")
             return
         if rootfs:
             linux.mount(OLDROOT + rootfs, NEWROOT, None, c.MS_BIND | c.MS_REC)
             # No device node of the rootfs folder is usable: the only devices
-            # are those of the /dev we build.
-            linux.mount_setattr(NEWROOT, c.MOUNT_ATTR_NODEV)
+            # are those of the /dev we build. No setuid bit counts either
+            # (no_new_privs already stops them; this is the second lock).
+            linux.mount_setattr(NEWROOT, c.MOUNT_ATTR_NODEV | c.MOUNT_ATTR_NOSUID)
             return
         linux.mount("tmpfs", NEWROOT, "tmpfs", c.MS_NOSUID | c.MS_NODEV, "mode=0755,size=1m")
         self.owned.append("/")
@@ -113,7 +114,8 @@ class RootBuilder:
             else:
                 os.mkdir(target, 0o755)
                 linux.mount(OLDROOT + "/" + name, target, None, c.MS_BIND | c.MS_REC)
-                linux.mount_setattr(target, c.MOUNT_ATTR_RDONLY | c.MOUNT_ATTR_NODEV)
+                # The host's setuid programs (su, mount...) stay inert too.
+                linux.mount_setattr(target, c.MOUNT_ATTR_RDONLY | c.MOUNT_ATTR_NODEV | c.MOUNT_ATTR_NOSUID)
         for name in ("proc", "dev", "sys", "tmp", "root", "home"):
             if not os.path.lexists(NEWROOT + "/" + name):
                 os.mkdir(NEWROOT + "/" + name, 0o755)
@@ -265,7 +267,7 @@ class RootBuilder:
         st = os.stat(source)
         target = self.mountpoint(dst, directory=stat.S_ISDIR(st.st_mode))
         linux.mount(source, target, None, c.MS_BIND | c.MS_REC)
-        attrs = c.MOUNT_ATTR_NODEV
+        attrs = c.MOUNT_ATTR_NODEV | c.MOUNT_ATTR_NOSUID
         if read_only:
             attrs |= c.MOUNT_ATTR_RDONLY
         linux.mount_setattr(target, attrs)
