@@ -19,7 +19,7 @@ whole-container OOM        (none: :meth:`~ContainerCgroup.wait_oom`, kill)     `
 ``cpus``                   cpu: ``cpu.cfs_period_us``, ``cpu.cfs_quota_us``    ``cpu.max`` = ``"<quota> 100000"``
 ``cpu_weight``             cpu: ``cpu.shares`` = weight * 1024 / 100           ``cpu.weight``
 ``pids``                   pids: ``pids.max``                                  ``pids.max``
-attach                     every hierarchy: ``cgroup.procs``                   ``cgroup.procs`` or clone3 INTO_CGROUP
+attach                     every hierarchy: ``cgroup.procs``                   ``cgroup.procs``
 kill                       freezer: ``freezer.state`` FROZEN, SIGKILL each     ``cgroup.kill`` (5.14+; else
                            pid of ``cgroup.procs``, THAWED                     ``cgroup.freeze`` + SIGKILL + thaw)
 empty?                     ``cgroup.procs`` of the subtree is empty            ``cgroup.events``: ``populated 0``

@@ -136,7 +136,8 @@ class HostResources:
     async def setup_cgroup(self, proc: ContainerProcess) -> None:
         """Create the container's cgroup and move PID 1 into it.
 
-        Runs while PID 1 waits in its ``CGROUP`` request, before it unshares
+        Runs while PID 1 goes on with its mounts after its ``CGROUP``
+        request; PID 1 collects the answer after ``pivot``, before it unshares
         its cgroup namespace and before any payload code: everything the
         container ever runs is accounted and limited.
 
