@@ -73,7 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
             " JSON list of objects, with the fields of supervisor.Spec), at most PARALLEL at a time."
         ),
         usage="supervisor run-many -n COUNT [-j PARALLEL] [OPTIONS] -- CMD [ARGS...]\n       supervisor run-many FILE",
-        epilog="exit status: 0 if every container exited 0, 1 otherwise (a setup failure counts as a failed container); 125 for a bad option or specs file.",
+        epilog="exit status: 0 if every container exited 0, 1 otherwise (a setup failure counts as a"
+        " failed container); 125 for a bad option or specs file.",
     )
     gc = sub.add_parser(
         "gc",

@@ -353,7 +353,7 @@ async def test_mount_table(root: Root) -> None:
     assert not any("oldroot" in p or "newroot" in p for p in mounts)
     # nosuid and nodev wherever a container has no need for setuid files or
     # devices: everywhere but the device nodes (and /dev/null over masks).
-    for point, (fstype, options, source) in mounts.items():
+    for point, (fstype, options, _source) in mounts.items():
         flags = options.split(",")
         assert "nosuid" in flags or (fstype == "devtmpfs" and point.startswith(("/dev/", "/proc/"))), point
         assert "nodev" in flags or fstype in ("devtmpfs", "devpts") or point == "/dev", point
