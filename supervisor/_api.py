@@ -458,9 +458,12 @@ class Supervisor:
                         ending = "timeout"
                         tg.cancel_scope.cancel()
                     else:
+                        typing_in = anyio.CancelScope()
                         if proc.pty_master >= 0:
                             ours.append(proc.pty_master)
-                            _relay_terminal(tg, proc.pty_master, capture_output, out_chunks, input, stdin, stdout)
+                            typing_in = _relay_terminal(
+                                tg, proc.pty_master, capture_output, out_chunks, input, stdin, stdout
+                            )
                         events.publish("started", cid, hostname, pid=proc.pid)
                         task_status.started(handle)
                         ending = await _wait_for_end(proc, resources, deadline)
@@ -472,6 +475,9 @@ class Supervisor:
                             await resources.kill_all()
                         elif ending == "timeout":
                             await proc.stop(spec.grace_period)
+                        # Nobody reads the terminal any more: stop relaying the
+                        # caller's keystrokes (the output is drained to its end).
+                        typing_in.cancel()
             if body_error is not None:
                 raise body_error
         except BaseException:
@@ -597,16 +603,28 @@ def _relay_terminal(
     input: bytes | None,
     stdin: int | None,
     stdout: int | None,
-) -> None:
-    """Connect the container's terminal to the caller's fds or to the capture."""
+) -> anyio.CancelScope:
+    """Connect the container's terminal to the caller's fds or to the capture.
+
+    Returns:
+        the scope of the input relay, to cancel when the payload has ended
+        (the caller's stdin, a terminal, may never reach end of file).
+    """
     if capture:
         tg.start_soon(streams.drain, master, chunks)
     else:
         tg.start_soon(streams.copy, master, 1 if stdout is None else stdout)
-    if input is not None:
-        tg.start_soon(streams.write_or_stop, master, input)
-    elif stdin is not None:
-        tg.start_soon(streams.copy, stdin, master)
+    scope = anyio.CancelScope()
+
+    async def relay_input() -> None:
+        with scope:
+            if input is not None:
+                await streams.write_or_stop(master, input)
+            elif stdin is not None:
+                await streams.copy(stdin, master)
+
+    tg.start_soon(relay_input)
+    return scope
 
 
 async def run(

@@ -232,6 +232,35 @@ async def test_streams_on_the_handle(busybox: str) -> None:
     assert (result.stdout, result.stderr) == (b"", b"")
 
 
+async def test_terminal_is_the_containers_own_pty(busybox: str) -> None:
+    """``Spec(tty=True)``: a pty of the container's own devpts is the payload's
+    controlling terminal and stdio; ``resize_terminal`` reaches it."""
+    script = "tty; test -t 0 && test -t 1 && echo tty-stdio; cut -d' ' -f6,7 /proc/self/stat; read -r w; echo got:$w"
+    result = await supervisor.run(Spec(["sh", "-c", script], rootfs=busybox, tty=True), input=b"typed\n")
+    # The pty echoes what was typed, wherever it falls among the output lines.
+    lines = [line for line in result.stdout.decode().replace("\r", "").splitlines() if line != "typed"]
+    assert lines[:2] == ["/dev/pts/0", "tty-stdio"], lines
+    session, tty_nr = lines[2].split()
+    assert session == "1"  # PID 1 leads its own session ...
+    assert int(tty_nr) != 0  # ... with the pty as its controlling terminal
+    assert "got:typed" in lines
+    async with supervisor.Supervisor() as sup, anyio.create_task_group() as tg:
+        script = 'until [ "$(stty size 2>/dev/null)" = "33 111" ]; do sleep 0.02; done; echo resized'
+        spec = Spec(["sh", "-c", script], rootfs=busybox, tty=True)
+        handle = await tg.start(partial(sup.run, spec, timeout=20))
+        handle.resize_terminal(33, 111)
+        result = await handle.wait()
+        assert result.reason == "exited"
+        assert result.stdout.endswith(b"resized\r\n")
+
+
+async def test_new_session_without_a_terminal(busybox: str) -> None:
+    """Without a tty PID 1 still leads a new session with no controlling
+    terminal, so TIOCSTI can never reach the caller's terminal."""
+    result = await supervisor.run(Spec(["cut", "-d", " ", "-f6,7", "/proc/self/stat"], rootfs=busybox))
+    assert result.stdout == b"1 0\n"
+
+
 async def test_kill_and_signal_through_the_handle(busybox: str) -> None:
     async with supervisor.Supervisor() as sup, anyio.create_task_group() as tg:
         handle = await tg.start(sup.run, Spec(["sleep", "30"], rootfs=busybox))

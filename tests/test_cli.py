@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -147,3 +148,49 @@ def test_help_lists_crabcans_flags(flag: str) -> None:
     assert out.returncode == 0
     for option in ("-c", "--uid", "--mount", "--add", "--debug", "--hostname", "--env", "--workdir", "--json"):
         assert option in out.stdout, option
+
+
+def test_tty_in_a_real_terminal(busybox: str) -> None:
+    """``-t`` on a pty: the payload gets a terminal of its own, keystrokes reach
+    it, and the caller's terminal modes come back after the run."""
+    import select
+    import termios
+
+    master, slave = os.openpty()
+    before = termios.tcgetattr(slave)
+    script = "tty; read -r line; echo got:$line; exit 4"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "supervisor", "run", "-t", "-m", busybox, "--", "sh", "-c", script],
+        env={**os.environ, "PYTHONPATH": REPO},
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        start_new_session=True,
+    )
+    os.close(slave)
+    seen = b""
+    try:
+        typed = False
+        deadline = time.monotonic() + 30
+        # Read until the CLI is gone: it restores the terminal with TCSADRAIN,
+        # which waits until this side has read all of the output.
+        while proc.poll() is None and time.monotonic() < deadline:
+            if b"/dev/pts/0" in seen and not typed:
+                os.write(master, b"hello\r")
+                typed = True
+            ready, _, _ = select.select([master], [], [], 0.5)
+            if ready:
+                try:
+                    seen += os.read(master, 4096)
+                except OSError:  # EIO: the other side is closed
+                    break
+        assert proc.wait(timeout=30) == 4, seen
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        after = termios.tcgetattr(master)
+        os.close(master)
+    assert b"/dev/pts/0" in seen
+    assert b"got:hello" in seen
+    assert after[3] == before[3], "local modes restored (the terminal left raw mode)"
