@@ -13,7 +13,7 @@ import struct
 import sys
 import termios
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -32,7 +32,7 @@ from ._parent.forkserver import ForkServerClient
 from ._parent.resources import HostResources
 from ._parent.rundir import RunDir, sweep
 from ._parent.streams import FdReceiveStream, FdSendStream
-from ._protocol import Phase
+from ._protocol import MAX_PASS_FDS, Phase
 from ._result import PhaseTiming, Reason, Result
 from ._spec import Spec
 
@@ -140,6 +140,28 @@ class Container:
             raise self._error
         assert self._result is not None
         return self._result
+
+
+def _checked_pass_fds(pass_fds: Sequence[int]) -> tuple[int, ...]:
+    """``pass_fds`` as a tuple, checked before anything starts.
+
+    Raises:
+        TypeError: an item is not an int.
+        ValueError: too many, a duplicate, or not an open descriptor.
+    """
+    passed = tuple(pass_fds)
+    if len(passed) > MAX_PASS_FDS:
+        raise ValueError(f"pass_fds: at most {MAX_PASS_FDS} descriptors, got {len(passed)}")
+    if len(set(passed)) != len(passed):
+        raise ValueError(f"pass_fds: {passed} names a descriptor twice")
+    for fd in passed:
+        if not isinstance(fd, int) or isinstance(fd, bool):
+            raise TypeError(f"pass_fds: {fd!r} is not a file descriptor (int)")
+        try:
+            os.fstat(fd)
+        except OSError as exc:
+            raise ValueError(f"pass_fds: {fd} is not an open descriptor ({exc.strerror})") from None
+    return passed
 
 
 async def _stop_left(proc: ContainerProcess) -> None:
@@ -285,6 +307,7 @@ class Supervisor:
         stderr: int | None = None,
         on_phase: PhaseCallback | None = None,
         timeout: float | None = None,
+        pass_fds: Sequence[int] = (),
         task_status: TaskStatus[Container] = anyio.TASK_STATUS_IGNORED,
     ) -> Result:
         """Run one container to completion.
@@ -307,6 +330,11 @@ class Supervisor:
                 then the container is stopped like on cancellation (SIGTERM
                 if PID 1 handles it, the grace period, SIGKILL) and the result
                 has ``reason == "timeout"``.
+            pass_fds: the caller's file descriptors to hand to the payload:
+                they become its fds 3, 4, ... in this order, like runc's and
+                crun's ``--preserve-fds`` and systemd's socket activation
+                (at most 32). No other fd of the caller, of the supervisor or
+                of the fork server ever reaches the container.
             task_status: set by ``nursery.start``/``TaskGroup.start``, which
                 then returns a :class:`Container` once setup succeeded.
 
@@ -338,10 +366,11 @@ class Supervisor:
             raise ValueError("stdout/stderr need capture_output=False")
         if spec.tty and PIPE in (stdin, stdout, stderr):
             raise ValueError("Spec.tty: the terminal is the payload's stdio; stdin/stdout/stderr=PIPE need tty=False")
+        passed = _checked_pass_fds(pass_fds)
         spec.check_host()
         async with self._limiter if self._limiter is not None else contextlib.nullcontext():
             return await self._run(
-                spec, check, capture_output, input, stdin, stdout, stderr, on_phase, task_status, timeout
+                spec, check, capture_output, input, stdin, stdout, stderr, on_phase, task_status, timeout, passed
             )
 
     async def _run(
@@ -356,6 +385,7 @@ class Supervisor:
         on_phase: PhaseCallback | None,
         task_status: TaskStatus[Container],
         timeout: float | None = None,
+        pass_fds: tuple[int, ...] = (),
     ) -> Result:
         t0 = time.monotonic_ns()
         deadline = math.inf if timeout is None else anyio.current_time() + timeout
@@ -421,6 +451,7 @@ class Supervisor:
                         setattr(handle, name, FdReceiveStream(r))
                     else:
                         child_fds.append(os.dup(default if fd is None else fd))
+            child_fds += [os.dup(fd) for fd in pass_fds]
 
             try:
                 proc.slot = await self._fork_server.spawn(cid, config, child_fds)

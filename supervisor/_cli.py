@@ -126,6 +126,13 @@ def _add_container_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-w", "--workdir", default="/", metavar="DIR", help="working directory inside the container")
     parser.add_argument("--read-only", action="store_true", help="mount the container's root read-only")
     parser.add_argument(
+        "--preserve-fds",
+        type=int,
+        default=0,
+        metavar="N",
+        help="pass our fds 3 .. 3+N-1 to the payload as the same numbers (as runc and crun do); no other fd reaches it",
+    )
+    parser.add_argument(
         "--overlay", action="store_true", help="copy-on-write root: writes go to a private tmpfs, discarded at exit"
     )
     parser.add_argument(
@@ -326,6 +333,8 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         return _fail(str(exc))
     if args.tty and not os.isatty(0):
         return _fail("-t needs a terminal on stdin")
+    if args.preserve_fds < 0:
+        return _fail("--preserve-fds must be 0 or more")
 
     import trio
 
@@ -358,11 +367,14 @@ async def _run_async(spec: Spec, args: argparse.Namespace) -> int:
         async with Supervisor() as sup:
             result: Result
             if spec.tty:
-                result = await _run_tty(sup, spec, on_phase if args.debug else None, args.timeout)
+                result = await _run_tty(
+                    sup, spec, on_phase if args.debug else None, args.timeout, range(3, 3 + args.preserve_fds)
+                )
             else:
                 run = functools.partial(
                     sup.run,
                     spec,
+                    pass_fds=range(3, 3 + args.preserve_fds),
                     timeout=args.timeout,
                     capture_output=args.json,
                     stdin=stdin_fd,
@@ -420,7 +432,11 @@ async def _start_and_wait(run: Callable[..., Any], started: Callable[[], None]) 
 
 
 async def _run_tty(
-    sup: Supervisor, spec: Spec, on_phase: Callable[[Phase, float], None] | None, timeout: float | None
+    sup: Supervisor,
+    spec: Spec,
+    on_phase: Callable[[Phase, float], None] | None,
+    timeout: float | None,
+    pass_fds: Sequence[int],
 ) -> Result:
     """Run with the container's terminal relayed to ours, in raw mode."""
     import signal
@@ -433,7 +449,9 @@ async def _run_tty(
     try:
         async with trio.open_nursery() as nursery:
             container: Container = await nursery.start(
-                functools.partial(sup.run, spec, capture_output=False, stdin=0, on_phase=on_phase, timeout=timeout)
+                functools.partial(
+                    sup.run, spec, capture_output=False, stdin=0, on_phase=on_phase, timeout=timeout, pass_fds=pass_fds
+                )
             )
             tty.setraw(0)
 

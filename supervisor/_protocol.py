@@ -50,8 +50,10 @@ from typing import Any
 
 #: Largest record we ever receive (a spawn request carries the container's config).
 MAX_RECORD = 1 << 20
-#: Most descriptors one record may carry.
-MAX_FDS = 8
+#: Most descriptors a caller may pass into one container (``pass_fds``).
+MAX_PASS_FDS = 32
+#: Most descriptors one record may carry (control socket, stdio, passed fds).
+MAX_FDS = 4 + MAX_PASS_FDS
 
 
 class Phase(enum.IntEnum):

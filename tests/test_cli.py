@@ -194,3 +194,25 @@ def test_tty_in_a_real_terminal(busybox: str) -> None:
     assert b"/dev/pts/0" in seen
     assert b"got:hello" in seen
     assert after[3] == before[3], "local modes restored (the terminal left raw mode)"
+
+
+def test_preserve_fds(busybox: str, host_dir: Path) -> None:
+    """``--preserve-fds 1``: our fd 3 is the payload's fd 3; our fd 7 is not passed."""
+    (host_dir / "in").write_text("passed\n")
+    command = (
+        f'exec 3<"{host_dir}/in" 7<"{host_dir}/in"; exec "$0" -m supervisor run --preserve-fds 1 -m "$1" -- '
+        "sh -c 'cat <&3; ls /proc/self/fd'"
+    )
+    proc = subprocess.run(
+        ["sh", "-c", command, sys.executable, busybox],
+        env={**os.environ, "PYTHONPATH": REPO},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0] == "passed"
+    assert "3" in lines[1:]
+    assert "7" not in lines[1:], lines

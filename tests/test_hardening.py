@@ -338,6 +338,45 @@ async def test_no_host_processes_links_or_fds(default_battery: dict[str, str]) -
     assert default_battery["cgroupfs"] in ("EROFS", "ENOENT", "EACCES")
 
 
+FDS_PROBE = """
+import os, sys
+fds = sorted(int(n) for n in os.listdir("/proc/self/fd"))
+print(",".join(map(str, fds)))
+print(os.read(3, 100).decode())
+os.write(4, b"from the container")
+print(os.get_inheritable(3), os.get_inheritable(4))
+"""
+
+
+async def test_only_passed_fds_reach_the_payload(host_dir: Path) -> None:
+    """``pass_fds`` become the payload's 3, 4, ...; nothing else of ours does,
+    not even an inheritable descriptor."""
+    (host_dir / "in").write_text("from the host")
+    reader = os.open(host_dir / "in", os.O_RDONLY | os.O_CLOEXEC)
+    r, w = os.pipe()
+    stray = os.open("/", os.O_RDONLY)  # inheritable, and not passed
+    try:
+        os.set_inheritable(stray, True)
+        result = await supervisor.run(Spec(["python3", "-c", FDS_PROBE]), pass_fds=[reader, w])
+        os.close(w)
+        w = -1
+        assert result.exit_code == 0, result.stderr
+        listed, text, inheritable = result.stdout.decode().splitlines()
+        # stdio, the two passed, and the one listdir held while listing
+        assert listed == "0,1,2,3,4,5"
+        assert text == "from the host"
+        assert inheritable == "True True"
+        assert os.read(r, 100) == b"from the container"
+        with pytest.raises(ValueError, match="pass_fds"):
+            await supervisor.run(Spec(["true"]), pass_fds=[10_000])
+        with pytest.raises(ValueError, match="pass_fds"):
+            await supervisor.run(Spec(["true"]), pass_fds=[reader, reader])
+    finally:
+        for fd in (reader, r, w, stray):
+            if fd >= 0:
+                os.close(fd)
+
+
 async def test_rlimit_cannot_be_raised(default_battery: dict[str, str]) -> None:
     assert default_battery["rlimit_raise_hard"] == "EPERM"
     assert default_battery["rlimit_soft_to_hard"] == "OK"

@@ -29,8 +29,9 @@ from .._sys import linux
 from . import capabilities, seccomp
 from .rootfs import RootBuilder
 
-#: Where the control socket lives in PID 1 (close-on-exec).
-CONTROL_FD = 3
+#: The first fd of PID 1 above stdio: the caller's passed fds start here,
+#: and the control socket (close-on-exec) comes right after them.
+FIRST_FD = 3
 
 _SIOCGIFFLAGS = 0x8913
 _SIOCSIFFLAGS = 0x8914
@@ -145,17 +146,24 @@ def child_main(config: dict[str, Any], fds: list[int]) -> NoReturn:
 
 
 def _adopt_fds(fds: list[int]) -> Channel:
-    """Move control/stdio fds into place and close everything else."""
-    ctl, stdin, stdout, stderr = fds[:4]
-    # Park the four above any fd we will write to, then dup2 into 0..3.
-    high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 64) for fd in (stdin, stdout, stderr, ctl)]
-    for target, fd in enumerate(high[:3]):
+    """Move stdio, the passed fds and the control socket into place; close the rest.
+
+    ``fds`` is the control socket, stdin, stdout, stderr, then the caller's
+    passed fds, which become 3, 4, ... in that order (inheritable); the
+    control socket goes right after them (close-on-exec).
+    """
+    ctl, stdin, stdout, stderr, *passed = fds
+    # Park them all above any fd we will write to, then dup2 into place.
+    floor = 64 + len(fds)
+    high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, floor) for fd in (stdin, stdout, stderr, *passed, ctl)]
+    for target, fd in enumerate(high[:-1]):
         os.dup2(fd, target, inheritable=True)
-    os.dup2(high[3], CONTROL_FD, inheritable=False)
+    control = FIRST_FD + len(passed)
+    os.dup2(high[-1], control, inheritable=False)
     # Nothing of the fork server (its socket to the supervisor, other
     # containers' pidfds) survives into the container, not even until exec.
-    linux.close_range(CONTROL_FD + 1)
-    sock = socket.socket(fileno=CONTROL_FD)
+    linux.close_range(control + 1)
+    sock = socket.socket(fileno=control)
     sock.setblocking(True)
     return Channel(sock, None)
 
@@ -288,9 +296,10 @@ def run_setup(config: dict[str, Any], chan: Channel) -> NoReturn:
     env: dict[str, str] = config["env"]
     path = _find_program(config["argv"][0], env.get("PATH", ""))
     _reset_signals()
-    # Nothing but stdio survives execve: every fd from 3 up becomes
-    # close-on-exec (the control socket already is, so EOF still reports exec).
-    linux.close_range(CONTROL_FD, 0xFFFFFFFF, c.CLOSE_RANGE_CLOEXEC)
+    # Nothing but stdio and the passed fds survives execve: every fd from
+    # the control socket up becomes close-on-exec (the control socket already
+    # is, so EOF still reports exec).
+    linux.close_range(chan.sock.fileno(), 0xFFFFFFFF, c.CLOSE_RANGE_CLOEXEC)
     # The seccomp filter, last: after it only execve runs, so the profile
     # never has to allow anything of our setup (youki does the same).
     chan.flush()  # the phases held back, EXEC included (batched mode)
