@@ -42,7 +42,10 @@ class ForkServer:
 
     def serve(self) -> None:
         """Run until the supervisor goes away."""
-        send(self.sock, {"t": "ready", "pid": os.getpid()})
+        try:
+            send(self.sock, {"t": "ready", "pid": os.getpid()})
+        except (BrokenPipeError, ConnectionResetError):
+            return  # the supervisor gave up on us (cancelled while we started)
         while True:
             try:
                 events = self.poller.poll()

@@ -64,6 +64,9 @@ class ForkServerClient:
 
         Raises:
             ForkServerError: it failed to start or to say ready in time.
+
+        **Cancellation:** the fork server is stopped and reaped (shielded)
+        before the cancellation propagates.
         """
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
         try:
@@ -89,6 +92,9 @@ class ForkServerClient:
         except TimeoutError:
             await self.aclose()
             raise ForkServerError(f"the fork server did not start within {startup_timeout} s") from None
+        except BaseException:  # cancelled while it starts: no fork server may outlive us
+            await self.aclose()
+            raise
         if record is None or record.get("t") != "ready":
             await self.aclose()
             raise ForkServerError(f"the fork server failed to start (said {record!r})")
@@ -110,10 +116,19 @@ class ForkServerClient:
         """Dispatch the fork server's records until it goes away.
 
         Run as a task for the supervisor's lifetime.
+
+        **Cancellation:** shielded: it ends only when :meth:`aclose` closes
+        the socket (or the fork server goes away), so that runs that are
+        being cancelled, the whole supervisor's included, still get their
+        spawn replies and exit statuses while they stop and reap.
         """
         sock = self._sock
         if sock is None:
             return  # closed before this task first ran
+        with anyio.CancelScope(shield=True):
+            await self._serve(sock)
+
+    async def _serve(self, sock: socket.socket) -> None:
         try:
             while True:
                 try:
