@@ -301,7 +301,7 @@ def _limits_from_args(args: argparse.Namespace) -> tuple[Limits | None, dict[str
     from . import Limits, parse_size
 
     base = Limits.crabcan() if args.crabcan_limits else Limits()
-    rlimits: dict[str, tuple[int, int]] = {"NOFILE": (64, 64)} if args.crabcan_limits else {}
+    rlimits: dict[str, tuple[int, int]] = Limits.crabcan_rlimits() if args.crabcan_limits else {}
     memory = parse_size(args.memory) if args.memory else base.memory_bytes
     swap = None
     if args.memory_swap:

@@ -117,12 +117,27 @@ class Limits:
         actually did, ``cpu_weight=256`` on the v2 scale (``cpu.shares`` 2621
         on v1). Its ``kernel_memory_limit`` (ignored on v2, deprecated on v1)
         and ``io.bfq.weight`` are left out; its ``RLIMIT_NOFILE`` of 64 is an
-        rlimit, not a cgroup limit, and belongs to the child's setup.
+        rlimit, not a cgroup limit, and belongs to the child's setup: pass
+        :meth:`Limits.crabcan_rlimits` as ``Spec.rlimits`` for the whole preset
+        (``--crabcan-limits`` does both).
 
         Returns:
             The preset limits.
         """
         return cls(memory_bytes=1 << 30, pids=64, cpu_weight=256)
+
+    @staticmethod
+    def crabcan_rlimits() -> dict[str, tuple[int, int]]:
+        """crabcan's rlimit, for ``Spec.rlimits``: ``NOFILE`` 64 (soft and hard).
+
+        ``Spec(limits=Limits.crabcan(), rlimits=Limits.crabcan_rlimits())`` is
+        crabcan's whole preset. Unlike crabcan, which set it on the parent,
+        it applies to the container only.
+
+        Returns:
+            ``{"NOFILE": (64, 64)}``.
+        """
+        return {"NOFILE": (64, 64)}
 
     @property
     def cpu_shares(self) -> int | None:

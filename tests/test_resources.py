@@ -17,7 +17,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from supervisor import Limits, Result, Spec, Supervisor, parse_size
+from supervisor import PIPE, Limits, Result, Spec, Supervisor, parse_size
 
 pytestmark = pytest.mark.anyio
 
@@ -174,6 +174,45 @@ def test_limits_are_validated() -> None:
     with pytest.raises(TypeError, match=r"Spec\.limits"):
         Spec(["true"], limits={"memory": 1})  # type: ignore[arg-type]
     assert Limits.crabcan() == Limits(memory_bytes=1 << 30, pids=64, cpu_weight=256)
+    assert Limits.crabcan_rlimits() == {"NOFILE": (64, 64)}
+
+
+async def test_crabcans_whole_preset(busybox: str) -> None:
+    """The cgroup part and the rlimit part, seen from inside and from the host."""
+    spec = Spec(
+        ["sh", "-c", "ulimit -n; ulimit -Hn; read -r go"],
+        rootfs=busybox,
+        limits=Limits.crabcan(),
+        rlimits=Limits.crabcan_rlimits(),
+    )
+    async with Supervisor() as sup, anyio.create_task_group() as tg:
+        handle = await tg.start(partial(sup.run, spec, stdin=PIPE))
+        with open(f"/proc/{handle.pid}/cgroup") as f:
+            groups = dict(line.strip().split(":", 2)[1:] for line in f)
+        if os.path.isdir("/sys/fs/cgroup/memory"):  # v1 (or hybrid, as on the test VM)
+            files = {
+                f"/sys/fs/cgroup/memory{groups['memory']}/memory.limit_in_bytes": str(1 << 30),
+                f"/sys/fs/cgroup/pids{groups['pids']}/pids.max": "64",
+                f"/sys/fs/cgroup/cpu{groups.get('cpu', groups.get('cpu,cpuacct'))}/cpu.shares": "2621",
+            }
+        else:
+            files = {
+                f"/sys/fs/cgroup{groups['']}/{n}": v for n, v in (("memory.max", str(1 << 30)), ("pids.max", "64"))
+            }
+        seen = {}
+        for path in files:
+            with open(path) as f:
+                seen[path] = f.read().strip()
+        assert handle.stdin is not None
+        await handle.stdin.send(b"go\n")  # only now may it exit (a zombie has left its v1 cgroups)
+        result = await handle.wait()
+    assert seen == files
+    assert result.stdout == b"64\n64\n"
+    # The cgroup it ran in (gone now) was the container's own, below ours.
+    with open("/proc/self/cgroup") as f:
+        ours = dict(line.strip().split(":", 2)[1:] for line in f)
+    assert groups["memory"].startswith(ours["memory"].rstrip("/") + "/")
+    assert groups["pids"] != ours["pids"]
 
 
 def test_cli_resource_flags(busybox: str) -> None:

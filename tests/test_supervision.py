@@ -212,6 +212,84 @@ def test_sigkilled_supervisor_takes_its_containers_within_a_second(busybox: str)
             proc.stdout.close()
 
 
+CHURN = textwrap.dedent(
+    """
+    import sys, trio, supervisor
+    async def main():
+        spec = supervisor.Spec(["sh", "-c", "sleep 1000 & sleep 1000"], rootfs=sys.argv[1])
+        async with supervisor.Supervisor(max_parallel=24) as sup, trio.open_nursery() as nursery:
+            for i in range(10_000):
+                nursery.start_soon(sup.run, spec)
+                if i == 8:
+                    print("churning", flush=True)
+                await trio.sleep(0.002)
+    trio.run(main)
+    """
+)
+
+#: Runs the churning supervisor as its child, SIGKILLs it after a delay, and
+#: reports which of its descendants are still running a second later: as a
+#: child subreaper, every orphan (fork server, containers) becomes its child.
+SUBREAPER = textwrap.dedent(
+    """
+    import ctypes, json, os, signal, subprocess, sys, time
+    ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+    churn, rootfs, delay = sys.argv[1], sys.argv[2], float(sys.argv[3])
+    sup = subprocess.Popen([sys.executable, "-c", churn, rootfs], stdout=subprocess.PIPE, text=True)
+    assert sup.stdout.readline() == "churning\\n"
+    time.sleep(delay)
+    os.kill(sup.pid, signal.SIGKILL)
+    sup.wait()
+
+    def children():
+        with open(f"/proc/self/task/{os.getpid()}/children") as f:
+            return [int(p) for p in f.read().split()]
+
+    def alive(pid):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+        except FileNotFoundError:
+            return False
+
+    adopted = children()
+    deadline = time.monotonic() + 1.0
+    while any(alive(p) for p in children()) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    left = [p for p in children() if alive(p)]
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    while True:
+        try:
+            os.waitpid(-1, 0)
+        except ChildProcessError:
+            break
+    print(json.dumps({"adopted": len(adopted), "left": left}))
+    """
+)
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.1, 0.4])
+def test_sigkilled_mid_run_under_load_leaves_nothing(busybox: str, delay: float) -> None:
+    """The supervisor SIGKILLed while it keeps starting containers (some in
+    setup, some running, some ending): within a second none of them runs, and
+    gc then removes what it left on the host."""
+    out = subprocess.run(
+        [sys.executable, "-c", SUBREAPER, CHURN, busybox, str(delay)],
+        env={**os.environ, "PYTHONPATH": REPO},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["adopted"] >= 1, report  # at least the fork server was orphaned
+    assert report["left"] == [], f"still running 1 s after the supervisor died: {report}"
+    swept = supervisor.collect_garbage()
+    assert swept.errors == []
+
+
 def _cli(*args: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "supervisor", *args],

@@ -10,7 +10,9 @@ proxy ends with the container (its cancel scope is cancelled by
 from __future__ import annotations
 
 import contextlib
+import errno
 import socket
+import warnings
 from typing import TYPE_CHECKING, Literal
 
 import anyio
@@ -22,6 +24,9 @@ if TYPE_CHECKING:
 
 #: A UDP "session" (one client address) is dropped after this many idle seconds.
 UDP_IDLE_TIMEOUT = 60.0
+#: accept() errors that pass: the listener retries after :data:`_RETRY_S`.
+_TRANSIENT = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM, errno.ECONNABORTED})
+_RETRY_S = 0.1
 _CHUNK = 65536
 
 
@@ -61,8 +66,17 @@ async def _serve_tcp(publish: Publish, target: str, task_status: TaskStatus[None
                     tg.start_soon(_pipe, client, upstream, tg.cancel_scope)
                     tg.start_soon(_pipe, upstream, client, tg.cancel_scope)
 
-        with contextlib.suppress(Exception):  # after started(): never take the supervisor down
-            await listener.serve(handle)
+        while True:
+            try:
+                await listener.serve(handle)
+            except OSError as exc:
+                if exc.errno in _TRANSIENT:  # out of fds or memory for a moment: accept again soon
+                    await anyio.sleep(_RETRY_S)
+                    continue
+                _stopped(publish, exc)
+            except Exception as exc:  # noqa: BLE001 - after started(): never take the supervisor down
+                _stopped(publish, exc)
+            return
 
 
 async def _pipe(src: anyio.abc.SocketStream, dst: anyio.abc.SocketStream, scope: anyio.CancelScope) -> None:
@@ -82,8 +96,20 @@ async def _serve_udp(publish: Publish, target: str, task_status: TaskStatus[None
     front = await anyio.create_udp_socket(family, local_host=publish.host_ip, local_port=publish.host_port)
     async with front:
         task_status.started()
-        with contextlib.suppress(Exception):  # after started(): never take the supervisor down
+        try:
             await _relay_udp(front, publish, target)
+        except Exception as exc:  # noqa: BLE001 - after started(): never take the supervisor down
+            _stopped(publish, exc)
+
+
+def _stopped(publish: Publish, exc: BaseException) -> None:
+    """Say that a published port stopped before its container (never silently)."""
+    warnings.warn(
+        f"supervisor: published port {publish.host_ip}:{publish.host_port}/{publish.protocol} stopped "
+        f"relaying before its container ended: {exc!r}",
+        RuntimeWarning,
+        stacklevel=2,
+    )
 
 
 async def _relay_udp(front: anyio.abc.UDPSocket, publish: Publish, target: str) -> None:
