@@ -50,6 +50,11 @@ from typing import Any
 
 #: Largest record we ever receive (a spawn request carries the container's config).
 MAX_RECORD = 1 << 20
+#: PID 1's name (``/proc/PID/comm``) from clone until ``execve`` renames it
+#: after the program: how the fork server and the supervisor tell a PID 1
+#: that died just before ``execve`` from a payload that ran and exited.
+SETUP_COMM = b"sv-pid1-setup"
+
 #: Most descriptors a caller may pass into one container (``pass_fds``).
 MAX_PASS_FDS = 32
 #: Most descriptors one record may carry (control socket, stdio, passed fds).

@@ -570,6 +570,27 @@ async def test_bad_profile_refused_before_anything_starts(host_dir: Path) -> Non
         await run(Spec(["true"], seccomp=str(bad)))
 
 
+async def test_death_at_execve_is_a_setup_failure_not_the_payloads(host_dir: Path, busybox: str) -> None:
+    """A profile that kills ``execve`` kills PID 1 just before it becomes the
+    payload: that is a setup failure in ``exec``, never a payload "killed by
+    SIGSYS". The same kill after ``execve`` is the payload's own death."""
+    kills_execve = host_dir / "kills-execve.json"
+    rule = {"names": ["execve"], "action": "SCMP_ACT_KILL_PROCESS"}
+    kills_execve.write_text(json.dumps({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [rule]}))
+    with pytest.raises(supervisor.SetupError) as info:
+        await run(Spec(["true"], rootfs=busybox, seccomp=str(kills_execve)))
+    assert info.value.phase is Phase.EXEC
+    assert "died before execve" in info.value.message
+    assert "SIGSYS" in info.value.message or "31" in info.value.message
+    assert info.value.result is not None
+    assert (info.value.result.reason, info.value.result.signal) == ("setup_failed", None)
+    kills_uname = host_dir / "kills-uname.json"
+    rule = {"names": ["uname"], "action": "SCMP_ACT_KILL_PROCESS"}
+    kills_uname.write_text(json.dumps({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [rule]}))
+    result = await run(Spec(["uname"], rootfs=busybox, seccomp=str(kills_uname)))
+    assert (result.reason, result.signal) == ("signaled", signal.SIGSYS)
+
+
 def test_default_profile_compiled_once() -> None:
     first = parent_seccomp.compile_profile("default", DEFAULT_CAPS)
     assert first is not None

@@ -26,7 +26,7 @@ import socket
 import sys
 from typing import Any
 
-from .._protocol import Tag, recv, send
+from .._protocol import SETUP_COMM, Tag, recv, send
 from .._sys import constants as c
 from .._sys import linux
 
@@ -96,16 +96,23 @@ class ForkServer:
 
     def reap(self, pidfd: int) -> None:
         try:
-            res = os.waitid(c.P_PIDFD, pidfd, os.WEXITED | os.WNOHANG)
+            res = os.waitid(c.P_PIDFD, pidfd, os.WEXITED | os.WNOHANG | os.WNOWAIT)
         except ChildProcessError:
             res = None
         if res is None:
             return  # spurious wake-up; poll again
+        # Still a zombie: its name tells whether it reached execve.
+        execd = _comm(res.si_pid) != SETUP_COMM
+        try:
+            res = os.waitid(c.P_PIDFD, pidfd, os.WEXITED | os.WNOHANG) or res
+        except ChildProcessError:
+            pass
         cid = self.children.pop(pidfd, "?")
         self.poller.unregister(pidfd)
         os.close(pidfd)
+        record = {"t": Tag.EXITED, "id": cid, "code": res.si_code, "status": res.si_status, "execd": execd}
         try:
-            send(self.sock, {"t": Tag.EXITED, "id": cid, "code": res.si_code, "status": res.si_status})
+            send(self.sock, record)
         except OSError:
             pass
 
@@ -123,6 +130,15 @@ class ForkServer:
                 pass
             os.close(pidfd)
         self.children.clear()
+
+
+def _comm(pid: int) -> bytes | None:
+    """``/proc/<pid>/comm`` of our (zombie) child, or None if unreadable."""
+    try:
+        with open(f"/proc/{pid}/comm", "rb") as f:
+            return f.read().rstrip(b"\n")
+    except OSError:
+        return None
 
 
 def main(fd: int) -> None:

@@ -23,7 +23,7 @@ import struct
 import time
 from typing import Any, NoReturn
 
-from .._protocol import Phase, Tag, recv, send
+from .._protocol import SETUP_COMM, Phase, Tag, recv, send
 from .._sys import constants as c
 from .._sys import linux
 from . import capabilities, seccomp
@@ -129,6 +129,10 @@ def child_main(config: dict[str, Any], fds: list[int]) -> NoReturn:
     """Entry point in the cloned child. Never returns."""
     try:
         chan = _adopt_fds(fds)
+        # Named until execve renames it: its exit then says whether it got
+        # there (a seccomp profile that kills execve must not pass for the
+        # payload's own death).
+        linux.set_name(SETUP_COMM)
     except BaseException:  # noqa: BLE001 - nothing to report to yet
         os._exit(125)
     try:

@@ -6,6 +6,7 @@ import contextlib
 import contextvars
 import errno
 import os
+import select
 import signal as _signal
 import socket
 from collections.abc import Awaitable, Callable
@@ -14,7 +15,7 @@ from typing import Any
 import anyio
 
 from .._errors import ProtocolError, SetupError
-from .._protocol import REQUEST_PHASES, Phase, Tag, recv, send
+from .._protocol import REQUEST_PHASES, SETUP_COMM, Phase, Tag, recv, send
 from .._sys import linux
 from .forkserver import ForkServerClient, Slot
 from .userns import write_id_maps
@@ -99,6 +100,35 @@ class ContainerProcess:
             except ValueError as exc:
                 raise ProtocolError(f"PID 1 sent a malformed record: {exc}") from None
 
+    async def _reached_execve(self) -> bool:
+        """At end of file after ``EXEC``: did PID 1 really become the payload?
+
+        End of file means the close-on-exec control socket closed: by
+        ``execve``, or because PID 1 died just before it (a seccomp profile
+        that kills ``execve``, a signal). While PID 1 has not exited, its PID
+        cannot be reused, and its name says which: ``execve`` renames it
+        after the program. Once it has exited, the fork server read that name
+        from the zombie (:attr:`Slot.execd`).
+        """
+        assert self.slot is not None
+        poller = select.poll()
+        poller.register(self.slot.pidfd, select.POLLIN)
+        for _ in range(1000):
+            if poller.poll(0):  # exited: the fork server's record says
+                await self.slot.exited.wait()
+                return self.slot.execd
+            try:
+                with open(f"/proc/{self.slot.pid}/comm", "rb") as f:
+                    name = f.read().rstrip(b"\n")
+            except OSError:  # reaped meanwhile
+                await self.slot.exited.wait()
+                return self.slot.execd
+            if name != SETUP_COMM:
+                return True
+            # Inside execve, between closing the fds and taking the new name.
+            await anyio.sleep(0.001)
+        return True  # pragma: no cover - never renamed nor exited: take it as running
+
     async def drive_setup(self, fork_server: ForkServerClient) -> None:
         """Answer PID 1's requests until it execs the payload.
 
@@ -115,10 +145,12 @@ class ContainerProcess:
             for fd in fds:
                 os.close(fd)
             if record is None:
-                if self.last_phase == Phase.EXEC:
+                if self.last_phase == Phase.EXEC and await self._reached_execve():
                     self.running = True
                     return
                 await self.slot.exited.wait()
+                if self.last_phase == Phase.EXEC:
+                    raise SetupError(Phase.EXEC, 0, f"PID 1 died before execve ({self.describe_exit()})")
                 raise SetupError(self.last_phase, 0, f"PID 1 died during setup ({self.describe_exit()})")
             tag = record["t"]
             if tag not in (Tag.PHASE, Tag.REQUEST, Tag.FAIL):

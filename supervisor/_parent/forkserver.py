@@ -41,6 +41,8 @@ class Slot:
     spawn_error: tuple[int, str] | None = None
     exit_code: int = 0  # waitid si_code (CLD_EXITED, CLD_KILLED, CLD_DUMPED)
     exit_status: int = 0
+    #: False if PID 1 died before ``execve`` (it still had its setup name).
+    execd: bool = True
 
 
 class ForkServerClient:
@@ -170,6 +172,7 @@ class ForkServerClient:
         elif tag == Tag.EXITED:
             slot.exit_code = int(record["code"])
             slot.exit_status = int(record["status"])
+            slot.execd = bool(record.get("execd", True))
             slot.spawned.set()
             slot.exited.set()
         else:

@@ -164,6 +164,20 @@ def setns(fd: int, nstype: int) -> None:
         raise _fail("setns", fd, hex(nstype))
 
 
+def set_name(name: bytes) -> None:
+    """prctl(PR_SET_NAME): the calling thread's ``comm`` (15 bytes at most).
+
+    Raises:
+        OSError: naming the call and the name.
+    """
+    buf = ctypes.create_string_buffer(name[:15])
+    if _prctl(_PR_SET_NAME, ctypes.addressof(buf), 0, 0, 0) < 0:
+        raise _fail("prctl", "PR_SET_NAME", name)
+
+
+_PR_SET_NAME = 15  # <linux/prctl.h>
+
+
 def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
     """prctl(2).
 
