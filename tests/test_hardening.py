@@ -377,6 +377,30 @@ async def test_only_passed_fds_reach_the_payload(host_dir: Path) -> None:
                 os.close(fd)
 
 
+LEAKED_DIR_FD = """
+import os
+try:
+    print(os.read(os.open("secret", os.O_RDONLY, dir_fd=3), 100).decode())
+except OSError as exc:
+    print(os.strerror(exc.errno))
+"""
+
+
+async def test_host_files_only_through_a_passed_fd(host_dir: Path) -> None:
+    """The leaked-fd check can fail: a host directory fd handed over on
+    purpose reaches the host file; without it, fd 3 is nothing."""
+    (host_dir / "secret").write_text("host secret")
+    os.chmod(host_dir / "secret", 0o644)
+    dirfd = os.open(host_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        alone = await run(Spec(["python3", "-c", LEAKED_DIR_FD]))
+        passed = await run(Spec(["python3", "-c", LEAKED_DIR_FD]), pass_fds=[dirfd])
+    finally:
+        os.close(dirfd)
+    assert alone.stdout == b"Bad file descriptor\n"
+    assert passed.stdout == b"host secret\n"
+
+
 async def test_rlimit_cannot_be_raised(default_battery: dict[str, str]) -> None:
     assert default_battery["rlimit_raise_hard"] == "EPERM"
     assert default_battery["rlimit_soft_to_hard"] == "OK"
