@@ -15,20 +15,12 @@ import pytest
 
 from supervisor import Phase
 
-REPO = str(Path(__file__).resolve().parent.parent)
+from ._util import REPO, run_with_repo
 
 
 def cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     """``supervisor run ARGS``, as a separate process (the console script's code)."""
-    return subprocess.run(
-        [sys.executable, "-m", "supervisor", "run", *args],
-        env={**os.environ, "PYTHONPATH": REPO, "FROM_CALLER": "copied"},
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return run_with_repo([sys.executable, "-m", "supervisor", "run", *args], {"FROM_CALLER": "copied"}, input=stdin)
 
 
 def one_clean_line(stderr: str) -> str:
@@ -203,14 +195,7 @@ def test_preserve_fds(busybox: str, host_dir: Path) -> None:
         f'exec 3<"{host_dir}/in" 7<"{host_dir}/in"; exec "$0" -m supervisor run --preserve-fds 1 -m "$1" -- '
         "sh -c 'cat <&3; ls /proc/self/fd'"
     )
-    proc = subprocess.run(
-        ["sh", "-c", command, sys.executable, busybox],
-        env={**os.environ, "PYTHONPATH": REPO},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    proc = run_with_repo(["sh", "-c", command, sys.executable, busybox])
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert lines[0] == "passed"

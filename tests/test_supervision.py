@@ -17,7 +17,7 @@ import trio
 import supervisor
 from supervisor import Spec, Supervisor
 
-from ._util import running
+from ._util import run_with_repo, running
 
 pytestmark = pytest.mark.anyio
 
@@ -274,14 +274,7 @@ def test_sigkilled_mid_run_under_load_leaves_nothing(busybox: str, delay: float)
     """The supervisor SIGKILLed while it keeps starting containers (some in
     setup, some running, some ending): within a second none of them runs, and
     gc then removes what it left on the host."""
-    out = subprocess.run(
-        [sys.executable, "-c", SUBREAPER, CHURN, busybox, str(delay)],
-        env={**os.environ, "PYTHONPATH": REPO},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    out = run_with_repo([sys.executable, "-c", SUBREAPER, CHURN, busybox, str(delay)])
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
     assert report["adopted"] >= 1, report  # at least the fork server was orphaned
