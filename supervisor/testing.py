@@ -51,7 +51,7 @@ def fail_at(phase: Phase) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def fail_in_parent(phase: Phase) -> Iterator[None]:
+def fail_in_parent(phase: Phase, *, after: bool = False) -> Iterator[None]:
     """Make the supervisor's own step of a request phase fail.
 
     Request phases (``USERNS``, ``CGROUP``, ``NETWORK``) are performed by the
@@ -61,6 +61,9 @@ def fail_in_parent(phase: Phase) -> Iterator[None]:
 
     Args:
         phase: one of the request phases.
+        after: fail once the step has done all its work (the id maps written,
+            the cgroup created and PID 1 in it, the veth, address and route
+            configured), so that what it created must be cleaned up too.
 
     Raises:
         TypeError: ``phase`` is not a :class:`~supervisor.Phase`.
@@ -71,7 +74,7 @@ def fail_in_parent(phase: Phase) -> Iterator[None]:
     if phase not in REQUEST_PHASES:
         names = ", ".join(p.name for p in sorted(REQUEST_PHASES))
         raise ValueError(f"{phase.name} is not a request phase (one of {names})")
-    token = PARENT_FAULT.set(phase)
+    token = PARENT_FAULT.set((phase, after))
     try:
         yield
     finally:

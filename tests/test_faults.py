@@ -11,6 +11,7 @@ folder is untouched.
 from __future__ import annotations
 
 import errno
+import json
 import os
 import shutil
 import subprocess
@@ -24,6 +25,8 @@ import pytest
 import supervisor
 from supervisor import Mount, Phase, SetupError, Spec
 from supervisor.testing import fail_at, fail_in_parent
+
+from ._util import REQUEST_PHASES
 
 pytestmark = pytest.mark.anyio
 
@@ -124,6 +127,25 @@ async def test_fault_in_the_supervisors_step() -> None:
     assert info.value.errno == errno.EIO
     assert info.value.result is not None
     assert [p.name for p in info.value.result.phases] == ["spawned", "userns"]
+
+
+@pytest.mark.parametrize("phase", REQUEST_PHASES, ids=[p.label for p in REQUEST_PHASES])
+async def test_fault_after_the_supervisors_step_is_cleaned_up(phase: Phase, busybox: str) -> None:
+    """The step did all its work (id maps; cgroup made and PID 1 moved in;
+    veth, address and route), then failed: what it made goes too (the leak
+    check sees cgroups and links; the address lease is checked here)."""
+    from supervisor._parent import network
+
+    spec = Spec(["true"], rootfs=busybox, network="bridge" if phase == Phase.NETWORK else "none")
+    with fail_in_parent(phase, after=True), pytest.raises(SetupError) as info:
+        await supervisor.run(spec)
+    assert info.value.phase is phase
+    assert "after the supervisor's" in info.value.message
+    me = network.owner_token()
+    for name in os.listdir(network.NET_DIR) if os.path.isdir(network.NET_DIR) else []:
+        if name.endswith(".json"):
+            with open(os.path.join(network.NET_DIR, name)) as f:
+                assert me not in {e["owner"] for e in json.load(f)["entries"].values()}, "address lease left"
 
 
 def test_fault_helpers_check_their_argument() -> None:

@@ -42,7 +42,8 @@ async def test_a_thousand_containers_sixty_four_at_a_time(busybox: str) -> None:
 
 async def test_faults_at_every_phase_and_parent_step_under_load(busybox: str) -> None:
     """Each injected fault fails only its own run; the others succeed."""
-    faults: list[tuple[str, Phase]] = [("child", p) for p in Phase] + [("parent", p) for p in REQUEST_PHASES]
+    faults: list[tuple[str, Phase]] = [("child", p) for p in Phase]
+    faults += [(where, p) for p in REQUEST_PHASES for where in ("parent", "parent, after its work")]
     good = Spec(["sh", "-c", "sleep 0.01"], rootfs=busybox)
     # Every container has a cgroup step; only bridged ones have a network
     # step, so the NETWORK faults run bridged (and really reach that step).
@@ -53,7 +54,10 @@ async def test_faults_at_every_phase_and_parent_step_under_load(busybox: str) ->
     async with Supervisor(max_parallel=16) as sup, trio.open_nursery() as nursery:
 
         async def faulty(where: str, phase: Phase) -> None:
-            injector = fail_at(phase) if where == "child" else fail_in_parent(phase)
+            if where == "child":
+                injector = fail_at(phase)
+            else:
+                injector = fail_in_parent(phase, after=where != "parent")
             with injector:
                 try:
                     await sup.run(bridged if phase == Phase.NETWORK else good)

@@ -23,8 +23,11 @@ from .userns import write_id_maps
 PhaseCallback = Callable[[Phase, float], None]
 ParentStep = Callable[["ContainerProcess"], Awaitable[None]]
 
-#: Test-only: the request phase whose parent-side step must fail (supervisor.testing).
-PARENT_FAULT: contextvars.ContextVar[Phase | None] = contextvars.ContextVar("supervisor_parent_fault", default=None)
+#: Test-only: the request phase whose parent-side step must fail, and whether
+#: after doing its work (supervisor.testing.fail_in_parent).
+PARENT_FAULT: contextvars.ContextVar[tuple[Phase, bool] | None] = contextvars.ContextVar(
+    "supervisor_parent_fault", default=None
+)
 
 
 class ContainerProcess:
@@ -223,14 +226,18 @@ class ContainerProcess:
     async def _answer(self, phase: Phase) -> None:
         """Perform the parent-side step PID 1 asked for, then acknowledge it."""
         assert self.slot is not None
+        fault = PARENT_FAULT.get()
         try:
-            if PARENT_FAULT.get() == phase:
+            if fault == (phase, False):
                 raise OSError(errno.EIO, f"fault injected in the supervisor's {phase.label} step (supervisor.testing)")
             if phase == Phase.USERNS:
                 write_id_maps(self.slot.pid, self.slot.pidfd, self.map_base, self.map_size)
             step = self.parent_steps.get(phase)
             if step is not None:
                 await step(self)
+            if fault == (phase, True):
+                message = f"fault injected after the supervisor's {phase.label} step (supervisor.testing)"
+                raise OSError(errno.EIO, message)
         except SetupError:
             raise
         except OSError as exc:
