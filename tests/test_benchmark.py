@@ -37,15 +37,11 @@ pytestmark = [
 ]
 
 
-@pytest.fixture(scope="module")
-def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """The JSON of one ``--quick`` run (the run itself must exit 0)."""
-    out = tmp_path_factory.mktemp("bench") / "quick.json"
-    env = dict(os.environ)
-    # Works both installed and from the checkout.
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick", "--json", str(out)],
+def _run_script(script: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run a benchmark script; it works both installed and from the checkout."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    return subprocess.run(
+        [sys.executable, str(script), *args],
         capture_output=True,
         text=True,
         timeout=TIMEOUT_S,
@@ -53,6 +49,13 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         check=False,
         stdin=subprocess.DEVNULL,
     )
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The JSON of one ``--quick`` run (the run itself must exit 0)."""
+    out = tmp_path_factory.mktemp("bench") / "quick.json"
+    proc = _run_script(SCRIPT, "--quick", "--json", str(out))
     assert proc.returncode == 0, f"stdout:\n{proc.stdout[-2000:]}\nstderr:\n{proc.stderr[-4000:]}"
     assert "PASS" in proc.stdout or "FAIL" in proc.stdout, proc.stdout[-2000:]
     data: dict[str, Any] = json.loads(out.read_text())
@@ -129,7 +132,18 @@ def test_cli_timing(report: dict[str, Any]) -> None:
             assert _number(cli[peer]["median_ms"]), cli[peer]
     imports = report["cli_imports"]
     assert imports["exit_status"] == 0
-    assert "pyroute2" in imports["imported"]
+    # A run without a network or a display imports neither pyroute2 nor rich.
+    assert imports["imported"]["pyroute2"] is False
+    assert imports["imported"]["rich"] is False
+
+
+def test_profile_script_runs() -> None:
+    """``benchmarks/profile_startup.py`` on a small batch: it still matches the
+    code it patches (it broke once when a method's signature changed)."""
+    proc = _run_script(ROOT / "benchmarks" / "profile_startup.py", "--n", "10", "--ks", "1", "--reps", "1")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "failures 0" in proc.stdout
+    assert "CPU per container (ms): driver" in proc.stdout
 
 
 def test_targets_and_cleanup(report: dict[str, Any]) -> None:
