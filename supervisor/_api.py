@@ -170,6 +170,8 @@ async def _stop_left(proc: ContainerProcess) -> None:
     Waits for the fork server to report the exit (at most 5 s after SIGKILL)
     before its socket closes: otherwise the run would end with no exit status.
     """
+    if proc.exited:
+        return  # it ended by itself: its run reports its own status
     proc.stopped_by_us = True
     slot = proc.slot
     if slot is not None and proc.running and proc.grace_period > 0 and proc.handles_signal(signal.SIGTERM):
@@ -256,10 +258,12 @@ class Supervisor:
                         # Whatever is still running (runs of tasks outside
                         # this block) is stopped as on cancellation: SIGTERM
                         # if PID 1 handles it, its grace period, SIGKILL.
-                        async with anyio.create_task_group() as stoppers:
-                            for proc in list(self._live.values()):
-                                stoppers.start_soon(_stop_left, proc)
-                        await self._fork_server.aclose()
+                        try:
+                            async with anyio.create_task_group() as stoppers:
+                                for proc in list(self._live.values()):
+                                    stoppers.start_soon(_stop_left, proc)
+                        finally:
+                            await self._fork_server.aclose()
                         # Networking (issue 5): finish the bridge deletions that
                         # container releases left to background threads.
                         network = sys.modules.get("supervisor._parent.network")
@@ -451,7 +455,11 @@ class Supervisor:
                         setattr(handle, name, FdReceiveStream(r))
                     else:
                         child_fds.append(os.dup(default if fd is None else fd))
-            child_fds += [os.dup(fd) for fd in pass_fds]
+            for fd in pass_fds:
+                try:
+                    child_fds.append(os.dup(fd))
+                except OSError as exc:  # closed by the caller while the run waited for its turn
+                    raise ValueError(f"pass_fds: {fd} is not an open descriptor ({exc.strerror})") from None
 
             try:
                 proc.slot = await self._fork_server.spawn(cid, config, child_fds)

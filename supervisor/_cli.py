@@ -335,6 +335,13 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         return _fail("-t needs a terminal on stdin")
     if args.preserve_fds < 0:
         return _fail("--preserve-fds must be 0 or more")
+    # Checked before trio and the supervisor open descriptors of their own:
+    # a gap in 3..3+N-1 would otherwise be filled by one of ours.
+    for fd in range(3, 3 + args.preserve_fds):
+        try:
+            os.fstat(fd)
+        except OSError:
+            return _fail(f"--preserve-fds {args.preserve_fds}: fd {fd} is not open")
 
     import trio
 
@@ -426,9 +433,14 @@ async def _start_and_wait(run: Callable[..., Any], started: Callable[[], None]) 
             started()
             return await container.wait()
     except BaseExceptionGroup as group:
-        if len(group.exceptions) == 1:
-            raise group.exceptions[0] from None
-        raise
+        raise _single(group) from None
+
+
+def _single(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The one exception a nursery wrapped (the same one may be in it twice:
+    raised by the run and again by ``wait()``); else the group itself."""
+    unique = list({id(exc): exc for exc in group.exceptions}.values())
+    return unique[0] if len(unique) == 1 and not isinstance(unique[0], BaseExceptionGroup) else group
 
 
 async def _run_tty(
@@ -470,5 +482,7 @@ async def _run_tty(
             result = await container.wait()
             nursery.cancel_scope.cancel()
         return result
+    except BaseExceptionGroup as group:
+        raise _single(group) from None
     finally:
         termios.tcsetattr(0, termios.TCSADRAIN, saved)

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -142,17 +143,17 @@ def test_help_lists_crabcans_flags(flag: str) -> None:
         assert option in out.stdout, option
 
 
-def test_tty_in_a_real_terminal(busybox: str) -> None:
-    """``-t`` on a pty: the payload gets a terminal of its own, keystrokes reach
-    it, and the caller's terminal modes come back after the run."""
+def _on_a_pty(argv: list[str], keys: dict[bytes, bytes]) -> tuple[int, bytes, list[Any], list[Any]]:
+    """Run ``supervisor run ARGV`` with a pty as its terminal; type ``keys[k]``
+    once ``k`` has appeared. Returns the exit status, everything the terminal
+    showed, and the terminal's modes before and after."""
     import select
     import termios
 
     master, slave = os.openpty()
     before = termios.tcgetattr(slave)
-    script = "tty; read -r line; echo got:$line; exit 4"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "supervisor", "run", "-t", "-m", busybox, "--", "sh", "-c", script],
+        [sys.executable, "-m", "supervisor", "run", *argv],
         env={**os.environ, "PYTHONPATH": REPO},
         stdin=slave,
         stdout=slave,
@@ -161,31 +162,58 @@ def test_tty_in_a_real_terminal(busybox: str) -> None:
     )
     os.close(slave)
     seen = b""
+    typed: set[bytes] = set()
     try:
-        typed = False
         deadline = time.monotonic() + 30
         # Read until the CLI is gone: it restores the terminal with TCSADRAIN,
         # which waits until this side has read all of the output.
         while proc.poll() is None and time.monotonic() < deadline:
-            if b"/dev/pts/0" in seen and not typed:
-                os.write(master, b"hello\r")
-                typed = True
+            for when, key in keys.items():
+                if when in seen and when not in typed:
+                    os.write(master, key)
+                    typed.add(when)
             ready, _, _ = select.select([master], [], [], 0.5)
             if ready:
                 try:
                     seen += os.read(master, 4096)
                 except OSError:  # EIO: the other side is closed
                     break
-        assert proc.wait(timeout=30) == 4, seen
+        status = proc.wait(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
         after = termios.tcgetattr(master)
         os.close(master)
+    return status, seen, before, after
+
+
+def test_tty_in_a_real_terminal(busybox: str) -> None:
+    """``-t`` on a pty: the payload gets a terminal of its own, keystrokes reach
+    it, and the caller's terminal modes come back after the run."""
+    script = "tty; read -r line; echo got:$line; exit 4"
+    status, seen, before, after = _on_a_pty(
+        ["-t", "-m", busybox, "--", "sh", "-c", script], {b"/dev/pts/0": b"hello\r"}
+    )
+    assert status == 4, seen
     assert b"/dev/pts/0" in seen
     assert b"got:hello" in seen
     assert after[3] == before[3], "local modes restored (the terminal left raw mode)"
+
+
+def test_tty_setup_failure_is_one_line(busybox: str) -> None:
+    status, seen, before, after = _on_a_pty(["-t", "-m", busybox, "--", "no-such-program"], {})
+    assert status == 127, seen
+    assert b"Traceback" not in seen
+    assert seen.strip().startswith(b"supervisor: ")
+    assert after[3] == before[3]
+
+
+def test_preserve_fds_must_be_open(busybox: str) -> None:
+    out = run_with_repo(["sh", "-c", 'exec 3<&-; exec "$0" -m supervisor run --preserve-fds 1 -m "$1" -- true',
+                         sys.executable, busybox])  # fmt: skip
+    assert out.returncode == 125
+    assert "fd 3 is not open" in one_clean_line(out.stderr)
 
 
 def test_preserve_fds(busybox: str, host_dir: Path) -> None:

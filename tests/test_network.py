@@ -14,10 +14,12 @@ failure does not cascade.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import ipaddress
 import json
 import os
+import resource
 import socket
 import statistics
 import subprocess
@@ -343,6 +345,55 @@ async def test_host_to_container_through_published_tcp_port() -> None:
     # The proxy ended with the container.
     with pytest.raises(OSError, match="failed"):
         await trio.open_tcp_stream("127.0.0.1", port)
+
+
+async def _ask(stream: trio.SocketStream, word: bytes) -> bytes:
+    """Send a line through a published port; the reply line, or b"" if the proxy closed."""
+    async with stream:
+        await stream.send_all(word + b"\n")
+        data = b""
+        with contextlib.suppress(trio.BrokenResourceError):
+            while not data.endswith(b"\n"):
+                chunk = await stream.receive_some(100)
+                if not chunk:
+                    return b""
+                data += chunk
+        return data
+
+
+async def test_published_port_survives_running_out_of_fds() -> None:
+    """accept() failing with EMFILE is retried: once fds are free again, the
+    connection that waited in the backlog is relayed."""
+    port = _free_port()
+    spec = py(SERVER, "8000", "10", network="bridge", hostname="pub", publish=[f"{port}:8000"])
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    async with Supervisor() as sup, trio.open_nursery() as nursery:
+        container = await nursery.start(sup.run, spec)
+        with trio.fail_after(20):  # until the server in the container listens
+            while not await _ask(await trio.open_tcp_stream("127.0.0.1", port), b"ready"):
+                await trio.sleep(0.05)
+        client = trio.socket.socket()
+        fillers: list[int] = []
+        try:
+            # Every fd number below a lowered limit taken: the proxy's accept() gets EMFILE.
+            top = max(int(n) for n in os.listdir("/proc/self/fd"))
+            resource.setrlimit(resource.RLIMIT_NOFILE, (top + 64, hard))
+            while True:
+                try:
+                    fillers.append(os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC))
+                except OSError:
+                    break
+            await client.connect(("127.0.0.1", port))  # completes in the kernel's backlog
+            await trio.sleep(0.3)  # the proxy meets EMFILE meanwhile
+        finally:
+            for fd in fillers:
+                os.close(fd)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        with trio.fail_after(10), client:
+            reply = await _ask(trio.SocketStream(client), b"after")
+        assert reply.split()[:2] == [b"pub", b"AFTER"]
+        container.kill()
+    assert fillers, "the fds were never exhausted"
 
 
 async def test_host_to_container_through_published_udp_port() -> None:

@@ -123,7 +123,12 @@ class ContainerProcess:
             try:
                 with open(f"/proc/{self.slot.pid}/comm", "rb") as f:
                     name = f.read().rstrip(b"\n")
-            except OSError:  # reaped meanwhile
+            except (FileNotFoundError, ProcessLookupError):  # exited and reaped meanwhile
+                await self.slot.exited.wait()
+                return self.slot.execd
+            except OSError:  # unreadable here (hidepid): take the end of file as the exec
+                return True
+            if poller.poll(0):  # exited right after the read: the PID may be another's now
                 await self.slot.exited.wait()
                 return self.slot.execd
             if name != SETUP_COMM:

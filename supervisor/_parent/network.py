@@ -52,6 +52,7 @@ containers reach each other and the host's own addresses, and nothing else.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import dataclasses
 import errno
@@ -646,9 +647,15 @@ class _Janitor:
         self._cond = threading.Condition()
         self._due: dict[str, float] = {}
         self._thread: threading.Thread | None = None
+        self._atexit = False
 
     def schedule(self, veths: list[str], delay: float) -> None:
-        """Delete each of ``veths`` if it still exists ``delay`` seconds from now."""
+        """Delete each of ``veths`` if it still exists ``delay`` seconds from now.
+
+        Never raises (it runs on cleanup paths): a thread that cannot start is
+        an error for :func:`wait_idle` to report, and the veths stay pending
+        for the next call.
+        """
         if not veths:
             return
         deadline = time.monotonic() + delay
@@ -656,9 +663,24 @@ class _Janitor:
             for veth in veths:
                 self._due[veth] = min(self._due.get(veth, deadline), deadline)
             if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="supervisor-veth-janitor", daemon=True)
-                self._thread.start()
+                thread = threading.Thread(target=self._run, name="supervisor-veth-janitor", daemon=True)
+                try:
+                    thread.start()
+                except RuntimeError as exc:  # out of threads (pids limit), or the interpreter is exiting
+                    _errors.append(f"cannot start the veth janitor: {exc}")
+                    return
+                self._thread = thread
+                if not self._atexit:
+                    # A daemon thread dies with the interpreter: finish first.
+                    atexit.register(self.finish, VETH_EXIT_GRACE)
+                    self._atexit = True
             self._cond.notify()
+
+    def finish(self, grace: float) -> None:
+        """Hurry every pending deletion to ``grace`` seconds and wait for it (blocking)."""
+        thread = self.hurry(grace)
+        if thread is not None:
+            thread.join(grace + 10)
 
     def hurry(self, grace: float) -> threading.Thread | None:
         """Bring every deadline to at most ``grace`` seconds from now.
@@ -758,18 +780,20 @@ async def detach(att: Attachment) -> None:
 
     **Cancellation:** shielded: the address is always freed.
     """
-    _janitor.schedule([att.veth], VETH_GRACE)
     with anyio.CancelScope(shield=True):
         try:
-            # Usually the lock is free: then this is a few small reads and
-            # writes on a tmpfs, cheaper inline than a trip to a worker thread.
-            last = release_blocking(att.bridge, att.subnet, att.address, wait=False)
-        except BlockingIOError:
-            last = await anyio.to_thread.run_sync(
-                release_blocking, att.bridge, att.subnet, att.address, limiter=_limiter()
-            )
-        if last:
-            _delete_in_background(att.bridge, att.subnet)
+            try:
+                # Usually the lock is free: then this is a few small reads and
+                # writes on a tmpfs, cheaper inline than a trip to a worker thread.
+                last = release_blocking(att.bridge, att.subnet, att.address, wait=False)
+            except BlockingIOError:
+                last = await anyio.to_thread.run_sync(
+                    release_blocking, att.bridge, att.subnet, att.address, limiter=_limiter()
+                )
+            if last:
+                _delete_in_background(att.bridge, att.subnet)
+        finally:
+            _janitor.schedule([att.veth], VETH_GRACE)  # whatever happened to the address
 
 
 async def wait_idle() -> None:

@@ -13,7 +13,8 @@ import contextlib
 import errno
 import socket
 import warnings
-from typing import TYPE_CHECKING, Literal
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 import anyio.abc
@@ -66,17 +67,38 @@ async def _serve_tcp(publish: Publish, target: str, task_status: TaskStatus[None
                     tg.start_soon(_pipe, client, upstream, tg.cancel_scope)
                     tg.start_soon(_pipe, upstream, client, tg.cancel_scope)
 
+        try:
+            async with anyio.create_task_group() as tg:
+                for one in listener.listeners:
+                    assert isinstance(one, anyio.abc.SocketListener)
+                    tg.start_soon(_accept_loop, one, handle)
+        except Exception as exc:  # noqa: BLE001 - after started(): never take the supervisor down
+            _stopped(publish, exc)
+
+
+async def _accept_loop(
+    listener: anyio.abc.SocketListener,
+    handle: Callable[[anyio.abc.SocketStream], Coroutine[Any, Any, None]],
+) -> None:
+    """Accept on one listening socket; a transient error (out of fds or memory
+    for a moment) is retried after :data:`_RETRY_S`, never fatal.
+
+    Raises:
+        OSError: any other accept error (the port stops); under trio, an
+            :class:`anyio.BrokenResourceError` caused by it.
+    """
+    async with anyio.create_task_group() as connections:
         while True:
             try:
-                await listener.serve(handle)
-            except OSError as exc:
-                if exc.errno in _TRANSIENT:  # out of fds or memory for a moment: accept again soon
-                    await anyio.sleep(_RETRY_S)
-                    continue
-                _stopped(publish, exc)
-            except Exception as exc:  # noqa: BLE001 - after started(): never take the supervisor down
-                _stopped(publish, exc)
-            return
+                client = await listener.accept()
+            except (OSError, anyio.BrokenResourceError) as exc:
+                # anyio's trio backend wraps the OSError (as the cause).
+                cause = exc if isinstance(exc, OSError) else exc.__cause__
+                if not isinstance(cause, OSError) or cause.errno not in _TRANSIENT:
+                    raise
+                await anyio.sleep(_RETRY_S)
+                continue
+            connections.start_soon(handle, client)
 
 
 async def _pipe(src: anyio.abc.SocketStream, dst: anyio.abc.SocketStream, scope: anyio.CancelScope) -> None:
