@@ -153,9 +153,10 @@ class Progress:
 async def _run_all(specs: list[Spec], parallel: int, as_json: bool, timeout: float | None) -> int:
     import trio
 
-    from . import SetupError, Supervisor
+    from . import ForkServerError, SetupError, Supervisor
 
     results: list[Result] = []
+    lost: list[str] = []  # runs whose exit status is unknown (the fork server died)
     progress = Progress(len(specs))
     live = sys.stderr.isatty() and not as_json
     closed: list[bool] = []
@@ -166,6 +167,8 @@ async def _run_all(specs: list[Spec], parallel: int, as_json: bool, timeout: flo
         except SetupError as exc:
             if exc.result is not None:
                 results.append(exc.result)
+        except ForkServerError as exc:
+            lost.append(str(exc))
 
     async def watch() -> None:
         async for event in sup.events():
@@ -195,6 +198,8 @@ async def _run_all(specs: list[Spec], parallel: int, as_json: bool, timeout: flo
     if live:
         print("\r\x1b[K" + progress.line(), file=sys.stderr)
     _summary(results, time.monotonic() - progress.started_at, sys.stderr if as_json else sys.stdout)
+    if lost:
+        print(f"supervisor: {len(lost)} container(s) lost, exit status unknown: {lost[0]}", file=sys.stderr)
     if not results:
         return 125
     return 0 if all(r.ok for r in results) and len(results) == len(specs) else 1

@@ -144,7 +144,7 @@ def test_help_lists_crabcans_flags(flag: str) -> None:
 
 
 def _on_a_pty(argv: list[str], keys: dict[bytes, bytes]) -> tuple[int, bytes, list[Any], list[Any]]:
-    """Run ``supervisor run ARGV`` with a pty as its terminal; type ``keys[k]``
+    """Run ``supervisor ARGV`` with a pty as its terminal; type ``keys[k]``
     once ``k`` has appeared. Returns the exit status, everything the terminal
     showed, and the terminal's modes before and after."""
     import select
@@ -153,7 +153,7 @@ def _on_a_pty(argv: list[str], keys: dict[bytes, bytes]) -> tuple[int, bytes, li
     master, slave = os.openpty()
     before = termios.tcgetattr(slave)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "supervisor", "run", *argv],
+        [sys.executable, "-m", "supervisor", *argv],
         env={**os.environ, "PYTHONPATH": REPO},
         stdin=slave,
         stdout=slave,
@@ -193,7 +193,7 @@ def test_tty_in_a_real_terminal(busybox: str) -> None:
     it, and the caller's terminal modes come back after the run."""
     script = "tty; read -r line; echo got:$line; exit 4"
     status, seen, before, after = _on_a_pty(
-        ["-t", "-m", busybox, "--", "sh", "-c", script], {b"/dev/pts/0": b"hello\r"}
+        ["run", "-t", "-m", busybox, "--", "sh", "-c", script], {b"/dev/pts/0": b"hello\r"}
     )
     assert status == 4, seen
     assert b"/dev/pts/0" in seen
@@ -202,11 +202,21 @@ def test_tty_in_a_real_terminal(busybox: str) -> None:
 
 
 def test_tty_setup_failure_is_one_line(busybox: str) -> None:
-    status, seen, before, after = _on_a_pty(["-t", "-m", busybox, "--", "no-such-program"], {})
+    status, seen, before, after = _on_a_pty(["run", "-t", "-m", busybox, "--", "no-such-program"], {})
     assert status == 127, seen
     assert b"Traceback" not in seen
     assert seen.strip().startswith(b"supervisor: ")
     assert after[3] == before[3]
+
+
+def test_run_many_live_display_on_a_terminal(busybox: str) -> None:
+    """On a terminal, run-many redraws one progress line, then prints its summary."""
+    status, seen, _, _ = _on_a_pty(["run-many", "-n", "12", "-j", "4", "-m", busybox, "--", "sleep", "0.3"], {})
+    assert status == 0, seen
+    text = seen.decode()
+    assert text.count("\r\x1b[K") >= 2, text  # redrawn in place
+    assert "done 12/12 failed 0" in text
+    assert "exited" in text  # the summary table
 
 
 def test_preserve_fds_must_be_open(busybox: str) -> None:
