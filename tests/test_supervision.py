@@ -102,6 +102,24 @@ async def test_overlay_root_is_private_and_discarded(busybox: str) -> None:
     assert b"No such file" in second.stdout
 
 
+async def test_overlay_base_shared_by_many_at_once(busybox: str) -> None:
+    """16 containers at once on one base: each writes its own /mine and sees
+    only its own; the base folder is untouched (the busybox fixture checks)."""
+    script = "echo $0 > /mine; sleep 0.2; cat /mine; ls / | grep -c mine"
+    results: dict[int, bytes] = {}
+    async with Supervisor() as sup, trio.open_nursery() as nursery:
+
+        async def one(i: int) -> None:
+            result = await sup.run(Spec(["sh", "-c", script, str(i)], rootfs=busybox, overlay=True))
+            assert result.exit_code == 0, result.stderr
+            results[i] = result.stdout
+
+        for i in range(16):
+            nursery.start_soon(one, i)
+    assert results == {i: f"{i}\n1\n".encode() for i in range(16)}
+    assert not os.path.exists(os.path.join(busybox, "mine"))
+
+
 def test_overlay_needs_a_rootfs() -> None:
     with pytest.raises(ValueError, match=r"Spec\.overlay"):
         Spec(["true"], overlay=True)
