@@ -7,7 +7,6 @@ import fcntl
 import itertools
 import math
 import os
-import signal
 import socket
 import struct
 import sys
@@ -165,23 +164,17 @@ def _checked_pass_fds(pass_fds: Sequence[int]) -> tuple[int, ...]:
 
 
 async def _stop_left(proc: ContainerProcess) -> None:
-    """Stop a container that outlives its supervisor's block.
+    """Stop a container that outlives its supervisor's block, as on cancellation.
 
     Waits for the fork server to report the exit (at most 5 s after SIGKILL)
     before its socket closes: otherwise the run would end with no exit status.
     """
     if proc.exited:
         return  # it ended by itself: its run reports its own status
-    proc.stopped_by_us = True
-    slot = proc.slot
-    if slot is not None and proc.running and proc.grace_period > 0 and proc.handles_signal(signal.SIGTERM):
-        proc.send_signal(signal.SIGTERM)
-        with anyio.move_on_after(proc.grace_period):
-            await slot.exited.wait()
-    proc.send_signal(signal.SIGKILL)
-    if slot is not None:
-        with anyio.move_on_after(5):
-            await slot.exited.wait()
+    if proc.slot is None:  # not spawned yet: its run sees the closed fork server
+        proc.stopped_by_us = True
+        return
+    await proc.stop(proc.grace_period, reap_timeout=5)
 
 
 class Supervisor:
@@ -414,9 +407,15 @@ class Supervisor:
         ctl_parent, ctl_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
         ctl_parent.setblocking(False)
         proc = ContainerProcess(
-            cid, ctl_parent, spec.map_base, spec.map_size, t0, note_phase, parent_steps=resources.parent_steps()
+            cid,
+            ctl_parent,
+            spec.map_base,
+            spec.map_size,
+            t0,
+            note_phase,
+            parent_steps=resources.parent_steps(),
+            grace_period=spec.grace_period,
         )
-        proc.grace_period = spec.grace_period
         child_fds: list[int] = [ctl_child.detach()]
         ours: list[int] = []  # our ends of pipes
         out_chunks: list[bytes] = []

@@ -370,18 +370,17 @@ async def _run_async(spec: Spec, args: argparse.Namespace) -> int:
         state["last"] = None
 
     stdin_fd = 0 if (args.interactive or args.tty) else None
+    pass_fds = range(3, 3 + args.preserve_fds)  # checked open by _run
     try:
         async with Supervisor() as sup:
             result: Result
             if spec.tty:
-                result = await _run_tty(
-                    sup, spec, on_phase if args.debug else None, args.timeout, range(3, 3 + args.preserve_fds)
-                )
+                result = await _run_tty(sup, spec, on_phase if args.debug else None, args.timeout, pass_fds)
             else:
                 run = functools.partial(
                     sup.run,
                     spec,
-                    pass_fds=range(3, 3 + args.preserve_fds),
+                    pass_fds=pass_fds,
                     timeout=args.timeout,
                     capture_output=args.json,
                     stdin=stdin_fd,

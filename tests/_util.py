@@ -18,11 +18,7 @@ REQUEST_PHASES = (Phase.USERNS, Phase.CGROUP, Phase.NETWORK)
 
 def running(pid: int) -> bool:
     """True while ``pid`` runs (a zombie waiting for its reaper does not count)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
+    return proc_state(pid) not in (None, "Z")
 
 
 def run_with_repo(
@@ -38,3 +34,31 @@ def run_with_repo(
         check=False,
         **kwargs,
     )
+
+
+def _stat(pid: int) -> list[str] | None:
+    """The fields of ``/proc/<pid>/stat`` after the name (field 3 first), or None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            data = f.read()
+    except FileNotFoundError:
+        return None
+    return data[data.rindex(")") + 2 :].split()
+
+
+def proc_state(pid: int) -> str | None:
+    """The process's state letter (R, S, Z...), or None once it is gone."""
+    fields = _stat(pid)
+    return fields[0] if fields else None
+
+
+def proc_start_time(pid: int) -> str | None:
+    """The process's start time, or None once it is gone (a PID alone is reusable)."""
+    fields = _stat(pid)
+    return fields[19] if fields else None
+
+
+def gone(pid: int, start: str | None) -> bool:
+    """True once the process that had ``start`` as its start time has been reaped."""
+    now = proc_start_time(pid)
+    return now is None or now != start

@@ -16,6 +16,8 @@ import pytest
 import supervisor
 from supervisor import Container, ContainerFailed, Phase, Result, SetupError, Spec
 
+from ._util import gone, proc_start_time, proc_state
+
 pytestmark = pytest.mark.anyio
 
 
@@ -23,30 +25,6 @@ pytestmark = pytest.mark.anyio
 def anyio_backend(request: pytest.FixtureRequest) -> str:
     backend: str = request.param
     return backend
-
-
-def proc_start_time(pid: int) -> str | None:
-    """The process's start time, or None once it is gone (a PID alone is reusable)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            data = f.read()
-    except FileNotFoundError:
-        return None
-    return data[data.rindex(")") + 2 :].split()[19]
-
-
-def proc_state(pid: int) -> str | None:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            data = f.read()
-    except FileNotFoundError:
-        return None
-    return data[data.rindex(")") + 2 :].split()[0]
-
-
-def gone(pid: int, start: str | None) -> bool:
-    now = proc_start_time(pid)
-    return now is None or now != start
 
 
 async def wait_for_handler(pid: int, sig: int) -> None:

@@ -79,18 +79,6 @@ def _our_etc_dirs() -> list[str]:
         return []
 
 
-def _force_cleanup(links: set[str]) -> None:
-    from pyroute2 import IPRoute
-
-    with IPRoute(groups=0) as ipr:
-        for name in links:
-            for index in ipr.link_lookup(ifname=name):
-                try:
-                    ipr.link("del", index=index)
-                except Exception:  # noqa: BLE001 - already gone
-                    pass
-
-
 @pytest.fixture(autouse=True)
 def net_leak_check() -> Iterator[None]:
     """No link, lease or /etc folder of ours may outlive a test."""
@@ -112,7 +100,7 @@ def net_leak_check() -> Iterator[None]:
             break
         time.sleep(0.02)
     if problems:
-        _force_cleanup(links)
+        network._delete_links(sorted(links))
         pytest.fail("networking left host state behind: " + "; ".join(problems), pytrace=False)
 
 

@@ -19,6 +19,8 @@ import pytest
 
 from supervisor import PIPE, Limits, Result, Spec, Supervisor, parse_size
 
+from ._util import gone, proc_start_time
+
 pytestmark = pytest.mark.anyio
 
 REPO = str(Path(__file__).resolve().parent.parent)
@@ -131,28 +133,19 @@ async def test_cpu_quota_gives_about_half_a_cpu() -> None:
     assert used > 0.6 * min(0.5, free), f"used {used:.2f} CPUs under a 0.5 quota, {free:.2f} without"
 
 
-def _tree(pid: int) -> dict[int, str]:
+def _tree(pid: int) -> dict[int, str | None]:
     """``pid`` and its descendants, each with its start time."""
-    out: dict[int, str] = {}
+    out: dict[int, str | None] = {}
     todo = [pid]
     while todo:
         p = todo.pop()
+        out[p] = proc_start_time(p)
         try:
-            with open(f"/proc/{p}/stat") as f:
-                out[p] = f.read().rsplit(")", 1)[1].split()[19]
             with open(f"/proc/{p}/task/{p}/children") as f:
                 todo += [int(c) for c in f.read().split()]
         except FileNotFoundError:
             continue
     return out
-
-
-def _alive(pid: int, start: str) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[19] == start
-    except FileNotFoundError:
-        return False
 
 
 @pytest.mark.parametrize("pid1", ["handles TERM", "ignores TERM"])
@@ -177,7 +170,7 @@ async def test_timeout_kills_the_tree(busybox: str, pid1: str) -> None:
     else:
         assert (result.exit_code, result.signal) == (None, 9)
         assert 1.4 < elapsed < 10
-    assert not [p for p, start in tree_pids.items() if _alive(p, start)]
+    assert all(gone(p, start) for p, start in tree_pids.items())
 
 
 async def test_timeout_during_setup_is_a_timeout() -> None:

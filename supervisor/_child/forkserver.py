@@ -102,7 +102,10 @@ class ForkServer:
         if res is None:
             return  # spurious wake-up; poll again
         # Still a zombie: its name tells whether it reached execve.
-        execd = _comm(res.si_pid) != SETUP_COMM
+        try:
+            execd = linux.comm(res.si_pid) != SETUP_COMM
+        except OSError:
+            execd = True  # unreadable: take it as the payload's own exit
         try:
             res = os.waitid(c.P_PIDFD, pidfd, os.WEXITED | os.WNOHANG) or res
         except ChildProcessError:
@@ -130,15 +133,6 @@ class ForkServer:
                 pass
             os.close(pidfd)
         self.children.clear()
-
-
-def _comm(pid: int) -> bytes | None:
-    """``/proc/<pid>/comm`` of our (zombie) child, or None if unreadable."""
-    try:
-        with open(f"/proc/{pid}/comm", "rb") as f:
-            return f.read().rstrip(b"\n")
-    except OSError:
-        return None
 
 
 def main(fd: int) -> None:

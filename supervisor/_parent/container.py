@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import errno
+import math
 import os
 import select
 import signal as _signal
@@ -54,6 +55,7 @@ class ContainerProcess:
         t0: int,
         on_phase: PhaseCallback | None = None,
         parent_steps: dict[Phase, ParentStep] | None = None,
+        grace_period: float = 0.0,
     ) -> None:
         self.cid = cid
         self.sock = sock
@@ -68,7 +70,7 @@ class ContainerProcess:
         self.running = False
         self.stopped_by_us = False
         #: Seconds between SIGTERM and SIGKILL when the supervisor stops it.
-        self.grace_period = 0.0
+        self.grace_period = grace_period
         self.pty_master = -1
 
     @property
@@ -117,21 +119,17 @@ class ContainerProcess:
         poller = select.poll()
         poller.register(self.slot.pidfd, select.POLLIN)
         for _ in range(1000):
-            if poller.poll(0):  # exited: the fork server's record says
-                await self.slot.exited.wait()
-                return self.slot.execd
             try:
-                with open(f"/proc/{self.slot.pid}/comm", "rb") as f:
-                    name = f.read().rstrip(b"\n")
+                renamed: bool | None = linux.comm(self.slot.pid) != SETUP_COMM
             except (FileNotFoundError, ProcessLookupError):  # exited and reaped meanwhile
-                await self.slot.exited.wait()
-                return self.slot.execd
+                renamed = None
             except OSError:  # unreadable here (hidepid): take the end of file as the exec
                 return True
-            if poller.poll(0):  # exited right after the read: the PID may be another's now
+            # Exited (before the read, maybe: then the PID may be another's).
+            if renamed is None or poller.poll(0):
                 await self.slot.exited.wait()
                 return self.slot.execd
-            if name != SETUP_COMM:
+            if renamed:
                 return True
             # Inside execve, between closing the fds and taking the new name.
             await anyio.sleep(0.001)
@@ -303,10 +301,16 @@ class ContainerProcess:
             return False
         return False
 
-    async def stop(self, grace_period: float) -> None:
+    async def stop(self, grace_period: float, reap_timeout: float = math.inf) -> None:
         """SIGTERM (if PID 1 handles it), the grace period, then SIGKILL; reap.
 
-        **Cancellation:** shielded: always returns with PID 1 reaped.
+        Args:
+            grace_period: seconds between SIGTERM and SIGKILL.
+            reap_timeout: the longest wait for the fork server's exit report
+                after SIGKILL (bounded when the fork server may be going away).
+
+        **Cancellation:** shielded: returns with PID 1 reaped (or once
+        ``reap_timeout`` has passed).
         """
         assert self.slot is not None
         with anyio.CancelScope(shield=True):
@@ -317,7 +321,8 @@ class ContainerProcess:
                     with anyio.move_on_after(grace_period):
                         await self.slot.exited.wait()
                 self.send_signal(_signal.SIGKILL)
-            await self.slot.exited.wait()
+            with anyio.move_on_after(reap_timeout):
+                await self.slot.exited.wait()
 
 
 def _held_phases(record: dict[str, Any]) -> list[Any]:

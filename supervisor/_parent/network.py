@@ -554,13 +554,13 @@ def delete_bridge_if_unused(bridge: str, subnet: str) -> None:
     with _locked():
         state = _load(bridge, subnet)
         stale = _reclaim(state)
-        if state["entries"]:
-            _store(bridge, state)
-            _delete_links(stale)
+        in_use = bool(state["entries"])
+        if not in_use:
+            state["bridge_ok"] = False
+        _store(bridge, state)  # removes the file when nobody is left
+        _errors.extend(_delete_links(stale))
+        if in_use:
             return
-        state["bridge_ok"] = False
-        _store(bridge, state)  # removes the file
-        _delete_links(stale)
         with _iproute() as ipr:
             found = ipr.link_lookup(ifname=bridge)
             if found and _link_kind(ipr, found[0]) == "bridge":
@@ -647,7 +647,6 @@ class _Janitor:
         self._cond = threading.Condition()
         self._due: dict[str, float] = {}
         self._thread: threading.Thread | None = None
-        self._atexit = False
 
     def schedule(self, veths: list[str], delay: float) -> None:
         """Delete each of ``veths`` if it still exists ``delay`` seconds from now.
@@ -670,10 +669,6 @@ class _Janitor:
                     _errors.append(f"cannot start the veth janitor: {exc}")
                     return
                 self._thread = thread
-                if not self._atexit:
-                    # A daemon thread dies with the interpreter: finish first.
-                    atexit.register(self.finish, VETH_EXIT_GRACE)
-                    self._atexit = True
             self._cond.notify()
 
     def finish(self, grace: float) -> None:
@@ -717,6 +712,8 @@ class _Janitor:
 
 
 _janitor = _Janitor()
+# Its thread is a daemon, which dies with the interpreter: finish first.
+atexit.register(_janitor.finish, VETH_EXIT_GRACE)
 
 
 # -- the async API ------------------------------------------------------------

@@ -178,6 +178,17 @@ def set_name(name: bytes) -> None:
 _PR_SET_NAME = 15  # <linux/prctl.h>
 
 
+def comm(pid: int) -> bytes:
+    """The name of process ``pid`` (``/proc/<pid>/comm``; a zombie keeps it).
+
+    Raises:
+        OSError: ``FileNotFoundError`` once the process is reaped; another
+            error if ``/proc`` hides it.
+    """
+    with open(f"/proc/{pid}/comm", "rb") as f:
+        return f.read().rstrip(b"\n")
+
+
 def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
     """prctl(2).
 
