@@ -22,7 +22,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "benchmarks" / "startup.py"
-PEERS = ("bwrap", "crun", "runc", "unshare")
+PEERS = ("bwrap", "crun", "runc", "unshare", "floor")
 KS = ("1", "8", "32")
 #: --quick takes about 30 s on the 2-CPU VM; leave room for a loaded machine.
 TIMEOUT_S = 300
@@ -68,7 +68,8 @@ def _number(value: Any) -> bool:
 
 
 def _installed() -> list[str]:
-    return [p for p in PEERS if shutil.which(p)]
+    # The floor is built from benchmarks/floor.c with the machine's C compiler.
+    return [p for p in PEERS if shutil.which("cc" if p == "floor" else p)]
 
 
 def test_peers_found_are_measured(report: dict[str, Any]) -> None:
@@ -104,6 +105,19 @@ def test_latency_throughput_memory(report: dict[str, Any], name: str) -> None:
     if name != "bwrap" and "bwrap" in report["contenders"]:
         ratios = report["ratios_to_bwrap"][name]
         assert all(_number(ratios[key]) for key in ("p50", "per_s_c1", "per_s_c8", "per_s_c32", "uss"))
+
+
+def test_targets_name_the_floor(report: dict[str, Any]) -> None:
+    """Each speed target says whether our isolation, done in C, could reach it."""
+    targets = {t["name"]: t for t in report["targets"]}
+    assert len(targets) == 4, targets
+    assert all(t["result"] in ("PASS", "FAIL", "SKIP") for t in targets.values())
+    if "floor" not in report["contenders"]:
+        pytest.skip(f"floor not measured here: {report['missing'].get('floor')}")
+    for name, t in targets.items():
+        if t["result"] != "SKIP":
+            assert t["floor_reaches_goal"] in ("yes", "no"), (name, t)
+            assert "C floor" in t["detail"], t
 
 
 def test_our_phase_breakdown(report: dict[str, Any]) -> None:
