@@ -1,6 +1,6 @@
 """``python -m supervisor``: the command-line interface."""
 
-from ._cli import main
+from ._cli import console_main
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    console_main()

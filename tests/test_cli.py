@@ -143,6 +143,30 @@ def test_help_lists_crabcans_flags(flag: str) -> None:
         assert option in out.stdout, option
 
 
+def test_version_is_the_packages() -> None:
+    import supervisor
+
+    out = run_with_repo([sys.executable, "-m", "supervisor", "--version"], {})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == f"supervisor {supervisor.__version__}", out.stdout
+
+
+def test_quick_exit_still_flushes_and_runs_atexit_hooks(busybox: str) -> None:
+    """The console script skips the interpreter's teardown: what it prints, and
+    what atexit hooks do, must still happen (output to a pipe is buffered)."""
+    code = (
+        "import atexit, sys\n"
+        "from supervisor._cli import console_main\n"
+        "atexit.register(lambda: print('hook ran', file=sys.stderr))\n"
+        "sys.argv = ['supervisor', 'run', '--json', '-m', sys.argv[1], '--', 'sh', '-c', 'exit 3']\n"
+        "console_main()\n"
+    )
+    out = run_with_repo([sys.executable, "-c", code, busybox], {})
+    assert out.returncode == 3, out.stderr
+    assert json.loads(out.stdout)["exit_code"] == 3
+    assert out.stderr.strip().endswith("hook ran"), out.stderr
+
+
 def _on_a_pty(argv: list[str], keys: dict[bytes, bytes]) -> tuple[int, bytes, list[Any], list[Any]]:
     """Run ``supervisor ARGV`` with a pty as its terminal; type ``keys[k]``
     once ``k`` has appeared. Returns the exit status, everything the terminal
