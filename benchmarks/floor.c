@@ -21,9 +21,12 @@
  * lower bound for any implementation of this isolation, whatever the
  * language, started as one process per container (like bwrap).
  *
- * Usage: floor ROOTFS BPF_FILE CAPS_HEX [CGROUP_PARENT...] -- PROGRAM [ARG...]
- * Exit status: the payload's, 128+N if it was killed by signal N, 125 if
- * setup failed (with a message on stderr naming the call).
+ * Usage: floor [-n N -k K] ROOTFS BPF_FILE CAPS_HEX [CGROUP_PARENT...] -- PROGRAM [ARG...]
+ * Without -n: one container; the exit status is the payload's, 128+N if it
+ * was killed by signal N. With -n N -k K: N containers, at most K at a time,
+ * all from this one process (the floor of a fork server written in C); exit
+ * status 0 when every payload exited 0. 125 if setup failed, with a message
+ * on stderr naming the call.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -66,6 +69,8 @@ struct mount_attr_s {
 };
 
 static int ctl[2];
+static int in_parent; /* die() in the parent first kills and cleans up its containers */
+static void cleanup_all(void);
 
 static void die(const char *fmt, ...)
 {
@@ -75,7 +80,14 @@ static void die(const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(buf, sizeof buf, fmt, ap);
     va_end(ap);
-    dprintf(2, "floor: %s: %s\n", buf, strerror(err));
+    if (err)
+        dprintf(2, "floor: %s: %s\n", buf, strerror(err));
+    else
+        dprintf(2, "floor: %s\n", buf);
+    if (in_parent) {
+        in_parent = 0; /* once */
+        cleanup_all();
+    }
     _exit(125);
 }
 
@@ -296,36 +308,21 @@ static void write_file(const char *path, const char *text)
     close(fd);
 }
 
-int main(int argc, char **argv)
-{
-    const char *rootfs, *bpf_path;
-    unsigned long long caps;
-    static struct sock_filter filter[4096];
-    struct sock_fprog prog;
-    char cgroups[16][512];
-    int ncg = 0, i, status, fd;
-    ssize_t size;
-    pid_t pid;
-    char path[sizeof cgroups[0] + 32], text[64];
+static char cg_parents[16][512];
+static int ncg;
 
-    if (argc < 6)
-        return fprintf(stderr, "usage: floor ROOTFS BPF_FILE CAPS_HEX [CGROUP_PARENT...] -- PROGRAM [ARG...]\n"), 2;
-    rootfs = argv[1];
-    bpf_path = argv[2];
-    caps = strtoull(argv[3], NULL, 16);
-    for (i = 4; i < argc && strcmp(argv[i], "--") != 0; i++) {
-        if (ncg == 16)
-            return fprintf(stderr, "floor: at most 16 cgroups\n"), 2;
-        snprintf(cgroups[ncg++], sizeof cgroups[0], "%s/floor-%d", argv[i], (int)getpid());
-    }
-    if (i + 1 >= argc)
-        return fprintf(stderr, "floor: no program after --\n"), 2;
-    fd = open(bpf_path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0 || (size = read(fd, filter, sizeof filter)) <= 0 || size % sizeof *filter)
-        die("read(%s)", bpf_path);
-    close(fd);
-    prog.len = (unsigned short)(size / sizeof *filter);
-    prog.filter = filter;
+static void cgroup_path(char *out, size_t size, int i, int seq)
+{
+    snprintf(out, size, "%s/floor-%d-%d", cg_parents[i], (int)getpid(), seq);
+}
+
+/* clone one container and do the parent's steps (its pid goes to *slot_pid at once) */
+static void start_one(int seq, const char *rootfs, struct sock_fprog *prog, unsigned long long caps, char **argv,
+                      pid_t *slot_pid, int *sock)
+{
+    char path[sizeof cg_parents[0] + 64], text[32];
+    pid_t pid;
+    int i;
 
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, ctl) != 0)
         die("socketpair");
@@ -334,29 +331,137 @@ int main(int argc, char **argv)
                          NULL, NULL, NULL, NULL);
     if (pid < 0)
         die("clone");
-    if (pid == 0)
-        _exit(child(rootfs, &prog, caps, argv + i + 1));
-
+    *slot_pid = pid;
+    if (pid == 0) {
+        in_parent = 0;
+        _exit(child(rootfs, prog, caps, argv));
+    }
+    close(ctl[1]);
     snprintf(path, sizeof path, "/proc/%d/uid_map", (int)pid);
     write_file(path, "0 100000 65536\n");
     snprintf(path, sizeof path, "/proc/%d/gid_map", (int)pid);
     write_file(path, "0 100000 65536\n");
-    if (write(ctl[0], "u", 1) != 1)
-        die("write(control)");
+    /* A child that died early closed its end: go on, so that it is reaped
+     * and its cgroups removed (MSG_NOSIGNAL: no SIGPIPE). */
+    send(ctl[0], "u", 1, MSG_NOSIGNAL);
     snprintf(text, sizeof text, "%d\n", (int)pid);
     for (i = 0; i < ncg; i++) {
-        if (mkdir(cgroups[i], 0755) != 0)
-            die("mkdir(%s)", cgroups[i]);
-        snprintf(path, sizeof path, "%s/cgroup.procs", cgroups[i]);
-        write_file(path, text);
+        int fd;
+        cgroup_path(path, sizeof path, i, seq);
+        if (mkdir(path, 0755) != 0)
+            die("mkdir(%s)", path);
+        strcat(path, "/cgroup.procs");
+        fd = open(path, O_WRONLY | O_CLOEXEC);
+        if (fd < 0)
+            die("open(%s)", path);
+        if (write(fd, text, strlen(text)) < 0 && errno != ESRCH) /* ESRCH: it died already */
+            die("write(%s, %d)", path, (int)pid);
+        close(fd);
     }
-    if (write(ctl[0], "c", 1) != 1)
-        die("write(control)");
-    if (waitpid(pid, &status, 0) != pid)
-        die("waitpid");
-    for (i = 0; i < ncg; i++)
-        if (rmdir(cgroups[i]) != 0)
-            die("rmdir(%s)", cgroups[i]);
+    send(ctl[0], "c", 1, MSG_NOSIGNAL);
+    *sock = ctl[0];
+}
+
+static void finish_one(int seq)
+{
+    char path[sizeof cg_parents[0] + 64];
+    int i;
+    for (i = 0; i < ncg; i++) {
+        cgroup_path(path, sizeof path, i, seq);
+        if (rmdir(path) != 0)
+            die("rmdir(%s)", path);
+    }
+}
+
+static struct {
+    pid_t pid;
+    int sock, seq;
+} slots[256];
+static int live;
+
+static void cleanup_all(void)
+{
+    int i, status;
+    for (i = 0; i < live; i++)
+        if (slots[i].pid > 0)
+            kill(slots[i].pid, SIGKILL);
+    for (i = 0; i < live; i++) {
+        char path[sizeof cg_parents[0] + 64];
+        int j;
+        if (slots[i].pid > 0)
+            waitpid(slots[i].pid, &status, 0);
+        for (j = 0; j < ncg; j++) {
+            cgroup_path(path, sizeof path, j, slots[i].seq);
+            rmdir(path);
+        }
+    }
+    live = 0;
+}
+
+int main(int argc, char **argv)
+{
+    const char *rootfs, *bpf_path;
+    unsigned long long caps;
+    static struct sock_filter filter[4096];
+    struct sock_fprog prog;
+    int total = 1, in_flight = 1, started = 0, i, status = 0, fd, a = 1;
+    ssize_t size;
+
+    if (argc > 5 && strcmp(argv[1], "-n") == 0 && strcmp(argv[3], "-k") == 0) {
+        total = atoi(argv[2]);
+        in_flight = atoi(argv[4]);
+        a = 5;
+    }
+    if (argc - a < 5 || total < 1 || in_flight < 1 || in_flight > 256)
+        return fprintf(stderr, "usage: floor [-n N -k K] ROOTFS BPF_FILE CAPS_HEX [CGROUP_PARENT...] -- PROGRAM [ARG...]\n"),
+               2;
+    rootfs = argv[a];
+    bpf_path = argv[a + 1];
+    caps = strtoull(argv[a + 2], NULL, 16);
+    for (i = a + 3; i < argc && strcmp(argv[i], "--") != 0; i++) {
+        if (ncg == 16)
+            return fprintf(stderr, "floor: at most 16 cgroups\n"), 2;
+        snprintf(cg_parents[ncg++], sizeof cg_parents[0], "%s", argv[i]);
+    }
+    if (i + 1 >= argc)
+        return fprintf(stderr, "floor: no program after --\n"), 2;
+    argv += i + 1;
+    fd = open(bpf_path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || (size = read(fd, filter, sizeof filter)) <= 0 || size % sizeof *filter)
+        die("read(%s)", bpf_path);
+    close(fd);
+    prog.len = (unsigned short)(size / sizeof *filter);
+    prog.filter = filter;
+
+    /* With -n/-k: one process starts N containers, K at a time, as a fork
+     * server written in C would (no exec of a runtime per container). */
+    in_parent = 1;
+    while (started < total || live > 0) {
+        pid_t pid;
+        if (started < total && live < in_flight) {
+            /* registered before it exists, so that die() kills it and removes its cgroups */
+            int n = live++;
+            slots[n].seq = started++;
+            slots[n].pid = 0;
+            slots[n].sock = -1;
+            start_one(slots[n].seq, rootfs, &prog, caps, argv, &slots[n].pid, &slots[n].sock);
+            continue;
+        }
+        pid = waitpid(-1, &status, 0);
+        if (pid < 0)
+            die("waitpid");
+        for (i = 0; i < live && slots[i].pid != pid; i++)
+            ;
+        if (i == live)
+            continue; /* not one of ours */
+        finish_one(slots[i].seq);
+        close(slots[i].sock);
+        slots[i] = slots[--live];
+        if (total > 1 && status != 0) {
+            errno = 0;
+            die("a container ended with status %#x", status);
+        }
+    }
     if (WIFSIGNALED(status))
         return 128 + WTERMSIG(status);
     return WEXITSTATUS(status);
