@@ -55,8 +55,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-import pyseccomp as seccomp
-
 from .._capabilities import CAP_NUMBERS
 from .._sys import constants as c
 
@@ -91,24 +89,40 @@ DEFAULT_DENIED = (
 #: every network namespace.
 _AF_VSOCK = 40
 
+#: Profile action names -> the binding's constant of the same meaning.
 _ACTIONS_SIMPLE = {
-    "SCMP_ACT_KILL": seccomp.KILL,
-    "SCMP_ACT_KILL_THREAD": seccomp.KILL_THREAD,
-    "SCMP_ACT_KILL_PROCESS": seccomp.KILL_PROCESS,
-    "SCMP_ACT_TRAP": seccomp.TRAP,
-    "SCMP_ACT_ALLOW": seccomp.ALLOW,
-    "SCMP_ACT_LOG": seccomp.LOG,
+    "SCMP_ACT_KILL": "KILL",
+    "SCMP_ACT_KILL_THREAD": "KILL_THREAD",
+    "SCMP_ACT_KILL_PROCESS": "KILL_PROCESS",
+    "SCMP_ACT_TRAP": "TRAP",
+    "SCMP_ACT_ALLOW": "ALLOW",
+    "SCMP_ACT_LOG": "LOG",
 }
 
+#: Profile comparison names -> the binding's operator constant.
 _OPS = {
-    "SCMP_CMP_NE": seccomp.NE,
-    "SCMP_CMP_LT": seccomp.LT,
-    "SCMP_CMP_LE": seccomp.LE,
-    "SCMP_CMP_EQ": seccomp.EQ,
-    "SCMP_CMP_GE": seccomp.GE,
-    "SCMP_CMP_GT": seccomp.GT,
-    "SCMP_CMP_MASKED_EQ": seccomp.MASKED_EQ,
+    "SCMP_CMP_NE": "NE",
+    "SCMP_CMP_LT": "LT",
+    "SCMP_CMP_LE": "LE",
+    "SCMP_CMP_EQ": "EQ",
+    "SCMP_CMP_GE": "GE",
+    "SCMP_CMP_GT": "GT",
+    "SCMP_CMP_MASKED_EQ": "MASKED_EQ",
 }
+
+
+def _lib() -> Any:
+    """The libseccomp binding, imported on first use.
+
+    Importing it costs 15 to 30 ms (it runs ``ldconfig -p`` twice to find
+    libc and libseccomp): a program that imports supervisor pays it only when
+    it compiles a filter, and :func:`warm_up` can pay it in a worker thread
+    while the fork server starts.
+    """
+    import pyseccomp
+
+    return pyseccomp
+
 
 #: SECCOMP_FILTER_FLAG_* names accepted in a profile's ``flags`` (<linux/seccomp.h>).
 _FLAGS = {
@@ -165,8 +179,23 @@ def compile_profile(profile: str, caps: Iterable[int]) -> CompiledFilter | None:
     return _json_filter(profile, st.st_ino, st.st_mtime_ns, st.st_size, frozenset(caps))
 
 
+def warm_up() -> None:
+    """Import the binding and compile the ``"default"`` profile now (both are cached).
+
+    Meant for a worker thread while the fork server starts, so that the first
+    run does not wait for them. Best effort: a failure (libseccomp missing,
+    say) is left to the run that needs the filter, which reports it as its
+    own error (the cache keeps only successes).
+    """
+    try:
+        _default_filter()
+    except Exception:  # noqa: BLE001 - reported by the real compile
+        pass
+
+
 @functools.lru_cache(maxsize=1)
 def _default_filter() -> CompiledFilter:
+    seccomp = _lib()
     flt = seccomp.SyscallFilter(seccomp.ALLOW)
     # Non-native ABIs are not covered by the rules below: refuse them whole.
     flt.set_attr(seccomp.Attr.ACT_BADARCH, seccomp.KILL_PROCESS)
@@ -189,6 +218,7 @@ def _default_filter() -> CompiledFilter:
 
 def _syscall_or_number(name: str, number: int) -> str | int:
     """``name`` if libseccomp knows it, else its (native) number."""
+    seccomp = _lib()
     return name if seccomp.resolve_syscall(seccomp.Arch.NATIVE, name) >= 0 else number
 
 
@@ -220,6 +250,7 @@ def compile_oci(profile: dict[str, Any], caps: Iterable[int]) -> CompiledFilter:
         ValueError: an unsupported or malformed field (naming it).
         OSError: libseccomp refused a rule.
     """
+    seccomp = _lib()
     if not isinstance(profile, dict):
         raise ValueError("the profile must be a JSON object")
     if profile.get("listenerPath"):
@@ -276,8 +307,9 @@ def _int(value: Any, where: str) -> int:
 
 def _action(name: Any, errno_ret: Any, where: str) -> int:
     """libseccomp's action value; ``errnoRet`` (or ``defaultErrnoRet``) defaults to EPERM, as in runc."""
+    seccomp = _lib()
     if name in _ACTIONS_SIMPLE:
-        return int(_ACTIONS_SIMPLE[name])
+        return int(getattr(seccomp, _ACTIONS_SIMPLE[name]))
     code = errno.EPERM if errno_ret is None else _int(errno_ret, where + " errnoRet")
     if name == "SCMP_ACT_ERRNO":
         return int(seccomp.ERRNO(code))
@@ -289,6 +321,7 @@ def _action(name: Any, errno_ret: Any, where: str) -> int:
 
 
 def _arch_value(name: Any, where: str) -> int:
+    seccomp = _lib()
     if not isinstance(name, str) or not name.startswith("SCMP_ARCH_"):
         raise ValueError(f"{where}: unknown architecture {name!r}")
     value = getattr(seccomp.Arch, name[len("SCMP_ARCH_") :], None)
@@ -367,10 +400,10 @@ def _arg(arg: Any, where: str) -> tuple[int, int, int, int]:
         raise ValueError(f"{where}.op: unknown operator {op!r}")
     value = _int(arg.get("value", 0), where + ".value")
     value_two = _int(arg.get("valueTwo", 0), where + ".valueTwo")
-    return index, _OPS[op], value, value_two
+    return index, getattr(_lib(), _OPS[op]), value, value_two
 
 
-def _export(flt: seccomp.SyscallFilter) -> bytes:
+def _export(flt: Any) -> bytes:
     """The filter as raw BPF, through an anonymous memory file."""
     fd = os.memfd_create("supervisor-seccomp", os.MFD_CLOEXEC)
     try:
