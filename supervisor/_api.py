@@ -243,8 +243,8 @@ class Supervisor:
                 # is 15 to 30 ms, which the first run would otherwise wait for).
                 async with anyio.create_task_group() as starting:
                     if self._sweep:
-                        starting.start_soon(anyio.to_thread.run_sync, sweep)
-                    starting.start_soon(anyio.to_thread.run_sync, seccomp_warm_up)
+                        starting.start_soon(_in_worker_thread, sweep)
+                    starting.start_soon(_in_worker_thread, _warm_up)
                     await self._fork_server.start(self._startup_timeout)
                 tg.start_soon(self._fork_server.serve)
                 self._tg = tg
@@ -405,9 +405,7 @@ class Supervisor:
                 on_phase(phase, seconds)
 
         resources = HostResources(spec, cid, self._rundir, hostname=hostname, task_group=self._tg)
-        config = build_config(
-            spec, hostname, cgroup=resources.wants_cgroup, network=resources.wants_network, etc_dir=resources.etc_dir
-        )
+        config = build_config(spec, hostname, network=resources.wants_network, etc_dir=resources.etc_dir)
         # Phases are sent one by one only when someone watches them live.
         config["live_phases"] = on_phase is not None or events.has_subscribers
 
@@ -466,6 +464,12 @@ class Supervisor:
                     child_fds.append(os.dup(fd))
                 except OSError as exc:  # closed by the caller while the run waited for its turn
                     raise ValueError(f"pass_fds: {fd} is not an open descriptor ({exc.strerror})") from None
+            if resources.wants_cgroup:
+                # Before the clone, so that PID 1 starts in it (SetupError);
+                # its entry fds go last, after the passed ones.
+                entry = resources.prepare_cgroup()
+                config["cgroup"] = [[kind, path] for kind, _fd, path in entry]
+                child_fds += [fd for _kind, fd, _path in entry]
 
             try:
                 proc.slot = await self._fork_server.spawn(cid, config, child_fds)
@@ -525,6 +529,9 @@ class Supervisor:
                         typing_in.cancel()
             if body_error is not None:
                 raise body_error
+        except SetupError as exc:  # before PID 1 could report it: the cgroup step, the clone
+            setup_error = exc
+            reason = "setup_failed"
         except BaseException:
             reason = "cancelled"  # the finally block below stops and reaps it
             raise
@@ -597,6 +604,26 @@ class Supervisor:
         if check and not result.ok:
             raise ContainerFailed(result)
         return result
+
+
+async def _in_worker_thread(fn: Callable[[], object]) -> None:
+    await anyio.to_thread.run_sync(fn)
+
+
+def _warm_up() -> None:
+    """Do now, in a worker thread, what the first run would otherwise wait for.
+
+    The default seccomp profile's compile (with the binding's import) and the
+    cgroup layout (with its module's import); both are cached. Best effort:
+    a failure is left to the run that needs them, which reports it.
+    """
+    seccomp_warm_up()
+    from ._parent import cgroups
+
+    try:
+        cgroups.detect()
+    except OSError:
+        pass
 
 
 async def _wait_for_end(proc: ContainerProcess, resources: HostResources, deadline: float) -> Reason | None:

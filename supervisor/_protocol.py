@@ -57,8 +57,12 @@ SETUP_COMM = b"sv-pid1-setup"
 
 #: Most descriptors a caller may pass into one container (``pass_fds``).
 MAX_PASS_FDS = 32
-#: Most descriptors one record may carry (control socket, stdio, passed fds).
-MAX_FDS = 4 + MAX_PASS_FDS
+#: Most cgroup entry descriptors of one spawn request (a v2 directory and its
+#: cgroup.procs, one ``tasks`` file per v1 hierarchy we use).
+MAX_CGROUP_FDS = 8
+#: Most descriptors one record may carry (control socket, stdio, passed fds,
+#: cgroup entry fds).
+MAX_FDS = 4 + MAX_PASS_FDS + MAX_CGROUP_FDS
 
 
 class Phase(enum.IntEnum):
@@ -78,11 +82,13 @@ class Phase(enum.IntEnum):
     nothing that creates files or checks ids works before the maps exist."""
 
     CGROUP = 3
-    """*Request*: the supervisor creates the container's cgroup and moves PID 1
-    into it. PID 1 does not wait: moving a process between cgroups may wait for
-    an RCU grace period, so it overlaps the next phases; PID 1 collects the
-    answer after ``PIVOT`` and only then unshares its cgroup namespace (rooted
-    at that cgroup), before any payload code runs."""
+    """PID 1 enters its cgroup. The supervisor created it (and wrote its
+    limits) before the clone, and the fork server cloned PID 1 into its v2
+    directory; here PID 1 joins the v1 ones itself, through files the
+    supervisor opened (a thread moving itself takes no global lock, where a
+    move by PID waits for an RCU grace period: milliseconds). Right after the
+    maps, so that the whole setup is accounted to the container; its cgroup
+    namespace, rooted there, is unshared after ``PIVOT``."""
 
     NETWORK = 4
     """Loopback up (and, on request, the supervisor's veth configured). Needs the
@@ -131,7 +137,10 @@ class Phase(enum.IntEnum):
 
 
 #: Phases whose start is a request that the supervisor must answer.
-REQUEST_PHASES = frozenset({Phase.USERNS, Phase.CGROUP, Phase.NETWORK})
+REQUEST_PHASES = frozenset({Phase.USERNS, Phase.NETWORK})
+#: Phases with a step of the supervisor's own: the requests, and ``CGROUP``,
+#: whose step (creating the cgroup) runs before the clone.
+PARENT_STEP_PHASES = REQUEST_PHASES | {Phase.CGROUP}
 
 
 class Tag:

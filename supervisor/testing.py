@@ -22,7 +22,7 @@ from collections.abc import Iterator
 
 from ._parent.config import FAULT
 from ._parent.container import PARENT_FAULT
-from ._protocol import REQUEST_PHASES, Phase
+from ._protocol import PARENT_STEP_PHASES, Phase
 
 __all__ = ["fail_at", "fail_in_parent"]
 
@@ -52,28 +52,29 @@ def fail_at(phase: Phase) -> Iterator[None]:
 
 @contextlib.contextmanager
 def fail_in_parent(phase: Phase, *, after: bool = False) -> Iterator[None]:
-    """Make the supervisor's own step of a request phase fail.
+    """Make the supervisor's own step of a phase fail.
 
-    Request phases (``USERNS``, ``CGROUP``, ``NETWORK``) are performed by the
-    supervisor when PID 1 asks; inside this block the supervisor's step fails
-    with ``EIO`` instead, as if writing the id maps (or creating the cgroup,
-    configuring the network) had failed.
+    The supervisor has a step of its own in ``USERNS`` and ``NETWORK`` (when
+    PID 1 asks) and in ``CGROUP`` (creating the cgroup, before the clone);
+    inside this block that step fails with ``EIO`` instead, as if writing the
+    id maps (or creating the cgroup, configuring the network) had failed.
 
     Args:
-        phase: one of the request phases.
+        phase: ``Phase.USERNS``, ``Phase.CGROUP`` or ``Phase.NETWORK``.
         after: fail once the step has done all its work (the id maps written,
-            the cgroup created and PID 1 in it, the veth, address and route
-            configured), so that what it created must be cleaned up too.
+            the cgroup created with its limits and its entry files open, the
+            veth, address and route configured), so that what it created must
+            be cleaned up too.
 
     Raises:
         TypeError: ``phase`` is not a :class:`~supervisor.Phase`.
-        ValueError: ``phase`` is not a request phase.
+        ValueError: ``phase`` has no supervisor step.
     """
     if not isinstance(phase, Phase):
         raise TypeError(f"fail_in_parent() needs a supervisor.Phase, not {type(phase).__name__}")
-    if phase not in REQUEST_PHASES:
-        names = ", ".join(p.name for p in sorted(REQUEST_PHASES))
-        raise ValueError(f"{phase.name} is not a request phase (one of {names})")
+    if phase not in PARENT_STEP_PHASES:
+        names = ", ".join(p.name for p in sorted(PARENT_STEP_PHASES))
+        raise ValueError(f"{phase.name} is not a request phase or CGROUP (one of {names})")
     token = PARENT_FAULT.set((phase, after))
     try:
         yield

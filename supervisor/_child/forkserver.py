@@ -18,6 +18,7 @@ pointing at this single-threaded process, as a second line of defence.
 
 from __future__ import annotations
 
+import errno
 import gc
 import os
 import select
@@ -76,23 +77,54 @@ class ForkServer:
     def spawn(self, record: dict[str, Any], fds: list[int]) -> None:
         cid = str(record.get("id"))
         config: dict[str, Any] = record["config"]
+        # The cgroup entry fds come last, one per [kind, path] of the config.
+        kinds = [str(kind) for kind, _path in config.get("cgroup") or ()]
+        split = len(fds) - len(kinds)
+        fds, entry = fds[:split], list(zip(kinds, fds[split:], strict=True))
+        into = next((fd for kind, fd in entry if kind == "clone"), None)
         try:
-            pid, pidfd = linux.clone_fork(int(config["clone_flags"]))
+            pid, pidfd, cloned_into = self._clone(int(config["clone_flags"]), into)
         except OSError as exc:
-            for fd in fds:
+            for fd in fds + [fd for _kind, fd in entry]:
                 os.close(fd)
             send(self.sock, {"t": Tag.SPAWN_FAILED, "id": cid, "errno": exc.errno, "message": str(exc)})
             return
         if pid == 0:
-            # The child: never returns.
-            from . import setup
+            # The child: never returns (nor, whatever happens, runs on as a
+            # second fork server).
+            try:
+                from . import setup
 
-            setup.child_main(config, fds)
-        for fd in fds:
+                setup.child_main(config, fds, entry, cloned_into)
+            finally:
+                os._exit(125)
+        for fd in fds + [fd for _kind, fd in entry]:
             os.close(fd)
         self.children[pidfd] = cid
         self.poller.register(pidfd, select.POLLIN)
         send(self.sock, {"t": Tag.SPAWNED, "id": cid, "pid": pid}, [pidfd])
+
+    @staticmethod
+    def _clone(flags: int, cgroup_fd: int | None) -> tuple[int, int, bool]:
+        """Clone PID 1: into its v2 cgroup when there is one, else a plain clone.
+
+        Returns:
+            ``(pid, pidfd, cloned_into_cgroup)``, as :func:`linux.clone_fork`.
+
+        Raises:
+            OSError: the kernel refused the clone.
+        """
+        if cgroup_fd is not None:
+            try:
+                pid, pidfd = linux.clone3_into_cgroup(flags, cgroup_fd)
+                return pid, pidfd, True
+            except OSError as exc:
+                # clone3 unknown or filtered (a seccomp profile of the
+                # container we run in): PID 1 then joins by cgroup.procs.
+                if exc.errno not in (errno.ENOSYS, errno.E2BIG, errno.EPERM):
+                    raise
+        pid, pidfd = linux.clone_fork(flags)
+        return pid, pidfd, False
 
     def reap(self, pidfd: int) -> None:
         try:

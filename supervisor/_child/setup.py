@@ -62,7 +62,9 @@ class Channel:
         self.fault = fault
         self.live = live
         self.pending: list[list[int]] = []
-        self.acked: set[int] = set()
+        #: ``(kind, fd)`` of the cgroup entry files (see :func:`_enter_cgroup`).
+        self.cgroup_entry: list[tuple[str, int]] = []
+        self.cloned_into = False
 
     def enter(self, phase: Phase) -> None:
         """Note the start of ``phase`` (with a CLOCK_MONOTONIC timestamp)."""
@@ -78,12 +80,8 @@ class Channel:
             send(self.sock, {"t": Tag.PHASE, "list": self.pending})
             self.pending = []
 
-    def request(self, phase: Phase, *, wait: bool = True) -> None:
-        """Start a request phase; by default block until the supervisor acknowledges it.
-
-        With ``wait=False`` setup goes on while the supervisor works, and
-        :meth:`collect` waits for the acknowledgement later.
-        """
+    def request(self, phase: Phase) -> None:
+        """Start a request phase; block until the supervisor acknowledges it."""
         self.phase = phase
         ts = time.monotonic_ns()
         if self.fault == int(phase):
@@ -91,24 +89,12 @@ class Channel:
             self._maybe_fault()
         before, self.pending = self.pending, []
         send(self.sock, {"t": Tag.REQUEST, "phase": int(phase), "ts": ts, "before": before})
-        if wait:
-            self.collect(phase)
-
-    def collect(self, phase: Phase) -> None:
-        """Block until the supervisor has acknowledged the request of ``phase``.
-
-        The supervisor answers requests in order, so acknowledgements of
-        earlier requests that were not waited for may come first: they are
-        noted on the way.
-        """
-        while int(phase) not in self.acked:
-            record, fds = recv(self.sock)
-            for fd in fds:
-                os.close(fd)
-            if record is None or record["t"] != Tag.ACK:
-                # The supervisor went away or gave up: nothing to report to.
-                os._exit(1)
-            self.acked.add(int(record.get("phase", 0)))
+        record, fds = recv(self.sock)
+        for fd in fds:
+            os.close(fd)
+        if record is None or record["t"] != Tag.ACK or record.get("phase") != int(phase):
+            # The supervisor went away or gave up: nothing to report to.
+            os._exit(1)
 
     def _maybe_fault(self) -> None:
         if self.fault == int(self.phase):
@@ -125,10 +111,21 @@ class Channel:
             pass
 
 
-def child_main(config: dict[str, Any], fds: list[int]) -> NoReturn:
-    """Entry point in the cloned child. Never returns."""
+def child_main(
+    config: dict[str, Any], fds: list[int], cgroup_entry: list[tuple[str, int]], cloned_into: bool
+) -> NoReturn:
+    """Entry point in the cloned child. Never returns.
+
+    Args:
+        config: the spawn request's config.
+        fds: control socket, stdin, stdout, stderr, then the passed fds.
+        cgroup_entry: ``(kind, fd)`` of the cgroup entry files, in the order
+            of ``config["cgroup"]`` (see :func:`_enter_cgroup`).
+        cloned_into: whether clone3 put us in the v2 cgroup already.
+    """
     try:
-        chan = _adopt_fds(fds)
+        chan = _adopt_fds(fds, cgroup_entry)
+        chan.cloned_into = cloned_into
         # Named until execve renames it: its exit then says whether it got
         # there (a seccomp profile that kills execve must not pass for the
         # payload's own death).
@@ -149,27 +146,32 @@ def child_main(config: dict[str, Any], fds: list[int]) -> NoReturn:
     os._exit(125)
 
 
-def _adopt_fds(fds: list[int]) -> Channel:
+def _adopt_fds(fds: list[int], cgroup_entry: list[tuple[str, int]]) -> Channel:
     """Move stdio, the passed fds and the control socket into place; close the rest.
 
     ``fds`` is the control socket, stdin, stdout, stderr, then the caller's
     passed fds, which become 3, 4, ... in that order (inheritable); the
-    control socket goes right after them (close-on-exec).
+    control socket goes right after them (close-on-exec), then the cgroup
+    entry fds (close-on-exec; closed at ``CGROUP``).
     """
     ctl, stdin, stdout, stderr, *passed = fds
     # Park them all above any fd we will write to, then dup2 into place.
-    floor = 64 + len(fds)
-    high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, floor) for fd in (stdin, stdout, stderr, *passed, ctl)]
-    for target, fd in enumerate(high[:-1]):
+    floor = 64 + len(fds) + len(cgroup_entry)
+    entry = [fd for _kind, fd in cgroup_entry]
+    high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, floor) for fd in (stdin, stdout, stderr, *passed, ctl, *entry)]
+    for target, fd in enumerate(high[: 3 + len(passed)]):
         os.dup2(fd, target, inheritable=True)
     control = FIRST_FD + len(passed)
-    os.dup2(high[-1], control, inheritable=False)
+    for offset, fd in enumerate(high[3 + len(passed) :]):
+        os.dup2(fd, control + offset, inheritable=False)
     # Nothing of the fork server (its socket to the supervisor, other
     # containers' pidfds) survives into the container, not even until exec.
-    linux.close_range(control + 1)
+    linux.close_range(control + 1 + len(entry))
     sock = socket.socket(fileno=control)
     sock.setblocking(True)
-    return Channel(sock, None)
+    chan = Channel(sock, None)
+    chan.cgroup_entry = [(kind, control + 1 + i) for i, (kind, _fd) in enumerate(cgroup_entry)]
+    return chan
 
 
 def run_setup(config: dict[str, Any], chan: Channel) -> NoReturn:
@@ -197,15 +199,12 @@ def run_setup(config: dict[str, Any], chan: Channel) -> NoReturn:
     # once, so there is no window in which the fork server's death spares us.
     linux.prctl(c.PR_SET_PDEATHSIG, signal.SIGKILL)
 
-    # CGROUP: ask the supervisor to put us in our cgroup, and go on with the
-    # setup meanwhile: moving a process between cgroups can wait for an RCU
-    # grace period in the kernel (milliseconds), which thus overlaps our
-    # mounts. The answer is collected after PIVOT, before any payload code.
-    wants_cgroup = bool(config.get("cgroup"))
-    if wants_cgroup:
-        chan.request(Phase.CGROUP, wait=False)
-    else:
-        chan.enter(Phase.CGROUP)
+    # CGROUP: right after the maps, before any other work, so that the whole
+    # setup is accounted to the container. The supervisor made the cgroup
+    # before the clone and clone3 put us in its v2 directory; join the v1
+    # ones through the files it opened for us.
+    chan.enter(Phase.CGROUP)
+    _enter_cgroup(config.get("cgroup") or [], chan.cgroup_entry, chan.cloned_into)
 
     # NETWORK: the namespace exists since clone(); bring loopback up here, in
     # the namespace's owner, then let the supervisor add its veth if asked.
@@ -235,11 +234,9 @@ def run_setup(config: dict[str, Any], chan: Channel) -> NoReturn:
     # PIVOT: into the new root; the old root is detached and unreachable.
     chan.enter(Phase.PIVOT)
     root.pivot()
-    # Now in our cgroup (the supervisor's answer), unshare the cgroup
-    # namespace, so its root is the container's own cgroup; while we still
-    # hold CAP_SYS_ADMIN, and before any payload code.
-    if wants_cgroup:
-        chan.collect(Phase.CGROUP)
+    # In our cgroup since CGROUP, unshare the cgroup namespace, so its root
+    # is the container's own cgroup; while we still hold CAP_SYS_ADMIN, and
+    # before any payload code.
     linux.unshare(c.CLONE_NEWCGROUP)
     if config.get("tty"):
         # A terminal from the container's own devpts instance, so ttyname()
@@ -310,6 +307,31 @@ def run_setup(config: dict[str, Any], chan: Channel) -> NoReturn:
     seccomp.load(program)
     os.execve(path, config["argv"], env)
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _enter_cgroup(described: list[Any], entry: list[tuple[str, int]], cloned_into: bool) -> None:
+    """Join our cgroup through the supervisor's entry files, then close them.
+
+    Writing ``0`` moves the writer: to each v1 ``tasks`` file (one thread, so
+    no global lock: we are single-threaded), and to the v2 ``cgroup.procs``
+    only where clone3 could not clone us into it. The kernel checks the
+    credentials of whoever opened the file (the supervisor, root).
+
+    Raises:
+        SetupFailure: a write failed (naming the file).
+    """
+    paths = [str(path) for _kind, path in described]
+    try:
+        for (kind, fd), path in zip(entry, paths, strict=True):
+            if kind == "tasks" or (kind == "procs" and not cloned_into):
+                try:
+                    os.write(fd, b"0")
+                except OSError as exc:
+                    message = f"cannot enter the cgroup: write 0 to {path}: {exc.strerror}"
+                    raise SetupFailure(exc.errno or 0, message) from None
+    finally:
+        for _kind, fd in entry:
+            os.close(fd)
 
 
 def _find_program(name: str, search: str) -> str:

@@ -675,6 +675,54 @@ class ContainerCgroup:
         except OSError as exc:
             raise OSError(exc.errno, f"open {d}: {exc.strerror}") from exc
 
+    def entry_fds(self) -> list[tuple[str, int, str]]:
+        """Descriptors through which a new process enters the cgroup without a move by PID.
+
+        A move by PID (:meth:`attach`) write-locks the kernel's global
+        ``cgroup_threadgroup_rwsem``, which waits for an RCU grace period:
+        5 to 15 ms on an otherwise idle host, the largest part of a lone
+        container's start. Instead:
+
+        - ``("clone", fd, dir)``: the v2 directory, for clone3's
+          ``CLONE_INTO_CGROUP`` (the child starts inside, as in crun and
+          isolate; see :func:`supervisor._sys.linux.clone3_into_cgroup`);
+        - ``("procs", fd, path)``: its ``cgroup.procs``, to which the child
+          writes ``0`` only where clone3 was refused (a move, with the lock);
+        - ``("tasks", fd, path)``: each v1 directory's ``tasks``, to which the
+          single-threaded child writes ``0``. A thread moving itself takes no
+          global lock, and the kernel checks the opener's credentials (ours,
+          root), so the child needs no right of its own on the host's files.
+
+        The caller passes them to the new process, which closes them before
+        running anything of the payload; they let it move only itself.
+
+        Returns:
+            ``(kind, fd, path)`` triples, fds close-on-exec; the caller closes them.
+
+        Raises:
+            OSError: a file cannot be opened (naming it); nothing stays open.
+            RuntimeError: nothing is set up.
+        """
+        if not self._dirs:
+            raise RuntimeError(f"cgroup {self.name!r} is not set up (or already removed)")
+        out: list[tuple[str, int, str]] = []
+        try:
+            for hierarchy, d in self._dirs.items():
+                if hierarchy.version == 2:
+                    entries = [("clone", d, os.O_RDONLY | os.O_DIRECTORY), ("procs", d + "/cgroup.procs", os.O_WRONLY)]
+                else:
+                    entries = [("tasks", d + "/tasks", os.O_WRONLY)]
+                for kind, path, flags in entries:
+                    try:
+                        out.append((kind, os.open(path, flags | os.O_CLOEXEC), path))
+                    except OSError as exc:
+                        raise OSError(exc.errno, f"open {path}: {exc.strerror}") from exc
+        except BaseException:
+            for _kind, fd, _path in out:
+                os.close(fd)
+            raise
+        return out
+
     def pids(self) -> list[int]:
         """PIDs of every process in the container's cgroup and its descendants.
 

@@ -63,13 +63,14 @@ def build_env(spec: Spec, hostname: str, tty: bool = False) -> dict[str, str]:
     return env
 
 
-def build_config(
-    spec: Spec, hostname: str, *, cgroup: bool = False, network: bool = False, etc_dir: str | None = None
-) -> dict[str, Any]:
+def build_config(spec: Spec, hostname: str, *, network: bool = False, etc_dir: str | None = None) -> dict[str, Any]:
     """The record PID 1 runs from.
 
     ``etc_dir`` is the per-container folder where the supervisor writes
     ``hosts`` and ``resolv.conf`` in bridge mode (see :func:`network_mounts`).
+    ``cgroup`` is filled in by the caller once the cgroup exists: the
+    ``[kind, path]`` of each entry fd sent with the spawn request, in order
+    (see :meth:`supervisor._parent.cgroups.ContainerCgroup.entry_fds`).
     """
     fault = FAULT.get()
     return {
@@ -91,7 +92,7 @@ def build_config(
         "system": [{"name": n, "kind": k, "target": t} for n, k, t in system_entries()],
         "mounts": network_mounts(spec, etc_dir)
         + [{"src": os.path.realpath(m.source), "dst": m.target, "ro": m.read_only} for m in spec.mounts],
-        "cgroup": cgroup,
+        "cgroup": [],
         "network": network,
         "network_mode": spec.network,
         "fault": int(fault) if fault is not None else None,

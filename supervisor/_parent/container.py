@@ -24,11 +24,22 @@ from .userns import write_id_maps
 PhaseCallback = Callable[[Phase, float], None]
 ParentStep = Callable[["ContainerProcess"], Awaitable[None]]
 
-#: Test-only: the request phase whose parent-side step must fail, and whether
+#: Test-only: the phase whose supervisor-side step must fail, and whether
 #: after doing its work (supervisor.testing.fail_in_parent).
 PARENT_FAULT: contextvars.ContextVar[tuple[Phase, bool] | None] = contextvars.ContextVar(
     "supervisor_parent_fault", default=None
 )
+
+
+def check_parent_fault(phase: Phase, *, after: bool) -> None:
+    """Raise the fault :func:`supervisor.testing.fail_in_parent` injects here, if any.
+
+    Raises:
+        OSError: ``EIO``, naming the step, inside such a block.
+    """
+    if PARENT_FAULT.get() == (phase, after):
+        where = "after" if after else "in"
+        raise OSError(errno.EIO, f"fault injected {where} the supervisor's {phase.label} step (supervisor.testing)")
 
 
 class ContainerProcess:
@@ -97,8 +108,8 @@ class ContainerProcess:
             except BlockingIOError:
                 await anyio.wait_readable(self.sock)
             except ConnectionResetError:
-                # PID 1 exited with one of our answers unread (it does not
-                # wait for CGROUP's). The kernel reports that reset once, even
+                # PID 1 exited with one of our answers unread (it failed or
+                # died while we worked). The kernel reports that reset once, even
                 # before records still queued for us (its last FAIL, say):
                 # the error is now consumed, so read on; end-of-file follows.
                 continue
@@ -171,9 +182,9 @@ class ContainerProcess:
                 try:
                     await self._answer(phase)
                 except SetupError:
-                    # PID 1 does not wait for every answer (CGROUP); if it
-                    # failed on its own meanwhile, its report is the cause
-                    # (our step then failed only because it was gone).
+                    # If PID 1 failed on its own meanwhile (it was killed while
+                    # we worked, say), its report is the cause (our step then
+                    # failed only because it was gone).
                     own = self._reported_failure()
                     if own is not None:
                         await self.slot.exited.wait()
@@ -229,18 +240,14 @@ class ContainerProcess:
     async def _answer(self, phase: Phase) -> None:
         """Perform the parent-side step PID 1 asked for, then acknowledge it."""
         assert self.slot is not None
-        fault = PARENT_FAULT.get()
         try:
-            if fault == (phase, False):
-                raise OSError(errno.EIO, f"fault injected in the supervisor's {phase.label} step (supervisor.testing)")
+            check_parent_fault(phase, after=False)
             if phase == Phase.USERNS:
                 write_id_maps(self.slot.pid, self.slot.pidfd, self.map_base, self.map_size)
             step = self.parent_steps.get(phase)
             if step is not None:
                 await step(self)
-            if fault == (phase, True):
-                message = f"fault injected after the supervisor's {phase.label} step (supervisor.testing)"
-                raise OSError(errno.EIO, message)
+            check_parent_fault(phase, after=True)
         except SetupError:
             raise
         except OSError as exc:

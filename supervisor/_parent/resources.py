@@ -1,6 +1,7 @@
-"""Host-side resources of one container, owned by its run: created when PID 1
-asks for them, and released by one idempotent, shielded function on every path
-(success, setup failure, cancellation, supervisor shutdown).
+"""Host-side resources of one container, owned by its run: the cgroup made
+before the clone, the network when PID 1 asks for it; released by one
+idempotent, shielded function on every path (success, setup failure,
+cancellation, supervisor shutdown).
 
 Each resource is recorded here *before* it is created, so a failure half-way
 through creating it is still cleaned up.
@@ -70,8 +71,8 @@ class HostResources:
 
     @property
     def wants_cgroup(self) -> bool:
-        """Whether PID 1 must request the CGROUP step (always: every container
-        gets a cgroup of its own, for limits, accounting and kill-everything)."""
+        """Whether the container gets a cgroup (always: every container has
+        one of its own, for limits, accounting and kill-everything)."""
         return True
 
     @property
@@ -127,36 +128,54 @@ class HostResources:
             # The address and bridge need no container: reserve them while
             # PID 1 and the supervisor go through USERNS and CGROUP.
             steps[Phase.USERNS] = self._start_allocation
-        if self.wants_cgroup:
-            steps[Phase.CGROUP] = self.setup_cgroup
         if self.wants_network:
             steps[Phase.NETWORK] = self.setup_network
         return steps
 
-    async def setup_cgroup(self, proc: ContainerProcess) -> None:
-        """Create the container's cgroup and move PID 1 into it.
+    def prepare_cgroup(self) -> list[tuple[str, int, str]]:
+        """Create the container's cgroup and write its limits, before the clone.
 
-        Runs while PID 1 goes on with its mounts after its ``CGROUP``
-        request; PID 1 collects the answer after ``pivot``, before it unshares
-        its cgroup namespace and before any payload code: everything the
-        container ever runs is accounted and limited.
+        PID 1 starts in it: the fork server clones it into the v2 directory
+        (``CLONE_INTO_CGROUP``), and PID 1 enters the v1 ones itself at its
+        ``CGROUP`` phase, through descriptors we opened (see
+        :meth:`~supervisor._parent.cgroups.ContainerCgroup.entry_fds`), before
+        any payload code. So no process of the container is ever outside it,
+        and no move by PID waits for the kernel's RCU grace period.
+
+        Returns:
+            The ``(kind, fd, path)`` entry descriptors, to pass to the fork
+            server with the spawn request; the caller closes its copies.
 
         Raises:
-            OSError: a cgroup file could not be written (naming it), or a limit
-                needs a controller this host does not delegate (EOPNOTSUPP).
+            SetupError: phase ``CGROUP``: a cgroup file could not be written
+                (naming it), or a limit needs a controller this host does not
+                delegate (EOPNOTSUPP).
 
-        **Cancellation:** the cgroup is recorded before it is created, and
-        removed by :meth:`release`.
+        **Cancellation:** synchronous. The cgroup is recorded before it is
+        created, and removed by :meth:`release`.
         """
+        from .._errors import SetupError
         from . import cgroups
+        from .container import check_parent_fault
 
-        slot = proc.slot
-        assert slot is not None
-        cgroup = cgroups.ContainerCgroup(cgroups.detect(), f"sv-{self.cid}", self.spec.limits)
-        self.rundir.record(self.cid, "cgroup", paths=cgroup.planned_paths)
-        self._cgroup = cgroup
-        cgroup.setup()
-        cgroup.attach(slot.pid)
+        try:
+            check_parent_fault(Phase.CGROUP, after=False)
+            cgroup = cgroups.ContainerCgroup(cgroups.detect(), f"sv-{self.cid}", self.spec.limits)
+            self.rundir.record(self.cid, "cgroup", paths=cgroup.planned_paths)
+            self._cgroup = cgroup
+            cgroup.setup()
+            entry = cgroup.entry_fds()
+            try:
+                check_parent_fault(Phase.CGROUP, after=True)
+            except OSError:
+                for _kind, fd, _path in entry:
+                    os.close(fd)
+                raise
+        except OSError as exc:
+            raise SetupError(Phase.CGROUP, exc.errno or 0, str(exc)) from exc
+        except ValueError as exc:
+            raise SetupError(Phase.CGROUP, 0, str(exc)) from exc
+        return entry
 
     async def setup_network(self, proc: ContainerProcess) -> None:
         """Put the container on its bridge, write its /etc files, publish its ports.

@@ -13,6 +13,7 @@ CLONE_NEWUSER = 0x10000000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
 CLONE_PIDFD = 0x00001000
+CLONE_INTO_CGROUP = 0x200000000  # clone3(2) only (Linux 5.7)
 
 # <asm/signal.h>
 SIGCHLD = 17
@@ -91,6 +92,7 @@ else:
     SYS_CAPSET = 126
 # Newer syscalls share one number on every architecture (<asm-generic/unistd.h>).
 SYS_PIDFD_SEND_SIGNAL = 424
+SYS_CLONE3 = 435
 SYS_CLOSE_RANGE = 436
 SYS_MOUNT_SETATTR = 442
 
