@@ -717,6 +717,45 @@ async def test_v2_create_attach_kill_events(v2: CgroupHost, procs: list[subproce
     assert not os.path.exists(path)
 
 
+ENTER = """
+import os, sys
+os.setgroups([]); os.setresgid(65534, 65534, 65534); os.setresuid(65534, 65534, 65534)
+for fd in map(int, sys.argv[1:]):
+    os.write(fd, b"0")
+print(open("/proc/self/cgroup").read(), end="")
+"""
+
+
+async def test_entry_fds_let_an_unprivileged_process_join_only_itself(host: CgroupHost) -> None:
+    """Through the v1 ``tasks`` and v2 ``cgroup.procs`` files we opened (as
+    root), a process of another uid joins the cgroup: the kernel checks the
+    opener's credentials. ``tasks`` moves the writer's thread alone, without
+    the global lock a move by PID takes."""
+    cg = ContainerCgroup.create(host, _name("entry"))
+    entry = cg.entry_fds()
+    try:
+        kinds = [kind for kind, _fd, _path in entry]
+        assert kinds.count("clone") == kinds.count("procs") == (1 if host.unified is not None else 0)
+        assert kinds.count("tasks") == len(cg.paths) - kinds.count("clone")
+        writable = [fd for kind, fd, _path in entry if kind in ("tasks", "procs")]
+        out = subprocess.run(
+            [sys.executable, "-c", ENTER, *map(str, writable)],
+            pass_fds=writable,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert out.returncode == 0, out.stderr
+        joined = {line.split(":", 2)[2] for line in out.stdout.splitlines()}
+        for path in cg.paths:
+            assert any(path.endswith(g) and g.endswith("/" + cg.name) for g in joined), (path, joined)
+    finally:
+        for _kind, fd, _path in entry:
+            os.close(fd)
+        await cg.remove()
+
+
 async def test_v2_limit_without_delegated_controller_is_refused(v2: CgroupHost) -> None:
     assert v2.unified is not None
     if "cpu" in v2.unified.controllers:

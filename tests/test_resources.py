@@ -226,6 +226,71 @@ async def test_crabcans_whole_preset(busybox: str) -> None:
     assert groups["pids"] != ours["pids"]
 
 
+def _container_cgroups(pid: int) -> dict[str, str]:
+    """Controller list -> cgroup path of ``pid``, as the host sees it."""
+    with open(f"/proc/{pid}/cgroup") as f:
+        return dict(line.strip().split(":", 2)[1:] for line in f)
+
+
+async def test_pid1_is_in_every_cgroup_of_its_own(busybox: str) -> None:
+    """Cloned into the v2 directory, PID 1 joined the v1 ones itself."""
+    async with Supervisor() as sup, anyio.create_task_group() as tg:
+        handle = await tg.start(partial(sup.run, Spec(["sh", "-c", "read -r go"], rootfs=busybox), stdin=PIPE))
+        groups = _container_cgroups(handle.pid)
+        assert handle.stdin is not None
+        await handle.stdin.send(b"go\n")
+        result = await handle.wait()
+    assert result.ok, result
+    name = f"sv-{result.id}"
+    ours = _container_cgroups(os.getpid())
+    if "" in groups and os.path.isdir("/sys/fs/cgroup/unified"):  # hybrid, as on the test VM
+        assert groups[""] == ours[""].rstrip("/") + "/" + name, groups
+    if "memory" in groups:
+        assert groups["memory"] == ours["memory"].rstrip("/") + "/" + name, groups
+
+
+CLONE3_REFUSED = """
+import errno, sys
+import pyseccomp as s
+# As a seccomp profile of the container we might run in (Docker's refuses
+# clone3 with ENOSYS): libc falls back to clone, so do we.
+f = s.SyscallFilter(s.ALLOW)
+f.add_rule(s.ERRNO(errno.ENOSYS), "clone3")
+f.load()
+from functools import partial
+import trio
+from supervisor import PIPE, Spec, Supervisor
+
+async def main():
+    async with Supervisor() as sup, trio.open_nursery() as nursery:
+        spec = Spec(["sh", "-c", "read -r go"], rootfs=sys.argv[1])
+        handle = await nursery.start(partial(sup.run, spec, stdin=PIPE))
+        with open(f"/proc/{handle.pid}/cgroup") as f:
+            v2 = [line.strip() for line in f if line.startswith("0::")]
+        await handle.stdin.send(b"go\\n")
+        r = await handle.wait()
+        print(r.reason, r.exit_code, v2[0].endswith("/sv-" + r.id) if v2 else "no-v2")
+
+trio.run(main)
+"""
+
+
+def test_without_clone3_pid1_joins_its_v2_cgroup_itself(busybox: str) -> None:
+    """The fork server falls back to clone(), and PID 1 then enters the v2
+    cgroup through ``cgroup.procs`` (a move with the kernel's lock, but the
+    same result)."""
+    out = subprocess.run(
+        [sys.executable, "-c", CLONE3_REFUSED, busybox],
+        env={**os.environ, "PYTHONPATH": REPO},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() in (["exited", "0", "True"], ["exited", "0", "no-v2"]), out.stdout
+
+
 def test_cli_resource_flags(busybox: str) -> None:
     env = {**os.environ, "PYTHONPATH": REPO}
 
