@@ -509,6 +509,9 @@ while True:
         if time.monotonic() > deadline:
             raise
         time.sleep(0.1)
+# The host answers once all 50 registered (bounded by its own timeouts):
+# under load that can take longer than the connect timeout.
+reg.settimeout(None)
 f = reg.makefile("rw")
 f.write(me + "\\n"); f.flush()
 peers = json.loads(f.readline())
