@@ -5,17 +5,19 @@ Choreography, for one container::
     supervisor                    fork server                  PID 1 (the container)
     ----------                    -----------                  ---------------------
     socketpair(SEQPACKET|CLOEXEC)
-    SPAWN {id, config} + fds ---> clone(NEWUSER|NEWNS|NEWUTS|
-      (control end, stdio)          NEWIPC|NEWNET|NEWPID|PIDFD) --> child starts
+    create the cgroup, open its
+      entry files
+    SPAWN {id, config} + fds ---> clone3(NEWUSER|NEWNS|NEWUTS|
+      (control end, stdio,          NEWIPC|NEWNET|NEWPID|PIDFD|
+       cgroup entry files)          INTO_CGROUP) ----------------> child starts in its v2 cgroup
                          <--- SPAWNED {id, pid} + pidfd
                                                                REQUEST USERNS {before: [SPAWNED]}
     write uid_map/gid_map
     ACK USERNS ----------------------------------------------> setresuid(0)...
-                                                               REQUEST CGROUP (not waited for)
-    create the cgroup, move PID 1 in                           [REQUEST NETWORK, waited for,
-    ACK CGROUP ----------------------------------------------->  in bridge mode]
-                                                               HOSTNAME, ROOTFS, MOUNTS, PIVOT,
-                                                               collect ACK CGROUP, ...
+                                                               CGROUP: write 0 to the v1 tasks files
+                                                               [REQUEST NETWORK, waited for,
+                                                                in bridge mode]
+                                                               HOSTNAME, ROOTFS, MOUNTS, PIVOT, ...
                                                                PHASE {list: [..., EXEC]}
     EOF on the control socket  <------------------------------ execve() closes the
       = the payload is running                                 close-on-exec end
