@@ -8,6 +8,10 @@ command -v busybox >/dev/null 2>&1 || [ -x /bin/busybox ] || need+=(busybox-stat
 command -v bwrap >/dev/null 2>&1 || need+=(bubblewrap)
 command -v crun >/dev/null 2>&1 || need+=(crun)
 command -v runc >/dev/null 2>&1 || need+=(runc)
+# benchmarks/floor.c (the C floor of our isolation) is built with cc and the
+# kernel's headers.
+command -v cc >/dev/null 2>&1 || need+=(gcc)
+[ -f /usr/include/linux/seccomp.h ] || need+=(linux-libc-dev)
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" != 0 ]; then
         echo "install-system-deps: not root; missing: ${need[*]} (tests needing them will skip)" >&2
