@@ -1416,7 +1416,13 @@ def write_chart(data: dict[str, Any], path: str) -> None:
         base = (0.12, 0.47, 0.71) if name == OURS else (0.45, 0.5, 0.55)
         return (*base, 0.35 + 0.65 * shade)
 
+    one = data.get("floor_one_process") or {}
+    # The throughput panel also shows the floor as one process (no latency, no memory figure).
+    rate_names = [*names, FLOOR_ONE] if one else names
+
     def throughput(name: str, k: int) -> float:
+        if name == FLOOR_ONE:
+            return float(one.get(str(k), {}).get("per_s", 0))
         return float(data["contenders"][name].get("throughput", {}).get(str(k), {}).get("per_s", 0))
 
     fig, axes = plt.subplots(1, 3, figsize=(10.5, 3.4), dpi=90)
@@ -1426,11 +1432,12 @@ def write_chart(data: dict[str, Any], path: str) -> None:
     axes[0].set_title(f"p50 latency at c={ks[0]}, ms (lower is better)", fontsize=9)
     width = 0.8 / len(ks)
     for j, k in enumerate(ks):
-        xs = [i - 0.4 + width * (j + 0.5) for i in range(len(names))]
+        xs = [i - 0.4 + width * (j + 0.5) for i in range(len(rate_names))]
         shade = j / max(len(ks) - 1, 1)
-        bars = axes[1].bar(xs, [throughput(n, k) for n in names], width, color=[color(n, shade) for n in names])
+        rates = [throughput(n, k) for n in rate_names]
+        bars = axes[1].bar(xs, rates, width, color=[color(n, shade) for n in rate_names])
         axes[1].bar_label(bars, fmt="%.0f", fontsize=5)
-    axes[1].set_xticks(range(len(names)), names)
+    axes[1].set_xticks(range(len(rate_names)), rate_names, rotation=30, ha="right")
     axes[1].set_title("containers/s at c=" + "/".join(map(str, ks)) + " (higher is better)", fontsize=9)
     uss = [data["contenders"][n].get("memory", {}).get("uss_kb_per_container", 0) for n in names]
     bars = axes[2].bar(names, uss, color=[color(n) for n in names])
