@@ -80,6 +80,12 @@ class ForkServer:
         # The cgroup entry fds come last, one per [kind, path] of the config.
         kinds = [str(kind) for kind, _path in config.get("cgroup") or ()]
         split = len(fds) - len(kinds)
+        if split < 4:  # a malformed request must not take the fork server down
+            for fd in fds:
+                os.close(fd)
+            message = f"spawn request with {len(fds)} fds for {len(kinds)} cgroup entries"
+            send(self.sock, {"t": Tag.SPAWN_FAILED, "id": cid, "errno": errno.EINVAL, "message": message})
+            return
         fds, entry = fds[:split], list(zip(kinds, fds[split:], strict=True))
         into = next((fd for kind, fd in entry if kind == "clone"), None)
         try:
