@@ -379,6 +379,14 @@ static struct {
 } slots[256];
 static int live;
 
+/* SIGINT, SIGTERM, SIGHUP: noted here, acted on by the main loop (cleanup_all) */
+static volatile sig_atomic_t stop_signal;
+
+static void on_signal(int sig)
+{
+    stop_signal = sig;
+}
+
 static void cleanup_all(void)
 {
     int i, status;
@@ -435,9 +443,22 @@ int main(int argc, char **argv)
 
     /* With -n/-k: one process starts N containers, K at a time, as a fork
      * server written in C would (no exec of a runtime per container). */
+    {
+        /* No SA_RESTART: waitpid returns EINTR, and the loop cleans up. */
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_handler = on_signal;
+        sigaction(SIGINT, &sa, NULL);
+        sigaction(SIGTERM, &sa, NULL);
+        sigaction(SIGHUP, &sa, NULL);
+    }
     in_parent = 1;
     while (started < total || live > 0) {
         pid_t pid;
+        if (stop_signal) {
+            cleanup_all();
+            return 128 + stop_signal;
+        }
         if (started < total && live < in_flight) {
             /* registered before it exists, so that die() kills it and removes its cgroups */
             int n = live++;
@@ -448,8 +469,11 @@ int main(int argc, char **argv)
             continue;
         }
         pid = waitpid(-1, &status, 0);
-        if (pid < 0)
+        if (pid < 0) {
+            if (errno == EINTR)
+                continue;
             die("waitpid");
+        }
         for (i = 0; i < live && slots[i].pid != pid; i++)
             ;
         if (i == live)

@@ -514,6 +514,16 @@ def build_rootfs(work: str) -> str:
     return root
 
 
+def container_cgroups() -> set[str]:
+    """Cgroups named like ours or the floor's, where either creates them."""
+    probe = _cgroups.ContainerCgroup(_cgroups.detect(), "floor-probe")
+    out: set[str] = set()
+    for parent in {os.path.dirname(path) for path in probe.planned_paths}:
+        with contextlib.suppress(OSError):
+            out |= {os.path.join(parent, n) for n in os.listdir(parent) if n.startswith(("sv-", "floor-"))}
+    return out
+
+
 def rootfs_snapshot(root: str) -> list[tuple[str, float, float]]:
     """(path, mtime, ctime) of every entry, to show the rootfs stayed unchanged."""
     out = []
@@ -784,6 +794,20 @@ class Peer(Contender):
             await trio.sleep(0.02)
 
 
+class FloorPeer(Peer):
+    """The floor: stopped through its payloads, so that each floor process
+    reaps its container and removes its cgroups itself (a SIGKILLed floor
+    would leave them)."""
+
+    async def stop_idle(self, kept: Sequence[int], reaper: Reaper) -> None:
+        floors = {p for p, (_ppid, comm) in process_table().items() if comm == "floor" and p in set(kept)}
+        kill_all(p for p in kept if p not in floors)
+        with trio.move_on_after(10):
+            for proc in self.procs:
+                await proc.wait()
+        await super().stop_idle(kept, reaper)
+
+
 def kill_all(pids: Iterable[int]) -> None:
     """SIGKILL each pid (through a pidfd, so a recycled pid is never hit)."""
     for pid in pids:
@@ -851,7 +875,7 @@ def make_peers(
                 " (65536 ids -> 100000..), mnt, uts, ipc, net, pid, cgroup; pivot_root; /proc, /dev, /sys, /tmp;"
                 " runc's masks; our cgroups, capabilities and default seccomp program; no phase reports"
             )
-            peers.append(Peer(name, iso, host, floor_argv, "floor.c (cc -O2)"))
+            peers.append(FloorPeer(name, iso, host, floor_argv, "floor.c (cc -O2)"))
             continue
         exe = shutil.which(name)
         if exe is None:
@@ -1347,7 +1371,8 @@ def build_report(data: dict[str, Any]) -> str:
         )
     add(
         f"rootfs unchanged: {data['meta']['rootfs_unchanged']};"
-        f" bwrap orphans reaped by the subreaper: {data['meta']['orphans_reaped']}"
+        f" bwrap orphans reaped by the subreaper: {data['meta']['orphans_reaped']};"
+        f" cgroups left behind: {len(data['meta']['cgroups_left'])}"
     )
     if data["missing"]:
         add("not measured: " + "; ".join(f"{k}: {v}" for k, v in data["missing"].items()))
@@ -1517,6 +1542,7 @@ async def bench(args: argparse.Namespace, work: str) -> dict[str, Any]:
     """The whole benchmark, in one trio run."""
     rootfs = build_rootfs(work)
     snapshot = rootfs_snapshot(rootfs)
+    cgroups_before = container_cgroups()
     reaper = Reaper()
     data: dict[str, Any] = {
         "meta": {
@@ -1702,6 +1728,7 @@ async def bench(args: argparse.Namespace, work: str) -> dict[str, Any]:
     data["ratios_to_bwrap"] = ratios
     data["targets"] = compute_targets(data)
     data["meta"]["rootfs_unchanged"] = rootfs_snapshot(rootfs) == snapshot
+    data["meta"]["cgroups_left"] = sorted(container_cgroups() - cgroups_before)
     data["meta"]["orphans_reaped"] = reaper.reaped
     data["meta"]["psi_cpu_after"] = read_text("/proc/pressure/cpu").strip()
     return data

@@ -120,6 +120,13 @@ def test_targets_name_the_floor(report: dict[str, Any]) -> None:
             assert "C floor" in t["detail"], t
 
 
+def test_nothing_is_left_behind(report: dict[str, Any]) -> None:
+    """The rootfs is unchanged, and no cgroup of ours or of the floor's remains
+    (a floor killed before its container would leave its cgroups)."""
+    assert report["meta"]["rootfs_unchanged"] is True
+    assert report["meta"]["cgroups_left"] == []
+
+
 def test_our_phase_breakdown(report: dict[str, Any]) -> None:
     for key in ("c1", "c8"):
         ph = report["phases"][key]
