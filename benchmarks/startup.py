@@ -516,9 +516,8 @@ def build_rootfs(work: str) -> str:
 
 def container_cgroups() -> set[str]:
     """Cgroups named like ours or the floor's, where either creates them."""
-    probe = _cgroups.ContainerCgroup(_cgroups.detect(), "floor-probe")
     out: set[str] = set()
-    for parent in {os.path.dirname(path) for path in probe.planned_paths}:
+    for parent in cgroup_parents():
         with contextlib.suppress(OSError):
             out |= {os.path.join(parent, n) for n in os.listdir(parent) if n.startswith(("sv-", "floor-"))}
     return out
@@ -844,9 +843,13 @@ def build_floor(work: str, rootfs: str) -> tuple[list[str] | None, str]:
     bpf = os.path.join(work, "floor.bpf")
     with open(bpf, "wb") as f:
         f.write(program.bpf)
+    return [exe, rootfs, bpf, f"{_caps_mask(caps):x}", *cgroup_parents()], ""
+
+
+def cgroup_parents() -> list[str]:
+    """Where supervisor creates a container's cgroups (one folder per hierarchy)."""
     probe = _cgroups.ContainerCgroup(_cgroups.detect(), "floor-probe")
-    parents = [os.path.dirname(path) for path in probe.planned_paths]
-    return [exe, rootfs, bpf, f"{_caps_mask(caps):x}", *parents], ""
+    return [os.path.dirname(path) for path in probe.planned_paths]
 
 
 def make_peers(

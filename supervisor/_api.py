@@ -239,8 +239,7 @@ class Supervisor:
             async with anyio.create_task_group() as tg:
                 # Independent start-up work side by side, in worker threads,
                 # while the fork server's interpreter starts: the crash sweep,
-                # and the default seccomp profile (the binding's import alone
-                # is 15 to 30 ms, which the first run would otherwise wait for).
+                # and what the first run would otherwise wait for (_warm_up).
                 async with anyio.create_task_group() as starting:
                     if self._sweep:
                         starting.start_soon(_in_worker_thread, sweep)

@@ -62,7 +62,7 @@ def fail_in_parent(phase: Phase, *, after: bool = False) -> Iterator[None]:
     Args:
         phase: ``Phase.USERNS``, ``Phase.CGROUP`` or ``Phase.NETWORK``.
         after: fail once the step has done all its work (the id maps written,
-            the cgroup created with its limits and its entry files open, the
+            the cgroup created with its limits, the
             veth, address and route configured), so that what it created must
             be cleaned up too.
 

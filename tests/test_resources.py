@@ -188,6 +188,12 @@ def test_limits_are_validated() -> None:
     assert Limits.crabcan_rlimits() == {"NOFILE": (64, 64)}
 
 
+def _cgroups_of(pid: int) -> dict[str, str]:
+    """Controller list -> cgroup path of ``pid``, as the host sees it."""
+    with open(f"/proc/{pid}/cgroup") as f:
+        return dict(line.strip().split(":", 2)[1:] for line in f)
+
+
 async def test_crabcans_whole_preset(busybox: str) -> None:
     """The cgroup part and the rlimit part, seen from inside and from the host."""
     spec = Spec(
@@ -198,8 +204,7 @@ async def test_crabcans_whole_preset(busybox: str) -> None:
     )
     async with Supervisor() as sup, anyio.create_task_group() as tg:
         handle = await tg.start(partial(sup.run, spec, stdin=PIPE))
-        with open(f"/proc/{handle.pid}/cgroup") as f:
-            groups = dict(line.strip().split(":", 2)[1:] for line in f)
+        groups = _cgroups_of(handle.pid)
         if os.path.isdir("/sys/fs/cgroup/memory"):  # v1 (or hybrid, as on the test VM)
             files = {
                 f"/sys/fs/cgroup/memory{groups['memory']}/memory.limit_in_bytes": str(1 << 30),
@@ -220,29 +225,22 @@ async def test_crabcans_whole_preset(busybox: str) -> None:
     assert seen == files
     assert result.stdout == b"64\n64\n"
     # The cgroup it ran in (gone now) was the container's own, below ours.
-    with open("/proc/self/cgroup") as f:
-        ours = dict(line.strip().split(":", 2)[1:] for line in f)
+    ours = _cgroups_of(os.getpid())
     assert groups["memory"].startswith(ours["memory"].rstrip("/") + "/")
     assert groups["pids"] != ours["pids"]
-
-
-def _container_cgroups(pid: int) -> dict[str, str]:
-    """Controller list -> cgroup path of ``pid``, as the host sees it."""
-    with open(f"/proc/{pid}/cgroup") as f:
-        return dict(line.strip().split(":", 2)[1:] for line in f)
 
 
 async def test_pid1_is_in_every_cgroup_of_its_own(busybox: str) -> None:
     """Cloned into the v2 directory, PID 1 joined the v1 ones itself."""
     async with Supervisor() as sup, anyio.create_task_group() as tg:
         handle = await tg.start(partial(sup.run, Spec(["sh", "-c", "read -r go"], rootfs=busybox), stdin=PIPE))
-        groups = _container_cgroups(handle.pid)
+        groups = _cgroups_of(handle.pid)
         assert handle.stdin is not None
         await handle.stdin.send(b"go\n")
         result = await handle.wait()
     assert result.ok, result
     name = f"sv-{result.id}"
-    ours = _container_cgroups(os.getpid())
+    ours = _cgroups_of(os.getpid())
     if "" in groups and os.path.isdir("/sys/fs/cgroup/unified"):  # hybrid, as on the test VM
         assert groups[""] == ours[""].rstrip("/") + "/" + name, groups
     if "memory" in groups:

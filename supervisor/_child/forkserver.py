@@ -78,33 +78,36 @@ class ForkServer:
         cid = str(record.get("id"))
         config: dict[str, Any] = record["config"]
         # The cgroup entry fds come last, one per [kind, path] of the config.
-        kinds = [str(kind) for kind, _path in config.get("cgroup") or ()]
-        split = len(fds) - len(kinds)
+        described = [(str(kind), str(path)) for kind, path in config.get("cgroup") or ()]
+        split = len(fds) - len(described)
         if split < 4:  # a malformed request must not take the fork server down
             for fd in fds:
                 os.close(fd)
-            message = f"spawn request with {len(fds)} fds for {len(kinds)} cgroup entries"
+            message = f"spawn request with {len(fds)} fds for {len(described)} cgroup entries"
             send(self.sock, {"t": Tag.SPAWN_FAILED, "id": cid, "errno": errno.EINVAL, "message": message})
             return
-        fds, entry = fds[:split], list(zip(kinds, fds[split:], strict=True))
-        into = next((fd for kind, fd in entry if kind == "clone"), None)
+        entry = [(kind, fd, path) for (kind, path), fd in zip(described, fds[split:], strict=True)]
+        into = next((fd for kind, fd, _path in entry if kind == "clone"), None)
         try:
             pid, pidfd, cloned_into = self._clone(int(config["clone_flags"]), into)
         except OSError as exc:
-            for fd in fds + [fd for _kind, fd in entry]:
+            for fd in fds:
                 os.close(fd)
             send(self.sock, {"t": Tag.SPAWN_FAILED, "id": cid, "errno": exc.errno, "message": str(exc)})
             return
         if pid == 0:
             # The child: never returns (nor, whatever happens, runs on as a
-            # second fork server).
+            # second fork server). It writes 0 to each v1 tasks file, and to
+            # the v2 cgroup.procs only if clone3 did not put it there; the
+            # fds it is not given are closed as it adopts its own.
+            joins = [(fd, path) for kind, fd, path in entry if kind == "tasks" or (kind == "procs" and not cloned_into)]
             try:
                 from . import setup
 
-                setup.child_main(config, fds, entry, cloned_into)
+                setup.child_main(config, fds[:split], joins)
             finally:
                 os._exit(125)
-        for fd in fds + [fd for _kind, fd in entry]:
+        for fd in fds:
             os.close(fd)
         self.children[pidfd] = cid
         self.poller.register(pidfd, select.POLLIN)

@@ -62,9 +62,8 @@ class Channel:
         self.fault = fault
         self.live = live
         self.pending: list[list[int]] = []
-        #: ``(kind, fd)`` of the cgroup entry files (see :func:`_enter_cgroup`).
-        self.cgroup_entry: list[tuple[str, int]] = []
-        self.cloned_into = False
+        #: ``(fd, path)`` of the cgroup files to write 0 to (see :func:`_enter_cgroup`).
+        self.cgroup_joins: list[tuple[int, str]] = []
 
     def enter(self, phase: Phase) -> None:
         """Note the start of ``phase`` (with a CLOCK_MONOTONIC timestamp)."""
@@ -111,21 +110,17 @@ class Channel:
             pass
 
 
-def child_main(
-    config: dict[str, Any], fds: list[int], cgroup_entry: list[tuple[str, int]], cloned_into: bool
-) -> NoReturn:
+def child_main(config: dict[str, Any], fds: list[int], cgroup_joins: list[tuple[int, str]]) -> NoReturn:
     """Entry point in the cloned child. Never returns.
 
     Args:
         config: the spawn request's config.
         fds: control socket, stdin, stdout, stderr, then the passed fds.
-        cgroup_entry: ``(kind, fd)`` of the cgroup entry files, in the order
-            of ``config["cgroup"]`` (see :func:`_enter_cgroup`).
-        cloned_into: whether clone3 put us in the v2 cgroup already.
+        cgroup_joins: ``(fd, path)`` of the cgroup files to write 0 to at
+            ``CGROUP`` (see :func:`_enter_cgroup`).
     """
     try:
-        chan = _adopt_fds(fds, cgroup_entry)
-        chan.cloned_into = cloned_into
+        chan = _adopt_fds(fds, cgroup_joins)
         # Named until execve renames it: its exit then says whether it got
         # there (a seccomp profile that kills execve must not pass for the
         # payload's own death).
@@ -146,19 +141,19 @@ def child_main(
     os._exit(125)
 
 
-def _adopt_fds(fds: list[int], cgroup_entry: list[tuple[str, int]]) -> Channel:
+def _adopt_fds(fds: list[int], cgroup_joins: list[tuple[int, str]]) -> Channel:
     """Move stdio, the passed fds and the control socket into place; close the rest.
 
     ``fds`` is the control socket, stdin, stdout, stderr, then the caller's
     passed fds, which become 3, 4, ... in that order (inheritable); the
     control socket goes right after them (close-on-exec), then the cgroup
-    entry fds (close-on-exec; closed at ``CGROUP``).
+    files to join (close-on-exec; closed at ``CGROUP``).
     """
     ctl, stdin, stdout, stderr, *passed = fds
     # Park them all above any fd we will write to, then dup2 into place.
-    floor = 64 + len(fds) + len(cgroup_entry)
-    entry = [fd for _kind, fd in cgroup_entry]
-    high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, floor) for fd in (stdin, stdout, stderr, *passed, ctl, *entry)]
+    floor = 64 + len(fds) + len(cgroup_joins)
+    joins = [fd for fd, _path in cgroup_joins]
+    high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, floor) for fd in (stdin, stdout, stderr, *passed, ctl, *joins)]
     for target, fd in enumerate(high[: 3 + len(passed)]):
         os.dup2(fd, target, inheritable=True)
     control = FIRST_FD + len(passed)
@@ -166,11 +161,11 @@ def _adopt_fds(fds: list[int], cgroup_entry: list[tuple[str, int]]) -> Channel:
         os.dup2(fd, control + offset, inheritable=False)
     # Nothing of the fork server (its socket to the supervisor, other
     # containers' pidfds) survives into the container, not even until exec.
-    linux.close_range(control + 1 + len(entry))
+    linux.close_range(control + 1 + len(joins))
     sock = socket.socket(fileno=control)
     sock.setblocking(True)
     chan = Channel(sock, None)
-    chan.cgroup_entry = [(kind, control + 1 + i) for i, (kind, _fd) in enumerate(cgroup_entry)]
+    chan.cgroup_joins = [(control + 1 + i, path) for i, (_fd, path) in enumerate(cgroup_joins)]
     return chan
 
 
@@ -204,7 +199,7 @@ def run_setup(config: dict[str, Any], chan: Channel) -> NoReturn:
     # before the clone and clone3 put us in its v2 directory; join the v1
     # ones through the files it opened for us.
     chan.enter(Phase.CGROUP)
-    _enter_cgroup(config.get("cgroup") or [], chan.cgroup_entry, chan.cloned_into)
+    _enter_cgroup(chan.cgroup_joins)
 
     # NETWORK: the namespace exists since clone(); bring loopback up here, in
     # the namespace's owner, then let the supervisor add its veth if asked.
@@ -309,28 +304,26 @@ def run_setup(config: dict[str, Any], chan: Channel) -> NoReturn:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _enter_cgroup(described: list[Any], entry: list[tuple[str, int]], cloned_into: bool) -> None:
-    """Join our cgroup through the supervisor's entry files, then close them.
+def _enter_cgroup(joins: list[tuple[int, str]]) -> None:
+    """Join our cgroup through the supervisor's files, then close them.
 
-    Writing ``0`` moves the writer: to each v1 ``tasks`` file (one thread, so
-    no global lock: we are single-threaded), and to the v2 ``cgroup.procs``
-    only where clone3 could not clone us into it. The kernel checks the
+    Writing ``0`` moves the writer: to a v1 ``tasks`` file, one thread, so no
+    global lock (we are single-threaded); to the v2 ``cgroup.procs`` only
+    where clone3 could not clone us into it. The kernel checks the
     credentials of whoever opened the file (the supervisor, root).
 
     Raises:
         SetupFailure: a write failed (naming the file).
     """
-    paths = [str(path) for _kind, path in described]
     try:
-        for (kind, fd), path in zip(entry, paths, strict=True):
-            if kind == "tasks" or (kind == "procs" and not cloned_into):
-                try:
-                    os.write(fd, b"0")
-                except OSError as exc:
-                    message = f"cannot enter the cgroup: write 0 to {path}: {exc.strerror}"
-                    raise SetupFailure(exc.errno or 0, message) from None
+        for fd, path in joins:
+            try:
+                os.write(fd, b"0")
+            except OSError as exc:
+                message = f"cannot enter the cgroup: write 0 to {path}: {exc.strerror}"
+                raise SetupFailure(exc.errno or 0, message) from None
     finally:
-        for _kind, fd in entry:
+        for fd, _path in joins:
             os.close(fd)
 
 

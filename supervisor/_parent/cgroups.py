@@ -325,6 +325,14 @@ def _write(path: str, value: str) -> None:
         os.close(fd)
 
 
+def _open(path: str, flags: int) -> int:
+    """os.open with close-on-exec; the error names the path."""
+    try:
+        return os.open(path, flags | os.O_CLOEXEC)
+    except OSError as exc:
+        raise OSError(exc.errno, f"open {path}: {exc.strerror}") from exc
+
+
 def _read(path: str) -> str:
     try:
         with open(path) as f:
@@ -668,12 +676,7 @@ class ContainerCgroup:
             OSError: the directory cannot be opened (naming it).
         """
         d = self._v2_dir()
-        if d is None:
-            return None
-        try:
-            return os.open(d, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        except OSError as exc:
-            raise OSError(exc.errno, f"open {d}: {exc.strerror}") from exc
+        return None if d is None else _open(d, os.O_RDONLY | os.O_DIRECTORY)
 
     def entry_fds(self) -> list[tuple[str, int, str]]:
         """Descriptors through which a new process enters the cgroup without a move by PID.
@@ -705,18 +708,13 @@ class ContainerCgroup:
         """
         if not self._dirs:
             raise RuntimeError(f"cgroup {self.name!r} is not set up (or already removed)")
+        wanted = [("tasks", d + "/tasks", os.O_WRONLY) for h, d in self._dirs.items() if h.version == 1]
+        if (v2 := self._v2_dir()) is not None:
+            wanted[:0] = [("clone", v2, os.O_RDONLY | os.O_DIRECTORY), ("procs", v2 + "/cgroup.procs", os.O_WRONLY)]
         out: list[tuple[str, int, str]] = []
         try:
-            for hierarchy, d in self._dirs.items():
-                if hierarchy.version == 2:
-                    entries = [("clone", d, os.O_RDONLY | os.O_DIRECTORY), ("procs", d + "/cgroup.procs", os.O_WRONLY)]
-                else:
-                    entries = [("tasks", d + "/tasks", os.O_WRONLY)]
-                for kind, path, flags in entries:
-                    try:
-                        out.append((kind, os.open(path, flags | os.O_CLOEXEC), path))
-                    except OSError as exc:
-                        raise OSError(exc.errno, f"open {path}: {exc.strerror}") from exc
+            for kind, path, flags in wanted:
+                out.append((kind, _open(path, flags), path))
         except BaseException:
             for _kind, fd, _path in out:
                 os.close(fd)

@@ -18,7 +18,9 @@ from typing import TYPE_CHECKING
 import anyio
 import anyio.abc
 
+from .._errors import SetupError
 from .._protocol import Phase
+from .container import check_parent_fault
 from .rundir import run_root
 
 if TYPE_CHECKING:
@@ -154,9 +156,7 @@ class HostResources:
         **Cancellation:** synchronous. The cgroup is recorded before it is
         created, and removed by :meth:`release`.
         """
-        from .._errors import SetupError
         from . import cgroups
-        from .container import check_parent_fault
 
         try:
             check_parent_fault(Phase.CGROUP, after=False)
@@ -164,13 +164,8 @@ class HostResources:
             self.rundir.record(self.cid, "cgroup", paths=cgroup.planned_paths)
             self._cgroup = cgroup
             cgroup.setup()
+            check_parent_fault(Phase.CGROUP, after=True)
             entry = cgroup.entry_fds()
-            try:
-                check_parent_fault(Phase.CGROUP, after=True)
-            except OSError:
-                for _kind, fd, _path in entry:
-                    os.close(fd)
-                raise
         except OSError as exc:
             raise SetupError(Phase.CGROUP, exc.errno or 0, str(exc)) from exc
         except ValueError as exc:
