@@ -17,7 +17,7 @@ import json
 import os
 import shlex
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
 if TYPE_CHECKING:
@@ -31,7 +31,8 @@ EXIT_NOT_FOUND = 127
 _EPILOG = """\
 exit status: the payload's; 128+N if it was killed by signal N (an OOM kill
 is 137); 124 if --timeout struck; 125 if the container could not be set up;
-126 if the program is not executable; 127 if it was not found.
+126 if the program is not executable; 127 if it was not found; 130 after
+Ctrl-C, 143 after SIGTERM, 129 after SIGHUP (the container is stopped first).
 
 examples:
   supervisor run -- python3 -c 'print(1)'          # embedded default root
@@ -384,12 +385,62 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         except OSError:
             return _fail(f"--preserve-fds {args.preserve_fds}: fd {fd} is not open")
 
+    return run_stoppable(_run_async, spec, args)
+
+
+#: What the CLI turns into a clean stop: systemd and ``kill`` send SIGTERM, a
+#: closed terminal sends SIGHUP. SIGINT is trio's (KeyboardInterrupt).
+STOP_SIGNALS = ("SIGTERM", "SIGHUP")
+
+
+def run_stoppable(main: Callable[..., Awaitable[int]], *args: Any) -> int:
+    """``trio.run(main, *args)``; a stop signal or Ctrl-C stops it cleanly.
+
+    On SIGTERM or SIGHUP, ``main`` is cancelled: its supervisor stops the
+    containers as on any cancellation (SIGTERM if PID 1 handles it, the grace
+    period, SIGKILL) and removes their cgroups, veths and run directories;
+    then one line names the signal. Without this, the default action would
+    end the process at once and leave that to the next supervisor's sweep.
+
+    Returns:
+        ``main``'s status; 128+N after stop signal N; 130 after Ctrl-C.
+    """
+    import signal
+
     import trio
 
+    stopped_by: list[int] = []
+
+    async def until_stopped() -> int:
+        status = EXIT_SETUP_FAILED  # replaced unless a stop signal cancels main
+        async with trio.open_nursery() as nursery:
+
+            async def watch(task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+                signums = [getattr(signal, name) for name in STOP_SIGNALS]
+                with trio.open_signal_receiver(*signums) as signals:
+                    task_status.started()
+                    async for signum in signals:
+                        stopped_by.append(signum)
+                        nursery.cancel_scope.cancel()
+                        return
+
+            # Before main: the signal is ours from before any cgroup exists.
+            await nursery.start(watch)
+            status = await main(*args)
+            nursery.cancel_scope.cancel()
+        return status
+
     try:
-        return trio.run(_run_async, spec, args)
+        status = trio.run(until_stopped)
     except KeyboardInterrupt:
         return 130
+    if stopped_by:
+        try:
+            print(f"supervisor: stopped by {signal.Signals(stopped_by[0]).name}", file=sys.stderr)
+        except OSError:  # stderr was the terminal that hung up
+            pass
+        return 128 + stopped_by[0]
+    return status
 
 
 async def _run_async(spec: Spec, args: argparse.Namespace) -> int:
@@ -505,7 +556,9 @@ async def _run_tty(
                     sup.run, spec, capture_output=False, stdin=0, on_phase=on_phase, timeout=timeout, pass_fds=pass_fds
                 )
             )
-            tty.setraw(0)
+            # TCSANOW, not setraw's default TCSAFLUSH: keys typed while the
+            # container started are the payload's input and must not be dropped.
+            tty.setraw(0, termios.TCSANOW)
 
             def resize() -> None:
                 size = os.get_terminal_size(0)
@@ -525,4 +578,7 @@ async def _run_tty(
     except BaseExceptionGroup as group:
         raise _single(group) from None
     finally:
-        termios.tcsetattr(0, termios.TCSADRAIN, saved)
+        try:
+            termios.tcsetattr(0, termios.TCSADRAIN, saved)
+        except termios.error:  # the terminal hung up (EIO): no modes to give back
+            pass

@@ -105,12 +105,9 @@ def run_many(parser: argparse.ArgumentParser, args: argparse.Namespace, build: S
         print(f"supervisor: {exc}", file=sys.stderr)
         return 125
     parallel = args.parallel or 4 * (os.cpu_count() or 1)
-    import trio
+    from ._cli import run_stoppable
 
-    try:
-        return trio.run(_run_all, specs, parallel, args.json, getattr(args, "timeout", None))
-    except KeyboardInterrupt:
-        return 130
+    return run_stoppable(_run_all, specs, parallel, args.json, getattr(args, "timeout", None))
 
 
 class Progress:

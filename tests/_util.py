@@ -41,7 +41,7 @@ def _stat(pid: int) -> list[str] | None:
     try:
         with open(f"/proc/{pid}/stat") as f:
             data = f.read()
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # gone before the open, or reaped before the read
         return None
     return data[data.rindex(")") + 2 :].split()
 
@@ -62,3 +62,27 @@ def gone(pid: int, start: str | None) -> bool:
     """True once the process that had ``start`` as its start time has been reaped."""
     now = proc_start_time(pid)
     return now is None or now != start
+
+
+def cmdline(pid: int) -> bytes | None:
+    """``/proc/<pid>/cmdline`` (NUL-separated), or None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+
+
+def descendants(pid: int) -> dict[int, str | None]:
+    """``pid`` and its descendants, each with its start time."""
+    out: dict[int, str | None] = {}
+    todo = [pid]
+    while todo:
+        p = todo.pop()
+        out[p] = proc_start_time(p)
+        try:
+            with open(f"/proc/{p}/task/{p}/children") as f:
+                todo += [int(c) for c in f.read().split()]
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return out

@@ -117,7 +117,7 @@ def _alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as f:
             data = f.read()
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):
         return False
     return data[data.rindex(")") + 2] != "Z"
 
@@ -125,7 +125,7 @@ def _alive(pid: int) -> bool:
 def _ppid(pid: int) -> int:
     try:
         return int(_read(f"/proc/{pid}/stat").rsplit(")", 1)[1].split()[1])
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):
         return 0
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -16,7 +17,7 @@ import pytest
 
 from supervisor import Phase
 
-from ._util import REPO, run_with_repo
+from ._util import REPO, cmdline, descendants, gone, run_with_repo
 
 
 def cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -167,6 +168,39 @@ def test_quick_exit_still_flushes_and_runs_atexit_hooks(busybox: str) -> None:
     assert out.stderr.strip().endswith("hook ran"), out.stderr
 
 
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGHUP"])
+@pytest.mark.parametrize("command", ["run", "run-many"])
+def test_a_stop_signal_stops_the_containers_and_cleans_up(busybox: str, command: str, signame: str) -> None:
+    """``kill`` (SIGTERM) or a closed terminal (SIGHUP) is a clean stop: the
+    containers are stopped as on cancellation, their cgroups removed (the
+    leak check fails the test otherwise), and the status is 128+N."""
+    signum = getattr(signal, signame)
+    count = 2 if command == "run-many" else 1
+    many = ["-n", str(count), "-j", str(count)] if command == "run-many" else []
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "supervisor", command, *many, "-m", busybox, "--", "sh", "-c", "sleep 100; exit 7"],
+        env={**os.environ, "PYTHONPATH": REPO},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while len(sleeps := [p for p in descendants(proc.pid) if cmdline(p) == b"sleep\x00100\x00"]) < count:
+            assert proc.poll() is None, "the CLI ended before its payloads started"
+            assert time.monotonic() < deadline, "the payloads did not start"
+            time.sleep(0.02)
+        starts = {p: descendants(p)[p] for p in sleeps}
+        proc.send_signal(signum)
+        _, stderr = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:  # SIGINT still cleans up, unlike SIGKILL
+            proc.send_signal(signal.SIGINT)
+            proc.communicate(timeout=30)
+    assert proc.returncode == 128 + signum, stderr
+    assert stderr.decode().strip().endswith(f"supervisor: stopped by {signame}"), stderr
+    assert all(gone(p, start) for p, start in starts.items())
+
+
 def _on_a_pty(argv: list[str], keys: dict[bytes, bytes]) -> tuple[int, bytes, list[Any], list[Any]]:
     """Run ``supervisor ARGV`` with a pty as its terminal; type ``keys[k]``
     once ``k`` has appeared. Returns the exit status, everything the terminal
@@ -202,7 +236,12 @@ def _on_a_pty(argv: list[str], keys: dict[bytes, bytes]) -> tuple[int, bytes, li
                     seen += os.read(master, 4096)
                 except OSError:  # EIO: the other side is closed
                     break
-        status = proc.wait(timeout=30)
+        try:  # after EIO the CLI may still be exiting: it closes its fds first
+            status = proc.wait(timeout=max(deadline - time.monotonic(), 5))
+        except subprocess.TimeoutExpired:  # hung: SIGTERM lets the CLI clean up its container
+            proc.terminate()
+            proc.wait(timeout=10)
+            raise AssertionError(f"the CLI did not end within 30 s; the terminal showed {seen!r}") from None
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -223,6 +262,55 @@ def test_tty_in_a_real_terminal(busybox: str) -> None:
     assert b"/dev/pts/0" in seen
     assert b"got:hello" in seen
     assert after[3] == before[3], "local modes restored (the terminal left raw mode)"
+
+
+def test_tty_keeps_keys_typed_before_the_payload_ran(busybox: str) -> None:
+    """Typeahead (typed while the container starts) is the payload's input:
+    going raw must not flush it."""
+    script = "read -r line; echo got:$line; exit 4"
+    status, seen, _, _ = _on_a_pty(["run", "-t", "-m", busybox, "--", "sh", "-c", script], {b"": b"early\r"})
+    assert status == 4, seen
+    assert b"got:early" in seen
+
+
+def test_tty_hangup_stops_the_container(busybox: str) -> None:
+    """The terminal goes away (its SIGHUP, then EIO on every use): the
+    container is stopped and cleaned up, and there are no modes to restore."""
+    import select
+
+    master, slave = os.openpty()
+    # In a new session, make the pty its controlling terminal, then exec the
+    # CLI (a wrapper, not preexec_fn: this process may have threads).
+    wrapper = (
+        "import fcntl, os, sys, termios\n"
+        "fcntl.ioctl(0, termios.TIOCSCTTY, 0)\n"
+        "os.execv(sys.executable, [sys.executable, '-m', 'supervisor', *sys.argv[1:]])\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", wrapper, "run", "-t", "-m", busybox, "--", "sh", "-c", "echo up; sleep 100"],
+        env={**os.environ, "PYTHONPATH": REPO},
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        start_new_session=True,
+    )
+    os.close(slave)
+    try:
+        seen, deadline = b"", time.monotonic() + 30
+        while b"up" not in seen and time.monotonic() < deadline:
+            if select.select([master], [], [], 0.5)[0]:
+                seen += os.read(master, 4096)
+        assert b"up" in seen, seen
+        os.close(master)  # the hang-up
+        assert proc.wait(timeout=30) == 128 + signal.SIGHUP
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            proc.wait(timeout=30)
+        try:
+            os.close(master)
+        except OSError:  # closed above: the hang-up
+            pass
 
 
 def test_tty_setup_failure_is_one_line(busybox: str) -> None:

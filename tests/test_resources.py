@@ -19,7 +19,7 @@ import pytest
 
 from supervisor import PIPE, Limits, Result, Spec, Supervisor, parse_size
 
-from ._util import gone, proc_start_time
+from ._util import cmdline, descendants, gone
 
 pytestmark = pytest.mark.anyio
 
@@ -133,21 +133,6 @@ async def test_cpu_quota_gives_about_half_a_cpu() -> None:
     assert used > 0.6 * min(0.5, free), f"used {used:.2f} CPUs under a 0.5 quota, {free:.2f} without"
 
 
-def _tree(pid: int) -> dict[int, str | None]:
-    """``pid`` and its descendants, each with its start time."""
-    out: dict[int, str | None] = {}
-    todo = [pid]
-    while todo:
-        p = todo.pop()
-        out[p] = proc_start_time(p)
-        try:
-            with open(f"/proc/{p}/task/{p}/children") as f:
-                todo += [int(c) for c in f.read().split()]
-        except FileNotFoundError:
-            continue
-    return out
-
-
 @pytest.mark.parametrize("pid1", ["handles TERM", "ignores TERM"])
 async def test_timeout_kills_the_tree(busybox: str, pid1: str) -> None:
     """SIGTERM, the grace period, SIGKILL; every process of the tree goes,
@@ -158,7 +143,11 @@ async def test_timeout_kills_the_tree(busybox: str, pid1: str) -> None:
     async with Supervisor() as sup, anyio.create_task_group() as tg:
         t = time.monotonic()
         handle = await tg.start(partial(sup.run, spec, timeout=1.5))
-        while len(tree_pids := _tree(handle.pid)) < 4:  # PID 1 and three sleeps
+        # PID 1 and the three long sleeps (the loop's short ones come and go).
+        while True:
+            tree_pids = descendants(handle.pid)
+            if sum(cmdline(p) == b"sleep\x00100\x00" for p in tree_pids) == 3:
+                break
             await anyio.sleep(0.01)
         result = await handle.wait()
     elapsed = time.monotonic() - t
