@@ -799,7 +799,8 @@ class FloorPeer(Peer):
     would leave them)."""
 
     async def stop_idle(self, kept: Sequence[int], reaper: Reaper) -> None:
-        floors = {p for p, (_ppid, comm) in process_table().items() if comm == "floor" and p in set(kept)}
+        kept_set = set(kept)
+        floors = {p for p, (_ppid, comm) in process_table().items() if comm == "floor" and p in kept_set}
         kill_all(p for p in kept if p not in floors)
         with trio.move_on_after(10):
             for proc in self.procs:

@@ -388,11 +388,6 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     return run_stoppable(_run_async, spec, args)
 
 
-#: What the CLI turns into a clean stop: systemd and ``kill`` send SIGTERM, a
-#: closed terminal sends SIGHUP. SIGINT is trio's (KeyboardInterrupt).
-STOP_SIGNALS = ("SIGTERM", "SIGHUP")
-
-
 def run_stoppable(main: Callable[..., Awaitable[int]], *args: Any) -> int:
     """``trio.run(main, *args)``; a stop signal or Ctrl-C stops it cleanly.
 
@@ -416,8 +411,9 @@ def run_stoppable(main: Callable[..., Awaitable[int]], *args: Any) -> int:
         async with trio.open_nursery() as nursery:
 
             async def watch(task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-                signums = [getattr(signal, name) for name in STOP_SIGNALS]
-                with trio.open_signal_receiver(*signums) as signals:
+                # systemd and kill send SIGTERM, a closed terminal SIGHUP;
+                # SIGINT stays trio's (KeyboardInterrupt).
+                with trio.open_signal_receiver(signal.SIGTERM, signal.SIGHUP) as signals:
                     task_status.started()
                     async for signum in signals:
                         stopped_by.append(signum)

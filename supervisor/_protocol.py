@@ -57,6 +57,9 @@ MAX_RECORD = 1 << 20
 #: that died just before ``execve`` from a payload that ran and exited.
 SETUP_COMM = b"sv-pid1-setup"
 
+#: The descriptors every spawn request starts with: PID 1's end of the
+#: control socket, then its stdin, stdout and stderr.
+SPAWN_FIXED_FDS = 4
 #: Most descriptors a caller may pass into one container (``pass_fds``).
 MAX_PASS_FDS = 32
 #: Most cgroup entry descriptors of one spawn request (a v2 directory and its
@@ -64,7 +67,7 @@ MAX_PASS_FDS = 32
 MAX_CGROUP_FDS = 8
 #: Most descriptors one record may carry (control socket, stdio, passed fds,
 #: cgroup entry fds).
-MAX_FDS = 4 + MAX_PASS_FDS + MAX_CGROUP_FDS
+MAX_FDS = SPAWN_FIXED_FDS + MAX_PASS_FDS + MAX_CGROUP_FDS
 
 
 class Phase(enum.IntEnum):

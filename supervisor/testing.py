@@ -62,9 +62,8 @@ def fail_in_parent(phase: Phase, *, after: bool = False) -> Iterator[None]:
     Args:
         phase: ``Phase.USERNS``, ``Phase.CGROUP`` or ``Phase.NETWORK``.
         after: fail once the step has done all its work (the id maps written,
-            the cgroup created with its limits, the
-            veth, address and route configured), so that what it created must
-            be cleaned up too.
+            the cgroup created with its limits, the veth, address and route
+            configured), so that what it created must be cleaned up too.
 
     Raises:
         TypeError: ``phase`` is not a :class:`~supervisor.Phase`.

@@ -7,13 +7,13 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from supervisor import Phase
+from supervisor._protocol import PARENT_STEP_PHASES as _PARENT_STEP_PHASES
 
 #: The checkout, put on PYTHONPATH for subprocesses.
 REPO = str(Path(__file__).resolve().parent.parent)
 
-#: Phases whose start is a request answered by the supervisor.
-REQUEST_PHASES = (Phase.USERNS, Phase.CGROUP, Phase.NETWORK)
+#: Phases with a step of the supervisor's own (USERNS, CGROUP, NETWORK), in order.
+PARENT_STEP_PHASES = tuple(sorted(_PARENT_STEP_PHASES))
 
 
 def running(pid: int) -> bool:

@@ -32,6 +32,8 @@ from supervisor._limits import Limits, parse_size
 from supervisor._parent import cgroups
 from supervisor._parent.cgroups import CgroupHost, ContainerCgroup, detect
 
+from ._util import running
+
 pytestmark = pytest.mark.anyio
 
 MiB = 1 << 20
@@ -110,16 +112,6 @@ async def _output(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> str:
     await _wait_exit(proc, timeout)
     assert proc.stdout is not None
     return proc.stdout.read().decode()
-
-
-def _alive(pid: int) -> bool:
-    """True unless the process is gone or a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            data = f.read()
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return data[data.rindex(")") + 2] != "Z"
 
 
 def _ppid(pid: int) -> int:
@@ -434,7 +426,7 @@ async def test_kill_tree_with_double_forked_daemon(
         assert time.monotonic() - t0 < 2
         assert await _wait_exit(proc) == -signal.SIGKILL
         for pid in pids:
-            assert not _alive(pid), f"pid {pid} survived the kill"
+            assert not running(pid), f"pid {pid} survived the kill"
             _reap_if_ours(pid)
         control = [w for w in writes if w[0] in ("cgroup.kill", "cgroup.freeze", "freezer.state")]
         expected = {
@@ -490,7 +482,7 @@ async def test_v1_wait_oom_then_kill_whole_container(v1: CgroupHost, procs: list
         assert await cg.kill(timeout=3)
         assert await _wait_exit(proc) == -signal.SIGKILL
         for pid in pids:
-            assert not _alive(pid)
+            assert not running(pid)
             _reap_if_ours(pid)
     finally:
         await cg.remove()
@@ -669,7 +661,7 @@ async def test_hybrid_memory_on_v1_killed_through_v2(host: CgroupHost, procs: li
         pids = cg.pids()
         assert await cg.kill(timeout=3)
         assert await _wait_exit(proc) == -signal.SIGKILL
-        assert not any(_alive(p) for p in pids)
+        assert not any(running(p) for p in pids)
         stats = cg.stats()
         assert stats.peak_memory_bytes is not None
         assert stats.peak_memory_bytes > 0
@@ -705,7 +697,7 @@ async def test_v2_create_attach_kill_events(v2: CgroupHost, procs: list[subproce
         assert await cg.kill(timeout=3)
         assert "populated 0" in _read(os.path.join(path, "cgroup.events"))
         assert await _wait_exit(proc) == -signal.SIGKILL
-        assert not any(_alive(p) for p in pids)
+        assert not any(running(p) for p in pids)
         fd = cg.v2_dir_fd()
         assert fd is not None
         try:

@@ -201,6 +201,30 @@ def test_a_stop_signal_stops_the_containers_and_cleans_up(busybox: str, command:
     assert all(gone(p, start) for p, start in starts.items())
 
 
+#: Makes stdin (a pty) the controlling terminal of the new session, then
+#: execs the CLI: a wrapper, not preexec_fn, as this process may have threads.
+_ON_ITS_TERMINAL = (
+    "import fcntl, os, sys, termios\n"
+    "fcntl.ioctl(0, termios.TIOCSCTTY, 0)\n"
+    "os.execv(sys.executable, [sys.executable, '-m', 'supervisor', *sys.argv[1:]])\n"
+)
+
+
+def _start_on(slave: int, argv: list[str]) -> subprocess.Popen[bytes]:
+    """Start ``supervisor ARGV`` in a session of its own whose controlling
+    terminal (stdin, stdout and stderr) is the pty ``slave``; close ``slave``."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _ON_ITS_TERMINAL, *argv],
+        env={**os.environ, "PYTHONPATH": REPO},
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        start_new_session=True,
+    )
+    os.close(slave)
+    return proc
+
+
 def _on_a_pty(argv: list[str], keys: dict[bytes, bytes]) -> tuple[int, bytes, list[Any], list[Any]]:
     """Run ``supervisor ARGV`` with a pty as its terminal; type ``keys[k]``
     once ``k`` has appeared. Returns the exit status, everything the terminal
@@ -210,15 +234,7 @@ def _on_a_pty(argv: list[str], keys: dict[bytes, bytes]) -> tuple[int, bytes, li
 
     master, slave = os.openpty()
     before = termios.tcgetattr(slave)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "supervisor", *argv],
-        env={**os.environ, "PYTHONPATH": REPO},
-        stdin=slave,
-        stdout=slave,
-        stderr=slave,
-        start_new_session=True,
-    )
-    os.close(slave)
+    proc = _start_on(slave, argv)
     seen = b""
     typed: set[bytes] = set()
     try:
@@ -279,22 +295,7 @@ def test_tty_hangup_stops_the_container(busybox: str) -> None:
     import select
 
     master, slave = os.openpty()
-    # In a new session, make the pty its controlling terminal, then exec the
-    # CLI (a wrapper, not preexec_fn: this process may have threads).
-    wrapper = (
-        "import fcntl, os, sys, termios\n"
-        "fcntl.ioctl(0, termios.TIOCSCTTY, 0)\n"
-        "os.execv(sys.executable, [sys.executable, '-m', 'supervisor', *sys.argv[1:]])\n"
-    )
-    proc = subprocess.Popen(
-        [sys.executable, "-c", wrapper, "run", "-t", "-m", busybox, "--", "sh", "-c", "echo up; sleep 100"],
-        env={**os.environ, "PYTHONPATH": REPO},
-        stdin=slave,
-        stdout=slave,
-        stderr=slave,
-        start_new_session=True,
-    )
-    os.close(slave)
+    proc = _start_on(slave, ["run", "-t", "-m", busybox, "--", "sh", "-c", "echo up; sleep 100"])
     try:
         seen, deadline = b"", time.monotonic() + 30
         while b"up" not in seen and time.monotonic() < deadline:

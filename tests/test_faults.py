@@ -26,7 +26,7 @@ import supervisor
 from supervisor import Mount, Phase, SetupError, Spec
 from supervisor.testing import fail_at, fail_in_parent
 
-from ._util import REQUEST_PHASES
+from ._util import PARENT_STEP_PHASES
 
 pytestmark = pytest.mark.anyio
 
@@ -129,9 +129,9 @@ async def test_fault_in_the_supervisors_step() -> None:
     assert [p.name for p in info.value.result.phases] == ["spawned", "userns"]
 
 
-@pytest.mark.parametrize("phase", REQUEST_PHASES, ids=[p.label for p in REQUEST_PHASES])
+@pytest.mark.parametrize("phase", PARENT_STEP_PHASES, ids=[p.label for p in PARENT_STEP_PHASES])
 async def test_fault_after_the_supervisors_step_is_cleaned_up(phase: Phase, busybox: str) -> None:
-    """The step did all its work (id maps; cgroup made and PID 1 moved in;
+    """The step did all its work (id maps; cgroup made with its limits;
     veth, address and route), then failed: what it made goes too (the leak
     check sees cgroups and links; the address lease is checked here)."""
     from supervisor._parent import network

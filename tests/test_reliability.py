@@ -15,7 +15,7 @@ import trio
 from supervisor import Phase, SetupError, Spec, Supervisor
 from supervisor.testing import fail_at, fail_in_parent
 
-from ._util import REQUEST_PHASES, running
+from ._util import PARENT_STEP_PHASES, running
 
 pytestmark = pytest.mark.anyio
 
@@ -43,7 +43,7 @@ async def test_a_thousand_containers_sixty_four_at_a_time(busybox: str) -> None:
 async def test_faults_at_every_phase_and_parent_step_under_load(busybox: str) -> None:
     """Each injected fault fails only its own run; the others succeed."""
     faults: list[tuple[str, Phase]] = [("child", p) for p in Phase]
-    faults += [(where, p) for p in REQUEST_PHASES for where in ("parent", "parent, after its work")]
+    faults += [(where, p) for p in PARENT_STEP_PHASES for where in ("parent", "parent, after its work")]
     good = Spec(["sh", "-c", "sleep 0.01"], rootfs=busybox)
     # Every container has a cgroup step; only bridged ones have a network
     # step, so the NETWORK faults run bridged (and really reach that step).

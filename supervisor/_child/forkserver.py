@@ -27,7 +27,7 @@ import socket
 import sys
 from typing import Any
 
-from .._protocol import SETUP_COMM, Tag, recv, send
+from .._protocol import SETUP_COMM, SPAWN_FIXED_FDS, Tag, recv, send
 from .._sys import constants as c
 from .._sys import linux
 
@@ -80,7 +80,7 @@ class ForkServer:
         # The cgroup entry fds come last, one per [kind, path] of the config.
         described = [(str(kind), str(path)) for kind, path in config.get("cgroup") or ()]
         split = len(fds) - len(described)
-        if split < 4:  # a malformed request must not take the fork server down
+        if split < SPAWN_FIXED_FDS:  # a malformed request must not take the fork server down
             for fd in fds:
                 os.close(fd)
             message = f"spawn request with {len(fds)} fds for {len(described)} cgroup entries"

@@ -216,11 +216,8 @@ def set_name(name: bytes) -> None:
         OSError: naming the call and the name.
     """
     buf = ctypes.create_string_buffer(name[:15])
-    if _prctl(_PR_SET_NAME, ctypes.addressof(buf), 0, 0, 0) < 0:
+    if _prctl(c.PR_SET_NAME, ctypes.addressof(buf), 0, 0, 0) < 0:
         raise _fail("prctl", "PR_SET_NAME", name)
-
-
-_PR_SET_NAME = 15  # <linux/prctl.h>
 
 
 def comm(pid: int) -> bytes:
