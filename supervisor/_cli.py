@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import contextlib
 import errno
 import functools
 import json
@@ -554,10 +555,16 @@ async def _run_tty(
             )
             # TCSANOW, not setraw's default TCSAFLUSH: keys typed while the
             # container started are the payload's input and must not be dropped.
-            tty.setraw(0, termios.TCSANOW)
+            # A terminal that hung up meanwhile (EIO) has no modes to set: its
+            # SIGHUP stops the run (run_stoppable).
+            with contextlib.suppress(termios.error):
+                tty.setraw(0, termios.TCSANOW)
 
             def resize() -> None:
-                size = os.get_terminal_size(0)
+                try:
+                    size = os.get_terminal_size(0)
+                except OSError:  # hung up (EIO): no size to follow
+                    return
                 container.resize_terminal(size.lines, size.columns)
 
             resize()
@@ -574,7 +581,5 @@ async def _run_tty(
     except BaseExceptionGroup as group:
         raise _single(group) from None
     finally:
-        try:
+        with contextlib.suppress(termios.error):  # the terminal hung up (EIO): no modes to give back
             termios.tcsetattr(0, termios.TCSADRAIN, saved)
-        except termios.error:  # the terminal hung up (EIO): no modes to give back
-            pass
