@@ -10,13 +10,12 @@ For each K it runs N ``sup.run(Spec(["/bin/true"], rootfs=...))`` twice:
 
 1. unprofiled: latency, throughput, and CPU per container split between the
    driver (the trio program: our API), the fork server (its own CPU) and the
-   containers (the fork server's reaped children: PID 1's Python setup, the
+   containers (the fork server's reaped children: PID 1's C setup, the
    payload, the exit), plus the median of every phase from ``Result.phases``;
-2. under cProfile, in three places at once: the driver's trio thread, the fork
-   server, and each PID 1 from clone to just before ``execve``.
+2. under cProfile, in two places at once: the driver's trio thread and the
+   fork server (PID 1 runs no Python).
 
-The fork server and PID 1 are profiled by replacing the fork server's
-bootstrap code from outside (``supervisor._parent.forkserver._BOOTSTRAP``);
+The fork server is profiled by replacing its bootstrap code from outside (``supervisor._parent.forkserver._BOOTSTRAP``);
 nothing in ``supervisor/`` is edited. Then it runs the variant experiments
 (interleaved, unprofiled), each changing one thing through the public API:
 ``capture_output=False``, ``seccomp="unconfined"``, ``network="host"``.
@@ -48,72 +47,18 @@ import startup
 import supervisor._parent.forkserver as fsmod
 from supervisor import Phase, Result, Spec, Supervisor
 
-#: The fork server's bootstrap with cProfile (CPU clock) around it and around
-#: each PID 1 (clone to execve). With SUPERVISOR_PROFILE_MODE=cpu nothing is
-#: profiled: each PID 1 only writes its CPU time and minor faults before execve.
+#: The fork server's bootstrap with cProfile (CPU clock) around it. PID 1's
+#: setup is C (no Python runs after the clone): its CPU time is part of the
+#: fork server's reaped children, beside the payload's and the exit's.
 _PROFILED_BOOTSTRAP = (
-    "import sys, types, os, time, marshal, resource, cProfile\n"
+    "import sys, types, os, time, cProfile\n"
     "pkg = types.ModuleType('supervisor')\n"
     "pkg.__path__ = [sys.argv[2]]\n"
     "sys.modules['supervisor'] = pkg\n"
     "out = os.environ['SUPERVISOR_PROFILE_DIR']\n"
-    "profiling = os.environ.get('SUPERVISOR_PROFILE_MODE') != 'cpu'\n"
-    "from supervisor._child import setup\n"
-    "from supervisor._sys import linux\n"
     "from supervisor._child.forkserver import main\n"
     "server = cProfile.Profile(time.thread_time)\n"
-    "child_main = setup.child_main\n"
-    "real_execve = os.execve\n"
-    "real_close_range = linux.close_range\n"
-    "FD = 1000\n"
-    "def close_range(first, last=0xFFFFFFFF, flags=0):\n"
-    "    # PID 1 closes every fd above its control socket: keep our two.\n"
-    "    if first < FD <= last:\n"
-    "        real_close_range(first, FD - 1, flags)\n"
-    "    if last > FD + 1:\n"
-    "        real_close_range(max(first, FD + 2), last, flags)\n"
-    "def write_all(fd, data):\n"
-    "    data = memoryview(data)\n"
-    "    while data:\n"
-    "        data = data[os.write(fd, data):]\n"
-    "    os.close(fd)\n"
-    "def profiled_child_main(config, fds, *rest):\n"
-    "    cpu0 = time.thread_time_ns()\n"
-    "    flt0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"
-    "    server.disable()\n"
-    "    # Opened before the pivot: the host's folder is unreachable afterwards.\n"
-    "    name = f'{out}/pid1-{time.monotonic_ns()}'\n"
-    "    for i, ext in enumerate(('.prof', '.cpu')):\n"
-    "        fd = os.open(name + ext, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)\n"
-    "        os.dup2(fd, FD + i)\n"
-    "        os.close(fd)\n"
-    "    linux.close_range = close_range\n"
-    "    marks = []\n"
-    "    def mark(method):\n"
-    "        def wrapper(self, phase, **kwargs):\n"
-    "            marks.append(f'{int(phase)}:{time.thread_time_ns() - cpu0}:'\n"
-    "                         f'{resource.getrusage(resource.RUSAGE_SELF).ru_minflt - flt0}')\n"
-    "            return method(self, phase, **kwargs)\n"
-    "        return wrapper\n"
-    "    if not profiling:  # per-phase marks only when not profiling\n"
-    "        setup.Channel.enter = mark(setup.Channel.enter)\n"
-    "        setup.Channel.request = mark(setup.Channel.request)\n"
-    "    prof = cProfile.Profile(time.thread_time)\n"
-    "    def execve(path, argv, env):\n"
-    "        prof.disable()\n"
-    "        cpu = time.thread_time_ns() - cpu0\n"
-    "        flt = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - flt0\n"
-    "        write_all(FD + 1, f'{cpu} {flt}\\n{\" \".join(marks)}'.encode())\n"
-    "        prof.create_stats()\n"
-    "        write_all(FD, marshal.dumps(prof.stats) if profiling else b'')\n"
-    "        real_execve(path, argv, env)\n"
-    "    os.execve = execve\n"
-    "    if profiling:\n"
-    "        prof.enable()\n"
-    "    child_main(config, fds, *rest)\n"
-    "setup.child_main = profiled_child_main\n"
-    "if profiling:\n"
-    "    server.enable()\n"
+    "server.enable()\n"
     "try:\n"
     "    main(int(sys.argv[1]))\n"
     "finally:\n"
@@ -194,9 +139,8 @@ def load_stats(paths: Sequence[str]) -> pstats.Stats | None:
 async def instrumented(rootfs: str, n: int, k: int, limit: int, *, profile: bool) -> str:
     """One K with the instrumented fork server; return the report.
 
-    With ``profile``, cProfile (CPU clock) runs in the driver's trio thread, in
-    the fork server and in each PID 1; without, only each PID 1's CPU time and
-    minor faults up to ``execve`` are recorded (two extra file writes per run).
+    With ``profile``, cProfile (CPU clock) runs in the driver's trio thread and
+    in the fork server; without, the CPU split and the phases are reported.
     """
     outdir = tempfile.mkdtemp(prefix="supervisor-profile-")
     try:
@@ -208,17 +152,15 @@ async def instrumented(rootfs: str, n: int, k: int, limit: int, *, profile: bool
 async def _instrumented(outdir: str, rootfs: str, n: int, k: int, limit: int, *, profile: bool) -> str:
     """:func:`instrumented`, writing its files to ``outdir``."""
     os.environ["SUPERVISOR_PROFILE_DIR"] = outdir
-    os.environ["SUPERVISOR_PROFILE_MODE"] = "profile" if profile else "cpu"
     original = fsmod._BOOTSTRAP
-    fsmod._BOOTSTRAP = _PROFILED_BOOTSTRAP
+    if profile:
+        fsmod._BOOTSTRAP = _PROFILED_BOOTSTRAP
     spec = Spec(["/bin/true"], rootfs=rootfs)
     driver = cProfile.Profile(time.thread_time)
     try:
         async with Supervisor() as sup:
             for _ in range(5):
                 await sup.run(spec)
-            for name in os.listdir(outdir):
-                os.unlink(os.path.join(outdir, name))
             flt0 = fork_server_children_minflt(sup.fork_server_pid)
             if profile:
                 driver.enable()
@@ -228,48 +170,14 @@ async def _instrumented(outdir: str, rootfs: str, n: int, k: int, limit: int, *,
     finally:
         fsmod._BOOTSTRAP = original
         del os.environ["SUPERVISOR_PROFILE_DIR"]
-        del os.environ["SUPERVISOR_PROFILE_MODE"]
-    cpu_files = [os.path.join(outdir, f) for f in os.listdir(outdir) if f.endswith(".cpu")]
-    pid1_cpu: list[float] = []
-    pid1_flt: list[int] = []
-    per_phase: dict[str, list[tuple[float, int]]] = {}
-    for path in cpu_files:
-        with open(path) as f:
-            lines = f.read().splitlines()
-        if not lines or len(lines[0].split()) != 2:
-            continue
-        cpu_ns, flt = (int(x) for x in lines[0].split())
-        pid1_cpu.append(cpu_ns / 1e6)
-        pid1_flt.append(flt)
-        marks = [
-            (Phase(int(a)).label, int(b), int(c)) for a, b, c in (m.split(":") for m in "".join(lines[1:]).split())
-        ]
-        bounds = [("clone -> spawned report", 0, 0), *marks, ("end", cpu_ns, flt)]
-        for (name, c0, f0), (_next, c1, f1) in itertools.pairwise(bounds):
-            label = (
-                name
-                if name == "clone -> spawned report"
-                else f"{name} -> next"
-                if _next != "end"
-                else f"{name} -> execve"
-            )
-            per_phase.setdefault(label, []).append(((c1 - c0) / 1e6, f1 - f0))
     if not profile:
-        setup_cpu = statistics.mean(pid1_cpu) if pid1_cpu else float("nan")
         parts = [
             f"K={k}, N={n}: {b['per_s']:.0f}/s, p50 {b['p50_ms']:.2f} ms, p95 {b['p95_ms']:.2f} ms;"
             f" failures {b['failures']}",
             f"  CPU per container (ms): driver {b['driver_cpu_ms']:.2f}, fork server {b['forkserver_cpu_ms']:.2f},"
-            f" containers {b['containers_cpu_ms']:.2f} = PID 1's Python setup (clone to execve, mean) {setup_cpu:.2f}"
-            f" + execve, payload and exit {b['containers_cpu_ms'] - setup_cpu:.2f};"
+            f" containers {b['containers_cpu_ms']:.2f} (PID 1's C setup, execve, payload and exit);"
             f" total {b['driver_cpu_ms'] + b['forkserver_cpu_ms'] + b['containers_cpu_ms']:.2f}",
-            f"  minor page faults per container: PID 1 before execve {startup.median(pid1_flt):.0f},"
-            f" all of the container (fork server's reaped children) {(flt1 - flt0) / n:.0f}",
-            "  PID 1 CPU ms and minor faults per phase (medians; from a patched Channel.enter/request):",
-            *(
-                f"    {name:<28}{startup.median(c for c, _ in v):8.3f} ms {startup.median(f for _, f in v):6.0f} faults"
-                for name, v in per_phase.items()
-            ),
+            f"  minor page faults per container (the fork server's reaped children): {(flt1 - flt0) / n:.0f}",
             "  phases (wall, from Result.phases, medians in ms):",
             phase_table(b["results"], b["latencies_ms"]),
         ]
@@ -282,12 +190,6 @@ async def _instrumented(outdir: str, rootfs: str, n: int, k: int, limit: int, *,
     fs = load_stats([os.path.join(outdir, "forkserver.prof")])
     if fs is not None:
         parts.append(top(fs, "tottime", limit, "fork server"))
-    pid1 = load_stats(
-        [os.path.join(outdir, f) for f in os.listdir(outdir) if f.endswith(".prof") and f != "forkserver.prof"]
-    )
-    if pid1 is not None:
-        parts.append(top(pid1, "tottime", limit, f"PID 1, clone to execve, summed over {n} runs"))
-        parts.append(top(pid1, "cumulative", limit, "PID 1, clone to execve"))
     return "\n".join(parts)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import itertools
 import math
@@ -32,7 +33,7 @@ from ._parent.resources import HostResources
 from ._parent.rundir import RunDir, sweep
 from ._parent.seccomp import warm_up as seccomp_warm_up
 from ._parent.streams import FdReceiveStream, FdSendStream
-from ._protocol import MAX_PASS_FDS, Phase
+from ._protocol import MAX_PASS_FDS, CgroupEntry, Phase
 from ._result import PhaseTiming, Reason, Result
 from ._spec import Spec
 
@@ -404,9 +405,14 @@ class Supervisor:
                 on_phase(phase, seconds)
 
         resources = HostResources(spec, cid, self._rundir, hostname=hostname, task_group=self._tg)
-        config = build_config(spec, hostname, network=resources.wants_network, etc_dir=resources.etc_dir)
-        # Phases are sent one by one only when someone watches them live.
-        config["live_phases"] = on_phase is not None or events.has_subscribers
+        config = build_config(
+            spec,
+            hostname,
+            network=resources.wants_network,
+            etc_dir=resources.etc_dir,
+            # Phases are sent one by one only when someone watches them live.
+            live_phases=on_phase is not None or events.has_subscribers,
+        )
 
         ctl_parent, ctl_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
         ctl_parent.setblocking(False)
@@ -467,7 +473,7 @@ class Supervisor:
                 # Before the clone, so that PID 1 starts in it (SetupError);
                 # its entry fds go last, after the passed ones.
                 entry = resources.prepare_cgroup()
-                config["cgroup"] = [[kind, path] for kind, _fd, path in entry]
+                config = dataclasses.replace(config, cgroup=[CgroupEntry(kind, path) for kind, _fd, path in entry])
                 child_fds += [fd for _kind, fd, _path in entry]
 
             try:

@@ -2,52 +2,69 @@
 
 Choreography, for one container::
 
-    supervisor                    fork server                  PID 1 (the container)
-    ----------                    -----------                  ---------------------
+    supervisor                    fork server                  PID 1 (the container, C)
+    ----------                    -----------                  ------------------------
     socketpair(SEQPACKET|CLOEXEC)
     create the cgroup, open its
       entry files
-    SPAWN {id, config} + fds ---> clone3(NEWUSER|NEWNS|NEWUTS|
-      (control end, stdio,          NEWIPC|NEWNET|NEWPID|PIDFD|
-       cgroup entry files)          INTO_CGROUP) ----------------> child starts in its v2 cgroup
+    SPAWN {id, config} + fds ---> _spawn.spawn(SpawnConfig):
+      (control end, stdio,          the plan filled in C, then
+       cgroup entry files)          clone3(NEWUSER|NEWNS|NEWUTS|
+                                    NEWIPC|NEWNET|NEWPID|PIDFD|
+                                    INTO_CGROUP) ----------------> child starts in its v2 cgroup
                          <--- SPAWNED {id, pid} + pidfd
-                                                               REQUEST USERNS {before: [SPAWNED]}
+                                                               REQUEST USERNS [SPAWNED, USERNS]
     write uid_map/gid_map
     ACK USERNS ----------------------------------------------> setresuid(0)...
                                                                CGROUP: write 0 to the v1 tasks files
                                                                [REQUEST NETWORK, waited for,
                                                                 in bridge mode]
                                                                HOSTNAME, ROOTFS, MOUNTS, PIVOT, ...
-                                                               PHASE {list: [..., EXEC]}
+                                                               PHASE [..., EXEC]
     EOF on the control socket  <------------------------------ execve() closes the
       = the payload is running                                 close-on-exec end
                          <--- EXITED {id, code, status} (waitid(P_PIDFD))
 
-Phase starts are timestamped as they happen. When the supervisor watches them
-live (``on_phase``, ``events()``), PID 1 sends each one at once in a ``PHASE``
-record; otherwise it holds them back and sends them with the next record that
-goes anyway (``before`` of a request or failure, or the final ``PHASE`` list
-just before ``execve``).
+Everything here is declared once and read by both sides: the phases
+(:class:`Phase`), the records between PID 1 and the supervisor
+(:class:`Record`, :data:`HEADER`, :data:`MARK`), and the spawn configuration
+PID 1 runs from (:class:`SpawnConfig`). PID 1's C code takes its constants and
+record layouts from ``sv_protocol.h``, which :func:`c_header` renders from
+these declarations when the package is built, and its plan from a
+:class:`SpawnConfig`; the tables in ``docs/protocol.rst`` are rendered from
+them too.
 
-Every message is one SEQPACKET record: a JSON object with a type tag ``t``,
-optionally with file descriptors attached (SCM_RIGHTS). Nothing is ever
-unpickled across the boundary. A failure in PID 1 is one ``FAIL`` record
-carrying the phase, the errno and a message naming the call. The control end
-held by PID 1 is close-on-exec, so end-of-file right after ``EXEC`` means
-``execve`` succeeded, and a setup failure can never be mistaken for the
-payload's exit status.
+Between PID 1 and the supervisor every message is one SEQPACKET record: a
+:data:`HEADER` (the record type, a phase, an errno, a count of marks), that
+many :data:`MARK` entries (a phase and the ``CLOCK_MONOTONIC`` time it
+started), then, in a ``FAIL``, the message text. Phase starts are stamped as
+they happen; when the supervisor watches them live (``on_phase``,
+``events()``) PID 1 sends each at once in a ``PHASE`` record, otherwise it
+holds them back and sends them with the next record that goes anyway (a
+request, a failure, or the last ``PHASE`` record just before ``execve``). A
+failure in PID 1 is one ``FAIL`` record: the phase, the errno and a text
+naming the call and its arguments. The control end held by PID 1 is
+close-on-exec, so end-of-file right after ``EXEC`` means ``execve``
+succeeded, and a setup failure can never be mistaken for the payload's exit
+status. Between the supervisor and the fork server (both Python) records are
+JSON objects with a type tag ``t`` (:class:`Tag`). Nothing is ever unpickled
+across either boundary; descriptors travel as SCM_RIGHTS.
 
-This module is imported by both sides, including the fork server, so it uses
-only the standard library.
+This module is imported by both sides, including the fork server, and by the
+build (to render the C header), so it uses only the standard library.
 """
 
 from __future__ import annotations
 
 import array
+import base64
+import dataclasses
 import enum
 import json
 import os
 import socket
+import struct
+from dataclasses import dataclass, field
 from typing import Any
 
 #: Largest record we ever receive (a spawn request carries the container's config).
@@ -68,6 +85,10 @@ MAX_CGROUP_FDS = 8
 #: Most descriptors one record may carry (control socket, stdio, passed fds,
 #: cgroup entry fds).
 MAX_FDS = SPAWN_FIXED_FDS + MAX_PASS_FDS + MAX_CGROUP_FDS
+#: Most phase marks one record from PID 1 carries (every phase fits).
+MAX_MARKS = 16
+#: Longest failure text PID 1 sends (longer ones are cut).
+MAX_MESSAGE = 1024
 
 
 class Phase(enum.IntEnum):
@@ -149,21 +170,290 @@ PARENT_STEP_PHASES = REQUEST_PHASES | {Phase.CGROUP}
 
 
 class Tag:
-    """Record type tags (the ``t`` field)."""
+    """Record type tags (the ``t`` field) between the supervisor and the fork server."""
 
+    # fork server -> supervisor, once, when it is ready to spawn
+    READY = "ready"
     # supervisor -> fork server
     SPAWN = "spawn"
     # fork server -> supervisor
     SPAWNED = "spawned"
     SPAWN_FAILED = "spawn_failed"
     EXITED = "exited"
-    # PID 1 -> supervisor
-    PHASE = "phase"
-    REQUEST = "request"
-    FAIL = "fail"
-    PTY = "pty"  # carries the master of the container's terminal
-    # supervisor -> PID 1
-    ACK = "ack"
+
+
+class Record(enum.IntEnum):
+    """Record types between PID 1 and the supervisor (:data:`HEADER`'s ``tag``)."""
+
+    PHASE = 1
+    """PID 1 -> supervisor: phase marks (held back ones, or one live)."""
+
+    REQUEST = 2
+    """PID 1 -> supervisor: the marks, the last being the request phase's own
+    (also in ``phase``); PID 1 waits for the ``ACK``."""
+
+    FAIL = 3
+    """PID 1 -> supervisor: setup failed in ``phase`` with ``err``; the marks,
+    then the text naming the call. PID 1 exits 125 after it."""
+
+    PTY = 4
+    """PID 1 -> supervisor: the master of the container's terminal (SCM_RIGHTS)."""
+
+    ACK = 5
+    """Supervisor -> PID 1: the step of the request ``phase`` is done."""
+
+
+@dataclass(frozen=True)
+class Layout:
+    """A fixed binary record layout, shared with C: native byte order, no
+    padding of its own (every field is aligned already).
+
+    Attributes:
+        c_name: the C struct's name in ``sv_protocol.h``.
+        fields: ``(name, struct format letter, description)``.
+    """
+
+    c_name: str
+    fields: tuple[tuple[str, str, str], ...]
+
+    @property
+    def struct(self) -> struct.Struct:
+        """The :class:`struct.Struct` of one record."""
+        return struct.Struct("=" + "".join(f for _n, f, _d in self.fields))
+
+
+#: Every record between PID 1 and the supervisor starts with this header.
+HEADER = Layout(
+    "sv_header",
+    (
+        ("tag", "I", "the record type (:class:`Record`)"),
+        ("phase", "I", "PID 1's current phase: the request's, the failure's"),
+        ("err", "i", "the errno of a ``FAIL`` (0 when not a system call's)"),
+        ("nmarks", "I", "how many :data:`MARK` entries follow"),
+    ),
+)
+#: One phase start, as PID 1 stamped it.
+MARK = Layout(
+    "sv_mark",
+    (
+        ("phase", "I", "the phase (:class:`Phase`)"),
+        ("pad", "I", "zero"),
+        ("ts", "Q", "when it started: ``CLOCK_MONOTONIC``, in nanoseconds"),
+    ),
+)
+_HEADER = HEADER.struct
+_MARK = MARK.struct
+
+
+@dataclass(frozen=True)
+class Pid1Record:
+    """One record between PID 1 and the supervisor, decoded."""
+
+    tag: Record
+    phase: int = 0
+    err: int = 0
+    marks: tuple[tuple[int, int], ...] = ()
+    message: str = ""
+
+
+def encode_pid1(record: Pid1Record) -> bytes:
+    """The bytes of one record between PID 1 and the supervisor."""
+    marks = b"".join(_MARK.pack(p, 0, ts) for p, ts in record.marks)
+    head = _HEADER.pack(int(record.tag), record.phase, record.err, len(record.marks))
+    return head + marks + record.message.encode()
+
+
+def decode_pid1(data: bytes) -> Pid1Record:
+    """Parse one record from PID 1.
+
+    Raises:
+        ValueError: too short, an unknown type, or more marks than it holds.
+    """
+    if len(data) < _HEADER.size:
+        raise ValueError(f"malformed record: {data[:80]!r}")
+    tag, phase, err, nmarks = _HEADER.unpack_from(data)
+    end = _HEADER.size + nmarks * _MARK.size
+    if nmarks > MAX_MARKS or len(data) < end:
+        raise ValueError(f"malformed record: {nmarks} marks in {len(data)} bytes")
+    try:
+        kind = Record(tag)
+    except ValueError:
+        raise ValueError(f"malformed record: unknown type {tag}") from None
+    marks = tuple(
+        (p, ts) for p, _pad, ts in (_MARK.unpack_from(data, _HEADER.size + i * _MARK.size) for i in range(nmarks))
+    )
+    return Pid1Record(kind, phase, err, marks, data[end:].decode(errors="replace"))
+
+
+# -- the spawn configuration ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Bind:
+    """A bind mount of a host path into the container."""
+
+    src: str
+    """Host path, absolute and resolved (PID 1 opens it below the old root)."""
+    dst: str
+    """Container path (resolved inside the new root)."""
+    read_only: bool
+
+
+@dataclass(frozen=True)
+class SystemDir:
+    """A host top-level folder shown by the embedded default root."""
+
+    name: str
+    """``usr``, ``lib``, ...: bound read-only at ``/NAME``."""
+    link: str | None
+    """Its symlink target where the host has one (merged /usr), else ``None``."""
+
+
+@dataclass(frozen=True)
+class Rlimit:
+    """One resource limit, set in PID 1."""
+
+    resource: int
+    """``RLIMIT_*`` number."""
+    soft: int
+    hard: int
+
+
+@dataclass(frozen=True)
+class CgroupEntry:
+    """A cgroup file the supervisor opened before the clone; its descriptor
+    travels with the spawn request, in the same order."""
+
+    kind: str
+    """``clone`` (a v2 directory: clone3 starts PID 1 there), ``procs`` (its
+    ``cgroup.procs``, written only where clone3 could not be used) or ``tasks``
+    (a v1 ``tasks`` file, always written)."""
+    path: str
+    """Host path, for messages."""
+
+
+_NESTED: dict[str, type[Any]] = {"system": SystemDir, "binds": Bind, "rlimits": Rlimit, "cgroup": CgroupEntry}
+
+
+@dataclass(frozen=True)
+class SpawnConfig:
+    """Everything PID 1 runs from: the Spec's policy, resolved before the clone.
+
+    PID 1 (C) reads exactly these fields, converted into its plan before the
+    clone; it has no policy of its own. Descriptors are not part of it: they
+    travel beside it (:data:`SPAWN_FIXED_FDS`, then the passed ones, then one
+    per :attr:`cgroup` entry).
+    """
+
+    clone_flags: int
+    """``CLONE_NEW*`` flags of the clone (no ``CLONE_NEWNET`` with the host's network)."""
+    argv: list[str]
+    """The payload's command."""
+    env: list[str]
+    """Its environment, ``NAME=value``."""
+    search_path: str
+    """``$PATH`` inside the container, for the program lookup."""
+    cwd: str
+    """The working directory, entered as the payload's user."""
+    hostname: str
+    uid: int
+    """The payload's uid inside the container."""
+    gid: int
+    rootfs: str | None
+    """Host path of the root (resolved), or ``None`` for the embedded default root."""
+    overlay: bool
+    """A copy-on-write root over :attr:`rootfs`."""
+    read_only_root: bool
+    tty: bool
+    """A terminal of the container's own, its master sent back (``PTY``)."""
+    network_request: bool
+    """Ask the supervisor for the ``NETWORK`` step (bridge mode)."""
+    own_loopback: bool
+    """Bring up ``lo`` (false with the host's network)."""
+    live_phases: bool
+    """Send each phase mark at once instead of holding it back."""
+    fault: int
+    """Test-only: the phase at which PID 1 fails on purpose, or 0."""
+    capabilities: int
+    """The kept capability set, as a mask."""
+    last_cap: int
+    """The highest capability number the kernel knows (every other one is dropped)."""
+    system: list[SystemDir] = field(default_factory=list)
+    """The host folders of the embedded default root."""
+    binds: list[Bind] = field(default_factory=list)
+    rlimits: list[Rlimit] = field(default_factory=list)
+    cgroup: list[CgroupEntry] = field(default_factory=list)
+    masked_paths: list[str] = field(default_factory=list)
+    """Hidden: files under the null device, folders under an empty tmpfs."""
+    readonly_paths: list[str] = field(default_factory=list)
+    seccomp_bpf: bytes = b""
+    """The compiled filter (classic BPF), or empty for none."""
+    seccomp_flags: int = 0
+    """``SECCOMP_FILTER_FLAG_*``."""
+
+    def to_wire(self) -> dict[str, Any]:
+        """The JSON-able form sent to the fork server."""
+        out = dataclasses.asdict(self)
+        out["seccomp_bpf"] = base64.b64encode(self.seccomp_bpf).decode("ascii")
+        return out
+
+    @classmethod
+    def from_wire(cls, data: dict[str, Any]) -> SpawnConfig:
+        """The inverse of :meth:`to_wire`.
+
+        Raises:
+            ValueError, TypeError, KeyError: not a configuration of this version.
+        """
+        values = dict(data)
+        for name, kind in _NESTED.items():
+            values[name] = [kind(**item) for item in values.get(name, ())]
+        values["seccomp_bpf"] = base64.b64decode(values.get("seccomp_bpf", ""))
+        return cls(**values)
+
+
+def c_header() -> str:
+    """``sv_protocol.h``: these declarations for PID 1's C code (the build renders it)."""
+    ctypes_of = {"I": "uint32_t", "i": "int32_t", "Q": "uint64_t"}
+    lines = [
+        "/* Rendered from supervisor/_protocol.py when the package is built. */",
+        "#ifndef SV_PROTOCOL_H",
+        "#define SV_PROTOCOL_H",
+        "#include <stdint.h>",
+        "",
+        "enum sv_phase {",
+        *(f"    SV_PHASE_{p.name} = {int(p)}," for p in Phase),
+        "};",
+        "",
+        "enum sv_record {",
+        *(f"    SV_REC_{r.name} = {int(r)}," for r in Record),
+        "};",
+        "",
+    ]
+    for layout in (HEADER, MARK):
+        lines.append(f"struct {layout.c_name} {{")
+        lines += [f"    {ctypes_of[f]} {name};" for name, f, _d in layout.fields]
+        lines += ["};", f'_Static_assert(sizeof(struct {layout.c_name}) == {layout.struct.size}, "layout");', ""]
+    lines += [
+        f'#define SV_SETUP_COMM "{SETUP_COMM.decode()}"',
+        f"#define SV_SPAWN_FIXED_FDS {SPAWN_FIXED_FDS}",
+        f"#define SV_MAX_PASS_FDS {MAX_PASS_FDS}",
+        f"#define SV_MAX_CGROUP_FDS {MAX_CGROUP_FDS}",
+        f"#define SV_MAX_FDS {MAX_FDS}",
+        f"#define SV_MAX_MARKS {MAX_MARKS}",
+        f"#define SV_MAX_MESSAGE {MAX_MESSAGE}",
+        "",
+        "static inline const char *sv_phase_label(uint32_t phase)",
+        "{",
+        "    switch (phase) {",
+        *(f'    case {int(p)}: return "{p.label}";' for p in Phase),
+        '    default: return "unknown";',
+        "    }",
+        "}",
+        "",
+        "#endif",
+        "",
+    ]
+    return "\n".join(lines)
 
 
 def encode(record: dict[str, Any]) -> bytes:

@@ -28,8 +28,8 @@ import pytest
 import supervisor
 from supervisor import Phase, Spec
 from supervisor._capabilities import ALL_CAPS, CAP_NUMBERS, DEFAULT_CAPS, mask, resolve
-from supervisor._child.rootfs import MASKED_PATHS, READONLY_PATHS
 from supervisor._parent import seccomp as parent_seccomp
+from supervisor._parent.config import MASKED_PATHS, READONLY_PATHS
 
 pytestmark = [
     pytest.mark.anyio,

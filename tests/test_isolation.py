@@ -25,7 +25,7 @@ import pytest
 
 import supervisor
 from supervisor import Mount, Phase, Result, SetupError, Spec
-from supervisor._child.rootfs import MASKED_PATHS, READONLY_PATHS
+from supervisor._parent.config import MASKED_PATHS, READONLY_PATHS
 
 pytestmark = pytest.mark.anyio
 

@@ -7,17 +7,21 @@ container produces only by chance.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
+import json
 import socket
 import time
 
 import anyio
 import pytest
 
+import supervisor
 from supervisor import Phase, ProtocolError, SetupError
+from supervisor._parent.config import build_config
 from supervisor._parent.container import ContainerProcess
 from supervisor._parent.forkserver import ForkServerClient, Slot
-from supervisor._protocol import Tag, encode
+from supervisor._protocol import HEADER, MARK, Pid1Record, Record, SpawnConfig, decode_pid1, encode_pid1
 
 pytestmark = pytest.mark.anyio
 
@@ -39,11 +43,12 @@ async def test_failure_report_wins_over_the_reset_of_an_unread_answer() -> None:
     proc, pid1 = _container()
     now = time.monotonic_ns()
     try:
-        pid1.send(encode({"t": Tag.REQUEST, "phase": int(Phase.USERNS), "ts": now, "before": [[1, now]]}))
+        request = Pid1Record(Record.REQUEST, int(Phase.USERNS), marks=((1, now), (int(Phase.USERNS), now)))
+        pid1.send(encode_pid1(request))
         # Answered by the parent: here we only need the next records queued.
-        pid1.send(encode({"t": Tag.PHASE, "list": [[int(Phase.CGROUP), now], [int(Phase.NETWORK), now]]}))
-        pid1.send(encode({"t": Tag.FAIL, "phase": int(Phase.MOUNTS), "errno": errno.EIO, "message": "boom"}))
-        proc.sock.send(encode({"t": Tag.ACK, "phase": int(Phase.CGROUP)}))  # never read by PID 1
+        pid1.send(encode_pid1(Pid1Record(Record.PHASE, marks=((int(Phase.CGROUP), now), (int(Phase.NETWORK), now)))))
+        pid1.send(encode_pid1(Pid1Record(Record.FAIL, int(Phase.MOUNTS), errno.EIO, message="boom")))
+        proc.sock.send(encode_pid1(Pid1Record(Record.ACK, int(Phase.CGROUP))))  # never read by PID 1
         pid1.close()
         with anyio.fail_after(5), pytest.raises(SetupError) as info:
             await _drive_without_userns(proc)
@@ -68,7 +73,7 @@ async def test_phase_out_of_order_is_a_protocol_error() -> None:
     proc, pid1 = _container()
     now = time.monotonic_ns()
     try:
-        pid1.send(encode({"t": Tag.PHASE, "list": [[int(Phase.MOUNTS), now], [int(Phase.ROOTFS), now]]}))
+        pid1.send(encode_pid1(Pid1Record(Record.PHASE, marks=((int(Phase.MOUNTS), now), (int(Phase.ROOTFS), now)))))
         with anyio.fail_after(5), pytest.raises(ProtocolError, match="rootfs after mounts"):
             await proc.drive_setup(ForkServerClient())
     finally:
@@ -79,9 +84,40 @@ async def test_phase_out_of_order_is_a_protocol_error() -> None:
 async def test_malformed_record_is_a_protocol_error() -> None:
     proc, pid1 = _container()
     try:
-        pid1.send(b"not json")
+        pid1.send(b"short")
         with anyio.fail_after(5), pytest.raises(ProtocolError, match="malformed"):
             await proc.drive_setup(ForkServerClient())
     finally:
         pid1.close()
         proc.sock.close()
+
+
+def test_the_c_side_reads_exactly_the_declared_spawn_configuration() -> None:
+    """PID 1's plan is filled from these fields, no more, no fewer."""
+    from supervisor._child import _spawn
+
+    declared = {f.name for f in dataclasses.fields(SpawnConfig)}
+    assert set(_spawn.CONFIG_FIELDS) == declared
+    assert len(_spawn.CONFIG_FIELDS) == len(declared)
+
+
+def test_the_c_side_has_the_declared_record_layouts() -> None:
+    from supervisor._child import _spawn
+
+    assert HEADER.struct.size == _spawn.HEADER_SIZE
+    assert MARK.struct.size == _spawn.MARK_SIZE
+
+
+def test_records_round_trip_and_malformed_ones_are_refused() -> None:
+    record = Pid1Record(Record.FAIL, int(Phase.MOUNTS), errno.ENOENT, ((1, 5), (7, 9)), "mount(...) failed")
+    assert decode_pid1(encode_pid1(record)) == record
+    with pytest.raises(ValueError, match="malformed"):
+        decode_pid1(encode_pid1(record)[:-30])
+    with pytest.raises(ValueError, match="unknown type"):
+        decode_pid1(b"\x63" + encode_pid1(record)[1:])
+
+
+def test_spawn_configuration_survives_the_fork_server_wire() -> None:
+    spec = supervisor.Spec(["true"], mounts=[supervisor.Mount("/tmp", "/mnt", read_only=True)])
+    config = build_config(spec, "host-1")
+    assert SpawnConfig.from_wire(json.loads(json.dumps(config.to_wire()))) == config

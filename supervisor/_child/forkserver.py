@@ -4,8 +4,9 @@ Why it exists: forking a process that runs trio, or any thread, can deadlock the
 child (a lock held by another thread at fork time is never released; BenchExec
 #435/#656) and costs more the bigger the parent is. This process is started once
 per :class:`supervisor.Supervisor` as a fresh interpreter (``-I -S``), imports
-only the standard library and the child-side modules, freezes its heap, and then
-does nothing but wait: for spawn requests from the supervisor, and for its
+only the standard library, the protocol and PID 1's C extension
+(:mod:`supervisor._child._spawn`), freezes its heap, and then does nothing but
+wait: for spawn requests from the supervisor, and for its
 containers to exit.
 
 It is the real parent of every container's PID 1 (clone with ``CLONE_PIDFD``),
@@ -27,9 +28,10 @@ import socket
 import sys
 from typing import Any
 
-from .._protocol import SETUP_COMM, SPAWN_FIXED_FDS, Tag, recv, send
+from .._protocol import SETUP_COMM, SpawnConfig, Tag, recv, send
 from .._sys import constants as c
 from .._sys import linux
+from . import _spawn
 
 
 class ForkServer:
@@ -44,7 +46,7 @@ class ForkServer:
     def serve(self) -> None:
         """Run until the supervisor goes away."""
         try:
-            send(self.sock, {"t": "ready", "pid": os.getpid()})
+            send(self.sock, {"t": Tag.READY, "pid": os.getpid()})
         except (BrokenPipeError, ConnectionResetError):
             return  # the supervisor gave up on us (cancelled while we started)
         while True:
@@ -76,64 +78,22 @@ class ForkServer:
 
     def spawn(self, record: dict[str, Any], fds: list[int]) -> None:
         cid = str(record.get("id"))
-        config: dict[str, Any] = record["config"]
-        # The cgroup entry fds come last, one per [kind, path] of the config.
-        described = [(str(kind), str(path)) for kind, path in config.get("cgroup") or ()]
-        split = len(fds) - len(described)
-        if split < SPAWN_FIXED_FDS:  # a malformed request must not take the fork server down
-            for fd in fds:
-                os.close(fd)
-            message = f"spawn request with {len(fds)} fds for {len(described)} cgroup entries"
-            send(self.sock, {"t": Tag.SPAWN_FAILED, "id": cid, "errno": errno.EINVAL, "message": message})
-            return
-        entry = [(kind, fd, path) for (kind, path), fd in zip(described, fds[split:], strict=True)]
-        into = next((fd for kind, fd, _path in entry if kind == "clone"), None)
         try:
-            pid, pidfd, cloned_into = self._clone(int(config["clone_flags"]), into)
-        except OSError as exc:
+            # Converted into PID 1's plan, then cloned, all in C: no Python
+            # runs in the child (see supervisor/_child/spawn.c).
+            pid, pidfd = _spawn.spawn(SpawnConfig.from_wire(record["config"]), fds)
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            # A refused clone, or a malformed request: it must not take the
+            # fork server down.
+            err = exc.errno if isinstance(exc, OSError) else errno.EINVAL
+            send(self.sock, {"t": Tag.SPAWN_FAILED, "id": cid, "errno": err or 0, "message": str(exc)})
+            return
+        finally:
             for fd in fds:
                 os.close(fd)
-            send(self.sock, {"t": Tag.SPAWN_FAILED, "id": cid, "errno": exc.errno, "message": str(exc)})
-            return
-        if pid == 0:
-            # The child: never returns (nor, whatever happens, runs on as a
-            # second fork server). It writes 0 to each v1 tasks file, and to
-            # the v2 cgroup.procs only if clone3 did not put it there; the
-            # fds it is not given are closed as it adopts its own.
-            joins = [(fd, path) for kind, fd, path in entry if kind == "tasks" or (kind == "procs" and not cloned_into)]
-            try:
-                from . import setup
-
-                setup.child_main(config, fds[:split], joins)
-            finally:
-                os._exit(125)
-        for fd in fds:
-            os.close(fd)
         self.children[pidfd] = cid
         self.poller.register(pidfd, select.POLLIN)
         send(self.sock, {"t": Tag.SPAWNED, "id": cid, "pid": pid}, [pidfd])
-
-    @staticmethod
-    def _clone(flags: int, cgroup_fd: int | None) -> tuple[int, int, bool]:
-        """Clone PID 1: into its v2 cgroup when there is one, else a plain clone.
-
-        Returns:
-            ``(pid, pidfd, cloned_into_cgroup)``, as :func:`linux.clone_fork`.
-
-        Raises:
-            OSError: the kernel refused the clone.
-        """
-        if cgroup_fd is not None:
-            try:
-                pid, pidfd = linux.clone3_into_cgroup(flags, cgroup_fd)
-                return pid, pidfd, True
-            except OSError as exc:
-                # clone3 unknown or filtered (a seccomp profile of the
-                # container we run in): PID 1 then joins by cgroup.procs.
-                if exc.errno not in (errno.ENOSYS, errno.E2BIG, errno.EPERM):
-                    raise
-        pid, pidfd = linux.clone_fork(flags)
-        return pid, pidfd, False
 
     def reap(self, pidfd: int) -> None:
         try:
@@ -183,9 +143,6 @@ def main(fd: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     sock = socket.socket(fileno=fd)
     sock.setblocking(True)
-    # Preload the child-side modules now, so a fork never imports anything.
-    from . import capabilities, seccomp, setup  # noqa: F401
-
     # Freeze what we have: the collector then never touches these objects, so
     # cloned children do not dirty (copy) the pages that hold them.
     gc.collect()

@@ -1,8 +1,9 @@
-"""Turn a :class:`~supervisor.Spec` into the plain dict that PID 1 executes.
+"""Turn a :class:`~supervisor.Spec` into the :class:`SpawnConfig` PID 1 runs from.
 
-The child side gets only JSON-able values with everything resolved here, once,
-in the supervisor: paths made absolute, the environment completed, the
-embedded default root described. PID 1 then needs no policy of its own.
+Everything is resolved here, once, in the supervisor: paths made absolute,
+the environment completed, the embedded default root described, the seccomp
+filter compiled, the capability set turned into a mask. PID 1 then needs no
+policy of its own.
 """
 
 from __future__ import annotations
@@ -11,10 +12,9 @@ import contextvars
 import functools
 import os
 import resource
-from typing import Any
+import stat
 
-from .._child.rootfs import resolve_in_root
-from .._protocol import Phase
+from .._protocol import Bind, Phase, Rlimit, SpawnConfig, SystemDir
 from .._spec import Spec
 from .._sys import constants as c
 from .seccomp import compile_profile
@@ -28,9 +28,27 @@ SYSTEM_DIRS = ("usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "etc")
 FAULT: contextvars.ContextVar[Phase | None] = contextvars.ContextVar("supervisor_fault", default=None)
 
 
+#: Hidden from the container (runc's defaults): files under a /dev/null bind,
+#: directories under an empty read-only tmpfs.
+MASKED_PATHS = (
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+)
+#: Made read-only (runc's defaults).
+READONLY_PATHS = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger")
+
+
 @functools.lru_cache(maxsize=1)
-def system_entries() -> tuple[tuple[str, str, str], ...]:
-    """(name, kind, symlink target) for each host system folder that exists.
+def system_entries() -> tuple[SystemDir, ...]:
+    """Each host system folder that exists, for the embedded default root.
 
     Merged-/usr hosts have /bin -> usr/bin and friends: those stay symlinks.
     """
@@ -38,10 +56,17 @@ def system_entries() -> tuple[tuple[str, str, str], ...]:
     for name in SYSTEM_DIRS:
         path = "/" + name
         if os.path.islink(path):
-            out.append((name, "symlink", os.readlink(path)))
+            out.append(SystemDir(name, os.readlink(path)))
         elif os.path.isdir(path):
-            out.append((name, "dir", ""))
+            out.append(SystemDir(name, None))
     return tuple(out)
+
+
+@functools.lru_cache(maxsize=1)
+def last_cap() -> int:
+    """The highest capability number the running kernel knows."""
+    with open("/proc/sys/kernel/cap_last_cap", "rb") as f:
+        return int(f.read())
 
 
 def default_home(spec: Spec) -> str:
@@ -63,44 +88,63 @@ def build_env(spec: Spec, hostname: str, tty: bool = False) -> dict[str, str]:
     return env
 
 
-def build_config(spec: Spec, hostname: str, *, network: bool = False, etc_dir: str | None = None) -> dict[str, Any]:
-    """The record PID 1 runs from.
+def build_config(
+    spec: Spec, hostname: str, *, network: bool = False, etc_dir: str | None = None, live_phases: bool = True
+) -> SpawnConfig:
+    """The configuration PID 1 runs from.
 
     ``etc_dir`` is the per-container folder where the supervisor writes
     ``hosts`` and ``resolv.conf`` in bridge mode (see :func:`network_mounts`).
-    ``cgroup`` is filled in by the caller once the cgroup exists: the
-    ``[kind, path]`` of each entry fd sent with the spawn request, in order
-    (see :meth:`supervisor._parent.cgroups.ContainerCgroup.entry_fds`).
+    ``cgroup`` is filled in by the caller once the cgroup exists (see
+    :meth:`supervisor._parent.cgroups.ContainerCgroup.entry_fds`).
+
+    Raises:
+        ValueError: ``Spec.seccomp`` names a profile that does not compile.
     """
     fault = FAULT.get()
-    return {
+    env = build_env(spec, hostname, tty=spec.tty)
+    caps = spec.capabilities
+    compiled = compile_profile(spec.seccomp, caps)
+    mask = 0
+    for cap in caps:
+        mask |= 1 << int(cap)
+    return SpawnConfig(
         # network="host": no network namespace of its own (unsafe, documented).
-        "clone_flags": c.CONTAINER_NAMESPACES & ~c.CLONE_NEWNET if spec.network == "host" else c.CONTAINER_NAMESPACES,
-        "argv": list(spec.command),
-        "env": build_env(spec, hostname, tty=spec.tty),
-        "cwd": spec.cwd,
-        "hostname": hostname,
-        "uid": spec.uid,
-        "gid": spec.gid,
-        # Host paths resolved here: PID 1 opens them below /oldroot, where an
-        # absolute symlink on the way (/var/run -> /run) would point into its
-        # staging root instead of the host.
-        "rootfs": os.path.realpath(spec.rootfs) if spec.rootfs is not None else None,
-        "read_only_root": spec.read_only,
-        "tty": spec.tty,
-        "overlay": spec.overlay,
-        "system": [{"name": n, "kind": k, "target": t} for n, k, t in system_entries()],
-        "mounts": network_mounts(spec, etc_dir)
-        + [{"src": os.path.realpath(m.source), "dst": m.target, "ro": m.read_only} for m in spec.mounts],
-        "cgroup": [],
-        "network": network,
-        "network_mode": spec.network,
-        "fault": int(fault) if fault is not None else None,
-        **hardening_config(spec),
-    }
+        clone_flags=c.CONTAINER_NAMESPACES & ~c.CLONE_NEWNET if spec.network == "host" else c.CONTAINER_NAMESPACES,
+        argv=list(spec.command),
+        env=[f"{k}={v}" for k, v in env.items()],
+        search_path=env.get("PATH", ""),
+        cwd=spec.cwd,
+        hostname=hostname,
+        uid=spec.uid,
+        gid=spec.gid if spec.gid is not None else spec.uid,
+        # Host paths resolved here: PID 1 opens them below its old root, where
+        # an absolute symlink on the way (/var/run -> /run) would point into
+        # its staging root instead of the host.
+        rootfs=os.path.realpath(spec.rootfs) if spec.rootfs is not None else None,
+        overlay=spec.overlay,
+        read_only_root=spec.read_only,
+        tty=spec.tty,
+        network_request=network,
+        own_loopback=spec.network != "host",  # host mode: the host's own lo, not ours to touch
+        live_phases=live_phases,
+        fault=int(fault) if fault is not None else 0,
+        capabilities=mask,
+        last_cap=last_cap(),
+        system=list(system_entries()) if spec.rootfs is None else [],
+        binds=network_mounts(spec, etc_dir)
+        + [Bind(os.path.realpath(m.source), m.target, m.read_only) for m in spec.mounts],
+        rlimits=[
+            Rlimit(getattr(resource, "RLIMIT_" + name), soft, hard) for name, (soft, hard) in spec.rlimits.items()
+        ],
+        masked_paths=list(MASKED_PATHS),
+        readonly_paths=list(READONLY_PATHS),
+        seccomp_bpf=compiled.bpf if compiled is not None else b"",
+        seccomp_flags=compiled.flags if compiled is not None else 0,
+    )
 
 
-def network_mounts(spec: Spec, etc_dir: str | None) -> list[dict[str, Any]]:
+def network_mounts(spec: Spec, etc_dir: str | None) -> list[Bind]:
     """Read-only binds of the supervisor-written ``/etc/hosts`` and ``/etc/resolv.conf``.
 
     They go first, so the caller's own mounts can still replace them. A bind
@@ -114,7 +158,7 @@ def network_mounts(spec: Spec, etc_dir: str | None) -> list[dict[str, Any]]:
             ``None`` (no bridge network).
 
     Returns:
-        mount records in the ``config["mounts"]`` format.
+        the binds, first in :attr:`SpawnConfig.binds`.
     """
     if etc_dir is None:
         return []
@@ -125,25 +169,48 @@ def network_mounts(spec: Spec, etc_dir: str | None) -> list[dict[str, Any]]:
             resolved = resolve_in_root(spec.rootfs, target)
             if not os.path.isfile(spec.rootfs + resolved):
                 continue
-        out.append({"src": os.path.join(etc_dir, name), "dst": target, "ro": True})
+        out.append(Bind(os.path.join(etc_dir, name), target, True))
     return out
 
 
-def hardening_config(spec: Spec) -> dict[str, Any]:
-    """The least-privilege part of the config, resolved here once.
+def resolve_in_root(root: str, path: str) -> str:
+    """Resolve ``path`` as if ``root`` were ``/``; return the container path.
 
-    Returns:
-        ``capabilities``: the kept capability numbers; ``rlimits``: a list of
-        ``[resource, soft, hard]``; ``seccomp``: ``{"bpf": base64, "flags": n}``
-        compiled in this process (cached per profile), or ``None``.
+    Follows symlinks found under ``root`` but never lets ``..`` or an absolute
+    target escape it (the contract of ``openat2(RESOLVE_IN_ROOT)``, and of
+    PID 1's own resolution of mount points). A missing tail is kept as is.
 
     Raises:
-        ValueError: ``Spec.seccomp`` names a profile that does not compile.
+        OSError: too many levels of symbolic links (ELOOP).
     """
-    caps = spec.capabilities
-    compiled = compile_profile(spec.seccomp, caps)
-    return {
-        "capabilities": sorted(caps),
-        "rlimits": [[getattr(resource, "RLIMIT_" + name), soft, hard] for name, (soft, hard) in spec.rlimits.items()],
-        "seccomp": compiled.to_config() if compiled is not None else None,
-    }
+    parts = [p for p in path.split("/") if p not in ("", ".")]
+    done: list[str] = []
+    budget = 40
+    missing = False
+    while parts:
+        part = parts.pop(0)
+        if part == "..":
+            if done:
+                done.pop()
+            continue
+        if missing:
+            done.append(part)
+            continue
+        candidate = root + "/" + "/".join([*done, part])
+        try:
+            st = os.lstat(candidate)
+        except FileNotFoundError:
+            missing = True
+            done.append(part)
+            continue
+        if stat.S_ISLNK(st.st_mode):
+            budget -= 1
+            if budget == 0:
+                raise OSError(40, f"too many levels of symbolic links resolving {path}")
+            target = os.readlink(candidate)
+            if target.startswith("/"):
+                done = []
+            parts = [p for p in target.split("/") if p not in ("", ".")] + parts
+            continue
+        done.append(part)
+    return "/" + "/".join(done)

@@ -11,12 +11,11 @@ import select
 import signal as _signal
 import socket
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import anyio
 
 from .._errors import ProtocolError, SetupError
-from .._protocol import REQUEST_PHASES, SETUP_COMM, Phase, Tag, recv, send
+from .._protocol import REQUEST_PHASES, SETUP_COMM, Phase, Pid1Record, Record, decode_pid1, encode_pid1, recv_raw
 from .._sys import linux
 from .forkserver import ForkServerClient, Slot
 from .userns import write_id_maps
@@ -101,19 +100,28 @@ class ContainerProcess:
         if self.on_phase is not None:
             self.on_phase(phase, seconds)
 
-    async def _recv(self) -> tuple[dict[str, Any] | None, list[int]]:
+    async def _recv(self) -> tuple[Pid1Record | None, list[int]]:
         while True:
             try:
-                return recv(self.sock)
+                data, fds = recv_raw(self.sock)
             except BlockingIOError:
                 await anyio.wait_readable(self.sock)
+                continue
             except ConnectionResetError:
                 # PID 1 exited with one of our answers unread (it failed or
                 # died while we worked). The kernel reports that reset once, even
                 # before records still queued for us (its last FAIL, say):
                 # the error is now consumed, so read on; end-of-file follows.
                 continue
+            if not data:
+                for fd in fds:
+                    os.close(fd)
+                return None, []
+            try:
+                return decode_pid1(data), fds
             except ValueError as exc:
+                for fd in fds:
+                    os.close(fd)
                 raise ProtocolError(f"PID 1 sent a malformed record: {exc}") from None
 
     async def _reached_execve(self) -> bool:
@@ -156,7 +164,7 @@ class ContainerProcess:
         assert self.slot is not None
         while True:
             record, fds = await self._recv()
-            if record is not None and record["t"] == Tag.PTY and len(fds) == 1 and self.pty_master < 0:
+            if record is not None and record.tag == Record.PTY and len(fds) == 1 and self.pty_master < 0:
                 self.pty_master = fds[0]
                 continue
             for fd in fds:
@@ -169,14 +177,16 @@ class ContainerProcess:
                 if self.last_phase == Phase.EXEC:
                     raise SetupError(Phase.EXEC, 0, f"PID 1 died before execve ({self.describe_exit()})")
                 raise SetupError(self.last_phase, 0, f"PID 1 died during setup ({self.describe_exit()})")
-            tag = record["t"]
-            if tag not in (Tag.PHASE, Tag.REQUEST, Tag.FAIL):
+            if record.tag not in (Record.PHASE, Record.REQUEST, Record.FAIL):
                 raise ProtocolError(f"unexpected record from PID 1: {record!r}")
-            # Phases held back by PID 1 (batched mode) come first, in order.
-            for item in _held_phases(record):
-                self._accept(item)
-            if tag == Tag.REQUEST:
-                phase = self._accept([record.get("phase"), record.get("ts")])
+            # Phases held back by PID 1 (batched mode) come first, in order;
+            # a request's own phase is its last mark.
+            phase = self.last_phase
+            for mark in record.marks:
+                phase = self._accept(mark)
+            if record.tag == Record.REQUEST:
+                if not record.marks or phase != record.phase:
+                    raise ProtocolError(f"request for phase {record.phase} without its mark")
                 if phase not in REQUEST_PHASES:
                     raise ProtocolError(f"phase {phase.label} is not a request")
                 try:
@@ -190,51 +200,61 @@ class ContainerProcess:
                         await self.slot.exited.wait()
                         raise own from None
                     raise
-            elif tag == Tag.FAIL:
+            elif record.tag == Record.FAIL:
                 await self.slot.exited.wait()
                 raise self._failure(record)
 
-    def _failure(self, record: dict[str, Any]) -> SetupError:
-        """The SetupError a FAIL record reports (its phase, or the last one seen)."""
+    def _failure(self, record: Pid1Record) -> SetupError:
+        """The SetupError a FAIL record reports (its phase, or the last one seen).
+
+        PID 1 names the call that failed ("mount(...) failed"); the errno's
+        text is added here, where strerror is safe to call.
+        """
         try:
-            phase = Phase(int(record["phase"]))
-        except (ValueError, KeyError, TypeError):
+            phase = Phase(record.phase)
+        except ValueError:
             phase = self.last_phase
-        return SetupError(phase, int(record.get("errno") or 0), str(record.get("message")))
+        message = record.message
+        if record.err and message.endswith("failed"):
+            message = f"{message}: {os.strerror(record.err)}"
+        return SetupError(phase, record.err, message)
 
     def _reported_failure(self) -> SetupError | None:
         """PID 1's FAIL record if one is already waiting in the socket."""
         while True:
             try:
-                record, fds = recv(self.sock)
+                data, fds = recv_raw(self.sock)
             except ConnectionResetError:
                 continue  # reported once, before the records still queued
-            except (OSError, ValueError):  # nothing more (BlockingIOError)
+            except OSError:  # nothing more (BlockingIOError)
                 return None
             for fd in fds:
                 os.close(fd)
-            if record is None:
+            if not data:
                 return None
-            for item in _held_phases(record):
+            try:
+                record = decode_pid1(data)
+            except ValueError:
+                return None
+            for mark in record.marks:
                 with contextlib.suppress(ProtocolError):
-                    self._accept(item)
-            if record.get("t") == Tag.FAIL:
+                    self._accept(mark)
+            if record.tag == Record.FAIL:
                 return self._failure(record)
 
-    def _accept(self, item: Any) -> Phase:
-        """Validate and note one ``[phase, timestamp]`` report.
+    def _accept(self, mark: tuple[int, int]) -> Phase:
+        """Validate and note one ``(phase, timestamp)`` mark.
 
         Raises:
             ProtocolError: unknown phase, or not after the previous one.
         """
         try:
-            phase = Phase(int(item[0]))
-            ts = int(item[1])
-        except (ValueError, TypeError, IndexError):
-            raise ProtocolError(f"malformed phase report {item!r}") from None
+            phase = Phase(mark[0])
+        except ValueError:
+            raise ProtocolError(f"malformed phase report {mark!r}") from None
         if phase < self.last_phase or (phase == self.last_phase and self.phases):
             raise ProtocolError(f"phase {phase.label} after {self.last_phase.label}")
-        self._note(phase, ts)
+        self._note(phase, mark[1])
         return phase
 
     async def _answer(self, phase: Phase) -> None:
@@ -255,7 +275,7 @@ class ContainerProcess:
         except ValueError as exc:
             raise SetupError(phase, 0, str(exc)) from exc
         try:
-            send(self.sock, {"t": Tag.ACK, "phase": int(phase)})
+            self.sock.send(encode_pid1(Pid1Record(Record.ACK, int(phase))))
         except (BrokenPipeError, ConnectionResetError):
             pass  # PID 1 is gone; the next read reports how it ended
 
@@ -330,11 +350,3 @@ class ContainerProcess:
                 self.send_signal(_signal.SIGKILL)
             with anyio.move_on_after(reap_timeout):
                 await self.slot.exited.wait()
-
-
-def _held_phases(record: dict[str, Any]) -> list[Any]:
-    """The ``[phase, timestamp]`` reports a record carries: a PHASE record's
-    ``list``, or the ``before`` that PID 1 held back and sent with a request or
-    failure (batched mode)."""
-    held: list[Any] = record.get("list" if record.get("t") == Tag.PHASE else "before", [])
-    return held

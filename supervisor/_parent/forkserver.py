@@ -14,7 +14,7 @@ import anyio
 import anyio.lowlevel
 
 from .._errors import ForkServerError
-from .._protocol import Tag, encode, recv
+from .._protocol import SpawnConfig, Tag, encode, recv
 
 #: Loads the child-side modules without executing supervisor/__init__.py, so the
 #: fork server never imports anyio, trio or pyroute2 (see _child/__init__.py).
@@ -97,7 +97,7 @@ class ForkServerClient:
         except BaseException:  # cancelled while it starts: no fork server may outlive us
             await self.aclose()
             raise
-        if record is None or record.get("t") != "ready":
+        if record is None or record.get("t") != Tag.READY:
             await self.aclose()
             raise ForkServerError(f"the fork server failed to start (said {record!r})")
         self.pid = int(record["pid"])
@@ -190,7 +190,7 @@ class ForkServerClient:
         """Why the fork server is unusable, or ``None`` while it works."""
         return self._broken
 
-    async def spawn(self, cid: str, config: dict[str, Any], fds: list[int]) -> Slot:
+    async def spawn(self, cid: str, config: SpawnConfig, fds: list[int]) -> Slot:
         """Ask for a container; return its slot once the fork server answered.
 
         Raises:
@@ -201,7 +201,7 @@ class ForkServerClient:
             raise ForkServerError(self._broken or "the fork server is not running")
         slot = Slot()
         self._slots[cid] = slot
-        data = encode({"t": Tag.SPAWN, "id": cid, "config": config})
+        data = encode({"t": Tag.SPAWN, "id": cid, "config": config.to_wire()})
         anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))]
         async with self._send_lock:
             while True:

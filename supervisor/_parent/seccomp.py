@@ -44,7 +44,6 @@ a path
 
 from __future__ import annotations
 
-import base64
 import errno
 import functools
 import json
@@ -148,10 +147,6 @@ class CompiledFilter:
 
     bpf: bytes
     flags: int = 0
-
-    def to_config(self) -> dict[str, Any]:
-        """The config entry PID 1 reads: base64 program and flags."""
-        return {"bpf": base64.b64encode(self.bpf).decode("ascii"), "flags": self.flags}
 
 
 def compile_profile(profile: str, caps: Iterable[int]) -> CompiledFilter | None:

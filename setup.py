@@ -1,0 +1,50 @@
+"""Build of the C extension that runs PID 1's setup (everything else is in pyproject.toml).
+
+``sv_protocol.h`` is rendered from ``supervisor/_protocol.py`` (phases, record
+layouts, limits) into the build folder, so the C side can never drift from
+the Python declaration.
+"""
+
+from __future__ import annotations
+
+import os
+import runpy
+from pathlib import Path
+
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+HERE = Path(__file__).parent
+CHILD = HERE / "supervisor" / "_child"
+#: Strict C11; SV_CFLAGS adds to it (the sanitizer build of the tests).
+CFLAGS = ["-std=c11", "-D_GNU_SOURCE", "-Wall", "-Wextra", "-Werror", "-O2", "-fno-strict-aliasing"]
+
+
+class BuildExt(build_ext):
+    """build_ext that renders ``sv_protocol.h`` first."""
+
+    def run(self) -> None:
+        out = Path(self.build_temp) / "sv_include"
+        out.mkdir(parents=True, exist_ok=True)
+        header = runpy.run_path(str(HERE / "supervisor" / "_protocol.py"))["c_header"]()
+        target = out / "sv_protocol.h"
+        if not target.exists() or target.read_text() != header:
+            target.write_text(header)
+        for ext in self.extensions:
+            ext.include_dirs.append(str(out))
+            ext.depends.append(str(target))
+        super().run()
+
+
+setup(
+    ext_modules=[
+        Extension(
+            "supervisor._child._spawn",
+            sources=sorted(str(p.relative_to(HERE)) for p in CHILD.glob("*.c")),
+            depends=sorted(str(p.relative_to(HERE)) for p in CHILD.glob("*.h")),
+            extra_compile_args=CFLAGS + os.environ.get("SV_CFLAGS", "").split(),
+            extra_link_args=os.environ.get("SV_LDFLAGS", "").split(),
+        )
+    ],
+    cmdclass={"build_ext": BuildExt},
+)

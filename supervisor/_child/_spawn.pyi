@@ -1,0 +1,9 @@
+from collections.abc import Sequence
+
+from .._protocol import SpawnConfig
+
+CONFIG_FIELDS: tuple[str, ...]
+HEADER_SIZE: int
+MARK_SIZE: int
+
+def spawn(config: SpawnConfig, fds: Sequence[int], /) -> tuple[int, int]: ...

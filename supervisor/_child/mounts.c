@@ -1,0 +1,261 @@
+/* The container's filesystems: fresh /proc, /dev, /sys and /tmp, the home,
+ * then the caller's binds; and the one rule for every mount point: it is
+ * resolved inside the new root, never outside it, and created only in a
+ * filesystem of ours (never in the host's rootfs folder). */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/mount.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+
+#include "sv.h"
+
+/* Device nodes bound from the host's /dev (bubblewrap's --dev set). */
+static const char *const dev_nodes[] = {"null", "zero", "full", "random", "urandom", "tty"};
+static const char *const dev_links[][2] = {
+    {"fd", "/proc/self/fd"},     {"stdin", "/proc/self/fd/0"}, {"stdout", "/proc/self/fd/1"},
+    {"stderr", "/proc/self/fd/2"}, {"ptmx", "pts/ptmx"},
+};
+
+#define SYMLINK_BUDGET 40
+
+/* Append component `part` (of `len` bytes) to `done`, a container path. */
+static int push(char *done, size_t size, const char *part, size_t len)
+{
+    size_t n = sv_strlen(done);
+    if (n + 1 + len + 1 > size)
+        return -ENAMETOOLONG;
+    done[n++] = '/';
+    for (size_t i = 0; i < len; i++)
+        done[n++] = part[i];
+    done[n] = '\0';
+    return 0;
+}
+
+static void pop(char *done)
+{
+    size_t n = sv_strlen(done);
+    while (n > 0 && done[n - 1] != '/')
+        n--;
+    done[n > 0 ? n - 1 : 0] = '\0';
+}
+
+/* Resolve container path `path` as if /newroot were "/": symlinks under it
+ * are followed, but neither ".." nor an absolute target can leave it (the
+ * contract of openat2's RESOLVE_IN_ROOT). A missing tail is kept as is.
+ * `out` gets the container path ("/" for the root itself); returns 0 or
+ * -errno. */
+static int resolve_in_root(const char *path, char *out, size_t size)
+{
+    char rest[2 * SV_PATH_MAX], candidate[SV_PATH_MAX], target[SV_PATH_MAX];
+    if (sv_join_path(rest, sizeof rest, path, NULL) < 0)
+        return -ENAMETOOLONG;
+    out[0] = '\0';
+    int budget = SYMLINK_BUDGET, missing = 0;
+    size_t pos = 0;
+    for (;;) {
+        while (rest[pos] == '/')
+            pos++;
+        if (rest[pos] == '\0')
+            break;
+        const char *part = &rest[pos];
+        size_t len = 0;
+        while (part[len] && part[len] != '/')
+            len++;
+        pos += len;
+        if (len == 1 && part[0] == '.')
+            continue;
+        if (len == 2 && part[0] == '.' && part[1] == '.') {
+            pop(out);
+            continue;
+        }
+        if (push(out, size, part, len) < 0)
+            return -ENAMETOOLONG;
+        if (missing)
+            continue;
+        if (sv_join_path(candidate, sizeof candidate, SV_NEWROOT, out) < 0)
+            return -ENAMETOOLONG;
+        struct stat st;
+        long r = sv_raw(SYS_newfstatat, AT_FDCWD, (long)candidate, (long)&st, AT_SYMLINK_NOFOLLOW, 0);
+        if (r == -ENOENT) {
+            missing = 1;
+            continue;
+        }
+        if (r < 0)
+            return (int)r;
+        if (!S_ISLNK(st.st_mode))
+            continue;
+        if (--budget == 0)
+            return -ELOOP;
+        long n = sv_raw(SYS_readlinkat, AT_FDCWD, (long)candidate, (long)target, sizeof target - 1, 0);
+        if (n < 0)
+            return (int)n;
+        target[n] = '\0';
+        pop(out); /* the link itself is replaced by its target */
+        if (target[0] == '/')
+            out[0] = '\0';
+        /* rest = target + "/" + what was left of rest */
+        char joined[2 * SV_PATH_MAX];
+        if (sv_join_path(joined, sizeof joined, target, "/") < 0)
+            return -ENAMETOOLONG;
+        size_t jl = sv_strlen(joined), rl = sv_strlen(&rest[pos]);
+        if (jl + rl + 1 > sizeof rest)
+            return -ENAMETOOLONG;
+        for (size_t i = 0; i <= rl; i++)
+            joined[jl + i] = rest[pos + i];
+        for (size_t i = 0; i <= jl + rl; i++)
+            rest[i] = joined[i];
+        pos = 0;
+    }
+    if (out[0] == '\0') {
+        out[0] = '/';
+        out[1] = '\0';
+    }
+    return 0;
+}
+
+static void make_parents(struct sv_child *c, char *full)
+{
+    /* Every folder on the way, below /newroot (which exists). */
+    for (size_t i = sizeof SV_NEWROOT; full[i]; i++) {
+        if (full[i] != '/')
+            continue;
+        full[i] = '\0';
+        long r = sv_raw(SYS_mkdirat, AT_FDCWD, (long)full, 0755, 0, 0);
+        full[i] = '/';
+        if (r < 0 && r != -EEXIST)
+            sv_fail_call(c, (int)-r, "mkdir", full);
+    }
+}
+
+void mounts_point(struct sv_child *c, const char *path, int directory, char *out, size_t size)
+{
+    char resolved[SV_PATH_MAX];
+    int r = resolve_in_root(path, resolved, sizeof resolved);
+    if (r < 0) {
+        struct sv_text t;
+        text_reset(&t);
+        text_str(&t, "cannot resolve mount point ");
+        text_quoted(&t, path);
+        text_str(&t, r == -ELOOP ? " in the container: too many levels of symbolic links" : " in the container");
+        sv_fail(c, -r, &t);
+    }
+    if (sv_streq(resolved, "/")) {
+        struct sv_text t;
+        text_reset(&t);
+        text_str(&t, "mount point ");
+        text_str(&t, path);
+        text_str(&t, " resolves to the container's root /");
+        sv_fail(c, EINVAL, &t);
+    }
+    if (sv_join_path(out, size, SV_NEWROOT, resolved) < 0)
+        sv_fail_call(c, ENAMETOOLONG, "mount point", path);
+    struct stat st;
+    if (sv_raw(SYS_newfstatat, AT_FDCWD, (long)out, (long)&st, AT_SYMLINK_NOFOLLOW, 0) == 0)
+        return;
+    if (!rootfs_owned(c, resolved)) {
+        struct sv_text t;
+        text_reset(&t);
+        text_str(&t, "mount point ");
+        text_str(&t, path);
+        text_str(&t, " does not exist in the rootfs ");
+        text_str(&t, c->plan->rootfs);
+        text_str(&t, " (supervisor never creates files in the host's rootfs: create it there)");
+        sv_fail(c, ENOENT, &t);
+    }
+    make_parents(c, out);
+    if (directory)
+        sv_mkdir(c, out, 0755);
+    else
+        sv_touch(c, out, 0644);
+}
+
+static void mount_proc(struct sv_child *c)
+{
+    mounts_point(c, "/proc", 1, c->proc_at, sizeof c->proc_at);
+    /* A new procfs, tied to the container's PID namespace (mounted by its
+     * PID 1, which is why this cannot be done from outside). */
+    sv_mount(c, "proc", c->proc_at, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
+}
+
+static void mount_dev(struct sv_child *c)
+{
+    char dev[SV_PATH_MAX], node[SV_PATH_MAX], source[SV_PATH_MAX];
+    mounts_point(c, "/dev", 1, dev, sizeof dev);
+    sv_mount(c, "tmpfs", dev, "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=0755,size=64k");
+    rootfs_own(c, "/dev");
+    for (size_t i = 0; i < sizeof dev_nodes / sizeof dev_nodes[0]; i++) {
+        sv_join_path(node, sizeof node, dev, "/");
+        sv_join_path(node, sizeof node, node, dev_nodes[i]);
+        sv_join_path(source, sizeof source, SV_OLDROOT "/dev/", dev_nodes[i]);
+        sv_touch(c, node, 0666);
+        /* The host's node, bound: mknod is not allowed in a user namespace. */
+        sv_mount(c, source, node, NULL, MS_BIND, NULL);
+    }
+    sv_join_path(node, sizeof node, dev, "/pts");
+    sv_mkdir(c, node, 0755);
+    sv_mount(c, "devpts", node, "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=620");
+    sv_join_path(node, sizeof node, dev, "/shm");
+    sv_mkdir(c, node, 01777);
+    sv_mount(c, "tmpfs", node, "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777");
+    for (size_t i = 0; i < sizeof dev_links / sizeof dev_links[0]; i++) {
+        sv_join_path(node, sizeof node, dev, "/");
+        sv_join_path(node, sizeof node, node, dev_links[i][0]);
+        sv_symlink(c, dev_links[i][1], node);
+    }
+}
+
+static void mount_sys(struct sv_child *c)
+{
+    mounts_point(c, "/sys", 1, c->sys_at, sizeof c->sys_at);
+    unsigned long flags = MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC;
+    /* A fresh sysfs is possible because the network namespace belongs to our
+     * user namespace; with the host's network it is not: bind the host's. */
+    if (sv_raw(SYS_mount, (long)"sysfs", (long)c->sys_at, (long)"sysfs", (long)flags, 0) == 0)
+        return;
+    sv_mount(c, SV_OLDROOT "/sys", c->sys_at, NULL, MS_BIND | MS_REC, NULL);
+    sv_mount_setattr(c, c->sys_at, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, 1);
+}
+
+static void mount_tmpfs(struct sv_child *c, const char *path, const char *options)
+{
+    char target[SV_PATH_MAX];
+    mounts_point(c, path, 1, target, sizeof target);
+    sv_mount(c, "tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV, options);
+    rootfs_own(c, path);
+}
+
+static void bind(struct sv_child *c, const struct sv_bind *b)
+{
+    char source[SV_PATH_MAX], target[SV_PATH_MAX];
+    if (sv_join_path(source, sizeof source, SV_OLDROOT, b->src) < 0)
+        sv_fail_call(c, ENAMETOOLONG, "bind", b->src);
+    struct stat st;
+    long r = sv_raw(SYS_newfstatat, AT_FDCWD, (long)source, (long)&st, 0, 0);
+    if (r < 0)
+        sv_fail_call(c, (int)-r, "stat", source);
+    mounts_point(c, b->dst, S_ISDIR(st.st_mode), target, sizeof target);
+    sv_mount(c, source, target, NULL, MS_BIND | MS_REC, NULL);
+    uint64_t attrs = MOUNT_ATTR_NODEV | MOUNT_ATTR_NOSUID | (b->read_only ? MOUNT_ATTR_RDONLY : 0);
+    sv_mount_setattr(c, target, attrs, 1);
+}
+
+void mounts_filesystems(struct sv_child *c)
+{
+    const struct sv_plan *p = c->plan;
+    mount_proc(c);
+    mount_dev(c);
+    mount_sys(c);
+    mount_tmpfs(c, "/tmp", "mode=1777");
+    if (p->rootfs == NULL) {
+        mount_tmpfs(c, "/root", "mode=0700");
+        mount_tmpfs(c, "/home", "mode=0755");
+    }
+    for (size_t i = 0; i < p->nbinds; i++)
+        bind(c, &p->binds[i]);
+    masks_apply(c);
+    if (p->read_only_root || p->rootfs == NULL) {
+        /* The root mount alone (not recursive): /tmp, /dev... stay writable. */
+        sv_mount_setattr(c, SV_NEWROOT, MOUNT_ATTR_RDONLY, 0);
+    }
+}

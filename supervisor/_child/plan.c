@@ -1,0 +1,303 @@
+/* The plan, filled from a supervisor._protocol.SpawnConfig before the clone.
+ *
+ * Every value is converted and copied here, in the calling process, with
+ * the GIL held, into memory of the plan's own (an arena freed as one): after
+ * the clone, PID 1 reads only that, and never a Python object. Field names
+ * are those of the dataclass; spawn.c exports them as CONFIG_FIELDS, which
+ * the tests compare with the dataclass. */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include "plan.h"
+
+static void *arena_alloc(struct sv_arena *a, size_t size)
+{
+    if (a->n == sizeof a->blocks / sizeof a->blocks[0]) {
+        PyErr_SetString(PyExc_ValueError, "spawn configuration too large");
+        return NULL;
+    }
+    void *p = PyMem_RawCalloc(1, size ? size : 1);
+    if (p == NULL) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    a->blocks[a->n++] = p;
+    return p;
+}
+
+void arena_free(struct sv_arena *a)
+{
+    for (size_t i = 0; i < a->n; i++)
+        PyMem_RawFree(a->blocks[i]);
+    a->n = 0;
+}
+
+static PyObject *field(PyObject *obj, const char *name) { return PyObject_GetAttrString(obj, name); }
+
+/* A str (file-system encoded) or bytes, copied; NULL with an exception set. */
+static const char *copy_str(struct sv_arena *a, PyObject *value, const char *where)
+{
+    PyObject *bytes = NULL;
+    if (!PyUnicode_FSConverter(value, &bytes)) {
+        PyErr_Format(PyExc_TypeError, "SpawnConfig.%s: expected a path string", where);
+        return NULL;
+    }
+    Py_ssize_t len = PyBytes_GET_SIZE(bytes);
+    char *out = arena_alloc(a, (size_t)len + 1);
+    if (out != NULL)
+        memcpy(out, PyBytes_AS_STRING(bytes), (size_t)len + 1);
+    Py_DECREF(bytes);
+    return out;
+}
+
+static int get_str(struct sv_arena *a, PyObject *cfg, const char *name, const char **out, int optional)
+{
+    PyObject *v = field(cfg, name);
+    if (v == NULL)
+        return -1;
+    if (optional && v == Py_None) {
+        *out = NULL;
+        Py_DECREF(v);
+        return 0;
+    }
+    *out = copy_str(a, v, name);
+    Py_DECREF(v);
+    return *out ? 0 : -1;
+}
+
+static int get_long(PyObject *cfg, const char *name, long long *out)
+{
+    PyObject *v = field(cfg, name);
+    if (v == NULL)
+        return -1;
+    *out = PyLong_AsLongLong(v);
+    Py_DECREF(v);
+    return (*out == -1 && PyErr_Occurred()) ? -1 : 0;
+}
+
+static int get_u64(PyObject *cfg, const char *name, uint64_t *out)
+{
+    PyObject *v = field(cfg, name);
+    if (v == NULL)
+        return -1;
+    *out = PyLong_AsUnsignedLongLong(v);
+    Py_DECREF(v);
+    return (*out == (uint64_t)-1 && PyErr_Occurred()) ? -1 : 0;
+}
+
+static int get_bool(PyObject *cfg, const char *name, int *out)
+{
+    PyObject *v = field(cfg, name);
+    if (v == NULL)
+        return -1;
+    *out = PyObject_IsTrue(v);
+    Py_DECREF(v);
+    return *out < 0 ? -1 : 0;
+}
+
+/* A list of str as a NULL-terminated array. */
+static int get_strv(struct sv_arena *a, PyObject *cfg, const char *name, char ***out, size_t *count)
+{
+    PyObject *v = field(cfg, name);
+    if (v == NULL)
+        return -1;
+    PyObject *seq = PySequence_Fast(v, name);
+    Py_DECREF(v);
+    if (seq == NULL)
+        return -1;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    char **arr = arena_alloc(a, sizeof(char *) * ((size_t)n + 1));
+    for (Py_ssize_t i = 0; arr != NULL && i < n; i++) {
+        arr[i] = (char *)copy_str(a, PySequence_Fast_GET_ITEM(seq, i), name);
+        if (arr[i] == NULL)
+            arr = NULL;
+    }
+    Py_DECREF(seq);
+    if (arr == NULL)
+        return -1;
+    *out = arr;
+    if (count)
+        *count = (size_t)n;
+    return 0;
+}
+
+/* A list of records (dataclass instances), each read by `one`. */
+typedef int (*read_one)(struct sv_arena *a, PyObject *item, void *out);
+
+static int get_records(struct sv_arena *a, PyObject *cfg, const char *name, size_t elem, read_one one, void **out,
+                       size_t *count)
+{
+    PyObject *v = field(cfg, name);
+    if (v == NULL)
+        return -1;
+    PyObject *seq = PySequence_Fast(v, name);
+    Py_DECREF(v);
+    if (seq == NULL)
+        return -1;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    char *arr = arena_alloc(a, elem * (size_t)(n ? n : 1));
+    int rc = arr ? 0 : -1;
+    for (Py_ssize_t i = 0; rc == 0 && i < n; i++)
+        rc = one(a, PySequence_Fast_GET_ITEM(seq, i), arr + elem * (size_t)i);
+    Py_DECREF(seq);
+    if (rc == 0) {
+        *out = arr;
+        *count = (size_t)n;
+    }
+    return rc;
+}
+
+static int read_bind(struct sv_arena *a, PyObject *item, void *out)
+{
+    struct sv_bind *b = out;
+    return get_str(a, item, "src", &b->src, 0) || get_str(a, item, "dst", &b->dst, 0) ||
+                   get_bool(item, "read_only", &b->read_only)
+               ? -1
+               : 0;
+}
+
+static int read_sysdir(struct sv_arena *a, PyObject *item, void *out)
+{
+    struct sv_sysdir *d = out;
+    return get_str(a, item, "name", &d->name, 0) || get_str(a, item, "link", &d->link, 1) ? -1 : 0;
+}
+
+static int read_rlimit(struct sv_arena *a, PyObject *item, void *out)
+{
+    (void)a;
+    struct sv_rlimit *r = out;
+    long long resource;
+    if (get_long(item, "resource", &resource) || get_u64(item, "soft", &r->soft) || get_u64(item, "hard", &r->hard))
+        return -1;
+    r->resource = (int)resource;
+    return 0;
+}
+
+static int read_cgroup(struct sv_arena *a, PyObject *item, void *out)
+{
+    struct sv_cgroup_entry *e = out;
+    const char *kind;
+    if (get_str(a, item, "kind", &kind, 0) || get_str(a, item, "path", &e->path, 0))
+        return -1;
+    if (strcmp(kind, "clone") == 0)
+        e->kind = SV_CGROUP_CLONE;
+    else if (strcmp(kind, "procs") == 0)
+        e->kind = SV_CGROUP_PROCS;
+    else if (strcmp(kind, "tasks") == 0)
+        e->kind = SV_CGROUP_TASKS;
+    else {
+        PyErr_Format(PyExc_ValueError, "SpawnConfig.cgroup: unknown entry kind %s", kind);
+        return -1;
+    }
+    return 0;
+}
+
+static int get_seccomp(struct sv_arena *a, PyObject *cfg, struct sv_plan *p)
+{
+    PyObject *v = field(cfg, "seccomp_bpf");
+    if (v == NULL)
+        return -1;
+    char *data;
+    Py_ssize_t len;
+    if (PyBytes_AsStringAndSize(v, &data, &len) < 0) {
+        Py_DECREF(v);
+        return -1;
+    }
+    if (len % (Py_ssize_t)sizeof(struct sock_filter) != 0 ||
+        len / (Py_ssize_t)sizeof(struct sock_filter) > BPF_MAXINSNS) {
+        Py_DECREF(v);
+        PyErr_SetString(PyExc_ValueError, "SpawnConfig.seccomp_bpf is not a classic BPF program");
+        return -1;
+    }
+    struct sock_filter *prog = arena_alloc(a, (size_t)len);
+    if (prog != NULL)
+        memcpy(prog, data, (size_t)len);
+    Py_DECREF(v);
+    if (prog == NULL)
+        return -1;
+    p->seccomp.filter = prog;
+    p->seccomp.len = (unsigned short)(len / (Py_ssize_t)sizeof(struct sock_filter));
+    long long flags;
+    if (get_long(cfg, "seccomp_flags", &flags))
+        return -1;
+    p->seccomp_flags = (unsigned int)flags;
+    return 0;
+}
+
+int plan_fill(struct sv_plan *p, struct sv_arena *a, PyObject *cfg, const int *fds, size_t nfds)
+{
+    long long v;
+    uint64_t flags;
+    char **argv, **envp;
+    size_t n;
+    memset(p, 0, sizeof *p);
+    if (get_u64(cfg, "clone_flags", &flags) || get_strv(a, cfg, "argv", &argv, &n) ||
+        get_strv(a, cfg, "env", &envp, NULL) || get_str(a, cfg, "search_path", &p->search_path, 0) ||
+        get_str(a, cfg, "cwd", &p->cwd, 0) || get_str(a, cfg, "hostname", &p->hostname, 0))
+        return -1;
+    if (n == 0) {
+        PyErr_SetString(PyExc_ValueError, "SpawnConfig.argv is empty");
+        return -1;
+    }
+    p->clone_flags = (unsigned long)flags;
+    p->argv = argv;
+    p->envp = envp;
+    if (get_long(cfg, "uid", &v))
+        return -1;
+    p->uid = (uid_t)v;
+    if (get_long(cfg, "gid", &v))
+        return -1;
+    p->gid = (gid_t)v;
+    if (get_str(a, cfg, "rootfs", &p->rootfs, 1) || get_bool(cfg, "overlay", &p->overlay) ||
+        get_bool(cfg, "read_only_root", &p->read_only_root) || get_bool(cfg, "tty", &p->tty) ||
+        get_bool(cfg, "network_request", &p->network_request) || get_bool(cfg, "own_loopback", &p->own_loopback) ||
+        get_bool(cfg, "live_phases", &p->live_phases) || get_u64(cfg, "capabilities", &p->capabilities))
+        return -1;
+    if (get_long(cfg, "fault", &v))
+        return -1;
+    p->fault = (int)v;
+    if (get_long(cfg, "last_cap", &v))
+        return -1;
+    if (v < 0 || v > 63) {
+        PyErr_SetString(PyExc_ValueError, "SpawnConfig.last_cap must be within 0..63");
+        return -1;
+    }
+    p->last_cap = (int)v;
+    void *arr;
+    if (get_records(a, cfg, "system", sizeof(struct sv_sysdir), read_sysdir, &arr, &p->nsystem))
+        return -1;
+    p->system = arr;
+    if (get_records(a, cfg, "binds", sizeof(struct sv_bind), read_bind, &arr, &p->nbinds))
+        return -1;
+    p->binds = arr;
+    if (get_records(a, cfg, "rlimits", sizeof(struct sv_rlimit), read_rlimit, &arr, &p->nrlimits))
+        return -1;
+    p->rlimits = arr;
+    if (get_records(a, cfg, "cgroup", sizeof(struct sv_cgroup_entry), read_cgroup, &arr, &p->ncgroup))
+        return -1;
+    p->cgroup = arr;
+    char **paths;
+    if (get_strv(a, cfg, "masked_paths", &paths, &p->nmasked))
+        return -1;
+    p->masked = (const char *const *)paths;
+    if (get_strv(a, cfg, "readonly_paths", &paths, &p->nreadonly))
+        return -1;
+    p->readonly = (const char *const *)paths;
+    if (get_seccomp(a, cfg, p))
+        return -1;
+    if (p->ncgroup > SV_MAX_CGROUP_FDS) {
+        PyErr_Format(PyExc_ValueError, "SpawnConfig.cgroup: at most %d entries", SV_MAX_CGROUP_FDS);
+        return -1;
+    }
+    if (nfds < SV_SPAWN_FIXED_FDS + p->ncgroup || nfds - SV_SPAWN_FIXED_FDS - p->ncgroup > SV_MAX_PASS_FDS) {
+        PyErr_Format(PyExc_ValueError, "spawn with %zu descriptors for %zu cgroup entries", nfds, p->ncgroup);
+        return -1;
+    }
+    p->npassed = nfds - SV_SPAWN_FIXED_FDS - p->ncgroup;
+    int *copy = arena_alloc(a, sizeof(int) * nfds);
+    if (copy == NULL)
+        return -1;
+    memcpy(copy, fds, sizeof(int) * nfds);
+    p->fds = copy;
+    return 0;
+}

@@ -1,0 +1,209 @@
+/* PID 1's setup: the plan it runs, the channel it reports on, the helpers.
+ *
+ * Everything declared here runs in a freshly cloned process, from the clone
+ * to the payload's execve. The rules for that side (see setup.c):
+ *   - no allocation, no stdio, no locks: only system calls (raw where glibc's
+ *     wrapper keeps state, as the credential calls do) and our own code on
+ *     this process's stack and the plan;
+ *   - no global state: a container's state is its struct sv_child, passed
+ *     down, so two children never share a byte of it;
+ *   - every failure is reported once, as one FAIL record, then _exit(125).
+ *
+ * The plan is filled in the calling process before the clone (plan.c), from
+ * the declared spawn configuration (supervisor._protocol.SpawnConfig); the
+ * record layouts and phase numbers come from the same declaration, through
+ * the generated sv_protocol.h.
+ */
+#ifndef SV_H
+#define SV_H
+
+#include <linux/filter.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "sv_protocol.h"
+
+/* Longest path PID 1 builds (PATH_MAX). */
+#define SV_PATH_MAX 4096
+
+/* --- the plan: everything PID 1 needs, resolved before the clone ------- */
+
+struct sv_bind {
+    const char *src; /* host path, absolute and resolved */
+    const char *dst; /* container path */
+    int read_only;
+};
+
+struct sv_sysdir {
+    const char *name; /* a host top-level folder of the embedded default root */
+    const char *link; /* its symlink target on merged-/usr hosts, else NULL */
+};
+
+/* A cgroup entry file the supervisor opened before the clone. */
+enum sv_cgroup_kind {
+    SV_CGROUP_CLONE, /* a v2 directory: clone3(CLONE_INTO_CGROUP) starts PID 1 there */
+    SV_CGROUP_PROCS, /* its cgroup.procs: written only where clone3 could not be used */
+    SV_CGROUP_TASKS, /* a v1 tasks file: always written */
+};
+
+struct sv_cgroup_entry {
+    enum sv_cgroup_kind kind;
+    const char *path; /* host path, for messages */
+};
+
+struct sv_rlimit {
+    int resource;
+    uint64_t soft, hard;
+};
+
+struct sv_plan {
+    unsigned long clone_flags;
+    char *const *argv;
+    char *const *envp;
+    const char *search_path; /* $PATH inside the container, for the lookup */
+    const char *cwd;
+    const char *hostname;
+    uid_t uid;
+    gid_t gid;
+    const char *rootfs; /* host path, or NULL for the embedded default root */
+    int overlay, read_only_root, tty;
+    int network_request; /* ask the supervisor for the NETWORK step */
+    int own_loopback;    /* bring up lo (not with the host's network) */
+    int live_phases;
+    int fault; /* test-only: the phase to fail at, or 0 */
+    uint64_t capabilities; /* the kept set, as a mask */
+    int last_cap;          /* the highest capability this kernel knows */
+    const struct sv_sysdir *system;
+    size_t nsystem;
+    const struct sv_bind *binds;
+    size_t nbinds;
+    const char *const *masked;
+    size_t nmasked;
+    const char *const *readonly;
+    size_t nreadonly;
+    const struct sv_rlimit *rlimits;
+    size_t nrlimits;
+    struct sock_fprog seccomp; /* .len == 0: no filter */
+    unsigned int seccomp_flags;
+    const struct sv_cgroup_entry *cgroup;
+    size_t ncgroup;
+    /* Descriptors as the caller holds them: the control socket, stdin,
+     * stdout, stderr, the passed ones, then one per cgroup entry. */
+    const int *fds;
+    size_t npassed;
+};
+
+/* --- PID 1's state ------------------------------------------------------ */
+
+struct sv_text {
+    char buf[SV_MAX_MESSAGE];
+    size_t len;
+};
+
+struct sv_channel {
+    int fd;
+    uint32_t phase;
+    int live;
+    int fault;
+    uint32_t npending;
+    struct sv_mark pending[SV_MAX_MARKS];
+};
+
+#define SV_MAX_OWNED 16
+
+struct sv_child {
+    const struct sv_plan *plan;
+    struct sv_channel ch;
+    /* Container paths of the filesystems we mounted ourselves (tmpfs): only
+     * there may a missing mount point be created. */
+    const char *owned[SV_MAX_OWNED];
+    size_t nowned;
+    /* The cgroup files to write 0 to, once PID 1 adopted its descriptors. */
+    int join_fd[SV_MAX_CGROUP_FDS];
+    const char *join_path[SV_MAX_CGROUP_FDS];
+    size_t njoins;
+    /* Where the fresh procfs and sysfs are (below /newroot): a hostile
+     * rootfs can make /proc a symlink, and masks must follow the mount. */
+    char proc_at[SV_PATH_MAX];
+    char sys_at[SV_PATH_MAX];
+    /* What the current step is doing, when a call alone would not say it
+     * ("masking /proc/kcore"): it leads the failure's text. */
+    const char *context;
+};
+
+/* --- text, without stdio (text.c) -------------------------------------- */
+
+void text_reset(struct sv_text *t);
+void text_str(struct sv_text *t, const char *s);
+void text_quoted(struct sv_text *t, const char *s); /* "s", escaped */
+void text_path(struct sv_text *t, const char *staged); /* a staging path, as the user knows it */
+void text_int(struct sv_text *t, long long v);
+void text_hex(struct sv_text *t, unsigned long long v);
+void text_mount_flags(struct sv_text *t, unsigned long flags);
+size_t sv_strlen(const char *s);
+int sv_streq(const char *a, const char *b);
+int sv_startswith(const char *s, const char *prefix);
+/* Joins a and b into a fixed buffer; -ENAMETOOLONG if it does not fit. */
+int sv_join_path(char *out, size_t size, const char *a, const char *b);
+
+/* --- the channel (channel.c) ------------------------------------------ */
+
+void channel_init(struct sv_channel *ch, int fd, int live, int fault);
+void channel_enter(struct sv_child *c, uint32_t phase);
+void channel_request(struct sv_child *c, uint32_t phase);
+void channel_flush(struct sv_child *c);
+int channel_send_fd(struct sv_child *c, uint32_t tag, int fd);
+/* Report the failure of the current phase: errno and the text, once. */
+_Noreturn void sv_fail(struct sv_child *c, int err, const struct sv_text *t);
+/* The same with a text of one string. */
+_Noreturn void sv_fail_str(struct sv_child *c, int err, const char *what);
+
+/* --- system calls that name themselves on failure (syscalls.c) --------- */
+
+long sv_raw(long nr, long a, long b, long c, long d, long e); /* -errno on failure */
+void sv_mount(struct sv_child *c, const char *src, const char *dst, const char *fstype, unsigned long flags,
+              const char *data);
+void sv_mount_setattr(struct sv_child *c, const char *path, uint64_t attrs, int recursive);
+void sv_mkdir(struct sv_child *c, const char *path, mode_t mode);
+void sv_symlink(struct sv_child *c, const char *target, const char *path);
+void sv_touch(struct sv_child *c, const char *path, mode_t mode);
+void sv_chdir(struct sv_child *c, const char *path);
+void sv_prctl(struct sv_child *c, int option, unsigned long arg, const char *name);
+/* The failure of call `call` on path `path` (shown as the user knows it). */
+_Noreturn void sv_fail_call(struct sv_child *c, int err, const char *call, const char *path);
+
+/* --- the steps, one file per kernel concept ----------------------------- */
+
+void userns_become_root(struct sv_child *c);             /* userns.c */
+void userns_become_payload(struct sv_child *c);          /* userns.c */
+void cgroups_enter(struct sv_child *c);                  /* cgroups.c */
+void network_loopback_up(struct sv_child *c);            /* network.c */
+void rootfs_stage(struct sv_child *c);                   /* rootfs.c */
+void rootfs_bind_root(struct sv_child *c);               /* rootfs.c */
+void rootfs_pivot(struct sv_child *c);                   /* rootfs.c */
+void rootfs_own(struct sv_child *c, const char *path);   /* rootfs.c: a filesystem of ours */
+int rootfs_owned(const struct sv_child *c, const char *resolved); /* rootfs.c */
+void mounts_filesystems(struct sv_child *c);             /* mounts.c */
+void masks_apply(struct sv_child *c);                    /* masks.c */
+void capabilities_limit(struct sv_child *c);             /* capabilities.c */
+void capabilities_finish(struct sv_child *c);            /* capabilities.c */
+void rlimits_apply(struct sv_child *c);                  /* rlimits.c */
+void tty_attach(struct sv_child *c);                     /* tty.c */
+void seccomp_load(struct sv_child *c);                   /* seccomp.c */
+void exec_find(struct sv_child *c, char *out, size_t size); /* exec.c */
+void exec_reset_signals(void);                           /* exec.c */
+_Noreturn void exec_payload(struct sv_child *c, const char *path); /* exec.c */
+
+/* The mount point of container path `path` below /newroot, created in a
+ * filesystem of ours if missing (mounts.c). */
+void mounts_point(struct sv_child *c, const char *path, int directory, char *out, size_t size);
+
+/* PID 1's whole life, from the clone (setup.c). */
+_Noreturn void sv_pid1_main(const struct sv_plan *plan, int cloned_into_cgroup);
+
+#define SV_STAGING "/tmp"
+#define SV_NEWROOT "/newroot"
+#define SV_OLDROOT "/oldroot"
+
+#endif
