@@ -112,6 +112,9 @@ class ForkServer:
         except ChildProcessError:
             pass
         cid = self.children.pop(pidfd, "?")
+        # PID 1 ran its setup in our memory (CLONE_VM): its stack and plan
+        # are freed once it exec'd or exited, as this one has.
+        _spawn.collect()
         self.poller.unregister(pidfd)
         os.close(pidfd)
         record = {"t": Tag.EXITED, "id": cid, "code": res.si_code, "status": res.si_status, "execd": execd}

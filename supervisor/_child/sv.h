@@ -199,6 +199,12 @@ _Noreturn void exec_payload(struct sv_child *c, const char *path); /* exec.c */
  * filesystem of ours if missing (mounts.c). */
 void mounts_point(struct sv_child *c, const char *path, int directory, char *out, size_t size);
 
+/* clone3(args, size) starting the child in fn(arg) on the stack that args
+ * names; the pid, 0 never (the child does not return here), or -errno
+ * (clone.c). */
+struct clone_args;
+long sv_clone3(struct clone_args *args, size_t size, int (*fn)(void *), void *arg);
+
 /* PID 1's whole life, from the clone (setup.c). */
 _Noreturn void sv_pid1_main(const struct sv_plan *plan, int cloned_into_cgroup);
 
