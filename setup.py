@@ -43,7 +43,9 @@ setup(
             sources=sorted(str(p.relative_to(HERE)) for p in CHILD.glob("*.c")),
             depends=sorted(str(p.relative_to(HERE)) for p in CHILD.glob("*.h")),
             extra_compile_args=CFLAGS + os.environ.get("SV_CFLAGS", "").split(),
-            extra_link_args=os.environ.get("SV_LDFLAGS", "").split(),
+            # Every symbol bound at load time: a lazy binding in the child (which
+            # shares our memory) would run the dynamic linker there.
+            extra_link_args=["-Wl,-z,now", *os.environ.get("SV_LDFLAGS", "").split()],
         )
     ],
     cmdclass={"build_ext": BuildExt},

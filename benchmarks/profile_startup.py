@@ -9,16 +9,14 @@ Run as root from the repository::
 For each K it runs N ``sup.run(Spec(["/bin/true"], rootfs=...))`` twice:
 
 1. unprofiled: latency, throughput, and CPU per container split between the
-   driver (the trio program: our API), the fork server (its own CPU) and the
-   containers (the fork server's reaped children: PID 1's C setup, the
-   payload, the exit), plus the median of every phase from ``Result.phases``;
-2. under cProfile, in two places at once: the driver's trio thread and the
-   fork server (PID 1 runs no Python).
+   driver (the trio program: our API) and the containers (its reaped
+   children: PID 1's C setup, the payload, the exit), plus the median of
+   every phase from ``Result.phases``;
+2. under cProfile in the driver's trio thread (PID 1 runs no Python).
 
-The fork server is profiled by replacing its bootstrap code from outside (``supervisor._parent.forkserver._BOOTSTRAP``);
-nothing in ``supervisor/`` is edited. Then it runs the variant experiments
-(interleaved, unprofiled), each changing one thing through the public API:
-``capture_output=False``, ``seccomp="unconfined"``, ``network="host"``.
+Then it runs the variant experiments (interleaved, unprofiled), each changing
+one thing through the public API: ``capture_output=False``,
+``seccomp="unconfined"``, ``network="host"``.
 """
 
 from __future__ import annotations
@@ -26,7 +24,6 @@ from __future__ import annotations
 import argparse
 import cProfile
 import io
-import itertools
 import os
 import pstats
 import resource
@@ -44,35 +41,14 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import startup
 
-import supervisor._parent.forkserver as fsmod
-from supervisor import Phase, Result, Spec, Supervisor
-
-#: The fork server's bootstrap with cProfile (CPU clock) around it. PID 1's
-#: setup is C (no Python runs after the clone): its CPU time is part of the
-#: fork server's reaped children, beside the payload's and the exit's.
-_PROFILED_BOOTSTRAP = (
-    "import sys, types, os, time, cProfile\n"
-    "pkg = types.ModuleType('supervisor')\n"
-    "pkg.__path__ = [sys.argv[2]]\n"
-    "sys.modules['supervisor'] = pkg\n"
-    "out = os.environ['SUPERVISOR_PROFILE_DIR']\n"
-    "from supervisor._child.forkserver import main\n"
-    "server = cProfile.Profile(time.thread_time)\n"
-    "server.enable()\n"
-    "try:\n"
-    "    main(int(sys.argv[1]))\n"
-    "finally:\n"
-    "    server.disable()\n"
-    "    server.dump_stats(f'{out}/forkserver.prof')\n"
-)
+from supervisor import Result, Spec, Supervisor
 
 
-def fork_server_cpu(pid: int) -> tuple[float, float]:
-    """(own CPU s, reaped children's CPU s) of the fork server."""
-    rest = startup.read_text(f"/proc/{pid}/stat").rsplit(")", 1)[1].split()
-    own = (int(rest[11]) + int(rest[12])) / startup.CLK_TCK
-    children = (int(rest[13]) + int(rest[14])) / startup.CLK_TCK
-    return own, children
+def children_cpu() -> float:
+    """CPU seconds of this process's reaped children: the containers (PID 1's
+    C setup, the payload, the exit)."""
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
 
 
 async def batch(sup: Supervisor, spec: Spec, n: int, k: int, **kwargs: Any) -> dict[str, Any]:
@@ -91,7 +67,7 @@ async def batch(sup: Supervisor, spec: Spec, n: int, k: int, **kwargs: Any) -> d
             results.append(res)
 
     me0 = resource.getrusage(resource.RUSAGE_SELF)
-    fs0 = fork_server_cpu(sup.fork_server_pid)
+    ch0 = children_cpu()
     t0 = time.perf_counter()
     async with trio.open_nursery() as nursery:
         for _ in range(n):
@@ -99,15 +75,14 @@ async def batch(sup: Supervisor, spec: Spec, n: int, k: int, **kwargs: Any) -> d
     wall = time.perf_counter() - t0
     await trio.sleep(0.05)
     me1 = resource.getrusage(resource.RUSAGE_SELF)
-    fs1 = fork_server_cpu(sup.fork_server_pid)
+    ch1 = children_cpu()
     bad = [r for r in results if not r.ok]
     return {
         "per_s": n / wall,
         "p50_ms": startup.percentile(lat, 50) * 1e3,
         "p95_ms": startup.percentile(lat, 95) * 1e3,
         "driver_cpu_ms": ((me1.ru_utime + me1.ru_stime) - (me0.ru_utime + me0.ru_stime)) * 1e3 / n,
-        "forkserver_cpu_ms": (fs1[0] - fs0[0]) * 1e3 / n,
-        "containers_cpu_ms": (fs1[1] - fs0[1]) * 1e3 / n,
+        "containers_cpu_ms": (ch1 - ch0) * 1e3 / n,
         "failures": len(bad),
         "results": results,
         "latencies_ms": [x * 1e3 for x in lat],
@@ -124,60 +99,31 @@ def top(stats: pstats.Stats, sort: str, limit: int, title: str) -> str:
     return f"--- {title} (sorted by {sort}) ---\n" + (body[start:] if start >= 0 else body)
 
 
-def load_stats(paths: Sequence[str]) -> pstats.Stats | None:
-    """Merge profile files; None if there are none."""
-    paths = [p for p in paths if os.path.getsize(p) > 0]
-    if not paths:
-        return None
-    stats = pstats.Stats(paths[0])
-    for p in paths[1:]:
-        stats.add(p)
-    stats.strip_dirs()
-    return stats
-
-
 async def instrumented(rootfs: str, n: int, k: int, limit: int, *, profile: bool) -> str:
-    """One K with the instrumented fork server; return the report.
+    """One K; return the report.
 
-    With ``profile``, cProfile (CPU clock) runs in the driver's trio thread and
-    in the fork server; without, the CPU split and the phases are reported.
+    With ``profile``, cProfile (CPU clock) runs in the driver's trio thread;
+    without, the CPU split and the phases are reported.
     """
-    outdir = tempfile.mkdtemp(prefix="supervisor-profile-")
-    try:
-        return await _instrumented(outdir, rootfs, n, k, limit, profile=profile)
-    finally:
-        shutil.rmtree(outdir, ignore_errors=True)
-
-
-async def _instrumented(outdir: str, rootfs: str, n: int, k: int, limit: int, *, profile: bool) -> str:
-    """:func:`instrumented`, writing its files to ``outdir``."""
-    os.environ["SUPERVISOR_PROFILE_DIR"] = outdir
-    original = fsmod._BOOTSTRAP
-    if profile:
-        fsmod._BOOTSTRAP = _PROFILED_BOOTSTRAP
     spec = Spec(["/bin/true"], rootfs=rootfs)
     driver = cProfile.Profile(time.thread_time)
-    try:
-        async with Supervisor() as sup:
-            for _ in range(5):
-                await sup.run(spec)
-            flt0 = fork_server_children_minflt(sup.fork_server_pid)
-            if profile:
-                driver.enable()
-            b = await batch(sup, spec, n, k)
-            driver.disable()
-            flt1 = fork_server_children_minflt(sup.fork_server_pid)
-    finally:
-        fsmod._BOOTSTRAP = original
-        del os.environ["SUPERVISOR_PROFILE_DIR"]
+    async with Supervisor() as sup:
+        for _ in range(5):
+            await sup.run(spec)
+        flt0 = resource.getrusage(resource.RUSAGE_CHILDREN).ru_minflt
+        if profile:
+            driver.enable()
+        b = await batch(sup, spec, n, k)
+        driver.disable()
+        flt1 = resource.getrusage(resource.RUSAGE_CHILDREN).ru_minflt
     if not profile:
         parts = [
             f"K={k}, N={n}: {b['per_s']:.0f}/s, p50 {b['p50_ms']:.2f} ms, p95 {b['p95_ms']:.2f} ms;"
             f" failures {b['failures']}",
-            f"  CPU per container (ms): driver {b['driver_cpu_ms']:.2f}, fork server {b['forkserver_cpu_ms']:.2f},"
+            f"  CPU per container (ms): driver {b['driver_cpu_ms']:.2f},"
             f" containers {b['containers_cpu_ms']:.2f} (PID 1's C setup, execve, payload and exit);"
-            f" total {b['driver_cpu_ms'] + b['forkserver_cpu_ms'] + b['containers_cpu_ms']:.2f}",
-            f"  minor page faults per container (the fork server's reaped children): {(flt1 - flt0) / n:.0f}",
+            f" total {b['driver_cpu_ms'] + b['containers_cpu_ms']:.2f}",
+            f"  minor page faults per container (our reaped children): {(flt1 - flt0) / n:.0f}",
             "  phases (wall, from Result.phases, medians in ms):",
             phase_table(b["results"], b["latencies_ms"]),
         ]
@@ -187,16 +133,7 @@ async def _instrumented(outdir: str, rootfs: str, n: int, k: int, limit: int, *,
     dstats.strip_dirs()
     parts.append(top(dstats, "tottime", limit, "driver (trio thread)"))
     parts.append(top(dstats, "cumulative", limit, "driver (trio thread)"))
-    fs = load_stats([os.path.join(outdir, "forkserver.prof")])
-    if fs is not None:
-        parts.append(top(fs, "tottime", limit, "fork server"))
     return "\n".join(parts)
-
-
-def fork_server_children_minflt(pid: int) -> int:
-    """Minor faults of the fork server's reaped children (cminflt)."""
-    rest = startup.read_text(f"/proc/{pid}/stat").rsplit(")", 1)[1].split()
-    return int(rest[7])
 
 
 VARIANTS: dict[str, tuple[Callable[[str], Spec], dict[str, Any]]] = {
@@ -234,11 +171,11 @@ async def run(args: argparse.Namespace, work: str) -> None:
                         print(f"variant {name}: {exc}", file=sys.stderr)
                         continue
                     rows.setdefault((name, k), []).append(b)
-        out.append("\nVariants (median over reps; N/2 each; CPU = driver + fork server + containers, ms/container):")
+        out.append("\nVariants (median over reps; N/2 each; CPU = driver + containers, ms/container):")
         for (name, k), bs in rows.items():
             per_s = statistics.median(b["per_s"] for b in bs)
             p50 = statistics.median(b["p50_ms"] for b in bs)
-            cpu = statistics.median(b["driver_cpu_ms"] + b["forkserver_cpu_ms"] + b["containers_cpu_ms"] for b in bs)
+            cpu = statistics.median(b["driver_cpu_ms"] + b["containers_cpu_ms"] for b in bs)
             out.append(f"  K={k:<3} {name:<28} {per_s:7.0f}/s  p50 {p50:7.2f} ms  CPU {cpu:6.2f}")
     print("\n".join(out), flush=True)
     for k in args.ks:

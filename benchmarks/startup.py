@@ -18,7 +18,7 @@ What it does, all from **one trio program** (this process):
 * starts 200 containers of ``sleep 300`` per contender and sums the unique set
   size (USS = Private_Clean + Private_Dirty of ``/proc/PID/smaps_rollup``) of
   every process the contender keeps, plus the growth of the processes that
-  were already there (this driver, our fork server); it also reads the
+  were already there (this driver); it also reads the
   isolation each payload really got from ``/proc``;
 * times the whole ``supervisor run -m ROOTFS -- /bin/true`` process beside
   ``bwrap`` and ``crun run``.
@@ -269,12 +269,19 @@ class Reaper:
     This process is a child subreaper, so such orphans become our children.
     Only processes that live in a *nested* pid namespace are reaped: the
     processes trio and our spawner threads started live in ours, so their exit
-    statuses are never stolen.
+    statuses are never stolen. Our own containers' PID 1s are children of this
+    process too, in nested namespaces: their supervisor reaps them, and
+    :attr:`ours` tells them apart.
     """
 
     def __init__(self) -> None:
         self.depth = nspid_depth(os.getpid())
         self.reaped = 0
+        #: Whether a pid is one of our Supervisor's containers (never reaped here).
+        self.ours: Callable[[int], bool] = lambda _pid: False
+
+    def _orphan(self, pid: int) -> bool:
+        return nspid_depth(pid) > self.depth and not self.ours(pid)
 
     def step(self) -> None:
         """Reap what is reapable now (never blocks)."""
@@ -283,7 +290,7 @@ class Reaper:
                 info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
             except ChildProcessError:
                 return
-            if info is None or nspid_depth(info.si_pid) <= self.depth:
+            if info is None or not self._orphan(info.si_pid):
                 return  # nothing, or a child someone else waits for
             self._reap(info.si_pid)
 
@@ -315,7 +322,7 @@ class Reaper:
             left = [
                 pid
                 for pid, (ppid, _comm) in process_table().items()
-                if ppid == me and nspid_depth(pid) > self.depth and not self._reap(pid)
+                if ppid == me and self._orphan(pid) and not self._reap(pid)
             ]
             if not left or time.monotonic() > deadline:
                 return len(left)
@@ -699,8 +706,9 @@ class Ours(Contender):
         self.handles = []
 
     def extra_cpu_seconds(self) -> float:
-        st = proc_stat(self.sup.fork_server_pid)
-        return st[3] if st else 0.0
+        # PID 1s are children of this process: their CPU time is in its
+        # RUSAGE_CHILDREN, and no other process works for them.
+        return 0.0
 
 
 class Peer(Contender):
@@ -1286,7 +1294,7 @@ def build_report(data: dict[str, Any]) -> str:
     add(
         "(p50/p95 at c="
         + str(ks[0])
-        + "; medians over reps; CPU = driver + children + fork server, at c="
+        + "; medians over reps; CPU = driver + children, at c="
         + str(ks[1] if len(ks) > 1 else ks[0])
         + ")"
     )
@@ -1601,7 +1609,10 @@ async def bench(args: argparse.Namespace, work: str) -> dict[str, Any]:
         outer.start_soon(reaper.run)
         t_sup = time.perf_counter()
         async with Supervisor() as sup:
-            data["meta"]["fork_server_start_ms"] = (time.perf_counter() - t_sup) * 1e3
+            data["meta"]["supervisor_start_ms"] = (time.perf_counter() - t_sup) * 1e3
+            # A container is in the supervisor's live set from its clone to
+            # after its reap: the reaper leaves those alone.
+            reaper.ours = lambda pid: any(p.pid == pid for p in sup._live.values())
             ours = Ours(sup, rootfs)
             contenders: list[Contender] = ([ours] if OURS in args.wanted else []) + list(peers)
             usable: list[Contender] = []

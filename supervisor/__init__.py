@@ -8,7 +8,6 @@ from ._api import Container as Container
 from ._api import Supervisor as Supervisor
 from ._api import run as run
 from ._errors import ContainerFailed as ContainerFailed
-from ._errors import ForkServerError as ForkServerError
 from ._errors import ProtocolError as ProtocolError
 from ._errors import SetupError as SetupError
 from ._errors import SupervisorError as SupervisorError
@@ -30,7 +29,6 @@ __all__ = [
     "Container",
     "ContainerFailed",
     "Event",
-    "ForkServerError",
     "Limits",
     "Mount",
     "PIPE",

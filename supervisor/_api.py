@@ -22,16 +22,16 @@ import anyio.abc
 import anyio.to_thread
 from anyio.abc import TaskStatus
 
-from ._errors import ContainerFailed, ForkServerError, SetupError
+from ._errors import ContainerFailed, SetupError
 from ._events import Event, EventHub
 from ._hostname import generate as generate_hostname
 from ._parent import streams
 from ._parent.config import build_config
 from ._parent.container import ContainerProcess
-from ._parent.forkserver import ForkServerClient
 from ._parent.resources import HostResources
 from ._parent.rundir import RunDir, sweep
 from ._parent.seccomp import warm_up as seccomp_warm_up
+from ._parent.spawn import Spawner
 from ._parent.streams import FdReceiveStream, FdSendStream
 from ._protocol import MAX_PASS_FDS, CgroupEntry, Phase
 from ._result import PhaseTiming, Reason, Result
@@ -62,7 +62,6 @@ class Container:
         self._proc = proc
         self._done = done
         self._result: Result | None = None
-        self._error: ForkServerError | None = None
         self.hostname = hostname
         """The container's hostname."""
         self.stdin: anyio.abc.ByteSendStream | None = None
@@ -130,15 +129,9 @@ class Container:
         Returns:
             its :class:`Result`.
 
-        Raises:
-            ForkServerError: the fork server died under the container, so its
-                exit status is unknown.
-
         **Cancellation:** cancelling the wait does not affect the container.
         """
         await self._done.wait()
-        if self._error is not None:
-            raise self._error
         assert self._result is not None
         return self._result
 
@@ -168,12 +161,12 @@ def _checked_pass_fds(pass_fds: Sequence[int]) -> tuple[int, ...]:
 async def _stop_left(proc: ContainerProcess) -> None:
     """Stop a container that outlives its supervisor's block, as on cancellation.
 
-    Waits for the fork server to report the exit (at most 5 s after SIGKILL)
-    before its socket closes: otherwise the run would end with no exit status.
+    Waits until PID 1 is reaped (at most 5 s after SIGKILL), so that its run
+    ends with its exit status.
     """
     if proc.exited:
         return  # it ended by itself: its run reports its own status
-    if proc.slot is None:  # not spawned yet: its run sees the closed fork server
+    if proc.slot is None:  # not spawned yet: its run sees the closed supervisor
         proc.stopped_by_us = True
         return
     await proc.stop(proc.grace_period, reap_timeout=5)
@@ -182,14 +175,14 @@ async def _stop_left(proc: ContainerProcess) -> None:
 class Supervisor:
     """Supervises containers from one async program.
 
-    Use as ``async with Supervisor() as sup:``; it starts a fork server on
-    entry and, on exit, stops whatever containers are left (SIGTERM if PID 1
-    handles it, the spec's grace period, SIGKILL) and then the fork server.
+    Use as ``async with Supervisor() as sup:``. It clones each container's
+    PID 1 from this process (see :doc:`process-model`); on exit it stops
+    whatever containers are left (SIGTERM if PID 1 handles it, the spec's
+    grace period, SIGKILL) and reaps them.
 
     Args:
         max_parallel: at most this many containers starting or running at
             once; further runs wait for a free place (``None``: no bound).
-        startup_timeout: seconds to wait for the fork server to start.
         sweep_leftovers: on entry, remove the host-side leftovers (cgroups,
             links, folders) of supervisors that died without cleaning up, as
             ``supervisor gc`` does.
@@ -198,21 +191,21 @@ class Supervisor:
         ValueError: ``max_parallel`` is not a positive int.
     """
 
-    def __init__(
-        self, *, max_parallel: int | None = None, startup_timeout: float = 30.0, sweep_leftovers: bool = True
-    ) -> None:
+    def __init__(self, *, max_parallel: int | None = None, sweep_leftovers: bool = True) -> None:
         if max_parallel is not None and (not isinstance(max_parallel, int) or max_parallel < 1):
             raise ValueError("Supervisor.max_parallel must be a positive int or None")
-        self._startup_timeout = startup_timeout
         self._limiter = anyio.CapacityLimiter(max_parallel) if max_parallel else None
         self._events = EventHub()
         self._rundir = RunDir()
         self._sweep = sweep_leftovers
-        self._fork_server = ForkServerClient()
+        self._spawner: Spawner | None = None
         self._tg: anyio.abc.TaskGroup | None = None
         self._ids = itertools.count(1)
         self._hostnames: set[str] = set()
         self._live: dict[str, ContainerProcess] = {}
+        #: Set once the supervisor is closing and no run holds resources.
+        self._released: anyio.Event | None = None
+        self._closing = False
         # Unique among this process's supervisors (id(self) & 0xFFFF was not:
         # two live supervisors could share container ids, hence cgroup names).
         self._prefix = f"{os.getpid()}-{next(_SUPERVISOR_NUMBERS):04x}"
@@ -232,21 +225,21 @@ class Supervisor:
 
     @contextlib.asynccontextmanager
     async def _lifespan(self) -> AsyncIterator[None]:
-        # The fork server's replies are read by a task that lives as long as
-        # the supervisor. The caller's block runs inside that task group, so
+        # Each container's PID 1 is watched and reaped by a task that may
+        # outlive its run. The caller's block runs inside that task group, so
         # its own exception is re-raised as itself, not wrapped in a group.
         body_exc: BaseException | None = None
         try:
             async with anyio.create_task_group() as tg:
-                # Independent start-up work side by side, in worker threads,
-                # while the fork server's interpreter starts: the crash sweep,
-                # and what the first run would otherwise wait for (_warm_up).
+                # Independent start-up work side by side, in worker threads:
+                # the crash sweep, and what the first run would otherwise wait
+                # for (_warm_up).
                 async with anyio.create_task_group() as starting:
                     if self._sweep:
                         starting.start_soon(_in_worker_thread, sweep)
                     starting.start_soon(_in_worker_thread, _warm_up)
-                    await self._fork_server.start(self._startup_timeout)
-                tg.start_soon(self._fork_server.serve)
+                self._spawner = spawner = Spawner(tg)
+                self._released, self._closing = anyio.Event(), False
                 self._tg = tg
                 try:
                     yield
@@ -258,12 +251,19 @@ class Supervisor:
                         # Whatever is still running (runs of tasks outside
                         # this block) is stopped as on cancellation: SIGTERM
                         # if PID 1 handles it, its grace period, SIGKILL.
+                        self._closing = True
                         try:
                             async with anyio.create_task_group() as stoppers:
                                 for proc in list(self._live.values()):
                                     stoppers.start_soon(_stop_left, proc)
+                            # Their runs (tasks outside the block) release
+                            # their resources once reaped: before the run
+                            # directory and the network go.
+                            if self._live:
+                                with anyio.move_on_after(10):
+                                    await self._released.wait()
                         finally:
-                            await self._fork_server.aclose()
+                            await spawner.aclose(timeout=10)
                         # Networking (issue 5): finish the bridge deletions that
                         # container releases left to background threads.
                         network = sys.modules.get("supervisor._parent.network")
@@ -293,11 +293,6 @@ class Supervisor:
             an async iterator of :class:`Event`.
         """
         return self._events.subscribe()
-
-    @property
-    def fork_server_pid(self) -> int:
-        """PID of this supervisor's fork server."""
-        return self._fork_server.pid
 
     async def run(
         self,
@@ -337,8 +332,8 @@ class Supervisor:
             pass_fds: the caller's file descriptors to hand to the payload:
                 they become its fds 3, 4, ... in this order, like runc's and
                 crun's ``--preserve-fds`` and systemd's socket activation
-                (at most 32). No other fd of the caller, of the supervisor or
-                of the fork server ever reaches the container.
+                (at most 32). No other fd of the caller or of the supervisor
+                ever reaches the container.
             task_status: set by ``nursery.start``/``TaskGroup.start``, which
                 then returns a :class:`Container` once setup succeeded.
 
@@ -349,9 +344,6 @@ class Supervisor:
             SetupError: the container failed before its payload ran
                 (``error.result.reason == "setup_failed"``).
             ContainerFailed: ``check`` is true and the payload failed.
-            ForkServerError: the supervisor's fork server is gone (before the
-                start, or under the running container, whose exit status is
-                then unknown).
             ValueError: the spec's host paths are missing, or the stdio
                 arguments do not fit together (``input`` with ``stdin``,
                 ``stdout``/``stderr`` while capturing, :data:`PIPE` with a
@@ -435,7 +427,7 @@ class Supervisor:
         reason: Reason | None = None
         setup_error: SetupError | None = None
         try:
-            # stdio for the container (the fork server dup2()s them to 0, 1, 2)
+            # stdio for the container (PID 1 dup2()s them to 0, 1, 2)
             stdin_w = -1
             if input is not None:
                 r, stdin_w = os.pipe2(os.O_CLOEXEC)
@@ -477,7 +469,8 @@ class Supervisor:
                 child_fds += [fd for _kind, fd, _path in entry]
 
             try:
-                proc.slot = await self._fork_server.spawn(cid, config, child_fds)
+                assert self._spawner is not None
+                proc.slot = self._spawner.spawn(cid, config, child_fds)
             except OSError as exc:
                 raise SetupError(Phase.SPAWNED, exc.errno or 0, str(exc)) from exc
             finally:
@@ -496,7 +489,7 @@ class Supervisor:
                     ours.remove(stdin_w)
                 try:
                     with anyio.move_on_at(deadline):
-                        await proc.drive_setup(self._fork_server)
+                        await proc.drive_setup()
                 except SetupError as exc:
                     setup_error = exc
                     reason = "setup_failed"
@@ -553,12 +546,15 @@ class Supervisor:
                 usage = resources.stats()  # after the end, before the cgroup goes
                 await resources.release()
                 self._live.pop(cid, None)
+                if self._closing and not self._live and self._released is not None:
+                    self._released.set()
                 self._hostnames.discard(hostname)
                 exit_code: int | None = None
                 sig: int | None = None
                 if proc.slot is not None and proc.exited:
                     exit_code, sig = proc.exit_status()
-                    self._fork_server.forget(cid)
+                    if self._spawner is not None:
+                        self._spawner.forget(cid)
                 if reason is None:
                     if ending is not None:
                         reason = ending
@@ -601,12 +597,6 @@ class Supervisor:
         if setup_error is not None:
             setup_error.result = result
             raise setup_error
-        if proc.slot is not None and proc.exit_status() == (None, None) and self._fork_server.broken:
-            # The fork server died (or was killed) under a running container:
-            # its exit status is unknowable, and no status is made up.
-            lost = ForkServerError(f"container {hostname!r}: {self._fork_server.broken}")
-            handle._error = lost
-            raise lost
         if check and not result.ok:
             raise ContainerFailed(result)
         return result
@@ -716,7 +706,7 @@ async def run(
     """Run one container with a supervisor of its own.
 
     A shortcut for ``async with Supervisor() as sup: return await sup.run(...)``;
-    to run many, keep one :class:`Supervisor` (it starts its fork server once).
+    to run many, keep one :class:`Supervisor`.
 
     Args:
         spec: what to run.
@@ -731,9 +721,8 @@ async def run(
     Raises:
         SetupError: the container failed before its payload ran.
         ContainerFailed: ``check`` is true and the payload failed.
-        ForkServerError: the fork server could not start.
 
-    **Cancellation:** as :meth:`Supervisor.run`; the fork server is stopped too.
+    **Cancellation:** as :meth:`Supervisor.run`.
     """
     async with Supervisor() as sup:
         return await sup.run(spec, check=check, capture_output=capture_output, input=input, **kwargs)

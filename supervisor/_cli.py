@@ -490,7 +490,7 @@ async def _run_async(spec: Spec, args: argparse.Namespace) -> int:
         result = exc.result
     except (ValueError, TypeError) as exc:  # a spec the host cannot run (e.g. a seccomp profile that does not compile)
         return _fail(str(exc))
-    except SupervisorError as exc:  # the fork server died, or a protocol error: not the payload's status
+    except SupervisorError as exc:  # a protocol error: not the payload's status
         return _fail(f"{type(exc).__name__}: {exc}")
     if args.debug:
         started()

@@ -12,7 +12,7 @@ import os
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -150,10 +150,9 @@ class Progress:
 async def _run_all(specs: list[Spec], parallel: int, as_json: bool, timeout: float | None) -> int:
     import trio
 
-    from . import ForkServerError, SetupError, Supervisor
+    from . import SetupError, Supervisor
 
     results: list[Result] = []
-    lost: list[str] = []  # runs whose exit status is unknown (the fork server died)
     progress = Progress(len(specs))
     live = sys.stderr.isatty() and not as_json
     closed: list[bool] = []
@@ -164,11 +163,9 @@ async def _run_all(specs: list[Spec], parallel: int, as_json: bool, timeout: flo
         except SetupError as exc:
             if exc.result is not None:
                 results.append(exc.result)
-        except ForkServerError as exc:
-            lost.append(str(exc))
 
-    async def watch() -> None:
-        async for event in sup.events():
+    async def watch(events: AsyncIterator[Event]) -> None:
+        async for event in events:
             progress.feed(event)
             if as_json and not closed:
                 try:
@@ -183,10 +180,11 @@ async def _run_all(specs: list[Spec], parallel: int, as_json: bool, timeout: flo
             await trio.sleep(0.1)
 
     async with Supervisor(max_parallel=parallel) as sup, trio.open_nursery() as outer:
-        outer.start_soon(watch)
+        # Subscribed here, before any run starts: a watcher task that first
+        # ran after the first runs would miss their first events.
+        outer.start_soon(watch, sup.events())
         if live:
             outer.start_soon(display)
-        await trio.sleep(0)
         async with trio.open_nursery() as nursery:
             for spec in specs:
                 nursery.start_soon(one, spec)
@@ -195,8 +193,6 @@ async def _run_all(specs: list[Spec], parallel: int, as_json: bool, timeout: flo
     if live:
         print("\r\x1b[K" + progress.line(), file=sys.stderr)
     _summary(results, time.monotonic() - progress.started_at, sys.stderr if as_json else sys.stdout)
-    if lost:
-        print(f"supervisor: {len(lost)} container(s) lost, exit status unknown: {lost[0]}", file=sys.stderr)
     if not results:
         return 125
     return 0 if all(r.ok for r in results) and len(results) == len(specs) else 1

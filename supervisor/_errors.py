@@ -8,9 +8,7 @@ The hierarchy::
      │                               with the payload's own exit status
      ├── ContainerFailed             the payload ran and failed, with check=True
      │                               (.result)
-     ├── ProtocolError               a peer (PID 1, the fork server) broke the
-     │                               setup protocol
-     └── ForkServerError             the fork server could not start or died
+     └── ProtocolError               PID 1 broke the setup protocol
 
 Invalid specs raise the standard :class:`ValueError`/:class:`TypeError`, naming
 the field, before anything starts. Cancellation is never wrapped.
@@ -66,7 +64,3 @@ class ContainerFailed(SupervisorError):
 
 class ProtocolError(SupervisorError):
     """A peer sent something the setup protocol does not allow."""
-
-
-class ForkServerError(SupervisorError):
-    """The fork server could not be started, or died."""

@@ -1,29 +1,26 @@
-"""The setup protocol between the supervisor, the fork server and PID 1.
+"""The setup protocol between the supervisor and PID 1.
 
 Choreography, for one container::
 
-    supervisor                    fork server                  PID 1 (the container, C)
-    ----------                    -----------                  ------------------------
+    supervisor (Python)                                  PID 1 (C, in the container)
+    -------------------                                  ---------------------------
     socketpair(SEQPACKET|CLOEXEC)
-    create the cgroup, open its
-      entry files
-    SPAWN {id, config} + fds ---> _spawn.spawn(SpawnConfig):
-      (control end, stdio,          the plan filled in C, then
-       cgroup entry files)          clone3(NEWUSER|NEWNS|NEWUTS|
-                                    NEWIPC|NEWNET|NEWPID|PIDFD|
-                                    INTO_CGROUP) ----------------> child starts in its v2 cgroup
-                         <--- SPAWNED {id, pid} + pidfd
-                                                               REQUEST USERNS [SPAWNED, USERNS]
+    create the cgroup, open its entry files
+    _spawn.spawn(SpawnConfig, fds): the plan is
+      filled in C, then clone3(NEWUSER|NEWNS|NEWUTS|
+      NEWIPC|NEWNET|NEWPID|VM|PIDFD|INTO_CGROUP) ------> starts in its v2 cgroup, on a
+                                                         stack of its own
+                                                         REQUEST USERNS [SPAWNED, USERNS]
     write uid_map/gid_map
-    ACK USERNS ----------------------------------------------> setresuid(0)...
-                                                               CGROUP: write 0 to the v1 tasks files
-                                                               [REQUEST NETWORK, waited for,
-                                                                in bridge mode]
-                                                               HOSTNAME, ROOTFS, MOUNTS, PIVOT, ...
-                                                               PHASE [..., EXEC]
-    EOF on the control socket  <------------------------------ execve() closes the
-      = the payload is running                                 close-on-exec end
-                         <--- EXITED {id, code, status} (waitid(P_PIDFD))
+    ACK USERNS ------------------------------------------> setresuid(0)...
+                                                         CGROUP: write 0 to the v1 tasks files
+                                                         [REQUEST NETWORK, waited for,
+                                                          in bridge mode]
+                                                         HOSTNAME, ROOTFS, MOUNTS, PIVOT, ...
+                                                         PHASE [..., EXEC]
+    EOF on the control socket <------------------------- execve() closes the
+      = the payload is running                           close-on-exec end
+    pidfd readable: waitid(P_PIDFD, __WALL) <----------- exit
 
 Everything here is declared once and read by both sides: the phases
 (:class:`Phase`), the records between PID 1 and the supervisor
@@ -34,61 +31,54 @@ these declarations when the package is built, and its plan from a
 :class:`SpawnConfig`; the tables in ``docs/protocol.rst`` are rendered from
 them too.
 
-Between PID 1 and the supervisor every message is one SEQPACKET record: a
-:data:`HEADER` (the record type, a phase, an errno, a count of marks), that
-many :data:`MARK` entries (a phase and the ``CLOCK_MONOTONIC`` time it
-started), then, in a ``FAIL``, the message text. Phase starts are stamped as
-they happen; when the supervisor watches them live (``on_phase``,
-``events()``) PID 1 sends each at once in a ``PHASE`` record, otherwise it
-holds them back and sends them with the next record that goes anyway (a
-request, a failure, or the last ``PHASE`` record just before ``execve``). A
-failure in PID 1 is one ``FAIL`` record: the phase, the errno and a text
-naming the call and its arguments. The control end held by PID 1 is
-close-on-exec, so end-of-file right after ``EXEC`` means ``execve``
-succeeded, and a setup failure can never be mistaken for the payload's exit
-status. Between the supervisor and the fork server (both Python) records are
-JSON objects with a type tag ``t`` (:class:`Tag`). Nothing is ever unpickled
-across either boundary; descriptors travel as SCM_RIGHTS.
+Every message is one SEQPACKET record: a :data:`HEADER` (the record type, a
+phase, an errno, a count of marks), that many :data:`MARK` entries (a phase
+and the ``CLOCK_MONOTONIC`` time it started), then, in a ``FAIL``, the
+message text. Phase starts are stamped as they happen; when the supervisor
+watches them live (``on_phase``, ``events()``) PID 1 sends each at once in a
+``PHASE`` record, otherwise it holds them back and sends them with the next
+record that goes anyway (a request, a failure, or the last ``PHASE`` record
+just before ``execve``). A failure in PID 1 is one ``FAIL`` record: the phase,
+the errno and a text naming the call and its arguments. The control end held
+by PID 1 is close-on-exec, so end-of-file right after ``EXEC`` means
+``execve`` succeeded, and a setup failure can never be mistaken for the
+payload's exit status. Nothing is ever unpickled across the boundary;
+descriptors travel as SCM_RIGHTS.
 
-This module is imported by both sides, including the fork server, and by the
-build (to render the C header), so it uses only the standard library.
+This module is imported by the build too (to render the C header), so it
+uses only the standard library.
 """
 
 from __future__ import annotations
 
 import array
-import base64
-import dataclasses
 import enum
-import json
-import os
 import socket
 import struct
 from dataclasses import dataclass, field
-from typing import Any
 
-#: Largest record we ever receive (a spawn request carries the container's config).
-MAX_RECORD = 1 << 20
 #: PID 1's name (``/proc/PID/comm``) from clone until ``execve`` renames it
-#: after the program: how the fork server and the supervisor tell a PID 1
+#: after the program: how the supervisor tells a PID 1
 #: that died just before ``execve`` from a payload that ran and exited.
 SETUP_COMM = b"sv-pid1-setup"
 
-#: The descriptors every spawn request starts with: PID 1's end of the
-#: control socket, then its stdin, stdout and stderr.
+#: The descriptors every spawn starts with: PID 1's end of the control
+#: socket, then its stdin, stdout and stderr.
 SPAWN_FIXED_FDS = 4
 #: Most descriptors a caller may pass into one container (``pass_fds``).
 MAX_PASS_FDS = 32
-#: Most cgroup entry descriptors of one spawn request (a v2 directory and its
+#: Most cgroup entry descriptors of one spawn (a v2 directory and its
 #: cgroup.procs, one ``tasks`` file per v1 hierarchy we use).
 MAX_CGROUP_FDS = 8
-#: Most descriptors one record may carry (control socket, stdio, passed fds,
-#: cgroup entry fds).
+#: Most descriptors of one spawn (control socket, stdio, passed fds, cgroup
+#: entry fds).
 MAX_FDS = SPAWN_FIXED_FDS + MAX_PASS_FDS + MAX_CGROUP_FDS
 #: Most phase marks one record from PID 1 carries (every phase fits).
 MAX_MARKS = 16
 #: Longest failure text PID 1 sends (longer ones are cut).
 MAX_MESSAGE = 1024
+#: Largest record PID 1 sends (a header, every mark, the longest text).
+MAX_RECORD = 16 + 16 * MAX_MARKS + MAX_MESSAGE
 
 
 class Phase(enum.IntEnum):
@@ -100,7 +90,7 @@ class Phase(enum.IntEnum):
     """
 
     SPAWNED = 1
-    """Cloned by the fork server into new user, mount, UTS, IPC, network and PID
+    """Cloned by the supervisor into new user, mount, UTS, IPC, network and PID
     namespaces at once (the user namespace is created first and owns the rest)."""
 
     USERNS = 2
@@ -109,7 +99,7 @@ class Phase(enum.IntEnum):
 
     CGROUP = 3
     """PID 1 enters its cgroup. The supervisor created it (and wrote its
-    limits) before the clone, and the fork server cloned PID 1 into its v2
+    limits) before the clone, and the clone put PID 1 into its v2
     directory; here PID 1 joins the v1 ones itself, through files the
     supervisor opened (a thread moving itself takes no global lock, where a
     move by PID waits for an RCU grace period: milliseconds). Right after the
@@ -167,19 +157,6 @@ REQUEST_PHASES = frozenset({Phase.USERNS, Phase.NETWORK})
 #: Phases with a step of the supervisor's own: the requests, and ``CGROUP``,
 #: whose step (creating the cgroup) runs before the clone.
 PARENT_STEP_PHASES = REQUEST_PHASES | {Phase.CGROUP}
-
-
-class Tag:
-    """Record type tags (the ``t`` field) between the supervisor and the fork server."""
-
-    # fork server -> supervisor, once, when it is ready to spawn
-    READY = "ready"
-    # supervisor -> fork server
-    SPAWN = "spawn"
-    # fork server -> supervisor
-    SPAWNED = "spawned"
-    SPAWN_FAILED = "spawn_failed"
-    EXITED = "exited"
 
 
 class Record(enum.IntEnum):
@@ -332,9 +309,6 @@ class CgroupEntry:
     """Host path, for messages."""
 
 
-_NESTED: dict[str, type[Any]] = {"system": SystemDir, "binds": Bind, "rlimits": Rlimit, "cgroup": CgroupEntry}
-
-
 @dataclass(frozen=True)
 class SpawnConfig:
     """Everything PID 1 runs from: the Spec's policy, resolved before the clone.
@@ -391,25 +365,6 @@ class SpawnConfig:
     seccomp_flags: int = 0
     """``SECCOMP_FILTER_FLAG_*``."""
 
-    def to_wire(self) -> dict[str, Any]:
-        """The JSON-able form sent to the fork server."""
-        out = dataclasses.asdict(self)
-        out["seccomp_bpf"] = base64.b64encode(self.seccomp_bpf).decode("ascii")
-        return out
-
-    @classmethod
-    def from_wire(cls, data: dict[str, Any]) -> SpawnConfig:
-        """The inverse of :meth:`to_wire`.
-
-        Raises:
-            ValueError, TypeError, KeyError: not a configuration of this version.
-        """
-        values = dict(data)
-        for name, kind in _NESTED.items():
-            values[name] = [kind(**item) for item in values.get(name, ())]
-        values["seccomp_bpf"] = base64.b64decode(values.get("seccomp_bpf", ""))
-        return cls(**values)
-
 
 def c_header() -> str:
     """``sv_protocol.h``: these declarations for PID 1's C code (the build renders it)."""
@@ -456,58 +411,9 @@ def c_header() -> str:
     return "\n".join(lines)
 
 
-def encode(record: dict[str, Any]) -> bytes:
-    """Serialise one record (compact JSON)."""
-    return json.dumps(record, separators=(",", ":")).encode()
-
-
-def decode(data: bytes) -> dict[str, Any]:
-    """Parse one record.
-
-    Raises:
-        ValueError: the bytes are not a JSON object with a string ``t``.
-    """
-    obj = json.loads(data)
-    if not isinstance(obj, dict) or not isinstance(obj.get("t"), str):
-        raise ValueError(f"malformed record: {data[:80]!r}")
-    return obj
-
-
-def send(sock: socket.socket, record: dict[str, Any], fds: list[int] | tuple[int, ...] = ()) -> None:
-    """Send one record with optional descriptors (blocking socket)."""
-    data = encode(record)
-    if fds:
-        sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
-    else:
-        sock.send(data)
-
-
-def recv(sock: socket.socket) -> tuple[dict[str, Any] | None, list[int]]:
-    """Receive one record and the descriptors attached to it.
-
-    Returns:
-        ``(None, [])`` at end-of-file; otherwise the record and its fds (which
-        the caller now owns; they arrive close-on-exec).
-
-    Raises:
-        ValueError: a malformed record (its fds are closed first).
-    """
-    data, fds = recv_raw(sock)
-    if not data:
-        for fd in fds:
-            _close(fd)
-        return None, []
-    try:
-        return decode(data), fds
-    except ValueError:
-        for fd in fds:
-            _close(fd)
-        raise
-
-
 def recv_raw(sock: socket.socket) -> tuple[bytes, list[int]]:
     """One raw record and its fds; ``b""`` means end-of-file."""
-    fd_size = socket.CMSG_SPACE(MAX_FDS * array.array("i").itemsize)
+    fd_size = socket.CMSG_SPACE(4 * array.array("i").itemsize)  # PID 1 sends one at most (PTY)
     data, ancdata, _flags, _addr = sock.recvmsg(MAX_RECORD, fd_size, socket.MSG_CMSG_CLOEXEC)
     fds: list[int] = []
     for level, kind, payload in ancdata:
@@ -516,10 +422,3 @@ def recv_raw(sock: socket.socket) -> tuple[bytes, list[int]]:
             arr.frombytes(payload[: len(payload) - (len(payload) % arr.itemsize)])
             fds.extend(arr)
     return data, fds
-
-
-def _close(fd: int) -> None:
-    try:
-        os.close(fd)
-    except OSError:
-        pass

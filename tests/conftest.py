@@ -14,11 +14,12 @@
   same. Differences get ``SETTLE_S`` seconds to settle (reaping is
   asynchronous). Host-wide state (mounts, /tmp, links, cgroups) can also be
   changed by other programs: it is held against a test only while no other
-  test session, fork server or container runs on the machine (otherwise the
+  test session or container runs on the machine (otherwise the
   differences are printed); what only we can change (descriptors, children,
   our run directory, the session's private TMPDIR) always counts.
 * Session-wide: the test process is a child subreaper (a container orphaned
-  by a dead fork server comes back to us, where the leak check sees it), and
+  by a supervisor that died in a subprocess comes back to us, where the leak
+  check sees it), and
   TMPDIR points at a private folder, checked exactly and removed at the end.
 """
 
@@ -349,8 +350,8 @@ def _process_table() -> dict[int, tuple[int, bytes, int]]:
 def _foreign_activity() -> list[str]:
     """Other test sessions or supervisors running on this machine right now.
 
-    Processes outside our own ancestry and descendants that run pytest or a
-    supervisor fork server, or that run as a container's unprivileged host uid.
+    Processes outside our own ancestry and descendants that run pytest, or
+    that run as a container's unprivileged host uid.
     While they run, host-wide changes cannot be attributed to this test.
     """
     table = _process_table()
@@ -373,7 +374,7 @@ def _foreign_activity() -> list[str]:
     for pid, (_ppid, cmdline, uid) in table.items():
         if pid in related:
             continue
-        if b"pytest" in cmdline or b"supervisor._child" in cmdline or uid >= 100_000:
+        if b"pytest" in cmdline or uid >= 100_000:
             text = cmdline.replace(b"\0", b" ")[:80].decode(errors="replace")
             out.append(f"{pid}: {text}")
     return out
@@ -405,8 +406,9 @@ def _session_tmpdir() -> Iterator[None]:
 
 @pytest.fixture(scope="session", autouse=True)
 def _subreaper() -> Iterator[None]:
-    """Become a child subreaper: a container orphaned by a dead fork server is
-    re-parented to the test process (not to init), where the leak check sees it."""
+    """Become a child subreaper: a container orphaned by a supervisor that died
+    in a subprocess is re-parented to the test process (not to init), where
+    the leak check sees it."""
     libc = ctypes.CDLL(None, use_errno=True)
     ok = libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
     yield

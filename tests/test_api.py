@@ -127,12 +127,9 @@ async def test_twenty_concurrent_containers(busybox: str) -> None:
         results[i] = await sup.run(Spec(["sh", "-c", f"echo {i}; sleep 0.5; exit {i % 4}"], rootfs=busybox))
 
     t0 = time.monotonic()
-    async with supervisor.Supervisor() as sup:
-        server = sup.fork_server_pid
-        async with anyio.create_task_group() as tg:
-            for i in range(n):
-                tg.start_soon(one, i)
-        assert sup.fork_server_pid == server
+    async with supervisor.Supervisor() as sup, anyio.create_task_group() as tg:
+        for i in range(n):
+            tg.start_soon(one, i)
     elapsed = time.monotonic() - t0
     assert sorted(results) == list(range(n))
     for i, result in results.items():
@@ -359,14 +356,17 @@ async def test_cancel_during_setup(busybox: str) -> None:
 # -- the supervisor's lifetime -----------------------------------------------
 
 
-async def test_fork_server_is_gone_after_the_supervisor(busybox: str) -> None:
-    async with supervisor.Supervisor() as sup:
-        pid = sup.fork_server_pid
-        start = proc_start_time(pid)
-        with open(f"/proc/{pid}/stat") as f:
-            ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-        assert ppid == os.getpid()
-        assert (await sup.run(Spec(["true"], rootfs=busybox))).ok
+async def test_pid1_is_the_supervisors_child_and_gone_after_it(busybox: str) -> None:
+    """Cloned from this process, reaped by it (through its pidfd)."""
+    async with anyio.create_task_group() as tg:
+        async with supervisor.Supervisor() as sup:
+            handle = await tg.start(partial(sup.run, Spec(["sleep", "1000"], rootfs=busybox)))
+            pid, start = handle.pid, proc_start_time(handle.pid)
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            assert int(fields[1]) == os.getpid()  # ppid
+            handle.kill()
+        await handle.wait()
     assert gone(pid, start)
 
 
@@ -408,30 +408,6 @@ async def test_supervisor_can_be_reused_sequentially(busybox: str) -> None:
             assert (await sup.run(Spec(["echo", "x"], rootfs=busybox))).stdout == b"x\n"
 
 
-async def test_fork_server_death_ends_runs_without_inventing_a_status(busybox: str) -> None:
-    caught: list[BaseException] = []
-    async with supervisor.Supervisor() as sup:
-        async with anyio.create_task_group() as tg:
-
-            async def runner(*, task_status: anyio.abc.TaskStatus[supervisor.Container]) -> None:
-                try:
-                    await sup.run(Spec(["sleep", "1000"], rootfs=busybox), task_status=task_status)
-                except supervisor.ForkServerError as exc:
-                    caught.append(exc)
-
-            handle = await tg.start(runner)
-            pid = handle.pid
-            os.kill(sup.fork_server_pid, signal.SIGKILL)  # our own fork server
-            with anyio.fail_after(5), pytest.raises(supervisor.ForkServerError, match="fork server"):
-                await handle.wait()
-        # PID 1 died with its fork server (PDEATHSIG); its status was never
-        # reported, so the run says why instead of making one up.
-        assert proc_state(pid) in (None, "Z")
-        assert len(caught) == 1
-        with pytest.raises(supervisor.ForkServerError):
-            await sup.run(Spec(["true"], rootfs=busybox))
-
-
 async def test_on_phase_error_propagates_as_itself(busybox: str) -> None:
     class Boom(Exception):
         pass
@@ -463,7 +439,6 @@ async def test_setup_failure_with_io_leaves_nothing(busybox: str, phase: Phase) 
 async def test_concurrent_supervisors_never_share_container_ids(busybox: str) -> None:
     spec = Spec(["true"], rootfs=busybox)
     async with supervisor.Supervisor() as a, supervisor.Supervisor() as b:
-        assert a.fork_server_pid != b.fork_server_pid
         ids = [(await sup.run(spec)).id for sup in (a, b, a, b)]
     assert len(set(ids)) == 4
     assert ids[0].rsplit("-", 1)[0] != ids[1].rsplit("-", 1)[0]

@@ -758,7 +758,8 @@ async def test_docker_default_profile() -> None:
 # -- no_new_privs and the non-dumpable setup process ------------------------------------
 
 
-def _child_of(ppid: int) -> int:
+def _pid1_in_setup() -> int:
+    """Our child that is a PID 1 still in its setup (named so until execve)."""
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -766,9 +767,10 @@ def _child_of(ppid: int) -> int:
             data = Path(f"/proc/{entry}/stat").read_text()
         except OSError:
             continue
-        if int(data[data.rindex(")") + 2 :].split()[1]) == ppid:
+        name = data[data.index("(") + 1 : data.rindex(")")]
+        if int(data[data.rindex(")") + 2 :].split()[1]) == os.getpid() and name == "sv-pid1-setup":
             return int(entry)
-    raise LookupError(f"no child of {ppid}")
+    raise LookupError("no PID 1 in setup among our children")
 
 
 #: Drops CAP_SYS_PTRACE (staying uid 0), then tries PTRACE_SEIZE on another
@@ -815,7 +817,7 @@ async def test_setup_process_is_not_dumpable() -> None:
         def on_phase(phase: Phase, _t: float) -> None:
             # PID 1 waits for our answer to USERNS: it is mid-setup, as host root.
             if phase == Phase.USERNS:
-                seen["during_setup"] = _ptrace_seize(_child_of(sup.fork_server_pid))
+                seen["during_setup"] = _ptrace_seize(_pid1_in_setup())
 
         res = await sup.run(Spec(["true"]), on_phase=on_phase)
     assert res.exit_code == 0

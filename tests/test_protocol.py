@@ -9,18 +9,15 @@ from __future__ import annotations
 
 import dataclasses
 import errno
-import json
 import socket
 import time
 
 import anyio
 import pytest
 
-import supervisor
 from supervisor import Phase, ProtocolError, SetupError
-from supervisor._parent.config import build_config
 from supervisor._parent.container import ContainerProcess
-from supervisor._parent.forkserver import ForkServerClient, Slot
+from supervisor._parent.spawn import Slot
 from supervisor._protocol import HEADER, MARK, Pid1Record, Record, SpawnConfig, decode_pid1, encode_pid1
 
 pytestmark = pytest.mark.anyio
@@ -66,7 +63,7 @@ async def _drive_without_userns(proc: ContainerProcess) -> None:
         return None
 
     proc._answer = no_userns  # type: ignore[method-assign]
-    await proc.drive_setup(ForkServerClient())
+    await proc.drive_setup()
 
 
 async def test_phase_out_of_order_is_a_protocol_error() -> None:
@@ -75,7 +72,7 @@ async def test_phase_out_of_order_is_a_protocol_error() -> None:
     try:
         pid1.send(encode_pid1(Pid1Record(Record.PHASE, marks=((int(Phase.MOUNTS), now), (int(Phase.ROOTFS), now)))))
         with anyio.fail_after(5), pytest.raises(ProtocolError, match="rootfs after mounts"):
-            await proc.drive_setup(ForkServerClient())
+            await proc.drive_setup()
     finally:
         pid1.close()
         proc.sock.close()
@@ -86,7 +83,7 @@ async def test_malformed_record_is_a_protocol_error() -> None:
     try:
         pid1.send(b"short")
         with anyio.fail_after(5), pytest.raises(ProtocolError, match="malformed"):
-            await proc.drive_setup(ForkServerClient())
+            await proc.drive_setup()
     finally:
         pid1.close()
         proc.sock.close()
@@ -115,9 +112,3 @@ def test_records_round_trip_and_malformed_ones_are_refused() -> None:
         decode_pid1(encode_pid1(record)[:-30])
     with pytest.raises(ValueError, match="unknown type"):
         decode_pid1(b"\x63" + encode_pid1(record)[1:])
-
-
-def test_spawn_configuration_survives_the_fork_server_wire() -> None:
-    spec = supervisor.Spec(["true"], mounts=[supervisor.Mount("/tmp", "/mnt", read_only=True)])
-    config = build_config(spec, "host-1")
-    assert SpawnConfig.from_wire(json.loads(json.dumps(config.to_wire()))) == config

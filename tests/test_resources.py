@@ -263,7 +263,7 @@ trio.run(main)
 
 
 def test_without_clone3_pid1_joins_its_v2_cgroup_itself(busybox: str) -> None:
-    """The fork server falls back to clone(), and PID 1 then enters the v2
+    """The clone falls back to clone(2), and PID 1 then enters the v2
     cgroup through ``cgroup.procs`` (a move with the kernel's lock, but the
     same result)."""
     out = subprocess.run(

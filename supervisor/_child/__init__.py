@@ -1,11 +1,7 @@
-"""Code that runs on the far side of the fork: the fork server, and PID 1's setup.
+"""Code that runs on the far side of the clone: PID 1's setup, in C.
 
-The fork server (:mod:`supervisor._child.forkserver`) is a small Python process
-that imports only the standard library, :mod:`supervisor._sys`,
-:mod:`supervisor._protocol` and the C extension :mod:`supervisor._child._spawn`,
-whose C sources sit beside it: the clone and everything PID 1 does until the
-payload's ``execve`` (``setup.c`` is the sequence). The fork server loads this
-package without executing ``supervisor/__init__.py`` (see
-:mod:`supervisor._parent.forkserver`), so the public facade's imports never
-reach the process that forks containers.
+The C extension :mod:`supervisor._child._spawn` (its sources sit beside this
+file; ``setup.c`` is the sequence, one file per kernel concept) clones PID 1
+from the supervisor's process and runs everything PID 1 does until the
+payload's ``execve``. No Python runs in any process after the clone.
 """

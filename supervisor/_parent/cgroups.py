@@ -688,7 +688,7 @@ class ContainerCgroup:
 
         - ``("clone", fd, dir)``: the v2 directory, for clone3's
           ``CLONE_INTO_CGROUP`` (the child starts inside, as in crun and
-          isolate; see :func:`supervisor._sys.linux.clone3_into_cgroup`);
+          isolate; see ``supervisor/_child/spawn.c``);
         - ``("procs", fd, path)``: its ``cgroup.procs``, to which the child
           writes ``0`` only where clone3 was refused (a move, with the lock);
         - ``("tasks", fd, path)``: each v1 directory's ``tasks``, to which the

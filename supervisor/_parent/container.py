@@ -17,7 +17,7 @@ import anyio
 from .._errors import ProtocolError, SetupError
 from .._protocol import REQUEST_PHASES, SETUP_COMM, Phase, Pid1Record, Record, decode_pid1, encode_pid1, recv_raw
 from .._sys import linux
-from .forkserver import ForkServerClient, Slot
+from .spawn import Slot
 from .userns import write_id_maps
 
 PhaseCallback = Callable[[Phase, float], None]
@@ -90,7 +90,7 @@ class ContainerProcess:
 
     @property
     def exited(self) -> bool:
-        """True once the fork server reported PID 1's exit."""
+        """True once PID 1 was reaped."""
         return self.slot is not None and self.slot.exited.is_set()
 
     def _note(self, phase: Phase, ts: int) -> None:
@@ -131,7 +131,7 @@ class ContainerProcess:
         ``execve``, or because PID 1 died just before it (a seccomp profile
         that kills ``execve``, a signal). While PID 1 has not exited, its PID
         cannot be reused, and its name says which: ``execve`` renames it
-        after the program. Once it has exited, the fork server read that name
+        after the program. Once it has exited, its watcher read that name
         from the zombie (:attr:`Slot.execd`).
         """
         assert self.slot is not None
@@ -154,7 +154,7 @@ class ContainerProcess:
             await anyio.sleep(0.001)
         return True  # pragma: no cover - never renamed nor exited: take it as running
 
-    async def drive_setup(self, fork_server: ForkServerClient) -> None:
+    async def drive_setup(self) -> None:
         """Answer PID 1's requests until it execs the payload.
 
         Raises:
@@ -285,14 +285,14 @@ class ContainerProcess:
         if code is not None:
             return f"exit status {code}"
         if status is None:
-            return "exit status unknown: the fork server is gone"
+            return "exit status unknown: it was never reaped"
         return f"killed by signal {status}"
 
     def exit_status(self) -> tuple[int | None, int | None]:
         """``(exit_code, None)`` or ``(None, signal)`` once exited.
 
-        ``(None, None)`` when the exit was never reported (the fork server
-        died or was stopped first): no status is made up.
+        ``(None, None)`` when PID 1 was never reaped (the supervisor gave up
+        waiting at its exit): no status is made up.
         """
         assert self.slot is not None
         if self.slot.exit_code == os.CLD_EXITED:
@@ -333,8 +333,8 @@ class ContainerProcess:
 
         Args:
             grace_period: seconds between SIGTERM and SIGKILL.
-            reap_timeout: the longest wait for the fork server's exit report
-                after SIGKILL (bounded when the fork server may be going away).
+            reap_timeout: the longest wait for the reap after SIGKILL
+                (bounded at the supervisor's exit).
 
         **Cancellation:** shielded: returns with PID 1 reaped (or once
         ``reap_timeout`` has passed).

@@ -137,7 +137,7 @@ class HostResources:
     def prepare_cgroup(self) -> list[tuple[str, int, str]]:
         """Create the container's cgroup and write its limits, before the clone.
 
-        PID 1 starts in it: the fork server clones it into the v2 directory
+        PID 1 starts in it: the clone puts it into the v2 directory
         (``CLONE_INTO_CGROUP``), and PID 1 enters the v1 ones itself at its
         ``CGROUP`` phase, through descriptors we opened (see
         :meth:`~supervisor._parent.cgroups.ContainerCgroup.entry_fds`), before

@@ -8,7 +8,7 @@ resource is released, the container's file goes away; when the supervisor
 closes, its directory does.
 
 If a supervisor dies without cleaning up (SIGKILL, OOM, power loss), its
-containers die with its fork server, but the recorded resources remain. The
+containers die with it (their PID 1 has a parent-death signal), but the recorded resources remain. The
 next supervisor sweeps the directories of dead owners when it starts, and
 ``supervisor gc`` does it on demand: each record is handed to the sweeper
 registered for its kind, newest first, and every sweeper tolerates a resource

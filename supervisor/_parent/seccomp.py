@@ -116,7 +116,7 @@ def _lib() -> Any:
     Importing it costs 15 to 30 ms (it runs ``ldconfig -p`` twice to find
     libc and libseccomp): a program that imports supervisor pays it only when
     it compiles a filter, and :func:`warm_up` can pay it in a worker thread
-    while the fork server starts.
+    while the supervisor starts.
     """
     import pyseccomp
 
@@ -177,7 +177,7 @@ def compile_profile(profile: str, caps: Iterable[int]) -> CompiledFilter | None:
 def warm_up() -> None:
     """Import the binding and compile the ``"default"`` profile now (both are cached).
 
-    Meant for a worker thread while the fork server starts, so that the first
+    Meant for a worker thread while the supervisor starts, so that the first
     run does not wait for them. Best effort: a failure (libseccomp missing,
     say) is left to the run that needs the filter, which reports it as its
     own error (the cache keeps only successes).

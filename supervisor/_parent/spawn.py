@@ -1,0 +1,140 @@
+"""The supervisor's half of the clone: start PID 1 from this process, watch it, reap it.
+
+PID 1 is cloned straight from the supervisor's event-loop thread by the C
+extension :mod:`supervisor._child._spawn` (its half: ``spawn.c``), as
+CPython's ``_posixsubprocess`` does for :mod:`subprocess`: the
+:class:`~supervisor._protocol.SpawnConfig` is converted in C before the
+clone, and no Python runs in the child. The child shares this process's
+memory until its ``execve`` (``CLONE_VM``, on a stack of its own), so a large
+supervisor makes no clone dearer, and it touches nothing of ours but its
+stack and its plan: raw system calls only, every signal blocked across the
+clone and reset in the child, no lock, no allocation.
+
+Each PID 1 is a child of this process, cloned with no exit signal: until its
+``execve`` only a wait with ``__WALL`` sees it (``execve`` makes the exit
+signal ``SIGCHLD`` again, so, as with :mod:`subprocess`, a ``waitpid(-1)``
+elsewhere in the program would take a running payload's exit status). It is
+reaped race-free through its pidfd by a watcher task of the supervisor,
+shielded, which first reads the zombie's name to tell whether it reached
+``execve``. PID 1 carries ``PR_SET_PDEATHSIG(SIGKILL)``:
+it dies with the thread that cloned it, so with the supervisor, even when
+that is killed by SIGKILL.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+from dataclasses import dataclass, field
+
+import anyio
+import anyio.abc
+
+from .._child import _spawn
+from .._protocol import SETUP_COMM, SpawnConfig
+from .._sys import constants as c
+from .._sys import linux
+
+#: waitid(2) flag: wait for children whatever their exit signal (<linux/wait.h>).
+_WALL = 0x40000000
+
+
+@dataclass
+class Slot:
+    """One PID 1: its pid and pidfd, then its exit status once reaped."""
+
+    pid: int = 0
+    pidfd: int = -1
+    exited: anyio.Event = field(default_factory=anyio.Event)
+    exit_code: int = 0  # waitid si_code (CLD_EXITED, CLD_KILLED, CLD_DUMPED)
+    exit_status: int = 0
+    #: False if PID 1 died before ``execve`` (it still had its setup name).
+    execd: bool = True
+
+
+class Spawner:
+    """Clones the containers of one supervisor and reaps them.
+
+    Args:
+        task_group: where the watcher tasks run (the supervisor's).
+    """
+
+    def __init__(self, task_group: anyio.abc.TaskGroup) -> None:
+        self._tg = task_group
+        self._slots: dict[str, Slot] = {}
+
+    def spawn(self, cid: str, config: SpawnConfig, fds: list[int]) -> Slot:
+        """Clone PID 1 and start watching it.
+
+        Runs in the event loop's thread, which PID 1's parent-death signal
+        then follows (a worker thread that ends would kill the container).
+
+        Args:
+            cid: the container's id.
+            config: what PID 1 runs.
+            fds: control socket, stdin, stdout, stderr, the passed fds, then
+                one per cgroup entry (the caller keeps and closes them).
+
+        Raises:
+            OSError: the kernel refused the clone.
+            ValueError, TypeError: ``config`` does not convert.
+        """
+        pid, pidfd = _spawn.spawn(config, fds, 0)
+        slot = Slot(pid=pid, pidfd=pidfd)
+        self._slots[cid] = slot
+        self._tg.start_soon(self._watch, slot)
+        return slot
+
+    async def _watch(self, slot: Slot) -> None:
+        """Wait for PID 1's exit, note how it ended, reap it.
+
+        **Cancellation:** shielded: every PID 1 is reaped, the supervisor's
+        own exit included (it kills what is left first).
+        """
+        with anyio.CancelScope(shield=True):
+            await anyio.wait_readable(slot.pidfd)
+            try:
+                res = os.waitid(c.P_PIDFD, slot.pidfd, os.WEXITED | os.WNOHANG | os.WNOWAIT | _WALL)
+            except ChildProcessError:
+                res = None
+            if res is not None:
+                # Still a zombie: its name tells whether it reached execve.
+                try:
+                    slot.execd = linux.comm(res.si_pid) != SETUP_COMM
+                except OSError:
+                    slot.execd = True  # unreadable: take it as the payload's own exit
+                try:
+                    res = os.waitid(c.P_PIDFD, slot.pidfd, os.WEXITED | os.WNOHANG | _WALL) or res
+                except ChildProcessError:
+                    pass
+                slot.exit_code = res.si_code
+                slot.exit_status = res.si_status
+            # Its stack and plan, in our memory, are free now.
+            _spawn.collect()
+            slot.exited.set()
+
+    def forget(self, cid: str) -> None:
+        """Drop a container's slot and close its pidfd (after its exit was consumed)."""
+        slot = self._slots.pop(cid, None)
+        if slot is not None and slot.pidfd >= 0 and slot.exited.is_set():
+            os.close(slot.pidfd)
+            slot.pidfd = -1
+
+    async def aclose(self, timeout: float = math.inf) -> None:
+        """Kill every PID 1 still alive and wait until each is reaped.
+
+        **Cancellation:** shielded.
+        """
+        with anyio.CancelScope(shield=True):
+            left = [s for s in self._slots.values() if not s.exited.is_set()]
+            for slot in left:
+                try:
+                    linux.pidfd_send_signal(slot.pidfd, signal.SIGKILL)
+                except OSError:
+                    pass
+            with anyio.move_on_after(timeout):
+                for slot in left:
+                    await slot.exited.wait()
+            for cid in list(self._slots):
+                self.forget(cid)
