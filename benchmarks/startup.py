@@ -270,18 +270,20 @@ class Reaper:
     Only processes that live in a *nested* pid namespace are reaped: the
     processes trio and our spawner threads started live in ours, so their exit
     statuses are never stolen. Our own containers' PID 1s are children of this
-    process too, in nested namespaces: their supervisor reaps them, and
-    :attr:`ours` tells them apart.
+    process too, in nested namespaces, which their supervisor reaps: only
+    processes named ``bwrap`` (bwrap's pid 1) are taken.
     """
 
     def __init__(self) -> None:
         self.depth = nspid_depth(os.getpid())
         self.reaped = 0
-        #: Whether a pid is one of our Supervisor's containers (never reaped here).
-        self.ours: Callable[[int], bool] = lambda _pid: False
 
     def _orphan(self, pid: int) -> bool:
-        return nspid_depth(pid) > self.depth and not self.ours(pid)
+        try:
+            name = read_text(f"/proc/{pid}/comm").strip()
+        except OSError:
+            return False
+        return name == "bwrap" and nspid_depth(pid) > self.depth
 
     def step(self) -> None:
         """Reap what is reapable now (never blocks)."""
@@ -1610,9 +1612,6 @@ async def bench(args: argparse.Namespace, work: str) -> dict[str, Any]:
         t_sup = time.perf_counter()
         async with Supervisor() as sup:
             data["meta"]["supervisor_start_ms"] = (time.perf_counter() - t_sup) * 1e3
-            # A container is in the supervisor's live set from its clone to
-            # after its reap: the reaper leaves those alone.
-            reaper.ours = lambda pid: any(p.pid == pid for p in sup._live.values())
             ours = Ours(sup, rootfs)
             contenders: list[Contender] = ([ours] if OURS in args.wanted else []) + list(peers)
             usable: list[Contender] = []

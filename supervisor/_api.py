@@ -470,7 +470,7 @@ class Supervisor:
 
             try:
                 assert self._spawner is not None
-                proc.slot = self._spawner.spawn(cid, config, child_fds)
+                proc.slot = await self._spawner.spawn(cid, config, child_fds)
             except OSError as exc:
                 raise SetupError(Phase.SPAWNED, exc.errno or 0, str(exc)) from exc
             finally:

@@ -80,9 +80,16 @@ def descendants(pid: int) -> dict[int, str | None]:
     while todo:
         p = todo.pop()
         out[p] = proc_start_time(p)
+        # Children are listed per thread (a supervisor's PID 1s are children
+        # of its clone thread).
         try:
-            with open(f"/proc/{p}/task/{p}/children") as f:
-                todo += [int(c) for c in f.read().split()]
+            tasks = os.listdir(f"/proc/{p}/task")
         except (FileNotFoundError, ProcessLookupError):
             continue
+        for tid in tasks:
+            try:
+                with open(f"/proc/{p}/task/{tid}/children") as f:
+                    todo += [int(c) for c in f.read().split()]
+            except (FileNotFoundError, ProcessLookupError):
+                continue
     return out

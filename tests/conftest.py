@@ -405,6 +405,17 @@ def _session_tmpdir() -> Iterator[None]:
 
 
 @pytest.fixture(scope="session", autouse=True)
+def _clone_thread(_session_tmpdir: None) -> None:
+    """Start the extension's clone thread (it and its request pipe live as
+    long as the process) before any test counts our threads and descriptors."""
+    import trio
+
+    import supervisor
+
+    trio.run(supervisor.run, supervisor.Spec(["true"]))
+
+
+@pytest.fixture(scope="session", autouse=True)
 def _subreaper() -> Iterator[None]:
     """Become a child subreaper: a container orphaned by a supervisor that died
     in a subprocess is re-parented to the test process (not to init), where

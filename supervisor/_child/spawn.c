@@ -8,7 +8,9 @@
 #include <Python.h>
 
 #include <errno.h>
+#include <fcntl.h>
 #include <linux/sched.h>
+#include <pthread.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/mman.h>
@@ -55,8 +57,10 @@ struct inflight {
 #define STACK_SIZE (256 * 1024)
 #define GUARD_SIZE 4096
 
-/* Spawns whose PID 1 may still use their stack and plan (the GIL guards it). */
+/* Spawns whose PID 1 may still use their stack and plan. The clone thread
+ * adds to it, collect() (with the GIL) frees from it. */
 static struct inflight *inflight;
+static pthread_mutex_t inflight_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static void inflight_free(struct inflight *f)
 {
@@ -70,6 +74,7 @@ static void inflight_free(struct inflight *f)
 static size_t collect(void)
 {
     size_t left = 0;
+    pthread_mutex_lock(&inflight_lock);
     for (struct inflight **p = &inflight; *p != NULL;) {
         struct inflight *f = *p;
         if (__atomic_load_n(&f->alive, __ATOMIC_ACQUIRE) == 0) {
@@ -80,6 +85,7 @@ static size_t collect(void)
             p = &f->next;
         }
     }
+    pthread_mutex_unlock(&inflight_lock);
     return left;
 }
 
@@ -120,88 +126,186 @@ static long clone_pid1(struct inflight *f, int cgroup_fd, int exit_signal, int *
     return pid < 0 ? -errno : pid;
 }
 
-PyDoc_STRVAR(spawn_doc, "spawn(config, fds, exit_signal=SIGCHLD, /)\n--\n\n"
-                        "Clone PID 1 from a SpawnConfig and the spawn's descriptors; run its setup in C.\n\n"
-                        "exit_signal is the signal its parent gets when it exits (0: none, and then only\n"
-                        "waits with __WALL see it). Returns (pid, pidfd). Raises OSError if the clone\n"
-                        "fails, ValueError or TypeError for a configuration that does not convert.");
+/* --- the clone thread ----------------------------------------------------
+ *
+ * Creating the namespaces is the clone's own work, done by the kernel in
+ * the caller's context: about half a millisecond (the network namespace
+ * most of it). Done in the event loop's thread it would hold up every other
+ * container's driving, so it is done by one thread of ours that does nothing
+ * else, holds no lock of Python's and never ends (PID 1's parent-death
+ * signal follows the thread that cloned it: a thread that ended would take
+ * its containers along). Every signal is blocked in it, for good. */
+
+struct request {
+    struct inflight *f;
+    int cgroup_fd;
+    int exit_signal;
+    int reply_fd; /* the thread writes a struct reply there and closes it */
+};
+
+struct reply {
+    int32_t pid;
+    int32_t pidfd;
+    int32_t err; /* errno of a failed clone, else 0 */
+};
+
+static int queue_fd = -1; /* write end of the requests pipe */
+static pthread_once_t thread_once = PTHREAD_ONCE_INIT;
+static int thread_error;
+
+static void *clone_thread(void *arg)
+{
+    int requests = (int)(intptr_t)arg;
+    for (;;) {
+        struct request *req;
+        ssize_t n = read(requests, &req, sizeof req);
+        if (n != (ssize_t)sizeof req)
+            continue; /* EINTR; a pipe write of a pointer is never split */
+        int pidfd = -1;
+        long pid = clone_pid1(req->f, req->cgroup_fd, req->exit_signal, &pidfd);
+        struct reply rep = {.pid = pid > 0 ? (int32_t)pid : 0, .pidfd = pidfd, .err = pid < 0 ? (int32_t)-pid : 0};
+        if (pid < 0) {
+            inflight_free(req->f);
+        } else {
+            pthread_mutex_lock(&inflight_lock);
+            req->f->next = inflight;
+            inflight = req->f;
+            pthread_mutex_unlock(&inflight_lock);
+        }
+        while (write(req->reply_fd, &rep, sizeof rep) < 0 && errno == EINTR)
+            ;
+        close(req->reply_fd);
+        PyMem_RawFree(req);
+    }
+    return NULL;
+}
+
+static void start_clone_thread(void)
+{
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) < 0) {
+        thread_error = errno;
+        return;
+    }
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old); /* inherited by the thread */
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    pthread_t t;
+    int rc = pthread_create(&t, &attr, clone_thread, (void *)(intptr_t)p[0]);
+    pthread_attr_destroy(&attr);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc != 0) {
+        close(p[0]);
+        close(p[1]);
+        thread_error = rc;
+        return;
+    }
+    queue_fd = p[1];
+}
+
+PyDoc_STRVAR(spawn_doc, "spawn(config, fds, exit_signal, reply_fd, /)\n--\n\n"
+                        "Fill PID 1's plan from a SpawnConfig and the spawn's descriptors, and have the\n"
+                        "clone thread clone it (its setup runs in C).\n\n"
+                        "The thread writes (pid, pidfd, errno) as three native int32 to reply_fd and\n"
+                        "closes it; it owns reply_fd from the call on, even when the call raises. The\n"
+                        "descriptors must stay open until the reply came. exit_signal is the signal this\n"
+                        "process gets when PID 1 exits (0: none, and then only waits with __WALL see it,\n"
+                        "until its execve). Raises ValueError or TypeError for a configuration that does\n"
+                        "not convert, OSError if the clone thread cannot be started.");
 
 static PyObject *spawn(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)module;
-    if (nargs != 2 && nargs != 3) {
-        PyErr_SetString(PyExc_TypeError, "spawn(config, fds, exit_signal=SIGCHLD) takes two or three arguments");
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "spawn(config, fds, exit_signal, reply_fd) takes four arguments");
         return NULL;
     }
-    int exit_signal = SIGCHLD;
-    if (nargs == 3) {
-        exit_signal = PyLong_AsLong(args[2]);
-        if (exit_signal == -1 && PyErr_Occurred())
-            return NULL;
-        if (exit_signal < 0 || exit_signal >= 65)
-            return PyErr_Format(PyExc_ValueError, "spawn: exit_signal %d is not a signal", exit_signal);
+    int reply_fd = PyObject_AsFileDescriptor(args[3]);
+    if (reply_fd < 0)
+        return NULL;
+    PyObject *result = NULL;
+    struct inflight *f = NULL;
+    struct request *req = NULL;
+    int exit_signal = (int)PyLong_AsLong(args[2]);
+    if (exit_signal == -1 && PyErr_Occurred())
+        goto out;
+    if (exit_signal < 0 || exit_signal >= 65) {
+        PyErr_Format(PyExc_ValueError, "spawn: exit_signal %d is not a signal", exit_signal);
+        goto out;
     }
     PyObject *seq = PySequence_Fast(args[1], "fds must be a sequence of descriptors");
     if (seq == NULL)
-        return NULL;
+        goto out;
     Py_ssize_t nfds = PySequence_Fast_GET_SIZE(seq);
-    if (nfds > SV_MAX_FDS) {
-        Py_DECREF(seq);
-        return PyErr_Format(PyExc_ValueError, "spawn with %zd descriptors (at most %d)", nfds, SV_MAX_FDS);
-    }
     int fds[SV_MAX_FDS];
+    if (nfds > SV_MAX_FDS) {
+        PyErr_Format(PyExc_ValueError, "spawn with %zd descriptors (at most %d)", nfds, SV_MAX_FDS);
+        nfds = -1;
+    }
     for (Py_ssize_t i = 0; i < nfds; i++) {
         fds[i] = PyObject_AsFileDescriptor(PySequence_Fast_GET_ITEM(seq, i));
         if (fds[i] < 0) {
-            Py_DECREF(seq);
-            return NULL;
+            nfds = -1;
+            break;
         }
     }
     Py_DECREF(seq);
+    if (nfds < 0)
+        goto out;
 
-    collect();
-    struct inflight *f = PyMem_RawCalloc(1, sizeof *f);
-    if (f == NULL)
-        return PyErr_NoMemory();
-    if (plan_fill(&f->plan, &f->arena, args[0], fds, (size_t)nfds) < 0) {
-        inflight_free(f);
-        return NULL;
+    pthread_once(&thread_once, start_clone_thread);
+    if (queue_fd < 0) {
+        errno = thread_error;
+        PyErr_SetFromErrno(PyExc_OSError);
+        goto out;
     }
+    collect();
+    f = PyMem_RawCalloc(1, sizeof *f);
+    req = PyMem_RawCalloc(1, sizeof *req);
+    if (f == NULL || req == NULL) {
+        PyErr_NoMemory();
+        goto out;
+    }
+    if (plan_fill(&f->plan, &f->arena, args[0], fds, (size_t)nfds) < 0)
+        goto out;
     char *map = mmap(NULL, STACK_SIZE + GUARD_SIZE, PROT_READ | PROT_WRITE,
                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK | MAP_NORESERVE, -1, 0);
-    if (map == MAP_FAILED || mprotect(map, GUARD_SIZE, PROT_NONE) < 0) {
-        if (map != MAP_FAILED)
-            munmap(map, STACK_SIZE + GUARD_SIZE);
-        inflight_free(f);
-        return PyErr_SetFromErrno(PyExc_OSError);
+    if (map == MAP_FAILED) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        goto out;
     }
     f->stack = map + GUARD_SIZE;
     f->stack_size = STACK_SIZE;
+    if (mprotect(map, GUARD_SIZE, PROT_NONE) < 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        goto out;
+    }
     f->alive = 1;
-    int cgroup_fd = -1;
+    req->f = f;
+    req->cgroup_fd = -1;
     for (size_t i = 0; i < f->plan.ncgroup; i++)
         if (f->plan.cgroup[i].kind == SV_CGROUP_CLONE)
-            cgroup_fd = f->plan.fds[SV_SPAWN_FIXED_FDS + f->plan.npassed + i];
-
-    /* No handler of this process may run in the child: every signal is
-     * blocked across the clone, and PID 1 resets them all first thing. */
-    sigset_t all, old;
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &old);
-    int pidfd = -1;
-    long pid = clone_pid1(f, cgroup_fd, exit_signal, &pidfd);
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
-    if (pid < 0) {
-        int into = cgroup_fd >= 0;
-        unsigned long flags = f->plan.clone_flags;
-        inflight_free(f);
-        errno = (int)-pid;
-        return PyErr_Format(PyExc_OSError, "%s(%#lx%s) failed: %s", into ? "clone3" : "clone", flags,
-                            into ? ", CLONE_INTO_CGROUP" : "", strerror((int)-pid));
+            req->cgroup_fd = f->plan.fds[SV_SPAWN_FIXED_FDS + f->plan.npassed + i];
+    req->exit_signal = exit_signal;
+    req->reply_fd = reply_fd;
+    ssize_t n;
+    do
+        n = write(queue_fd, &req, sizeof req);
+    while (n < 0 && errno == EINTR);
+    if (n != (ssize_t)sizeof req) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        goto out;
     }
-    f->next = inflight;
-    inflight = f;
-    return Py_BuildValue("(li)", pid, pidfd);
+    return Py_NewRef(Py_None); /* the thread owns f, req and reply_fd now */
+out:
+    if (f != NULL)
+        inflight_free(f);
+    PyMem_RawFree(req);
+    close(reply_fd);
+    return result;
 }
 
 PyDoc_STRVAR(collect_doc, "collect()\n--\n\n"

@@ -1,14 +1,17 @@
 """The supervisor's half of the clone: start PID 1 from this process, watch it, reap it.
 
-PID 1 is cloned straight from the supervisor's event-loop thread by the C
-extension :mod:`supervisor._child._spawn` (its half: ``spawn.c``), as
-CPython's ``_posixsubprocess`` does for :mod:`subprocess`: the
-:class:`~supervisor._protocol.SpawnConfig` is converted in C before the
-clone, and no Python runs in the child. The child shares this process's
-memory until its ``execve`` (``CLONE_VM``, on a stack of its own), so a large
+PID 1 is cloned from the supervisor's own process by the C extension
+:mod:`supervisor._child._spawn` (its half: ``spawn.c``), as CPython's
+``_posixsubprocess`` does for :mod:`subprocess`: the
+:class:`~supervisor._protocol.SpawnConfig` is converted in C, in the event
+loop's thread, and no Python runs in the child. The clone itself (the kernel
+creating the namespaces: about half a millisecond) is made by one thread of
+the extension's that does nothing else and never ends, so the event loop
+drives other containers meanwhile. The child shares this process's memory
+until its ``execve`` (``CLONE_VM``, on a stack of its own), so a large
 supervisor makes no clone dearer, and it touches nothing of ours but its
-stack and its plan: raw system calls only, every signal blocked across the
-clone and reset in the child, no lock, no allocation.
+stack and its plan: raw system calls only, every signal blocked, no lock, no
+allocation.
 
 Each PID 1 is a child of this process, cloned with no exit signal: until its
 ``execve`` only a wait with ``__WALL`` sees it (``execve`` makes the exit
@@ -17,8 +20,8 @@ elsewhere in the program would take a running payload's exit status). It is
 reaped race-free through its pidfd by a watcher task of the supervisor,
 shielded, which first reads the zombie's name to tell whether it reached
 ``execve``. PID 1 carries ``PR_SET_PDEATHSIG(SIGKILL)``:
-it dies with the thread that cloned it, so with the supervisor, even when
-that is killed by SIGKILL.
+it dies with the thread that cloned it, which lives as long as the process,
+so with the supervisor, even when that is killed by SIGKILL.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from __future__ import annotations
 import math
 import os
 import signal
+import struct
 from dataclasses import dataclass, field
 
 import anyio
@@ -38,6 +42,8 @@ from .._sys import linux
 
 #: waitid(2) flag: wait for children whatever their exit signal (<linux/wait.h>).
 _WALL = 0x40000000
+#: The clone thread's reply: pid, pidfd, errno.
+_REPLY = struct.Struct("=iii")
 
 
 @dataclass
@@ -64,23 +70,35 @@ class Spawner:
         self._tg = task_group
         self._slots: dict[str, Slot] = {}
 
-    def spawn(self, cid: str, config: SpawnConfig, fds: list[int]) -> Slot:
+    async def spawn(self, cid: str, config: SpawnConfig, fds: list[int]) -> Slot:
         """Clone PID 1 and start watching it.
-
-        Runs in the event loop's thread, which PID 1's parent-death signal
-        then follows (a worker thread that ends would kill the container).
 
         Args:
             cid: the container's id.
             config: what PID 1 runs.
             fds: control socket, stdin, stdout, stderr, the passed fds, then
-                one per cgroup entry (the caller keeps and closes them).
+                one per cgroup entry (the caller keeps and closes them, once
+                this returned).
 
         Raises:
-            OSError: the kernel refused the clone.
+            OSError: the kernel refused the clone (naming its flags).
             ValueError, TypeError: ``config`` does not convert.
+
+        **Cancellation:** shielded once the request is made: the clone
+        thread's answer (immediate) carries the pidfd without which the
+        container could be neither stopped nor reaped.
         """
-        pid, pidfd = _spawn.spawn(config, fds, 0)
+        reply, reply_w = os.pipe2(os.O_CLOEXEC)
+        try:
+            _spawn.spawn(config, fds, 0, reply_w)  # owns reply_w from here on
+            with anyio.CancelScope(shield=True):
+                await anyio.wait_readable(reply)
+                pid, pidfd, err = _REPLY.unpack(os.read(reply, _REPLY.size))
+        finally:
+            os.close(reply)
+        if err:
+            flags = config.clone_flags | c.CLONE_PIDFD
+            raise OSError(err, f"clone3({flags:#x}|CLONE_VM|CLONE_INTO_CGROUP) failed: {os.strerror(err)}")
         slot = Slot(pid=pid, pidfd=pidfd)
         self._slots[cid] = slot
         self._tg.start_soon(self._watch, slot)
