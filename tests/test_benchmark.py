@@ -108,14 +108,15 @@ def test_latency_throughput_memory(report: dict[str, Any], name: str) -> None:
 
 
 def test_targets_name_the_floor(report: dict[str, Any]) -> None:
-    """Each speed target says whether our isolation, done in C, could reach it."""
+    """Each speed target of containers says whether our isolation, done in C
+    by one process per container, could reach it (the CLI's has no floor)."""
     targets = {t["name"]: t for t in report["targets"]}
-    assert len(targets) == 4, targets
+    assert len(targets) == 5, targets
     assert all(t["result"] in ("PASS", "FAIL", "SKIP") for t in targets.values())
     if "floor" not in report["contenders"]:
         pytest.skip(f"floor not measured here: {report['missing'].get('floor')}")
     for name, t in targets.items():
-        if t["result"] != "SKIP":
+        if t["result"] != "SKIP" and not name.startswith("CLI"):
             assert t["floor_reaches_goal"] in ("yes", "no"), (name, t)
             assert "C floor" in t["detail"], t
 
@@ -169,7 +170,7 @@ def test_profile_script_runs() -> None:
 
 def test_targets_and_cleanup(report: dict[str, Any]) -> None:
     names = [t["name"] for t in report["targets"]]
-    assert len(names) == 4
+    assert len(names) == 5
     assert all(t["result"] in ("PASS", "FAIL", "SKIP") for t in report["targets"])
     for t in report["targets"]:
         assert f"{t['result']}: {t['name']}" in report["_stdout"]
