@@ -274,6 +274,7 @@ class Bind:
     dst: str
     """Container path (resolved inside the new root)."""
     read_only: bool
+    """Mounted read-only (always nodev and nosuid)."""
 
 
 @dataclass(frozen=True)
@@ -293,7 +294,9 @@ class Rlimit:
     resource: int
     """``RLIMIT_*`` number."""
     soft: int
+    """The soft limit (``RLIM_INFINITY`` for none)."""
     hard: int
+    """The hard limit, never above the caller's (checked by the supervisor)."""
 
 
 @dataclass(frozen=True)
@@ -330,14 +333,17 @@ class SpawnConfig:
     cwd: str
     """The working directory, entered as the payload's user."""
     hostname: str
+    """Set in the container's UTS namespace."""
     uid: int
     """The payload's uid inside the container."""
     gid: int
+    """The payload's gid inside the container (its only group)."""
     rootfs: str | None
     """Host path of the root (resolved), or ``None`` for the embedded default root."""
     overlay: bool
     """A copy-on-write root over :attr:`rootfs`."""
     read_only_root: bool
+    """The root mount read-only (always so for the embedded default root)."""
     tty: bool
     """A terminal of the container's own, its master sent back (``PTY``)."""
     network_request: bool
@@ -355,11 +361,15 @@ class SpawnConfig:
     system: list[SystemDir] = field(default_factory=list)
     """The host folders of the embedded default root."""
     binds: list[Bind] = field(default_factory=list)
+    """Bind mounts, in order (the supervisor's /etc files first, then the caller's)."""
     rlimits: list[Rlimit] = field(default_factory=list)
+    """Resource limits set in PID 1."""
     cgroup: list[CgroupEntry] = field(default_factory=list)
+    """The cgroup entry files, one descriptor each after the passed ones."""
     masked_paths: list[str] = field(default_factory=list)
     """Hidden: files under the null device, folders under an empty tmpfs."""
     readonly_paths: list[str] = field(default_factory=list)
+    """Made read-only, with nosuid, nodev and noexec."""
     seccomp_bpf: bytes = b""
     """The compiled filter (classic BPF), or empty for none."""
     seccomp_flags: int = 0

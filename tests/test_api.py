@@ -219,6 +219,9 @@ async def test_terminal_is_the_containers_own_pty(busybox: str) -> None:
     assert session == "1"  # PID 1 leads its own session ...
     assert int(tty_nr) != 0  # ... with the pty as its controlling terminal
     assert "got:typed" in lines
+    # Nobody watched live: the phases held back until the terminal went are
+    # reported with it, none lost.
+    assert [p.name for p in result.phases] == [p.label for p in Phase]
     async with supervisor.Supervisor() as sup, anyio.create_task_group() as tg:
         script = 'until [ "$(stty size 2>/dev/null)" = "33 111" ]; do sleep 0.02; done; echo resized'
         spec = Spec(["sh", "-c", script], rootfs=busybox, tty=True)

@@ -19,8 +19,9 @@ void cgroups_enter(struct sv_child *c)
         if (r < 0) {
             struct sv_text t;
             text_reset(&t);
-            text_str(&t, "cannot enter the cgroup: write 0 to ");
+            text_str(&t, "enter the cgroup: write(\"0\") to ");
             text_str(&t, c->join_path[i]);
+            text_str(&t, " failed");
             sv_fail(c, (int)-r, &t);
         }
         sv_raw(SYS_close, c->join_fd[i], 0, 0, 0, 0);

@@ -175,8 +175,9 @@ _Noreturn void sv_pid1_main(const struct sv_plan *plan, int cloned_into_cgroup)
     if (r < 0) {
         struct sv_text t;
         text_reset(&t);
-        text_str(&t, "working directory ");
-        text_str(&t, plan->cwd);
+        text_str(&t, "enter the working directory: chdir(");
+        text_quoted(&t, plan->cwd);
+        text_str(&t, ") failed");
         sv_fail(c, (int)-r, &t);
     }
     if (cwd[0] != '/')

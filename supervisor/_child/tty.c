@@ -38,5 +38,5 @@ void tty_attach(struct sv_child *c)
     r = channel_send_fd(c, SV_REC_PTY, (int)master);
     sv_raw(SYS_close, master, 0, 0, 0, 0);
     if (r < 0)
-        sv_fail_str(c, -(int)r, "cannot send the terminal to the supervisor");
+        sv_fail_str(c, -(int)r, "sendmsg(the terminal's master to the supervisor) failed");
 }

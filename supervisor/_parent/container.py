@@ -166,6 +166,8 @@ class ContainerProcess:
             record, fds = await self._recv()
             if record is not None and record.tag == Record.PTY and len(fds) == 1 and self.pty_master < 0:
                 self.pty_master = fds[0]
+                for mark in record.marks:  # held back until the terminal went (batched mode)
+                    self._accept(mark)
                 continue
             for fd in fds:
                 os.close(fd)
