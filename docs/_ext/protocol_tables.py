@@ -275,7 +275,9 @@ class ProtocolRecords(_ProtocolDirective):
             for record in module.Record
         ]
         self.note(f"{MODULE}.Record", "class", f"{MODULE}.Record")
-        return [_table(["tag", "record", "C", "direction and meaning"], rows, [4, 10, 16, 70], ids=[f"{MODULE}.Record"])]
+        return [
+            _table(["tag", "record", "C", "direction and meaning"], rows, [4, 10, 16, 70], ids=[f"{MODULE}.Record"])
+        ]
 
 
 class ProtocolLayout(_ProtocolDirective):
@@ -346,7 +348,9 @@ class SpawnConfigTable(_ProtocolDirective):
                 default = _literal(repr(field.default_factory()))
             else:
                 default = _text("")
-            annotation = field.type if isinstance(field.type, str) else getattr(field.type, "__name__", repr(field.type))
+            annotation = (
+                field.type if isinstance(field.type, str) else getattr(field.type, "__name__", repr(field.type))
+            )
             rows.append(
                 [
                     self.target(_literal(field.name), f"{MODULE}.{name}.{field.name}", "attribute"),
@@ -416,7 +420,9 @@ class ForkServerTags(_ProtocolDirective):
         for value in described.keys() - declared.keys():
             logger.warning("%r is not a tag of %s.Tag", value, MODULE, location=self.get_location())
         for value in declared.keys() - described.keys():
-            logger.warning("%s.Tag.%s (%r) is not described", MODULE, declared[value], value, location=self.get_location())
+            logger.warning(
+                "%s.Tag.%s (%r) is not described", MODULE, declared[value], value, location=self.get_location()
+            )
         rows = []
         for value, attr in declared.items():
             parts = described.get(value, {})
@@ -460,7 +466,9 @@ def _required(module: ModuleType) -> set[str]:
 def _check(app: Sphinx, env: BuildEnvironment) -> None:
     done = set().union(*_rendered(env).values())
     for name in sorted(_required(_module()) - done):
-        logger.warning("%s.%s is declared but no protocol table renders it (see docs/_ext/protocol_tables.py)", MODULE, name)
+        logger.warning(
+            "%s.%s is declared but no protocol table renders it (see docs/_ext/protocol_tables.py)", MODULE, name
+        )
 
 
 def _purge(app: Sphinx, env: BuildEnvironment, docname: str) -> None:
