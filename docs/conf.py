@@ -11,6 +11,9 @@ import sys
 
 # The package is documented from the checkout, whether or not it is installed.
 sys.path.insert(0, os.path.abspath(".."))
+# Local extensions: docs/_ext/protocol_tables.py renders the protocol's tables
+# from supervisor/_protocol.py (see its docstring).
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "_ext"))
 
 project = "supervisor"
 author = "the supervisor authors"
@@ -26,6 +29,7 @@ extensions = [
     "sphinx.ext.autodoc",
     "sphinx.ext.napoleon",
     "sphinx.ext.viewcode",
+    "protocol_tables",
 ]
 
 # Google-style docstrings (trio's convention), rendered by napoleon.
