@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 import subprocess
-from pathlib import Path
 from typing import Any
 
+import supervisor
 from supervisor._protocol import PARENT_STEP_PHASES as _PARENT_STEP_PHASES
 
-#: The checkout, put on PYTHONPATH for subprocesses.
-REPO = str(Path(__file__).resolve().parent.parent)
+#: Where the supervisor under test is imported from (the installed package, or
+#: a checkout with the extension built in place): subprocesses get it too.
+REPO = os.path.dirname(os.path.dirname(supervisor.__file__))
 
 #: Phases with a step of the supervisor's own (USERNS, CGROUP, NETWORK), in order.
 PARENT_STEP_PHASES = tuple(sorted(_PARENT_STEP_PHASES))

@@ -52,6 +52,11 @@ SETTLE_S = float(os.environ.get("SUPERVISOR_TEST_SETTLE_S", "3"))
 
 PR_SET_CHILD_SUBREAPER = 36
 
+# Subprocesses (`python -m supervisor`, the benchmark scripts) import the
+# supervisor under test, not the checkout's sources from their working
+# directory, which have no extension built.
+os.environ["PYTHONSAFEPATH"] = "1"
+
 #: Paths that session fixtures create and remove; the per-test leak check
 #: ignores them (a session fixture may first be set up inside any test).
 SESSION_PATHS: set[str] = set()

@@ -12,11 +12,10 @@ from pathlib import Path
 import anyio
 import anyio.abc
 import pytest
+from _util import gone, proc_start_time, proc_state
 
 import supervisor
 from supervisor import Container, ContainerFailed, Phase, Result, SetupError, Spec
-
-from ._util import gone, proc_start_time, proc_state
 
 pytestmark = pytest.mark.anyio
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _util import REPO
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "benchmarks" / "startup.py"
@@ -39,7 +40,7 @@ pytestmark = [
 
 def _run_script(script: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """Run a benchmark script; it works both installed and from the checkout."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")]))}
     return subprocess.run(
         [sys.executable, str(script), *args],
         capture_output=True,

@@ -27,12 +27,11 @@ from pathlib import Path
 
 import anyio
 import pytest
+from _util import running
 
 from supervisor._limits import Limits, parse_size
 from supervisor._parent import cgroups
 from supervisor._parent.cgroups import CgroupHost, ContainerCgroup, detect
-
-from ._util import running
 
 pytestmark = pytest.mark.anyio
 

@@ -14,10 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _util import REPO, cmdline, descendants, gone, run_with_repo
 
 from supervisor import Phase
-
-from ._util import REPO, cmdline, descendants, gone, run_with_repo
 
 
 def cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:

@@ -21,12 +21,11 @@ from pathlib import Path
 
 import anyio
 import pytest
+from _util import PARENT_STEP_PHASES
 
 import supervisor
 from supervisor import Mount, Phase, SetupError, Spec
 from supervisor.testing import fail_at, fail_in_parent
-
-from ._util import PARENT_STEP_PHASES
 
 pytestmark = pytest.mark.anyio
 

@@ -11,11 +11,10 @@ import random
 
 import pytest
 import trio
+from _util import PARENT_STEP_PHASES, running
 
 from supervisor import Phase, SetupError, Spec, Supervisor
 from supervisor.testing import fail_at, fail_in_parent
-
-from ._util import PARENT_STEP_PHASES, running
 
 pytestmark = pytest.mark.anyio
 

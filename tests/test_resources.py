@@ -12,18 +12,15 @@ import subprocess
 import sys
 import time
 from functools import partial
-from pathlib import Path
 
 import anyio
 import pytest
+from _util import REPO, cmdline, descendants, gone
 
 from supervisor import PIPE, Limits, Result, Spec, Supervisor, parse_size
 
-from ._util import cmdline, descendants, gone
-
 pytestmark = pytest.mark.anyio
 
-REPO = str(Path(__file__).resolve().parent.parent)
 
 # A single-process payload that reports its own getrusage as JSON after burning CPU.
 BURN = (

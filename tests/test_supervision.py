@@ -13,15 +13,12 @@ from pathlib import Path
 
 import pytest
 import trio
+from _util import REPO, run_with_repo, running
 
 import supervisor
 from supervisor import Spec, Supervisor
 
-from ._util import run_with_repo, running
-
 pytestmark = pytest.mark.anyio
-
-REPO = str(Path(__file__).resolve().parent.parent)
 
 
 async def test_events_cover_every_phase_and_outcome() -> None:
