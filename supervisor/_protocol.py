@@ -149,8 +149,10 @@ class Phase(enum.IntEnum):
     @property
     def label(self) -> str:
         """Lower-case name used in events, JSON and messages."""
-        return self.name.lower()
+        return _LABELS[self]
 
+
+_LABELS = {phase: phase.name.lower() for phase in Phase}
 
 #: Phases whose start is a request that the supervisor must answer.
 REQUEST_PHASES = frozenset({Phase.USERNS, Phase.NETWORK})
