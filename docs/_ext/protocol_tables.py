@@ -22,12 +22,6 @@ declaration. Directives:
     field, type annotation, default, attribute docstring.
 ``.. protocol-constants:: NAME [NAME ...]``
     Module constants: value, C macro where the header has one, ``#:`` comment.
-``.. fork-server-tags::``
-    :class:`Tag`, whose members carry no docstrings: the directive's content
-    describes each tag (a definition list whose terms are the tag values, each
-    with ``:direction:``, ``:fields:`` and ``:descriptors:`` fields and a
-    description); a tag that is declared but not described, or described but
-    not declared, is a warning (an error under ``-W``).
 
 Attribute docstrings are not kept at run time, so they are read from the
 source with :class:`sphinx.pycode.ModuleAnalyzer`. Every row is a link target
@@ -392,65 +386,13 @@ class ProtocolConstants(_ProtocolDirective):
         return [_table(["name", "value", "in sv_protocol.h", "meaning"], rows, [18, 16, 20, 46])]
 
 
-class ForkServerTags(_ProtocolDirective):
-    """:class:`Tag`, described by the directive's content, checked against the class."""
-
-    has_content = True
-
-    FIELDS = ("direction", "fields", "descriptors")
-
-    def render(self, module: ModuleType) -> list[nodes.Node]:
-        declared = {value: attr for attr, value in vars(module.Tag).items() if attr.isupper()}
-        holder = nodes.Element()
-        self.state.nested_parse(self.content, self.content_offset, holder)
-        described: dict[str, dict[str, list[nodes.Node]]] = {}
-        for item in holder.findall(nodes.definition_list_item):
-            term = item.next_node(nodes.term).astext()
-            parts: dict[str, list[nodes.Node]] = {"meaning": []}
-            for child in item.next_node(nodes.definition).children:
-                if isinstance(child, nodes.field_list):
-                    for field in child.children:
-                        parts[field[0].astext()] = list(field[1].children)
-                else:
-                    parts["meaning"].append(child)
-            missing = [f for f in self.FIELDS if f not in parts]
-            if missing:
-                logger.warning("fork-server tag %r lacks %s", term, ", ".join(missing), location=self.get_location())
-            described[term] = parts
-        for value in described.keys() - declared.keys():
-            logger.warning("%r is not a tag of %s.Tag", value, MODULE, location=self.get_location())
-        for value in declared.keys() - described.keys():
-            logger.warning(
-                "%s.Tag.%s (%r) is not described", MODULE, declared[value], value, location=self.get_location()
-            )
-        rows = []
-        for value, attr in declared.items():
-            parts = described.get(value, {})
-            rows.append(
-                [
-                    self.target(_literal(value), f"{MODULE}.Tag.{attr}", "attribute"),
-                    *(parts.get(f, []) for f in self.FIELDS),
-                    parts.get("meaning", []),
-                ]
-            )
-        self.note(f"{MODULE}.Tag", "class", f"{MODULE}.Tag")
-        return [
-            _table(
-                ["t", "direction", "fields", "descriptors (SCM_RIGHTS)", "meaning"],
-                rows,
-                [10, 14, 18, 20, 38],
-                ids=[f"{MODULE}.Tag"],
-            )
-        ]
-
-
 # -- every declaration rendered -------------------------------------------------
 
 
 def _required(module: ModuleType) -> set[str]:
     """Names of ``_protocol`` that some table must render."""
     names = {name for (cls, name) in _attr_docs() if cls == ""}
-    names |= {"Phase", "Record", "Tag", "SpawnConfig"}
+    names |= {"Phase", "Record", "SpawnConfig"}
 
     def nested(tp: Any) -> None:
         if isinstance(tp, type) and dataclasses.is_dataclass(tp) and tp.__module__ == MODULE:
@@ -488,7 +430,6 @@ def setup(app: Sphinx) -> dict[str, Any]:
     app.add_directive("protocol-layout", ProtocolLayout)
     app.add_directive("spawn-config", SpawnConfigTable)
     app.add_directive("protocol-constants", ProtocolConstants)
-    app.add_directive("fork-server-tags", ForkServerTags)
     app.connect("env-purge-doc", _purge)
     app.connect("env-merge-info", _merge)
     app.connect("env-check-consistency", _check)
