@@ -16,7 +16,7 @@
  *           (the BPF program supervisor compiles for its "default" profile),
  *           close_range, execve.
  *
- * It skips what only the product needs: the phase reports, the fork server,
+ * It skips what only the product needs: the phase reports, the Python driver,
  * the checks against hostile rootfs symlinks, fd plumbing. Its time is thus a
  * lower bound for any implementation of this isolation, whatever the
  * language, started as one process per container (like bwrap).
@@ -24,7 +24,7 @@
  * Usage: floor [-n N -k K] ROOTFS BPF_FILE CAPS_HEX [CGROUP_PARENT...] -- PROGRAM [ARG...]
  * Without -n: one container; the exit status is the payload's, 128+N if it
  * was killed by signal N. With -n N -k K: N containers, at most K at a time,
- * all from this one process (the floor of a fork server written in C); exit
+ * all from this one process (the floor of a supervisor written in C); exit
  * status 0 when every payload exited 0. 125 if setup failed, with a message
  * on stderr naming the call.
  */

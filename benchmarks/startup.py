@@ -983,7 +983,7 @@ class CpuMark:
 async def floor_batch(floor_cmd: list[str], n: int, k: int) -> dict[str, Any]:
     """``floor -n N -k K``: one C process starts all N containers, K at a time.
 
-    The floor of a fork server written in C (no runtime exec'd per container,
+    The floor of a C program starting them all (no runtime exec'd per container,
     no Python anywhere): throughput and CPU only, as one process reports no
     per-container latency.
     """

@@ -9,8 +9,13 @@ from __future__ import annotations
 import os
 import sys
 
-# The package is documented from the checkout, whether or not it is installed.
-sys.path.insert(0, os.path.abspath(".."))
+# The package as installed (tox -e docs installs the wheel, with its C
+# extension); else the checkout, which must then have the extension built in
+# place (python setup.py build_ext --inplace).
+try:
+    import supervisor  # noqa: F401
+except ImportError:
+    sys.path.insert(0, os.path.abspath(".."))
 # Local extensions: docs/_ext/protocol_tables.py renders the protocol's tables
 # from supervisor/_protocol.py (see its docstring).
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "_ext"))

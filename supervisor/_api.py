@@ -284,10 +284,12 @@ class Supervisor:
 
         Each call returns a new, independent iterator with an unbounded
         buffer (publishing never slows a container down); it ends when the
-        supervisor closes. Use it in a task of its own::
+        supervisor closes. It subscribes at the call, not at the first
+        iteration: call it before starting the runs to watch, then iterate in
+        a task of its own::
 
-            async for event in sup.events():
-                print(event.kind, event.container_id, event.phase)
+            events = sup.events()
+            nursery.start_soon(watch, events)  # async for event in events: ...
 
         Returns:
             an async iterator of :class:`Event`.

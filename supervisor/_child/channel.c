@@ -3,8 +3,8 @@
  * Each phase start is stamped (CLOCK_MONOTONIC) as it happens. In live mode
  * (someone in the supervisor watches phases as they come) each mark is sent
  * at once; otherwise marks are held back and go with the next record that is
- * sent anyway: a request, the failure, or the last PHASE record before
- * execve. That saves the supervisor a wake-up per phase. */
+ * sent anyway: a request, the terminal's PTY record, the failure, or the last
+ * PHASE record before execve. That saves the supervisor a wake-up per phase. */
 #include <errno.h>
 #include <string.h>
 #include <sys/socket.h>

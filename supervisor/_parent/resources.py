@@ -145,8 +145,8 @@ class HostResources:
         and no move by PID waits for the kernel's RCU grace period.
 
         Returns:
-            The ``(kind, fd, path)`` entry descriptors, to pass to the fork
-            server with the spawn request; the caller closes its copies.
+            The ``(kind, fd, path)`` entry descriptors, to pass to the spawn
+            after the other descriptors; the caller closes its copies.
 
         Raises:
             SetupError: phase ``CGROUP``: a cgroup file could not be written
