@@ -95,14 +95,21 @@ static int get_bool(PyObject *cfg, const char *name, int *out)
     return *out < 0 ? -1 : 0;
 }
 
-/* A list of str as a NULL-terminated array. */
-static int get_strv(struct sv_arena *a, PyObject *cfg, const char *name, char ***out, size_t *count)
+/* The field as a fast sequence (a new reference), or NULL. */
+static PyObject *get_seq(PyObject *cfg, const char *name)
 {
     PyObject *v = field(cfg, name);
     if (v == NULL)
-        return -1;
+        return NULL;
     PyObject *seq = PySequence_Fast(v, name);
     Py_DECREF(v);
+    return seq;
+}
+
+/* A list of str as a NULL-terminated array. */
+static int get_strv(struct sv_arena *a, PyObject *cfg, const char *name, char ***out, size_t *count)
+{
+    PyObject *seq = get_seq(cfg, name);
     if (seq == NULL)
         return -1;
     Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
@@ -127,11 +134,7 @@ typedef int (*read_one)(struct sv_arena *a, PyObject *item, void *out);
 static int get_records(struct sv_arena *a, PyObject *cfg, const char *name, size_t elem, read_one one, void **out,
                        size_t *count)
 {
-    PyObject *v = field(cfg, name);
-    if (v == NULL)
-        return -1;
-    PyObject *seq = PySequence_Fast(v, name);
-    Py_DECREF(v);
+    PyObject *seq = get_seq(cfg, name);
     if (seq == NULL)
         return -1;
     Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
