@@ -101,7 +101,10 @@ class Phase(enum.IntEnum):
 
     SPAWNED = 1
     """Cloned by the fork server into new user, mount, UTS, IPC, network and PID
-    namespaces at once (the user namespace is created first and owns the rest)."""
+    namespaces at once (the user namespace is created first and owns the rest).
+    A time namespace for the payload is unshared here (clone(2) has no room for
+    its flag), its offsets written while PID 1 still has the fork server's
+    credentials, which own its ``/proc/self``; the payload enters it at execve."""
 
     USERNS = 2
     """*Request*: the supervisor writes ``uid_map``/``gid_map``. First, because
@@ -332,7 +335,25 @@ class CgroupEntry:
     """Host path, for messages."""
 
 
-_NESTED: dict[str, type[Any]] = {"system": SystemDir, "binds": Bind, "rlimits": Rlimit, "cgroup": CgroupEntry}
+@dataclass(frozen=True)
+class TimeOffset:
+    """One clock's offset in the container's time namespace (a line of
+    ``/proc/PID/timens_offsets``), relative to the initial time namespace."""
+
+    clock: str
+    """``monotonic`` or ``boottime``."""
+    seconds: int
+    nanoseconds: int
+    """``0..999_999_999``, added to :attr:`seconds` (also when that is negative)."""
+
+
+_NESTED: dict[str, type[Any]] = {
+    "system": SystemDir,
+    "binds": Bind,
+    "rlimits": Rlimit,
+    "cgroup": CgroupEntry,
+    "time_offsets": TimeOffset,
+}
 
 
 @dataclass(frozen=True)
@@ -390,6 +411,11 @@ class SpawnConfig:
     """The compiled filter (classic BPF), or empty for none."""
     seccomp_flags: int = 0
     """``SECCOMP_FILTER_FLAG_*``."""
+    time_namespace: bool = False
+    """Unshare a time namespace at ``SPAWNED``; the payload enters it at execve."""
+    time_offsets: list[TimeOffset] = field(default_factory=list)
+    """Its clock offsets (written before anyone enters it); none: the initial
+    namespace's clocks."""
 
     def to_wire(self) -> dict[str, Any]:
         """The JSON-able form sent to the fork server."""

@@ -93,6 +93,14 @@ _Noreturn void sv_pid1_main(const struct sv_plan *plan, int cloned_into_cgroup)
     sv_prctl(c, PR_SET_DUMPABLE, 0, "PR_SET_DUMPABLE");
     sv_raw(SYS_setsid, 0, 0, 0, 0, 0);
     channel_enter(c, SV_PHASE_SPAWNED);
+    /* A time namespace for the payload, unshared here (clone(2) has no room
+     * for CLONE_NEWTIME) while PID 1 still has the fork server's credentials:
+     * its offsets must be written before anyone enters it, through
+     * /proc/self/timens_offsets, and after the uid switch below the entries
+     * of a non-dumpable process belong to the host's root, out of our reach.
+     * PID 1 stays in the caller's namespace; execve enters the new one. */
+    if (plan->time_namespace)
+        timens_unshare(c);
 
     /* USERNS: first, because files created and ids checked from here on need
      * the maps. The supervisor writes them (root in the host user namespace),

@@ -26,7 +26,7 @@ static const char *const config_fields[] = {
     "uid",          "gid",            "rootfs",       "overlay",      "read_only_root", "tty",
     "network_request", "own_loopback", "live_phases", "fault",        "capabilities", "last_cap",
     "system",       "binds",          "rlimits",      "cgroup",       "masked_paths", "readonly_paths",
-    "seccomp_bpf",  "seccomp_flags",
+    "seccomp_bpf",  "seccomp_flags",  "time_namespace", "time_offsets",
 };
 
 /* Clone with fork semantics: into the v2 cgroup `cgroup_fd` when there is

@@ -57,6 +57,13 @@ struct sv_rlimit {
     uint64_t soft, hard;
 };
 
+/* One line of /proc/PID/timens_offsets. */
+struct sv_time_offset {
+    const char *clock; /* "monotonic" or "boottime" */
+    int64_t seconds;
+    uint32_t nanoseconds; /* 0..999999999, added to seconds (also when negative) */
+};
+
 struct sv_plan {
     unsigned long clone_flags;
     char *const *argv;
@@ -71,6 +78,7 @@ struct sv_plan {
     int network_request; /* ask the supervisor for the NETWORK step */
     int own_loopback;    /* bring up lo (not with the host's network) */
     int live_phases;
+    int time_namespace; /* a time namespace for the payload (timens.c) */
     int fault; /* test-only: the phase to fail at, or 0 */
     uint64_t capabilities; /* the kept set, as a mask */
     int last_cap;          /* the highest capability this kernel knows */
@@ -84,6 +92,8 @@ struct sv_plan {
     size_t nreadonly;
     const struct sv_rlimit *rlimits;
     size_t nrlimits;
+    const struct sv_time_offset *time_offsets; /* none: the clocks of the initial namespace */
+    size_t ntime_offsets;
     struct sock_fprog seccomp; /* .len == 0: no filter */
     unsigned int seccomp_flags;
     const struct sv_cgroup_entry *cgroup;
@@ -189,6 +199,7 @@ void masks_apply(struct sv_child *c);                    /* masks.c */
 void capabilities_limit(struct sv_child *c);             /* capabilities.c */
 void capabilities_finish(struct sv_child *c);            /* capabilities.c */
 void rlimits_apply(struct sv_child *c);                  /* rlimits.c */
+void timens_unshare(struct sv_child *c);                 /* timens.c */
 void tty_attach(struct sv_child *c);                     /* tty.c */
 void seccomp_load(struct sv_child *c);                   /* seccomp.c */
 void exec_find(struct sv_child *c, char *out, size_t size); /* exec.c */

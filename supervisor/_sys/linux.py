@@ -12,7 +12,9 @@ locks, and it resolves every libc symbol at import time, before any fork.
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
+import time
 from typing import Any
 
 from . import constants as c
@@ -229,6 +231,38 @@ def comm(pid: int) -> bytes:
     """
     with open(f"/proc/{pid}/comm", "rb") as f:
         return f.read().rstrip(b"\n")
+
+
+@functools.lru_cache(maxsize=1)
+def has_time_namespaces() -> bool:
+    """Whether the running kernel has time namespaces (Linux 5.6+, ``CONFIG_TIME_NS``)."""
+    return os.path.exists("/proc/self/ns/time")
+
+
+@functools.lru_cache(maxsize=1)
+def own_time_offsets() -> dict[str, int]:
+    """Our clocks' offsets against the initial time namespace, in nanoseconds,
+    by name (``monotonic``, ``boottime``).
+
+    Read from ``/proc/self/timens_offsets``, which shows the namespace our
+    children get: ours, unless this process unshared one without entering it.
+    All zero outside a time namespace of our own; empty without time
+    namespaces.
+    """
+    try:
+        with open("/proc/self/timens_offsets") as f:
+            text = f.read()
+    except OSError:
+        return {}
+    names = {str(time.CLOCK_MONOTONIC): "monotonic", str(time.CLOCK_BOOTTIME): "boottime"}
+    out = {}
+    for line in text.splitlines():
+        try:
+            clock, seconds, nanoseconds = line.split()
+            out[names.get(clock, clock)] = int(seconds) * 1_000_000_000 + int(nanoseconds)
+        except ValueError:
+            continue
+    return out
 
 
 def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
