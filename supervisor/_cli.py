@@ -142,6 +142,13 @@ def _add_container_options(parser: argparse.ArgumentParser) -> None:
         "--grace-period", type=float, default=5.0, metavar="S", help="seconds between SIGTERM and SIGKILL"
     )
     parser.add_argument(
+        "--init",
+        action="store_true",
+        help="run a tiny init as PID 1 (as docker's --init): the payload, PID 2, gets SIGTERM on a stop even"
+        " without a handler, orphans are reaped, signals are forwarded; without it, a payload that has no"
+        " SIGTERM handler is SIGKILLed at once on a stop",
+    )
+    parser.add_argument(
         "--network",
         choices=("none", "bridge", "host"),
         default="none",
@@ -340,6 +347,7 @@ def _spec_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -
         cap_add=args.cap_add,
         cap_drop=args.cap_drop,
         seccomp=args.seccomp,
+        init=args.init,
         time_offsets=_time_offsets_from_args(args.time_offset),
     )
 

@@ -23,6 +23,9 @@ Choreography, for one container::
                                                                PHASE [..., EXEC]
     EOF on the control socket  <------------------------------ execve() closes the
       = the payload is running                                 close-on-exec end
+                                                               (with init: PID 1 forks
+                                                               the payload, waits for its
+                                                               execve, then closes it)
                          <--- EXITED {id, code, status} (waitid(P_PIDFD))
 
 Everything here is declared once and read by both sides: the phases
@@ -157,7 +160,9 @@ class Phase(enum.IntEnum):
     never has to allow anything our setup needs."""
 
     EXEC = 13
-    """execve of the payload; end-of-file on the control socket confirms it."""
+    """execve of the payload; end-of-file on the control socket confirms it.
+    With an init (``Spec(init=True)``), PID 1 first forks the payload (PID 2)
+    and closes the socket once the payload has exec'd."""
 
     @property
     def label(self) -> str:
@@ -411,6 +416,9 @@ class SpawnConfig:
     """The compiled filter (classic BPF), or empty for none."""
     seccomp_flags: int = 0
     """``SECCOMP_FILTER_FLAG_*``."""
+    init: bool = False
+    """PID 1 forks the payload (PID 2) at the end of ``EXEC`` and stays as its
+    init: it reaps, forwards signals, exits with the payload's status."""
     time_namespace: bool = False
     """Unshare a time namespace at ``SPAWNED``; the payload enters it at execve."""
     time_offsets: list[TimeOffset] = field(default_factory=list)

@@ -228,6 +228,16 @@ class Spec:
         publish: ports forwarded from the host to the container
             (:class:`Publish`, or strings for :meth:`Publish.parse`); bridge mode
             only.
+        init: run a tiny init as PID 1 (docker's ``--init``): the payload is
+            then PID 2, so its signals have their default actions (a
+            ``SIGTERM`` from a stop ends a payload that has no handler for it
+            instead of being ignored), every orphaned process in the container
+            is reaped, the signals the container gets are forwarded to the
+            payload, and the container exits with the payload's status (its
+            exit code, or 128+N when signal N killed it). Without it, the
+            payload is PID 1: it ignores every signal it has no handler for,
+            and a stop sends such a payload ``SIGKILL`` at once, without a
+            grace period.
         time_offsets: shift the container's ``CLOCK_MONOTONIC`` and
             ``CLOCK_BOOTTIME`` (and ``/proc/uptime``) by these seconds against
             the supervisor's, ``{"monotonic": S, "boottime": S}`` (either key
@@ -266,6 +276,7 @@ class Spec:
     ip: str | None = None
     subnet: str = "10.88.0.0/16"
     publish: Sequence[Publish] = ()
+    init: bool = False
     time_offsets: Mapping[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -338,7 +349,7 @@ class Spec:
         if not self.cwd.startswith("/") or "\x00" in self.cwd:
             raise _field_error("cwd", f"must be an absolute path, got {self.cwd!r}")
         # flags and numbers
-        for name in ("read_only", "tty", "overlay"):
+        for name in ("read_only", "tty", "overlay", "init"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"Spec.{name} must be a bool")
         if self.overlay:
@@ -536,6 +547,7 @@ class Spec:
             else {
                 k: getattr(self.limits, k) for k in ("memory_bytes", "memory_swap_bytes", "cpus", "cpu_weight", "pids")
             },
+            "init": self.init,
             "time_offsets": dict(self.time_offsets),
             "network": self.network,
             "ip": self.ip,

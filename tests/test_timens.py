@@ -7,8 +7,10 @@ import math
 import os
 import sys
 import time
+from functools import partial
 from typing import Any
 
+import anyio
 import pytest
 
 import supervisor
@@ -50,15 +52,38 @@ async def test_every_container_has_a_time_namespace_of_its_own(busybox: str) -> 
 
 
 @needs_timens
-async def test_offsets_shift_the_containers_clocks() -> None:
-    offsets = {"monotonic": 86_400, "boottime": 2 * 86_400}
-    mono, boot, host_mono, host_boot = await clocks(time_offsets=offsets)
+@pytest.mark.parametrize("init", [False, True])
+async def test_offsets_shift_the_containers_clocks(init: bool) -> None:
+    mono, boot, host_mono, host_boot = await clocks(
+        time_offsets={"monotonic": 86_400, "boottime": 2 * 86_400}, init=init
+    )
     assert 0 <= host_mono + 86_400 - mono < 5
     assert 0 <= host_boot + 2 * 86_400 - boot < 5
     # Either clock alone; fractions and negative offsets (within the uptime).
-    mono, boot, host_mono, host_boot = await clocks(time_offsets={"monotonic": -1.5})
+    mono, boot, host_mono, host_boot = await clocks(time_offsets={"monotonic": -1.5}, init=init)
     assert 0 <= host_mono - 1.5 - mono < 5
     assert 0 <= host_boot - boot < 5
+
+
+@needs_timens
+async def test_with_init_the_payload_is_in_it_and_the_init_is_not(busybox: str) -> None:
+    """The payload (PID 2) enters the namespace at its fork; the init keeps the
+    supervisor's clocks. (The init's own /proc entries are the host root's:
+    the payload cannot read them, so they are read from the host.)"""
+    script = "readlink /proc/self/ns/time; cut -d' ' -f1 /proc/uptime; sleep 100"
+    spec = Spec(["sh", "-c", script], rootfs=busybox, init=True, time_offsets={"boottime": 10_000})
+    async with supervisor.Supervisor() as sup, anyio.create_task_group() as tg:
+        handle = await tg.start(partial(sup.run, spec, capture_output=False, stdout=supervisor.PIPE))
+        assert handle.stdout is not None
+        out = b""
+        with anyio.fail_after(10):
+            while out.count(b"\n") < 2:
+                out += await handle.stdout.receive()
+        payload_ns, uptime = out.decode().split()
+        assert os.readlink(f"/proc/{handle.pid}/ns/time") == os.readlink("/proc/self/ns/time") != payload_ns
+        assert float(uptime) > time.clock_gettime(time.CLOCK_BOOTTIME) + 9_000
+        handle.kill()
+        await handle.wait()
 
 
 @pytest.mark.parametrize(

@@ -272,7 +272,7 @@ int plan_fill(struct sv_plan *p, struct sv_arena *a, PyObject *cfg, const int *f
         get_bool(cfg, "read_only_root", &p->read_only_root) || get_bool(cfg, "tty", &p->tty) ||
         get_bool(cfg, "network_request", &p->network_request) || get_bool(cfg, "own_loopback", &p->own_loopback) ||
         get_bool(cfg, "live_phases", &p->live_phases) || get_u64(cfg, "capabilities", &p->capabilities) ||
-        get_bool(cfg, "time_namespace", &p->time_namespace))
+        get_bool(cfg, "init", &p->init) || get_bool(cfg, "time_namespace", &p->time_namespace))
         return -1;
     if (get_long(cfg, "fault", &v))
         return -1;

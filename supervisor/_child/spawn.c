@@ -26,7 +26,7 @@ static const char *const config_fields[] = {
     "uid",          "gid",            "rootfs",       "overlay",      "read_only_root", "tty",
     "network_request", "own_loopback", "live_phases", "fault",        "capabilities", "last_cap",
     "system",       "binds",          "rlimits",      "cgroup",       "masked_paths", "readonly_paths",
-    "seccomp_bpf",  "seccomp_flags",  "time_namespace", "time_offsets",
+    "seccomp_bpf",  "seccomp_flags",  "init",         "time_namespace", "time_offsets",
 };
 
 /* Clone with fork semantics: into the v2 cgroup `cgroup_fd` when there is
@@ -141,7 +141,8 @@ static int exec_module(PyObject *m)
         return -1;
     }
     if (PyModule_AddIntConstant(m, "HEADER_SIZE", sizeof(struct sv_header)) < 0 ||
-        PyModule_AddIntConstant(m, "MARK_SIZE", sizeof(struct sv_mark)) < 0)
+        PyModule_AddIntConstant(m, "MARK_SIZE", sizeof(struct sv_mark)) < 0 ||
+        PyModule_AddIntConstant(m, "INIT_SHEDS_MEMORY", SV_INIT_SHEDS_MEMORY) < 0)
         return -1;
     return 0;
 }

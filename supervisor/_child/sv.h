@@ -78,6 +78,7 @@ struct sv_plan {
     int network_request; /* ask the supervisor for the NETWORK step */
     int own_loopback;    /* bring up lo (not with the host's network) */
     int live_phases;
+    int init; /* PID 1 forks the payload and stays as its init (init.c) */
     int time_namespace; /* a time namespace for the payload (timens.c) */
     int fault; /* test-only: the phase to fail at, or 0 */
     uint64_t capabilities; /* the kept set, as a mask */
@@ -137,10 +138,23 @@ struct sv_child {
      * rootfs can make /proc a symlink, and masks must follow the mount. */
     char proc_at[SV_PATH_MAX];
     char sys_at[SV_PATH_MAX];
+    /* With init: that procfs, opened (O_PATH) where it was mounted, for the
+     * payload's name; else -1. */
+    int proc_fd;
     /* What the current step is doing, when a call alone would not say it
      * ("masking /proc/kcore"): it leads the failure's text. */
     const char *context;
 };
+
+/* The kernel's struct sigaction (x86_64 and aarch64 share this layout) and
+ * its 64-bit signal set. */
+struct sv_sigaction {
+    void (*handler)(int);
+    unsigned long flags;
+    void (*restorer)(void);
+    uint64_t mask;
+};
+#define SV_SIGSET_SIZE 8
 
 /* --- text, without stdio (text.c) -------------------------------------- */
 
@@ -172,6 +186,7 @@ _Noreturn void sv_fail_str(struct sv_child *c, int err, const char *what);
 /* --- system calls that name themselves on failure (syscalls.c) --------- */
 
 long sv_raw(long nr, long a, long b, long c, long d, long e); /* -errno on failure */
+uintptr_t sv_thread_pointer(void); /* the calling thread's TLS base (its TCB) */
 void sv_mount(struct sv_child *c, const char *src, const char *dst, const char *fstype, unsigned long flags,
               const char *data);
 void sv_mount_setattr(struct sv_child *c, const char *path, uint64_t attrs, int recursive);
@@ -205,6 +220,15 @@ void seccomp_load(struct sv_child *c);                   /* seccomp.c */
 void exec_find(struct sv_child *c, char *out, size_t size); /* exec.c */
 void exec_reset_signals(void);                           /* exec.c */
 _Noreturn void exec_payload(struct sv_child *c, const char *path); /* exec.c */
+/* Whether the init gives back the memory it was cloned with (init.c): not in
+ * a sanitizer's build, whose instrumented code needs its shadow memory. */
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define SV_INIT_SHEDS_MEMORY 0
+#else
+#define SV_INIT_SHEDS_MEMORY 1
+#endif
+/* Fork the payload and become its init: returns in the payload only (init.c). */
+void init_fork_payload(struct sv_child *c);
 
 /* The mount point of container path `path` below /newroot, created in a
  * filesystem of ours if missing (mounts.c). */

@@ -24,6 +24,13 @@ long sv_raw(long nr, long a, long b, long c, long d, long e)
                      : "rcx", "r11", "memory");
     return ret;
 }
+
+uintptr_t sv_thread_pointer(void)
+{
+    unsigned long fs = 0;
+    sv_raw(SYS_arch_prctl, 0x1003 /* ARCH_GET_FS */, (long)&fs, 0, 0, 0);
+    return fs;
+}
 #elif defined(__aarch64__)
 long sv_raw(long nr, long a, long b, long c, long d, long e)
 {
@@ -36,6 +43,8 @@ long sv_raw(long nr, long a, long b, long c, long d, long e)
     __asm__ volatile("svc 0" : "+r"(x0) : "r"(x8), "r"(x1), "r"(x2), "r"(x3), "r"(x4) : "memory", "cc");
     return x0;
 }
+
+uintptr_t sv_thread_pointer(void) { return (uintptr_t)__builtin_thread_pointer(); }
 #else
 #error "PID 1's raw system calls are written for x86_64 and aarch64"
 #endif

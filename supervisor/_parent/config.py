@@ -142,6 +142,7 @@ def build_config(
         readonly_paths=list(READONLY_PATHS),
         seccomp_bpf=compiled.bpf if compiled is not None else b"",
         seccomp_flags=compiled.flags if compiled is not None else 0,
+        init=spec.init,
         # A time namespace of its own wherever the kernel has them (asked-for
         # offsets on one without were refused by Spec.check_host).
         time_namespace=linux.has_time_namespaces(),
