@@ -142,6 +142,13 @@ def _add_container_options(parser: argparse.ArgumentParser) -> None:
         "--grace-period", type=float, default=5.0, metavar="S", help="seconds between SIGTERM and SIGKILL"
     )
     parser.add_argument(
+        "--init",
+        action="store_true",
+        help="run a tiny init as PID 1 (as docker's --init): the payload, PID 2, gets SIGTERM on a stop even"
+        " without a handler, orphans are reaped, signals are forwarded; without it, a payload that has no"
+        " SIGTERM handler is SIGKILLed at once on a stop",
+    )
+    parser.add_argument(
         "--network",
         choices=("none", "bridge", "host"),
         default="none",
@@ -183,6 +190,14 @@ def _add_container_options(parser: argparse.ArgumentParser) -> None:
         help="crabcan's preset: memory 1G, pids 64, CPU weight 256, nofile 64 (explicit flags win)",
     )
     limits.add_argument("--timeout", type=float, metavar="S", help="wall-clock limit: then SIGTERM, grace, SIGKILL")
+    limits.add_argument(
+        "--time-offset",
+        action="append",
+        default=[],
+        metavar="monotonic=S,boottime=S",
+        help="shift the container's monotonic and boot-time clocks (and /proc/uptime) by S seconds, in its"
+        " time namespace; repeatable",
+    )
     security = parser.add_argument_group("security")
     security.add_argument(
         "--cap-add", action="append", default=[], metavar="CAP", help="keep a capability (or ALL); repeatable"
@@ -332,7 +347,31 @@ def _spec_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -
         cap_add=args.cap_add,
         cap_drop=args.cap_drop,
         seccomp=args.seccomp,
+        init=args.init,
+        time_offsets=_time_offsets_from_args(args.time_offset),
     )
+
+
+def _time_offsets_from_args(items: Sequence[str]) -> dict[str, float]:
+    """``--time-offset monotonic=S,boottime=S`` (repeatable) as ``Spec.time_offsets``.
+
+    Raises:
+        ValueError: an item is not ``CLOCK=SECONDS``.
+    """
+    offsets: dict[str, float] = {}
+    for item in items:
+        for part in item.split(","):
+            clock, sep, value = part.strip().partition("=")
+            if not sep or not clock:
+                raise ValueError(f"--time-offset {item!r} is not CLOCK=SECONDS[,CLOCK=SECONDS]")
+            try:
+                offsets[clock] = int(value)
+            except ValueError:
+                try:
+                    offsets[clock] = float(value)
+                except ValueError:
+                    raise ValueError(f"--time-offset {item!r}: {value!r} is not a number of seconds") from None
+    return offsets
 
 
 def _limits_from_args(args: argparse.Namespace) -> tuple[Limits | None, dict[str, tuple[int, int]]]:

@@ -20,6 +20,9 @@ Choreography, for one container::
                                                          PHASE [..., EXEC]
     EOF on the control socket <------------------------- execve() closes the
       = the payload is running                           close-on-exec end
+                                                         (with init: PID 1 forks the
+                                                         payload, waits for its execve,
+                                                         then closes its own end)
     pidfd readable: waitid(P_PIDFD, __WALL) <----------- exit
 
 Everything here is declared once and read by both sides: the phases
@@ -91,7 +94,10 @@ class Phase(enum.IntEnum):
 
     SPAWNED = 1
     """Cloned by the supervisor into new user, mount, UTS, IPC, network and PID
-    namespaces at once (the user namespace is created first and owns the rest)."""
+    namespaces at once (the user namespace is created first and owns the rest).
+    A time namespace for the payload is unshared here (clone(2) has no room for
+    its flag), its offsets written while PID 1 still has the supervisor's
+    credentials, which own its ``/proc/self``; the payload enters it at execve."""
 
     USERNS = 2
     """*Request*: the supervisor writes ``uid_map``/``gid_map``. First, because
@@ -144,7 +150,9 @@ class Phase(enum.IntEnum):
     never has to allow anything our setup needs."""
 
     EXEC = 13
-    """execve of the payload; end-of-file on the control socket confirms it."""
+    """execve of the payload; end-of-file on the control socket confirms it.
+    With an init (``Spec(init=True)``), PID 1 first forks the payload (PID 2)
+    and closes the socket once the payload has exec'd."""
 
     @property
     def label(self) -> str:
@@ -315,6 +323,18 @@ class CgroupEntry:
 
 
 @dataclass(frozen=True)
+class TimeOffset:
+    """One clock's offset in the container's time namespace (a line of
+    ``/proc/PID/timens_offsets``), relative to the initial time namespace."""
+
+    clock: str
+    """``monotonic`` or ``boottime``."""
+    seconds: int
+    nanoseconds: int
+    """``0..999_999_999``, added to :attr:`seconds` (also when that is negative)."""
+
+
+@dataclass(frozen=True)
 class SpawnConfig:
     """Everything PID 1 runs from: the Spec's policy, resolved before the clone.
 
@@ -376,6 +396,14 @@ class SpawnConfig:
     """The compiled filter (classic BPF), or empty for none."""
     seccomp_flags: int = 0
     """``SECCOMP_FILTER_FLAG_*``."""
+    init: bool = False
+    """PID 1 forks the payload (PID 2) at the end of ``EXEC`` and stays as its
+    init: it reaps, forwards signals, exits with the payload's status."""
+    time_namespace: bool = False
+    """Unshare a time namespace at ``SPAWNED``; the payload enters it at execve."""
+    time_offsets: list[TimeOffset] = field(default_factory=list)
+    """Its clock offsets (written before anyone enters it); none: the initial
+    namespace's clocks."""
 
 
 def c_header() -> str:

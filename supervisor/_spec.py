@@ -9,9 +9,11 @@ Checks that need the host (does the rootfs exist?) run in
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import re
 import resource
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -19,6 +21,12 @@ from typing import Any
 
 from . import _capabilities as _caps
 from ._limits import Limits
+
+#: The clocks a time namespace shifts (``Spec.time_offsets`` keys), as ``time`` ids.
+TIME_OFFSET_CLOCKS = {"monotonic": time.CLOCK_MONOTONIC, "boottime": time.CLOCK_BOOTTIME}
+#: The largest offset taken, either way (100 years; the kernel's own bound is
+#: about 146 years for the shifted clock).
+TIME_OFFSET_MAX_S = 100 * 365 * 86400
 
 _HOSTNAME_RE = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*$")
 _ENV_KEY_RE = re.compile(r"^[^=\x00]+$")
@@ -220,6 +228,25 @@ class Spec:
         publish: ports forwarded from the host to the container
             (:class:`Publish`, or strings for :meth:`Publish.parse`); bridge mode
             only.
+        init: run a tiny init as PID 1 (docker's ``--init``): the payload is
+            then PID 2, so its signals have their default actions (a
+            ``SIGTERM`` from a stop ends a payload that has no handler for it
+            instead of being ignored), every orphaned process in the container
+            is reaped, the signals the container gets are forwarded to the
+            payload, and the container exits with the payload's status (its
+            exit code, or 128+N when signal N killed it). Without it, the
+            payload is PID 1: it ignores every signal it has no handler for,
+            and a stop sends such a payload ``SIGKILL`` at once, without a
+            grace period.
+        time_offsets: shift the container's ``CLOCK_MONOTONIC`` and
+            ``CLOCK_BOOTTIME`` (and ``/proc/uptime``) by these seconds against
+            the supervisor's, ``{"monotonic": S, "boottime": S}`` (either key
+            may be left out; numbers within about 100 years either way; the
+            shifted clock may not go below zero). Every container gets a time
+            namespace of its own where the kernel has them (Linux 5.6+);
+            without offsets its clocks are the supervisor's. Offsets on a
+            kernel without time namespaces are refused (``check_host``).
+            ``CLOCK_REALTIME`` is never namespaced.
 
     Raises:
         TypeError: a field has the wrong type (the message names it).
@@ -249,6 +276,8 @@ class Spec:
     ip: str | None = None
     subnet: str = "10.88.0.0/16"
     publish: Sequence[Publish] = ()
+    init: bool = False
+    time_offsets: Mapping[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -320,7 +349,7 @@ class Spec:
         if not self.cwd.startswith("/") or "\x00" in self.cwd:
             raise _field_error("cwd", f"must be an absolute path, got {self.cwd!r}")
         # flags and numbers
-        for name in ("read_only", "tty", "overlay"):
+        for name in ("read_only", "tty", "overlay", "init"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"Spec.{name} must be a bool")
         if self.overlay:
@@ -334,6 +363,22 @@ class Spec:
             raise _field_error("grace_period", "must be >= 0")
         self._validate_hardening()
         self._validate_network()
+        self._validate_time_offsets()
+
+    def _validate_time_offsets(self) -> None:
+        """time_offsets: known clocks, finite numbers within TIME_OFFSET_MAX_S."""
+        if not isinstance(self.time_offsets, Mapping):
+            raise TypeError("Spec.time_offsets must be a mapping such as {'monotonic': 3600, 'boottime': 3600}")
+        offsets: dict[str, float] = {}
+        for clock, value in self.time_offsets.items():
+            if clock not in TIME_OFFSET_CLOCKS:
+                raise _field_error("time_offsets", f"unknown clock {clock!r} (only monotonic and boottime)")
+            if not isinstance(value, (int, float)) or isinstance(value, bool):
+                raise TypeError(f"Spec.time_offsets[{clock!r}] must be a number of seconds")
+            if not math.isfinite(value) or abs(value) > TIME_OFFSET_MAX_S:
+                raise _field_error("time_offsets", f"{clock}={value} is not within ±{TIME_OFFSET_MAX_S} s (100 years)")
+            offsets[clock] = value
+        object.__setattr__(self, "time_offsets", MappingProxyType(offsets))
 
     def _validate_hardening(self) -> None:
         """cap_add, cap_drop, seccomp and rlimits (normalised in place)."""
@@ -458,6 +503,18 @@ class Spec:
                 raise _field_error("mounts", f"source {m.source} does not exist")
         if self.seccomp not in ("default", "unconfined") and not os.path.isfile(self.seccomp):
             raise _field_error("seccomp", f"profile {self.seccomp} is not an existing file")
+        if self.time_offsets:
+            from ._sys import linux
+
+            if not linux.has_time_namespaces():
+                raise _field_error("time_offsets", "this kernel has no time namespaces (Linux 5.6+, CONFIG_TIME_NS)")
+            for clock, value in self.time_offsets.items():
+                now = time.clock_gettime(TIME_OFFSET_CLOCKS[clock])
+                if now + value < 0:
+                    raise _field_error(
+                        "time_offsets",
+                        f"{clock}={value} would put the container's clock below zero (it reads {now:.0f} s here)",
+                    )
         for name, (soft, hard) in self.rlimits.items():
             _cur_soft, cur_hard = resource.getrlimit(getattr(resource, "RLIMIT_" + name))
             if _rlim_gt(hard, cur_hard) or _rlim_gt(soft, cur_hard):
@@ -490,6 +547,8 @@ class Spec:
             else {
                 k: getattr(self.limits, k) for k in ("memory_bytes", "memory_swap_bytes", "cpus", "cpu_weight", "pids")
             },
+            "init": self.init,
+            "time_offsets": dict(self.time_offsets),
             "network": self.network,
             "ip": self.ip,
             "subnet": self.subnet,

@@ -26,10 +26,12 @@ import pytest
 import supervisor
 from supervisor import Mount, Phase, Result, SetupError, Spec
 from supervisor._parent.config import MASKED_PATHS, READONLY_PATHS
+from supervisor._sys import linux
 
 pytestmark = pytest.mark.anyio
 
-NAMESPACES = ("user", "mnt", "uts", "ipc", "net", "pid", "cgroup")
+#: Every namespace a container has of its own (a time namespace where the kernel has them).
+NAMESPACES = ("user", "mnt", "uts", "ipc", "net", "pid", "cgroup") + (("time",) if linux.has_time_namespaces() else ())
 SYSTEM_DIRS = ("usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "etc")
 DEV_NODES = {"null": (1, 3), "zero": (1, 5), "full": (1, 7), "random": (1, 8), "urandom": (1, 9), "tty": (5, 0)}
 DEV_LINKS = {

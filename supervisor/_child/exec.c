@@ -62,25 +62,17 @@ void exec_find(struct sv_child *c, char *out, size_t size)
     sv_fail(c, ENOENT, &t);
 }
 
-/* The kernel's struct sigaction (x86_64 and aarch64 share this layout). */
-struct kernel_sigaction {
-    void (*handler)(int);
-    unsigned long flags;
-    void (*restorer)(void);
-    unsigned long mask;
-};
-
 void exec_reset_signals(void)
 {
     /* Every disposition at its default, nothing blocked: what the payload
      * starts with (ignored signals and the mask survive execve). */
-    struct kernel_sigaction dfl = {.handler = SIG_DFL, .flags = 0, .restorer = NULL, .mask = 0};
+    struct sv_sigaction dfl = {.handler = SIG_DFL, .flags = 0, .restorer = NULL, .mask = 0};
     for (int sig = 1; sig < 65; sig++) {
         if (sig != SIGKILL && sig != SIGSTOP)
-            sv_raw(SYS_rt_sigaction, sig, (long)&dfl, 0, 8, 0);
+            sv_raw(SYS_rt_sigaction, sig, (long)&dfl, 0, SV_SIGSET_SIZE, 0);
     }
-    unsigned long empty = 0;
-    sv_raw(SYS_rt_sigprocmask, SIG_SETMASK, (long)&empty, 0, 8, 0);
+    uint64_t empty = 0;
+    sv_raw(SYS_rt_sigprocmask, SIG_SETMASK, (long)&empty, 0, SV_SIGSET_SIZE, 0);
 }
 
 _Noreturn void exec_payload(struct sv_child *c, const char *path)

@@ -176,6 +176,14 @@ static void mount_proc(struct sv_child *c)
     /* A new procfs, tied to the container's PID namespace (mounted by its
      * PID 1, which is why this cannot be done from outside). */
     sv_mount(c, "proc", c->proc_at, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
+    if (c->plan->init) {
+        /* The init reads the payload's name here; the mount itself, whatever
+         * is later bound over its path. */
+        long fd = sv_raw(SYS_openat, AT_FDCWD, (long)c->proc_at, O_PATH | O_DIRECTORY | O_CLOEXEC, 0, 0);
+        if (fd < 0)
+            sv_fail_call(c, (int)-fd, "open(O_PATH)", c->proc_at);
+        c->proc_fd = (int)fd;
+    }
 }
 
 static void mount_dev(struct sv_child *c)

@@ -176,6 +176,26 @@ static int read_rlimit(struct sv_arena *a, PyObject *item, void *out)
     return 0;
 }
 
+static int read_time_offset(struct sv_arena *a, PyObject *item, void *out)
+{
+    struct sv_time_offset *o = out;
+    long long seconds, nanoseconds;
+    if (get_str(a, item, "clock", &o->clock, 0) || get_long(item, "seconds", &seconds) ||
+        get_long(item, "nanoseconds", &nanoseconds))
+        return -1;
+    if (strcmp(o->clock, "monotonic") != 0 && strcmp(o->clock, "boottime") != 0) {
+        PyErr_Format(PyExc_ValueError, "SpawnConfig.time_offsets: unknown clock %s", o->clock);
+        return -1;
+    }
+    if (nanoseconds < 0 || nanoseconds > 999999999) {
+        PyErr_SetString(PyExc_ValueError, "SpawnConfig.time_offsets: nanoseconds must be within 0..999999999");
+        return -1;
+    }
+    o->seconds = seconds;
+    o->nanoseconds = (uint32_t)nanoseconds;
+    return 0;
+}
+
 static int read_cgroup(struct sv_arena *a, PyObject *item, void *out)
 {
     struct sv_cgroup_entry *e = out;
@@ -254,7 +274,8 @@ int plan_fill(struct sv_plan *p, struct sv_arena *a, PyObject *cfg, const int *f
     if (get_str(a, cfg, "rootfs", &p->rootfs, 1) || get_bool(cfg, "overlay", &p->overlay) ||
         get_bool(cfg, "read_only_root", &p->read_only_root) || get_bool(cfg, "tty", &p->tty) ||
         get_bool(cfg, "network_request", &p->network_request) || get_bool(cfg, "own_loopback", &p->own_loopback) ||
-        get_bool(cfg, "live_phases", &p->live_phases) || get_u64(cfg, "capabilities", &p->capabilities))
+        get_bool(cfg, "live_phases", &p->live_phases) || get_u64(cfg, "capabilities", &p->capabilities) ||
+        get_bool(cfg, "init", &p->init) || get_bool(cfg, "time_namespace", &p->time_namespace))
         return -1;
     if (get_long(cfg, "fault", &v))
         return -1;
@@ -276,6 +297,14 @@ int plan_fill(struct sv_plan *p, struct sv_arena *a, PyObject *cfg, const int *f
     if (get_records(a, cfg, "rlimits", sizeof(struct sv_rlimit), read_rlimit, &arr, &p->nrlimits))
         return -1;
     p->rlimits = arr;
+    if (get_records(a, cfg, "time_offsets", sizeof(struct sv_time_offset), read_time_offset, &arr,
+                    &p->ntime_offsets))
+        return -1;
+    p->time_offsets = arr;
+    if (p->ntime_offsets > 0 && !p->time_namespace) {
+        PyErr_SetString(PyExc_ValueError, "SpawnConfig.time_offsets need time_namespace");
+        return -1;
+    }
     if (get_records(a, cfg, "cgroup", sizeof(struct sv_cgroup_entry), read_cgroup, &arr, &p->ncgroup))
         return -1;
     p->cgroup = arr;

@@ -70,7 +70,7 @@ static int adopt_fds(struct sv_child *c, int cloned_into_cgroup)
 
 _Noreturn void sv_pid1_main(const struct sv_plan *plan, int cloned_into_cgroup)
 {
-    struct sv_child child = {.plan = plan, .nowned = 0, .njoins = 0, .context = NULL};
+    struct sv_child child = {.plan = plan, .nowned = 0, .njoins = 0, .proc_fd = -1, .context = NULL};
     struct sv_child *c = &child;
     char program[SV_PATH_MAX];
 
@@ -93,6 +93,15 @@ _Noreturn void sv_pid1_main(const struct sv_plan *plan, int cloned_into_cgroup)
     sv_prctl(c, PR_SET_DUMPABLE, 0, "PR_SET_DUMPABLE");
     sv_raw(SYS_setsid, 0, 0, 0, 0, 0);
     channel_enter(c, SV_PHASE_SPAWNED);
+    /* A time namespace for the payload, unshared here (clone(2) has no room
+     * for CLONE_NEWTIME) while PID 1 still has the fork server's credentials:
+     * its offsets must be written before anyone enters it, through
+     * /proc/self/timens_offsets, and after the uid switch below the entries
+     * of a non-dumpable process belong to the host's root, out of our reach.
+     * PID 1 stays in the caller's namespace; execve (or, with init, the
+     * payload's fork) enters the new one. */
+    if (plan->time_namespace)
+        timens_unshare(c);
 
     /* USERNS: first, because files created and ids checked from here on need
      * the maps. The supervisor writes them (root in the host user namespace),
@@ -203,6 +212,10 @@ _Noreturn void sv_pid1_main(const struct sv_plan *plan, int cloned_into_cgroup)
      * already is, so its end-of-file still reports the exec). */
     sv_raw(SYS_close_range, c->ch.fd, ~0U, CLOSE_RANGE_CLOEXEC, 0, 0);
     channel_flush(c); /* the phases held back, EXEC included */
+    /* With init, PID 1 forks the payload here and stays its init (init.c):
+     * only the payload, PID 2, goes on. */
+    if (plan->init)
+        init_fork_payload(c);
     /* The seccomp filter, last: after it only execve runs, so the profile
      * never has to allow anything of our setup (youki does the same). */
     seccomp_load(c);

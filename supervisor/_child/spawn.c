@@ -30,7 +30,7 @@ static const char *const config_fields[] = {
     "uid",          "gid",            "rootfs",       "overlay",      "read_only_root", "tty",
     "network_request", "own_loopback", "live_phases", "fault",        "capabilities", "last_cap",
     "system",       "binds",          "rlimits",      "cgroup",       "masked_paths", "readonly_paths",
-    "seccomp_bpf",  "seccomp_flags",
+    "seccomp_bpf",  "seccomp_flags",  "init",         "time_namespace", "time_offsets",
 };
 
 /* One PID 1 between its clone and the moment it leaves our memory.

@@ -57,6 +57,13 @@ struct sv_rlimit {
     uint64_t soft, hard;
 };
 
+/* One line of /proc/PID/timens_offsets. */
+struct sv_time_offset {
+    const char *clock; /* "monotonic" or "boottime" */
+    int64_t seconds;
+    uint32_t nanoseconds; /* 0..999999999, added to seconds (also when negative) */
+};
+
 struct sv_plan {
     unsigned long clone_flags;
     char *const *argv;
@@ -71,6 +78,8 @@ struct sv_plan {
     int network_request; /* ask the supervisor for the NETWORK step */
     int own_loopback;    /* bring up lo (not with the host's network) */
     int live_phases;
+    int init; /* PID 1 forks the payload and stays as its init (init.c) */
+    int time_namespace; /* a time namespace for the payload (timens.c) */
     int fault; /* test-only: the phase to fail at, or 0 */
     uint64_t capabilities; /* the kept set, as a mask */
     int last_cap;          /* the highest capability this kernel knows */
@@ -84,6 +93,8 @@ struct sv_plan {
     size_t nreadonly;
     const struct sv_rlimit *rlimits;
     size_t nrlimits;
+    const struct sv_time_offset *time_offsets; /* none: the clocks of the initial namespace */
+    size_t ntime_offsets;
     struct sock_fprog seccomp; /* .len == 0: no filter */
     unsigned int seccomp_flags;
     const struct sv_cgroup_entry *cgroup;
@@ -127,10 +138,23 @@ struct sv_child {
      * rootfs can make /proc a symlink, and masks must follow the mount. */
     char proc_at[SV_PATH_MAX];
     char sys_at[SV_PATH_MAX];
+    /* With init: that procfs, opened (O_PATH) where it was mounted, for the
+     * payload's name; else -1. */
+    int proc_fd;
     /* What the current step is doing, when a call alone would not say it
      * ("masking /proc/kcore"): it leads the failure's text. */
     const char *context;
 };
+
+/* The kernel's struct sigaction (x86_64 and aarch64 share this layout) and
+ * its 64-bit signal set. */
+struct sv_sigaction {
+    void (*handler)(int);
+    unsigned long flags;
+    void (*restorer)(void);
+    uint64_t mask;
+};
+#define SV_SIGSET_SIZE 8
 
 /* --- text, without stdio (text.c) -------------------------------------- */
 
@@ -189,11 +213,14 @@ void masks_apply(struct sv_child *c);                    /* masks.c */
 void capabilities_limit(struct sv_child *c);             /* capabilities.c */
 void capabilities_finish(struct sv_child *c);            /* capabilities.c */
 void rlimits_apply(struct sv_child *c);                  /* rlimits.c */
+void timens_unshare(struct sv_child *c);                 /* timens.c */
 void tty_attach(struct sv_child *c);                     /* tty.c */
 void seccomp_load(struct sv_child *c);                   /* seccomp.c */
 void exec_find(struct sv_child *c, char *out, size_t size); /* exec.c */
 void exec_reset_signals(void);                           /* exec.c */
 _Noreturn void exec_payload(struct sv_child *c, const char *path); /* exec.c */
+/* Fork the payload and become its init: returns in the payload only (init.c). */
+void init_fork_payload(struct sv_child *c);
 
 /* The mount point of container path `path` below /newroot, created in a
  * filesystem of ours if missing (mounts.c). */

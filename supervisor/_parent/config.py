@@ -14,9 +14,10 @@ import os
 import resource
 import stat
 
-from .._protocol import Bind, Phase, Rlimit, SpawnConfig, SystemDir
-from .._spec import Spec
+from .._protocol import Bind, Phase, Rlimit, SpawnConfig, SystemDir, TimeOffset
+from .._spec import TIME_OFFSET_CLOCKS, Spec
 from .._sys import constants as c
+from .._sys import linux
 from .seccomp import compile_profile
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -141,7 +142,30 @@ def build_config(
         readonly_paths=list(READONLY_PATHS),
         seccomp_bpf=compiled.bpf if compiled is not None else b"",
         seccomp_flags=compiled.flags if compiled is not None else 0,
+        init=spec.init,
+        # A time namespace of its own wherever the kernel has them (asked-for
+        # offsets on one without were refused by Spec.check_host).
+        time_namespace=linux.has_time_namespaces(),
+        time_offsets=time_offsets(spec) if linux.has_time_namespaces() else [],
     )
+
+
+def time_offsets(spec: Spec) -> list[TimeOffset]:
+    """The lines of the container's ``timens_offsets``, none if all are zero.
+
+    The kernel takes offsets against the initial time namespace; ``Spec``'s are
+    against the supervisor's clocks, so the supervisor's own offsets (zero
+    unless it runs in a time namespace of its own) are added.
+    """
+    own = linux.own_time_offsets()
+    out = []
+    for clock in TIME_OFFSET_CLOCKS:
+        value = spec.time_offsets.get(clock, 0)
+        ns = own.get(clock, 0) + (value * 1_000_000_000 if isinstance(value, int) else round(value * 1e9))
+        if ns:
+            seconds, nanoseconds = divmod(ns, 1_000_000_000)
+            out.append(TimeOffset(clock, seconds, nanoseconds))
+    return out
 
 
 def network_mounts(spec: Spec, etc_dir: str | None) -> list[Bind]:

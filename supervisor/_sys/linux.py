@@ -8,7 +8,9 @@ What runs in PID 1 is C (``supervisor/_child``); these serve the supervisor.
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
+import time
 from typing import Any
 
 from . import constants as c
@@ -47,6 +49,38 @@ def comm(pid: int) -> bytes:
     """
     with open(f"/proc/{pid}/comm", "rb") as f:
         return f.read().rstrip(b"\n")
+
+
+@functools.lru_cache(maxsize=1)
+def has_time_namespaces() -> bool:
+    """Whether the running kernel has time namespaces (Linux 5.6+, ``CONFIG_TIME_NS``)."""
+    return os.path.exists("/proc/self/ns/time")
+
+
+@functools.lru_cache(maxsize=1)
+def own_time_offsets() -> dict[str, int]:
+    """Our clocks' offsets against the initial time namespace, in nanoseconds,
+    by name (``monotonic``, ``boottime``).
+
+    Read from ``/proc/self/timens_offsets``, which shows the namespace our
+    children get: ours, unless this process unshared one without entering it.
+    All zero outside a time namespace of our own; empty without time
+    namespaces.
+    """
+    try:
+        with open("/proc/self/timens_offsets") as f:
+            text = f.read()
+    except OSError:
+        return {}
+    names = {str(time.CLOCK_MONOTONIC): "monotonic", str(time.CLOCK_BOOTTIME): "boottime"}
+    out = {}
+    for line in text.splitlines():
+        try:
+            clock, seconds, nanoseconds = line.split()
+            out[names.get(clock, clock)] = int(seconds) * 1_000_000_000 + int(nanoseconds)
+        except ValueError:
+            continue
+    return out
 
 
 def pidfd_send_signal(pidfd: int, sig: int) -> None:
