@@ -158,18 +158,18 @@ def _checked_pass_fds(pass_fds: Sequence[int]) -> tuple[int, ...]:
     return passed
 
 
-async def _stop_left(proc: ContainerProcess) -> None:
+async def _stop_left(handle: Container) -> None:
     """Stop a container that outlives its supervisor's block, as on cancellation.
 
     Waits until PID 1 is reaped (at most 5 s after SIGKILL), so that its run
-    ends with its exit status.
+    ends with its exit status, then (at most 10 s) until its run has released
+    its resources: before the run directory and the network go.
     """
-    if proc.exited:
-        return  # it ended by itself: its run reports its own status
-    if proc.slot is None:  # not spawned yet: its run sees the closed supervisor
-        proc.stopped_by_us = True
-        return
-    await proc.stop(proc.grace_period, reap_timeout=5)
+    proc = handle._proc
+    if not proc.exited:
+        await proc.stop(proc.grace_period, reap_timeout=5)
+    with anyio.move_on_after(10):
+        await handle._done.wait()
 
 
 class Supervisor:
@@ -202,10 +202,7 @@ class Supervisor:
         self._tg: anyio.abc.TaskGroup | None = None
         self._ids = itertools.count(1)
         self._hostnames: set[str] = set()
-        self._live: dict[str, ContainerProcess] = {}
-        #: Set once the supervisor is closing and no run holds resources.
-        self._released: anyio.Event | None = None
-        self._closing = False
+        self._live: dict[str, Container] = {}
         # Unique among this process's supervisors (id(self) & 0xFFFF was not:
         # two live supervisors could share container ids, hence cgroup names).
         self._prefix = f"{os.getpid()}-{next(_SUPERVISOR_NUMBERS):04x}"
@@ -239,7 +236,6 @@ class Supervisor:
                         starting.start_soon(_in_worker_thread, sweep)
                     starting.start_soon(_in_worker_thread, _warm_up)
                 self._spawner = spawner = Spawner(tg)
-                self._released, self._closing = anyio.Event(), False
                 self._tg = tg
                 try:
                     yield
@@ -251,17 +247,11 @@ class Supervisor:
                         # Whatever is still running (runs of tasks outside
                         # this block) is stopped as on cancellation: SIGTERM
                         # if PID 1 handles it, its grace period, SIGKILL.
-                        self._closing = True
+                        spawner.close()  # a run still starting clones nothing more
                         try:
                             async with anyio.create_task_group() as stoppers:
-                                for proc in list(self._live.values()):
-                                    stoppers.start_soon(_stop_left, proc)
-                            # Their runs (tasks outside the block) release
-                            # their resources once reaped: before the run
-                            # directory and the network go.
-                            if self._live:
-                                with anyio.move_on_after(10):
-                                    await self._released.wait()
+                                for handle in list(self._live.values()):
+                                    stoppers.start_soon(_stop_left, handle)
                         finally:
                             await spawner.aclose(timeout=10)
                         # Networking (issue 5): finish the bridge deletions that
@@ -479,7 +469,7 @@ class Supervisor:
                 for fd in child_fds:
                     os.close(fd)
                 child_fds = []
-            self._live[cid] = proc
+            self._live[cid] = handle
 
             body_error: Exception | None = None
             async with anyio.create_task_group() as tg:
@@ -548,8 +538,6 @@ class Supervisor:
                 usage = resources.stats()  # after the end, before the cgroup goes
                 await resources.release()
                 self._live.pop(cid, None)
-                if self._closing and not self._live and self._released is not None:
-                    self._released.set()
                 self._hostnames.discard(hostname)
                 exit_code: int | None = None
                 sig: int | None = None

@@ -57,7 +57,10 @@ def caught(pid: int, sig: int) -> bool:
 
 
 async def test_init_is_pid_1_and_the_payload_pid_2(busybox: str) -> None:
-    script = "echo $$; cat /proc/1/comm; grep PPid /proc/$$/status"
+    # The init takes its name once it saw the payload's execve: a payload that
+    # looks at once may be first.
+    wait = "while [ $(cat /proc/1/comm) = sv-pid1-setup ]; do sleep 0.01; done"
+    script = f"echo $$; {wait}; cat /proc/1/comm; grep PPid /proc/$$/status"
     result = await supervisor.run(Spec(["sh", "-c", script], rootfs=busybox, init=True))
     assert result.exit_code == 0, result.stderr
     pid, comm, ppid = result.stdout.decode().splitlines()

@@ -18,6 +18,7 @@
  * A non-root payload thus gets no capability at all, as with Docker: the kept
  * set stays in its bounding set only, and no_new_privs plus nosuid mounts
  * stop setuid and file-capability binaries from regaining anything. */
+#include <errno.h>
 #include <linux/capability.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
@@ -54,14 +55,8 @@ void capabilities_limit(struct sv_child *c)
         if (p->capabilities & (1ULL << cap))
             continue;
         long r = sv_raw(SYS_prctl, PR_CAPBSET_DROP, cap, 0, 0, 0);
-        if (r < 0) {
-            struct sv_text t;
-            text_reset(&t);
-            text_str(&t, "prctl(PR_CAPBSET_DROP, ");
-            text_int(&t, cap);
-            text_str(&t, ") failed");
-            sv_fail(c, (int)-r, &t);
-        }
+        if (r < 0)
+            sv_fail_num(c, (int)-r, "prctl(PR_CAPBSET_DROP, ", cap, 0, ") failed");
     }
     long r = sv_raw(SYS_prctl, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
     if (r < 0)
@@ -98,7 +93,7 @@ void capabilities_finish(struct sv_child *c)
         text_str(&t, "/");
         text_hex(&t, want);
         text_str(&t, "/0");
-        sv_fail(c, 1 /* EPERM */, &t);
+        sv_fail(c, EPERM, &t);
     }
     uint64_t bounding = 0, ambient = 0;
     for (int cap = 0; cap <= p->last_cap; cap++) {
@@ -107,20 +102,9 @@ void capabilities_finish(struct sv_child *c)
         if (sv_raw(SYS_prctl, PR_CAP_AMBIENT, PR_CAP_AMBIENT_IS_SET, cap, 0, 0) == 1)
             ambient |= 1ULL << cap;
     }
-    if (bounding & ~p->capabilities) {
-        struct sv_text t;
-        text_reset(&t);
-        text_str(&t, "capabilities ");
-        text_hex(&t, bounding & ~p->capabilities);
-        text_str(&t, " are still in the bounding set");
-        sv_fail(c, 1 /* EPERM */, &t);
-    }
-    if (ambient) {
-        struct sv_text t;
-        text_reset(&t);
-        text_str(&t, "capabilities ");
-        text_hex(&t, ambient);
-        text_str(&t, " are still in the ambient set");
-        sv_fail(c, 1 /* EPERM */, &t);
-    }
+    if (bounding & ~p->capabilities)
+        sv_fail_num(c, EPERM, "capabilities ", (long long)(bounding & ~p->capabilities), 1,
+                    " are still in the bounding set");
+    if (ambient)
+        sv_fail_num(c, EPERM, "capabilities ", (long long)ambient, 1, " are still in the ambient set");
 }

@@ -143,6 +143,20 @@ _Noreturn void sv_fail(struct sv_child *c, int err, const struct sv_text *t)
         sv_raw(SYS_exit_group, 125, 0, 0, 0, 0);
 }
 
+_Noreturn void sv_fail_num(struct sv_child *c, int err, const char *before, long long value, int hex,
+                           const char *after)
+{
+    struct sv_text t;
+    text_reset(&t);
+    text_str(&t, before);
+    if (hex)
+        text_hex(&t, (unsigned long long)value);
+    else
+        text_int(&t, value);
+    text_str(&t, after);
+    sv_fail(c, err, &t);
+}
+
 _Noreturn void sv_fail_str(struct sv_child *c, int err, const char *what)
 {
     struct sv_text t;

@@ -5,6 +5,7 @@
  * nothing is ever created on the host (crabcan left /tmp/crabcan.* and
  * mount-point folders behind). Then pivot_root(".", ".") into /newroot and a
  * lazy unmount of the stacked old root make the host unreachable. */
+#include <errno.h>
 #include <fcntl.h>
 #include <linux/mount.h>
 #include <sys/stat.h>
@@ -58,7 +59,7 @@ static void bind_overlay(struct sv_child *c, const char *rootfs)
     text_str(&options, rootfs);
     text_str(&options, ",upperdir=/overlay/upper,workdir=/overlay/work");
     if (options.len >= sizeof options.buf)
-        sv_fail_str(c, 36 /* ENAMETOOLONG */, "overlay options too long for the rootfs path");
+        sv_fail_str(c, ENAMETOOLONG, "overlay options too long for the rootfs path");
     options.buf[options.len] = '\0';
     c->context = "mounting the overlay root";
     sv_mount(c, "overlay", SV_NEWROOT, "overlay", MS_NODEV | MS_NOSUID, options.buf);
@@ -76,7 +77,7 @@ static void build_default_root(struct sv_child *c)
         const struct sv_sysdir *d = &p->system[i];
         if (sv_join_path(target, sizeof target, SV_NEWROOT "/", d->name) < 0 ||
             sv_join_path(source, sizeof source, SV_OLDROOT "/", d->name) < 0)
-            sv_fail_call(c, 36 /* ENAMETOOLONG */, "join", d->name);
+            sv_fail_call(c, ENAMETOOLONG, "join", d->name);
         if (d->link != NULL) {
             sv_symlink(c, d->link, target);
             continue;
@@ -107,7 +108,7 @@ void rootfs_bind_root(struct sv_child *c)
     }
     char source[SV_PATH_MAX];
     if (sv_join_path(source, sizeof source, SV_OLDROOT, p->rootfs) < 0)
-        sv_fail_call(c, 36 /* ENAMETOOLONG */, "bind the rootfs", p->rootfs);
+        sv_fail_call(c, ENAMETOOLONG, "bind the rootfs", p->rootfs);
     sv_mount(c, source, SV_NEWROOT, NULL, MS_BIND | MS_REC, NULL);
     /* No device node of the rootfs folder is usable: the only devices are
      * those of the /dev we build. No setuid bit counts either (no_new_privs

@@ -182,6 +182,9 @@ int channel_send_fd(struct sv_child *c, uint32_t tag, int fd);
 _Noreturn void sv_fail(struct sv_child *c, int err, const struct sv_text *t);
 /* The same with a text of one string. */
 _Noreturn void sv_fail_str(struct sv_child *c, int err, const char *what);
+/* The same with the text `before`, a number (in hex with `hex`), `after`. */
+_Noreturn void sv_fail_num(struct sv_child *c, int err, const char *before, long long value, int hex,
+                           const char *after);
 
 /* --- system calls that name themselves on failure (syscalls.c) --------- */
 

@@ -7,6 +7,7 @@
  * time_for_children at exec), so PID 1 itself keeps the caller's clocks for
  * its phase marks. The offsets are relative to the initial namespace and
  * can only be written until the first process enters. */
+#include <errno.h>
 #include <fcntl.h>
 #include <sched.h>
 #include <sys/syscall.h>
@@ -53,6 +54,6 @@ void timens_unshare(struct sv_child *c)
         lines.buf[lines.len < sizeof lines.buf ? lines.len : sizeof lines.buf - 1] = '\0';
         text_quoted(&t, lines.buf);
         text_str(&t, ") failed");
-        sv_fail(c, r < 0 ? (int)-r : 5 /* EIO */, &t);
+        sv_fail(c, r < 0 ? (int)-r : EIO, &t);
     }
 }

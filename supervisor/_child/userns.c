@@ -13,23 +13,11 @@ static void set_ids(struct sv_child *c, uid_t uid, gid_t gid)
     if (r < 0)
         sv_fail_str(c, (int)-r, "setgroups([]) failed");
     r = sv_raw(SYS_setresgid, gid, gid, gid, 0, 0);
-    if (r < 0) {
-        struct sv_text t;
-        text_reset(&t);
-        text_str(&t, "setresgid(");
-        text_int(&t, gid);
-        text_str(&t, ") failed (is the gid mapped?)");
-        sv_fail(c, (int)-r, &t);
-    }
+    if (r < 0)
+        sv_fail_num(c, (int)-r, "setresgid(", gid, 0, ") failed (is the gid mapped?)");
     r = sv_raw(SYS_setresuid, uid, uid, uid, 0, 0);
-    if (r < 0) {
-        struct sv_text t;
-        text_reset(&t);
-        text_str(&t, "setresuid(");
-        text_int(&t, uid);
-        text_str(&t, ") failed (is the uid mapped?)");
-        sv_fail(c, (int)-r, &t);
-    }
+    if (r < 0)
+        sv_fail_num(c, (int)-r, "setresuid(", uid, 0, ") failed (is the uid mapped?)");
     /* A uid change clears the parent-death signal (commit_creds): re-arm it
      * at once, so there is no window in which our parent's death spares us. */
     sv_prctl(c, PR_SET_PDEATHSIG, SIGKILL, "PR_SET_PDEATHSIG");

@@ -26,6 +26,7 @@ so with the supervisor, even when that is killed by SIGKILL.
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 import signal
@@ -69,6 +70,7 @@ class Spawner:
     def __init__(self, task_group: anyio.abc.TaskGroup) -> None:
         self._tg = task_group
         self._slots: dict[str, Slot] = {}
+        self._closed = False
 
     async def spawn(self, cid: str, config: SpawnConfig, fds: list[int]) -> Slot:
         """Clone PID 1 and start watching it.
@@ -81,13 +83,16 @@ class Spawner:
                 this returned).
 
         Raises:
-            OSError: the kernel refused the clone (naming its flags).
+            OSError: the kernel refused the clone (naming its namespaces), or
+                the supervisor is closing (``ESHUTDOWN``).
             ValueError, TypeError: ``config`` does not convert.
 
         **Cancellation:** shielded once the request is made: the clone
         thread's answer (immediate) carries the pidfd without which the
         container could be neither stopped nor reaped.
         """
+        if self._closed:
+            raise OSError(errno.ESHUTDOWN, "the supervisor is closing: no container is started any more")
         reply, reply_w = os.pipe2(os.O_CLOEXEC)
         try:
             _spawn.spawn(config, fds, 0, reply_w)  # owns reply_w from here on
@@ -97,8 +102,8 @@ class Spawner:
         finally:
             os.close(reply)
         if err:
-            flags = config.clone_flags | c.CLONE_PIDFD
-            raise OSError(err, f"clone3({flags:#x}|CLONE_VM|CLONE_INTO_CGROUP) failed: {os.strerror(err)}")
+            # clone3, or clone(2) where clone3 is refused: the namespaces name it.
+            raise OSError(err, f"clone of PID 1 (namespaces {config.clone_flags:#x}) failed: {os.strerror(err)}")
         slot = Slot(pid=pid, pidfd=pidfd)
         self._slots[cid] = slot
         self._tg.start_soon(self._watch, slot)
@@ -139,11 +144,16 @@ class Spawner:
             os.close(slot.pidfd)
             slot.pidfd = -1
 
+    def close(self) -> None:
+        """Clone no more containers (:meth:`spawn` refuses from now on)."""
+        self._closed = True
+
     async def aclose(self, timeout: float = math.inf) -> None:
         """Kill every PID 1 still alive and wait until each is reaped.
 
         **Cancellation:** shielded.
         """
+        self.close()
         with anyio.CancelScope(shield=True):
             left = [s for s in self._slots.values() if not s.exited.is_set()]
             for slot in left:
