@@ -403,8 +403,6 @@ class Supervisor:
         proc = ContainerProcess(
             cid,
             ctl_parent,
-            spec.map_base,
-            spec.map_size,
             t0,
             note_phase,
             parent_steps=resources.parent_steps(),
@@ -453,6 +451,10 @@ class Supervisor:
                     child_fds.append(os.dup(fd))
                 except OSError as exc:  # closed by the caller while the run waited for its turn
                     raise ValueError(f"pass_fds: {fd} is not an open descriptor ({exc.strerror})") from None
+            if resources.wants_network:
+                # The address and bridge need no container: reserved in the
+                # background while PID 1 is cloned and set up.
+                resources.start_allocation()
             if resources.wants_cgroup:
                 # Before the clone, so that PID 1 starts in it (SetupError);
                 # its entry fds go last, after the passed ones.

@@ -10,9 +10,8 @@ Choreography, for one container::
       filled in C, then clone3(NEWUSER|NEWNS|NEWUTS|
       NEWIPC|NEWNET|NEWPID|VM|PIDFD|INTO_CGROUP) ------> starts in its v2 cgroup, on a
                                                          stack of its own
-                                                         REQUEST USERNS [SPAWNED, USERNS]
-    write uid_map/gid_map
-    ACK USERNS ------------------------------------------> setresuid(0)...
+    the clone thread writes uid_map/gid_map
+      and wakes PID 1 (a futex) -------------------------> USERNS: setresuid(0)...
                                                          CGROUP: write 0 to the v1 tasks files
                                                          [REQUEST NETWORK, waited for,
                                                           in bridge mode]
@@ -100,8 +99,11 @@ class Phase(enum.IntEnum):
     credentials, which own its ``/proc/self``; the payload enters it at execve."""
 
     USERNS = 2
-    """*Request*: the supervisor writes ``uid_map``/``gid_map``. First, because
-    nothing that creates files or checks ids works before the maps exist."""
+    """PID 1 waits for its ``uid_map``/``gid_map``, which the supervisor's
+    clone thread writes as soon as the clone returns (no round trip through the
+    event loop: a futex word in the memory they share says when). First,
+    because nothing that creates files or checks ids works before the maps
+    exist."""
 
     CGROUP = 3
     """PID 1 enters its cgroup. The supervisor created it (and wrote its
@@ -163,10 +165,11 @@ class Phase(enum.IntEnum):
 _LABELS = {phase: phase.name.lower() for phase in Phase}
 
 #: Phases whose start is a request that the supervisor must answer.
-REQUEST_PHASES = frozenset({Phase.USERNS, Phase.NETWORK})
-#: Phases with a step of the supervisor's own: the requests, and ``CGROUP``,
-#: whose step (creating the cgroup) runs before the clone.
-PARENT_STEP_PHASES = REQUEST_PHASES | {Phase.CGROUP}
+REQUEST_PHASES = frozenset({Phase.NETWORK})
+#: Phases with a step of the supervisor's own: the requests; ``CGROUP``, whose
+#: step (creating the cgroup) runs before the clone; and ``USERNS``, whose step
+#: (writing the id maps) its clone thread does right after the clone.
+PARENT_STEP_PHASES = REQUEST_PHASES | {Phase.USERNS, Phase.CGROUP}
 
 
 class Record(enum.IntEnum):
@@ -360,6 +363,11 @@ class SpawnConfig:
     """The payload's uid inside the container."""
     gid: int
     """The payload's gid inside the container (its only group)."""
+    map_base: int
+    """First host id of the container's ids: ``0..map_size-1`` map to
+    ``map_base..``, in ``uid_map`` and ``gid_map`` (written by the clone thread)."""
+    map_size: int
+    """How many ids the container has."""
     rootfs: str | None
     """Host path of the root (resolved), or ``None`` for the embedded default root."""
     overlay: bool
@@ -376,6 +384,9 @@ class SpawnConfig:
     """Send each phase mark at once instead of holding it back."""
     fault: int
     """Test-only: the phase at which PID 1 fails on purpose, or 0."""
+    id_maps_fault: int
+    """Test-only: the clone thread's id-map step fails on purpose instead of
+    writing the maps (1) or after writing them (2); 0: it does not."""
     capabilities: int
     """The kept capability set, as a mask."""
     last_cap: int

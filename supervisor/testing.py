@@ -20,8 +20,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
-from ._parent.config import FAULT
-from ._parent.container import PARENT_FAULT
+from ._parent.config import FAULT, PARENT_FAULT
 from ._protocol import PARENT_STEP_PHASES, Phase
 
 __all__ = ["fail_at", "fail_in_parent"]
@@ -54,10 +53,11 @@ def fail_at(phase: Phase) -> Iterator[None]:
 def fail_in_parent(phase: Phase, *, after: bool = False) -> Iterator[None]:
     """Make the supervisor's own step of a phase fail.
 
-    The supervisor has a step of its own in ``USERNS`` and ``NETWORK`` (when
-    PID 1 asks) and in ``CGROUP`` (creating the cgroup, before the clone);
-    inside this block that step fails with ``EIO`` instead, as if writing the
-    id maps (or creating the cgroup, configuring the network) had failed.
+    The supervisor has a step of its own in ``USERNS`` (its clone thread
+    writes the id maps right after the clone), in ``CGROUP`` (creating the
+    cgroup, before the clone) and in ``NETWORK`` (when PID 1 asks); inside
+    this block that step fails with ``EIO`` instead, as if writing the id maps
+    (or creating the cgroup, configuring the network) had failed.
 
     Args:
         phase: ``Phase.USERNS``, ``Phase.CGROUP`` or ``Phase.NETWORK``.
@@ -73,7 +73,7 @@ def fail_in_parent(phase: Phase, *, after: bool = False) -> Iterator[None]:
         raise TypeError(f"fail_in_parent() needs a supervisor.Phase, not {type(phase).__name__}")
     if phase not in PARENT_STEP_PHASES:
         names = ", ".join(p.name for p in sorted(PARENT_STEP_PHASES))
-        raise ValueError(f"{phase.name} is not a request phase or CGROUP (one of {names})")
+        raise ValueError(f"{phase.name} has no supervisor step (only {names} have)")
     token = PARENT_FAULT.set((phase, after))
     try:
         yield

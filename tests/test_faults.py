@@ -150,7 +150,7 @@ def test_fault_helpers_check_their_argument() -> None:
         pass
     with pytest.raises(TypeError), fail_at(8):  # type: ignore[arg-type]
         pass
-    with pytest.raises(ValueError, match="request phase"), fail_in_parent(Phase.PIVOT):
+    with pytest.raises(ValueError, match="has no supervisor step"), fail_in_parent(Phase.PIVOT):
         pass
 
 

@@ -815,11 +815,15 @@ async def test_setup_process_is_not_dumpable() -> None:
     async with supervisor.Supervisor() as sup:
 
         def on_phase(phase: Phase, _t: float) -> None:
-            # PID 1 waits for our answer to USERNS: it is mid-setup, as host root.
-            if phase == Phase.USERNS:
+            # PID 1 waits for our answer to its NETWORK request: it is
+            # mid-setup. As root of its user namespace, which host root owns,
+            # only its non-dumpable memory (ours: CLONE_VM) keeps a tracer
+            # without CAP_SYS_PTRACE out. (Its uid switch at USERNS cleared
+            # dumpability too; before it, PR_SET_DUMPABLE at SPAWNED did.)
+            if phase == Phase.NETWORK:
                 seen["during_setup"] = _ptrace_seize(_pid1_in_setup())
 
-        res = await sup.run(Spec(["true"]), on_phase=on_phase)
+        res = await sup.run(Spec(["true"], network="bridge"), on_phase=on_phase)
     assert res.exit_code == 0
     assert seen == {"during_setup": "denied"}
 

@@ -26,7 +26,7 @@ pytestmark = pytest.mark.anyio
 def _container() -> tuple[ContainerProcess, socket.socket]:
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
     ours.setblocking(False)
-    proc = ContainerProcess("t", ours, 100_000, 65_536, time.monotonic_ns())
+    proc = ContainerProcess("t", ours, time.monotonic_ns())
     slot = Slot()
     slot.exit_code, slot.exit_status = 1, 125  # CLD_EXITED, as PID 1 exits after a failure
     slot.exited.set()
@@ -35,35 +35,25 @@ def _container() -> tuple[ContainerProcess, socket.socket]:
 
 
 async def test_failure_report_wins_over_the_reset_of_an_unread_answer() -> None:
-    """PID 1 sends FAIL and exits with our CGROUP answer unread: the kernel
+    """PID 1 sends FAIL and exits with our NETWORK answer unread: the kernel
     reports a reset before the queued FAIL; the FAIL must still be the cause."""
     proc, pid1 = _container()
     now = time.monotonic_ns()
     try:
-        request = Pid1Record(Record.REQUEST, int(Phase.USERNS), marks=((1, now), (int(Phase.USERNS), now)))
+        early = (Phase.SPAWNED, Phase.USERNS, Phase.CGROUP, Phase.NETWORK)
+        request = Pid1Record(Record.REQUEST, int(Phase.NETWORK), marks=tuple((int(p), now) for p in early))
         pid1.send(encode_pid1(request))
-        # Answered by the parent: here we only need the next records queued.
-        pid1.send(encode_pid1(Pid1Record(Record.PHASE, marks=((int(Phase.CGROUP), now), (int(Phase.NETWORK), now)))))
+        pid1.send(encode_pid1(Pid1Record(Record.PHASE, marks=((int(Phase.HOSTNAME), now), (int(Phase.ROOTFS), now)))))
         pid1.send(encode_pid1(Pid1Record(Record.FAIL, int(Phase.MOUNTS), errno.EIO, message="boom")))
-        proc.sock.send(encode_pid1(Pid1Record(Record.ACK, int(Phase.CGROUP))))  # never read by PID 1
+        proc.sock.send(encode_pid1(Pid1Record(Record.ACK, int(Phase.NETWORK))))  # never read by PID 1
         pid1.close()
+        # No parent step is set: the answer is only an ACK, to a closed socket.
         with anyio.fail_after(5), pytest.raises(SetupError) as info:
-            await _drive_without_userns(proc)
+            await proc.drive_setup()
         assert info.value.phase is Phase.MOUNTS
         assert info.value.message == "boom"
     finally:
         proc.sock.close()
-
-
-async def _drive_without_userns(proc: ContainerProcess) -> None:
-    """Drive setup with the parent steps stubbed out (USERNS would write a real
-    /proc/<pid>/uid_map; the ACKs are already queued by the test)."""
-
-    async def no_userns(phase: Phase) -> None:
-        return None
-
-    proc._answer = no_userns  # type: ignore[method-assign]
-    await proc.drive_setup()
 
 
 async def test_phase_out_of_order_is_a_protocol_error() -> None:

@@ -271,6 +271,20 @@ int plan_fill(struct sv_plan *p, struct sv_arena *a, PyObject *cfg, const int *f
     if (get_long(cfg, "gid", &v))
         return -1;
     p->gid = (gid_t)v;
+    if (get_long(cfg, "map_base", &v))
+        return -1;
+    if (v < 1 || v > UINT32_MAX) {
+        PyErr_SetString(PyExc_ValueError, "SpawnConfig.map_base must be within 1..2**32-1");
+        return -1;
+    }
+    p->map_base = (uint32_t)v;
+    if (get_long(cfg, "map_size", &v))
+        return -1;
+    if (v < 1 || v > (long long)UINT32_MAX - p->map_base) {
+        PyErr_SetString(PyExc_ValueError, "SpawnConfig.map_size must be >= 1 and end below 2**32-1");
+        return -1;
+    }
+    p->map_size = (uint32_t)v;
     if (get_str(a, cfg, "rootfs", &p->rootfs, 1) || get_bool(cfg, "overlay", &p->overlay) ||
         get_bool(cfg, "read_only_root", &p->read_only_root) || get_bool(cfg, "tty", &p->tty) ||
         get_bool(cfg, "network_request", &p->network_request) || get_bool(cfg, "own_loopback", &p->own_loopback) ||
@@ -280,6 +294,13 @@ int plan_fill(struct sv_plan *p, struct sv_arena *a, PyObject *cfg, const int *f
     if (get_long(cfg, "fault", &v))
         return -1;
     p->fault = (int)v;
+    if (get_long(cfg, "id_maps_fault", &v))
+        return -1;
+    if (v < 0 || v > 2) {
+        PyErr_SetString(PyExc_ValueError, "SpawnConfig.id_maps_fault must be 0, 1 or 2");
+        return -1;
+    }
+    p->id_maps_fault = v == 0 ? 0 : v == 1 ? SV_MAPS_FAULT_BEFORE : SV_MAPS_FAULT_AFTER;
     if (get_long(cfg, "last_cap", &v))
         return -1;
     if (v < 0 || v > 63) {

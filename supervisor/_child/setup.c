@@ -68,9 +68,9 @@ static int adopt_fds(struct sv_child *c, int cloned_into_cgroup)
     return control;
 }
 
-_Noreturn void sv_pid1_main(const struct sv_plan *plan, int cloned_into_cgroup)
+_Noreturn void sv_pid1_main(const struct sv_plan *plan, struct sv_idmaps *maps, int cloned_into_cgroup)
 {
-    struct sv_child child = {.plan = plan, .nowned = 0, .njoins = 0, .proc_fd = -1, .context = NULL};
+    struct sv_child child = {.plan = plan, .maps = maps, .nowned = 0, .njoins = 0, .proc_fd = -1, .context = NULL};
     struct sv_child *c = &child;
     char program[SV_PATH_MAX];
 
@@ -94,7 +94,7 @@ _Noreturn void sv_pid1_main(const struct sv_plan *plan, int cloned_into_cgroup)
     sv_raw(SYS_setsid, 0, 0, 0, 0, 0);
     channel_enter(c, SV_PHASE_SPAWNED);
     /* A time namespace for the payload, unshared here (clone(2) has no room
-     * for CLONE_NEWTIME) while PID 1 still has the fork server's credentials:
+     * for CLONE_NEWTIME) while PID 1 still has the supervisor's credentials:
      * its offsets must be written before anyone enters it, through
      * /proc/self/timens_offsets, and after the uid switch below the entries
      * of a non-dumpable process belong to the host's root, out of our reach.
@@ -104,9 +104,12 @@ _Noreturn void sv_pid1_main(const struct sv_plan *plan, int cloned_into_cgroup)
         timens_unshare(c);
 
     /* USERNS: first, because files created and ids checked from here on need
-     * the maps. The supervisor writes them (root in the host user namespace),
-     * then we become root of the container (still without host privilege). */
-    channel_request(c, SV_PHASE_USERNS);
+     * the maps. The supervisor's clone thread writes them (root in the host
+     * user namespace) as soon as the clone returns, without a round trip
+     * through its event loop; then we become root of the container (still
+     * without host privilege). */
+    channel_enter(c, SV_PHASE_USERNS);
+    userns_wait_maps(c);
     userns_become_root(c);
 
     /* CGROUP: right after the maps, before any other work, so that the whole

@@ -26,11 +26,13 @@
 /* The SpawnConfig fields plan.c reads (compared with the dataclass by the
  * tests, so that the two cannot drift). */
 static const char *const config_fields[] = {
-    "clone_flags",  "argv",           "env",          "search_path",  "cwd",          "hostname",
-    "uid",          "gid",            "rootfs",       "overlay",      "read_only_root", "tty",
-    "network_request", "own_loopback", "live_phases", "fault",        "capabilities", "last_cap",
-    "system",       "binds",          "rlimits",      "cgroup",       "masked_paths", "readonly_paths",
-    "seccomp_bpf",  "seccomp_flags",  "init",         "time_namespace", "time_offsets",
+    "clone_flags",     "argv",          "env",          "search_path",   "cwd",
+    "hostname",        "uid",           "gid",          "map_base",      "map_size",
+    "rootfs",          "overlay",       "read_only_root", "tty",         "network_request",
+    "own_loopback",    "live_phases",   "fault",        "id_maps_fault", "capabilities",
+    "last_cap",        "system",        "binds",        "rlimits",       "cgroup",
+    "masked_paths",    "readonly_paths", "seccomp_bpf", "seccomp_flags", "init",
+    "time_namespace",  "time_offsets",
 };
 
 /* One PID 1 between its clone and the moment it leaves our memory.
@@ -47,6 +49,7 @@ struct inflight {
     pid_t alive;
     int into_cgroup; /* clone3 placed PID 1 in its v2 cgroup */
     struct sv_plan plan;
+    struct sv_idmaps maps; /* written by the clone thread, awaited by PID 1 */
     struct sv_arena arena;
     char *stack;
     size_t stack_size;
@@ -92,7 +95,7 @@ static size_t collect(void)
 static int pid1_entry(void *arg)
 {
     struct inflight *f = arg;
-    sv_pid1_main(&f->plan, f->into_cgroup);
+    sv_pid1_main(&f->plan, &f->maps, f->into_cgroup);
 }
 
 /* Clone PID 1 into the v2 cgroup `cgroup_fd` when there is one (clone3),
@@ -163,6 +166,10 @@ static void *clone_thread(void *arg)
             continue; /* EINTR; a pipe write of a pointer is never split */
         int pidfd = -1;
         long pid = clone_pid1(req->f, req->cgroup_fd, req->exit_signal, &pidfd);
+        /* PID 1 waits for its id maps: write them at once. Until it is
+         * reaped (by the supervisor, after this reply) the pid is its own. */
+        if (pid > 0)
+            userns_write_maps(&req->f->plan, &req->f->maps, pid);
         struct reply rep = {.pid = pid > 0 ? (int32_t)pid : 0, .pidfd = pidfd, .err = pid < 0 ? (int32_t)-pid : 0};
         if (pid < 0) {
             inflight_free(req->f);

@@ -73,6 +73,7 @@ struct sv_plan {
     const char *hostname;
     uid_t uid;
     gid_t gid;
+    uint32_t map_base, map_size; /* container ids 0..map_size-1 are host ids map_base.. */
     const char *rootfs; /* host path, or NULL for the embedded default root */
     int overlay, read_only_root, tty;
     int network_request; /* ask the supervisor for the NETWORK step */
@@ -81,6 +82,7 @@ struct sv_plan {
     int init; /* PID 1 forks the payload and stays as its init (init.c) */
     int time_namespace; /* a time namespace for the payload (timens.c) */
     int fault; /* test-only: the phase to fail at, or 0 */
+    int id_maps_fault; /* test-only: SV_MAPS_FAULT_* for the clone thread's step, or 0 */
     uint64_t capabilities; /* the kept set, as a mask */
     int last_cap;          /* the highest capability this kernel knows */
     const struct sv_sysdir *system;
@@ -105,6 +107,16 @@ struct sv_plan {
     size_t npassed;
 };
 
+/* The id maps, written by the supervisor's clone thread right after the
+ * clone while PID 1 waits for them at USERNS (userns.c). It lives beside the
+ * plan, in memory the two share (CLONE_VM); `state` is a futex word. */
+struct sv_idmaps {
+    int32_t state;  /* 0 pending; 1 written; -errno: the step failed */
+    int32_t failed; /* then what: SV_MAPS_UID, SV_MAPS_GID or SV_MAPS_FAULT_* */
+    int32_t pid;    /* PID 1's host pid, for the failure's text */
+};
+enum { SV_MAPS_UID, SV_MAPS_GID, SV_MAPS_FAULT_BEFORE, SV_MAPS_FAULT_AFTER };
+
 /* --- PID 1's state ------------------------------------------------------ */
 
 struct sv_text {
@@ -125,6 +137,7 @@ struct sv_channel {
 
 struct sv_child {
     const struct sv_plan *plan;
+    struct sv_idmaps *maps;
     struct sv_channel ch;
     /* Container paths of the filesystems we mounted ourselves (tmpfs): only
      * there may a missing mount point be created. */
@@ -202,6 +215,7 @@ _Noreturn void sv_fail_call(struct sv_child *c, int err, const char *call, const
 
 /* --- the steps, one file per kernel concept ----------------------------- */
 
+void userns_wait_maps(struct sv_child *c);               /* userns.c */
 void userns_become_root(struct sv_child *c);             /* userns.c */
 void userns_become_payload(struct sv_child *c);          /* userns.c */
 void cgroups_enter(struct sv_child *c);                  /* cgroups.c */
@@ -235,8 +249,12 @@ void mounts_point(struct sv_child *c, const char *path, int directory, char *out
 struct clone_args;
 long sv_clone3(struct clone_args *args, size_t size, int (*fn)(void *), void *arg);
 
+/* The supervisor's half of USERNS, in its clone thread right after the
+ * clone of `pid`: write the maps, publish the outcome, wake PID 1 (userns.c). */
+void userns_write_maps(const struct sv_plan *plan, struct sv_idmaps *maps, long pid);
+
 /* PID 1's whole life, from the clone (setup.c). */
-_Noreturn void sv_pid1_main(const struct sv_plan *plan, int cloned_into_cgroup);
+_Noreturn void sv_pid1_main(const struct sv_plan *plan, struct sv_idmaps *maps, int cloned_into_cgroup);
 
 #define SV_STAGING "/tmp"
 #define SV_NEWROOT "/newroot"

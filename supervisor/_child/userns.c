@@ -1,11 +1,113 @@
-/* PID 1's ids inside its user namespace: root of the container during setup,
- * then the payload's ids. Raw calls: glibc's wrappers would try to change
- * the ids of threads the calling process had, which this child does not. */
+/* The user namespace: its id maps, and PID 1's ids inside it.
+ *
+ * The maps are written from the host's side by the supervisor's clone thread
+ * (userns_write_maps, run in the supervisor right after the clone) while PID
+ * 1 waits for them (userns_wait_maps): no round trip through the event loop.
+ * The two share the struct sv_idmaps beside the plan (CLONE_VM), whose state
+ * is a futex word.
+ *
+ * PID 1's ids are then set with raw calls: glibc's wrappers would try to
+ * change the ids of threads the calling process had, which this child does
+ * not. */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/futex.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 
 #include "sv.h"
+
+/* A text as a C string (cut to fit). */
+static const char *text_cstr(struct sv_text *t)
+{
+    size_t end = t->len < sizeof t->buf ? t->len : sizeof t->buf - 1;
+    t->buf[end] = '\0';
+    return t->buf;
+}
+
+static void map_path(struct sv_text *t, long pid, const char *name)
+{
+    text_reset(t);
+    text_str(t, "/proc/");
+    text_int(t, pid);
+    text_str(t, "/");
+    text_str(t, name);
+}
+
+static void map_line(struct sv_text *t, const struct sv_plan *p)
+{
+    text_reset(t);
+    text_str(t, "0 ");
+    text_int(t, p->map_base);
+    text_str(t, " ");
+    text_int(t, p->map_size);
+}
+
+/* Write one map file; 0 or -errno. */
+static long write_map(long pid, const char *name, const struct sv_plan *p)
+{
+    struct sv_text path, line;
+    map_path(&path, pid, name);
+    map_line(&line, p);
+    text_str(&line, "\n");
+    long fd = sv_raw(SYS_openat, AT_FDCWD, (long)text_cstr(&path), O_WRONLY | O_CLOEXEC, 0, 0);
+    if (fd < 0)
+        return fd;
+    long r = sv_raw(SYS_write, fd, (long)line.buf, (long)line.len, 0, 0);
+    sv_raw(SYS_close, fd, 0, 0, 0, 0);
+    return r < 0 ? r : r == (long)line.len ? 0 : -EIO;
+}
+
+void userns_write_maps(const struct sv_plan *p, struct sv_idmaps *m, long pid)
+{
+    /* PID 1 is our child and not reaped before this step is done, so
+     * /proc/PID is it. uid_map first, as the kernel checks nothing between
+     * the two that the other would change. */
+    long r = 0;
+    int32_t failed = SV_MAPS_FAULT_BEFORE;
+    if (p->id_maps_fault == SV_MAPS_FAULT_BEFORE)
+        r = -EIO;
+    if (r == 0 && (r = write_map(pid, "uid_map", p)) < 0)
+        failed = SV_MAPS_UID;
+    if (r == 0 && (r = write_map(pid, "gid_map", p)) < 0)
+        failed = SV_MAPS_GID;
+    if (r == 0 && p->id_maps_fault == SV_MAPS_FAULT_AFTER) {
+        r = -EIO;
+        failed = SV_MAPS_FAULT_AFTER;
+    }
+    m->failed = failed;
+    m->pid = (int32_t)pid;
+    __atomic_store_n(&m->state, r < 0 ? (int32_t)r : 1, __ATOMIC_RELEASE);
+    sv_raw(SYS_futex, (long)&m->state, FUTEX_WAKE_PRIVATE, 1, 0, 0);
+}
+
+void userns_wait_maps(struct sv_child *c)
+{
+    struct sv_idmaps *m = c->maps;
+    int32_t state;
+    while ((state = __atomic_load_n(&m->state, __ATOMIC_ACQUIRE)) == 0)
+        sv_raw(SYS_futex, (long)&m->state, FUTEX_WAIT_PRIVATE, 0, 0, 0); /* EAGAIN, EINTR: look again */
+    if (state > 0)
+        return;
+    struct sv_text t;
+    if (m->failed == SV_MAPS_FAULT_BEFORE || m->failed == SV_MAPS_FAULT_AFTER) {
+        text_reset(&t);
+        text_str(&t, m->failed == SV_MAPS_FAULT_BEFORE ? "fault injected in" : "fault injected after");
+        text_str(&t, " the supervisor's userns step (supervisor.testing)");
+    } else {
+        struct sv_text line, path;
+        map_line(&line, c->plan);
+        map_path(&path, m->pid, m->failed == SV_MAPS_UID ? "uid_map" : "gid_map");
+        text_reset(&t);
+        text_str(&t, "the supervisor's write of ");
+        text_quoted(&t, text_cstr(&line));
+        text_str(&t, " to ");
+        text_str(&t, text_cstr(&path));
+        text_str(&t, " failed");
+    }
+    sv_fail(c, -state, &t);
+}
 
 static void set_ids(struct sv_child *c, uid_t uid, gid_t gid)
 {

@@ -27,6 +27,11 @@ SYSTEM_DIRS = ("usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "etc")
 
 #: Test-only: the phase at which PID 1 must fail (see supervisor.testing).
 FAULT: contextvars.ContextVar[Phase | None] = contextvars.ContextVar("supervisor_fault", default=None)
+#: Test-only: the phase whose supervisor-side step must fail, and whether
+#: after doing its work (see supervisor.testing.fail_in_parent).
+PARENT_FAULT: contextvars.ContextVar[tuple[Phase, bool] | None] = contextvars.ContextVar(
+    "supervisor_parent_fault", default=None
+)
 
 
 #: Hidden from the container (runc's defaults): files under a /dev/null bind,
@@ -103,6 +108,7 @@ def build_config(
         ValueError: ``Spec.seccomp`` names a profile that does not compile.
     """
     fault = FAULT.get()
+    parent_fault = PARENT_FAULT.get()
     env = build_env(spec, hostname, tty=spec.tty)
     caps = spec.capabilities
     compiled = compile_profile(spec.seccomp, caps)
@@ -119,6 +125,8 @@ def build_config(
         hostname=hostname,
         uid=spec.uid,
         gid=spec.gid if spec.gid is not None else spec.uid,
+        map_base=spec.map_base,
+        map_size=spec.map_size,
         # Host paths resolved here: PID 1 opens them below its old root, where
         # an absolute symlink on the way (/var/run -> /run) would point into
         # its staging root instead of the host.
@@ -130,6 +138,7 @@ def build_config(
         own_loopback=spec.network != "host",  # host mode: the host's own lo, not ours to touch
         live_phases=live_phases,
         fault=int(fault) if fault is not None else 0,
+        id_maps_fault=(1 + parent_fault[1]) if parent_fault and parent_fault[0] == Phase.USERNS else 0,
         capabilities=mask,
         last_cap=last_cap(),
         system=list(system_entries()) if spec.rootfs is None else [],

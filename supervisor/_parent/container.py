@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import errno
 import math
 import os
@@ -17,17 +16,11 @@ import anyio
 from .._errors import ProtocolError, SetupError
 from .._protocol import REQUEST_PHASES, SETUP_COMM, Phase, Pid1Record, Record, decode_pid1, encode_pid1, recv_raw
 from .._sys import linux
+from .config import PARENT_FAULT
 from .spawn import Slot
-from .userns import write_id_maps
 
 PhaseCallback = Callable[[Phase, float], None]
 ParentStep = Callable[["ContainerProcess"], Awaitable[None]]
-
-#: Test-only: the phase whose supervisor-side step must fail, and whether
-#: after doing its work (supervisor.testing.fail_in_parent).
-PARENT_FAULT: contextvars.ContextVar[tuple[Phase, bool] | None] = contextvars.ContextVar(
-    "supervisor_parent_fault", default=None
-)
 
 
 def check_parent_fault(phase: Phase, *, after: bool) -> None:
@@ -47,8 +40,6 @@ class ContainerProcess:
     Args:
         cid: the supervisor's id for it.
         sock: the supervisor's end of the control socket (non-blocking).
-        map_base: first host id of the container's id range.
-        map_size: size of that range.
         t0: ``time.monotonic_ns()`` when the run started.
         on_phase: called as each phase starts (phase, seconds since start).
         parent_steps: coroutines run when PID 1 requests that phase (the
@@ -60,8 +51,6 @@ class ContainerProcess:
         self,
         cid: str,
         sock: socket.socket,
-        map_base: int,
-        map_size: int,
         t0: int,
         on_phase: PhaseCallback | None = None,
         parent_steps: dict[Phase, ParentStep] | None = None,
@@ -69,8 +58,6 @@ class ContainerProcess:
     ) -> None:
         self.cid = cid
         self.sock = sock
-        self.map_base = map_base
-        self.map_size = map_size
         self.t0 = t0
         self.on_phase = on_phase
         self.parent_steps = parent_steps or {}
@@ -264,8 +251,6 @@ class ContainerProcess:
         assert self.slot is not None
         try:
             check_parent_fault(phase, after=False)
-            if phase == Phase.USERNS:
-                write_id_maps(self.slot.pid, self.slot.pidfd, self.map_base, self.map_size)
             step = self.parent_steps.get(phase)
             if step is not None:
                 await step(self)

@@ -126,10 +126,6 @@ class HostResources:
     def parent_steps(self) -> dict[Phase, ParentStep]:
         """The coroutines answering PID 1's requests."""
         steps: dict[Phase, ParentStep] = {}
-        if self.wants_network and self._task_group is not None:
-            # The address and bridge need no container: reserve them while
-            # PID 1 and the supervisor go through USERNS and CGROUP.
-            steps[Phase.USERNS] = self._start_allocation
         if self.wants_network:
             steps[Phase.NETWORK] = self.setup_network
         return steps
@@ -234,17 +230,24 @@ class HostResources:
         self.rundir.record(self.cid, "dir", path=self.etc_dir)
         self.rundir.record(self.cid, "net-lease", subnet=self.spec.subnet, bridge=network.bridge_name(self.spec.subnet))
 
-    async def _start_allocation(self, proc: ContainerProcess) -> None:
-        """Start reserving the address in the background (a USERNS parent step).
+    def start_allocation(self) -> None:
+        """Start reserving the address in the background, before the clone.
+
+        Without a task group (no supervisor), :meth:`setup_network` reserves
+        it itself.
 
         Raises:
-            OSError: the crash ledger cannot be written.
+            SetupError: phase ``NETWORK``: the crash ledger cannot be written.
 
-        **Cancellation:** returns at once; :meth:`release` waits for the
+        **Cancellation:** synchronous; :meth:`release` waits for the
         background allocation and frees what it reserved.
         """
-        assert self._task_group is not None
-        self._record_network()
+        if self._task_group is None:
+            return
+        try:
+            self._record_network()
+        except OSError as exc:
+            raise SetupError(Phase.NETWORK, exc.errno or 0, str(exc)) from exc
         self._allocated = anyio.Event()
         self._task_group.start_soon(self._allocate, self._allocated)
 
