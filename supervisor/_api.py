@@ -618,6 +618,10 @@ async def _wait_for_end(proc: ContainerProcess, resources: HostResources, deadli
     """Wait for PID 1 to exit; return "timeout" or "oom" if that came first."""
     assert proc.slot is not None
     slot = proc.slot
+    if not resources.watches_oom:
+        with anyio.move_on_at(deadline):
+            await slot.exited.wait()
+        return None if slot.exited.is_set() else "timeout"
     outcome: Reason | None = None
     async with anyio.create_task_group() as tg:
 
@@ -630,8 +634,7 @@ async def _wait_for_end(proc: ContainerProcess, resources: HostResources, deadli
             outcome = "oom"
             tg.cancel_scope.cancel()
 
-        if resources.watches_oom:
-            tg.start_soon(watch_oom)
+        tg.start_soon(watch_oom)
         with anyio.move_on_at(deadline) as scope:
             await slot.exited.wait()
         if scope.cancelled_caught and outcome is None:

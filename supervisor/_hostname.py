@@ -12,6 +12,11 @@ ADJECTIVES = (
 )  # fmt: skip
 
 
+#: Names need no secrecy: one generator, seeded once (a fresh one reads
+#: os.urandom each time).
+_RNG = random.Random()
+
+
 def generate(taken: set[str] | frozenset[str], rng: random.Random | None = None) -> str:
     """A random ``adjective-noun-N`` name not in ``taken``.
 
@@ -27,7 +32,7 @@ def generate(taken: set[str] | frozenset[str], rng: random.Random | None = None)
     Returns:
         A name not in ``taken``.
     """
-    rng = rng or random.Random()
+    rng = rng or _RNG
     limit = 256
     while True:
         for _ in range(32):

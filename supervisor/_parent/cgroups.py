@@ -334,11 +334,19 @@ def _open(path: str, flags: int) -> int:
 
 
 def _read(path: str) -> str:
+    # os.open/os.read: a text file object costs more than the kernel's part
+    # for these small files, read after every run.
     try:
-        with open(path) as f:
-            return f.read()
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            chunks = [os.read(fd, 4096)]
+            while chunks[-1]:
+                chunks.append(os.read(fd, 4096))
+        finally:
+            os.close(fd)
     except OSError as exc:
         raise OSError(exc.errno, f"read {path}: {exc.strerror}") from exc
+    return b"".join(chunks).decode()
 
 
 def _keyed(path: str) -> dict[str, int]:

@@ -47,8 +47,11 @@ def comm(pid: int) -> bytes:
         OSError: ``FileNotFoundError`` once the process is reaped; another
             error if ``/proc`` hides it.
     """
-    with open(f"/proc/{pid}/comm", "rb") as f:
-        return f.read().rstrip(b"\n")
+    fd = os.open(f"/proc/{pid}/comm", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return os.read(fd, 64).rstrip(b"\n")  # at most 16 bytes (TASK_COMM_LEN)
+    finally:
+        os.close(fd)
 
 
 @functools.lru_cache(maxsize=1)
