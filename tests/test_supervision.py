@@ -156,6 +156,38 @@ def test_gc_sweeps_dead_owners_only(host_dir: Path, monkeypatch: pytest.MonkeyPa
     assert list(root.iterdir()) == []
 
 
+def test_gc_sweeps_only_what_was_not_released(host_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ledger is append-only: a released container's records stay in the
+    file (until compaction) but are never swept; the compacted file keeps
+    exactly the live records."""
+    from supervisor._parent.rundir import RunDir
+
+    root = _run_dir(host_dir)
+    monkeypatch.setenv("SUPERVISOR_RUN_DIR", str(root))
+    monkeypatch.setattr(RunDir, "COMPACT_AT", 8)
+    live = RunDir()
+    released, pending = host_dir / "released", host_dir / "pending"
+    for d in (released, pending):
+        d.mkdir()
+    live.record("c0", "dir", path=str(pending))
+    for i in range(1, 20):
+        live.record(f"c{i}", "dir", path=str(released))
+        live.forget(f"c{i}")
+    lines = Path(live.file).read_text().splitlines()
+    assert len(lines) < 8, lines  # compacted: the live record and what came after
+    assert json.loads(lines[0]) == {"cid": "c0", "kind": "dir", "path": str(pending)}
+    # The same ledger, left by a dead owner.
+    dead = root / f"{os.getpid()}-1"
+    dead.mkdir()
+    (dead / "ledger-0.jsonl").write_text(Path(live.file).read_text())
+    report = supervisor.collect_garbage()
+    assert report.removed == [{"kind": "dir", "path": str(pending)}]
+    assert released.exists() and not pending.exists()
+    live.forget("c0")
+    live.close()
+    assert list(root.iterdir()) == []
+
+
 def test_gc_cli(host_dir: Path) -> None:
     root = _run_dir(host_dir)
     dead = root / "999999999-5"

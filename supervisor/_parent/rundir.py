@@ -1,23 +1,27 @@
 """Crash safety: a ledger of host-side resources under a run directory.
 
 Every host-side resource of a container (cgroup, veth, address lease,
-temporary folder) is recorded here *before* it is created, in a per-container
-file of JSON lines inside a directory named after the owning supervisor's PID
-and start time (a PID alone is reusable; PID + start time is not). When the
-resource is released, the container's file goes away; when the supervisor
-closes, its directory does.
+temporary folder) is recorded here *before* it is created, as a JSON line
+naming the container, in its supervisor's ledger file inside a directory
+named after the owning process's PID and start time (a PID alone is
+reusable; PID + start time is not). When the container's resources are
+released, a line says so; when the supervisor closes, its file goes, and
+with the last one the directory. The file is append-only (two writes per
+container, no file made or removed per container) and is rewritten with only
+the live records once it has grown well past them.
 
 If a supervisor dies without cleaning up (SIGKILL, OOM, power loss), its
 containers die with it (their PID 1 has a parent-death signal), but the recorded resources remain. The
 next supervisor sweeps the directories of dead owners when it starts, and
-``supervisor gc`` does it on demand: each record is handed to the sweeper
-registered for its kind, newest first, and every sweeper tolerates a resource
-that is already gone.
+``supervisor gc`` does it on demand: each record of a container not marked
+released is handed to the sweeper registered for its kind, newest first, and
+every sweeper tolerates a resource that is already gone.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import shutil
@@ -72,17 +76,26 @@ class RunDir:
         root: the directory holding run directories (default: :func:`run_root`).
     """
 
+    #: The ledger is compacted once it has this many lines, and four times
+    #: as many as the live records.
+    COMPACT_AT = 4096
+
     def __init__(self, root: str | None = None) -> None:
         self.root = root or run_root()
         pid = os.getpid()
         self.path = os.path.join(self.root, f"{pid}-{start_time(pid)}")
-        self._created = False
+        # Several supervisors of one process share the directory: one file each.
+        self.file = os.path.join(self.path, f"ledger-{next(_LEDGERS)}.jsonl")
+        self._fd = -1
+        self._lines = 0
+        self._live: dict[str, list[bytes]] = {}  # cid -> its record lines
 
-    def _ensure(self) -> None:
-        if self._created:
-            return
-        os.makedirs(self.path, mode=0o700, exist_ok=True)
-        self._created = True
+    def _append(self, line: bytes) -> None:
+        if self._fd < 0:
+            os.makedirs(self.path, mode=0o700, exist_ok=True)
+            self._fd = os.open(self.file, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        os.write(self._fd, line)
+        self._lines += 1
 
     def record(self, cid: str, kind: str, **data: Any) -> None:
         """Note a resource of container ``cid`` that is about to be created.
@@ -91,27 +104,63 @@ class RunDir:
             OSError: the ledger cannot be written (the resource must then not
                 be created).
         """
-        self._ensure()
-        line = json.dumps({"kind": kind, **data}, separators=(",", ":")) + "\n"
-        fd = os.open(
-            os.path.join(self.path, f"{cid}.jsonl"), os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600
-        )
-        try:
-            os.write(fd, line.encode())
-        finally:
-            os.close(fd)
+        line = (json.dumps({"cid": cid, "kind": kind, **data}, separators=(",", ":")) + "\n").encode()
+        self._append(line)
+        self._live.setdefault(cid, []).append(line)
 
     def forget(self, cid: str) -> None:
-        """Drop container ``cid``'s records (all its resources are released)."""
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(os.path.join(self.path, f"{cid}.jsonl"))
+        """Note that container ``cid``'s resources are all released."""
+        if self._live.pop(cid, None) is None:
+            return
+        self._append((json.dumps({"cid": cid, "released": True}, separators=(",", ":")) + "\n").encode())
+        if self._lines >= self.COMPACT_AT and self._lines >= 4 * sum(map(len, self._live.values())):
+            self._compact()
+
+    def _compact(self) -> None:
+        """Rewrite the ledger with the live records only (atomically: a rename)."""
+        lines = [line for records in self._live.values() for line in records]
+        tmp = self.file + ".new"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            os.write(fd, b"".join(lines))
+        finally:
+            os.close(fd)
+        os.rename(tmp, self.file)
+        os.close(self._fd)
+        self._fd = os.open(self.file, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+        self._lines = len(lines)
 
     def close(self) -> None:
-        """Remove the run directory if no container records are left."""
-        if self._created:
+        """Remove the ledger if no container records are left, and the run
+        directory once no other supervisor of this process has one there."""
+        if self._fd < 0:
+            return
+        os.close(self._fd)
+        self._fd = -1
+        if not self._live:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.file)
             with contextlib.suppress(OSError):
                 os.rmdir(self.path)
-            self._created = False
+        self._lines = 0
+
+
+_LEDGERS = itertools.count()
+
+
+def _pending(text: str, default_cid: str) -> list[dict[str, Any]]:
+    """The records of a ledger whose containers were not released, in order."""
+    records: dict[str, list[dict[str, Any]]] = {}
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        entry = json.loads(line)
+        cid = str(entry.pop("cid", default_cid))
+        if entry.get("released"):
+            records.pop(cid, None)
+        else:
+            records.setdefault(cid, []).append(entry)
+    return [entry for entries in records.values() for entry in entries]
 
 
 @dataclass
@@ -150,7 +199,7 @@ def sweep(root: str | None = None) -> SweepReport:
             ok = True
             try:
                 with open(file) as f:
-                    records = [json.loads(line) for line in f if line.strip()]
+                    records = _pending(f.read(), name.removesuffix(".jsonl"))
             except (OSError, ValueError) as exc:
                 report.errors.append(f"{file}: {exc}")
                 records = []
