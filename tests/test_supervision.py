@@ -182,7 +182,8 @@ def test_gc_sweeps_only_what_was_not_released(host_dir: Path, monkeypatch: pytes
     (dead / "ledger-0.jsonl").write_text(Path(live.file).read_text())
     report = supervisor.collect_garbage()
     assert report.removed == [{"kind": "dir", "path": str(pending)}]
-    assert released.exists() and not pending.exists()
+    assert released.exists()
+    assert not pending.exists()
     live.forget("c0")
     live.close()
     assert list(root.iterdir()) == []
