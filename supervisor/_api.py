@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import fcntl
 import itertools
 import math
@@ -254,7 +253,7 @@ class Supervisor:
                                     stoppers.start_soon(_stop_left, handle)
                         finally:
                             await spawner.aclose(timeout=10)
-                        # Networking (issue 5): finish the bridge deletions that
+                        # Networking: finish the bridge deletions that
                         # container releases left to background threads.
                         network = sys.modules.get("supervisor._parent.network")
                         if network is not None:
@@ -459,7 +458,7 @@ class Supervisor:
                 # Before the clone, so that PID 1 starts in it (SetupError);
                 # its entry fds go last, after the passed ones.
                 entry = resources.prepare_cgroup()
-                config = dataclasses.replace(config, cgroup=[CgroupEntry(kind, path) for kind, _fd, path in entry])
+                config.cgroup.extend(CgroupEntry(kind, path) for kind, _fd, path in entry)
                 child_fds += [fd for _kind, fd, _path in entry]
 
             try:

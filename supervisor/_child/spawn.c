@@ -143,7 +143,7 @@ struct request {
     struct inflight *f;
     int cgroup_fd;
     int exit_signal;
-    int reply_fd; /* the thread writes a struct reply there and closes it */
+    int reply_fd; /* the thread writes a struct reply there (the caller's to close) */
 };
 
 struct reply {
@@ -181,7 +181,6 @@ static void *clone_thread(void *arg)
         }
         while (write(req->reply_fd, &rep, sizeof rep) < 0 && errno == EINTR)
             ;
-        close(req->reply_fd);
         PyMem_RawFree(req);
     }
     return NULL;
@@ -216,8 +215,8 @@ static void start_clone_thread(void)
 PyDoc_STRVAR(spawn_doc, "spawn(config, fds, exit_signal, reply_fd, /)\n--\n\n"
                         "Fill PID 1's plan from a SpawnConfig and the spawn's descriptors, and have the\n"
                         "clone thread clone it (its setup runs in C).\n\n"
-                        "The thread writes (pid, pidfd, errno) as three native int32 to reply_fd and\n"
-                        "closes it; it owns reply_fd from the call on, even when the call raises. The\n"
+                        "The thread writes (pid, pidfd, errno) as three native int32 to reply_fd (a\n"
+                        "pipe, which the caller keeps and may use again once it read the reply). The\n"
                         "descriptors must stay open until the reply came. exit_signal is the signal this\n"
                         "process gets when PID 1 exits (0: none, and then only waits with __WALL see it,\n"
                         "until its execve). Raises ValueError or TypeError for a configuration that does\n"
@@ -306,12 +305,11 @@ static PyObject *spawn(PyObject *module, PyObject *const *args, Py_ssize_t nargs
         PyErr_SetFromErrno(PyExc_OSError);
         goto out;
     }
-    return Py_NewRef(Py_None); /* the thread owns f, req and reply_fd now */
+    return Py_NewRef(Py_None); /* the thread owns f and req now */
 out:
     if (f != NULL)
         inflight_free(f);
     PyMem_RawFree(req);
-    close(reply_fd);
     return result;
 }
 

@@ -71,6 +71,8 @@ class Spawner:
         self._tg = task_group
         self._slots: dict[str, Slot] = {}
         self._closed = False
+        #: Reply pipes, empty, for the next spawns (one pipe per spawn in flight).
+        self._pipes: list[tuple[int, int]] = []
 
     async def spawn(self, cid: str, config: SpawnConfig, fds: list[int]) -> Slot:
         """Clone PID 1 and start watching it.
@@ -93,14 +95,16 @@ class Spawner:
         """
         if self._closed:
             raise OSError(errno.ESHUTDOWN, "the supervisor is closing: no container is started any more")
-        reply, reply_w = os.pipe2(os.O_CLOEXEC)
+        pipe = self._pipes.pop() if self._pipes else os.pipe2(os.O_CLOEXEC)
         try:
-            _spawn.spawn(config, fds, 0, reply_w)  # owns reply_w from here on
-            with anyio.CancelScope(shield=True):
-                await anyio.wait_readable(reply)
-                pid, pidfd, err = _REPLY.unpack(os.read(reply, _REPLY.size))
-        finally:
-            os.close(reply)
+            _spawn.spawn(config, fds, 0, pipe[1])
+        except BaseException:
+            self._release(pipe)  # nothing was asked of the clone thread
+            raise
+        with anyio.CancelScope(shield=True):
+            await anyio.wait_readable(pipe[0])
+            pid, pidfd, err = _REPLY.unpack(os.read(pipe[0], _REPLY.size))
+        self._release(pipe)
         if err:
             # clone3, or clone(2) where clone3 is refused: the namespaces name it.
             raise OSError(err, f"clone of PID 1 (namespaces {config.clone_flags:#x}) failed: {os.strerror(err)}")
@@ -108,6 +112,14 @@ class Spawner:
         self._slots[cid] = slot
         self._tg.start_soon(self._watch, slot)
         return slot
+
+    def _release(self, pipe: tuple[int, int]) -> None:
+        """Keep an emptied reply pipe for the next spawn, or close it once closing."""
+        if self._closed:
+            os.close(pipe[0])
+            os.close(pipe[1])
+        else:
+            self._pipes.append(pipe)
 
     async def _watch(self, slot: Slot) -> None:
         """Wait for PID 1's exit, note how it ended, reap it.
@@ -166,3 +178,6 @@ class Spawner:
                     await slot.exited.wait()
             for cid in list(self._slots):
                 self.forget(cid)
+            while self._pipes:
+                for fd in self._pipes.pop():
+                    os.close(fd)
