@@ -475,8 +475,7 @@ class Supervisor:
             body_error: Exception | None = None
             async with anyio.create_task_group() as tg:
                 if out_r >= 0:
-                    tg.start_soon(streams.drain, out_r, out_chunks)
-                    tg.start_soon(streams.drain, err_r, err_chunks)
+                    tg.start_soon(streams.drain_all, ((out_r, out_chunks), (err_r, err_chunks)))
                 if stdin_w >= 0:
                     tg.start_soon(streams.feed, stdin_w, input or b"")
                     ours.remove(stdin_w)
@@ -498,7 +497,7 @@ class Supervisor:
                         ending = "timeout"
                         tg.cancel_scope.cancel()
                     else:
-                        typing_in = anyio.CancelScope()
+                        typing_in: anyio.CancelScope | None = None
                         if proc.pty_master >= 0:
                             ours.append(proc.pty_master)
                             typing_in = _relay_terminal(
@@ -517,7 +516,8 @@ class Supervisor:
                             await proc.stop(spec.grace_period)
                         # Nobody reads the terminal any more: stop relaying the
                         # caller's keystrokes (the output is drained to its end).
-                        typing_in.cancel()
+                        if typing_in is not None:
+                            typing_in.cancel()
             if body_error is not None:
                 raise body_error
         except SetupError as exc:  # before PID 1 could report it: the cgroup step, the clone

@@ -438,6 +438,16 @@ async def test_setup_failure_with_io_leaves_nothing(busybox: str, phase: Phase) 
         assert result.stdout == b"after"
 
 
+async def test_capture_of_both_streams_past_the_pipe_buffers(busybox: str) -> None:
+    """stdout and stderr, interleaved and each far beyond a pipe's 64 KiB,
+    arrive whole and in order: neither stream blocks the other."""
+    script = "i=0; while [ $i -lt 300 ]; do head -c 4096 /dev/zero; head -c 4096 /dev/zero >&2; i=$((i+1)); done"
+    result = await supervisor.run(Spec(["sh", "-c", script], rootfs=busybox))
+    assert result.ok, result
+    assert result.stdout == bytes(300 * 4096)
+    assert result.stderr == bytes(300 * 4096)
+
+
 async def test_concurrent_supervisors_never_share_container_ids(busybox: str) -> None:
     spec = Spec(["true"], rootfs=busybox)
     async with supervisor.Supervisor() as a, supervisor.Supervisor() as b:

@@ -65,10 +65,55 @@ struct inflight {
 static struct inflight *inflight;
 static pthread_mutex_t inflight_lock = PTHREAD_MUTEX_INITIALIZER;
 
+/* Stacks of PID 1s that are gone, kept for the next ones. A fresh stack
+ * (mmap, mprotect for its guard, munmap once done) changes the memory map
+ * that every PID 1 still in its setup shares with us: each change takes the
+ * map's lock and flushes their TLBs. At most STACK_POOL are kept; their
+ * touched pages (some 40 kB each) stay resident. */
+#define STACK_POOL 16
+static char *stack_pool[STACK_POOL];
+static size_t nstack_pool;
+static pthread_mutex_t stack_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* A stack of STACK_SIZE above its guard page, or NULL with errno set. */
+static char *stack_get(void)
+{
+    char *stack = NULL;
+    pthread_mutex_lock(&stack_lock);
+    if (nstack_pool > 0)
+        stack = stack_pool[--nstack_pool];
+    pthread_mutex_unlock(&stack_lock);
+    if (stack != NULL)
+        return stack;
+    char *map = mmap(NULL, STACK_SIZE + GUARD_SIZE, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK | MAP_NORESERVE, -1, 0);
+    if (map == MAP_FAILED)
+        return NULL;
+    if (mprotect(map, GUARD_SIZE, PROT_NONE) < 0) {
+        int err = errno;
+        munmap(map, STACK_SIZE + GUARD_SIZE);
+        errno = err;
+        return NULL;
+    }
+    return map + GUARD_SIZE;
+}
+
+static void stack_put(char *stack)
+{
+    pthread_mutex_lock(&stack_lock);
+    if (nstack_pool < STACK_POOL) {
+        stack_pool[nstack_pool++] = stack;
+        stack = NULL;
+    }
+    pthread_mutex_unlock(&stack_lock);
+    if (stack != NULL)
+        munmap(stack - GUARD_SIZE, STACK_SIZE + GUARD_SIZE);
+}
+
 static void inflight_free(struct inflight *f)
 {
     if (f->stack != NULL)
-        munmap(f->stack - GUARD_SIZE, f->stack_size + GUARD_SIZE);
+        stack_put(f->stack);
     arena_free(&f->arena);
     PyMem_RawFree(f);
 }
@@ -277,18 +322,12 @@ static PyObject *spawn(PyObject *module, PyObject *const *args, Py_ssize_t nargs
     }
     if (plan_fill(&f->plan, &f->arena, args[0], fds, (size_t)nfds) < 0)
         goto out;
-    char *map = mmap(NULL, STACK_SIZE + GUARD_SIZE, PROT_READ | PROT_WRITE,
-                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK | MAP_NORESERVE, -1, 0);
-    if (map == MAP_FAILED) {
+    f->stack = stack_get();
+    if (f->stack == NULL) {
         PyErr_SetFromErrno(PyExc_OSError);
         goto out;
     }
-    f->stack = map + GUARD_SIZE;
     f->stack_size = STACK_SIZE;
-    if (mprotect(map, GUARD_SIZE, PROT_NONE) < 0) {
-        PyErr_SetFromErrno(PyExc_OSError);
-        goto out;
-    }
     f->alive = 1;
     req->f = f;
     req->cgroup_fd = -1;

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import AsyncIterator
+import select
+from collections.abc import AsyncIterator, Sequence
 
 import anyio
 import anyio.abc
@@ -125,6 +126,38 @@ async def drain(fd: int, chunks: list[bytes]) -> None:
     """Read a pipe (or pty master) to end-of-file into ``chunks``."""
     async for data in read_chunks(fd):
         chunks.append(data)
+
+
+async def drain_all(outputs: Sequence[tuple[int, list[bytes]]]) -> None:
+    """Read pipes to end-of-file, each into its list, from one task.
+
+    The pipes share one epoll set, whose descriptor is what the task waits
+    on: one wake-up and one task for stdout and stderr together, where a
+    :func:`drain` each would cost two of both. A read error ends that pipe,
+    as in :func:`read_chunks`.
+
+    **Cancellation:** cancellable; the epoll set is closed, the pipes are the
+    caller's.
+    """
+    left = dict(outputs)
+    with select.epoll(len(left)) as ready:
+        for fd in left:
+            os.set_blocking(fd, False)
+            ready.register(fd, select.EPOLLIN)
+        while left:
+            await anyio.wait_readable(ready.fileno())
+            for fd, _events in ready.poll(0):
+                try:
+                    data = os.read(fd, 65536)
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    data = b""
+                if data:
+                    left[fd].append(data)
+                else:
+                    ready.unregister(fd)
+                    del left[fd]
 
 
 async def write_or_stop(fd: int, data: bytes) -> bool:
