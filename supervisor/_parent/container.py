@@ -118,7 +118,7 @@ class ContainerProcess:
         ``execve``, or because PID 1 died just before it (a seccomp profile
         that kills ``execve``, a signal). While PID 1 has not exited, its PID
         cannot be reused, and its name says which: ``execve`` renames it
-        after the program. Once it has exited, its watcher read that name
+        after the program. Once it has exited, the reaper read that name
         from the zombie (:attr:`Slot.execd`).
         """
         assert self.slot is not None

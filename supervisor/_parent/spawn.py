@@ -17,7 +17,7 @@ Each PID 1 is a child of this process, cloned with no exit signal: until its
 ``execve`` only a wait with ``__WALL`` sees it (``execve`` makes the exit
 signal ``SIGCHLD`` again, so, as with :mod:`subprocess`, a ``waitpid(-1)``
 elsewhere in the program would take a running payload's exit status). It is
-reaped race-free through its pidfd by a watcher task of the supervisor,
+reaped race-free through its pidfd by the supervisor's reaper task,
 shielded, which first reads the zombie's name to tell whether it reached
 ``execve``. PID 1 carries ``PR_SET_PDEATHSIG(SIGKILL)``:
 it dies with the thread that cloned it, which lives as long as the process,
@@ -29,6 +29,7 @@ from __future__ import annotations
 import errno
 import math
 import os
+import select
 import signal
 import struct
 from dataclasses import dataclass, field
@@ -64,7 +65,7 @@ class Spawner:
     """Clones the containers of one supervisor and reaps them.
 
     Args:
-        task_group: where the watcher tasks run (the supervisor's).
+        task_group: where the reaper task runs (the supervisor's).
     """
 
     def __init__(self, task_group: anyio.abc.TaskGroup) -> None:
@@ -73,6 +74,10 @@ class Spawner:
         self._closed = False
         #: Reply pipes, empty, for the next spawns (one pipe per spawn in flight).
         self._pipes: list[tuple[int, int]] = []
+        #: The pidfds of the PID 1s not yet reaped, in one epoll set.
+        self._ready: select.epoll | None = None
+        self._watched: dict[int, Slot] = {}
+        self._reaper: anyio.CancelScope | None = None
 
     async def spawn(self, cid: str, config: SpawnConfig, fds: list[int]) -> Slot:
         """Clone PID 1 and start watching it.
@@ -110,7 +115,7 @@ class Spawner:
             raise OSError(err, f"clone of PID 1 (namespaces {config.clone_flags:#x}) failed: {os.strerror(err)}")
         slot = Slot(pid=pid, pidfd=pidfd)
         self._slots[cid] = slot
-        self._tg.start_soon(self._watch, slot)
+        self._watch(slot)
         return slot
 
     def _release(self, pipe: tuple[int, int]) -> None:
@@ -121,33 +126,57 @@ class Spawner:
         else:
             self._pipes.append(pipe)
 
-    async def _watch(self, slot: Slot) -> None:
-        """Wait for PID 1's exit, note how it ended, reap it.
+    def _watch(self, slot: Slot) -> None:
+        """Have the reaper watch PID 1's pidfd (and start the reaper if it is not running)."""
+        if self._ready is None:
+            self._ready = select.epoll()
+        self._ready.register(slot.pidfd, select.EPOLLIN)
+        self._watched[slot.pidfd] = slot
+        if self._reaper is None:
+            self._reaper = anyio.CancelScope(shield=True)
+            self._tg.start_soon(self._reap_all, self._reaper)
+
+    async def _reap_all(self, scope: anyio.CancelScope) -> None:
+        """Reap every PID 1 as it exits, until :meth:`aclose` ends it.
+
+        One task for all containers: their pidfds share one epoll set, whose
+        descriptor is what it waits on (a watcher task per container would
+        cost each a task, a cancel scope and a wake-up of its own).
 
         **Cancellation:** shielded: every PID 1 is reaped, the supervisor's
-        own exit included (it kills what is left first).
+        own exit included (it kills what is left first); only :meth:`aclose`
+        cancels it, once none is left.
         """
-        with anyio.CancelScope(shield=True):
-            await anyio.wait_readable(slot.pidfd)
+        assert self._ready is not None
+        ready = self._ready
+        with scope:
+            while True:
+                await anyio.wait_readable(ready.fileno())
+                for fd, _events in ready.poll(0):
+                    ready.unregister(fd)
+                    self._reap(self._watched.pop(fd))
+
+    def _reap(self, slot: Slot) -> None:
+        """Note how PID 1 ended (its pidfd is readable: it exited) and reap it."""
+        try:
+            res = os.waitid(c.P_PIDFD, slot.pidfd, os.WEXITED | os.WNOHANG | os.WNOWAIT | _WALL)
+        except ChildProcessError:
+            res = None
+        if res is not None:
+            # Still a zombie: its name tells whether it reached execve.
             try:
-                res = os.waitid(c.P_PIDFD, slot.pidfd, os.WEXITED | os.WNOHANG | os.WNOWAIT | _WALL)
+                slot.execd = linux.comm(res.si_pid) != SETUP_COMM
+            except OSError:
+                slot.execd = True  # unreadable: take it as the payload's own exit
+            try:
+                res = os.waitid(c.P_PIDFD, slot.pidfd, os.WEXITED | os.WNOHANG | _WALL) or res
             except ChildProcessError:
-                res = None
-            if res is not None:
-                # Still a zombie: its name tells whether it reached execve.
-                try:
-                    slot.execd = linux.comm(res.si_pid) != SETUP_COMM
-                except OSError:
-                    slot.execd = True  # unreadable: take it as the payload's own exit
-                try:
-                    res = os.waitid(c.P_PIDFD, slot.pidfd, os.WEXITED | os.WNOHANG | _WALL) or res
-                except ChildProcessError:
-                    pass
-                slot.exit_code = res.si_code
-                slot.exit_status = res.si_status
-            # Its stack and plan, in our memory, are free now.
-            _spawn.collect()
-            slot.exited.set()
+                pass
+            slot.exit_code = res.si_code
+            slot.exit_status = res.si_status
+        # Its stack and plan, in our memory, are free now.
+        _spawn.collect()
+        slot.exited.set()
 
     def forget(self, cid: str) -> None:
         """Drop a container's slot and close its pidfd (after its exit was consumed)."""
@@ -181,3 +210,12 @@ class Spawner:
             while self._pipes:
                 for fd in self._pipes.pop():
                     os.close(fd)
+            if not self._watched and self._reaper is not None:
+                # Every PID 1 is reaped. (One that is not, stuck in the kernel
+                # past the timeout, keeps the reaper and so the supervisor's
+                # exit waiting for it.)
+                self._reaper.cancel()
+                self._reaper = None
+                if self._ready is not None:
+                    self._ready.close()
+                    self._ready = None
