@@ -462,10 +462,14 @@ def c_header() -> str:
     return "\n".join(lines)
 
 
+#: Room for the descriptors of one record: PID 1 sends one at most (``PTY``);
+#: a few more are read (and closed) rather than silently cut.
+_FD_SPACE = socket.CMSG_SPACE(4 * array.array("i").itemsize)
+
+
 def recv_raw(sock: socket.socket) -> tuple[bytes, list[int]]:
     """One raw record and its fds; ``b""`` means end-of-file."""
-    fd_size = socket.CMSG_SPACE(4 * array.array("i").itemsize)  # PID 1 sends one at most (PTY)
-    data, ancdata, _flags, _addr = sock.recvmsg(MAX_RECORD, fd_size, socket.MSG_CMSG_CLOEXEC)
+    data, ancdata, _flags, _addr = sock.recvmsg(MAX_RECORD, _FD_SPACE, socket.MSG_CMSG_CLOEXEC)
     fds: list[int] = []
     for level, kind, payload in ancdata:
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:

@@ -6,7 +6,6 @@ import contextlib
 import errno
 import math
 import os
-import select
 import signal as _signal
 import socket
 from collections.abc import Awaitable, Callable
@@ -119,14 +118,12 @@ class ContainerProcess:
 
         End of file means the close-on-exec control socket closed: by
         ``execve``, or because PID 1 died just before it (a seccomp profile
-        that kills ``execve``, a signal). While PID 1 has not exited, its PID
-        cannot be reused, and its name says which: ``execve`` renames it
-        after the program. Once it has exited, the reaper read that name
-        from the zombie (:attr:`Slot.execd`).
+        that kills ``execve``, a signal). Until the reaper (in this thread)
+        reaps PID 1, its PID cannot be reused, and its name, a zombie's too,
+        says which: ``execve`` renames it after the program. Once reaped, the
+        reaper has read that name from the zombie (:attr:`Slot.execd`).
         """
         assert self.slot is not None
-        poller = select.poll()
-        poller.register(self.slot.pidfd, select.POLLIN)
         for _ in range(1000):
             try:
                 renamed: bool | None = linux.comm(self.slot.pid) != SETUP_COMM
@@ -134,8 +131,9 @@ class ContainerProcess:
                 renamed = None
             except OSError:  # unreadable here (hidepid): take the end of file as the exec
                 return True
-            # Exited (before the read, maybe: then the PID may be another's).
-            if renamed is None or poller.poll(0):
+            # Reaped (before the read, maybe: then the PID may be another's).
+            # Until then the PID is ours, a zombie's name included.
+            if renamed is None or self.slot.exited.is_set():
                 await self.slot.exited.wait()
                 return self.slot.execd
             if renamed:
