@@ -12,9 +12,11 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/futex.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
+#include <time.h>
 
 #include "sv.h"
 
@@ -86,8 +88,22 @@ void userns_wait_maps(struct sv_child *c)
 {
     struct sv_idmaps *m = c->maps;
     int32_t state;
-    while ((state = __atomic_load_n(&m->state, __ATOMIC_ACQUIRE)) == 0)
-        sv_raw(SYS_futex, (long)&m->state, FUTEX_WAIT_PRIVATE, 0, 0, 0); /* EAGAIN, EINTR: look again */
+    /* The maps come within microseconds of the clone, unless the supervisor
+     * died before writing them; then nobody ever wakes us, and our
+     * parent-death signal may have been armed too late to fire. So the wait
+     * has a timeout, after which a hung-up control socket (the supervisor's
+     * end closed with it) ends us, as a missing answer to a request does. */
+    struct timespec wait = {.tv_sec = 0, .tv_nsec = 50 * 1000 * 1000};
+    while ((state = __atomic_load_n(&m->state, __ATOMIC_ACQUIRE)) == 0) {
+        sv_raw(SYS_futex, (long)&m->state, FUTEX_WAIT_PRIVATE, 0, (long)&wait, 0); /* or EAGAIN, EINTR */
+        if (__atomic_load_n(&m->state, __ATOMIC_ACQUIRE) != 0)
+            continue;
+        struct pollfd control = {.fd = c->ch.fd, .events = POLLRDHUP};
+        struct timespec now = {0, 0};
+        if (sv_raw(SYS_ppoll, (long)&control, 1, (long)&now, 0, 0) > 0 &&
+            (control.revents & (POLLHUP | POLLRDHUP | POLLERR)))
+            sv_raw(SYS_exit_group, 1, 0, 0, 0, 0);
+    }
     if (state > 0)
         return;
     struct sv_text t;
