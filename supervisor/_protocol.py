@@ -462,8 +462,8 @@ def c_header() -> str:
     return "\n".join(lines)
 
 
-#: Room for the descriptors of one record: PID 1 sends one at most (``PTY``);
-#: a few more are read (and closed) rather than silently cut.
+# Room for the descriptors of one record: PID 1 sends one at most (PTY); a
+# few more are read (and closed) rather than silently cut.
 _FD_SPACE = socket.CMSG_SPACE(4 * array.array("i").itemsize)
 
 
