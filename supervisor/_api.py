@@ -480,7 +480,7 @@ class Supervisor:
                     tg.start_soon(streams.feed, stdin_w, input or b"")
                     ours.remove(stdin_w)
                 try:
-                    with anyio.move_on_at(deadline):
+                    with _until(deadline):
                         await proc.drive_setup()
                 except SetupError as exc:
                     setup_error = exc
@@ -613,12 +613,18 @@ def _warm_up() -> None:
         pass
 
 
+def _until(deadline: float) -> contextlib.AbstractContextManager[object]:
+    """``anyio.move_on_at(deadline)``, or nothing for no deadline (a cancel
+    scope costs every run some 10 µs)."""
+    return anyio.move_on_at(deadline) if deadline != math.inf else contextlib.nullcontext()
+
+
 async def _wait_for_end(proc: ContainerProcess, resources: HostResources, deadline: float) -> Reason | None:
     """Wait for PID 1 to exit; return "timeout" or "oom" if that came first."""
     assert proc.slot is not None
     slot = proc.slot
     if not resources.watches_oom:
-        with anyio.move_on_at(deadline):
+        with _until(deadline):
             await slot.exited.wait()
         return None if slot.exited.is_set() else "timeout"
     outcome: Reason | None = None
