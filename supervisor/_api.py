@@ -319,14 +319,16 @@ class Supervisor:
             timeout: wall-clock seconds for the whole run (setup included);
                 then the container is stopped like on cancellation (SIGTERM
                 if PID 1 handles it, the grace period, SIGKILL) and the result
-                has ``reason == "timeout"``.
+                has ``reason == "timeout"``. 0 times out at once.
             pass_fds: the caller's file descriptors to hand to the payload:
                 they become its fds 3, 4, ... in this order, like runc's and
                 crun's ``--preserve-fds`` and systemd's socket activation
                 (at most 32). No other fd of the caller or of the supervisor
                 ever reaches the container.
             task_status: set by ``nursery.start``/``TaskGroup.start``, which
-                then returns a :class:`Container` once setup succeeded.
+                then returns a :class:`Container` once setup succeeded (or
+                once the timeout ended the run during setup: the container's
+                :meth:`~Container.wait` then returns that result).
 
         Returns:
             the :class:`Result`.
@@ -335,10 +337,10 @@ class Supervisor:
             SetupError: the container failed before its payload ran
                 (``error.result.reason == "setup_failed"``).
             ContainerFailed: ``check`` is true and the payload failed.
-            ValueError: the spec's host paths are missing, or the stdio
-                arguments do not fit together (``input`` with ``stdin``,
-                ``stdout``/``stderr`` while capturing, :data:`PIPE` with a
-                terminal).
+            ValueError: the spec's host paths are missing, ``timeout`` is
+                negative or NaN, or the stdio arguments do not fit together
+                (``input`` with ``stdin``, ``stdout``/``stderr`` while
+                capturing, :data:`PIPE` with a terminal).
 
         **Cancellation:** the container is stopped (SIGTERM if PID 1 handles
         it, ``spec.grace_period`` seconds, then SIGKILL), always reaped, and
@@ -353,6 +355,8 @@ class Supervisor:
             raise ValueError("stdout/stderr need capture_output=False")
         if spec.tty and PIPE in (stdin, stdout, stderr):
             raise ValueError("Spec.tty: the terminal is the payload's stdio; stdin/stdout/stderr=PIPE need tty=False")
+        if timeout is not None and not timeout >= 0:
+            raise ValueError(f"timeout must be a number of seconds, 0 or more (not {timeout!r})")
         passed = _checked_pass_fds(pass_fds)
         spec.check_host()
         async with self._limiter if self._limiter is not None else contextlib.nullcontext():
@@ -496,6 +500,9 @@ class Supervisor:
                     if not proc.running:  # the timeout struck during setup
                         ending = "timeout"
                         tg.cancel_scope.cancel()
+                        # A caller's start() gets the handle all the same;
+                        # its wait() returns the timeout's result.
+                        task_status.started(handle)
                     else:
                         typing_in: anyio.CancelScope | None = None
                         if proc.pty_master >= 0:

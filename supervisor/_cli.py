@@ -15,6 +15,7 @@ import contextlib
 import errno
 import functools
 import json
+import math
 import os
 import shlex
 import sys
@@ -417,6 +418,8 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         return _fail("-t needs a terminal on stdin")
     if args.preserve_fds < 0:
         return _fail("--preserve-fds must be 0 or more")
+    if args.timeout is not None and not 0 < args.timeout < math.inf:
+        return _fail(f"--timeout {args.timeout}: give a number of seconds above 0")
     # Checked before trio and the supervisor open descriptors of their own:
     # a gap in 3..3+N-1 would otherwise be filled by one of ours.
     for fd in range(3, 3 + args.preserve_fds):
@@ -434,8 +437,10 @@ def run_stoppable(main: Callable[..., Awaitable[int]], *args: Any) -> int:
     On SIGTERM or SIGHUP, ``main`` is cancelled: its supervisor stops the
     containers as on any cancellation (SIGTERM if PID 1 handles it, the grace
     period, SIGKILL) and removes their cgroups, veths and run directories;
-    then one line names the signal. Without this, the default action would
-    end the process at once and leave that to the next supervisor's sweep.
+    then one line names the signal. Ctrl-C (SIGINT: trio's KeyboardInterrupt,
+    which unwinds the supervisor the same way) ends with the same line and no
+    traceback. Without this, the default action would end the process at once
+    and leave that to the next supervisor's sweep.
 
     Returns:
         ``main``'s status; 128+N after stop signal N; 130 after Ctrl-C.
@@ -469,7 +474,13 @@ def run_stoppable(main: Callable[..., Awaitable[int]], *args: Any) -> int:
     try:
         status = trio.run(until_stopped)
     except KeyboardInterrupt:
-        return 130
+        stopped_by.insert(0, signal.SIGINT)
+    except BaseExceptionGroup as group:
+        # Ctrl-C reached a task inside a nursery: trio raises it grouped.
+        _interrupts, others = group.split(KeyboardInterrupt)
+        if others is not None:
+            raise
+        stopped_by.insert(0, signal.SIGINT)
     if stopped_by:
         try:
             print(f"supervisor: stopped by {signal.Signals(stopped_by[0]).name}", file=sys.stderr)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -104,10 +105,14 @@ def run_many(parser: argparse.ArgumentParser, args: argparse.Namespace, build: S
     except (ValueError, TypeError, OSError) as exc:
         print(f"supervisor: {exc}", file=sys.stderr)
         return 125
+    timeout = getattr(args, "timeout", None)
+    if timeout is not None and not 0 < timeout < math.inf:
+        print(f"supervisor: --timeout {timeout}: give a number of seconds above 0", file=sys.stderr)
+        return 125
     parallel = args.parallel or 4 * (os.cpu_count() or 1)
     from ._cli import run_stoppable
 
-    return run_stoppable(_run_all, specs, parallel, args.json, getattr(args, "timeout", None))
+    return run_stoppable(_run_all, specs, parallel, args.json, timeout)
 
 
 class Progress:

@@ -167,12 +167,13 @@ def test_quick_exit_still_flushes_and_runs_atexit_hooks(busybox: str) -> None:
     assert out.stderr.strip().endswith("hook ran"), out.stderr
 
 
-@pytest.mark.parametrize("signame", ["SIGTERM", "SIGHUP"])
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGHUP", "SIGINT"])
 @pytest.mark.parametrize("command", ["run", "run-many"])
 def test_a_stop_signal_stops_the_containers_and_cleans_up(busybox: str, command: str, signame: str) -> None:
-    """``kill`` (SIGTERM) or a closed terminal (SIGHUP) is a clean stop: the
-    containers are stopped as on cancellation, their cgroups removed (the
-    leak check fails the test otherwise), and the status is 128+N."""
+    """``kill`` (SIGTERM), a closed terminal (SIGHUP) or Ctrl-C (SIGINT) is
+    a clean stop: the containers are stopped as on cancellation, their cgroups
+    removed (the leak check fails the test otherwise), and the status is
+    128+N, without a traceback."""
     signum = getattr(signal, signame)
     count = 2 if command == "run-many" else 1
     many = ["-n", str(count), "-j", str(count)] if command == "run-many" else []
@@ -197,7 +198,24 @@ def test_a_stop_signal_stops_the_containers_and_cleans_up(busybox: str, command:
             proc.communicate(timeout=30)
     assert proc.returncode == 128 + signum, stderr
     assert stderr.decode().strip().endswith(f"supervisor: stopped by {signame}"), stderr
+    assert b"Traceback" not in stderr
     assert all(gone(p, start) for p, start in starts.items())
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "inf"])
+@pytest.mark.parametrize("command", ["run", "run-many"])
+def test_a_timeout_that_is_no_duration_is_refused(command: str, value: str) -> None:
+    many = ["-n", "1"] if command == "run-many" else []
+    out = subprocess.run(
+        [sys.executable, "-m", "supervisor", command, *many, "--timeout", value, "--", "true"],
+        env={**os.environ, "PYTHONPATH": REPO},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 125, out
+    assert f"--timeout {float(value)}: give a number of seconds above 0" in out.stderr, out.stderr
 
 
 #: Makes stdin (a pty) the controlling terminal of the new session, then

@@ -7,6 +7,7 @@ real container and looks at its Result.
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -163,6 +164,24 @@ async def test_timeout_during_setup_is_a_timeout() -> None:
     async with Supervisor() as sup:
         result = await sup.run(Spec(["true"]), timeout=0)
     assert result.reason == "timeout"
+
+
+async def test_timeout_during_setup_of_a_started_run_gives_its_result() -> None:
+    """``start()`` returns the handle even when the timeout ends the run in
+    its setup (the run never calls ``started`` otherwise): its result is the
+    timeout's."""
+    async with Supervisor() as sup, anyio.create_task_group() as tg:
+        for timeout in (0, 0.0005):
+            handle = await tg.start(partial(sup.run, Spec(["sleep", "1"]), timeout=timeout))
+            result = await handle.wait()
+            assert result.reason == "timeout", result
+
+
+@pytest.mark.parametrize("timeout", [-1.0, math.nan])
+async def test_a_timeout_that_is_no_duration_is_refused(timeout: float) -> None:
+    async with Supervisor() as sup:
+        with pytest.raises(ValueError, match="timeout must be a number of seconds"):
+            await sup.run(Spec(["true"]), timeout=timeout)
 
 
 def test_limits_are_validated() -> None:
