@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -446,6 +447,19 @@ async def test_capture_of_both_streams_past_the_pipe_buffers(busybox: str) -> No
     assert result.ok, result
     assert result.stdout == bytes(300 * 4096)
     assert result.stderr == bytes(300 * 4096)
+
+
+async def test_arguments_and_environment_up_to_the_kernels_limit(busybox: str) -> None:
+    """60,000 arguments (350 kB) and 1 MB of environment reach the payload;
+    past the kernel's limit, execve's E2BIG is the error."""
+    args = [str(i) for i in range(60_000)]
+    env = {f"A{i}": "x" * 50_000 for i in range(20)}
+    result = await supervisor.run(Spec(["sh", "-c", "echo $# ${#A0} ${#A19}", "sh", *args], rootfs=busybox, env=env))
+    assert result.stdout == b"60000 50000 50000\n", result
+    with pytest.raises(SetupError) as info:
+        await supervisor.run(Spec(["true"], rootfs=busybox, env={"BIG": "x" * 1_000_000}))
+    assert (info.value.phase, info.value.errno) == (Phase.EXEC, errno.E2BIG)
+    assert "Argument list too long" in info.value.message
 
 
 async def test_concurrent_supervisors_never_share_container_ids(busybox: str) -> None:

@@ -10,18 +10,38 @@
 
 #include "plan.h"
 
+/* Zeroed memory from the plan's arena: carved from chunks of ARENA_CHUNK
+ * (a command of 60,000 arguments is 60,000 strings), a large request in a
+ * block of its own. At most SV_ARENA_BLOCKS blocks: 16 MiB of small pieces,
+ * far past what execve takes (ARG_MAX). */
+#define ARENA_CHUNK (64 * 1024)
+
 static void *arena_alloc(struct sv_arena *a, size_t size)
 {
+    size = (size + 15) & ~(size_t)15; /* aligned for every type the plan holds */
+    if (size == 0)
+        size = 16;
+    if (size <= a->left) {
+        void *p = a->next;
+        a->next += size;
+        a->left -= size;
+        return p;
+    }
     if (a->n == sizeof a->blocks / sizeof a->blocks[0]) {
-        PyErr_SetString(PyExc_ValueError, "spawn configuration too large");
+        PyErr_SetString(PyExc_ValueError, "spawn configuration too large (over 16 MiB)");
         return NULL;
     }
-    void *p = PyMem_RawCalloc(1, size ? size : 1);
+    int own = size > ARENA_CHUNK / 4;
+    char *p = PyMem_RawCalloc(1, own ? size : ARENA_CHUNK);
     if (p == NULL) {
         PyErr_NoMemory();
         return NULL;
     }
     a->blocks[a->n++] = p;
+    if (!own) {
+        a->next = p + size;
+        a->left = ARENA_CHUNK - size;
+    }
     return p;
 }
 
@@ -30,6 +50,8 @@ void arena_free(struct sv_arena *a)
     for (size_t i = 0; i < a->n; i++)
         PyMem_RawFree(a->blocks[i]);
     a->n = 0;
+    a->next = NULL;
+    a->left = 0;
 }
 
 static PyObject *field(PyObject *obj, const char *name) { return PyObject_GetAttrString(obj, name); }

@@ -5,10 +5,12 @@
 
 #include "sv.h"
 
-/* The plan's memory: every block it points to, freed as one. */
+/* The plan's memory: every block it points to, freed as one (plan.c). */
 struct sv_arena {
     void *blocks[256];
     size_t n;
+    char *next; /* the free rest of the current chunk */
+    size_t left;
 };
 
 void arena_free(struct sv_arena *a);

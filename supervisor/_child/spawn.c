@@ -71,6 +71,14 @@ static pthread_mutex_t inflight_lock = PTHREAD_MUTEX_INITIALIZER;
  * map's lock and flushes their TLBs. At most STACK_POOL are kept; their
  * touched pages (some 40 kB each) stay resident. */
 #define STACK_POOL 16
+/* Under AddressSanitizer a reused stack still carries the shadow of the
+ * frames its last PID 1 left (it never returned from them): clear it. */
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#define STACK_REUSED(stack) ASAN_UNPOISON_MEMORY_REGION((stack), STACK_SIZE)
+#else
+#define STACK_REUSED(stack) ((void)(stack))
+#endif
 static char *stack_pool[STACK_POOL];
 static size_t nstack_pool;
 static pthread_mutex_t stack_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -83,8 +91,10 @@ static char *stack_get(void)
     if (nstack_pool > 0)
         stack = stack_pool[--nstack_pool];
     pthread_mutex_unlock(&stack_lock);
-    if (stack != NULL)
+    if (stack != NULL) {
+        STACK_REUSED(stack);
         return stack;
+    }
     char *map = mmap(NULL, STACK_SIZE + GUARD_SIZE, PROT_READ | PROT_WRITE,
                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK | MAP_NORESERVE, -1, 0);
     if (map == MAP_FAILED)
