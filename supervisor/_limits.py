@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 #: Default CFS period (µs) for ``cpus``; the kernel's default too.
 CFS_PERIOD_US = 100_000
+#: The smallest memory limit (docker's too).
+MIN_MEMORY_BYTES = 6 << 20
 #: The kernel's smallest CFS quota (µs), so the smallest ``cpus`` is 0.01.
 _MIN_CFS_QUOTA_US = 1_000
 #: v1 ``cpu.shares`` bounds and the v2 ``cpu.weight`` range.
@@ -57,6 +59,7 @@ class Limits:
 
     Args:
         memory_bytes: hard memory limit (``--memory``); reaching it OOM-kills.
+            At least 6 MiB (docker's minimum too).
         memory_swap_bytes: memory **plus** swap, docker's ``--memory-swap``
             semantics: at least ``memory_bytes`` (equal means no swap), or -1
             for unlimited swap. Requires ``memory_bytes``. Unlike docker, leaving
@@ -85,8 +88,14 @@ class Limits:
             value = getattr(self, name)
             if value is not None and not _is_int(value):
                 raise TypeError(f"Limits.{name} must be an int or None, not {type(value).__name__}")
-        if self.memory_bytes is not None and self.memory_bytes <= 0:
-            raise ValueError(f"Limits.memory_bytes must be positive, got {self.memory_bytes}")
+        if self.memory_bytes is not None and self.memory_bytes < MIN_MEMORY_BYTES:
+            # Below it, PID 1's setup itself (kernel memory for its mounts)
+            # could be OOM-killed, and PID 1 shares the supervisor's memory
+            # until execve: the kernel would kill the supervisor with it.
+            raise ValueError(
+                f"Limits.memory_bytes must be at least {MIN_MEMORY_BYTES} (6 MiB, as docker's minimum), "
+                f"got {self.memory_bytes}"
+            )
         if self.memory_swap_bytes is not None:
             if self.memory_bytes is None:
                 raise ValueError("Limits.memory_swap_bytes needs memory_bytes (it is memory plus swap)")

@@ -237,7 +237,9 @@ class Spec:
             exit code, or 128+N when signal N killed it). Without it, the
             payload is PID 1: it ignores every signal it has no handler for,
             and a stop sends such a payload ``SIGKILL`` at once, without a
-            grace period.
+            grace period. Not with a memory limit (yet): the init runs in
+            the supervisor's memory, and an out-of-memory kill of it would
+            kill the supervisor.
         time_offsets: shift the container's ``CLOCK_MONOTONIC`` and
             ``CLOCK_BOOTTIME`` (and ``/proc/uptime``) by these seconds against
             the supervisor's, ``{"monotonic": S, "boottime": S}`` (either key
@@ -352,6 +354,16 @@ class Spec:
         for name in ("read_only", "tty", "overlay", "init"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"Spec.{name} must be a bool")
+        if self.init and self.limits is not None and self.limits.memory_bytes is not None:
+            # The init runs in the supervisor's memory (it is cloned with
+            # CLONE_VM and never execs): in the container's memory cgroup it
+            # would be the OOM killer's first choice, and the kernel kills
+            # every process sharing a victim's memory, the supervisor too.
+            raise _field_error(
+                "init",
+                "cannot be combined with a memory limit yet: the init shares the supervisor's memory, so an "
+                "out-of-memory kill in the container would kill the supervisor",
+            )
         if self.overlay:
             if self.rootfs is None:
                 raise _field_error("overlay", "needs a rootfs (the embedded default root is already read-only)")

@@ -151,7 +151,7 @@ def test_parse_size_rejects(text: str) -> None:
     [
         ({"memory_bytes": 0}, "memory_bytes"),
         ({"memory_swap_bytes": MiB}, "memory_swap_bytes"),
-        ({"memory_bytes": 2 * MiB, "memory_swap_bytes": MiB}, "memory_swap_bytes"),
+        ({"memory_bytes": 8 * MiB, "memory_swap_bytes": 7 * MiB}, "memory_swap_bytes"),
         ({"cpus": 0.001}, "cpus"),
         ({"cpus": float("inf")}, "cpus"),
         ({"cpu_weight": 0}, "cpu_weight"),
@@ -177,7 +177,7 @@ def test_limits_conversions_and_crabcan_preset() -> None:
     assert Limits(cpu_weight=10000).cpu_shares == 102400
     assert Limits(cpus=0.5).cfs_quota_us == 50_000
     assert Limits(cpus=2).cfs_quota_us == 200_000
-    assert Limits(memory_bytes=MiB, memory_swap_bytes=-1).memory_swap_bytes == -1
+    assert Limits(memory_bytes=6 * MiB, memory_swap_bytes=-1).memory_swap_bytes == -1
     preset = Limits.crabcan()
     assert (preset.memory_bytes, preset.pids, preset.cpu_weight) == (1 << 30, 64, 256)
     assert preset.cpu_shares == 2621

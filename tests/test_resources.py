@@ -187,6 +187,14 @@ async def test_a_timeout_that_is_no_duration_is_refused(timeout: float) -> None:
 def test_limits_are_validated() -> None:
     with pytest.raises(ValueError, match="memory_bytes"):
         Limits(memory_bytes=0)
+    with pytest.raises(ValueError, match="at least 6291456"):
+        Limits(memory_bytes=(6 << 20) - 1)
+    assert Limits(memory_bytes=6 << 20).memory_bytes == 6 << 20
+    # The init shares the supervisor's memory: an OOM kill of it would take
+    # the supervisor along.
+    with pytest.raises(ValueError, match=r"Spec\.init: cannot be combined with a memory limit"):
+        Spec(["true"], init=True, limits=Limits(memory_bytes=64 << 20))
+    assert Spec(["true"], init=True, limits=Limits(pids=10)).init
     with pytest.raises(TypeError, match=r"Spec\.limits"):
         Spec(["true"], limits={"memory": 1})  # type: ignore[arg-type]
     assert Limits.crabcan() == Limits(memory_bytes=1 << 30, pids=64, cpu_weight=256)
