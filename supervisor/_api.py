@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import itertools
 import math
@@ -28,7 +29,7 @@ from ._parent import streams
 from ._parent.config import build_config
 from ._parent.container import ContainerProcess
 from ._parent.resources import HostResources
-from ._parent.rundir import RunDir, sweep
+from ._parent.rundir import RunDir, run_root, sweep
 from ._parent.seccomp import warm_up as seccomp_warm_up
 from ._parent.spawn import Spawner
 from ._parent.streams import FdReceiveStream, FdSendStream
@@ -188,6 +189,7 @@ class Supervisor:
 
     Raises:
         ValueError: ``max_parallel`` is not a positive int.
+        PermissionError: on entry (``async with``), without root.
     """
 
     def __init__(self, *, max_parallel: int | None = None, sweep_leftovers: bool = True) -> None:
@@ -207,6 +209,7 @@ class Supervisor:
         self._prefix = f"{os.getpid()}-{next(_SUPERVISOR_NUMBERS):04x}"
 
     async def __aenter__(self) -> Supervisor:
+        check_privileges()
         self._lifespan_cm = self._lifespan()
         await self._lifespan_cm.__aenter__()
         return self
@@ -598,6 +601,20 @@ class Supervisor:
         if check and not result.ok:
             raise ContainerFailed(result)
         return result
+
+
+def check_privileges() -> None:
+    """Refuse to start without root, naming what needs it.
+
+    Raises:
+        PermissionError: the effective uid is not 0.
+    """
+    if os.geteuid() != 0:
+        raise PermissionError(
+            errno.EPERM,
+            "root (euid 0) is needed: the supervisor maps each container's ids to a range of host ids, makes "
+            f"cgroups and network links, and keeps its ledger in {run_root()}; a rootless mode is not there yet",
+        )
 
 
 async def _in_worker_thread(fn: Callable[[], object]) -> None:

@@ -416,6 +416,12 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         return _fail(str(exc))
     if args.tty and not os.isatty(0):
         return _fail("-t needs a terminal on stdin")
+    from ._api import check_privileges
+
+    try:
+        check_privileges()
+    except PermissionError as exc:
+        return _fail(str(exc.strerror))
     if args.preserve_fds < 0:
         return _fail("--preserve-fds must be 0 or more")
     if args.timeout is not None and not 0 < args.timeout < math.inf:

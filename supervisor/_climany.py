@@ -105,6 +105,13 @@ def run_many(parser: argparse.ArgumentParser, args: argparse.Namespace, build: S
     except (ValueError, TypeError, OSError) as exc:
         print(f"supervisor: {exc}", file=sys.stderr)
         return 125
+    from ._api import check_privileges
+
+    try:
+        check_privileges()
+    except PermissionError as exc:
+        print(f"supervisor: {exc.strerror}", file=sys.stderr)
+        return 125
     timeout = getattr(args, "timeout", None)
     if timeout is not None and not 0 < timeout < math.inf:
         print(f"supervisor: --timeout {timeout}: give a number of seconds above 0", file=sys.stderr)

@@ -462,6 +462,26 @@ async def test_arguments_and_environment_up_to_the_kernels_limit(busybox: str) -
     assert "Argument list too long" in info.value.message
 
 
+async def test_a_supervisor_without_root_says_what_needs_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    with pytest.raises(PermissionError, match=r"root \(euid 0\) is needed: the supervisor maps"):
+        async with supervisor.Supervisor():
+            pass
+
+
+def test_the_cli_without_root_says_what_needs_it(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from supervisor._cli import main
+
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    for argv in (["run", "--", "true"], ["run-many", "-n", "1", "--", "true"]):
+        assert main(argv) == 125
+        err = capsys.readouterr().err
+        assert err.startswith("supervisor: root (euid 0) is needed: the supervisor maps"), err
+        assert "rootless mode is not there yet" in err
+
+
 async def test_concurrent_supervisors_never_share_container_ids(busybox: str) -> None:
     spec = Spec(["true"], rootfs=busybox)
     async with supervisor.Supervisor() as a, supervisor.Supervisor() as b:
