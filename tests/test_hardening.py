@@ -623,6 +623,46 @@ def test_default_profile_compiled_once() -> None:
     assert parent_seccomp.compile_profile("unconfined", DEFAULT_CAPS) is None
 
 
+def test_compiled_filters_are_cached_on_disk(host_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A new process finds the filter an earlier one compiled, without the
+    binding; a cache file anyone else could have written, or a damaged one,
+    is not used."""
+    monkeypatch.setenv("SUPERVISOR_RUN_DIR", str(host_dir))
+    expected = parent_seccomp._compile_default()
+    profile = host_dir / "p.json"
+    rule = {"names": ["uname"], "action": "SCMP_ACT_ERRNO"}
+    profile.write_text(json.dumps({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [rule]}))
+
+    def fresh(path: str) -> parent_seccomp.CompiledFilter | None:
+        parent_seccomp._default_filter.cache_clear()
+        parent_seccomp._json_filter.cache_clear()
+        return parent_seccomp.compile_profile(path, DEFAULT_CAPS)
+
+    try:
+        first, first_json = fresh("default"), fresh(str(profile))
+        cache = host_dir / "seccomp"
+        files = sorted(cache.iterdir())
+        assert [f.name.split("-")[0] for f in files] == ["default", "json"]
+        assert {f.stat().st_mode & 0o777 for f in files} == {0o600}
+        assert first == expected
+        with monkeypatch.context() as m:  # as in a process that never imported the binding
+            m.setattr(parent_seccomp, "_lib", lambda: pytest.fail("compiled again"))
+            assert fresh("default") == first
+            assert fresh(str(profile)) == first_json
+        default_file = next(f for f in files if f.name.startswith("default-"))
+        default_file.chmod(0o620)  # writable by its group: not trusted
+        compiled: list[bool] = []
+        real = parent_seccomp._compile_default
+        monkeypatch.setattr(parent_seccomp, "_compile_default", lambda: compiled.append(True) or real())
+        assert fresh("default") == expected and compiled == [True]
+        assert default_file.stat().st_mode & 0o777 == 0o600  # rewritten
+        default_file.write_bytes(default_file.read_bytes()[:-3])  # not whole BPF records
+        assert fresh("default") == expected and compiled == [True, True]
+    finally:
+        parent_seccomp._default_filter.cache_clear()
+        parent_seccomp._json_filter.cache_clear()
+
+
 # -- an OCI/Docker profile exercising every supported feature --------------------------
 
 #: Syscalls the profile below gives a rule of their own (never in the allowlist).

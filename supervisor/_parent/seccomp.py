@@ -46,16 +46,17 @@ from __future__ import annotations
 
 import errno
 import functools
+import importlib.machinery
 import json
 import os
-import platform
 import stat
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from .._capabilities import CAP_NUMBERS
 from .._sys import constants as c
+from .rundir import run_root
 
 DEFAULT = "default"
 UNCONFINED = "unconfined"
@@ -130,10 +131,12 @@ _FLAGS = {
     "SECCOMP_FILTER_FLAG_SPEC_ALLOW": 4,
 }
 
-#: Docker's architecture names for conditions, per ``platform.machine()``.
+#: Docker's architecture names for conditions, per ``_MACHINE``.
 _GO_ARCH = {"x86_64": "amd64", "aarch64": "arm64", "arm64": "arm64"}
-#: libseccomp's native architecture name, per ``platform.machine()``.
+#: libseccomp's native architecture name, per ``_MACHINE``.
 _SCMP_NATIVE = {"x86_64": "SCMP_ARCH_X86_64", "aarch64": "SCMP_ARCH_AARCH64", "arm64": "SCMP_ARCH_AARCH64"}
+#: This host's architecture, as ``platform.machine()`` says it.
+_MACHINE = os.uname().machine
 
 
 @dataclass(frozen=True)
@@ -174,6 +177,99 @@ def compile_profile(profile: str, caps: Iterable[int]) -> CompiledFilter | None:
     return _json_filter(profile, st.st_ino, st.st_mtime_ns, st.st_size, frozenset(caps))
 
 
+#: The first line of a filter file in the disk cache.
+_CACHE_MAGIC = b"supervisor-bpf-1\n"
+
+
+def _cache_dir() -> str:
+    return os.path.join(run_root(), "seccomp")
+
+
+def _stamp(path: str | None) -> str:
+    """A file's identity and version (inode, size, mtime), or ``-`` if absent."""
+    try:
+        st = os.stat(path) if path else None
+    except OSError:
+        st = None
+    return f"{st.st_ino:x}.{st.st_size:x}.{st.st_mtime_ns:x}" if st else "-"
+
+
+@functools.lru_cache(maxsize=1)
+def _toolchain_stamp() -> str:
+    """What a compiled filter depends on besides its profile, as a file name part.
+
+    This module (the default rules are code), the binding's file, and the
+    dynamic linker's cache, which ``ldconfig`` rewrites whenever a library
+    (libseccomp among them) is installed or upgraded; and the architecture.
+    """
+    spec = importlib.machinery.PathFinder.find_spec("pyseccomp")
+    binding = spec.origin if spec is not None else None
+    return "-".join((_MACHINE, _stamp(__file__), _stamp(binding), _stamp("/etc/ld.so.cache")))
+
+
+def _on_disk(name: str, build: Callable[[], CompiledFilter]) -> CompiledFilter:
+    """``build()``, or the filter an earlier process built under ``name``.
+
+    Compiling needs the binding, whose import alone costs 15 to 30 ms; a
+    short-lived process (one ``supervisor run``) would pay that every time.
+    The cache lives in the run root, in memory (``/run``, gone at boot), in
+    a directory only this user can write; a file found there is used only
+    if that still holds and it is well formed, and is written atomically
+    (rename). Any failure to use the cache only means compiling here.
+    """
+    directory = _cache_dir()
+    path = os.path.join(directory, f"{name}-{_toolchain_stamp()}.bpf")
+    found = _read_cached(directory, path)
+    if found is not None:
+        return found
+    compiled = build()
+    try:
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        if _trusted(os.lstat(directory), stat.S_ISDIR):
+            tmp = f"{path}.{os.getpid()}.tmp"
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            try:
+                os.write(fd, _CACHE_MAGIC + compiled.flags.to_bytes(4, "little") + compiled.bpf)
+            finally:
+                os.close(fd)
+            os.replace(tmp, path)
+            # The same profile built by an earlier toolchain is dead weight.
+            for other in os.listdir(directory):
+                if other.startswith(f"{name}-") and other != os.path.basename(path) and other.endswith(".bpf"):
+                    os.unlink(os.path.join(directory, other))
+    except OSError:
+        pass
+    return compiled
+
+
+def _trusted(st: os.stat_result, kind: Callable[[int], bool]) -> bool:
+    """Ours, of the right kind, and writable by nobody else."""
+    return kind(st.st_mode) and st.st_uid == os.geteuid() and not st.st_mode & 0o022
+
+
+def _read_cached(directory: str, path: str) -> CompiledFilter | None:
+    try:
+        if not _trusted(os.lstat(directory), stat.S_ISDIR):
+            return None
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        if not _trusted(os.fstat(fd), stat.S_ISREG):
+            return None
+        data = os.read(fd, 1 << 20)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    head = len(_CACHE_MAGIC) + 4
+    bpf = data[head:]
+    # struct sock_filter records, at most BPF_MAXINSNS of them.
+    if not data.startswith(_CACHE_MAGIC) or not bpf or len(bpf) % 8 or len(bpf) > 4096 * 8:
+        return None
+    return CompiledFilter(bpf, int.from_bytes(data[len(_CACHE_MAGIC) : head], "little"))
+
+
 def warm_up() -> None:
     """Import the binding and compile the ``"default"`` profile now (both are cached).
 
@@ -190,6 +286,10 @@ def warm_up() -> None:
 
 @functools.lru_cache(maxsize=1)
 def _default_filter() -> CompiledFilter:
+    return _on_disk("default", _compile_default)
+
+
+def _compile_default() -> CompiledFilter:
     seccomp = _lib()
     flt = seccomp.SyscallFilter(seccomp.ALLOW)
     # Non-native ABIs are not covered by the rules below: refuse them whole.
@@ -221,14 +321,24 @@ def _syscall_or_number(name: str, number: int) -> str | int:
 def _json_filter(path: str, _ino: int, _mtime_ns: int, _size: int, caps: frozenset[int]) -> CompiledFilter:
     """Compile a JSON profile (cached per file version and capability set)."""
     try:
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
+        with open(path, "rb") as fh:
+            text = fh.read()
+        data = json.loads(text.decode("utf-8"))
     except (OSError, ValueError) as exc:
         raise ValueError(f"Spec.seccomp: cannot load profile {path}: {exc}") from None
-    try:
-        return compile_oci(data, caps)
-    except (ValueError, TypeError, KeyError, OSError) as exc:
-        raise ValueError(f"Spec.seccomp: profile {path}: {exc}") from None
+
+    def build() -> CompiledFilter:
+        try:
+            return compile_oci(data, caps)
+        except (ValueError, TypeError, KeyError, OSError) as exc:
+            raise ValueError(f"Spec.seccomp: profile {path}: {exc}") from None
+
+    import hashlib
+
+    # The compile depends on the text, the kept capabilities and (through
+    # minKernel conditions) the kernel.
+    key = hashlib.sha256(text + repr((sorted(caps), os.uname().release)).encode()).hexdigest()[:32]
+    return _on_disk(f"json-{key}", build)
 
 
 def compile_oci(profile: dict[str, Any], caps: Iterable[int]) -> CompiledFilter:
@@ -330,7 +440,7 @@ def _arches(profile: dict[str, Any]) -> list[int]:
     out: list[int] = []
     for name in profile.get("architectures") or ():
         out.append(_arch_value(name, "architectures"))
-    native = _SCMP_NATIVE.get(platform.machine())
+    native = _SCMP_NATIVE.get(_MACHINE)
     for entry in profile.get("archMap") or ():
         if not isinstance(entry, dict):
             raise ValueError("archMap entries must be objects")
@@ -356,7 +466,7 @@ def _kernel_at_least(version: str, where: str) -> bool:
 
 def _condition_holds(includes: Any, excludes: Any, kept: set[str], where: str) -> bool:
     """Docker's rule conditions: every included cap/arch present, no excluded one."""
-    arch = _GO_ARCH.get(platform.machine(), platform.machine())
+    arch = _GO_ARCH.get(_MACHINE, _MACHINE)
     if includes:
         if not isinstance(includes, dict):
             raise ValueError(f"{where}.includes must be an object")
