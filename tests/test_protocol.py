@@ -30,6 +30,7 @@ def _container() -> tuple[ContainerProcess, socket.socket]:
     slot = Slot()
     slot.exit_code, slot.exit_status = 1, 125  # CLD_EXITED, as PID 1 exits after a failure
     slot.exited.set()
+    slot.reaped = True
     proc.slot = slot
     return proc, theirs
 

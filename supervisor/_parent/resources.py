@@ -20,7 +20,7 @@ import anyio.abc
 
 from .._errors import SetupError
 from .._protocol import Phase
-from .container import check_parent_fault
+from .pid1 import check_parent_fault
 from .rundir import run_root
 
 if TYPE_CHECKING:

@@ -38,27 +38,19 @@ import anyio
 import anyio.abc
 
 from .._child import _spawn
-from .._protocol import SETUP_COMM, SpawnConfig
-from .._sys import constants as c
+from .._protocol import SpawnConfig
 from .._sys import linux
+from . import pid1
 
-#: waitid(2) flag: wait for children whatever their exit signal (<linux/wait.h>).
-_WALL = 0x40000000
 #: The clone thread's reply: pid, pidfd, errno.
 _REPLY = struct.Struct("=iii")
 
 
 @dataclass
-class Slot:
-    """One PID 1: its pid and pidfd, then its exit status once reaped."""
+class Slot(pid1.Slot):
+    """One PID 1, with an event set once it is reaped."""
 
-    pid: int = 0
-    pidfd: int = -1
     exited: anyio.Event = field(default_factory=anyio.Event)
-    exit_code: int = 0  # waitid si_code (CLD_EXITED, CLD_KILLED, CLD_DUMPED)
-    exit_status: int = 0
-    #: False if PID 1 died before ``execve`` (it still had its setup name).
-    execd: bool = True
 
 
 class Spawner:
@@ -157,25 +149,8 @@ class Spawner:
                     self._reap(self._watched.pop(fd))
 
     def _reap(self, slot: Slot) -> None:
-        """Note how PID 1 ended (its pidfd is readable: it exited) and reap it."""
-        try:
-            res = os.waitid(c.P_PIDFD, slot.pidfd, os.WEXITED | os.WNOHANG | os.WNOWAIT | _WALL)
-        except ChildProcessError:
-            res = None
-        if res is not None:
-            # Still a zombie: its name tells whether it reached execve.
-            try:
-                slot.execd = linux.comm(res.si_pid) != SETUP_COMM
-            except OSError:
-                slot.execd = True  # unreadable: take it as the payload's own exit
-            try:
-                res = os.waitid(c.P_PIDFD, slot.pidfd, os.WEXITED | os.WNOHANG | _WALL) or res
-            except ChildProcessError:
-                pass
-            slot.exit_code = res.si_code
-            slot.exit_status = res.si_status
-        # Its stack and plan, in our memory, are free now.
-        _spawn.collect()
+        """Reap PID 1 (its pidfd is readable: it exited) and wake its waiters."""
+        pid1.reap(slot)
         slot.exited.set()
 
     def forget(self, cid: str) -> None:
