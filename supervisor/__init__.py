@@ -3,15 +3,12 @@
 The public API is what this module exports; everything else is private.
 """
 
-from ._api import PIPE as PIPE
-from ._api import Container as Container
-from ._api import Supervisor as Supervisor
-from ._api import run as run
+import typing as _typing
+
 from ._errors import ContainerFailed as ContainerFailed
 from ._errors import ProtocolError as ProtocolError
 from ._errors import SetupError as SetupError
 from ._errors import SupervisorError as SupervisorError
-from ._events import Event as Event
 from ._gc import SweepReport as SweepReport
 from ._gc import collect_garbage as collect_garbage
 from ._limits import Limits as Limits
@@ -22,6 +19,13 @@ from ._result import Result as Result
 from ._spec import Mount as Mount
 from ._spec import Publish as Publish
 from ._spec import Spec as Spec
+
+if _typing.TYPE_CHECKING:
+    from ._api import PIPE as PIPE
+    from ._api import Container as Container
+    from ._api import Supervisor as Supervisor
+    from ._api import run as run
+    from ._events import Event as Event
 
 __version__ = "0.1.0"
 
@@ -47,11 +51,37 @@ __all__ = [
     "run",
 ]
 
-for _name in __all__:
-    _obj = globals()[_name]
-    if not isinstance(_obj, int) and hasattr(_obj, "__module__"):
+#: Exports whose modules load the async framework, imported on first use:
+#: a program (``supervisor run``) that runs without an event loop never pays for it.
+_LAZY = {"Container": "_api", "Event": "_events", "PIPE": "_api", "Supervisor": "_api", "run": "_api"}
+
+
+def _present(obj: object) -> None:
+    """Show ``obj`` as ``supervisor.<name>`` (in reprs, docs and pickles)."""
+    if not isinstance(obj, int) and hasattr(obj, "__module__"):
         try:
-            _obj.__module__ = "supervisor"
+            obj.__module__ = "supervisor"
         except (AttributeError, TypeError):  # pragma: no cover
             pass
-del _name, _obj
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'supervisor' has no attribute {name!r}")
+    import importlib
+
+    obj: object = getattr(importlib.import_module(f".{module}", __name__), name)
+    _present(obj)
+    globals()[name] = obj
+    return obj
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
+for _name in __all__:
+    if _name not in _LAZY:
+        _present(globals()[_name])
+del _name

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import itertools
 import math
@@ -28,19 +27,18 @@ from ._hostname import generate as generate_hostname
 from ._parent import streams
 from ._parent.config import build_config
 from ._parent.container import ContainerProcess
+from ._parent.pid1 import run_result
 from ._parent.resources import HostResources
-from ._parent.rundir import RunDir, run_root, sweep
+from ._parent.rundir import RunDir, supervisor_prefix, sweep
 from ._parent.seccomp import warm_up as seccomp_warm_up
 from ._parent.spawn import Spawner
 from ._parent.streams import FdReceiveStream, FdSendStream
+from ._privileges import check_privileges
 from ._protocol import MAX_PASS_FDS, CgroupEntry, Phase
 from ._result import PhaseTiming, Reason, Result
 from ._spec import Spec
 
 PhaseCallback = Callable[[Phase, float], None]
-
-#: Numbers the supervisors of this process (part of every container id).
-_SUPERVISOR_NUMBERS = itertools.count(1)
 
 #: Pass as ``stdin``/``stdout``/``stderr`` of :meth:`Supervisor.run` to get a
 #: byte stream on the :class:`Container` handle (the same value as subprocess.PIPE).
@@ -204,9 +202,7 @@ class Supervisor:
         self._ids = itertools.count(1)
         self._hostnames: set[str] = set()
         self._live: dict[str, Container] = {}
-        # Unique among this process's supervisors (id(self) & 0xFFFF was not:
-        # two live supervisors could share container ids, hence cgroup names).
-        self._prefix = f"{os.getpid()}-{next(_SUPERVISOR_NUMBERS):04x}"
+        self._prefix = supervisor_prefix()
 
     async def __aenter__(self) -> Supervisor:
         check_privileges()
@@ -550,42 +546,17 @@ class Supervisor:
                 await resources.release()
                 self._live.pop(cid, None)
                 self._hostnames.discard(hostname)
-                exit_code: int | None = None
-                sig: int | None = None
-                if proc.slot is not None and proc.exited:
-                    exit_code, sig = proc.exit_status()
-                    if self._spawner is not None:
-                        self._spawner.forget(cid)
-                if reason is None:
-                    if ending is not None:
-                        reason = ending
-                    elif usage is not None and usage.oom_killed and sig == 9:
-                        # PID 1 was OOM-killed (the kernel's choice, before we
-                        # noticed); an OOM kill of another process that PID 1
-                        # survived is only Result.oom_killed.
-                        reason = "oom"
-                    elif proc.stopped_by_us:
-                        reason = "cancelled"
-                    else:
-                        reason = "exited" if exit_code is not None else "signaled"
-                if reason == "setup_failed":
-                    exit_code = sig = None
-                result = Result(
-                    id=cid,
-                    hostname=hostname,
-                    exit_code=exit_code,
-                    signal=sig,
-                    reason=reason,
+                if proc.slot is not None and proc.exited and self._spawner is not None:
+                    self._spawner.forget(cid)
+                result = run_result(
+                    proc,
+                    hostname,
+                    reason,
+                    ending,
+                    usage,
+                    setup_error,
                     stdout=b"".join(out_chunks),
                     stderr=b"".join(err_chunks),
-                    wall_s=(time.monotonic_ns() - t0) / 1e9,
-                    phases=tuple(PhaseTiming(p.label, s) for p, s in proc.phases),
-                    failed_phase=setup_error.phase.label if setup_error else None,
-                    error=setup_error.message if setup_error else None,
-                    cpu_user_s=usage.cpu_user_s if usage else None,
-                    cpu_system_s=usage.cpu_system_s if usage else None,
-                    peak_memory_bytes=usage.peak_memory_bytes if usage else None,
-                    oom_killed=bool(usage and usage.oom_killed),
                 )
                 handle._result = result
                 if events.has_subscribers:  # the JSON form costs every run ~0.05 ms otherwise
@@ -601,20 +572,6 @@ class Supervisor:
         if check and not result.ok:
             raise ContainerFailed(result)
         return result
-
-
-def check_privileges() -> None:
-    """Refuse to start without root, naming what needs it.
-
-    Raises:
-        PermissionError: the effective uid is not 0.
-    """
-    if os.geteuid() != 0:
-        raise PermissionError(
-            errno.EPERM,
-            "root (euid 0) is needed: the supervisor maps each container's ids to a range of host ids, makes "
-            f"cgroups and network links, and keeps its ledger in {run_root()}; a rootless mode is not there yet",
-        )
 
 
 async def _in_worker_thread(fn: Callable[[], object]) -> None:

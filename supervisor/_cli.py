@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
 if TYPE_CHECKING:
-    from . import Container, Limits, Phase, Result, Spec, Supervisor
+    from . import Container, Limits, Phase, Result, SetupError, Spec, Supervisor
 
 EXIT_TIMEOUT = 124  # as timeout(1)
 EXIT_SETUP_FAILED = 125
@@ -416,7 +416,7 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         return _fail(str(exc))
     if args.tty and not os.isatty(0):
         return _fail("-t needs a terminal on stdin")
-    from ._api import check_privileges
+    from ._privileges import check_privileges
 
     try:
         check_privileges()
@@ -434,7 +434,127 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         except OSError:
             return _fail(f"--preserve-fds {args.preserve_fds}: fd {fd} is not open")
 
+    from ._parent.oneshot import runs_blocking
+
+    if not args.json and runs_blocking(spec):
+        return _run_blocking(spec, args)
     return run_stoppable(_run_async, spec, args)
+
+
+#: Signals that stop a run: systemd and kill send SIGTERM, a closed terminal
+#: SIGHUP, Ctrl-C SIGINT.
+_STOP_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
+
+
+def _run_blocking(spec: Spec, args: argparse.Namespace) -> int:
+    """Run without an event loop (see :mod:`supervisor._parent.oneshot`).
+
+    A stop signal (SIGINT, SIGTERM, SIGHUP) stops the container as on
+    cancellation and ends with 128+N and one line, as :func:`run_stoppable`
+    does: its handler only writes to a wake-up pipe that the run watches.
+    """
+    import signal
+
+    from ._errors import SetupError, SupervisorError
+    from ._parent.oneshot import run_blocking
+
+    stop_r, stop_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    stopped_by: list[int] = []
+
+    def note(signum: int, _frame: object) -> None:
+        stopped_by.append(signum)
+
+    signums = [getattr(signal, name) for name in _STOP_SIGNALS]
+    saved = {signum: signal.signal(signum, note) for signum in signums}
+    saved_wakeup = signal.set_wakeup_fd(stop_w, warn_on_full_buffer=False)
+    phases = _PhasePrinter(args.debug)
+    try:
+        result = run_blocking(
+            spec,
+            stdin=0 if args.interactive else None,
+            pass_fds=range(3, 3 + args.preserve_fds),  # checked open by _run
+            timeout=args.timeout,
+            stop_fd=stop_r,
+            on_phase=phases.on_phase if args.debug else None,
+            on_started=phases.started,
+        )
+    except SetupError as exc:
+        return _setup_failed(exc, spec, args)
+    except (ValueError, TypeError) as exc:  # a spec the host cannot run (e.g. a seccomp profile that does not compile)
+        return _fail(str(exc))
+    except SupervisorError as exc:  # a protocol error: not the payload's status
+        return _fail(f"{type(exc).__name__}: {exc}")
+    finally:
+        signal.set_wakeup_fd(saved_wakeup)
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)
+        os.close(stop_r)
+        os.close(stop_w)
+    if stopped_by:
+        return _stopped(stopped_by[0])
+    return _finished(result, args, phases)
+
+
+def _stopped(signum: int) -> int:
+    """One line naming the stop signal; 128+N."""
+    import signal
+
+    try:
+        print(f"supervisor: stopped by {signal.Signals(signum).name}", file=sys.stderr)
+    except OSError:  # stderr was the terminal that hung up
+        pass
+    return 128 + signum
+
+
+class _PhasePrinter:
+    """``--debug``: each setup phase with its duration, as the next one starts."""
+
+    def __init__(self, debug: bool) -> None:
+        self.debug = debug
+        self.last: tuple[Phase, float] | None = None
+
+    def on_phase(self, phase: Phase, seconds: float) -> None:
+        if self.last is not None:
+            prev, start = self.last
+            print(f"supervisor: {prev.label:<13} {(seconds - start) * 1e3:8.3f} ms", file=sys.stderr)
+        self.last = (phase, seconds)
+
+    def started(self) -> None:
+        if self.debug and self.last is not None:
+            print(f"supervisor: {self.last[0].label:<13} (payload started)", file=sys.stderr)
+        self.last = None
+
+
+def _setup_failed(exc: SetupError, spec: Spec, args: argparse.Namespace) -> int:
+    """The exit status and line of a setup failure (126/127 for the program itself)."""
+    from ._protocol import Phase
+
+    if args.json and exc.result is not None:
+        print(json.dumps(exc.result.to_json()))
+    if exc.phase == Phase.EXEC and exc.errno == errno.ENOENT:
+        print(f"supervisor: {exc.message}", file=sys.stderr)
+        return EXIT_NOT_FOUND
+    if exc.phase == Phase.EXEC and exc.errno in (errno.EACCES, errno.ENOEXEC, errno.EISDIR, errno.EPERM):
+        print(f"supervisor: cannot execute {spec.command[0]}: {exc.message}", file=sys.stderr)
+        return EXIT_NOT_EXECUTABLE
+    return _fail(f"setup failed in phase {exc.phase.label}: {exc.message}")
+
+
+def _finished(result: Result, args: argparse.Namespace, phases: _PhasePrinter) -> int:
+    """The exit status of a run that ended (the payload's, 128+N, 124), with its lines."""
+    if args.debug:
+        phases.started()
+        print(f"supervisor: {result.reason}; wall {result.wall_s * 1e3:.1f} ms", file=sys.stderr)
+    if args.json:
+        print(json.dumps(result.to_json()))
+    if result.reason == "timeout":
+        print(f"supervisor: timed out after {args.timeout} s", file=sys.stderr)
+        return EXIT_TIMEOUT
+    if result.reason == "oom":
+        print("supervisor: the container hit its memory limit and was killed", file=sys.stderr)
+    if result.signal is not None:
+        return 128 + result.signal
+    return result.exit_code if result.exit_code is not None else EXIT_SETUP_FAILED
 
 
 def run_stoppable(main: Callable[..., Awaitable[int]], *args: Any) -> int:
@@ -488,39 +608,22 @@ def run_stoppable(main: Callable[..., Awaitable[int]], *args: Any) -> int:
             raise
         stopped_by.insert(0, signal.SIGINT)
     if stopped_by:
-        try:
-            print(f"supervisor: stopped by {signal.Signals(stopped_by[0]).name}", file=sys.stderr)
-        except OSError:  # stderr was the terminal that hung up
-            pass
-        return 128 + stopped_by[0]
+        return _stopped(stopped_by[0])
     return status
 
 
 async def _run_async(spec: Spec, args: argparse.Namespace) -> int:
-    from . import ContainerFailed, Phase, SetupError, Supervisor, SupervisorError
+    from . import ContainerFailed, SetupError, Supervisor, SupervisorError
 
-    state: dict[str, Any] = {"last": None}
-
-    def on_phase(phase: Phase, seconds: float) -> None:
-        last = state["last"]
-        if last is not None:
-            prev, start = last
-            print(f"supervisor: {prev.label:<13} {(seconds - start) * 1e3:8.3f} ms", file=sys.stderr)
-        state["last"] = (phase, seconds)
-
-    def started() -> None:
-        last = state["last"]
-        if args.debug and last is not None:
-            print(f"supervisor: {last[0].label:<13} (payload started)", file=sys.stderr)
-        state["last"] = None
-
+    phases = _PhasePrinter(args.debug)
+    on_phase = phases.on_phase if args.debug else None
     stdin_fd = 0 if (args.interactive or args.tty) else None
     pass_fds = range(3, 3 + args.preserve_fds)  # checked open by _run
     try:
         async with Supervisor() as sup:
             result: Result
             if spec.tty:
-                result = await _run_tty(sup, spec, on_phase if args.debug else None, args.timeout, pass_fds)
+                result = await _run_tty(sup, spec, on_phase, args.timeout, pass_fds)
             else:
                 run = functools.partial(
                     sup.run,
@@ -529,38 +632,18 @@ async def _run_async(spec: Spec, args: argparse.Namespace) -> int:
                     timeout=args.timeout,
                     capture_output=args.json,
                     stdin=stdin_fd,
-                    on_phase=on_phase if args.debug else None,
+                    on_phase=on_phase,
                 )
-                result = await _start_and_wait(run, started)
+                result = await _start_and_wait(run, phases.started)
     except SetupError as exc:
-        if args.json and exc.result is not None:
-            print(json.dumps(exc.result.to_json()))
-        if exc.phase == Phase.EXEC and exc.errno == errno.ENOENT:
-            print(f"supervisor: {exc.message}", file=sys.stderr)
-            return EXIT_NOT_FOUND
-        if exc.phase == Phase.EXEC and exc.errno in (errno.EACCES, errno.ENOEXEC, errno.EISDIR, errno.EPERM):
-            print(f"supervisor: cannot execute {spec.command[0]}: {exc.message}", file=sys.stderr)
-            return EXIT_NOT_EXECUTABLE
-        return _fail(f"setup failed in phase {exc.phase.label}: {exc.message}")
+        return _setup_failed(exc, spec, args)
     except ContainerFailed as exc:  # pragma: no cover - check is never set here
         result = exc.result
     except (ValueError, TypeError) as exc:  # a spec the host cannot run (e.g. a seccomp profile that does not compile)
         return _fail(str(exc))
     except SupervisorError as exc:  # a protocol error: not the payload's status
         return _fail(f"{type(exc).__name__}: {exc}")
-    if args.debug:
-        started()
-        print(f"supervisor: {result.reason}; wall {result.wall_s * 1e3:.1f} ms", file=sys.stderr)
-    if args.json:
-        print(json.dumps(result.to_json()))
-    if result.reason == "timeout":
-        print(f"supervisor: timed out after {args.timeout} s", file=sys.stderr)
-        return EXIT_TIMEOUT
-    if result.reason == "oom":
-        print("supervisor: the container hit its memory limit and was killed", file=sys.stderr)
-    if result.signal is not None:
-        return 128 + result.signal
-    return result.exit_code if result.exit_code is not None else EXIT_SETUP_FAILED
+    return _finished(result, args, phases)
 
 
 async def _start_and_wait(run: Callable[..., Any], started: Callable[[], None]) -> Result:

@@ -105,7 +105,7 @@ def run_many(parser: argparse.ArgumentParser, args: argparse.Namespace, build: S
     except (ValueError, TypeError, OSError) as exc:
         print(f"supervisor: {exc}", file=sys.stderr)
         return 125
-    from ._api import check_privileges
+    from ._privileges import check_privileges
 
     try:
         check_privileges()

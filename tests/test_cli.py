@@ -167,6 +167,25 @@ def test_quick_exit_still_flushes_and_runs_atexit_hooks(busybox: str) -> None:
     assert out.stderr.strip().endswith("hook ran"), out.stderr
 
 
+def test_run_needs_no_event_loop(busybox: str) -> None:
+    """A plain ``supervisor run`` imports no async framework (they cost more
+    than the container's start-up), and a second one not even the seccomp
+    binding (the filter is cached); one with a terminal, --json or a memory
+    limit goes through the event loop, with the same outcome."""
+    code = (
+        "import sys\n"
+        "from supervisor._cli import main\n"
+        "status = main(sys.argv[1:])\n"
+        "print(sorted(m for m in ('anyio', 'trio', 'pyseccomp') if m in sys.modules), status)\n"
+    )
+    args = ["run", "-m", busybox, "--", "sh", "-c", "exit 3"]
+    run_with_repo([sys.executable, "-c", code, *args], {})
+    out = run_with_repo([sys.executable, "-c", code, *args], {})
+    assert out.stdout.strip() == "[] 3", out.stderr
+    out = run_with_repo([sys.executable, "-c", code, "run", "--memory", "64m", *args[1:]], {})
+    assert out.stdout.strip() == "['anyio', 'trio'] 3", out.stderr
+
+
 @pytest.mark.parametrize("signame", ["SIGTERM", "SIGHUP", "SIGINT"])
 @pytest.mark.parametrize("command", ["run", "run-many"])
 def test_a_stop_signal_stops_the_containers_and_cleans_up(busybox: str, command: str, signame: str) -> None:

@@ -23,7 +23,10 @@ def test_all_is_sorted_and_unique() -> None:
 
 
 def test_all_is_exactly_the_public_names() -> None:
+    for name in supervisor.__all__:  # the async half is imported on first use
+        getattr(supervisor, name)
     assert set(supervisor.__all__) == public_names(supervisor)
+    assert set(supervisor.__all__) <= set(dir(supervisor))
 
 
 def test_exports_belong_to_the_package() -> None:

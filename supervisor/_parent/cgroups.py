@@ -84,8 +84,6 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import anyio
-
 from .._limits import (
     CFS_PERIOD_US,
     Limits,
@@ -397,6 +395,8 @@ def _host_has_swap() -> bool:
 
 async def _wait_until(check: Callable[[], bool], timeout: float) -> bool:
     """Poll ``check()`` with a backoff from 1 ms to 50 ms until it is true or ``timeout`` passes."""
+    import anyio  # imported here: a run without an event loop never needs it
+
     deadline = time.monotonic() + timeout
     delay = 0.001
     while True:
@@ -836,6 +836,8 @@ class ContainerCgroup:
                 or its cgroup was removed while waiting (``ENOENT``), or a
                 control file failed (naming it).
         """
+        import anyio  # imported here: a run without an event loop never needs it
+
         memory = self._dir_for("memory")
         if memory is None:
             raise OSError(errno.EOPNOTSUPP, f"cgroup {self.name!r} has no memory controller to watch for OOM kills")
@@ -917,6 +919,8 @@ class ContainerCgroup:
         Raises:
             OSError: a control file write failed (naming it).
         """
+        import anyio  # imported here: a run without an event loop never needs it
+
         empty = True
         with anyio.CancelScope(shield=True):
             deadline = time.monotonic() + timeout
@@ -972,6 +976,8 @@ class ContainerCgroup:
                 recorded, so calling again retries it. The message names
                 each such directory.
         """
+        import anyio  # imported here: a run without an event loop never needs it
+
         with anyio.CancelScope(shield=True):
             deadline = time.monotonic() + timeout
             failures: list[tuple[str, OSError]] = []
@@ -995,6 +1001,23 @@ class ContainerCgroup:
             if failures:
                 text = "; ".join(f"rmdir {p}: {e.strerror or e}" for p, e in failures)
                 raise OSError(failures[0][1].errno, f"cannot remove cgroup {self.name!r}: {text}")
+
+    def remove_blocking(self, timeout: float = 10.0) -> None:
+        """:meth:`remove` for a run without an event loop: kill what is left,
+        remove the directories, retry ``EBUSY`` until ``timeout``; idempotent.
+
+        Raises:
+            OSError: some directory could not be removed in time (naming it);
+                it stays recorded, so calling again retries it.
+        """
+        created = list(self._created)
+        try:
+            sweep_paths(created, timeout)
+        except (OSError, ValueError) as exc:
+            code = getattr(exc, "errno", None) or errno.EBUSY
+            raise OSError(code, f"cannot remove cgroup {self.name!r}: {exc}") from exc
+        self._created.clear()
+        self._dirs.clear()
 
 
 def _rmdir_tree(path: str) -> None:

@@ -12,16 +12,21 @@ from __future__ import annotations
 import errno
 import os
 import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from .._child import _spawn
 from .._errors import ProtocolError, SetupError
 from .._protocol import REQUEST_PHASES, SETUP_COMM, Phase, Pid1Record, Record, decode_pid1, encode_pid1, recv_raw
+from .._result import PhaseTiming, Reason, Result
 from .._sys import constants as c
 from .._sys import linux
 from .config import PARENT_FAULT
+
+if TYPE_CHECKING:
+    from .cgroups import CgroupStats
 
 PhaseCallback = Callable[[Phase, float], None]
 
@@ -342,3 +347,64 @@ class Pid1:
         except OSError:
             return False
         return False
+
+
+def run_result(
+    proc: Pid1,
+    hostname: str,
+    reason: Reason | None,
+    ending: Reason | None,
+    usage: CgroupStats | None,
+    setup_error: SetupError | None,
+    stdout: bytes = b"",
+    stderr: bytes = b"",
+) -> Result:
+    """The :class:`Result` of a run that is over: PID 1 reaped (or given up on).
+
+    Args:
+        proc: the run's PID 1.
+        hostname: the container's hostname.
+        reason: the run's own verdict if it has one (``"setup_failed"``,
+            ``"cancelled"``), else ``None``: decided here from how PID 1 ended.
+        ending: ``"timeout"`` or ``"oom"`` if the supervisor ended the run
+            for that reason.
+        usage: what the cgroup counted, read before it was removed.
+        setup_error: the setup's failure, if any.
+        stdout: the captured output.
+        stderr: the captured error output.
+    """
+    exit_code: int | None = None
+    sig: int | None = None
+    if proc.slot is not None and proc.exited:
+        exit_code, sig = proc.exit_status()
+    if reason is None:
+        if ending is not None:
+            reason = ending
+        elif usage is not None and usage.oom_killed and sig == 9:
+            # PID 1 was OOM-killed (the kernel's choice, before we noticed);
+            # an OOM kill of another process that PID 1 survived is only
+            # Result.oom_killed.
+            reason = "oom"
+        elif proc.stopped_by_us:
+            reason = "cancelled"
+        else:
+            reason = "exited" if exit_code is not None else "signaled"
+    if reason == "setup_failed":
+        exit_code = sig = None
+    return Result(
+        id=proc.cid,
+        hostname=hostname,
+        exit_code=exit_code,
+        signal=sig,
+        reason=reason,
+        stdout=stdout,
+        stderr=stderr,
+        wall_s=(time.monotonic_ns() - proc.t0) / 1e9,
+        phases=tuple(PhaseTiming(p.label, s) for p, s in proc.phases),
+        failed_phase=setup_error.phase.label if setup_error else None,
+        error=setup_error.message if setup_error else None,
+        cpu_user_s=usage.cpu_user_s if usage else None,
+        cpu_system_s=usage.cpu_system_s if usage else None,
+        peak_memory_bytes=usage.peak_memory_bytes if usage else None,
+        oom_killed=bool(usage and usage.oom_killed),
+    )

@@ -11,12 +11,8 @@ from __future__ import annotations
 
 import errno
 import os
-import secrets
 import shutil
 from typing import TYPE_CHECKING
-
-import anyio
-import anyio.abc
 
 from .._errors import SetupError
 from .._protocol import Phase
@@ -24,6 +20,9 @@ from .pid1 import check_parent_fault
 from .rundir import run_root
 
 if TYPE_CHECKING:
+    import anyio
+    import anyio.abc
+
     from .._spec import Publish, Spec
     from .cgroups import CgroupStats, ContainerCgroup
     from .container import ContainerProcess, ParentStep
@@ -64,6 +63,8 @@ class HostResources:
         self.etc_dir: str | None = None
         """Where ``hosts`` and ``resolv.conf`` are written (bridge mode)."""
         if self.wants_network:
+            import secrets
+
             self.etc_dir = os.path.join(run_root(), "etc", f"{cid}-{secrets.token_hex(4)}")
         self._attachment: Attachment | None = None
         self._allocated: anyio.Event | None = None  # set when the early allocation is over
@@ -104,6 +105,8 @@ class HostResources:
 
         **Cancellation:** shielded.
         """
+        import anyio  # imported here: a run without an event loop never needs it
+
         with anyio.CancelScope(shield=True):
             if self._cgroup is not None:
                 await self._cgroup.kill()
@@ -244,6 +247,8 @@ class HostResources:
         """
         if self._task_group is None:
             return
+        import anyio  # imported here: a run without an event loop never needs it
+
         try:
             self._record_network()
         except OSError as exc:
@@ -275,6 +280,8 @@ class HostResources:
         **Cancellation:** if cancelled before the listener is bound, nothing
         is left running.
         """
+        import anyio
+
         from . import ports
 
         assert self._task_group is not None
@@ -296,6 +303,8 @@ class HostResources:
 
         **Cancellation:** shielded: always runs to the end.
         """
+        import anyio  # imported here: a run without an event loop never needs it
+
         with anyio.CancelScope(shield=True):
             if self._released:
                 return
@@ -321,3 +330,19 @@ class HostResources:
                 await self._cgroup.remove()
             # Everything is gone: the crash ledger has nothing left to sweep.
             self.rundir.forget(self.cid)
+
+    def release_blocking(self) -> None:
+        """:meth:`release` for a run without an event loop (no network: it
+        has none); idempotent.
+
+        Raises:
+            OSError: the cgroup could not be removed in time (naming it); it
+                stays in the crash ledger for the next sweep.
+        """
+        if self._released:
+            return
+        assert self.etc_dir is None, "a run without an event loop has no network"
+        self._released = True
+        if self._cgroup is not None:
+            self._cgroup.remove_blocking()
+        self.rundir.forget(self.cid)

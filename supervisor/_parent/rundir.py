@@ -52,6 +52,16 @@ def _sweep_dir(record: dict[str, Any]) -> None:
 register_sweeper("dir", _sweep_dir)
 
 
+#: Numbers the supervisors of this process (part of every container id).
+_SUPERVISOR_NUMBERS = itertools.count(1)
+
+
+def supervisor_prefix() -> str:
+    """A new supervisor's part of its container ids (and so of their cgroup
+    names): the process's PID and a number unique among its supervisors."""
+    return f"{os.getpid()}-{next(_SUPERVISOR_NUMBERS):04x}"
+
+
 def run_root() -> str:
     """The directory that holds every supervisor's run directory."""
     return os.environ.get("SUPERVISOR_RUN_DIR", DEFAULT_ROOT)
