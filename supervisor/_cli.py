@@ -619,6 +619,7 @@ async def _run_async(spec: Spec, args: argparse.Namespace) -> int:
     on_phase = phases.on_phase if args.debug else None
     stdin_fd = 0 if (args.interactive or args.tty) else None
     pass_fds = range(3, 3 + args.preserve_fds)  # checked open by _run
+    started: list[Container] = []
     try:
         async with Supervisor() as sup:
             result: Result
@@ -634,7 +635,7 @@ async def _run_async(spec: Spec, args: argparse.Namespace) -> int:
                     stdin=stdin_fd,
                     on_phase=on_phase,
                 )
-                result = await _start_and_wait(run, phases.started)
+                result = await _start_and_wait(run, phases.started, started)
     except SetupError as exc:
         return _setup_failed(exc, spec, args)
     except ContainerFailed as exc:  # pragma: no cover - check is never set here
@@ -643,11 +644,20 @@ async def _run_async(spec: Spec, args: argparse.Namespace) -> int:
         return _fail(str(exc))
     except SupervisorError as exc:  # a protocol error: not the payload's status
         return _fail(f"{type(exc).__name__}: {exc}")
+    except BaseException:
+        # Stopped (a stop signal's cancellation, Ctrl-C): the run has stopped
+        # the container and set its result ("cancelled", with the output so
+        # far) before this unwinds; --json still prints it.
+        if args.json and started and started[0]._result is not None:
+            print(json.dumps(started[0]._result.to_json()))
+        raise
     return _finished(result, args, phases)
 
 
-async def _start_and_wait(run: Callable[..., Any], started: Callable[[], None]) -> Result:
+async def _start_and_wait(run: Callable[..., Any], started: Callable[[], None], handles: list[Container]) -> Result:
     """``nursery.start(run)``, call ``started()`` once the payload runs, then wait.
+
+    The container's handle is appended to ``handles`` once it runs.
 
     Raises:
         the run's own exception (not wrapped in an exception group).
@@ -657,6 +667,7 @@ async def _start_and_wait(run: Callable[..., Any], started: Callable[[], None]) 
     try:
         async with trio.open_nursery() as nursery:
             container: Container = await nursery.start(run)
+            handles.append(container)
             started()
             return await container.wait()
     except BaseExceptionGroup as group:

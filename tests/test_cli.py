@@ -221,6 +221,35 @@ def test_a_stop_signal_stops_the_containers_and_cleans_up(busybox: str, command:
     assert all(gone(p, start) for p, start in starts.items())
 
 
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGINT"])
+def test_json_still_prints_the_result_of_a_stopped_run(busybox: str, signame: str) -> None:
+    """With --json, a run stopped by a signal still prints its Result: reason
+    "cancelled", and the output captured until then."""
+    signum = getattr(signal, signame)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "supervisor", "run", "--json", "-m", busybox, "--", "sh", "-c", "echo hi; sleep 100"],
+        env={**os.environ, "PYTHONPATH": REPO},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not [p for p in descendants(proc.pid) if cmdline(p) == b"sleep\x00100\x00"]:
+            assert proc.poll() is None, "the CLI ended before its payload started"
+            assert time.monotonic() < deadline, "the payload did not start"
+            time.sleep(0.02)
+        proc.send_signal(signum)
+        stdout, stderr = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=30)
+    assert proc.returncode == 128 + signum, stderr
+    result = json.loads(stdout)
+    assert (result["reason"], result["stdout"]) == ("cancelled", "hi\n")
+    assert stderr.decode().strip().endswith(f"supervisor: stopped by {signame}"), stderr
+
+
 @pytest.mark.parametrize("value", ["0", "-1", "nan", "inf"])
 @pytest.mark.parametrize("command", ["run", "run-many"])
 def test_a_timeout_that_is_no_duration_is_refused(command: str, value: str) -> None:
