@@ -92,8 +92,11 @@ def run_many(parser: argparse.ArgumentParser, args: argparse.Namespace, build: S
     cmd = [c for c in args.cmd if c != "--"] if args.cmd[:1] == ["--"] else list(args.cmd)
     try:
         if args.count is None:
-            if len(cmd) != 1 or not os.path.isfile(cmd[0]):
+            if len(cmd) != 1:
                 parser.error("give -n COUNT and a command, or a FILE of specs")
+            if not os.path.isfile(cmd[0]):
+                reason = "is not a file" if os.path.exists(cmd[0]) else "does not exist"
+                raise ValueError(f"specs file {cmd[0]} {reason} (to run a command, give -n COUNT)")
             specs = load_specs(cmd[0])
         else:
             if args.count < 1:
@@ -227,6 +230,12 @@ def _summary(results: list[Result], wall: float, out: Any) -> None:
     failures = [r for r in results if not r.ok]
     for r in failures[:10]:
         detail = r.error or (r.stderr.decode(errors="replace").strip().splitlines() or [""])[-1]
-        print(f"  {r.hostname}: {r.reason} {r.failed_phase or ''} {detail}".rstrip(), file=out)
+        if r.exit_code is not None:
+            status = f"status {r.exit_code}"
+        elif r.signal is not None:
+            status = f"signal {r.signal}"
+        else:
+            status = r.failed_phase or ""
+        print(f"  {r.hostname}: {r.reason} {status} {detail}".rstrip(), file=out)
     if len(failures) > 10:
         print(f"  ... and {len(failures) - 10} more", file=out)

@@ -370,6 +370,9 @@ def test_run_many_reports_failures_and_exit_status(busybox: str, host_dir: Path)
     assert any(line.split()[:3] == ["exited", "3", "2"] for line in lines)
     assert any(line.split()[:3] == ["exited", "0", "1"] for line in lines)
     assert any(line.split()[:2] == ["setup_failed", "-"] for line in lines)
+    # Each failure with its status, or the phase that failed.
+    assert sum(": exited status 3" in line for line in lines) == 2, lines
+    assert any(": setup_failed exec" in line for line in lines), lines
 
 
 def test_run_many_json_event_stream(busybox: str, host_dir: Path) -> None:
@@ -382,6 +385,14 @@ def test_run_many_json_event_stream(busybox: str, host_dir: Path) -> None:
     assert kinds.count("started") == 3
     assert kinds.count("exited") == 3
     assert {e["id"] for e in events} == {e["id"] for e in events if e["event"] == "exited"}
+
+
+def test_run_many_names_a_missing_specs_file(host_dir: Path) -> None:
+    out = _cli("run-many", str(host_dir / "missing.toml"))
+    assert out.returncode == 125
+    assert out.stderr.strip() == (
+        f"supervisor: specs file {host_dir / 'missing.toml'} does not exist (to run a command, give -n COUNT)"
+    )
 
 
 def test_run_many_rejects_a_bad_file(host_dir: Path) -> None:
