@@ -102,7 +102,16 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_container_options(parser: argparse.ArgumentParser) -> None:
     """Options that describe a container (shared by ``run`` and ``run-many``)."""
     parser.add_argument("-c", "--command", help="command line to run, split like a shell would (crabcan's -c)")
-    parser.add_argument("-u", "--uid", type=int, default=0, help="uid to run as inside the container (default 0)")
+    parser.add_argument(
+        "-u",
+        "--uid",
+        "--user",
+        dest="uid",
+        type=_user,
+        default=(0, None),
+        metavar="UID[:GID]",
+        help="uid (and gid) to run as inside the container, as numbers (default 0)",
+    )
     parser.add_argument("-g", "--gid", type=int, default=None, help="gid inside the container (default: the uid)")
     parser.add_argument(
         "-m",
@@ -126,6 +135,13 @@ def _add_container_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hostname", help="hostname (default: a random adjective-noun-N)")
     parser.add_argument(
         "-e", "--env", action="append", default=[], metavar="KEY[=VALUE]", help="set a variable (KEY alone: copy ours)"
+    )
+    parser.add_argument(
+        "--env-file",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="set the variables of FILE: KEY=VALUE or KEY lines, # comments (as docker's); -e wins",
     )
     parser.add_argument("-w", "--workdir", default="/", metavar="DIR", help="working directory inside the container")
     parser.add_argument("--read-only", action="store_true", help="mount the container's root read-only")
@@ -275,7 +291,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         the process exit status.
     """
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        # The subcommand's usage, not the top level's: the flag was given to it.
+        chosen = _subparser(parser, args.subcommand)
+        chosen.error(f"unrecognized arguments: {' '.join(unknown)}")
     if args.subcommand == "run":
         return _run(parser, args)
     if args.subcommand == "gc":
@@ -286,6 +306,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_many(parser, args, _spec_from_args)
     parser.error(f"unknown command {args.subcommand}")  # pragma: no cover
     return 2  # pragma: no cover
+
+
+def _subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+    """The parser of subcommand ``name``."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            found: argparse.ArgumentParser = action.choices[name]
+            return found
+    return parser  # pragma: no cover - every subcommand has its parser
 
 
 def _gc(args: argparse.Namespace) -> int:
@@ -316,7 +345,8 @@ def _spec_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -
     if not cmd:
         parser.error("no command given (supervisor run [OPTIONS] -- CMD [ARGS...])")
     env: dict[str, str] = {}
-    for item in args.env:
+    items = [item for path in args.env_file for item in _env_file(path)]
+    for item in [*items, *args.env]:
         key, sep, value = item.partition("=")
         if not sep:
             if key not in os.environ:
@@ -330,8 +360,8 @@ def _spec_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -
         command=cmd,
         rootfs=args.rootfs,
         hostname=args.hostname,
-        uid=args.uid,
-        gid=args.gid,
+        uid=args.uid[0],
+        gid=args.gid if args.gid is not None else args.uid[1],
         mounts=mounts,
         env=env,
         cwd=args.workdir,
@@ -351,6 +381,39 @@ def _spec_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -
         init=args.init,
         time_offsets=_time_offsets_from_args(args.time_offset),
     )
+
+
+def _user(text: str) -> tuple[int, int | None]:
+    """``-u UID[:GID]``: numbers (a name would need the container's /etc/passwd)."""
+    uid, sep, gid = text.partition(":")
+    try:
+        return int(uid), (int(gid) if sep else None)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: give UID or UID:GID as numbers (user names are not looked up in the container's files)"
+        ) from None
+
+
+def _env_file(path: str) -> list[str]:
+    """The ``KEY=VALUE`` and ``KEY`` lines of an ``--env-file`` (docker's format).
+
+    Raises:
+        ValueError: the file cannot be read, or a line has no name.
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"--env-file {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    items = []
+    for number, line in enumerate(lines, 1):
+        text = line.lstrip()
+        if not text or text.startswith("#"):
+            continue
+        if not text.partition("=")[0].strip() or " " in text.partition("=")[0].strip():
+            raise ValueError(f"--env-file {path}, line {number}: {line!r} is not KEY=VALUE")
+        items.append(text)
+    return items
 
 
 def _time_offsets_from_args(items: Sequence[str]) -> dict[str, float]:

@@ -121,6 +121,29 @@ def test_docker_style_flags(busybox: str, host_dir: Path) -> None:
     assert not (host_dir / "other").exists()
 
 
+def test_docker_user_and_env_file_flags(busybox: str, host_dir: Path) -> None:
+    """``-u UID:GID`` (and ``--user``), ``--env-file`` in docker's format, -e winning over it."""
+    env_file = host_dir / "env"
+    env_file.write_text("# a comment\nA=1\n\nB=from file\nFROM_CALLER\n")
+    script = 'echo "$(id -u):$(id -g) $A $B $FROM_CALLER"'
+    out = cli("-m", busybox, "-u", "5:7", "--env-file", str(env_file), "-e", "B=2", "--", "sh", "-c", script)
+    assert (out.returncode, out.stdout) == (0, "5:7 1 2 copied\n"), out.stderr
+    out = cli("-m", busybox, "--user", "9", "--", "sh", "-c", "echo $(id -u):$(id -g)")
+    assert (out.returncode, out.stdout) == (0, "9:9\n"), out.stderr
+    env_file.write_text("=nameless\n")
+    out = cli("-m", busybox, "--env-file", str(env_file), "--", "true")
+    assert out.returncode == 125
+    assert "line 1" in one_clean_line(out.stderr)
+
+
+@pytest.mark.parametrize("flag", [["--bogus"], ["-u", "root"]])
+def test_a_bad_run_flag_prints_runs_usage(flag: list[str]) -> None:
+    out = cli(*flag, "--", "true")
+    assert out.returncode == 2
+    assert out.stderr.startswith("usage: supervisor run [OPTIONS]"), out.stderr
+    assert "supervisor run: error:" in out.stderr
+
+
 def test_interactive_stdin_reaches_the_payload(busybox: str) -> None:
     out = cli("-i", "-m", busybox, "--", "sh", "-c", "read -r line; echo got:$line", stdin="typed\n")
     assert (out.returncode, out.stdout) == (0, "got:typed\n"), out.stderr
