@@ -582,9 +582,11 @@ class _PhasePrinter:
             print(f"supervisor: {prev.label:<13} {(seconds - start) * 1e3:8.3f} ms", file=sys.stderr)
         self.last = (phase, seconds)
 
-    def started(self) -> None:
+    def started(self, pid: int = 0) -> None:
+        """The payload runs: its phase's line, with PID 1's host PID if given (for ``nsenter -t``)."""
         if self.debug and self.last is not None:
-            print(f"supervisor: {self.last[0].label:<13} (payload started)", file=sys.stderr)
+            where = f", host PID {pid}" if pid else ""
+            print(f"supervisor: {self.last[0].label:<13} (payload started{where})", file=sys.stderr)
         self.last = None
 
 
@@ -717,8 +719,8 @@ async def _run_async(spec: Spec, args: argparse.Namespace) -> int:
     return _finished(result, args, phases)
 
 
-async def _start_and_wait(run: Callable[..., Any], started: Callable[[], None], handles: list[Container]) -> Result:
-    """``nursery.start(run)``, call ``started()`` once the payload runs, then wait.
+async def _start_and_wait(run: Callable[..., Any], started: Callable[[int], None], handles: list[Container]) -> Result:
+    """``nursery.start(run)``, call ``started(pid)`` once the payload runs, then wait.
 
     The container's handle is appended to ``handles`` once it runs.
 
@@ -731,7 +733,7 @@ async def _start_and_wait(run: Callable[..., Any], started: Callable[[], None], 
         async with trio.open_nursery() as nursery:
             container: Container = await nursery.start(run)
             handles.append(container)
-            started()
+            started(container.pid)
             return await container.wait()
     except BaseExceptionGroup as group:
         raise _single(group) from None

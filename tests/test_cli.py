@@ -91,8 +91,17 @@ def test_debug_shows_each_phase_with_its_duration(busybox: str) -> None:
     lines = out.stderr.splitlines()
     timed = [line.split()[1] for line in lines if line.endswith(" ms") and "wall" not in line]
     assert timed == [p.label for p in Phase][:-1]
-    # The exec line is printed when the payload has started, before its output.
-    assert lines.index("supervisor: exec          (payload started)") < lines.index("payload")
+    # The exec line is printed when the payload has started, before its
+    # output, with PID 1's host PID (for nsenter -t PID).
+    started = [line for line in lines if line.startswith("supervisor: exec          (payload started, host PID ")]
+    assert len(started) == 1, lines
+    assert started[0].removesuffix(")").rsplit(" ", 1)[1].isdigit()
+    assert lines.index(started[0]) < lines.index("payload")
+    # The same through the event loop (a memory limit needs it).
+    out = cli("-d", "--memory", "64m", "-m", busybox, "--", "true")
+    assert any(
+        line.startswith("supervisor: exec          (payload started, host PID ") for line in out.stderr.splitlines()
+    )
     assert lines[-1].startswith("supervisor: exited; wall ")
 
 

@@ -70,7 +70,7 @@ def run_blocking(
     timeout: float | None,
     stop_fd: int,
     on_phase: PhaseCallback | None = None,
-    on_started: Callable[[], None] | None = None,
+    on_started: Callable[[int], None] | None = None,
 ) -> Result:
     """Run one container to its end, its stdio being ours, with no event loop.
 
@@ -90,7 +90,7 @@ def run_blocking(
             the run stopped (a signal's wake-up pipe): the container is
             stopped as on cancellation, and the result says ``"cancelled"``.
         on_phase: called as each setup phase starts.
-        on_started: called once the payload runs.
+        on_started: called once the payload runs, with PID 1's host PID.
 
     Returns:
         the :class:`Result` (stdout and stderr empty: they were not captured).
@@ -119,7 +119,7 @@ def _run(
     timeout: float | None,
     stop_fd: int,
     on_phase: PhaseCallback | None,
-    on_started: Callable[[], None] | None,
+    on_started: Callable[[int], None] | None,
 ) -> Result:
     t0 = time.monotonic_ns()
     deadline = math.inf if timeout is None else time.monotonic() + timeout
@@ -157,7 +157,7 @@ def _run(
         woke = _drive_setup(proc, stop_fd, deadline)
         if woke == "ready":
             if on_started is not None:
-                on_started()
+                on_started(proc.pid)
             woke = _wait_readable(proc.slot.pidfd, stop_fd, deadline)
             if woke == "ready":
                 reap(proc.slot)
