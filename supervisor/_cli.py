@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
 if TYPE_CHECKING:
-    from . import Container, Limits, Phase, Result, SetupError, Spec, Supervisor
+    from . import Container, Limits, Phase, Result, Spec, Supervisor, SupervisorError
 
 EXIT_TIMEOUT = 124  # as timeout(1)
 EXIT_SETUP_FAILED = 125
@@ -410,7 +410,8 @@ def _env_file(path: str) -> list[str]:
         text = line.lstrip()
         if not text or text.startswith("#"):
             continue
-        if not text.partition("=")[0].strip() or " " in text.partition("=")[0].strip():
+        key = text.partition("=")[0].strip()
+        if not key or " " in key:
             raise ValueError(f"--env-file {path}, line {number}: {line!r} is not KEY=VALUE")
         items.append(text)
     return items
@@ -518,7 +519,7 @@ def _run_blocking(spec: Spec, args: argparse.Namespace) -> int:
     """
     import signal
 
-    from ._errors import SetupError, SupervisorError
+    from ._errors import SupervisorError
     from ._parent.oneshot import run_blocking
 
     stop_r, stop_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -541,12 +542,8 @@ def _run_blocking(spec: Spec, args: argparse.Namespace) -> int:
             on_phase=phases.on_phase if args.debug else None,
             on_started=phases.started,
         )
-    except SetupError as exc:
-        return _setup_failed(exc, spec, args)
-    except (ValueError, TypeError) as exc:  # a spec the host cannot run (e.g. a seccomp profile that does not compile)
-        return _fail(str(exc))
-    except SupervisorError as exc:  # a protocol error: not the payload's status
-        return _fail(f"{type(exc).__name__}: {exc}")
+    except (SupervisorError, ValueError, TypeError) as exc:
+        return _failed(exc, spec, args)
     finally:
         signal.set_wakeup_fd(saved_wakeup)
         for signum, handler in saved.items():
@@ -590,10 +587,18 @@ class _PhasePrinter:
         self.last = None
 
 
-def _setup_failed(exc: SetupError, spec: Spec, args: argparse.Namespace) -> int:
-    """The exit status and line of a setup failure (126/127 for the program itself)."""
+def _failed(exc: SupervisorError | ValueError | TypeError, spec: Spec, args: argparse.Namespace) -> int:
+    """The exit status and line of a run that did not get to its end.
+
+    126/127 when the program itself could not be executed or found; 125 for
+    any other setup failure, a spec the host cannot run (a seccomp profile
+    that does not compile, say) or a protocol error.
+    """
+    from ._errors import SetupError
     from ._protocol import Phase
 
+    if not isinstance(exc, SetupError):
+        return _fail(str(exc) if isinstance(exc, (ValueError, TypeError)) else f"{type(exc).__name__}: {exc}")
     if args.json and exc.result is not None:
         print(json.dumps(exc.result.to_json()))
     if exc.phase == Phase.EXEC and exc.errno == errno.ENOENT:
@@ -678,7 +683,7 @@ def run_stoppable(main: Callable[..., Awaitable[int]], *args: Any) -> int:
 
 
 async def _run_async(spec: Spec, args: argparse.Namespace) -> int:
-    from . import ContainerFailed, SetupError, Supervisor, SupervisorError
+    from . import ContainerFailed, Supervisor, SupervisorError
 
     phases = _PhasePrinter(args.debug)
     on_phase = phases.on_phase if args.debug else None
@@ -701,14 +706,10 @@ async def _run_async(spec: Spec, args: argparse.Namespace) -> int:
                     on_phase=on_phase,
                 )
                 result = await _start_and_wait(run, phases.started, started)
-    except SetupError as exc:
-        return _setup_failed(exc, spec, args)
     except ContainerFailed as exc:  # pragma: no cover - check is never set here
         result = exc.result
-    except (ValueError, TypeError) as exc:  # a spec the host cannot run (e.g. a seccomp profile that does not compile)
-        return _fail(str(exc))
-    except SupervisorError as exc:  # a protocol error: not the payload's status
-        return _fail(f"{type(exc).__name__}: {exc}")
+    except (SupervisorError, ValueError, TypeError) as exc:
+        return _failed(exc, spec, args)
     except BaseException:
         # Stopped (a stop signal's cancellation, Ctrl-C): the run has stopped
         # the container and set its result ("cancelled", with the output so

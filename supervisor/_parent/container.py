@@ -135,9 +135,7 @@ class ContainerProcess(Pid1):
         assert self.slot is not None
         with anyio.CancelScope(shield=True):
             if not self.exited:
-                self.stopped_by_us = True
-                if self.running and grace_period > 0 and self.handles_signal(_signal.SIGTERM):
-                    self.send_signal(_signal.SIGTERM)
+                if self.start_stop(grace_period):
                     with anyio.move_on_after(grace_period):
                         await self.slot.exited.wait()
                 self.send_signal(_signal.SIGKILL)

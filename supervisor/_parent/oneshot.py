@@ -25,7 +25,6 @@ import os
 import select
 import signal
 import socket
-import struct
 import time
 from collections.abc import Callable, Sequence
 from typing import Literal
@@ -37,12 +36,9 @@ from .._protocol import CgroupEntry, Phase, SpawnConfig
 from .._result import Reason, Result
 from .._spec import Spec
 from .config import build_config
-from .pid1 import END, PhaseCallback, Pid1, Slot, reap, run_result
+from .pid1 import END, PhaseCallback, Pid1, Slot, read_clone_reply, reap, run_result
 from .resources import HostResources
 from .rundir import RunDir, supervisor_prefix, sweep
-
-#: The clone thread's reply: pid, pidfd, errno.
-_REPLY = struct.Struct("=iii")
 
 Wake = Literal["ready", "stop", "timeout"]
 
@@ -200,13 +196,12 @@ def _spawn_pid1(config: SpawnConfig, fds: list[int]) -> Slot:
     reply_r, reply_w = os.pipe2(os.O_CLOEXEC)
     try:
         _spawn.spawn(config, fds, 0, reply_w)
-        pid, pidfd, err = _REPLY.unpack(os.read(reply_r, _REPLY.size))
+        pid, pidfd = read_clone_reply(reply_r, config)
+    except OSError as exc:
+        raise SetupError(Phase.SPAWNED, exc.errno or 0, str(exc)) from exc
     finally:
         os.close(reply_r)
         os.close(reply_w)
-    if err:
-        text = f"clone of PID 1 (namespaces {config.clone_flags:#x}) failed: {os.strerror(err)}"
-        raise SetupError(Phase.SPAWNED, err, text)
     return Slot(pid=pid, pidfd=pidfd)
 
 
@@ -292,9 +287,7 @@ def _stop(proc: Pid1, grace_period: float) -> None:
     """SIGTERM (if PID 1 handles it), the grace period, then SIGKILL; reap."""
     if proc.exited:
         return
-    proc.stopped_by_us = True
-    if proc.running and grace_period > 0 and proc.handles_signal(signal.SIGTERM):
-        proc.send_signal(signal.SIGTERM)
+    if proc.start_stop(grace_period):
         _wait_reaped(proc, grace_period)
     proc.send_signal(signal.SIGKILL)
     _wait_reaped(proc)

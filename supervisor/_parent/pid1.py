@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
 import socket
+import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,7 +21,17 @@ from typing import TYPE_CHECKING, Literal
 
 from .._child import _spawn
 from .._errors import ProtocolError, SetupError
-from .._protocol import REQUEST_PHASES, SETUP_COMM, Phase, Pid1Record, Record, decode_pid1, encode_pid1, recv_raw
+from .._protocol import (
+    REQUEST_PHASES,
+    SETUP_COMM,
+    Phase,
+    Pid1Record,
+    Record,
+    SpawnConfig,
+    decode_pid1,
+    encode_pid1,
+    recv_raw,
+)
 from .._result import PhaseTiming, Reason, Result
 from .._sys import constants as c
 from .._sys import linux
@@ -34,6 +46,24 @@ PhaseCallback = Callable[[Phase, float], None]
 _WALL = 0x40000000
 
 _PHASES = {int(phase): phase for phase in Phase}
+
+#: The clone thread's reply: pid, pidfd, errno.
+_REPLY = struct.Struct("=iii")
+
+
+def read_clone_reply(fd: int, config: SpawnConfig) -> tuple[int, int]:
+    """The extension's clone thread's answer, read from ``fd``: PID 1's pid and pidfd.
+
+    Blocks until the answer is there (it comes at once: the clone itself).
+
+    Raises:
+        OSError: the kernel refused the clone (the message names its namespaces).
+    """
+    pid, pidfd, err = _REPLY.unpack(os.read(fd, _REPLY.size))
+    if err:
+        # clone3, or clone(2) where clone3 is refused: the namespaces name it.
+        raise OSError(err, f"clone of PID 1 (namespaces {config.clone_flags:#x}) failed: {os.strerror(err)}")
+    return pid, pidfd
 
 
 def check_parent_fault(phase: Phase, *, after: bool) -> None:
@@ -322,6 +352,21 @@ class Pid1:
         return None, None
 
     # -- signals ----------------------------------------------------------
+    def start_stop(self, grace_period: float) -> bool:
+        """Begin the supervisor's stop of a PID 1 that has not exited.
+
+        SIGTERM goes only to a payload that runs and handles it (a PID 1
+        ignores what it has no handler for), and only with a grace period.
+
+        Returns:
+            whether to wait up to ``grace_period`` for the exit before SIGKILL.
+        """
+        self.stopped_by_us = True
+        if self.running and grace_period > 0 and self.handles_signal(signal.SIGTERM):
+            self.send_signal(signal.SIGTERM)
+            return True
+        return False
+
     def send_signal(self, sig: int) -> None:
         """Signal PID 1 through its pidfd (a no-op once it has exited)."""
         if self.slot is None or self.slot.pidfd < 0 or self.exited:

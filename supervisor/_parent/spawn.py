@@ -31,7 +31,6 @@ import math
 import os
 import select
 import signal
-import struct
 from dataclasses import dataclass, field
 
 import anyio
@@ -41,9 +40,6 @@ from .._child import _spawn
 from .._protocol import SpawnConfig
 from .._sys import linux
 from . import pid1
-
-#: The clone thread's reply: pid, pidfd, errno.
-_REPLY = struct.Struct("=iii")
 
 
 @dataclass
@@ -98,13 +94,12 @@ class Spawner:
         except BaseException:
             self._release(pipe)  # nothing was asked of the clone thread
             raise
-        with anyio.CancelScope(shield=True):
-            await anyio.wait_readable(pipe[0])
-            pid, pidfd, err = _REPLY.unpack(os.read(pipe[0], _REPLY.size))
-        self._release(pipe)
-        if err:
-            # clone3, or clone(2) where clone3 is refused: the namespaces name it.
-            raise OSError(err, f"clone of PID 1 (namespaces {config.clone_flags:#x}) failed: {os.strerror(err)}")
+        try:
+            with anyio.CancelScope(shield=True):
+                await anyio.wait_readable(pipe[0])
+                pid, pidfd = pid1.read_clone_reply(pipe[0], config)
+        finally:
+            self._release(pipe)
         slot = Slot(pid=pid, pidfd=pidfd)
         self._slots[cid] = slot
         self._watch(slot)
