@@ -155,8 +155,13 @@ report("chmod_plain", sc("chmod", b"/tmp/f", 0o755))
 report("chmod_suid", sc("chmod", b"/tmp/f", 0o4755))
 report("chmod_sgid", sc("chmod", b"/tmp/f", 0o2755))
 report("fchmod_suid", sc("fchmod", fd, 0o4755))
+report("fchmod_sgid", sc("fchmod", fd, 0o2755))
+report("fchmodat_suid", sc("fchmodat", -100, b"/tmp/f", 0o6755, 0))
 report("fchmodat_sgid", sc("fchmodat", -100, b"/tmp/f", 0o2755, 0))
 report("fchmodat2_suid", sc("fchmodat2", -100, b"/tmp/f", 0o4755, 0))
+os.mkdir("/tmp/shared")
+report("chmod_sgid_dir", sc("chmod", b"/tmp/shared", 0o2775))
+print("sgid_dir_mode=" + oct(os.stat("/tmp/shared").st_mode & 0o7777))
 report("fchmodat2_plain", sc("fchmodat2", -100, b"/tmp/f", 0o700, 0))
 buf = ctypes.create_string_buffer(64)
 report("tiocsti", sc("ioctl", 0, 0x5412, buf))
@@ -294,11 +299,18 @@ async def test_keyctl_works_unconfined(unconfined_battery: dict[str, str]) -> No
 
 
 async def test_setuid_chmod_denied(default_battery: dict[str, str], unconfined_battery: dict[str, str]) -> None:
-    for name in ("chmod_suid", "chmod_sgid", "fchmod_suid", "fchmodat_sgid", "fchmodat2_suid"):
+    for name in ("chmod_suid", "fchmod_suid", "fchmodat_suid", "fchmodat2_suid"):
         assert default_battery[name] == "EPERM", name
         assert unconfined_battery[name] == "OK", name
     assert default_battery["chmod_plain"] == "OK"
     assert default_battery["fchmodat2_plain"] == "OK"
+
+
+async def test_setgid_chmod_allowed(default_battery: dict[str, str]) -> None:
+    """Docker's default allows S_ISGID: shared group folders (``chmod 2775 dir``) work."""
+    for name in ("chmod_sgid", "fchmod_sgid", "fchmodat_sgid", "chmod_sgid_dir"):
+        assert default_battery[name] == "OK", name
+    assert default_battery["sgid_dir_mode"] == "0o2775"
 
 
 async def test_terminal_injection_denied_exactly(

@@ -17,7 +17,8 @@ Profiles (:attr:`supervisor.Spec.seccomp`):
       crabcan ``io_uring_setup``/``io_uring_enter``/``io_uring_register``;
     - refuse ``socket(AF_VSOCK, ...)`` (vsock is not namespaced);
     - refuse ``chmod``/``fchmod``/``fchmodat``/``fchmodat2`` when the mode sets
-      ``S_ISUID`` or ``S_ISGID`` (one rule per bit, ``MASKED_EQ``);
+      ``S_ISUID`` (``MASKED_EQ`` on that bit); ``S_ISGID`` is allowed, as in
+      Docker's default, for shared group folders (``chmod 2775 dir``);
     - refuse ``unshare``/``clone`` with ``CLONE_NEWUSER``; ``clone3`` fails with
       ``ENOSYS`` (its flags live in memory seccomp cannot read; libcs then
       fall back to ``clone``, which is checked);
@@ -62,7 +63,6 @@ DEFAULT = "default"
 UNCONFINED = "unconfined"
 
 _S_ISUID = stat.S_ISUID
-_S_ISGID = stat.S_ISGID
 _TIOCSTI = 0x5412  # <asm-generic/ioctls.h>
 _TIOCLINUX = 0x541C
 #: fchmodat2 (Linux 6.6); libseccomp 2.5.4 does not know its name.
@@ -299,9 +299,10 @@ def _compile_default() -> CompiledFilter:
         flt.add_rule(eperm, name)
     chmods: list[tuple[str | int, int]] = [("chmod", 1), ("fchmod", 1), ("fchmodat", 2)]
     chmods.append((_syscall_or_number("fchmodat2", _NR_FCHMODAT2), 2))
+    # S_ISGID stays allowed: seccomp cannot tell a folder from a file, and a
+    # setgid folder is how a shared group folder works. See docs/security.rst.
     for syscall, index in chmods:
-        for bit in (_S_ISUID, _S_ISGID):
-            flt.add_rule(eperm, syscall, seccomp.Arg(index, seccomp.MASKED_EQ, bit, bit))
+        flt.add_rule(eperm, syscall, seccomp.Arg(index, seccomp.MASKED_EQ, _S_ISUID, _S_ISUID))
     for name in ("unshare", "clone"):
         flt.add_rule(eperm, name, seccomp.Arg(0, seccomp.MASKED_EQ, c.CLONE_NEWUSER, c.CLONE_NEWUSER))
     flt.add_rule(seccomp.ERRNO(errno.ENOSYS), "clone3")
