@@ -415,6 +415,10 @@ class SpawnConfig:
     time_offsets: list[TimeOffset] = field(default_factory=list)
     """Its clock offsets (written before anyone enters it); none: the initial
     namespace's clocks."""
+    hosts: str | None = None
+    """The text of the container's ``/etc/hosts``, written by PID 1 into its
+    staging root and bound read-only over the root's own (before the caller's
+    binds); ``None``: the root's own file, or the bridge's bind."""
 
 
 def c_header() -> str:

@@ -141,6 +141,41 @@ async def test_hostname_given(root: Root) -> None:
     assert socket.gethostname() == host_before
 
 
+async def test_hostname_resolves() -> None:
+    """``hostname -f`` and ``gethostbyname(gethostname())`` work, as under docker."""
+    code = (
+        "import socket; name = socket.gethostname(); "
+        "print(name, socket.gethostbyname(name), socket.getfqdn(), socket.gethostbyname('localhost'))"
+    )
+    for network in ("none", "host"):
+        result = await supervisor.run(Spec(["python3", "-c", code], hostname="box-8", network=network))
+        assert (result.reason, result.exit_code) == ("exited", 0), (network, result.stderr)
+        assert result.stdout.decode().split() == ["box-8", "127.0.1.1", "box-8", "127.0.0.1"], network
+    # With the host's network the host's own entries stay.
+    result = await supervisor.run(Spec(["cat", "/etc/hosts"], hostname="box-8", network="host"))
+    with open("/etc/hosts") as f:
+        assert result.stdout.decode().startswith(f.read().rstrip("\n"))
+
+
+async def test_hosts_file_follows_the_root(busybox: str, host_dir: Path) -> None:
+    """A rootfs without /etc/hosts keeps none (nothing created in it); a caller's bind wins."""
+    for overlay in (False, True):
+        result = await supervisor.run(Spec(["cat", "/etc/hosts"], rootfs=busybox, overlay=overlay, hostname="bb"))
+        assert result.reason == "exited", overlay
+        assert result.exit_code != 0, overlay
+    own = host_dir / "root"
+    shutil.copytree(busybox, own, symlinks=True)
+    (own / "etc" / "hosts").write_text("# the rootfs's own\n")
+    result = await supervisor.run(Spec(["cat", "/etc/hosts"], rootfs=str(own), hostname="bb"))
+    assert "127.0.1.1\tbb\n" in result.stdout.decode()
+    assert (own / "etc" / "hosts").read_text() == "# the rootfs's own\n"
+    (host_dir / "hosts").write_text("10.1.2.3 mine\n")
+    result = await supervisor.run(
+        Spec(["cat", "/etc/hosts"], hostname="bb", mounts=[Mount(str(host_dir / "hosts"), "/etc/hosts")])
+    )
+    assert result.stdout == b"10.1.2.3 mine\n"
+
+
 async def test_hostname_generated_and_unique(busybox: str) -> None:
     from supervisor._hostname import ADJECTIVES, NOUNS
 
@@ -335,7 +370,7 @@ async def test_mount_table(root: Root) -> None:
     expected = {"/", "/proc", "/dev", "/dev/pts", "/dev/shm", "/sys", "/tmp"} | {"/dev/" + n for n in DEV_NODES}
     if root.default:
         system = host_system_dirs()
-        expected |= system | host_submounts(system) | {"/root", "/home"}
+        expected |= system | host_submounts(system) | {"/root", "/home", "/etc/hosts"}
     assert expected <= set(mounts)
     # Anything else may only be a mask over part of /proc or /sys (hardening):
     # read-only, or the host's /dev/null bound over a file.

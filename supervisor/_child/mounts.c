@@ -233,6 +233,32 @@ static void mount_tmpfs(struct sv_child *c, const char *path, const char *option
     rootfs_own(c, path);
 }
 
+/* Where PID 1 writes the container's /etc/hosts: its staging root, which no
+ * one else ever sees and which goes with the pivot (the bind keeps the file). */
+#define STAGED_HOSTS "/hosts"
+
+static void mount_hosts(struct sv_child *c)
+{
+    const char *text = c->plan->hosts;
+    char target[SV_PATH_MAX];
+    long fd = sv_raw(SYS_openat, AT_FDCWD, (long)STAGED_HOSTS, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0644, 0);
+    if (fd < 0)
+        sv_fail_str(c, (int)-fd, "write the container's /etc/hosts: open(O_CREAT) in the staging root failed");
+    size_t len = sv_strlen(text), done = 0;
+    while (done < len) {
+        long n = sv_raw(SYS_write, fd, (long)(text + done), (long)(len - done), 0, 0);
+        if (n == -EINTR)
+            continue;
+        if (n <= 0)
+            sv_fail_str(c, n < 0 ? (int)-n : ENOSPC, "write the container's /etc/hosts: write failed");
+        done += (size_t)n;
+    }
+    sv_raw(SYS_close, fd, 0, 0, 0, 0);
+    mounts_point(c, "/etc/hosts", 0, target, sizeof target);
+    sv_mount(c, STAGED_HOSTS, target, NULL, MS_BIND, NULL);
+    sv_mount_setattr(c, target, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC, 0);
+}
+
 static void bind(struct sv_child *c, const struct sv_bind *b)
 {
     char source[SV_PATH_MAX], target[SV_PATH_MAX];
@@ -259,6 +285,9 @@ void mounts_filesystems(struct sv_child *c)
         mount_tmpfs(c, "/root", "mode=0700");
         mount_tmpfs(c, "/home", "mode=0755");
     }
+    /* Before the caller's binds, so that one of /etc/hosts still wins. */
+    if (p->hosts != NULL)
+        mount_hosts(c);
     for (size_t i = 0; i < p->nbinds; i++)
         bind(c, &p->binds[i]);
     masks_apply(c);

@@ -278,7 +278,8 @@ int plan_fill(struct sv_plan *p, struct sv_arena *a, PyObject *cfg, const int *f
     memset(p, 0, sizeof *p);
     if (get_u64(cfg, "clone_flags", &flags) || get_strv(a, cfg, "argv", &argv, &n) ||
         get_strv(a, cfg, "env", &envp, NULL) || get_str(a, cfg, "search_path", &p->search_path, 0) ||
-        get_str(a, cfg, "cwd", &p->cwd, 0) || get_str(a, cfg, "hostname", &p->hostname, 0))
+        get_str(a, cfg, "cwd", &p->cwd, 0) || get_str(a, cfg, "hostname", &p->hostname, 0) ||
+        get_str(a, cfg, "hosts", &p->hosts, 1))
         return -1;
     if (n == 0) {
         PyErr_SetString(PyExc_ValueError, "SpawnConfig.argv is empty");

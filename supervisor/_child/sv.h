@@ -71,6 +71,7 @@ struct sv_plan {
     const char *search_path; /* $PATH inside the container, for the lookup */
     const char *cwd;
     const char *hostname;
+    const char *hosts; /* the text of /etc/hosts, or NULL: the root's own */
     uid_t uid;
     gid_t gid;
     uint32_t map_base, map_size; /* container ids 0..map_size-1 are host ids map_base.. */

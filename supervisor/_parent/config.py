@@ -156,6 +156,7 @@ def build_config(
         # offsets on one without were refused by Spec.check_host).
         time_namespace=linux.has_time_namespaces(),
         time_offsets=time_offsets(spec) if linux.has_time_namespaces() else [],
+        hosts=etc_hosts(spec, hostname) if etc_dir is None else None,
     )
 
 
@@ -181,9 +182,8 @@ def network_mounts(spec: Spec, etc_dir: str | None) -> list[Bind]:
     """Read-only binds of the supervisor-written ``/etc/hosts`` and ``/etc/resolv.conf``.
 
     They go first, so the caller's own mounts can still replace them. A bind
-    needs its mount point: the embedded default root and overlays always have
-    (or may create) one; a plain ``rootfs`` lacking the file keeps its own
-    (none), since the supervisor never creates files in the host's rootfs.
+    needs its mount point: a ``rootfs`` lacking the file keeps its own (none),
+    since the supervisor never creates files in the host's rootfs.
 
     Args:
         spec: the container's spec.
@@ -195,15 +195,81 @@ def network_mounts(spec: Spec, etc_dir: str | None) -> list[Bind]:
     """
     if etc_dir is None:
         return []
-    out = []
-    for name in ("hosts", "resolv.conf"):
-        target = "/etc/" + name
-        if spec.rootfs is not None and not spec.overlay:
-            resolved = resolve_in_root(spec.rootfs, target)
-            if not os.path.isfile(spec.rootfs + resolved):
-                continue
-        out.append(Bind(os.path.join(etc_dir, name), target, True))
-    return out
+    return [
+        Bind(os.path.join(etc_dir, name), "/etc/" + name, True)
+        for name in ("hosts", "resolv.conf")
+        if _has_file(spec, "/etc/" + name)
+    ]
+
+
+def _has_file(spec: Spec, path: str) -> bool:
+    """Whether the container's root has the file ``path`` to bind over.
+
+    The embedded default root has the host's ``/etc``. A rootfs must have it
+    itself, with or without an overlay: its folders belong to host ids the
+    container does not map, so not even an overlay's upper layer may create
+    files in them.
+    """
+    if spec.rootfs is None:
+        return os.path.isfile(path)
+    try:
+        resolved = resolve_in_root(spec.rootfs, path)
+    except OSError:
+        return False
+    return os.path.isfile(spec.rootfs + resolved)
+
+
+#: The most of the host's ``/etc/hosts`` carried into a container with the
+#: host's network (PID 1 writes it into a 64 KiB staging tmpfs).
+_HOST_HOSTS_MAX = 32 * 1024
+
+
+def hosts_text(hostname: str, address: str, header: str) -> str:
+    """A container's ``/etc/hosts``: localhost, and its hostname at ``address``.
+
+    Args:
+        hostname: the container's hostname (its first label is named too).
+        address: where the hostname resolves.
+        header: the comment line that opens the file (without ``#``).
+
+    Returns:
+        the file's text.
+    """
+    short = hostname.split(".", 1)[0]
+    names = hostname if short == hostname else f"{hostname} {short}"
+    return f"# {header}\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{address}\t{names}\n"
+
+
+def etc_hosts(spec: Spec, hostname: str) -> str | None:
+    """The ``/etc/hosts`` PID 1 writes, so that the container's hostname resolves.
+
+    Without a bridge the hostname resolves to ``127.0.1.1`` (Debian's own
+    convention for a host without a fixed address; it is loopback in every
+    network namespace). With the host's network, the host's own entries come
+    first. A ``rootfs`` without the file keeps none (the supervisor never
+    creates files in the host's rootfs), as for the bridge's files.
+
+    Args:
+        spec: the container's spec (not in bridge mode: the bridge writes its own).
+        hostname: the container's hostname.
+
+    Returns:
+        the text, or ``None`` for the root's own file.
+    """
+    if not _has_file(spec, "/etc/hosts"):
+        return None
+    text = hosts_text(hostname, "127.0.1.1", f"written by supervisor (network={spec.network})")
+    if spec.network == "host":
+        try:
+            with open("/etc/hosts", encoding="utf-8", errors="replace") as f:
+                own = f.read(_HOST_HOSTS_MAX + 1)
+        except OSError:
+            own = ""
+        if len(own) <= _HOST_HOSTS_MAX:
+            if own and not own.endswith("\n"):
+                own += "\n"
+            text = own + text.splitlines(keepends=True)[-1]  # the host's lines, then the hostname's
+    return text
 
 
 def resolve_in_root(root: str, path: str) -> str:

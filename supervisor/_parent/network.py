@@ -77,6 +77,7 @@ from anyio.lowlevel import RunVar
 
 from .._sys import constants as c
 from .._sys import linux
+from .config import hosts_text
 from .rundir import register_sweeper
 
 #: Where the allocation state lives (``/run`` is a tmpfs: nothing reaches the disk). Fixed, not
@@ -840,14 +841,7 @@ def host_files(hostname: str, address: str) -> dict[str, str]:
     Returns:
         ``{"hosts": ..., "resolv.conf": ...}``.
     """
-    short = hostname.split(".", 1)[0]
-    names = hostname if short == hostname else f"{hostname} {short}"
-    hosts = (
-        "# written by supervisor (network=bridge)\n"
-        "127.0.0.1\tlocalhost\n"
-        "::1\tlocalhost ip6-localhost ip6-loopback\n"
-        f"{address}\t{names}\n"
-    )
+    hosts = hosts_text(hostname, address, "written by supervisor (network=bridge)")
     resolv = (
         "# written by supervisor (network=bridge): the bridge is host-local and\n"
         "# has no DNS server; names resolve through /etc/hosts only.\n"
