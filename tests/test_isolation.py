@@ -454,6 +454,37 @@ async def test_bind_mount_target_missing_in_rootfs(busybox: str, host_dir: Path)
     assert not os.path.exists(os.path.join(busybox, "mnt", "missing"))
 
 
+async def test_bind_source_behind_a_closed_folder_names_it(host_dir: Path) -> None:
+    """The container's root is an unmapped host uid: the error says so and names the folder."""
+    (host_dir / "secret" / "x").mkdir(parents=True)
+    os.chmod(host_dir / "secret", 0o700)
+    for spec in (
+        Spec(["true"], mounts=[Mount(str(host_dir / "secret" / "x"), "/x")]),
+        Spec(["true"], rootfs=str(host_dir / "secret" / "x")),
+    ):
+        with pytest.raises(SetupError) as info:
+            await supervisor.run(spec)
+        assert info.value.errno == errno.EACCES
+        message = info.value.message
+        assert f'the host folder "{host_dir}/secret" (mode 0700) does not let it search' in message, message
+        assert "host uid 100000 (its id mapping)" in message
+        assert "oldroot" not in message
+
+
+async def test_mount_point_in_a_host_system_folder_is_explained(host_dir: Path) -> None:
+    """/etc of the default root is the host's, read-only: say so, not EROFS on an internal path."""
+    with pytest.raises(SetupError) as info:
+        await supervisor.run(Spec(["true"], mounts=[Mount(str(host_dir), "/etc/myapp")]))
+    assert info.value.phase is Phase.MOUNTS
+    message = info.value.message
+    assert message.startswith('mount point "/etc/myapp" does not exist, and "/etc" of the default root'), message
+    assert "newroot" not in message
+    assert not os.path.exists("/etc/myapp")
+    # Outside the host's folders a mount point is made (the root is a tmpfs of ours).
+    result = await supervisor.run(Spec(["ls", "-d", "/opt/myapp"], mounts=[Mount(str(host_dir), "/opt/myapp")]))
+    assert result.stdout == b"/opt/myapp\n"
+
+
 async def test_bind_mount_onto_root_is_refused(root: Root, host_dir: Path) -> None:
     try:
         mount = Mount(str(host_dir), "//")

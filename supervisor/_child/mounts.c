@@ -153,6 +153,25 @@ void mounts_point(struct sv_child *c, const char *path, int directory, char *out
     struct stat st;
     if (sv_raw(SYS_newfstatat, AT_FDCWD, (long)out, (long)&st, AT_SYMLINK_NOFOLLOW, 0) == 0)
         return;
+    if (!rootfs_owned(c, resolved) && c->plan->rootfs == NULL) {
+        char top[SV_PATH_MAX];
+        size_t n = 1;
+        while (resolved[n] && resolved[n] != '/')
+            n++;
+        for (size_t i = 0; i < n; i++)
+            top[i] = resolved[i];
+        top[n] = '\0';
+        struct sv_text t;
+        text_reset(&t);
+        text_str(&t, "mount point ");
+        text_quoted(&t, path);
+        text_str(&t, " does not exist, and ");
+        text_quoted(&t, top);
+        text_str(&t, " of the default root is the host's own folder, bound read-only (supervisor never creates "
+                     "anything on the host): use a path that exists there, or one outside the host's system "
+                     "folders (/opt, /srv, /mnt, /data...)");
+        sv_fail(c, ENOENT, &t);
+    }
     if (!rootfs_owned(c, resolved)) {
         struct sv_text t;
         text_reset(&t);
@@ -259,6 +278,50 @@ static void mount_hosts(struct sv_child *c)
     sv_mount_setattr(c, target, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC, 0);
 }
 
+_Noreturn void mounts_fail_host_path(struct sv_child *c, int err, const char *call, const char *staged)
+{
+    /* EACCES on a host path: name the folder on its way that the container's
+     * root may not search. Its ids are the mapped ones, which own nothing on
+     * the host unless the caller chose so, so mostly a folder's "others" bits
+     * decide; that is the id mapping at work, and the user must hear it. */
+    char prefix[SV_PATH_MAX];
+    size_t len = sv_strlen(staged);
+    if (err == EACCES && sv_startswith(staged, SV_OLDROOT "/") && len < sizeof prefix) {
+        for (size_t i = 0; i <= len; i++)
+            prefix[i] = staged[i];
+        for (size_t end = sizeof SV_OLDROOT - 1; end < len; end++) {
+            if (prefix[end] != '/')
+                continue;
+            /* prefix[0..end) is a folder on the way; the host's root is "/oldroot/". */
+            size_t cut = end == sizeof SV_OLDROOT - 1 ? end + 1 : end;
+            char saved = prefix[cut];
+            prefix[cut] = '\0';
+            struct stat st;
+            int blocked = sv_raw(SYS_newfstatat, AT_FDCWD, (long)prefix, (long)&st, 0, 0) == 0 &&
+                          S_ISDIR(st.st_mode) && sv_raw(SYS_faccessat, AT_FDCWD, (long)prefix, X_OK, 0, 0) == -EACCES;
+            if (!blocked) {
+                prefix[cut] = saved;
+                continue;
+            }
+            struct sv_text t;
+            text_reset(&t);
+            text_str(&t, call);
+            text_str(&t, "(");
+            text_path(&t, staged);
+            text_str(&t, ") failed: the container's root is host uid ");
+            text_int(&t, c->plan->map_base);
+            text_str(&t, " (its id mapping), and the host folder ");
+            text_path(&t, prefix);
+            text_str(&t, " (mode ");
+            text_mode(&t, st.st_mode & 07777);
+            text_str(&t, ") does not let it search: give others search permission (chmod o+x) "
+                         "or use a folder outside it");
+            sv_fail(c, err, &t);
+        }
+    }
+    sv_fail_call(c, err, call, staged);
+}
+
 static void bind(struct sv_child *c, const struct sv_bind *b)
 {
     char source[SV_PATH_MAX], target[SV_PATH_MAX];
@@ -267,7 +330,7 @@ static void bind(struct sv_child *c, const struct sv_bind *b)
     struct stat st;
     long r = sv_raw(SYS_newfstatat, AT_FDCWD, (long)source, (long)&st, 0, 0);
     if (r < 0)
-        sv_fail_call(c, (int)-r, "stat", source);
+        mounts_fail_host_path(c, (int)-r, "stat", source);
     mounts_point(c, b->dst, S_ISDIR(st.st_mode), target, sizeof target);
     sv_mount(c, source, target, NULL, MS_BIND | MS_REC, NULL);
     uint64_t attrs = MOUNT_ATTR_NODEV | MOUNT_ATTR_NOSUID | (b->read_only ? MOUNT_ATTR_RDONLY : 0);

@@ -102,13 +102,19 @@ void rootfs_bind_root(struct sv_child *c)
         build_default_root(c);
         return;
     }
+    char source[SV_PATH_MAX];
+    if (sv_join_path(source, sizeof source, SV_OLDROOT, p->rootfs) < 0)
+        sv_fail_call(c, ENAMETOOLONG, "bind the rootfs", p->rootfs);
+    /* Reached as the container's root: a folder on the way that it cannot
+     * search is the usual cause of failure, and gets its own message. */
+    struct stat st;
+    long r = sv_raw(SYS_newfstatat, AT_FDCWD, (long)source, (long)&st, 0, 0);
+    if (r < 0)
+        mounts_fail_host_path(c, (int)-r, "stat", source);
     if (p->overlay) {
         bind_overlay(c, p->rootfs);
         return;
     }
-    char source[SV_PATH_MAX];
-    if (sv_join_path(source, sizeof source, SV_OLDROOT, p->rootfs) < 0)
-        sv_fail_call(c, ENAMETOOLONG, "bind the rootfs", p->rootfs);
     sv_mount(c, source, SV_NEWROOT, NULL, MS_BIND | MS_REC, NULL);
     /* No device node of the rootfs folder is usable: the only devices are
      * those of the /dev we build. No setuid bit counts either (no_new_privs
@@ -131,8 +137,27 @@ void rootfs_pivot(struct sv_child *c)
     sv_chdir(c, "/");
 }
 
+/* Whether container path `resolved` lies in one of the host's system folders
+ * that the default root binds read-only (/usr, /etc...). */
+static int in_host_folder(const struct sv_child *c, const char *resolved)
+{
+    const struct sv_plan *p = c->plan;
+    if (p->rootfs != NULL)
+        return 0;
+    for (size_t i = 0; i < p->nsystem; i++) {
+        const char *name = p->system[i].name;
+        size_t n = sv_strlen(name);
+        if (p->system[i].link == NULL && sv_startswith(resolved + 1, name) &&
+            (resolved[1 + n] == '\0' || resolved[1 + n] == '/'))
+            return 1;
+    }
+    return 0;
+}
+
 int rootfs_owned(const struct sv_child *c, const char *resolved)
 {
+    if (in_host_folder(c, resolved))
+        return 0;
     for (size_t i = 0; i < c->nowned; i++) {
         const char *o = c->owned[i];
         if (sv_streq(o, "/"))

@@ -178,6 +178,7 @@ void text_quoted(struct sv_text *t, const char *s); /* "s", escaped */
 void text_path(struct sv_text *t, const char *staged); /* a staging path, as the user knows it */
 void text_int(struct sv_text *t, long long v);
 void text_hex(struct sv_text *t, unsigned long long v);
+void text_mode(struct sv_text *t, unsigned int mode); /* permission bits, 4 octal digits */
 void text_mount_flags(struct sv_text *t, unsigned long flags);
 size_t sv_strlen(const char *s);
 int sv_streq(const char *a, const char *b);
@@ -243,6 +244,9 @@ void init_fork_payload(struct sv_child *c);
 /* The mount point of container path `path` below /newroot, created in a
  * filesystem of ours if missing (mounts.c). */
 void mounts_point(struct sv_child *c, const char *path, int directory, char *out, size_t size);
+/* Report that `call` failed with `err` on host path `staged` (below
+ * /oldroot); for EACCES, name the folder the container's root cannot search. */
+_Noreturn void mounts_fail_host_path(struct sv_child *c, int err, const char *call, const char *staged);
 
 /* clone3(args, size) starting the child in fn(arg) on the stack that args
  * names; the pid, 0 never (the child does not return here), or -errno

@@ -93,6 +93,12 @@ void text_hex(struct sv_text *t, unsigned long long v)
         text_char(t, digits[--n]);
 }
 
+void text_mode(struct sv_text *t, unsigned int mode)
+{
+    for (int shift = 9; shift >= 0; shift -= 3)
+        text_char(t, (char)('0' + ((mode >> shift) & 7)));
+}
+
 void text_mount_flags(struct sv_text *t, unsigned long flags)
 {
     static const struct {
