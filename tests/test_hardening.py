@@ -67,6 +67,11 @@ NR = {
     "finit_module": 313,
     "clone3": 435,
     "fchmodat2": 452,
+    "open": 2,
+    "creat": 85,
+    "mknodat": 259,
+    "openat": 257,
+    "openat2": 437,
 }
 
 #: Shared by every probe: ``sc(name, *args)`` returns 0 or the errno;
@@ -159,6 +164,16 @@ report("fchmod_sgid", sc("fchmod", fd, 0o2755))
 report("fchmodat_suid", sc("fchmodat", -100, b"/tmp/f", 0o6755, 0))
 report("fchmodat_sgid", sc("fchmodat", -100, b"/tmp/f", 0o2755, 0))
 report("fchmodat2_suid", sc("fchmodat2", -100, b"/tmp/f", 0o4755, 0))
+report("open_creat_suid", sc("open", b"/tmp/s1", os.O_CREAT | os.O_WRONLY, 0o4755))
+report("openat_creat_suid", sc("openat", -100, b"/tmp/s2", os.O_CREAT | os.O_WRONLY, 0o4755))
+report("openat_tmpfile_suid", sc("openat", -100, b"/tmp", os.O_TMPFILE | os.O_WRONLY, 0o4755))
+report("creat_suid", sc("creat", b"/tmp/s3", 0o4755))
+report("mknod_suid", sc("mknod", b"/tmp/s4", stat.S_IFREG | 0o4755, 0))
+report("mknodat_suid", sc("mknodat", -100, b"/tmp/s5", stat.S_IFREG | 0o4755, 0))
+how = ctypes.create_string_buffer(24)  # struct open_how: flags, mode, resolve
+report("openat2", sc("openat2", -100, b"/tmp/s6", how, 24))
+report("openat_creat_plain", sc("openat", -100, b"/tmp/s7", os.O_CREAT | os.O_WRONLY, 0o755))
+report("openat_creat_sgid", sc("openat", -100, b"/tmp/s8", os.O_CREAT | os.O_WRONLY, 0o2755))
 os.mkdir("/tmp/shared")
 report("chmod_sgid_dir", sc("chmod", b"/tmp/shared", 0o2775))
 print("sgid_dir_mode=" + oct(os.stat("/tmp/shared").st_mode & 0o7777))
@@ -304,6 +319,22 @@ async def test_setuid_chmod_denied(default_battery: dict[str, str], unconfined_b
         assert unconfined_battery[name] == "OK", name
     assert default_battery["chmod_plain"] == "OK"
     assert default_battery["fchmodat2_plain"] == "OK"
+
+
+async def test_setuid_files_cannot_be_created(
+    default_battery: dict[str, str], unconfined_battery: dict[str, str]
+) -> None:
+    """A mode with S_ISUID is refused at creation too, not only by chmod."""
+    names = ("open_creat_suid", "openat_creat_suid", "openat_tmpfile_suid", "creat_suid", "mknod_suid", "mknodat_suid")
+    for name in names:
+        assert default_battery[name] == "EPERM", name
+        assert unconfined_battery[name] == "OK", name
+    # openat2 keeps its mode where seccomp cannot read it: ENOSYS, so that
+    # callers fall back to openat.
+    assert default_battery["openat2"] == "ENOSYS"
+    assert unconfined_battery["openat2"] != "ENOSYS"
+    assert default_battery["openat_creat_plain"] == "OK"
+    assert default_battery["openat_creat_sgid"] == "OK"
 
 
 async def test_setgid_chmod_allowed(default_battery: dict[str, str]) -> None:

@@ -17,8 +17,12 @@ Profiles (:attr:`supervisor.Spec.seccomp`):
       crabcan ``io_uring_setup``/``io_uring_enter``/``io_uring_register``;
     - refuse ``socket(AF_VSOCK, ...)`` (vsock is not namespaced);
     - refuse ``chmod``/``fchmod``/``fchmodat``/``fchmodat2`` when the mode sets
-      ``S_ISUID`` (``MASKED_EQ`` on that bit); ``S_ISGID`` is allowed, as in
-      Docker's default, for shared group folders (``chmod 2775 dir``);
+      ``S_ISUID`` (``MASKED_EQ`` on that bit), and the same for a file created
+      with that mode (``open``/``openat`` with ``O_CREAT`` or ``O_TMPFILE``,
+      ``creat``, ``mknod``, ``mknodat``); ``openat2`` fails with ``ENOSYS``
+      (its mode lives in memory seccomp cannot read; callers fall back to
+      ``openat``). ``S_ISGID`` is allowed, as in Docker's default, for shared
+      group folders (``chmod 2775 dir``);
     - refuse ``unshare``/``clone`` with ``CLONE_NEWUSER``; ``clone3`` fails with
       ``ENOSYS`` (its flags live in memory seccomp cannot read; libcs then
       fall back to ``clone``, which is checked);
@@ -67,6 +71,10 @@ _TIOCSTI = 0x5412  # <asm-generic/ioctls.h>
 _TIOCLINUX = 0x541C
 #: fchmodat2 (Linux 6.6); libseccomp 2.5.4 does not know its name.
 _NR_FCHMODAT2 = 452
+#: openat2 (Linux 5.6), by number where libseccomp does not know it.
+_NR_OPENAT2 = 437
+#: O_TMPFILE without the O_DIRECTORY it includes (<asm-generic/fcntl.h> __O_TMPFILE).
+_O_TMPFILE_BIT = os.O_TMPFILE & ~os.O_DIRECTORY
 
 #: Syscalls the default profile refuses outright.
 DEFAULT_DENIED = (
@@ -303,6 +311,20 @@ def _compile_default() -> CompiledFilter:
     # setgid folder is how a shared group folder works. See docs/security.rst.
     for syscall, index in chmods:
         flt.add_rule(eperm, syscall, seccomp.Arg(index, seccomp.MASKED_EQ, _S_ISUID, _S_ISUID))
+    # Nor is a setuid file created whole: open/openat with O_CREAT or
+    # O_TMPFILE, creat and mknod take a mode too. openat2 keeps its mode in
+    # memory seccomp cannot read: ENOSYS, so callers fall back to openat.
+    for syscall, flags, mode in (("open", 1, 2), ("openat", 2, 3)):
+        for flag in (os.O_CREAT, _O_TMPFILE_BIT):
+            flt.add_rule(
+                eperm,
+                syscall,
+                seccomp.Arg(flags, seccomp.MASKED_EQ, flag, flag),
+                seccomp.Arg(mode, seccomp.MASKED_EQ, _S_ISUID, _S_ISUID),
+            )
+    for syscall, mode in (("creat", 1), ("mknod", 1), ("mknodat", 2)):
+        flt.add_rule(eperm, syscall, seccomp.Arg(mode, seccomp.MASKED_EQ, _S_ISUID, _S_ISUID))
+    flt.add_rule(seccomp.ERRNO(errno.ENOSYS), _syscall_or_number("openat2", _NR_OPENAT2))
     for name in ("unshare", "clone"):
         flt.add_rule(eperm, name, seccomp.Arg(0, seccomp.MASKED_EQ, c.CLONE_NEWUSER, c.CLONE_NEWUSER))
     flt.add_rule(seccomp.ERRNO(errno.ENOSYS), "clone3")
