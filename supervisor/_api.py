@@ -24,7 +24,7 @@ from anyio.abc import TaskStatus
 from ._errors import ContainerFailed, SetupError
 from ._events import Event, EventHub
 from ._hostname import generate as generate_hostname
-from ._parent import streams
+from ._parent import idmap, streams
 from ._parent.config import build_config
 from ._parent.container import ContainerProcess
 from ._parent.pid1 import run_result
@@ -463,6 +463,8 @@ class Supervisor:
                 entry = resources.prepare_cgroup()
                 config.cgroup.extend(CgroupEntry(kind, path) for kind, _fd, path in entry)
                 child_fds += [fd for _kind, fd, _path in entry]
+            # The id-mapped binds' mounts, made here (PID 1 may not) and last.
+            child_fds += idmap.open_trees(spec, config)
 
             try:
                 assert self._spawner is not None

@@ -126,11 +126,14 @@ def _add_container_options(parser: argparse.ArgumentParser) -> None:
         "--add",
         action="append",
         default=[],
-        metavar="SRC:DST[:ro]",
-        help="bind-mount host SRC at DST (crabcan's --add); repeatable",
+        metavar="SRC:DST[:OPTS]",
+        help="bind-mount host SRC at DST (crabcan's --add); repeatable. OPTS: ro or rw, idmap or noidmap. "
+        "The container reaches SRC as an unprivileged host uid (100000): every folder on the way needs o+x. "
+        "A writable SRC owned by a user other than root is id-mapped by default: the payload sees that "
+        "user's files as its own and writes as that user; a root-owned SRC only with :idmap",
     )
     parser.add_argument(
-        "-v", "--volume", action="append", default=[], metavar="SRC:DST[:ro]", help="same as --add (docker's -v)"
+        "-v", "--volume", action="append", default=[], metavar="SRC:DST[:OPTS]", help="same as --add (docker's -v)"
     )
     parser.add_argument("--hostname", help="hostname (default: a random adjective-noun-N)")
     parser.add_argument(

@@ -33,7 +33,7 @@ def load_specs(path: str) -> list[Spec]:
     """Read a TOML (``[[container]]`` tables) or JSON (a list) file of specs.
 
     Each entry has the fields of :class:`supervisor.Spec`; ``mounts`` items are
-    ``"SRC:DST[:ro]"`` strings; ``count`` repeats an entry.
+    ``"SRC:DST[:OPTIONS]"`` strings; ``count`` repeats an entry.
 
     Raises:
         ValueError: unreadable file, unknown keys or bad values (naming them).

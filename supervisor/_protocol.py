@@ -72,9 +72,11 @@ MAX_PASS_FDS = 32
 #: Most cgroup entry descriptors of one spawn (a v2 directory and its
 #: cgroup.procs, one ``tasks`` file per v1 hierarchy we use).
 MAX_CGROUP_FDS = 8
+#: Most id-mapped bind mounts of one spawn (one detached mount descriptor each).
+MAX_IDMAPPED = 16
 #: Most descriptors of one spawn (control socket, stdio, passed fds, cgroup
-#: entry fds).
-MAX_FDS = SPAWN_FIXED_FDS + MAX_PASS_FDS + MAX_CGROUP_FDS
+#: entry fds, id-mapped mounts).
+MAX_FDS = SPAWN_FIXED_FDS + MAX_PASS_FDS + MAX_CGROUP_FDS + MAX_IDMAPPED
 #: Most phase marks one record from PID 1 carries (every phase fits).
 MAX_MARKS = 16
 #: Longest failure text PID 1 sends (longer ones are cut).
@@ -288,6 +290,10 @@ class Bind:
     """Container path (resolved inside the new root)."""
     read_only: bool
     """Mounted read-only (always nodev and nosuid)."""
+    idmapped: bool = False
+    """An id-mapped mount the supervisor made of :attr:`src`: its descriptor
+    travels after the cgroup entries' (one per such bind, in order), and PID 1
+    moves it into place instead of binding :attr:`src`."""
 
 
 @dataclass(frozen=True)
@@ -344,7 +350,7 @@ class SpawnConfig:
     PID 1 (C) reads exactly these fields, converted into its plan before the
     clone; it has no policy of its own. Descriptors are not part of it: they
     travel beside it (:data:`SPAWN_FIXED_FDS`, then the passed ones, then one
-    per :attr:`cgroup` entry).
+    per :attr:`cgroup` entry, then one per id-mapped :attr:`binds` entry).
     """
 
     clone_flags: int
@@ -448,6 +454,7 @@ def c_header() -> str:
         f"#define SV_SPAWN_FIXED_FDS {SPAWN_FIXED_FDS}",
         f"#define SV_MAX_PASS_FDS {MAX_PASS_FDS}",
         f"#define SV_MAX_CGROUP_FDS {MAX_CGROUP_FDS}",
+        f"#define SV_MAX_IDMAPPED {MAX_IDMAPPED}",
         f"#define SV_MAX_FDS {MAX_FDS}",
         f"#define SV_MAX_MARKS {MAX_MARKS}",
         f"#define SV_MAX_MESSAGE {MAX_MESSAGE}",

@@ -438,6 +438,62 @@ async def test_extra_bind_mounts(root: Root, host_dir: Path) -> None:
     assert not (ro / "created").exists()
 
 
+def _owned_folder(host_dir: Path, uid: int, gid: int) -> Path:
+    work = host_dir / f"work-{uid}"
+    work.mkdir()
+    (work / "in.txt").write_text("from the host\n")
+    for path in (work, work / "in.txt"):
+        os.chown(path, uid, gid)
+    return work
+
+
+async def test_writable_bind_of_a_users_folder_is_id_mapped(host_dir: Path) -> None:
+    """The payload works in a user's folder as that user: its files are its own, and land as the owner's."""
+    work = _owned_folder(host_dir, 1000, 1001)
+    script = "stat -c '%u:%g' /src /src/in.txt; echo new > /src/out.txt && stat -c '%u:%g' /src/out.txt"
+    result = await supervisor.run(Spec(["sh", "-c", script], mounts=[Mount(str(work), "/src")]))
+    assert result.stdout.decode().split() == ["0:0", "0:0", "0:0"], result
+    out = (work / "out.txt").stat()
+    assert (out.st_uid, out.st_gid) == (1000, 1001)
+    # A payload of another uid is the one shown as the owner.
+    result = await supervisor.run(
+        Spec(["sh", "-c", "stat -c '%u:%g' /src; touch /src/b"], uid=1234, gid=99, mounts=[Mount(str(work), "/src")])
+    )
+    assert result.stdout == b"1234:99\n", result
+    assert ((work / "b").stat().st_uid, (work / "b").stat().st_gid) == (1000, 1001)
+
+
+async def test_id_mapping_is_chosen_per_bind(host_dir: Path) -> None:
+    """Read-only binds, ``noidmap`` and root-owned folders stay plain unless ``idmap`` is asked."""
+    work = _owned_folder(host_dir, 1000, 1000)
+    root_owned = host_dir / "root-owned"
+    root_owned.mkdir()
+    os.chmod(root_owned, 0o777)
+    mounts = [
+        Mount.parse(f"{work}:/ro:ro"),
+        Mount.parse(f"{work}:/plain:noidmap"),
+        Mount.parse(f"{root_owned}:/rootdir"),
+        Mount.parse(f"{root_owned}:/asked:rw,idmap"),
+    ]
+    script = "stat -c '%u' /ro /plain /rootdir /asked; touch /rootdir/a /asked/b"
+    result = await supervisor.run(Spec(["sh", "-c", script], mounts=mounts))
+    assert result.stdout.decode().split() == ["65534", "65534", "65534", "0"], result
+    assert (root_owned / "a").stat().st_uid == 100_000  # a plain bind: the container's root's host uid
+    assert (root_owned / "b").stat().st_uid == 0  # id-mapped as asked: the owner, the host's root
+    assert Mount.parse("/a:/b:ro,idmap") == Mount("/a", "/b", read_only=True, idmap=True)
+    with pytest.raises(ValueError, match="unknown option 'U'"):
+        Mount.parse("/a:/b:U")
+
+
+async def test_id_mapping_asked_where_the_filesystem_has_none_is_an_error() -> None:
+    """sysfs has no id-mapped mounts: an asked-for one is refused, naming the source."""
+    with pytest.raises(SetupError) as info:
+        await supervisor.run(Spec(["true"], mounts=[Mount("/sys/kernel", "/k", idmap=True)]))
+    assert info.value.phase is Phase.MOUNTS
+    assert "id-mapped bind of '/sys/kernel' at '/k'" in info.value.message
+    assert "no id-mapped mounts" in info.value.message
+
+
 async def test_bind_mount_onto_existing_rootfs_folder(busybox: str, host_dir: Path) -> None:
     (host_dir / "f").write_text("in mnt\n")
     out = await sh(Root("busybox", busybox), "cat /mnt/f", mounts=[Mount(str(host_dir), "/mnt", read_only=True)])

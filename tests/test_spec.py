@@ -173,7 +173,7 @@ def test_to_json_is_json() -> None:
     assert data["gid"] == 7
     assert data["env"] == {"A": "1"}
     assert data["cwd"] == "/tmp"
-    assert data["mounts"] == [{"source": "/src", "target": "/dst", "read_only": True}]
+    assert data["mounts"] == [{"source": "/src", "target": "/dst", "read_only": True, "idmap": None}]
 
 
 # -- Mount -------------------------------------------------------------------
@@ -215,6 +215,8 @@ def test_mount_accepts_pathlike() -> None:
         ("/src:/dst", Mount("/src", "/dst", False)),
         ("/src:/dst:ro", Mount("/src", "/dst", True)),
         ("/src:/dst:rw", Mount("/src", "/dst", False)),
+        ("/src:/dst:idmap", Mount("/src", "/dst", False, idmap=True)),
+        ("/src:/dst:ro,noidmap", Mount("/src", "/dst", True, idmap=False)),
         ("/a b:/c d", Mount("/a b", "/c d", False)),
         ("rel/dir:/dst", Mount(os.path.join(os.getcwd(), "rel/dir"), "/dst", False)),
     ],
@@ -228,8 +230,9 @@ def test_mount_parse(text: str, expected: Mount) -> None:
     [
         ("/src", ValueError, "SRC:DST"),
         ("/src:/dst:ro:extra", ValueError, "SRC:DST"),
-        ("/src:/dst:rx", ValueError, "mode"),
-        ("/src:/dst:", ValueError, "mode"),
+        ("/src:/dst:rx", ValueError, "unknown option 'rx'"),
+        ("/src:/dst:", ValueError, "unknown option ''"),
+        ("/src:/dst:ro,U", ValueError, "unknown option 'U'"),
         ("/src:dst", ValueError, r"Mount\.target"),
         (":/dst", ValueError, r"Mount\.source"),
         ("/src:", ValueError, r"Mount\.target"),

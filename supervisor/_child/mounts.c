@@ -322,17 +322,46 @@ _Noreturn void mounts_fail_host_path(struct sv_child *c, int err, const char *ca
     sv_fail_call(c, err, call, staged);
 }
 
+/* An id-mapped bind: the supervisor (root where the filesystem was mounted,
+ * which the kernel requires) cloned the source's tree and set its id mapping;
+ * the detached tree only needs moving into place. */
+static void move_idmapped(struct sv_child *c, const struct sv_bind *b, char *target, size_t size)
+{
+    int fd = c->idmapped_fd[c->nidmapped++];
+    struct stat st;
+    long r = sv_raw(SYS_newfstatat, fd, (long)"", (long)&st, AT_EMPTY_PATH, 0);
+    if (r < 0)
+        sv_fail_call(c, (int)-r, "fstat(the id-mapped mount of)", b->src);
+    mounts_point(c, b->dst, S_ISDIR(st.st_mode), target, size);
+    r = sv_raw(SYS_move_mount, fd, (long)"", AT_FDCWD, (long)target, MOVE_MOUNT_F_EMPTY_PATH);
+    if (r < 0) {
+        struct sv_text t;
+        text_reset(&t);
+        text_str(&t, "move_mount(the id-mapped mount of ");
+        text_quoted(&t, b->src);
+        text_str(&t, ", ");
+        text_path(&t, target);
+        text_str(&t, ") failed");
+        sv_fail(c, (int)-r, &t);
+    }
+    sv_raw(SYS_close, fd, 0, 0, 0, 0);
+}
+
 static void bind(struct sv_child *c, const struct sv_bind *b)
 {
     char source[SV_PATH_MAX], target[SV_PATH_MAX];
-    if (sv_join_path(source, sizeof source, SV_OLDROOT, b->src) < 0)
-        sv_fail_call(c, ENAMETOOLONG, "bind", b->src);
-    struct stat st;
-    long r = sv_raw(SYS_newfstatat, AT_FDCWD, (long)source, (long)&st, 0, 0);
-    if (r < 0)
-        mounts_fail_host_path(c, (int)-r, "stat", source);
-    mounts_point(c, b->dst, S_ISDIR(st.st_mode), target, sizeof target);
-    sv_mount(c, source, target, NULL, MS_BIND | MS_REC, NULL);
+    if (b->idmapped) {
+        move_idmapped(c, b, target, sizeof target);
+    } else {
+        if (sv_join_path(source, sizeof source, SV_OLDROOT, b->src) < 0)
+            sv_fail_call(c, ENAMETOOLONG, "bind", b->src);
+        struct stat st;
+        long r = sv_raw(SYS_newfstatat, AT_FDCWD, (long)source, (long)&st, 0, 0);
+        if (r < 0)
+            mounts_fail_host_path(c, (int)-r, "stat", source);
+        mounts_point(c, b->dst, S_ISDIR(st.st_mode), target, sizeof target);
+        sv_mount(c, source, target, NULL, MS_BIND | MS_REC, NULL);
+    }
     uint64_t attrs = MOUNT_ATTR_NODEV | MOUNT_ATTR_NOSUID | (b->read_only ? MOUNT_ATTR_RDONLY : 0);
     sv_mount_setattr(c, target, attrs, 1);
 }

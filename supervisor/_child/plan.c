@@ -176,7 +176,7 @@ static int read_bind(struct sv_arena *a, PyObject *item, void *out)
 {
     struct sv_bind *b = out;
     return get_str(a, item, "src", &b->src, 0) || get_str(a, item, "dst", &b->dst, 0) ||
-                   get_bool(item, "read_only", &b->read_only)
+                   get_bool(item, "read_only", &b->read_only) || get_bool(item, "idmapped", &b->idmapped)
                ? -1
                : 0;
 }
@@ -338,6 +338,12 @@ int plan_fill(struct sv_plan *p, struct sv_arena *a, PyObject *cfg, const int *f
     if (get_records(a, cfg, "binds", sizeof(struct sv_bind), read_bind, &arr, &p->nbinds))
         return -1;
     p->binds = arr;
+    for (size_t i = 0; i < p->nbinds; i++)
+        p->nidmapped += p->binds[i].idmapped ? 1 : 0;
+    if (p->nidmapped > SV_MAX_IDMAPPED) {
+        PyErr_Format(PyExc_ValueError, "SpawnConfig.binds: at most %d id-mapped", SV_MAX_IDMAPPED);
+        return -1;
+    }
     if (get_records(a, cfg, "rlimits", sizeof(struct sv_rlimit), read_rlimit, &arr, &p->nrlimits))
         return -1;
     p->rlimits = arr;
@@ -365,11 +371,13 @@ int plan_fill(struct sv_plan *p, struct sv_arena *a, PyObject *cfg, const int *f
         PyErr_Format(PyExc_ValueError, "SpawnConfig.cgroup: at most %d entries", SV_MAX_CGROUP_FDS);
         return -1;
     }
-    if (nfds < SV_SPAWN_FIXED_FDS + p->ncgroup || nfds - SV_SPAWN_FIXED_FDS - p->ncgroup > SV_MAX_PASS_FDS) {
-        PyErr_Format(PyExc_ValueError, "spawn with %zu descriptors for %zu cgroup entries", nfds, p->ncgroup);
+    size_t fixed = SV_SPAWN_FIXED_FDS + p->ncgroup + p->nidmapped;
+    if (nfds < fixed || nfds - fixed > SV_MAX_PASS_FDS) {
+        PyErr_Format(PyExc_ValueError, "spawn with %zu descriptors for %zu cgroup entries and %zu id-mapped binds",
+                     nfds, p->ncgroup, p->nidmapped);
         return -1;
     }
-    p->npassed = nfds - SV_SPAWN_FIXED_FDS - p->ncgroup;
+    p->npassed = nfds - fixed;
     int *copy = arena_alloc(a, sizeof(int) * nfds);
     if (copy == NULL)
         return -1;

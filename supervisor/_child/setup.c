@@ -36,9 +36,10 @@ static int adopt_fds(struct sv_child *c, int cloned_into_cgroup)
             paths[njoined++] = p->cgroup[i].path;
         }
     }
-    /* In order: stdin, stdout, stderr, passed..., control, joins... */
-    size_t total = 3 + p->npassed + 1 + njoined;
-    int high[3 + SV_MAX_PASS_FDS + 1 + SV_MAX_CGROUP_FDS];
+    const int *idmapped = &p->fds[4 + p->npassed + p->ncgroup];
+    /* In order: stdin, stdout, stderr, passed..., control, joins..., id-mapped mounts... */
+    size_t kept = 3 + p->npassed + 1 + njoined, total = kept + p->nidmapped;
+    int high[3 + SV_MAX_PASS_FDS + 1 + SV_MAX_CGROUP_FDS + SV_MAX_IDMAPPED];
     long floor = 64 + (long)total;
     for (size_t i = 0; i < total; i++) {
         int fd;
@@ -46,15 +47,17 @@ static int adopt_fds(struct sv_child *c, int cloned_into_cgroup)
             fd = p->fds[1 + i];
         else if (i == 3 + p->npassed)
             fd = p->fds[0];
-        else
+        else if (i < kept)
             fd = joined[i - 4 - p->npassed];
+        else
+            fd = idmapped[i - kept];
         long r = sv_raw(SYS_fcntl, fd, F_DUPFD_CLOEXEC, floor, 0, 0);
         if (r < 0)
             sv_raw(SYS_exit_group, 125, 0, 0, 0, 0); /* nothing to report to yet */
         high[i] = (int)r;
     }
     for (size_t i = 0; i < total; i++) {
-        int cloexec = i >= 3 + p->npassed; /* the control socket and the joins */
+        int cloexec = i >= 3 + p->npassed; /* the control socket, the joins, the mounts */
         if (sv_raw(SYS_dup3, high[i], (long)i, cloexec ? O_CLOEXEC : 0, 0, 0) < 0)
             sv_raw(SYS_exit_group, 125, 0, 0, 0, 0);
     }
@@ -64,13 +67,17 @@ static int adopt_fds(struct sv_child *c, int cloned_into_cgroup)
         c->join_path[i] = paths[i];
     }
     c->njoins = njoined;
-    sv_raw(SYS_close_range, control + 1 + (long)njoined, ~0U, 0, 0, 0);
+    for (size_t i = 0; i < p->nidmapped; i++)
+        c->idmapped_fd[i] = (int)(kept + i);
+    c->nidmapped = 0; /* how many bind() has moved into place */
+    sv_raw(SYS_close_range, (long)total, ~0U, 0, 0, 0);
     return control;
 }
 
 _Noreturn void sv_pid1_main(const struct sv_plan *plan, struct sv_idmaps *maps, int cloned_into_cgroup)
 {
-    struct sv_child child = {.plan = plan, .maps = maps, .nowned = 0, .njoins = 0, .proc_fd = -1, .context = NULL};
+    struct sv_child child = {
+        .plan = plan, .maps = maps, .nowned = 0, .njoins = 0, .nidmapped = 0, .proc_fd = -1, .context = NULL};
     struct sv_child *c = &child;
     char program[SV_PATH_MAX];
 

@@ -373,9 +373,52 @@ static PyObject *collect_py(PyObject *module, PyObject *unused)
     return PyLong_FromSize_t(collect());
 }
 
+PyDoc_STRVAR(idmap_userns_doc, "idmap_userns(owner_uid, to_uid, owner_gid, to_gid, /)\n--\n\n"
+                               "A user namespace whose maps are the one line 'owner to 1' each, for\n"
+                               "MOUNT_ATTR_IDMAP: its descriptor (close-on-exec). Raises OSError.");
+
+static PyObject *idmap_userns_py(PyObject *module, PyObject *args)
+{
+    (void)module;
+    unsigned int owner_uid, to_uid, owner_gid, to_gid;
+    if (!PyArg_ParseTuple(args, "IIII:idmap_userns", &owner_uid, &to_uid, &owner_gid, &to_gid))
+        return NULL;
+    int fd = idmap_userns(owner_uid, to_uid, owner_gid, to_gid);
+    if (fd < 0) {
+        errno = -fd;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    return PyLong_FromLong(fd);
+}
+
+PyDoc_STRVAR(idmap_tree_doc, "idmap_tree(path, userns_fd, /)\n--\n\n"
+                             "A detached recursive clone of path's mount tree (open_tree) with the id\n"
+                             "mapping of userns_fd (mount_setattr MOUNT_ATTR_IDMAP): its descriptor\n"
+                             "(close-on-exec). Raises OSError naming path.");
+
+static PyObject *idmap_tree_py(PyObject *module, PyObject *args)
+{
+    (void)module;
+    PyObject *path;
+    int userns_fd;
+    if (!PyArg_ParseTuple(args, "O&i:idmap_tree", PyUnicode_FSConverter, &path, &userns_fd))
+        return NULL;
+    int fd = idmap_tree(PyBytes_AS_STRING(path), userns_fd);
+    if (fd < 0) {
+        errno = -fd;
+        PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, path);
+        Py_DECREF(path);
+        return NULL;
+    }
+    Py_DECREF(path);
+    return PyLong_FromLong(fd);
+}
+
 static PyMethodDef methods[] = {
     {"spawn", (PyCFunction)(void (*)(void))spawn, METH_FASTCALL, spawn_doc},
     {"collect", collect_py, METH_NOARGS, collect_doc},
+    {"idmap_userns", idmap_userns_py, METH_VARARGS, idmap_userns_doc},
+    {"idmap_tree", idmap_tree_py, METH_VARARGS, idmap_tree_doc},
     {NULL, NULL, 0, NULL},
 };
 

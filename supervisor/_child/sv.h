@@ -33,6 +33,7 @@ struct sv_bind {
     const char *src; /* host path, absolute and resolved */
     const char *dst; /* container path */
     int read_only;
+    int idmapped; /* moved into place from a descriptor of the supervisor's (idmap.c) */
 };
 
 struct sv_sysdir {
@@ -90,6 +91,7 @@ struct sv_plan {
     size_t nsystem;
     const struct sv_bind *binds;
     size_t nbinds;
+    size_t nidmapped; /* binds with idmapped set */
     const char *const *masked;
     size_t nmasked;
     const char *const *readonly;
@@ -148,6 +150,9 @@ struct sv_child {
     int join_fd[SV_MAX_CGROUP_FDS];
     const char *join_path[SV_MAX_CGROUP_FDS];
     size_t njoins;
+    /* The supervisor's id-mapped mounts, in the order of their binds. */
+    int idmapped_fd[SV_MAX_IDMAPPED];
+    size_t nidmapped;
     /* Where the fresh procfs and sysfs are (below /newroot): a hostile
      * rootfs can make /proc a symlink, and masks must follow the mount. */
     char proc_at[SV_PATH_MAX];
@@ -247,6 +252,12 @@ void mounts_point(struct sv_child *c, const char *path, int directory, char *out
 /* Report that `call` failed with `err` on host path `staged` (below
  * /oldroot); for EACCES, name the folder the container's root cannot search. */
 _Noreturn void mounts_fail_host_path(struct sv_child *c, int err, const char *call, const char *staged);
+
+/* The supervisor's side of id-mapped binds, before the clone (idmap.c): a
+ * user namespace mapping owner_uid/gid to to_uid/gid (its descriptor), and
+ * a detached clone of path's tree with that mapping (its descriptor); -errno. */
+int idmap_userns(uid_t owner_uid, uid_t to_uid, gid_t owner_gid, gid_t to_gid);
+int idmap_tree(const char *path, int userns_fd);
 
 /* clone3(args, size) starting the child in fn(arg) on the stack that args
  * names; the pid, 0 never (the child does not return here), or -errno

@@ -18,6 +18,7 @@ from .._protocol import Bind, Phase, Rlimit, SpawnConfig, SystemDir, TimeOffset
 from .._spec import TIME_OFFSET_CLOCKS, Spec
 from .._sys import constants as c
 from .._sys import linux
+from . import idmap
 from .seccomp import compile_profile
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -142,8 +143,7 @@ def build_config(
         capabilities=mask,
         last_cap=last_cap(),
         system=list(system_entries()) if spec.rootfs is None else [],
-        binds=network_mounts(spec, etc_dir)
-        + [Bind(os.path.realpath(m.source), m.target, m.read_only) for m in spec.mounts],
+        binds=network_mounts(spec, etc_dir) + idmap.binds_of(spec),
         rlimits=[
             Rlimit(getattr(resource, "RLIMIT_" + name), soft, hard) for name, (soft, hard) in spec.rlimits.items()
         ],

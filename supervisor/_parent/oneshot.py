@@ -35,6 +35,7 @@ from .._hostname import generate as generate_hostname
 from .._protocol import CgroupEntry, Phase, SpawnConfig
 from .._result import Reason, Result
 from .._spec import Spec
+from . import idmap
 from .config import build_config
 from .pid1 import END, PhaseCallback, Pid1, Slot, read_clone_reply, reap, run_result
 from .resources import HostResources
@@ -143,6 +144,7 @@ def _run(
         entry = resources.prepare_cgroup()
         config.cgroup.extend(CgroupEntry(kind, path) for kind, _fd, path in entry)
         child_fds += [fd for _kind, fd, _path in entry]
+        child_fds += idmap.open_trees(spec, config)
         try:
             proc.slot = _spawn_pid1(config, child_fds)
         finally:
