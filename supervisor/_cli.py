@@ -108,9 +108,10 @@ def _add_container_options(parser: argparse.ArgumentParser) -> None:
         "--user",
         dest="uid",
         type=_user,
-        default=(0, None),
-        metavar="UID[:GID]",
-        help="uid (and gid) to run as inside the container, as numbers (default 0)",
+        default=("0", None),
+        metavar="USER[:GROUP]",
+        help="user (and group) to run as inside the container, numbers or names of the container's own"
+        " /etc/passwd and /etc/group (default 0; a name brings its primary group)",
     )
     parser.add_argument("-g", "--gid", type=int, default=None, help="gid inside the container (default: the uid)")
     parser.add_argument(
@@ -359,12 +360,13 @@ def _spec_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -
     mounts = [Mount.parse(m) for m in [*args.add, *args.volume]]
     publish = [Publish.parse(p) for p in args.publish]
     limits, rlimits = _limits_from_args(args)
+    uid, gid = _ids(args.uid, args.gid, args.rootfs)
     return Spec(
         command=cmd,
         rootfs=args.rootfs,
         hostname=args.hostname,
-        uid=args.uid[0],
-        gid=args.gid if args.gid is not None else args.uid[1],
+        uid=uid,
+        gid=gid,
         mounts=mounts,
         env=env,
         cwd=args.workdir,
@@ -386,15 +388,70 @@ def _spec_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -
     )
 
 
-def _user(text: str) -> tuple[int, int | None]:
-    """``-u UID[:GID]``: numbers (a name would need the container's /etc/passwd)."""
-    uid, sep, gid = text.partition(":")
+def _user(text: str) -> tuple[str, str | None]:
+    """``-u USER[:GROUP]``: each a number or a name, looked up once the root is known."""
+    user, sep, group = text.partition(":")
+    if not user or (sep and not group):
+        raise argparse.ArgumentTypeError(f"{text!r}: give USER or USER:GROUP (numbers or names)")
+    return user, (group if sep else None)
+
+
+def _container_file(rootfs: str | None, path: str) -> str:
+    """The host path of the container's ``path``: the default root's /etc is the host's."""
+    if rootfs is None:
+        return path
+    from ._parent.config import resolve_in_root
+
+    return os.path.join(rootfs, resolve_in_root(rootfs, path).lstrip("/"))
+
+
+def _lookup(rootfs: str | None, path: str, name: str) -> list[str]:
+    """The fields of ``name``'s line in the container's ``path`` (passwd or group format).
+
+    Raises:
+        ValueError: no such line, or the file cannot be read.
+    """
+    where = _container_file(rootfs, path)
+    shown = path if rootfs is None else f"{path} of {rootfs}"
     try:
-        return int(uid), (int(gid) if sep else None)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r}: give UID or UID:GID as numbers (user names are not looked up in the container's files)"
-        ) from None
+        with open(where, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                fields = line.rstrip("\n").split(":")
+                if len(fields) >= 3 and fields[0] == name:
+                    return fields
+    except OSError as exc:
+        raise ValueError(f"-u: cannot look up {name!r}: {shown}: {exc.strerror}") from None
+    raise ValueError(f"-u: no {'user' if path.endswith('passwd') else 'group'} {name!r} in {shown}")
+
+
+def _ids(user: tuple[str, str | None], gid: int | None, rootfs: str | None) -> tuple[int, int | None]:
+    """``-u``'s uid and gid: numbers as given, names from the container's own
+    ``/etc/passwd`` and ``/etc/group`` (as docker does). A user name without a
+    group brings that user's primary group; ``-g`` wins over both.
+
+    Raises:
+        ValueError: a name that the container's files do not have.
+    """
+    name, group = user
+    primary: int | None = None
+    if name.isdigit():
+        uid = int(name)
+    else:
+        fields = _lookup(rootfs, "/etc/passwd", name)
+        try:
+            uid, primary = int(fields[2]), int(fields[3])
+        except (IndexError, ValueError):
+            raise ValueError(f"-u: the /etc/passwd line of {name!r} has no numeric uid and gid") from None
+    if gid is not None:
+        return uid, gid
+    if group is None:
+        return uid, primary
+    if group.isdigit():
+        return uid, int(group)
+    number = _lookup(rootfs, "/etc/group", group)[2]
+    if not number.isdigit():
+        raise ValueError(f"-u: the /etc/group line of {group!r} has no numeric gid")
+    return uid, int(number)
 
 
 def _env_file(path: str) -> list[str]:

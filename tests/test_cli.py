@@ -145,7 +145,23 @@ def test_docker_user_and_env_file_flags(busybox: str, host_dir: Path) -> None:
     assert "line 1" in one_clean_line(out.stderr)
 
 
-@pytest.mark.parametrize("flag", [["--bogus"], ["-u", "root"]])
+def test_user_names_are_looked_up_in_the_containers_files(busybox: str) -> None:
+    """``-u NAME[:GROUP]`` as docker: the root's own /etc/passwd and /etc/group."""
+    show = ["--", "sh", "-c", "echo $(id -u):$(id -g)"]
+    assert cli("-m", busybox, "-u", "user", *show).stdout == "1000:1000\n"
+    assert cli("-m", busybox, "-u", "user:root", *show).stdout == "1000:0\n"
+    assert cli("-m", busybox, "-u", "root:1000", *show).stdout == "0:1000\n"
+    assert cli("-m", busybox, "-u", "user", "-g", "5", *show).stdout == "1000:5\n"
+    out = cli("-m", busybox, "-u", "nobody", *show)
+    assert out.returncode == 125
+    assert one_clean_line(out.stderr) == f"supervisor: -u: no user 'nobody' in /etc/passwd of {busybox}"
+    out = cli("-m", busybox, "-u", "user:staff", *show)
+    assert one_clean_line(out.stderr) == f"supervisor: -u: no group 'staff' in /etc/group of {busybox}"
+    # The embedded default root's /etc is the host's.
+    assert cli("-u", "nobody", *show).stdout == "65534:65534\n"
+
+
+@pytest.mark.parametrize("flag", [["--bogus"], ["-u", "5:"]])
 def test_a_bad_run_flag_prints_runs_usage(flag: list[str]) -> None:
     out = cli(*flag, "--", "true")
     assert out.returncode == 2
