@@ -136,6 +136,14 @@ def _add_container_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "-v", "--volume", action="append", default=[], metavar="SRC:DST[:OPTS]", help="same as --add (docker's -v)"
     )
+    parser.add_argument(
+        "--tmpfs",
+        action="append",
+        default=[],
+        metavar="PATH[:OPTS]",
+        help="mount a tmpfs at PATH (docker's): OPTS size=, mode=, nr_inodes=, uid=, gid=, ro, exec;"
+        " always nosuid, nodev, and noexec unless exec; repeatable",
+    )
     parser.add_argument("--hostname", help="hostname (default: a random adjective-noun-N)")
     parser.add_argument(
         "-e", "--env", action="append", default=[], metavar="KEY[=VALUE]", help="set a variable (KEY alone: copy ours)"
@@ -385,6 +393,7 @@ def _spec_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -
         seccomp=args.seccomp,
         init=args.init,
         time_offsets=_time_offsets_from_args(args.time_offset),
+        tmpfs=dict(item.partition(":")[::2] for item in args.tmpfs),
     )
 
 

@@ -25,6 +25,7 @@ _SPEC_KEYS = frozenset(
     {
         "command", "rootfs", "hostname", "uid", "gid", "mounts", "env", "cwd", "read_only", "overlay",
         "grace_period", "cap_add", "cap_drop", "seccomp", "rlimits", "network", "ip", "subnet", "limits",
+        "tmpfs",
     }
 )  # fmt: skip
 

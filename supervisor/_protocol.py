@@ -332,6 +332,20 @@ class CgroupEntry:
 
 
 @dataclass(frozen=True)
+class Tmpfs:
+    """A tmpfs of the caller's (docker's ``--tmpfs``); always nosuid and nodev."""
+
+    path: str
+    """Container path (resolved inside the new root; created if missing in a filesystem of ours)."""
+    options: str
+    """The mount's data: ``size=``, ``mode=``, ``nr_inodes=``, ``uid=``, ``gid=`` (checked by ``Spec``)."""
+    read_only: bool
+    """Mounted read-only."""
+    exec: bool
+    """Programs may run from it; without it, ``noexec`` (docker's default)."""
+
+
+@dataclass(frozen=True)
 class TimeOffset:
     """One clock's offset in the container's time namespace (a line of
     ``/proc/PID/timens_offsets``), relative to the initial time namespace."""
@@ -421,6 +435,8 @@ class SpawnConfig:
     time_offsets: list[TimeOffset] = field(default_factory=list)
     """Its clock offsets (written before anyone enters it); none: the initial
     namespace's clocks."""
+    tmpfs: list[Tmpfs] = field(default_factory=list)
+    """The caller's tmpfs mounts, after the standard ones and before :attr:`binds`."""
     hosts: str | None = None
     """The text of the container's ``/etc/hosts``, written by PID 1 into its
     staging root and bound read-only over the root's own (before the caller's

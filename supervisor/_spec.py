@@ -28,6 +28,19 @@ TIME_OFFSET_CLOCKS = {"monotonic": time.CLOCK_MONOTONIC, "boottime": time.CLOCK_
 #: about 146 years for the shifted clock).
 TIME_OFFSET_MAX_S = 100 * 365 * 86400
 
+#: ``Spec.tmpfs`` options that are mount data, each with the form of its value.
+_TMPFS_DATA = {
+    "size": re.compile(r"^[0-9]+[kKmMgG%]?$"),
+    "nr_inodes": re.compile(r"^[0-9]+[kKmMgG]?$"),
+    "mode": re.compile(r"^[0-7]{3,4}$"),
+    "uid": re.compile(r"^[0-9]+$"),
+    "gid": re.compile(r"^[0-9]+$"),
+}
+#: ``Spec.tmpfs`` options that are mount flags.
+_TMPFS_FLAGS = ("ro", "rw", "exec", "noexec", "nosuid", "nodev")
+#: Most ``Spec.tmpfs`` entries.
+MAX_TMPFS = 8
+
 _HOSTNAME_RE = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*$")
 _ENV_KEY_RE = re.compile(r"^[^=\x00]+$")
 
@@ -276,6 +289,14 @@ class Spec:
             without offsets its clocks are the supervisor's. Offsets on a
             kernel without time namespaces are refused (``check_host``).
             ``CLOCK_REALTIME`` is never namespaced.
+        tmpfs: extra tmpfs mounts, docker's ``--tmpfs``: container path to
+            options, a comma-separated list of ``size=`` (bytes, or with
+            ``k``/``m``/``g`` or ``%`` of memory), ``mode=`` (octal),
+            ``nr_inodes=``, ``uid=``, ``gid=`` (container ids) and ``ro``,
+            ``rw``, ``exec``, ``noexec``. Always ``nosuid`` and ``nodev``, and
+            ``noexec`` unless ``exec`` is given, as in docker; an empty string is
+            a writable tmpfs of half the memory. Mounted after ``/tmp`` (which
+            one may replace) and before ``mounts`` (which may go inside one).
 
     Raises:
         TypeError: a field has the wrong type (the message names it).
@@ -307,6 +328,7 @@ class Spec:
     publish: Sequence[Publish] = ()
     init: bool = False
     time_offsets: Mapping[str, float] = field(default_factory=dict)
+    tmpfs: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -403,6 +425,30 @@ class Spec:
         self._validate_hardening()
         self._validate_network()
         self._validate_time_offsets()
+        self._validate_tmpfs()
+
+    def _validate_tmpfs(self) -> None:
+        """tmpfs: absolute paths, docker's options (data and flags), at most MAX_TMPFS."""
+        if not isinstance(self.tmpfs, Mapping):
+            raise TypeError("Spec.tmpfs must be a mapping of container path to options, such as {'/run': 'size=64m'}")
+        if len(self.tmpfs) > MAX_TMPFS:
+            raise _field_error("tmpfs", f"at most {MAX_TMPFS} tmpfs mounts")
+        out: dict[str, str] = {}
+        for path, options in self.tmpfs.items():
+            if not isinstance(path, str) or not isinstance(options, str):
+                raise TypeError("Spec.tmpfs keys (paths) and values (options) must be str")
+            if not path.startswith("/") or not path.strip("/") or "\x00" in path:
+                raise _field_error("tmpfs", f"{path!r} is not an absolute path below /")
+            for option in filter(None, options.split(",")):
+                name, sep, value = option.partition("=")
+                if sep and name in _TMPFS_DATA:
+                    if not _TMPFS_DATA[name].match(value):
+                        raise _field_error("tmpfs", f"{path}: {option!r} has a bad value")
+                elif sep or option not in _TMPFS_FLAGS:
+                    known = ", ".join([*_TMPFS_FLAGS, *(f"{k}=" for k in _TMPFS_DATA)])
+                    raise _field_error("tmpfs", f"{path}: unknown option {option!r} ({known})")
+            out[path] = options
+        object.__setattr__(self, "tmpfs", MappingProxyType(out))
 
     def _validate_time_offsets(self) -> None:
         """time_offsets: known clocks, finite numbers within TIME_OFFSET_MAX_S."""
@@ -591,6 +637,7 @@ class Spec:
             },
             "init": self.init,
             "time_offsets": dict(self.time_offsets),
+            "tmpfs": dict(self.tmpfs),
             "network": self.network,
             "ip": self.ip,
             "subnet": self.subnet,

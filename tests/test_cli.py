@@ -145,6 +145,15 @@ def test_docker_user_and_env_file_flags(busybox: str, host_dir: Path) -> None:
     assert "line 1" in one_clean_line(out.stderr)
 
 
+def test_tmpfs_flag(busybox: str) -> None:
+    out = cli("-m", busybox, "--tmpfs", "/mnt:size=2m", "--tmpfs", "/tmp", "--", "sh", "-c", "df -k /mnt | tail -1")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split()[1] == "2048"
+    out = cli("-m", busybox, "--tmpfs", "/mnt:suid", "--", "true")
+    assert out.returncode == 125
+    assert "unknown option 'suid'" in one_clean_line(out.stderr)
+
+
 def test_user_names_are_looked_up_in_the_containers_files(busybox: str) -> None:
     """``-u NAME[:GROUP]`` as docker: the root's own /etc/passwd and /etc/group."""
     show = ["--", "sh", "-c", "echo $(id -u):$(id -g)"]

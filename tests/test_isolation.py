@@ -494,6 +494,29 @@ async def test_id_mapping_asked_where_the_filesystem_has_none_is_an_error() -> N
     assert "no id-mapped mounts" in info.value.message
 
 
+async def test_tmpfs_mounts(root: Root, host_dir: Path) -> None:
+    """docker's --tmpfs: nosuid, nodev, noexec unless exec; size and mode; a bind may go inside."""
+    (host_dir / "f").write_text("inside\n")
+    # /mnt exists in the busybox root; below /tmp, ours, mount points are made.
+    tmpfs = {"/mnt": "size=1m,mode=0700", "/tmp/x": "exec", "/tmp/ro": "ro"}
+    script = "cat /mnt/in/f; touch /tmp/ro/a 2>/dev/null || echo ro-refused; cat /proc/self/mountinfo"
+    mounts = [Mount(str(host_dir), "/mnt/in", read_only=True)]
+    lines = (await sh(root, script, tmpfs=tmpfs, mounts=mounts)).split("\n")
+    assert lines[:2] == ["inside", "ro-refused"]
+    table = mountinfo("\n".join(lines[2:]))
+    for point in tmpfs:
+        assert table[point][0] == "tmpfs", point
+    flags = {point: set(table[point][1].split(",")) for point in tmpfs}
+    assert {"nosuid", "nodev", "noexec"} <= flags["/mnt"]
+    assert {"nosuid", "nodev"} <= flags["/tmp/x"]
+    assert "noexec" not in flags["/tmp/x"]
+    assert "ro" in flags["/tmp/ro"]
+    out = await sh(root, "stat -c %a /mnt; df -k /mnt | tail -1", tmpfs=tmpfs)
+    mode, df = out.split("\n", 1)
+    assert mode == "700"
+    assert df.split()[1] == "1024"
+
+
 async def test_bind_mount_onto_existing_rootfs_folder(busybox: str, host_dir: Path) -> None:
     (host_dir / "f").write_text("in mnt\n")
     out = await sh(Root("busybox", busybox), "cat /mnt/f", mounts=[Mount(str(host_dir), "/mnt", read_only=True)])

@@ -241,3 +241,21 @@ def test_mount_parse(text: str, expected: Mount) -> None:
 def test_mount_parse_rejects(text: str, exc: type[Exception], match: str) -> None:
     with pytest.raises(exc, match=match):
         Mount.parse(text)
+
+
+def test_tmpfs_options_are_checked() -> None:
+    spec = Spec(["true"], tmpfs={"/run": "size=64m,mode=1777,noexec", "/w": ""})
+    assert dict(spec.tmpfs) == {"/run": "size=64m,mode=1777,noexec", "/w": ""}
+    for tmpfs, match in (
+        ({"run": ""}, "absolute"),
+        ({"/": ""}, "absolute"),
+        ({"/run": "size=big"}, "bad value"),
+        ({"/run": "mode=999"}, "bad value"),
+        ({"/run": "suid"}, "unknown option 'suid'"),
+        ({"/run": "dev"}, "unknown option 'dev'"),
+        ({f"/t{i}": "" for i in range(9)}, "at most 8"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            Spec(["true"], tmpfs=tmpfs)
+    with pytest.raises(TypeError):
+        Spec(["true"], tmpfs=["/run"])  # type: ignore[arg-type]

@@ -377,6 +377,16 @@ void mounts_filesystems(struct sv_child *c)
         mount_tmpfs(c, "/root", "mode=0700");
         mount_tmpfs(c, "/home", "mode=0755");
     }
+    /* The caller's tmpfs mounts, after ours (one may replace /tmp) and before
+     * the binds (which may then go inside one). */
+    for (size_t i = 0; i < p->ntmpfs; i++) {
+        const struct sv_tmpfs *t = &p->tmpfs[i];
+        unsigned long flags = MS_NOSUID | MS_NODEV | (t->exec ? 0 : MS_NOEXEC) | (t->read_only ? MS_RDONLY : 0);
+        char target[SV_PATH_MAX];
+        mounts_point(c, t->path, 1, target, sizeof target);
+        sv_mount(c, "tmpfs", target, "tmpfs", flags, t->options);
+        rootfs_own(c, t->path);
+    }
     /* Before the caller's binds, so that one of /etc/hosts still wins. */
     if (p->hosts != NULL)
         mount_hosts(c);

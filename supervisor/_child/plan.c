@@ -198,6 +198,15 @@ static int read_rlimit(struct sv_arena *a, PyObject *item, void *out)
     return 0;
 }
 
+static int read_tmpfs(struct sv_arena *a, PyObject *item, void *out)
+{
+    struct sv_tmpfs *t = out;
+    return get_str(a, item, "path", &t->path, 0) || get_str(a, item, "options", &t->options, 0) ||
+                   get_bool(item, "read_only", &t->read_only) || get_bool(item, "exec", &t->exec)
+               ? -1
+               : 0;
+}
+
 static int read_time_offset(struct sv_arena *a, PyObject *item, void *out)
 {
     struct sv_time_offset *o = out;
@@ -344,6 +353,9 @@ int plan_fill(struct sv_plan *p, struct sv_arena *a, PyObject *cfg, const int *f
         PyErr_Format(PyExc_ValueError, "SpawnConfig.binds: at most %d id-mapped", SV_MAX_IDMAPPED);
         return -1;
     }
+    if (get_records(a, cfg, "tmpfs", sizeof(struct sv_tmpfs), read_tmpfs, &arr, &p->ntmpfs))
+        return -1;
+    p->tmpfs = arr;
     if (get_records(a, cfg, "rlimits", sizeof(struct sv_rlimit), read_rlimit, &arr, &p->nrlimits))
         return -1;
     p->rlimits = arr;

@@ -58,6 +58,13 @@ struct sv_rlimit {
     uint64_t soft, hard;
 };
 
+/* A tmpfs of the caller's (mounts.c). */
+struct sv_tmpfs {
+    const char *path;    /* container path */
+    const char *options; /* the mount's data */
+    int read_only, exec;
+};
+
 /* One line of /proc/PID/timens_offsets. */
 struct sv_time_offset {
     const char *clock; /* "monotonic" or "boottime" */
@@ -92,6 +99,8 @@ struct sv_plan {
     const struct sv_bind *binds;
     size_t nbinds;
     size_t nidmapped; /* binds with idmapped set */
+    const struct sv_tmpfs *tmpfs;
+    size_t ntmpfs;
     const char *const *masked;
     size_t nmasked;
     const char *const *readonly;

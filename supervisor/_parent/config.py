@@ -14,7 +14,7 @@ import os
 import resource
 import stat
 
-from .._protocol import Bind, Phase, Rlimit, SpawnConfig, SystemDir, TimeOffset
+from .._protocol import Bind, Phase, Rlimit, SpawnConfig, SystemDir, TimeOffset, Tmpfs
 from .._spec import TIME_OFFSET_CLOCKS, Spec
 from .._sys import constants as c
 from .._sys import linux
@@ -156,8 +156,22 @@ def build_config(
         # offsets on one without were refused by Spec.check_host).
         time_namespace=linux.has_time_namespaces(),
         time_offsets=time_offsets(spec) if linux.has_time_namespaces() else [],
+        tmpfs=[_tmpfs(path, options) for path, options in spec.tmpfs.items()],
         hosts=etc_hosts(spec, hostname) if etc_dir is None else None,
     )
+
+
+def _tmpfs(path: str, options: str) -> Tmpfs:
+    """A ``Spec.tmpfs`` entry as PID 1 mounts it: the flags apart from the mount's data."""
+    data, read_only, exec_ = [], False, False
+    for option in filter(None, options.split(",")):
+        if option in ("ro", "rw"):
+            read_only = option == "ro"
+        elif option in ("exec", "noexec"):
+            exec_ = option == "exec"
+        elif option not in ("nosuid", "nodev"):  # always so
+            data.append(option)
+    return Tmpfs(path, ",".join(data), read_only, exec_)
 
 
 def time_offsets(spec: Spec) -> list[TimeOffset]:
