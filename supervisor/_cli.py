@@ -146,6 +146,11 @@ def _add_container_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--hostname", help="hostname (default: a random adjective-noun-N)")
     parser.add_argument(
+        "--name",
+        help="the container's name (docker's): here its hostname, which names it in events, --json and"
+        " run-many's lists; same as --hostname",
+    )
+    parser.add_argument(
         "-e", "--env", action="append", default=[], metavar="KEY[=VALUE]", help="set a variable (KEY alone: copy ours)"
     )
     parser.add_argument(
@@ -369,10 +374,12 @@ def _spec_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -
     publish = [Publish.parse(p) for p in args.publish]
     limits, rlimits = _limits_from_args(args)
     uid, gid = _ids(args.uid, args.gid, args.rootfs)
+    if args.name is not None and args.hostname is not None and args.name != args.hostname:
+        raise ValueError("give --name or --hostname, not both: a container's name is its hostname")
     return Spec(
         command=cmd,
         rootfs=args.rootfs,
-        hostname=args.hostname,
+        hostname=args.hostname if args.hostname is not None else args.name,
         uid=uid,
         gid=gid,
         mounts=mounts,

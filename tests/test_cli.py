@@ -145,6 +145,16 @@ def test_docker_user_and_env_file_flags(busybox: str, host_dir: Path) -> None:
     assert "line 1" in one_clean_line(out.stderr)
 
 
+def test_name_flag_is_the_hostname(busybox: str) -> None:
+    out = cli("-m", busybox, "--name", "web-1", "--json", "--", "hostname")
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert (result["hostname"], result["stdout"]) == ("web-1", "web-1\n")
+    out = cli("-m", busybox, "--name", "a", "--hostname", "b", "--", "true")
+    assert out.returncode == 125
+    assert "not both" in one_clean_line(out.stderr)
+
+
 def test_tmpfs_flag(busybox: str) -> None:
     out = cli("-m", busybox, "--tmpfs", "/mnt:size=2m", "--tmpfs", "/tmp", "--", "sh", "-c", "df -k /mnt | tail -1")
     assert out.returncode == 0, out.stderr
