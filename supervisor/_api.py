@@ -288,7 +288,7 @@ class Supervisor:
         self,
         spec: Spec,
         *,
-        check: bool = False,
+        check: bool = True,
         capture_output: bool = True,
         input: bytes | None = None,
         stdin: int | None = None,
@@ -303,7 +303,9 @@ class Supervisor:
 
         Args:
             spec: what to run.
-            check: raise :class:`ContainerFailed` if the payload does not exit 0.
+            check: raise :class:`ContainerFailed` if the payload does not
+                exit 0 (the default, as trio's and anyio's ``run_process``);
+                ``False`` returns the :class:`Result` whatever the outcome.
             capture_output: collect stdout and stderr into the result; when
                 false they go to ``stdout``/``stderr`` (default: ours).
             input: bytes fed to the payload's stdin, then closed.
@@ -335,7 +337,8 @@ class Supervisor:
         Raises:
             SetupError: the container failed before its payload ran
                 (``error.result.reason == "setup_failed"``).
-            ContainerFailed: ``check`` is true and the payload failed.
+            ContainerFailed: ``check`` is true and the payload did not exit 0
+                (also on a timeout or an out-of-memory kill; ``.result`` has it).
             ValueError: the spec's host paths are missing, ``timeout`` is
                 negative or NaN, or the stdio arguments do not fit together
                 (``input`` with ``stdin``, ``stdout``/``stderr`` while
@@ -572,7 +575,7 @@ class Supervisor:
             setup_error.result = result
             raise setup_error
         if check and not result.ok:
-            raise ContainerFailed(result)
+            raise ContainerFailed(result, spec.command)
         return result
 
 
@@ -681,7 +684,7 @@ def _relay_terminal(
 async def run(
     spec: Spec,
     *,
-    check: bool = False,
+    check: bool = True,
     capture_output: bool = True,
     input: bytes | None = None,
     **kwargs: Any,
@@ -693,7 +696,8 @@ async def run(
 
     Args:
         spec: what to run.
-        check: raise :class:`ContainerFailed` if the payload does not exit 0.
+        check: raise :class:`ContainerFailed` if the payload does not exit 0
+            (the default); ``False`` returns the :class:`Result` whatever the outcome.
         capture_output: collect stdout and stderr into the result.
         input: bytes fed to the payload's stdin.
         **kwargs: further keywords of :meth:`Supervisor.run`.
@@ -703,7 +707,7 @@ async def run(
 
     Raises:
         SetupError: the container failed before its payload ran.
-        ContainerFailed: ``check`` is true and the payload failed.
+        ContainerFailed: ``check`` is true and the payload did not exit 0.
 
     **Cancellation:** as :meth:`Supervisor.run`.
     """

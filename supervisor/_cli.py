@@ -759,7 +759,7 @@ def run_stoppable(main: Callable[..., Awaitable[int]], *args: Any) -> int:
 
 
 async def _run_async(spec: Spec, args: argparse.Namespace) -> int:
-    from . import ContainerFailed, Supervisor, SupervisorError
+    from . import Supervisor, SupervisorError
 
     phases = _PhasePrinter(args.debug)
     on_phase = phases.on_phase if args.debug else None
@@ -775,6 +775,7 @@ async def _run_async(spec: Spec, args: argparse.Namespace) -> int:
                 run = functools.partial(
                     sup.run,
                     spec,
+                    check=False,
                     pass_fds=pass_fds,
                     timeout=args.timeout,
                     capture_output=args.json,
@@ -782,8 +783,6 @@ async def _run_async(spec: Spec, args: argparse.Namespace) -> int:
                     on_phase=on_phase,
                 )
                 result = await _start_and_wait(run, phases.started, started)
-    except ContainerFailed as exc:  # pragma: no cover - check is never set here
-        result = exc.result
     except (SupervisorError, ValueError, TypeError) as exc:
         return _failed(exc, spec, args)
     except BaseException:
@@ -842,7 +841,14 @@ async def _run_tty(
         async with trio.open_nursery() as nursery:
             container: Container = await nursery.start(
                 functools.partial(
-                    sup.run, spec, capture_output=False, stdin=0, on_phase=on_phase, timeout=timeout, pass_fds=pass_fds
+                    sup.run,
+                    spec,
+                    check=False,
+                    capture_output=False,
+                    stdin=0,
+                    on_phase=on_phase,
+                    timeout=timeout,
+                    pass_fds=pass_fds,
                 )
             )
             # TCSANOW, not setraw's default TCSAFLUSH: keys typed while the

@@ -175,7 +175,7 @@ async def _run_all(specs: list[Spec], parallel: int, as_json: bool, timeout: flo
 
     async def one(spec: Spec) -> None:
         try:
-            results.append(await sup.run(spec, timeout=timeout))
+            results.append(await sup.run(spec, check=False, timeout=timeout))
         except SetupError as exc:
             if exc.result is not None:
                 results.append(exc.result)

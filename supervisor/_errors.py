@@ -6,8 +6,8 @@ The hierarchy::
      ├── SetupError                  the container failed before its payload ran
      │                               (.phase, .errno, .result); never confused
      │                               with the payload's own exit status
-     ├── ContainerFailed             the payload ran and failed, with check=True
-     │                               (.result)
+     ├── ContainerFailed             the payload ran and failed, with check=True,
+     │                               the default (.result, .returncode, .stdout...)
      └── ProtocolError               PID 1 broke the setup protocol
 
 Invalid specs raise the standard :class:`ValueError`/:class:`TypeError`, naming
@@ -19,6 +19,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from ._protocol import Phase
     from ._result import Result
 
@@ -47,19 +49,34 @@ class SetupError(SupervisorError):
 
 
 class ContainerFailed(SupervisorError):
-    """The payload exited non-zero or was killed, and ``check=True`` was given.
+    """The payload did not exit 0, and ``check`` was true (the default).
+
+    It reads like :class:`subprocess.CalledProcessError`, which trio's and
+    anyio's ``run_process`` raise in the same case.
 
     Attributes:
         result: the :class:`~supervisor.Result` of the run.
+        returncode: the payload's exit status, or ``-N`` when signal ``N``
+            killed it (as :attr:`subprocess.Popen.returncode`).
+        cmd: the payload's command.
+        stdout: its captured standard output (``b""`` when not captured).
+        output: the same (``CalledProcessError``'s other name for it).
+        stderr: its captured standard error.
     """
 
-    def __init__(self, result: Result) -> None:
+    def __init__(self, result: Result, cmd: Sequence[str] = ()) -> None:
         if result.signal is not None:
             what = f"was killed by signal {result.signal}"
         else:
             what = f"exited with status {result.exit_code}"
-        super().__init__(f"container {result.hostname!r} {what} ({result.reason})")
+        why = {"timeout": " (timed out)", "oom": " (out of memory)"}.get(result.reason, "")
+        shown = f" {list(cmd)!r}" if cmd else ""
+        super().__init__(f"container {result.hostname!r}: command{shown} {what}{why}")
         self.result = result
+        self.cmd = tuple(cmd)
+        self.returncode = -result.signal if result.signal is not None else (result.exit_code or 0)
+        self.stdout = self.output = result.stdout
+        self.stderr = result.stderr
 
 
 class ProtocolError(SupervisorError):

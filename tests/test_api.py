@@ -66,17 +66,28 @@ async def test_run_one_shot(busybox: str) -> None:
 
 
 async def test_run_check(busybox: str) -> None:
+    """check is True by default, as trio's and anyio's run_process; the error reads like CalledProcessError."""
     with pytest.raises(ContainerFailed) as info:
-        await supervisor.run(Spec(["sh", "-c", "echo partial; exit 5"], rootfs=busybox), check=True)
-    assert info.value.result.exit_code == 5
-    assert info.value.result.stdout == b"partial\n"
-    assert "exited with status 5" in str(info.value)
-    assert isinstance(info.value, supervisor.SupervisorError)
-    # check=True with success returns normally.
-    result = await supervisor.run(Spec(["true"], rootfs=busybox), check=True)
+        await supervisor.run(Spec(["sh", "-c", "echo partial; echo oops >&2; exit 5"], rootfs=busybox))
+    error = info.value
+    assert error.result.exit_code == 5
+    assert (error.returncode, error.stdout, error.output, error.stderr) == (5, b"partial\n", b"partial\n", b"oops\n")
+    assert error.cmd == ("sh", "-c", "echo partial; echo oops >&2; exit 5")
+    assert "exited with status 5" in str(error)
+    assert isinstance(error, supervisor.SupervisorError)
+    with pytest.raises(ContainerFailed) as info:
+        await supervisor.run(Spec(["sh", "-c", "kill -KILL $$"], rootfs=busybox, init=True))
+    assert info.value.returncode == 137  # the init's 128+N, as a shell's
+    with pytest.raises(ContainerFailed) as info:
+        await supervisor.run(Spec(["sleep", "5"], rootfs=busybox, grace_period=0), timeout=0.2)
+    assert info.value.returncode == -9
+    assert "killed by signal 9 (timed out)" in str(info.value)
+    assert info.value.result.reason == "timeout"
+    # Success returns normally.
+    result = await supervisor.run(Spec(["true"], rootfs=busybox))
     assert result.ok
     # Without check a failure is just a result.
-    result = await supervisor.run(Spec(["false"], rootfs=busybox))
+    result = await supervisor.run(Spec(["false"], rootfs=busybox), check=False)
     assert (result.reason, result.exit_code, result.ok) == ("exited", 1, False)
 
 
@@ -124,7 +135,9 @@ async def test_twenty_concurrent_containers(busybox: str) -> None:
     results: dict[int, Result] = {}
 
     async def one(i: int) -> None:
-        results[i] = await sup.run(Spec(["sh", "-c", f"echo {i}; sleep 0.5; exit {i % 4}"], rootfs=busybox))
+        results[i] = await sup.run(
+            Spec(["sh", "-c", f"echo {i}; sleep 0.5; exit {i % 4}"], rootfs=busybox), check=False
+        )
 
     t0 = time.monotonic()
     async with supervisor.Supervisor() as sup, anyio.create_task_group() as tg:
@@ -241,7 +254,7 @@ async def test_new_session_without_a_terminal(busybox: str) -> None:
 
 async def test_kill_and_signal_through_the_handle(busybox: str) -> None:
     async with supervisor.Supervisor() as sup, anyio.create_task_group() as tg:
-        handle = await tg.start(sup.run, Spec(["sleep", "30"], rootfs=busybox))
+        handle = await tg.start(partial(sup.run, check=False), Spec(["sleep", "30"], rootfs=busybox))
         # PID 1 has no handler for SIGTERM: the kernel drops it.
         handle.terminate()
         handle.send_signal(signal.SIGUSR1)
@@ -252,7 +265,8 @@ async def test_kill_and_signal_through_the_handle(busybox: str) -> None:
         assert (result.reason, result.signal, result.exit_code) == ("signaled", signal.SIGKILL, None)
         # A signal PID 1 handles is delivered.
         handle = await tg.start(
-            sup.run, Spec(["sh", "-c", 'trap "exit 3" USR1; while :; do sleep 0.05; done'], rootfs=busybox)
+            partial(sup.run, check=False),
+            Spec(["sh", "-c", 'trap "exit 3" USR1; while :; do sleep 0.05; done'], rootfs=busybox),
         )
         await wait_for_handler(handle.pid, signal.SIGUSR1)
         handle.send_signal(signal.SIGUSR1)
@@ -363,7 +377,7 @@ async def test_pid1_is_the_supervisors_child_and_gone_after_it(busybox: str) -> 
     """Cloned from this process, reaped by it (through its pidfd)."""
     async with anyio.create_task_group() as tg:
         async with supervisor.Supervisor() as sup:
-            handle = await tg.start(partial(sup.run, Spec(["sleep", "1000"], rootfs=busybox)))
+            handle = await tg.start(partial(sup.run, Spec(["sleep", "1000"], rootfs=busybox), check=False))
             pid, start = handle.pid, proc_start_time(handle.pid)
             with open(f"/proc/{pid}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
@@ -376,7 +390,7 @@ async def test_pid1_is_the_supervisors_child_and_gone_after_it(busybox: str) -> 
 async def test_supervisor_exit_kills_what_is_left(busybox: str) -> None:
     async with anyio.create_task_group() as tg:
         async with supervisor.Supervisor() as sup:
-            handle = await tg.start(partial(sup.run, Spec(["sleep", "1000"], rootfs=busybox)))
+            handle = await tg.start(partial(sup.run, Spec(["sleep", "1000"], rootfs=busybox), check=False))
             pid, start = handle.pid, proc_start_time(handle.pid)
         with anyio.fail_after(5):
             result = await handle.wait()
@@ -391,9 +405,9 @@ async def test_supervisor_exit_stops_what_is_left_gracefully(busybox: str) -> No
     survives_term = 'trap "echo term" TERM; while :; do sleep 0.05; done'
     async with anyio.create_task_group() as tg:
         async with supervisor.Supervisor() as sup:
-            polite = await tg.start(partial(sup.run, Spec(["sh", "-c", exits_on_term], rootfs=busybox)))
+            polite = await tg.start(partial(sup.run, Spec(["sh", "-c", exits_on_term], rootfs=busybox), check=False))
             spec = Spec(["sh", "-c", survives_term], rootfs=busybox, grace_period=0.5)
-            stubborn = await tg.start(sup.run, spec)
+            stubborn = await tg.start(partial(sup.run, check=False), spec)
             await wait_for_handler(polite.pid, signal.SIGTERM)
             await wait_for_handler(stubborn.pid, signal.SIGTERM)
             t0 = time.monotonic()

@@ -74,7 +74,7 @@ async def test_init_holds_only_its_signalfd(busybox: str) -> None:
     """The init keeps none of the payload's descriptors: its pipes see
     end-of-file when the payload closes them, not when the init exits."""
     async with supervisor.Supervisor() as sup, anyio.create_task_group() as tg:
-        handle = await tg.start(sup.run, Spec(["sleep", "100"], rootfs=busybox, init=True))
+        handle = await tg.start(partial(sup.run, check=False), Spec(["sleep", "100"], rootfs=busybox, init=True))
         fds = os.listdir(f"/proc/{handle.pid}/fd")
         assert len(fds) == 1
         assert os.readlink(f"/proc/{handle.pid}/fd/{fds[0]}") == "anon_inode:[signalfd]"
@@ -101,9 +101,9 @@ async def test_an_idle_init_has_no_memory_of_its_own(busybox: str) -> None:
     (CLONE_VM): it costs no pages of its own, however much the supervisor
     works meanwhile; the payload has a memory of its own."""
     async with supervisor.Supervisor() as sup, anyio.create_task_group() as tg:
-        handle = await tg.start(sup.run, Spec(["sleep", "100"], rootfs=busybox, init=True))
+        handle = await tg.start(partial(sup.run, check=False), Spec(["sleep", "100"], rootfs=busybox, init=True))
         for _ in range(20):
-            assert (await sup.run(Spec(["true"], rootfs=busybox, env={"PAD": "x" * 4096}))).ok
+            assert (await sup.run(Spec(["true"], rootfs=busybox, env={"PAD": "x" * 4096}), check=False)).ok
         assert _same_memory(handle.pid, os.getpid())
         with open(f"/proc/{handle.pid}/task/{handle.pid}/children") as f:
             (payload,) = (int(p) for p in f.read().split())
@@ -120,7 +120,7 @@ async def test_an_idle_init_has_no_memory_of_its_own(busybox: str) -> None:
 )
 async def test_exit_status_passes_through(busybox: str, script: str, code: int) -> None:
     """The container exits with the payload's code, or 128+N for signal N."""
-    result = await supervisor.run(Spec(["sh", "-c", script], rootfs=busybox, init=True))
+    result = await supervisor.run(Spec(["sh", "-c", script], rootfs=busybox, init=True), check=False)
     assert (result.reason, result.exit_code, result.signal) == ("exited", code, None)
 
 
@@ -131,7 +131,9 @@ async def test_orphaned_zombies_are_reaped(busybox: str) -> None:
     script = 'sh -c "sleep 0.1 &"; exec sleep 30'
     for init, zombies in ((True, 0), (False, 1)):
         async with supervisor.Supervisor() as sup, anyio.create_task_group() as tg:
-            handle = await tg.start(sup.run, Spec(["sh", "-c", script], rootfs=busybox, init=init))
+            handle = await tg.start(
+                partial(sup.run, check=False), Spec(["sh", "-c", script], rootfs=busybox, init=init)
+            )
             # PID 1 and the payload's sleep 30 (the same process without init),
             # and the orphan's zombie unless it was reaped.
             settled = partial(zombies_settled, handle.pid, 2 - (not init) + zombies, zombies)
@@ -202,7 +204,7 @@ async def test_signals_are_forwarded_and_the_init_survives_many(busybox: str) ->
     )
     spec = Spec(["sh", "-c", script], rootfs=busybox, init=True)
     async with supervisor.Supervisor() as sup, anyio.create_task_group() as tg:
-        handle = await tg.start(partial(sup.run, spec, capture_output=False, stdout=supervisor.PIPE))
+        handle = await tg.start(partial(sup.run, spec, capture_output=False, stdout=supervisor.PIPE, check=False))
         assert handle.stdout is not None
         assert await handle.stdout.receive(6) == b"ready\n"
         for sig in (signal.SIGUSR1, signal.SIGUSR2, signal.SIGHUP, signal.SIGWINCH):
@@ -244,7 +246,7 @@ async def test_death_at_execve_is_still_a_setup_failure(host_dir: Path, busybox:
     rule = {"names": ["execve"], "action": "SCMP_ACT_KILL_PROCESS"}
     kills_execve.write_text(json.dumps({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [rule]}))
     with pytest.raises(SetupError) as info:
-        await supervisor.run(Spec(["true"], rootfs=busybox, seccomp=str(kills_execve), init=True))
+        await supervisor.run(Spec(["true"], rootfs=busybox, seccomp=str(kills_execve), init=True), check=False)
     assert info.value.phase is Phase.EXEC
     assert "died before execve" in info.value.message
     assert "31" in info.value.message
@@ -254,7 +256,7 @@ async def test_death_at_execve_is_still_a_setup_failure(host_dir: Path, busybox:
     kills_uname = host_dir / "kills-uname.json"
     rule = {"names": ["uname"], "action": "SCMP_ACT_KILL_PROCESS"}
     kills_uname.write_text(json.dumps({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [rule]}))
-    result = await supervisor.run(Spec(["uname"], rootfs=busybox, seccomp=str(kills_uname), init=True))
+    result = await supervisor.run(Spec(["uname"], rootfs=busybox, seccomp=str(kills_uname), init=True), check=False)
     assert (result.reason, result.exit_code) == ("exited", 128 + signal.SIGSYS)
 
 
@@ -302,14 +304,14 @@ async def test_init_and_payload_are_not_dumpable(busybox: str) -> None:
     """Nothing in the container can read the init's memory: it is never made
     dumpable again (its /proc files belong to the host's root)."""
     async with supervisor.Supervisor() as sup, anyio.create_task_group() as tg:
-        handle = await tg.start(sup.run, Spec(["sleep", "100"], rootfs=busybox, init=True))
+        handle = await tg.start(partial(sup.run, check=False), Spec(["sleep", "100"], rootfs=busybox, init=True))
         assert os.stat(f"/proc/{handle.pid}/status").st_uid == 0  # non-dumpable: owned by root
         (payload,) = children(handle.pid)
         assert os.stat(f"/proc/{payload}/status").st_uid == 100_000  # after execve: its own uid
         handle.kill()
         await handle.wait()
     script = "for f in exe maps mem ns/time; do readlink /proc/1/$f || head -c1 /proc/1/$f || echo no-$f; done"
-    result = await supervisor.run(Spec(["sh", "-c", script], rootfs=busybox, init=True))
+    result = await supervisor.run(Spec(["sh", "-c", script], rootfs=busybox, init=True), check=False)
     assert result.stdout.split() == [b"no-exe", b"no-maps", b"no-mem", b"no-ns/time"], result
 
 

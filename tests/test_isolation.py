@@ -63,7 +63,8 @@ def root(request: pytest.FixtureRequest) -> Root:
 
 
 async def run(root: Root, command: list[str], *, input: bytes | None = None, **spec: Any) -> Result:
-    return await supervisor.run(Spec(command, rootfs=root.rootfs, **spec), input=input)
+    """The result whatever the payload's outcome (``check=False``)."""
+    return await supervisor.run(Spec(command, rootfs=root.rootfs, **spec), input=input, check=False)
 
 
 async def sh(root: Root, script: str, *, input: bytes | None = None, **spec: Any) -> str:
@@ -160,18 +161,20 @@ async def test_hostname_resolves() -> None:
 async def test_hosts_file_follows_the_root(busybox: str, host_dir: Path) -> None:
     """A rootfs without /etc/hosts keeps none (nothing created in it); a caller's bind wins."""
     for overlay in (False, True):
-        result = await supervisor.run(Spec(["cat", "/etc/hosts"], rootfs=busybox, overlay=overlay, hostname="bb"))
+        result = await supervisor.run(
+            Spec(["cat", "/etc/hosts"], rootfs=busybox, overlay=overlay, hostname="bb"), check=False
+        )
         assert result.reason == "exited", overlay
         assert result.exit_code != 0, overlay
     own = host_dir / "root"
     shutil.copytree(busybox, own, symlinks=True)
     (own / "etc" / "hosts").write_text("# the rootfs's own\n")
-    result = await supervisor.run(Spec(["cat", "/etc/hosts"], rootfs=str(own), hostname="bb"))
+    result = await supervisor.run(Spec(["cat", "/etc/hosts"], rootfs=str(own), hostname="bb"), check=False)
     assert "127.0.1.1\tbb\n" in result.stdout.decode()
     assert (own / "etc" / "hosts").read_text() == "# the rootfs's own\n"
     (host_dir / "hosts").write_text("10.1.2.3 mine\n")
     result = await supervisor.run(
-        Spec(["cat", "/etc/hosts"], hostname="bb", mounts=[Mount(str(host_dir / "hosts"), "/etc/hosts")])
+        Spec(["cat", "/etc/hosts"], hostname="bb", mounts=[Mount(str(host_dir / "hosts"), "/etc/hosts")]), check=False
     )
     assert result.stdout == b"10.1.2.3 mine\n"
 
@@ -229,7 +232,7 @@ async def test_payload_ids(root: Root, uid: int, gid: int | None) -> None:
 async def test_host_view_of_payload_ids(busybox: str) -> None:
     spec = Spec(["sleep", "30"], rootfs=busybox, uid=1000, gid=1234, map_base=200_000, map_size=5000)
     async with supervisor.Supervisor() as sup, anyio.create_task_group() as tg:
-        handle = await tg.start(sup.run, spec)
+        handle = await tg.start(partial(sup.run, check=False), spec)
         with open(f"/proc/{handle.pid}/status") as f:
             status = dict(line.split(":", 1) for line in f)
         with open(f"/proc/{handle.pid}/uid_map") as f:
@@ -706,7 +709,7 @@ async def test_exit_codes(root: Root, code: int) -> None:
 
 async def test_killed_by_a_signal() -> None:
     # A real fault is delivered even to PID 1 (a kill() from inside is not).
-    result = await supervisor.run(Spec(["python3", "-c", "import ctypes; ctypes.string_at(0)"]))
+    result = await supervisor.run(Spec(["python3", "-c", "import ctypes; ctypes.string_at(0)"]), check=False)
     assert (result.reason, result.exit_code, result.signal) == ("signaled", None, 11)
     assert not result.ok
 

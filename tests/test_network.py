@@ -356,7 +356,7 @@ async def test_published_port_survives_running_out_of_fds() -> None:
     spec = py(SERVER, "8000", "10", network="bridge", hostname="pub", publish=[f"{port}:8000"])
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     async with Supervisor() as sup, trio.open_nursery() as nursery:
-        container = await nursery.start(sup.run, spec)
+        container = await nursery.start(partial(sup.run, check=False), spec)
         with trio.fail_after(20):  # until the server in the container listens
             while not await _ask(await trio.open_tcp_stream("127.0.0.1", port), b"ready"):
                 await trio.sleep(0.05)
@@ -388,7 +388,7 @@ async def test_host_to_container_through_published_udp_port() -> None:
     port = _free_port()
     spec = py(UDP_ECHO, "5353", network="bridge", publish=[Publish(port, 5353, "udp")])
     async with Supervisor() as sup, trio.open_nursery() as nursery:
-        container = await nursery.start(sup.run, spec)
+        container = await nursery.start(partial(sup.run, check=False), spec)
         sock = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         with sock:
             await sock.connect(("127.0.0.1", port))
@@ -405,10 +405,12 @@ async def test_host_to_container_through_published_udp_port() -> None:
 
 async def test_fixed_ip_and_collision() -> None:
     async with Supervisor() as sup, trio.open_nursery() as nursery:
-        first = await nursery.start(sup.run, Spec(["sleep", "30"], network="bridge", ip="10.88.200.200"))
+        first = await nursery.start(
+            partial(sup.run, check=False), Spec(["sleep", "30"], network="bridge", ip="10.88.200.200")
+        )
         assert first.addresses == ("10.88.200.200",)
         with pytest.raises(SetupError) as info:
-            await sup.run(Spec(["true"], network="bridge", ip="10.88.200.200"))
+            await sup.run(Spec(["true"], network="bridge", ip="10.88.200.200"), check=False)
         assert info.value.phase == Phase.NETWORK
         assert "already in use" in info.value.message
         first.kill()
@@ -469,7 +471,10 @@ async def test_dead_owners_lease_is_reclaimed() -> None:
 async def test_concurrent_supervisors_get_distinct_addresses() -> None:
     """Another supervisor *process* allocates from the same subnet while ours hold addresses."""
     async with Supervisor() as sup, trio.open_nursery() as nursery:
-        ours = [await nursery.start(sup.run, Spec(["sleep", "30"], network="bridge")) for _ in range(3)]
+        ours = [
+            await nursery.start(partial(sup.run, check=False), Spec(["sleep", "30"], network="bridge"))
+            for _ in range(3)
+        ]
         code = "import socket; print(socket.gethostbyname(socket.gethostname()))"
         env = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(supervisor.__file__))}
         other = await trio.run_process(
@@ -597,14 +602,14 @@ async def _leave_an_orphaned_socket(sup: Supervisor, nursery: trio.Nursery) -> t
     """
     before = _our_links()
     server = await nursery.start(
-        partial(sup.run, py(ORPHAN_SERVER, network="bridge"), capture_output=False, stdout=supervisor.PIPE)
+        partial(sup.run, py(ORPHAN_SERVER, network="bridge"), check=False, capture_output=False, stdout=supervisor.PIPE)
     )
     assert server.stdout is not None
     assert await server.stdout.receive() == b"ready\n"
     server_links = _our_links() - before
     spec = py(ORPHAN_CLIENT, server.addresses[0], network="bridge")
     client = await nursery.start(
-        partial(sup.run, spec, capture_output=False, stdin=supervisor.PIPE, stdout=supervisor.PIPE)
+        partial(sup.run, spec, check=False, capture_output=False, stdin=supervisor.PIPE, stdout=supervisor.PIPE)
     )
     assert client.stdout is not None
     assert client.stdin is not None
@@ -630,7 +635,7 @@ async def test_veth_held_by_an_orphaned_socket_is_deleted() -> None:
         assert client_veth <= _our_links(), "expected the orphaned socket to keep the veth (kernel behaviour)"
         # ... until the janitor deletes it, while the supervisor goes on.
         assert await _wait_gone(client_veth, network.VETH_GRACE + 5)
-        assert (await sup.run(Spec(["true"]))).ok
+        assert (await sup.run(Spec(["true"]), check=False)).ok
 
 
 async def test_supervisor_exit_deletes_veths_the_kernel_kept() -> None:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import inspect
+import os
+import pathlib
+import re
 import subprocess
 import sys
 import types
@@ -84,3 +87,17 @@ def test_importing_supervisor_does_not_load_test_helpers() -> None:
     code = "import sys, supervisor; print('supervisor.testing' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_readme_example_prints_what_it_says(tmp_path: pathlib.Path) -> None:
+    """The README's Python example runs, and prints the lines its comments show."""
+    readme = (pathlib.Path(__file__).parent.parent / "README.md").read_text()
+    code = readme.split("```python\n", 1)[1].split("```", 1)[0]
+    env = {**os.environ, "PYTHONPATH": str(pathlib.Path(supervisor.__file__).parent.parent)}
+    argv = [sys.executable, "-c", code]
+    out = subprocess.run(argv, check=False, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60)
+    assert out.returncode == 0, out.stderr
+    first, second, third = out.stdout.splitlines()
+    assert re.fullmatch(r"0 \['[a-z]+-[a-z]+-\d+', '0'\]", first), first
+    assert second == "exited 1"
+    assert re.fullmatch(r"[a-z]+-[a-z]+-\d+ \d+", third), third

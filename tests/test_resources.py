@@ -56,7 +56,7 @@ async def test_memory_hog_ends_the_whole_container_with_oom() -> None:
     hog = "python3 -c 'a = []\nwhile True: a.append(bytearray(1 << 20))'; sleep 30"
     async with Supervisor() as sup:
         t = time.monotonic()
-        result = await sup.run(Spec(["sh", "-c", hog], limits=Limits(memory_bytes=parse_size("48M"))))
+        result = await sup.run(Spec(["sh", "-c", hog], limits=Limits(memory_bytes=parse_size("48M"))), check=False)
     assert result.reason == "oom"
     assert result.oom_killed
     assert result.signal == 9
@@ -140,7 +140,7 @@ async def test_timeout_kills_the_tree(busybox: str, pid1: str) -> None:
     spec = Spec(["sh", "-c", tree], rootfs=busybox, grace_period=0.5)
     async with Supervisor() as sup, anyio.create_task_group() as tg:
         t = time.monotonic()
-        handle = await tg.start(partial(sup.run, spec, timeout=1.5))
+        handle = await tg.start(partial(sup.run, spec, timeout=1.5, check=False))
         # PID 1 and the three long sleeps (the loop's short ones come and go).
         while True:
             tree_pids = descendants(handle.pid)
@@ -162,7 +162,7 @@ async def test_timeout_kills_the_tree(busybox: str, pid1: str) -> None:
 
 async def test_timeout_during_setup_is_a_timeout() -> None:
     async with Supervisor() as sup:
-        result = await sup.run(Spec(["true"]), timeout=0)
+        result = await sup.run(Spec(["true"]), timeout=0, check=False)
     assert result.reason == "timeout"
 
 
@@ -172,7 +172,7 @@ async def test_timeout_during_setup_of_a_started_run_gives_its_result() -> None:
     timeout's."""
     async with Supervisor() as sup, anyio.create_task_group() as tg:
         for timeout in (0, 0.0005):
-            handle = await tg.start(partial(sup.run, Spec(["sleep", "1"]), timeout=timeout))
+            handle = await tg.start(partial(sup.run, Spec(["sleep", "1"]), timeout=timeout, check=False))
             result = await handle.wait()
             assert result.reason == "timeout", result
 
