@@ -118,8 +118,37 @@ class Container:
         fcntl.ioctl(self._proc.pty_master, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
 
     def terminate(self) -> None:
-        """SIGTERM PID 1."""
+        """SIGTERM PID 1 (which ignores it without a handler: see :meth:`stop`)."""
         self._proc.send_signal(15)
+
+    async def stop(self, grace: float | None = None) -> Result:
+        """Stop the container as the supervisor does, then wait for its result.
+
+        ``docker stop``: SIGTERM if PID 1 handles it (a PID 1 without a handler
+        ignores it, so it gets SIGKILL at once, unless ``Spec.init``), up to
+        ``grace`` seconds for it to exit, then SIGKILL. The payload's exit
+        after a stop is no failure for the run's ``check``.
+
+        Args:
+            grace: seconds between SIGTERM and SIGKILL (default:
+                ``Spec.grace_period``).
+
+        Returns:
+            its :class:`Result` (``reason`` as the exit was: ``"exited"`` or
+            ``"signaled"``).
+
+        Raises:
+            ValueError: ``grace`` is negative or NaN.
+
+        **Cancellation:** the stop itself is shielded (PID 1 is always
+        SIGKILLed and reaped once it began); cancelling the wait for the result
+        that follows does not affect the run.
+        """
+        if grace is not None and not grace >= 0:
+            raise ValueError(f"grace must be a number of seconds, 0 or more (not {grace!r})")
+        self._proc.stopped_by_caller = True
+        await self._proc.stop(self._proc.grace_period if grace is None else grace)
+        return await self.wait()
 
     async def wait(self) -> Result:
         """Wait until the container has exited and been cleaned up.
@@ -574,7 +603,7 @@ class Supervisor:
         if setup_error is not None:
             setup_error.result = result
             raise setup_error
-        if check and not result.ok:
+        if check and not result.ok and not proc.stopped_by_caller:
             raise ContainerFailed(result, spec.command)
         return result
 

@@ -276,6 +276,38 @@ async def test_kill_and_signal_through_the_handle(busybox: str) -> None:
         handle.send_signal(signal.SIGTERM)
 
 
+async def test_stop_through_the_handle(busybox: str) -> None:
+    """docker stop: SIGTERM to a PID 1 that handles it, the grace, SIGKILL; no check failure."""
+    handles_term = Spec(["sh", "-c", 'trap "exit 3" TERM; while :; do sleep 0.05; done'], rootfs=busybox)
+    async with supervisor.Supervisor() as sup, anyio.create_task_group() as tg:
+        handle = await tg.start(sup.run, handles_term)  # check=True: a stop is no failure
+        await wait_for_handler(handle.pid, signal.SIGTERM)
+        result = await handle.stop(grace=10)
+        assert (result.reason, result.exit_code) == ("exited", 3)
+        # Without a handler PID 1 would ignore SIGTERM: SIGKILL at once, not after the grace.
+        handle = await tg.start(sup.run, Spec(["sleep", "30"], rootfs=busybox))
+        t0 = time.monotonic()
+        result = await handle.stop(grace=10)
+        assert time.monotonic() - t0 < 5
+        assert (result.reason, result.signal) == ("signaled", signal.SIGKILL)
+        # With the init, the payload gets the SIGTERM (and dies of it).
+        handle = await tg.start(sup.run, Spec(["sleep", "30"], rootfs=busybox, init=True))
+        result = await handle.stop()
+        assert (result.reason, result.exit_code) == ("exited", 128 + signal.SIGTERM)
+        # A stop of an exited container returns its result.
+        assert await handle.stop() is result
+        # A payload whose handler does not exit gets the SIGKILL after the grace.
+        stays = Spec(["sh", "-c", 'trap "echo term" TERM; while :; do sleep 0.05; done'], rootfs=busybox)
+        handle = await tg.start(sup.run, stays)
+        await wait_for_handler(handle.pid, signal.SIGTERM)
+        t0 = time.monotonic()
+        result = await handle.stop(grace=0.3)
+        assert 0.3 <= time.monotonic() - t0 < 5
+        assert (result.reason, result.signal) == ("signaled", signal.SIGKILL)
+        with pytest.raises(ValueError, match="grace"):
+            await handle.stop(grace=-1)
+
+
 async def test_setup_error_propagates_out_of_start(busybox: str) -> None:
     async with supervisor.Supervisor() as sup, anyio.create_task_group() as tg:
         with pytest.raises(SetupError) as info:

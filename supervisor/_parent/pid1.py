@@ -152,6 +152,9 @@ class Pid1:
         self.last_phase = Phase.SPAWNED
         self.running = False
         self.stopped_by_us = False
+        #: Stopped through its handle (``Container.stop``): the result says how
+        #: it exited (not "cancelled"), and that exit is no failure for ``check``.
+        self.stopped_by_caller = False
         #: Seconds between SIGTERM and SIGKILL when the supervisor stops it.
         self.grace_period = grace_period
         self.pty_master = -1
@@ -430,7 +433,7 @@ def run_result(
             # an OOM kill of another process that PID 1 survived is only
             # Result.oom_killed.
             reason = "oom"
-        elif proc.stopped_by_us:
+        elif proc.stopped_by_us and not proc.stopped_by_caller:
             reason = "cancelled"
         else:
             reason = "exited" if exit_code is not None else "signaled"
