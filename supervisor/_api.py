@@ -326,6 +326,7 @@ class Supervisor:
         on_phase: PhaseCallback | None = None,
         timeout: float | None = None,
         pass_fds: Sequence[int] = (),
+        max_output: int | None = None,
         task_status: TaskStatus[Container] = anyio.TASK_STATUS_IGNORED,
     ) -> Result:
         """Run one container to completion.
@@ -355,6 +356,13 @@ class Supervisor:
                 crun's ``--preserve-fds`` and systemd's socket activation
                 (at most 32). No other fd of the caller or of the supervisor
                 ever reaches the container.
+            max_output: keep at most this many bytes of each captured stream
+                (stdout, stderr; also a terminal's output), the *last* ones:
+                the oldest are dropped as new ones come, and counted in
+                :attr:`Result.stdout_dropped` / ``stderr_dropped``. The payload
+                is never slowed by it. ``None`` (the default): everything,
+                which for a payload that prints without end is the
+                supervisor's memory.
             task_status: set by ``nursery.start``/``TaskGroup.start``, which
                 then returns a :class:`Container` once setup succeeded (or
                 once the timeout ended the run during setup: the container's
@@ -369,7 +377,7 @@ class Supervisor:
             ContainerFailed: ``check`` is true and the payload did not exit 0
                 (also on a timeout or an out-of-memory kill; ``.result`` has it).
             ValueError: the spec's host paths are missing, ``timeout`` is
-                negative or NaN, or the stdio arguments do not fit together
+                negative or NaN, ``max_output`` negative, or the stdio arguments do not fit together
                 (``input`` with ``stdin``, ``stdout``/``stderr`` while
                 capturing, :data:`PIPE` with a terminal).
 
@@ -388,11 +396,24 @@ class Supervisor:
             raise ValueError("Spec.tty: the terminal is the payload's stdio; stdin/stdout/stderr=PIPE need tty=False")
         if timeout is not None and not timeout >= 0:
             raise ValueError(f"timeout must be a number of seconds, 0 or more (not {timeout!r})")
+        if max_output is not None and (not isinstance(max_output, int) or max_output < 0):
+            raise ValueError(f"max_output must be a number of bytes, 0 or more (not {max_output!r})")
         passed = _checked_pass_fds(pass_fds)
         spec.check_host()
         async with self._limiter if self._limiter is not None else contextlib.nullcontext():
             return await self._run(
-                spec, check, capture_output, input, stdin, stdout, stderr, on_phase, task_status, timeout, passed
+                spec,
+                check,
+                capture_output,
+                input,
+                stdin,
+                stdout,
+                stderr,
+                on_phase,
+                task_status,
+                timeout,
+                passed,
+                max_output,
             )
 
     async def _run(
@@ -408,6 +429,7 @@ class Supervisor:
         task_status: TaskStatus[Container],
         timeout: float | None = None,
         pass_fds: tuple[int, ...] = (),
+        max_output: int | None = None,
     ) -> Result:
         t0 = time.monotonic_ns()
         deadline = math.inf if timeout is None else anyio.current_time() + timeout
@@ -444,8 +466,8 @@ class Supervisor:
         )
         child_fds: list[int] = [ctl_child.detach()]
         ours: list[int] = []  # our ends of pipes
-        out_chunks: list[bytes] = []
-        err_chunks: list[bytes] = []
+        out_chunks = streams.Capture(max_output)
+        err_chunks = streams.Capture(max_output)
         done = anyio.Event()
         handle = Container(proc, hostname, done, resources)
         reason: Reason | None = None
@@ -589,8 +611,9 @@ class Supervisor:
                     ending,
                     usage,
                     setup_error,
-                    stdout=b"".join(out_chunks),
-                    stderr=b"".join(err_chunks),
+                    stdout=out_chunks.value(),
+                    stderr=err_chunks.value(),
+                    dropped=(out_chunks.dropped, err_chunks.dropped),
                 )
                 handle._result = result
                 if events.has_subscribers:  # the JSON form costs every run ~0.05 ms otherwise
@@ -682,7 +705,7 @@ def _relay_terminal(
     tg: anyio.abc.TaskGroup,
     master: int,
     capture: bool,
-    chunks: list[bytes],
+    chunks: streams.Capture,
     input: bytes | None,
     stdin: int | None,
     stdout: int | None,

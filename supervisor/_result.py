@@ -43,6 +43,9 @@ class Result:
         peak_memory_bytes: the container's peak memory use (from its cgroup;
             ``None`` where the kernel does not report it).
         oom_killed: whether the OOM killer struck inside the container.
+        stdout_dropped: bytes dropped from the start of :attr:`stdout` to keep
+            it within ``max_output`` (0: it is whole).
+        stderr_dropped: likewise for :attr:`stderr`.
     """
 
     id: str
@@ -60,6 +63,8 @@ class Result:
     cpu_system_s: float | None = None
     peak_memory_bytes: int | None = None
     oom_killed: bool = False
+    stdout_dropped: int = 0
+    stderr_dropped: int = 0
 
     @property
     def ok(self) -> bool:
@@ -91,4 +96,6 @@ class Result:
             "cpu_system_s": None if self.cpu_system_s is None else round(self.cpu_system_s, 6),
             "peak_memory_bytes": self.peak_memory_bytes,
             "oom_killed": self.oom_killed,
+            "stdout_dropped": self.stdout_dropped,
+            "stderr_dropped": self.stderr_dropped,
         }

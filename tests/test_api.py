@@ -276,6 +276,31 @@ async def test_kill_and_signal_through_the_handle(busybox: str) -> None:
         handle.send_signal(signal.SIGTERM)
 
 
+async def test_max_output_keeps_the_last_bytes(busybox: str) -> None:
+    """A payload that prints 20 MB costs the supervisor max_output bytes; the end is kept."""
+    script = "head -c 20000000 /dev/zero; echo the end; echo err >&2"
+    result = await supervisor.run(Spec(["sh", "-c", script], rootfs=busybox), max_output=1000)
+    assert len(result.stdout) == 1000
+    assert result.stdout.endswith(b"\0the end\n")
+    assert result.stdout_dropped == 20_000_000 + len(b"the end\n") - 1000
+    assert (result.stderr, result.stderr_dropped) == (b"err\n", 0)
+    assert result.to_json()["stdout_dropped"] == result.stdout_dropped
+    with pytest.raises(ValueError, match="max_output"):
+        await supervisor.run(Spec(["true"], rootfs=busybox), max_output=-1)
+
+
+def test_capture_drops_from_the_start() -> None:
+    from supervisor._parent.streams import Capture
+
+    capture = Capture(5)
+    for data in (b"abc", b"defg", b"", b"hijklmnop", b"q"):
+        capture.append(data)
+    assert (capture.value(), capture.dropped, capture.size) == (b"mnopq", 12, 5)
+    unlimited = Capture()
+    unlimited.append(b"x" * 10)
+    assert (unlimited.value(), unlimited.dropped) == (b"x" * 10, 0)
+
+
 async def test_stop_through_the_handle(busybox: str) -> None:
     """docker stop: SIGTERM to a PID 1 that handles it, the grace, SIGKILL; no check failure."""
     handles_term = Spec(["sh", "-c", 'trap "exit 3" TERM; while :; do sleep 0.05; done'], rootfs=busybox)

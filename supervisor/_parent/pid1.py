@@ -406,6 +406,7 @@ def run_result(
     setup_error: SetupError | None,
     stdout: bytes = b"",
     stderr: bytes = b"",
+    dropped: tuple[int, int] = (0, 0),
 ) -> Result:
     """The :class:`Result` of a run that is over: PID 1 reaped (or given up on).
 
@@ -420,6 +421,7 @@ def run_result(
         setup_error: the setup's failure, if any.
         stdout: the captured output.
         stderr: the captured error output.
+        dropped: the bytes dropped from the start of each to respect a limit.
     """
     exit_code: int | None = None
     sig: int | None = None
@@ -455,4 +457,6 @@ def run_result(
         cpu_system_s=usage.cpu_system_s if usage else None,
         peak_memory_bytes=usage.peak_memory_bytes if usage else None,
         oom_killed=bool(usage and usage.oom_killed),
+        stdout_dropped=dropped[0],
+        stderr_dropped=dropped[1],
     )

@@ -122,13 +122,50 @@ async def read_chunks(fd: int) -> AsyncIterator[bytes]:
         yield data
 
 
-async def drain(fd: int, chunks: list[bytes]) -> None:
+class Capture:
+    """A captured output: every byte, or only the last ``limit`` of them.
+
+    Bytes beyond the limit are dropped from the start as new ones come (the
+    end of a log says how it ended), and counted in :attr:`dropped`; the
+    payload is never slowed or blocked by the limit.
+    """
+
+    def __init__(self, limit: int | None = None) -> None:
+        self.limit = limit
+        self.chunks: list[bytes] = []
+        self.size = 0
+        self.dropped = 0
+
+    def append(self, data: bytes) -> None:
+        """Keep ``data`` (the newest bytes), dropping the oldest beyond the limit."""
+        self.chunks.append(data)
+        self.size += len(data)
+        if self.limit is None or self.size <= self.limit:
+            return
+        excess = self.size - self.limit
+        self.dropped += excess
+        self.size = self.limit
+        while excess:
+            first = self.chunks[0]
+            if len(first) <= excess:
+                self.chunks.pop(0)
+                excess -= len(first)
+            else:
+                self.chunks[0] = first[excess:]
+                excess = 0
+
+    def value(self) -> bytes:
+        """The bytes kept."""
+        return b"".join(self.chunks)
+
+
+async def drain(fd: int, chunks: Capture) -> None:
     """Read a pipe (or pty master) to end-of-file into ``chunks``."""
     async for data in read_chunks(fd):
         chunks.append(data)
 
 
-async def drain_all(outputs: Sequence[tuple[int, list[bytes]]]) -> None:
+async def drain_all(outputs: Sequence[tuple[int, Capture]]) -> None:
     """Read pipes to end-of-file, each into its list, from one task.
 
     The pipes share one epoll set, whose descriptor is what the task waits
