@@ -359,7 +359,7 @@ class Supervisor:
             max_output: keep at most this many bytes of each captured stream
                 (stdout, stderr; also a terminal's output), the *last* ones:
                 the oldest are dropped as new ones come, and counted in
-                :attr:`Result.stdout_dropped` / ``stderr_dropped``. The payload
+                the result's ``stdout_dropped`` / ``stderr_dropped``. The payload
                 is never slowed by it. ``None`` (the default): everything,
                 which for a payload that prints without end is the
                 supervisor's memory.

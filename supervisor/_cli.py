@@ -74,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="run many containers, with live progress and a summary",
         description=(
             "Run COUNT copies of CMD, or every container listed in FILE (a TOML file of [[container]] tables, or a"
-            " JSON list of objects, with the fields of supervisor.Spec), at most PARALLEL at a time."
+            " JSON list of objects, whose keys are run's long flags, such as memory or volume, or the fields of"
+            " supervisor.Spec), at most PARALLEL at a time."
         ),
         usage="supervisor run-many -n COUNT [-j PARALLEL] [OPTIONS] -- CMD [ARGS...]\n       supervisor run-many FILE",
         epilog="exit status: 0 if every container exited 0, 1 otherwise (a setup failure counts as a"
@@ -95,6 +96,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_container_options(many)
     many.add_argument("--json", action="store_true", help="print the event stream as JSON lines on stdout")
+    many.add_argument(
+        "--output",
+        metavar="DIR",
+        help="write each container's stdout, stderr and result to DIR/NAME.out, .err and .json (NAME: its"
+        " hostname); without it the output is only in --json's events",
+    )
     many.add_argument("cmd", nargs=argparse.REMAINDER, metavar="CMD [ARGS...] | FILE", help="the program, or a file")
     return parser
 

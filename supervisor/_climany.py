@@ -14,33 +14,139 @@ import sys
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 if TYPE_CHECKING:
     from . import Event, Result, Spec
 
 SpecBuilder = Callable[[argparse.ArgumentParser, argparse.Namespace], "Spec"]
 
-_SPEC_KEYS = frozenset(
-    {
-        "command", "rootfs", "hostname", "uid", "gid", "mounts", "env", "cwd", "read_only", "overlay",
-        "grace_period", "cap_add", "cap_drop", "seccomp", "rlimits", "network", "ip", "subnet", "limits",
-        "tmpfs",
-    }
-)  # fmt: skip
+#: Spec fields whose flag has another name or form in a specs file entry.
+_LIMIT_FLAGS = {
+    "memory_bytes": "--memory",
+    "memory_swap_bytes": "--memory-swap",
+    "cpus": "--cpus",
+    "cpu_weight": "--cpu-weight",
+    "pids": "--pids-limit",
+}
+#: Flags that are the whole run's, set on the command line, not per entry.
+_RUN_ONLY = {"timeout": "--timeout", "preserve_fds": "--preserve-fds"}
 
 
-def load_specs(path: str) -> list[Spec]:
+class _EntryParser(argparse.ArgumentParser):
+    """``run``'s flags for one specs file entry: an error is the entry's, not an exit."""
+
+    def error(self, message: str) -> NoReturn:
+        raise ValueError(message)
+
+
+def _entry_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Action]]:
+    """A parser with ``run``'s container flags, and each flag's action by key
+    (its long name, ``-`` or ``_`` alike)."""
+    from ._cli import _add_container_options
+
+    parser = _EntryParser(prog="entry", add_help=False, exit_on_error=False)
+    _add_container_options(parser)
+    parser.add_argument("cmd", nargs=argparse.REMAINDER)
+    flags: dict[str, argparse.Action] = {}
+    for action in parser._actions:  # argparse has no public list of its actions
+        for option in action.option_strings:
+            if option.startswith("--"):
+                flags[option[2:].replace("-", "_")] = action
+    return parser, flags
+
+
+def _mount_text(item: Any) -> str:
+    """A ``mounts`` item (``"SRC:DST[:OPTS]"`` or a :class:`Mount`'s fields) as ``-v`` takes it."""
+    if isinstance(item, str):
+        return item
+    if not isinstance(item, dict):
+        raise ValueError(f"mounts: {item!r} is neither SRC:DST[:OPTIONS] nor a table of Mount's fields")
+    from . import Mount
+
+    m = Mount(**item)
+    options = ["ro" if m.read_only else "rw"] + ([] if m.idmap is None else ["idmap" if m.idmap else "noidmap"])
+    return f"{m.source}:{m.target}:{','.join(options)}"
+
+
+def _entry_argv(entry: dict[str, Any], flags: dict[str, argparse.Action]) -> list[str]:
+    """The ``run`` flags that say what a specs file entry says.
+
+    Keys are ``run``'s long flags (``memory``, ``pids_limit``, ``user``,
+    ``volume``, ``env_file``...) or :class:`supervisor.Spec`'s fields
+    (``cwd``, ``env`` as a table, ``mounts``, ``limits`` and ``rlimits`` as
+    tables, ``time_offsets``, ``tmpfs``...), which are turned into those flags.
+
+    Raises:
+        ValueError: an unknown key, or a value of the wrong shape.
+    """
+    argv: list[str] = []
+    command: Any = None
+    for key, value in entry.items():
+        if key == "command":
+            command = value
+            continue
+        pairs: list[tuple[str, Any]]
+        if key == "cwd":
+            pairs = [("--workdir", value)]
+        elif key == "mounts":
+            pairs = [("--volume", _mount_text(m)) for m in value]
+        elif key in ("env", "tmpfs") and isinstance(value, dict):
+            sep = "=" if key == "env" else ":"
+            pairs = [(f"--{key}", f"{k}{sep}{v}" if v != "" or key == "env" else k) for k, v in value.items()]
+        elif key == "limits" and isinstance(value, dict):
+            unknown = set(value) - set(_LIMIT_FLAGS)
+            if unknown:
+                raise ValueError(f"limits: unknown keys {sorted(unknown)} (known: {', '.join(_LIMIT_FLAGS)})")
+            pairs = [(_LIMIT_FLAGS[k], v) for k, v in value.items() if v is not None]
+        elif key == "rlimits" and isinstance(value, dict):
+            pairs = [
+                ("--ulimit", f"{k}={v[0]}:{v[1]}" if isinstance(v, list | tuple) else f"{k}={v}")
+                for k, v in value.items()
+            ]
+        elif key == "time_offsets" and isinstance(value, dict):
+            pairs = [("--time-offset", f"{k}={v}") for k, v in value.items()]
+        elif key in _RUN_ONLY:
+            raise ValueError(f"{key} is the whole run's: give {_RUN_ONLY[key]} on the command line")
+        elif key in flags:
+            action = flags[key]
+            option = next(o for o in action.option_strings if o.startswith("--"))
+            if action.nargs == 0:  # a switch
+                if not isinstance(value, bool):
+                    raise ValueError(f"{key}: give true or false, not {value!r}")
+                pairs = [(option, None)] if value else []
+            elif isinstance(value, list):
+                if not isinstance(action.default, list):  # the repeatable flags start from []
+                    raise ValueError(f"{key}: give one value, not a list")
+                pairs = [(option, v) for v in value]
+            else:
+                pairs = [(option, value)]
+        else:
+            raise ValueError(f"unknown key {key!r} (keys are run's long flags or Spec's fields)")
+        for option, v in pairs:
+            argv += [option] if v is None else [f"{option}={v}"]
+    if isinstance(command, str):
+        argv += ["--command", command]
+    elif isinstance(command, list) and all(isinstance(a, str) for a in command):
+        argv += ["--", *command]
+    elif command is not None:
+        raise ValueError("command: give a list of strings or a shell-like string")
+    return argv
+
+
+def load_specs(path: str, build: SpecBuilder) -> list[Spec]:
     """Read a TOML (``[[container]]`` tables) or JSON (a list) file of specs.
 
-    Each entry has the fields of :class:`supervisor.Spec`; ``mounts`` items are
-    ``"SRC:DST[:OPTIONS]"`` strings; ``count`` repeats an entry.
+    An entry's keys are ``run``'s own flags by their long names (``memory``,
+    ``pids_limit``, ``user``, ``volume``, ``tmpfs``...), with the same values as
+    on the command line (a list for a repeatable flag, true for a switch), or
+    :class:`supervisor.Spec`'s fields (``cwd``, ``env`` and ``limits`` as
+    tables, ``mounts``...); ``command`` is a list or a shell-like string, and
+    ``count`` repeats an entry. Each entry is parsed by ``run``'s own parser.
 
     Raises:
         ValueError: unreadable file, unknown keys or bad values (naming them).
     """
-    from . import Mount, Spec
-
     with open(path, "rb") as f:
         raw = f.read()
     entries: Any
@@ -52,33 +158,18 @@ def load_specs(path: str) -> list[Spec]:
         entries = json.loads(raw)
     if not isinstance(entries, list) or not entries:
         raise ValueError(f"{path}: expected a non-empty list of containers")
+    parser, flags = _entry_parser()
     specs = []
     for i, item in enumerate(entries):
         if not isinstance(item, dict):
             raise ValueError(f"{path}: entry {i} is not a table/object")
         entry = dict(item)
         count = entry.pop("count", 1)
-        unknown = set(entry) - _SPEC_KEYS
-        if unknown:
-            raise ValueError(f"{path}: entry {i}: unknown keys {sorted(unknown)}")
-        if isinstance(entry.get("command"), str):
-            import shlex
-
-            entry["command"] = shlex.split(entry["command"])
-        entry["mounts"] = [Mount.parse(m) if isinstance(m, str) else Mount(**m) for m in entry.get("mounts", [])]
-        if "limits" in entry:
-            from . import Limits, parse_size
-
-            raw_limits = dict(entry["limits"])
-            for key in ("memory_bytes", "memory_swap_bytes"):
-                if isinstance(raw_limits.get(key), str):
-                    raw_limits[key] = parse_size(raw_limits[key])
-            entry["limits"] = Limits(**raw_limits)
-        if "rlimits" in entry:
-            entry["rlimits"] = {k: tuple(v) for k, v in entry["rlimits"].items()}
         try:
-            spec = Spec(**entry)
-        except (TypeError, ValueError) as exc:
+            argv = _entry_argv(entry, flags)
+            args = parser.parse_args(argv)
+            spec = build(parser, args)
+        except (argparse.ArgumentError, TypeError, ValueError) as exc:
             raise ValueError(f"{path}: entry {i}: {exc}") from None
         specs.extend([spec] * int(count))
     return specs
@@ -98,7 +189,7 @@ def run_many(parser: argparse.ArgumentParser, args: argparse.Namespace, build: S
             if not os.path.isfile(cmd[0]):
                 reason = "is not a file" if os.path.exists(cmd[0]) else "does not exist"
                 raise ValueError(f"specs file {cmd[0]} {reason} (to run a command, give -n COUNT)")
-            specs = load_specs(cmd[0])
+            specs = load_specs(cmd[0], build)
         else:
             if args.count < 1:
                 parser.error("-n must be at least 1")
@@ -121,9 +212,16 @@ def run_many(parser: argparse.ArgumentParser, args: argparse.Namespace, build: S
         print(f"supervisor: --timeout {timeout}: give a number of seconds above 0", file=sys.stderr)
         return 125
     parallel = args.parallel or 4 * (os.cpu_count() or 1)
+    output = getattr(args, "output", None)
+    if output is not None:
+        try:
+            os.makedirs(output, exist_ok=True)
+        except OSError as exc:
+            print(f"supervisor: --output {output}: {exc.strerror}", file=sys.stderr)
+            return 125
     from ._cli import run_stoppable
 
-    return run_stoppable(_run_all, specs, parallel, args.json, timeout)
+    return run_stoppable(_run_all, specs, parallel, args.json, timeout, output)
 
 
 class Progress:
@@ -163,7 +261,32 @@ class Progress:
         )
 
 
-async def _run_all(specs: list[Spec], parallel: int, as_json: bool, timeout: float | None) -> int:
+class _Outputs:
+    """``--output DIR``: each container's stdout, stderr and result, by its name."""
+
+    def __init__(self, folder: str) -> None:
+        self.folder = folder
+        self.taken: Counter[str] = Counter()
+
+    def write(self, result: Result) -> None:
+        """Write the files of ``result`` (a name used twice gets ``.2``, ``.3``...)."""
+        self.taken[result.hostname] += 1
+        n = self.taken[result.hostname]
+        name = result.hostname if n == 1 else f"{result.hostname}.{n}"
+        base = os.path.join(self.folder, name)
+        for suffix, data in ((".out", result.stdout), (".err", result.stderr)):
+            with open(base + suffix, "wb") as f:
+                f.write(data)
+        data = result.to_json()
+        del data["stdout"], data["stderr"]
+        with open(base + ".json", "w", encoding="utf-8") as f:
+            json.dump(data, f)
+            f.write("\n")
+
+
+async def _run_all(
+    specs: list[Spec], parallel: int, as_json: bool, timeout: float | None, output: str | None = None
+) -> int:
     import trio
 
     from . import SetupError, Supervisor
@@ -173,12 +296,19 @@ async def _run_all(specs: list[Spec], parallel: int, as_json: bool, timeout: flo
     live = sys.stderr.isatty() and not as_json
     closed: list[bool] = []
 
+    outputs = _Outputs(output) if output is not None else None
+
     async def one(spec: Spec) -> None:
+        result = None
         try:
-            results.append(await sup.run(spec, check=False, timeout=timeout))
+            result = await sup.run(spec, check=False, timeout=timeout)
         except SetupError as exc:
-            if exc.result is not None:
-                results.append(exc.result)
+            result = exc.result
+        if result is None:
+            return
+        if outputs is not None:
+            outputs.write(result)
+        results.append(result)
 
     async def watch(events: AsyncIterator[Event]) -> None:
         async for event in events:

@@ -43,9 +43,9 @@ class Result:
         peak_memory_bytes: the container's peak memory use (from its cgroup;
             ``None`` where the kernel does not report it).
         oom_killed: whether the OOM killer struck inside the container.
-        stdout_dropped: bytes dropped from the start of :attr:`stdout` to keep
+        stdout_dropped: bytes dropped from the start of ``stdout`` to keep
             it within ``max_output`` (0: it is whole).
-        stderr_dropped: likewise for :attr:`stderr`.
+        stderr_dropped: likewise for ``stderr``.
     """
 
     id: str

@@ -375,6 +375,56 @@ def test_run_many_reports_failures_and_exit_status(busybox: str, host_dir: Path)
     assert any(": setup_failed exec" in line for line in lines), lines
 
 
+def test_run_many_spec_file_keys_are_the_flags_and_output_dir(busybox: str, host_dir: Path) -> None:
+    """An entry's keys are run's long flags (or Spec's fields); --output keeps each one's output."""
+    (host_dir / "data").mkdir()
+    (host_dir / "data" / "f").write_text("bound\n")
+    specs = host_dir / "specs.toml"
+    # /mnt/data lies in the tmpfs at /mnt: the busybox root has no /data.
+    script = "id -u; cat /mnt/data/f; echo $A; pwd; ulimit -n; grep -c ' /mnt ' /proc/self/mountinfo; echo oops >&2"
+    specs.write_text(
+        textwrap.dedent(
+            f"""
+            [[container]]
+            command = ["sh", "-c", "{script}"]
+            rootfs = "{busybox}"
+            name = "flags"
+            user = "user"
+            volume = ["{host_dir / "data"}:/mnt/data:ro"]
+            env = ["A=from-flag"]
+            workdir = "/tmp"
+            ulimit = ["nofile=64:64"]
+            tmpfs = ["/mnt"]
+            pids_limit = 20
+            [[container]]
+            command = ["sh", "-c", "echo $A; pwd"]
+            rootfs = "{busybox}"
+            hostname = "fields"
+            env = {{ A = "from-field" }}
+            cwd = "/mnt"
+            limits = {{ pids = 20 }}
+            """
+        )
+    )
+    out = _cli("run-many", "--output", str(host_dir / "out"), str(specs))
+    assert out.returncode == 0, (out.stdout, out.stderr)
+    assert (host_dir / "out" / "flags.out").read_text() == "1000\nbound\nfrom-flag\n/tmp\n64\n1\n"
+    assert (host_dir / "out" / "flags.err").read_text() == "oops\n"
+    result = json.loads((host_dir / "out" / "flags.json").read_text())
+    assert (result["hostname"], result["reason"], result["exit_code"]) == ("flags", "exited", 0)
+    assert "stdout" not in result
+    assert (host_dir / "out" / "fields.out").read_text() == "from-field\n/mnt\n"
+    # A flag's own error is the entry's.
+    specs.write_text(f'[[container]]\ncommand = ["true"]\nrootfs = "{busybox}"\nmemory = "lots"\n')
+    out = _cli("run-many", str(specs))
+    assert out.returncode == 125
+    assert f"{specs}: entry 0:" in out.stderr
+    assert "lots" in out.stderr
+    specs.write_text('[[container]]\ncommand = ["true"]\ntimeout = 5\n')
+    out = _cli("run-many", str(specs))
+    assert "give --timeout on the command line" in out.stderr
+
+
 def test_run_many_json_event_stream(busybox: str, host_dir: Path) -> None:
     specs = host_dir / "specs.json"
     specs.write_text(json.dumps([{"command": ["true"], "rootfs": busybox, "count": 3}]))
@@ -400,4 +450,4 @@ def test_run_many_rejects_a_bad_file(host_dir: Path) -> None:
     specs.write_text(json.dumps([{"command": ["true"], "colour": "red"}]))
     out = _cli("run-many", str(specs))
     assert out.returncode == 125
-    assert "unknown keys ['colour']" in out.stderr
+    assert "unknown key 'colour'" in out.stderr
