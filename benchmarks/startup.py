@@ -1503,31 +1503,44 @@ def write_chart(data: dict[str, Any], path: str) -> None:
             return float(one.get(str(k), {}).get("per_s", 0))
         return float(data["contenders"][name].get("throughput", {}).get(str(k), {}).get("per_s", 0))
 
-    fig, axes = plt.subplots(1, 3, figsize=(10.5, 3.4), dpi=90)
+    from matplotlib.patches import Patch
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4.6), dpi=100)
     p50 = [data["contenders"][n].get("throughput", {}).get(str(ks[0]), {}).get("p50_ms", 0) for n in names]
     bars = axes[0].bar(names, p50, color=[color(n) for n in names])
-    axes[0].bar_label(bars, fmt="%.1f", fontsize=6)
-    axes[0].set_title(f"p50 latency at c={ks[0]}, ms (lower is better)", fontsize=9)
+    axes[0].bar_label(bars, fmt="%.1f", fontsize=8)
+    axes[0].set_title(f"p50 latency at concurrency {ks[0]}, ms\n(lower is better)", fontsize=10)
     width = 0.8 / len(ks)
     for j, k in enumerate(ks):
         xs = [i - 0.4 + width * (j + 0.5) for i in range(len(rate_names))]
         shade = j / max(len(ks) - 1, 1)
         rates = [throughput(n, k) for n in rate_names]
         bars = axes[1].bar(xs, rates, width, color=[color(n, shade) for n in rate_names])
-        axes[1].bar_label(bars, fmt="%.0f", fontsize=5)
-    axes[1].set_xticks(range(len(rate_names)), rate_names, rotation=30, ha="right")
-    axes[1].set_title("containers/s at c=" + "/".join(map(str, ks)) + " (higher is better)", fontsize=9)
+        axes[1].bar_label(bars, fmt="%.0f", fontsize=7, rotation=90, padding=2)
+    axes[1].set_xticks(range(len(rate_names)), rate_names)
+    axes[1].set_title("containers per second\n(higher is better)", fontsize=10)
+    axes[1].legend(
+        handles=[Patch(color=color("peer", j / max(len(ks) - 1, 1)), label=f"{k} at a time") for j, k in enumerate(ks)],
+        title="concurrency (lighter: fewer)",
+        fontsize=8,
+        title_fontsize=8,
+        loc="upper left",
+    )
+    top = max((throughput(n, k) for n in rate_names for k in ks), default=0)
+    axes[1].set_ylim(0, top * 1.25 or 1)  # room for the labels and the legend
     uss = [data["contenders"][n].get("memory", {}).get("uss_kb_per_container", 0) for n in names]
     bars = axes[2].bar(names, uss, color=[color(n) for n in names])
-    axes[2].bar_label(bars, fmt="%.0f", fontsize=6)
-    axes[2].set_title("USS per idle container, kB (lower is better)", fontsize=9)
+    axes[2].bar_label(bars, fmt="%.0f", fontsize=8)
+    axes[2].set_title("private memory (USS) per idle container, kB\n(lower is better)", fontsize=10)
     for ax in axes:
-        ax.tick_params(labelsize=7)
+        ax.tick_params(axis="x", labelsize=9, rotation=30)
+        ax.tick_params(axis="y", labelsize=8)
         ax.grid(axis="y", alpha=0.3)
         ax.set_axisbelow(True)
-    fig.suptitle(f"{data['meta']['machine']}; {data['meta']['date']}", fontsize=7)
+    meta = data["meta"]
+    fig.suptitle(f"supervisor (blue) and its peers (grey), in one run: {meta['machine']}; {meta['date']}", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
 
 

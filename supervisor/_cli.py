@@ -62,7 +62,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_container_options(run)
     run.add_argument("-i", "--interactive", action="store_true", help="keep stdin attached (default: /dev/null)")
-    run.add_argument("-t", "--tty", action="store_true", help="allocate a terminal inside the container")
+    run.add_argument(
+        "-t",
+        "--tty",
+        action="store_true",
+        help="allocate a terminal inside the container. The payload is its PID 1, which ignores the signals it"
+        " has no handler for: Ctrl-C stops a shell's child but not a bare 'sleep'; add --init for that",
+    )
     run.add_argument(
         "-d", "--debug", action="store_true", help="show each setup phase as it happens, with its duration"
     )
