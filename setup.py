@@ -7,8 +7,10 @@ the Python declaration.
 
 from __future__ import annotations
 
+import importlib.util
 import os
-import runpy
+import sys
+import types
 from pathlib import Path
 
 from setuptools import Extension, setup
@@ -32,13 +34,30 @@ CFLAGS = [
 ]
 
 
+def _load_protocol() -> types.ModuleType:
+    """``supervisor/_protocol.py`` and the modules it imports, without the package
+    (whose ``__init__`` needs the extension this build makes): as a stand-in
+    package over the same folder."""
+    name = "_supervisor_build"
+    package = types.ModuleType(name)
+    package.__path__ = [str(HERE / "supervisor")]
+    sys.modules[name] = package
+    spec = importlib.util.spec_from_file_location(f"{name}._protocol", HERE / "supervisor" / "_protocol.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
 class BuildExt(build_ext):
     """build_ext that renders ``sv_protocol.h`` first."""
 
     def run(self) -> None:
         out = Path(self.build_temp) / "sv_include"
         out.mkdir(parents=True, exist_ok=True)
-        header = runpy.run_path(str(HERE / "supervisor" / "_protocol.py"))["c_header"]()
+        header = _load_protocol().c_header()
         target = out / "sv_protocol.h"
         if not target.exists() or target.read_text() != header:
             target.write_text(header)

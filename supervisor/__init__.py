@@ -3,8 +3,6 @@
 The public API is what this module exports; everything else is private.
 """
 
-import typing as _typing
-
 from ._errors import ContainerFailed as ContainerFailed
 from ._errors import ProtocolError as ProtocolError
 from ._errors import SetupError as SetupError
@@ -20,7 +18,8 @@ from ._spec import Mount as Mount
 from ._spec import Publish as Publish
 from ._spec import Spec as Spec
 
-if _typing.TYPE_CHECKING:
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (deleted below)
+if TYPE_CHECKING:
     from ._api import PIPE as PIPE
     from ._api import Container as Container
     from ._api import Supervisor as Supervisor
@@ -85,3 +84,4 @@ for _name in __all__:
     if _name not in _LAZY:
         _present(globals()[_name])
 del _name
+del TYPE_CHECKING

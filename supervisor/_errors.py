@@ -16,7 +16,8 @@ the field, before anything starts. Cancellation is never wrapped.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (3 ms for a command line)
+
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

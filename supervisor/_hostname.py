@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-import random
+import os
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import random
 
 # crabcan's own word lists (hostname.rs).
 NOUNS = ("cat", "world", "coffee", "girl", "man", "book", "pinguin", "moon")
@@ -12,12 +16,22 @@ ADJECTIVES = (
 )  # fmt: skip
 
 
-#: Names need no secrecy: one generator, seeded once (a fresh one reads
-#: os.urandom each time).
-_RNG = random.Random()
+class _Urandom:
+    """The ``random.Random`` methods ``generate`` uses, from ``os.urandom``
+    (importing ``random`` costs a command line about 1 ms)."""
+
+    @staticmethod
+    def randrange(n: int) -> int:
+        return int.from_bytes(os.urandom(8), "little") % n
+
+    def choice(self, seq: tuple[str, ...]) -> str:
+        return seq[self.randrange(len(seq))]
 
 
-def generate(taken: set[str] | frozenset[str], rng: random.Random | None = None) -> str:
+_RNG = _Urandom()
+
+
+def generate(taken: set[str] | frozenset[str], rng: random.Random | _Urandom | None = None) -> str:
     """A random ``adjective-noun-N`` name not in ``taken``.
 
     crabcan drew N in 0..255 and never checked for collisions (32,768 names;

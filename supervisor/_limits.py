@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+
+from ._record import record
 
 #: Default CFS period (µs) for ``cpus``; the kernel's default too.
 CFS_PERIOD_US = 100_000
@@ -53,7 +54,7 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-@dataclass(frozen=True)
+@record
 class Limits:
     """Resource limits of one container; ``None`` leaves the kernel's default (unlimited).
 

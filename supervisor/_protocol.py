@@ -57,7 +57,8 @@ import array
 import enum
 import socket
 import struct
-from dataclasses import dataclass, field
+
+from ._record import field, record
 
 #: PID 1's name (``/proc/PID/comm``) from clone until ``execve`` renames it
 #: after the program: how the supervisor tells a PID 1
@@ -195,7 +196,7 @@ class Record(enum.IntEnum):
     """Supervisor -> PID 1: the step of the request ``phase`` is done."""
 
 
-@dataclass(frozen=True)
+@record
 class Layout:
     """A fixed binary record layout, shared with C: native byte order, no
     padding of its own (every field is aligned already).
@@ -237,7 +238,7 @@ _HEADER = HEADER.struct
 _MARK = MARK.struct
 
 
-@dataclass(frozen=True)
+@record
 class Pid1Record:
     """One record between PID 1 and the supervisor, decoded."""
 
@@ -280,7 +281,7 @@ def decode_pid1(data: bytes) -> Pid1Record:
 # -- the spawn configuration ------------------------------------------------
 
 
-@dataclass(frozen=True)
+@record
 class Bind:
     """A bind mount of a host path into the container."""
 
@@ -296,7 +297,7 @@ class Bind:
     moves it into place instead of binding :attr:`src`."""
 
 
-@dataclass(frozen=True)
+@record
 class SystemDir:
     """A host top-level folder shown by the embedded default root."""
 
@@ -306,7 +307,7 @@ class SystemDir:
     """Its symlink target where the host has one (merged /usr), else ``None``."""
 
 
-@dataclass(frozen=True)
+@record
 class Rlimit:
     """One resource limit, set in PID 1."""
 
@@ -318,7 +319,7 @@ class Rlimit:
     """The hard limit, never above the caller's (checked by the supervisor)."""
 
 
-@dataclass(frozen=True)
+@record
 class CgroupEntry:
     """A cgroup file the supervisor opened before the clone; its descriptor
     travels with the spawn request, in the same order."""
@@ -331,7 +332,7 @@ class CgroupEntry:
     """Host path, for messages."""
 
 
-@dataclass(frozen=True)
+@record
 class Tmpfs:
     """A tmpfs of the caller's (docker's ``--tmpfs``); always nosuid and nodev."""
 
@@ -345,7 +346,7 @@ class Tmpfs:
     """Programs may run from it; without it, ``noexec`` (docker's default)."""
 
 
-@dataclass(frozen=True)
+@record
 class TimeOffset:
     """One clock's offset in the container's time namespace (a line of
     ``/proc/PID/timens_offsets``), relative to the initial time namespace."""
@@ -357,7 +358,7 @@ class TimeOffset:
     """``0..999_999_999``, added to :attr:`seconds` (also when that is negative)."""
 
 
-@dataclass(frozen=True)
+@record
 class SpawnConfig:
     """Everything PID 1 runs from: the Spec's policy, resolved before the clone.
 

@@ -158,14 +158,14 @@ async def test_twenty_concurrent_containers(busybox: str) -> None:
 
 
 async def test_start_returns_a_running_container(busybox: str) -> None:
-    spec = Spec(["sleep", "0.3"], rootfs=busybox)
+    spec = Spec(["sleep", "1"], rootfs=busybox)  # long enough to be looked at under load
     async with supervisor.Supervisor() as sup, anyio.create_task_group() as tg:
         handle = await tg.start(sup.run, spec)
         assert isinstance(handle, Container)
         # Setup is over: PID 1 is live and already the payload (exec done).
         assert proc_state(handle.pid) in ("S", "R")
         with open(f"/proc/{handle.pid}/cmdline", "rb") as f:
-            assert f.read() == b"sleep\x000.3\x00"
+            assert f.read() == b"sleep\x001\x00"
         assert os.stat(f"/proc/{handle.pid}/ns/pid").st_ino != os.stat("/proc/self/ns/pid").st_ino
         assert handle.phases[-1].name == "exec"
         assert [p.name for p in handle.phases] == [p.label for p in Phase]

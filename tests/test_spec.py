@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+import supervisor
 from supervisor import Mount, Spec
 
 
@@ -259,3 +260,35 @@ def test_tmpfs_options_are_checked() -> None:
             Spec(["true"], tmpfs=tmpfs)
     with pytest.raises(TypeError):
         Spec(["true"], tmpfs=["/run"])  # type: ignore[arg-type]
+
+
+def test_records_are_dataclasses_to_their_users() -> None:
+    """supervisor's records are made without the dataclasses module, and stay dataclasses."""
+    spec = Spec(["true"], hostname="a", env={"K": "v"})
+    assert dataclasses.is_dataclass(spec)
+    assert [f.name for f in dataclasses.fields(Spec)][:3] == ["command", "rootfs", "hostname"]
+    other = dataclasses.replace(spec, hostname="b")
+    assert (other.hostname, other.command, dict(other.env)) == ("b", ("true",), {"K": "v"})
+    assert other != spec
+    assert dataclasses.replace(other, hostname="a") == spec
+    assert hash(Mount("/a", "/b")) == hash(Mount("/a", "/b"))
+    assert len({Mount("/a", "/b"), Mount("/a", "/b"), Mount("/a", "/c")}) == 2
+    assert repr(Mount("/a", "/b")) == "Mount(source='/a', target='/b', read_only=False, idmap=None)"
+    assert dataclasses.asdict(Mount("/a", "/b", True)) == {
+        "source": "/a",
+        "target": "/b",
+        "read_only": True,
+        "idmap": None,
+    }
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        spec.hostname = "c"  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        Mount("/a")  # type: ignore[call-arg]
+    # A default factory gives each instance its own value; a mutable record takes assignments.
+    first, second = supervisor.SweepReport(), supervisor.SweepReport()
+    first.owners.append("x")
+    assert (first.owners, second.owners) == (["x"], [])
+    first.errors = ["e"]
+    assert first == supervisor.SweepReport(owners=["x"], errors=["e"])
+    with pytest.raises(TypeError, match="unhashable"):
+        hash(first)

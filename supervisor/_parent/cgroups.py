@@ -81,16 +81,22 @@ import re
 import signal
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
-from typing import Any, Literal
 
 from .._limits import (
     CFS_PERIOD_US,
     Limits,
 )
+from .._record import field, record
 from .rundir import register_sweeper
 
-CgroupVersion = Literal["v1", "v2", "hybrid"]
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (3 ms for a command line)
+if TYPE_CHECKING:
+    from typing import Any, Literal
+
+if TYPE_CHECKING:
+    CgroupVersion = Literal["v1", "v2", "hybrid"]
+else:
+    CgroupVersion = str  # at run time: the alias needs typing.Literal, which is not imported
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.@:+-]{0,199}$")
 
@@ -98,7 +104,7 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.@:+-]{0,199}$")
 # -- limits -----------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@record
 class CgroupStats:
     """What a container's cgroup used, over every process it ever held.
 
@@ -123,7 +129,7 @@ class CgroupStats:
 # -- host detection -----------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@record
 class Hierarchy:
     """One mounted cgroup hierarchy, as seen from the supervisor.
 
@@ -144,7 +150,7 @@ class Hierarchy:
     controllers: frozenset[str]
 
 
-@dataclass(frozen=True)
+@record
 class CgroupHost:
     """The cgroup layout of this host, from :func:`detect`.
 

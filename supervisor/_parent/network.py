@@ -54,7 +54,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import dataclasses
 import errno
 import fcntl
 import hashlib
@@ -68,17 +67,20 @@ import threading
 import time
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Any
 
 import anyio
 import anyio.to_thread
 from anyio.lowlevel import RunVar
 
+from .._record import record
 from .._sys import constants as c
 from .._sys import linux
 from .config import hosts_text
 from .rundir import register_sweeper
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (3 ms for a command line)
+if TYPE_CHECKING:
+    from typing import Any
 
 #: Where the allocation state lives (``/run`` is a tmpfs: nothing reaches the disk). Fixed, not
 #: below ``SUPERVISOR_RUN_DIR``: addresses must be unique machine-wide.
@@ -118,7 +120,7 @@ _pending_lock = threading.Lock()
 _errors: list[str] = []
 
 
-@dataclass(frozen=True)
+@record
 class Attachment:
     """One container's place on a bridge.
 
@@ -517,6 +519,8 @@ def connect_blocking(att: Attachment, pid: int, pidfd: int) -> Attachment:
         # The last reference we hold on the netns: from here on it (and the
         # veth) dies with the container, on the kernel's schedule.
         os.close(nsfd)
+    import dataclasses
+
     return dataclasses.replace(att, timings=att.timings + tuple(step.steps))
 
 

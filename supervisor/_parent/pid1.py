@@ -16,8 +16,6 @@ import socket
 import struct
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
 
 from .._child import _spawn
 from .._errors import ProtocolError, SetupError
@@ -32,10 +30,15 @@ from .._protocol import (
     encode_pid1,
     recv_raw,
 )
+from .._record import mutable_record
 from .._result import PhaseTiming, Reason, Result
 from .._sys import constants as c
 from .._sys import linux
 from .config import PARENT_FAULT
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (3 ms for a command line)
+if TYPE_CHECKING:
+    from typing import Literal
 
 if TYPE_CHECKING:
     from .cgroups import CgroupStats
@@ -77,7 +80,7 @@ def check_parent_fault(phase: Phase, *, after: bool) -> None:
         raise OSError(errno.EIO, f"fault injected {where} the supervisor's {phase.label} step (supervisor.testing)")
 
 
-@dataclass
+@mutable_record
 class Slot:
     """One PID 1: its pid and pidfd, then its exit status once reaped."""
 

@@ -31,18 +31,18 @@ import math
 import os
 import select
 import signal
-from dataclasses import dataclass, field
 
 import anyio
 import anyio.abc
 
 from .._child import _spawn
 from .._protocol import SpawnConfig
+from .._record import field, mutable_record
 from .._sys import linux
 from . import pid1
 
 
-@dataclass
+@mutable_record
 class Slot(pid1.Slot):
     """One PID 1, with an event set once it is reaped."""
 

@@ -7,37 +7,42 @@ What runs in PID 1 is C (``supervisor/_child``); these serve the supervisor.
 
 from __future__ import annotations
 
-import ctypes
 import functools
 import os
+import signal
 import time
-from typing import Any
 
-from . import constants as c
-
-_libc = ctypes.CDLL(None, use_errno=True)
-
-_syscall = _libc.syscall
-_syscall.restype = ctypes.c_long
-_setns = _libc.setns
-_setns.argtypes = [ctypes.c_int, ctypes.c_int]
-_setns.restype = ctypes.c_int
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 
-def _fail(call: str, *args: Any) -> OSError:
-    err = ctypes.get_errno()
+def _fail(call: str, err: int, *args: Any) -> OSError:
     shown = ", ".join(repr(a) for a in args)
     return OSError(err, f"{call}({shown}) failed: {os.strerror(err)}")
 
 
 def setns(fd: int, nstype: int) -> None:
-    """setns(2).
+    """setns(2) (``os.setns`` from Python 3.12; libc's through ctypes before).
 
     Raises:
         OSError: naming the fd and type.
     """
-    if _setns(fd, nstype) != 0:
-        raise _fail("setns", fd, hex(nstype))
+    import ctypes
+
+    if _libc_setns()(fd, nstype) != 0:
+        raise _fail("setns", ctypes.get_errno(), fd, hex(nstype))
+
+
+@functools.cache
+def _libc_setns() -> Any:
+    """libc's setns, loaded on first use: importing ctypes costs a command line some 2.5 ms."""
+    import ctypes
+
+    setns = ctypes.CDLL(None, use_errno=True).setns
+    setns.argtypes = [ctypes.c_int, ctypes.c_int]
+    setns.restype = ctypes.c_int
+    return setns
 
 
 def comm(pid: int) -> bytes:
@@ -92,8 +97,7 @@ def pidfd_send_signal(pidfd: int, sig: int) -> None:
     Raises:
         OSError: naming the fd and signal (ESRCH once the process has exited).
     """
-    if (
-        _syscall(ctypes.c_long(c.SYS_PIDFD_SEND_SIGNAL), ctypes.c_int(pidfd), ctypes.c_int(sig), None, ctypes.c_uint(0))
-        != 0
-    ):
-        raise _fail("pidfd_send_signal", pidfd, sig)
+    try:
+        signal.pidfd_send_signal(pidfd, sig)
+    except OSError as exc:
+        raise _fail("pidfd_send_signal", exc.errno or 0, pidfd, sig) from None
