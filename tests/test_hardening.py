@@ -70,6 +70,7 @@ NR = {
     "open": 2,
     "creat": 85,
     "mknodat": 259,
+    "socket": 41,
     "openat": 257,
     "openat2": 437,
 }
@@ -155,6 +156,8 @@ report("io_uring_setup", 0 if r >= 0 else ctypes.get_errno())
 ctypes.set_errno(0)
 r = libc.socket(40, 1, 0)  # AF_VSOCK, SOCK_STREAM
 report("vsock", 0 if r >= 0 else ctypes.get_errno())
+# The family is an int to the kernel: high bits set must not get past the rule.
+report("vsock_high_bits", sc("socket", 0x100000028, 1, 0))
 open("/tmp/f", "w").close()
 fd = os.open("/tmp/f", os.O_RDONLY)
 report("chmod_plain", sc("chmod", b"/tmp/f", 0o755))
@@ -304,6 +307,7 @@ async def test_io_uring_and_vsock_denied(default_battery: dict[str, str], unconf
     """Kernel channels that bypass namespaces and socket filters (peers.md §5.11)."""
     assert default_battery["io_uring_setup"] == "EPERM"
     assert default_battery["vsock"] == "EPERM"
+    assert default_battery["vsock_high_bits"] == "EPERM"
     # Without the filter the kernel answers for itself (a ring or a socket, or
     # ENOSYS/EAFNOSUPPORT where disabled or not built), never with EPERM.
     assert unconfined_battery["io_uring_setup"] != "EPERM"

@@ -15,7 +15,8 @@ Profiles (:attr:`supervisor.Spec.seccomp`):
       namespaced), ``mbind``, ``migrate_pages``, ``move_pages``,
       ``set_mempolicy``, ``userfaultfd``, ``perf_event_open``, and beyond
       crabcan ``io_uring_setup``/``io_uring_enter``/``io_uring_register``;
-    - refuse ``socket(AF_VSOCK, ...)`` (vsock is not namespaced);
+    - refuse ``socket(AF_VSOCK, ...)`` (vsock is not namespaced), comparing the
+      low 32 bits of the family as the kernel reads it;
     - refuse ``chmod``/``fchmod``/``fchmodat``/``fchmodat2`` when the mode sets
       ``S_ISUID`` (``MASKED_EQ`` on that bit), and the same for a file created
       with that mode (``open``/``openat`` with ``O_CREAT`` or ``O_TMPFILE``,
@@ -331,7 +332,9 @@ def _compile_default() -> CompiledFilter:
     for name in ("unshare", "clone"):
         flt.add_rule(eperm, name, seccomp.Arg(0, seccomp.MASKED_EQ, c.CLONE_NEWUSER, c.CLONE_NEWUSER))
     flt.add_rule(seccomp.ERRNO(errno.ENOSYS), "clone3")
-    flt.add_rule(eperm, "socket", seccomp.Arg(0, seccomp.EQ, _AF_VSOCK))
+    # The family is an int: the kernel reads the low 32 bits, so the rule
+    # compares those alone (0x100000028 is AF_VSOCK to the kernel too).
+    flt.add_rule(eperm, "socket", seccomp.Arg(0, seccomp.MASKED_EQ, 0xFFFFFFFF, _AF_VSOCK))
     for request in (_TIOCSTI, _TIOCLINUX):
         flt.add_rule(eperm, "ioctl", seccomp.Arg(1, seccomp.MASKED_EQ, 0xFFFFFFFF, request))
     return CompiledFilter(_export(flt))
