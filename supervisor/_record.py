@@ -18,6 +18,8 @@ record bases first), plain defaults, ``field(default=...)`` and
 
 from __future__ import annotations
 
+import operator
+
 TYPE_CHECKING = False  # not typing's: importing typing costs the command line some 3 ms
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -106,19 +108,16 @@ def _repr(self: object) -> str:
     return f"{type(self).__qualname__}({inner})"
 
 
-def _values(self: object) -> tuple[Any, ...]:
-    return tuple(getattr(self, n) for n in type(self).__record_names__)  # type: ignore[attr-defined]
-
-
 def _eq(self: object, other: object) -> bool:
     if other.__class__ is not self.__class__:
         return NotImplemented  # type: ignore[no-any-return]
-    same: bool = _values(self) == _values(other)
+    values = type(self).__record_values__  # type: ignore[attr-defined]
+    same: bool = values(self) == values(other)
     return same
 
 
 def _hash(self: object) -> int:
-    return hash(_values(self))
+    return hash(type(self).__record_values__(self))  # type: ignore[attr-defined]
 
 
 def _make(cls: type, frozen: bool) -> type:
@@ -181,6 +180,8 @@ def _make(cls: type, frozen: bool) -> type:
     cls.__record_fields__ = tuple(fields)  # type: ignore[attr-defined]
     cls.__record_names__ = tuple(name for name, _k, _v in fields)  # type: ignore[attr-defined]
     cls.__record_types__ = types  # type: ignore[attr-defined]
+    # The fields' values, in C: a tuple (or the one value, or nothing), for __eq__ and __hash__.
+    cls.__record_values__ = operator.attrgetter(*cls.__record_names__) if fields else (lambda _self: ())  # type: ignore[attr-defined]
     cls.__record_frozen__ = frozen  # type: ignore[attr-defined]
     cls.__match_args__ = cls.__record_names__  # type: ignore[attr-defined,misc]
     cls.__dataclass_fields__ = _LazyFields()  # type: ignore[attr-defined]

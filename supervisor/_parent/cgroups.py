@@ -343,9 +343,11 @@ def _read(path: str) -> str:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         try:
-            chunks = [os.read(fd, 4096)]
-            while chunks[-1]:
-                chunks.append(os.read(fd, 4096))
+            # A short first read of these kernel files is all of them: no
+            # second read for the end of file.
+            chunks = [os.read(fd, 65536)]
+            while len(chunks[-1]) == 65536:
+                chunks.append(os.read(fd, 65536))
         finally:
             os.close(fd)
     except OSError as exc:
