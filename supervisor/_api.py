@@ -299,22 +299,32 @@ class Supervisor:
         if body_exc is not None:
             raise body_exc
 
-    def events(self) -> AsyncIterator[Event]:
+    def events(self, *, max_buffered: int | None = 1024) -> AsyncIterator[Event]:
         """Iterate over the events of all containers, from now on.
 
-        Each call returns a new, independent iterator with an unbounded
-        buffer (publishing never slows a container down); it ends when the
-        supervisor closes. It subscribes at the call, not at the first
+        Each call returns a new, independent iterator with a buffer of its
+        own: publishing never slows a container down, and a reader that lags
+        behind by more than ``max_buffered`` events loses the oldest ones,
+        then gets one ``"dropped"`` event saying how many (``data["count"]``),
+        so that the supervisor's memory stays bounded. The iterator ends when
+        the supervisor closes. It subscribes at the call, not at the first
         iteration: call it before starting the runs to watch, then iterate in
         a task of its own::
 
             events = sup.events()
             nursery.start_soon(watch, events)  # async for event in events: ...
 
+        Args:
+            max_buffered: the most events held for this reader; ``None``: no
+                bound (every event is kept until read, whatever it costs).
+
         Returns:
             an async iterator of :class:`Event`.
+
+        Raises:
+            ValueError: ``max_buffered`` is below 1.
         """
-        return self._events.subscribe()
+        return self._events.subscribe(max_buffered)
 
     async def run(
         self,

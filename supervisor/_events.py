@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import math
 import time
+from collections import deque
 from collections.abc import AsyncIterator
 
 import anyio
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ._record import field, record
 
@@ -16,7 +15,7 @@ if TYPE_CHECKING:
     from typing import Any, Literal
 
 if TYPE_CHECKING:
-    EventKind = Literal["phase", "started", "exited", "failed", "cleaned_up"]
+    EventKind = Literal["phase", "started", "exited", "failed", "cleaned_up", "dropped"]
 else:
     EventKind = str  # at run time: the alias needs typing.Literal, which is not imported
 
@@ -28,7 +27,10 @@ class Event:
     Attributes:
         kind: ``"phase"`` (a setup phase started), ``"started"`` (the payload
             runs), ``"exited"`` (the payload ended), ``"failed"`` (setup
-            failed), ``"cleaned_up"`` (every host-side resource is released).
+            failed), ``"cleaned_up"`` (every host-side resource is released),
+            or ``"dropped"``: this reader lagged, and ``data["count"]`` events
+            before the next ones were dropped (its container id and hostname
+            are empty).
         container_id: the supervisor's id for the container.
         hostname: the container's hostname.
         timestamp: wall-clock time (``time.time()``) of the event.
@@ -58,15 +60,45 @@ class Event:
         return out
 
 
+#: Events an ``events()`` iterator holds for its reader by default.
+DEFAULT_MAX_BUFFERED = 1024
+
+
+class _Subscriber:
+    """One iterator's buffer: at most ``limit`` events, the oldest dropped and counted."""
+
+    def __init__(self, limit: int | None) -> None:
+        self.queue: deque[Event] = deque()
+        self.limit = limit
+        self.dropped = 0
+        self.closed = False
+        self.wakeup: anyio.Event | None = None
+
+    def put(self, event: Event) -> None:
+        if self.limit is not None and len(self.queue) >= self.limit:
+            self.queue.popleft()
+            self.dropped += 1
+        self.queue.append(event)
+        self.wake()
+
+    def wake(self) -> None:
+        if self.wakeup is not None:
+            self.wakeup.set()
+            self.wakeup = None
+
+
 class EventHub:
     """Fans events out to every live ``events()`` iterator.
 
-    Publishing never blocks a container: each subscriber has an unbounded
-    buffer, and a subscriber that went away is dropped.
+    Publishing never blocks a container: each subscriber has a buffer of its
+    own, bounded (by default) so that a reader that lags cannot make the
+    supervisor's memory grow without end. When it is full the oldest event is
+    dropped; the reader then gets one ``"dropped"`` event, saying how many,
+    before the events that followed (``data["count"]``).
     """
 
     def __init__(self) -> None:
-        self._subscribers: set[MemoryObjectSendStream[Event]] = set()
+        self._subscribers: set[_Subscriber] = set()
         self._closed = False
 
     @property
@@ -79,35 +111,49 @@ class EventHub:
         if not self._subscribers:
             return
         event = Event(kind, container_id, hostname, time.time(), phase, data)
-        for stream in list(self._subscribers):
-            try:
-                stream.send_nowait(event)
-            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-                self._subscribers.discard(stream)
+        for subscriber in self._subscribers:
+            subscriber.put(event)
 
     def close(self) -> None:
         """End every subscriber's iteration (the supervisor is closing)."""
         self._closed = True
-        for stream in self._subscribers:
-            stream.close()
+        for subscriber in self._subscribers:
+            subscriber.closed = True
+            subscriber.wake()
         self._subscribers.clear()
 
-    def subscribe(self) -> AsyncIterator[Event]:
-        """Iterate over events from this call on, until the supervisor closes."""
-        send, receive = anyio.create_memory_object_stream[Event](math.inf)
-        if self._closed:
-            send.close()
-        else:
-            self._subscribers.add(send)
-        return self._iterate(send, receive)
+    def subscribe(self, max_buffered: int | None = DEFAULT_MAX_BUFFERED) -> AsyncIterator[Event]:
+        """Iterate over events from this call on, until the supervisor closes.
 
-    async def _iterate(
-        self, send: MemoryObjectSendStream[Event], receive: MemoryObjectReceiveStream[Event]
-    ) -> AsyncIterator[Event]:
+        Args:
+            max_buffered: the most events held for this reader (``None``: no
+                bound); beyond it the oldest are dropped and counted.
+
+        Raises:
+            ValueError: ``max_buffered`` is below 1.
+        """
+        if max_buffered is not None and (not isinstance(max_buffered, int) or max_buffered < 1):
+            raise ValueError(f"max_buffered must be at least 1 or None, not {max_buffered!r}")
+        subscriber = _Subscriber(max_buffered)
+        if self._closed:
+            subscriber.closed = True
+        else:
+            self._subscribers.add(subscriber)
+        return self._iterate(subscriber)
+
+    async def _iterate(self, subscriber: _Subscriber) -> AsyncIterator[Event]:
         try:
-            async with receive:
-                async for event in receive:
-                    yield event
+            while True:
+                if subscriber.dropped:
+                    count, subscriber.dropped = subscriber.dropped, 0
+                    yield Event("dropped", "", "", time.time(), None, {"count": count})
+                    continue
+                if subscriber.queue:
+                    yield subscriber.queue.popleft()
+                    continue
+                if subscriber.closed:
+                    return
+                subscriber.wakeup = anyio.Event()
+                await subscriber.wakeup.wait()
         finally:
-            self._subscribers.discard(send)
-            send.close()
+            self._subscribers.discard(subscriber)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -55,6 +56,59 @@ async def test_events_end_when_the_supervisor_closes() -> None:
     # The hub was closed: iterating ends at once instead of hanging.
     with trio.fail_after(2):
         assert [e async for e in iterator] == []
+
+
+def _rss_kb() -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+
+
+async def test_a_lagging_watcher_costs_a_bounded_buffer(busybox: str) -> None:
+    """A watcher that does not keep up loses the oldest events, is told how many, and
+    the supervisor's memory stays bounded (the events' results carry 32 KiB of output each)."""
+    n, limit = 1500, 100
+    spec = Spec(["sh", "-c", "head -c 32768 /dev/zero"], rootfs=busybox)
+    got: list[supervisor.Event] = []
+    rss: list[int] = []
+    async with Supervisor() as sup:
+        lagging = sup.events(max_buffered=limit)
+        complete = sup.events(max_buffered=None)
+        kept: list[int] = []
+
+        async def drain_all() -> None:
+            async for _event in complete:
+                kept.append(1)
+
+        async with trio.open_nursery() as outer:
+            outer.start_soon(drain_all)
+            sem = trio.Semaphore(16)
+
+            async def one() -> None:
+                async with sem:
+                    await sup.run(spec)
+                if len(got) == 0:
+                    rss.append(_rss_kb())
+
+            async with trio.open_nursery() as runs:
+                for _ in range(n):
+                    runs.start_soon(one)
+            # Only now does the lagging watcher read: everything it missed is one "dropped".
+            async with contextlib.aclosing(lagging):  # type: ignore[type-var]
+                async for event in lagging:
+                    got.append(event)
+                    if len(got) == limit + 1:
+                        break
+            outer.cancel_scope.cancel()
+    assert got[0].kind == "dropped"
+    per_run = len(supervisor.Phase) + 3  # the phases, started, exited, cleaned_up
+    assert got[0].data["count"] == n * per_run - limit
+    assert [e.kind for e in got[1:]][-1] == "cleaned_up"
+    assert len(got) == limit + 1
+    # The unbounded reader that kept up saw every event.
+    assert len(kept) >= n * per_run - 100
+    # Memory: from the first hundred runs to the last, well below what 1500
+    # buffered results (with their output) would take.
+    assert rss[-1] - rss[99] < 20_000, (rss[99], rss[-1])
 
 
 async def test_max_parallel_bounds_running_containers(busybox: str) -> None:
