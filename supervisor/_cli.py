@@ -222,7 +222,11 @@ def _add_container_options(parser: argparse.ArgumentParser) -> None:
         "--overlay", action="store_true", help="copy-on-write root: writes go to a private tmpfs, discarded at exit"
     )
     parser.add_argument(
-        "--grace-period", type=float, default=5.0, metavar="S", help="seconds between SIGTERM and SIGKILL"
+        "--grace-period",
+        type=float,
+        default=5.0,
+        metavar="S",
+        help="seconds between SIGTERM and SIGKILL (0 to 3600)",
     )
     parser.add_argument(
         "--init",

@@ -33,6 +33,8 @@ _LIMIT_FLAGS = {
     "cpu_weight": "--cpu-weight",
     "pids": "--pids-limit",
 }
+#: The most containers one run-many starts (their results are kept for the summary).
+MAX_CONTAINERS = 1_000_000
 #: Flags that are the whole run's, set on the command line, not per entry.
 _RUN_ONLY = {"timeout": "--timeout", "preserve_fds": "--preserve-fds"}
 
@@ -169,13 +171,17 @@ def load_specs(path: str, build: SpecBuilder) -> list[Spec]:
             raise ValueError(f"{path}: entry {i} is not a table/object")
         entry = dict(item)
         count = entry.pop("count", 1)
+        if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_CONTAINERS:
+            raise ValueError(f"{path}: entry {i}: count must be a whole number from 1 to {MAX_CONTAINERS}")
         try:
             argv = _entry_argv(entry, flags)
             args = parser.parse_args(argv)
             spec = build(parser, args)
         except (argparse.ArgumentError, TypeError, ValueError) as exc:
             raise ValueError(f"{path}: entry {i}: {exc}") from None
-        specs.extend([spec] * int(count))
+        specs.extend([spec] * count)
+        if len(specs) > MAX_CONTAINERS:
+            raise ValueError(f"{path}: more than {MAX_CONTAINERS} containers in all")
     return specs
 
 
@@ -195,8 +201,8 @@ def run_many(parser: argparse.ArgumentParser, args: argparse.Namespace, build: S
                 raise ValueError(f"specs file {cmd[0]} {reason} (to run a command, give -n COUNT)")
             specs = load_specs(cmd[0], build)
         else:
-            if args.count < 1:
-                parser.error("-n must be at least 1")
+            if not 1 <= args.count <= MAX_CONTAINERS:
+                raise ValueError(f"-n {args.count}: give a count from 1 to {MAX_CONTAINERS}")
             spec = build(parser, args)
             specs = [spec] * args.count
         for spec in specs:
@@ -210,6 +216,9 @@ def run_many(parser: argparse.ArgumentParser, args: argparse.Namespace, build: S
         check_privileges()
     except PermissionError as exc:
         print(f"supervisor: {exc.strerror}", file=sys.stderr)
+        return 125
+    if args.parallel is not None and args.parallel < 1:
+        print(f"supervisor: -j {args.parallel}: give at least 1 container at a time", file=sys.stderr)
         return 125
     timeout = getattr(args, "timeout", None)
     if timeout is not None and not 0 < timeout < math.inf:

@@ -15,6 +15,12 @@ from ._record import record
 CFS_PERIOD_US = 100_000
 #: The smallest memory limit (docker's too).
 MIN_MEMORY_BYTES = 6 << 20
+#: The largest memory limit: 4 EiB, below the kernel's page counter maximum
+#: (a larger value is refused by the cgroup files, or overflows them).
+MAX_MEMORY_BYTES = 1 << 62
+#: The most CPUs a quota can name, and the most pids (the kernel's PID_MAX_LIMIT).
+MAX_CPUS = 4096
+MAX_PIDS = 1 << 22
 #: The kernel's smallest CFS quota (µs), so the smallest ``cpus`` is 0.01.
 _MIN_CFS_QUOTA_US = 1_000
 #: v1 ``cpu.shares`` bounds and the v2 ``cpu.weight`` range.
@@ -89,6 +95,10 @@ class Limits:
             value = getattr(self, name)
             if value is not None and not _is_int(value):
                 raise TypeError(f"Limits.{name} must be an int or None, not {type(value).__name__}")
+        for name in ("memory_bytes", "memory_swap_bytes"):
+            value = getattr(self, name)
+            if value is not None and value > MAX_MEMORY_BYTES:
+                raise ValueError(f"Limits.{name} must be at most {MAX_MEMORY_BYTES} (4 EiB), got {value}")
         if self.memory_bytes is not None and self.memory_bytes < MIN_MEMORY_BYTES:
             # Below it, PID 1's setup itself (kernel memory for its mounts)
             # could be OOM-killed, and PID 1 shares the supervisor's memory
@@ -108,12 +118,15 @@ class Limits:
         if self.cpus is not None:
             if isinstance(self.cpus, bool) or not isinstance(self.cpus, (int, float)):
                 raise TypeError(f"Limits.cpus must be a number or None, not {type(self.cpus).__name__}")
-            if not math.isfinite(self.cpus) or self.cpus * CFS_PERIOD_US < _MIN_CFS_QUOTA_US:
-                raise ValueError(f"Limits.cpus must be a finite number of at least 0.01, got {self.cpus}")
+            if (
+                not math.isfinite(self.cpus)
+                or not _MIN_CFS_QUOTA_US <= self.cpus * CFS_PERIOD_US <= MAX_CPUS * CFS_PERIOD_US
+            ):
+                raise ValueError(f"Limits.cpus must be a number from 0.01 to {MAX_CPUS}, got {self.cpus}")
         if self.cpu_weight is not None and not _MIN_WEIGHT <= self.cpu_weight <= _MAX_WEIGHT:
             raise ValueError(f"Limits.cpu_weight must be in 1..10000 (v2 scale), got {self.cpu_weight}")
-        if self.pids is not None and self.pids < 1:
-            raise ValueError(f"Limits.pids must be at least 1, got {self.pids}")
+        if self.pids is not None and not 1 <= self.pids <= MAX_PIDS:
+            raise ValueError(f"Limits.pids must be from 1 to {MAX_PIDS}, got {self.pids}")
 
     @classmethod
     def crabcan(cls) -> Limits:

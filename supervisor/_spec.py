@@ -43,6 +43,14 @@ _TMPFS_FLAGS = ("ro", "rw", "exec", "noexec", "nosuid", "nodev")
 #: Most ``Spec.tmpfs`` entries.
 MAX_TMPFS = 8
 
+#: The longest ``Spec.grace_period`` (an hour).
+MAX_GRACE_PERIOD_S = 3600
+
+#: Container paths no bind may cover: they are the container's own procfs
+#: and sysfs, and a bind there (the host's /proc, say) would show the host's
+#: (runc refuses them too).
+_KERNEL_FILESYSTEMS = ("/proc", "/sys")
+
 #: ``Spec.subnet``'s default, valid as written.
 _DEFAULT_SUBNET = "10.88.0.0/16"
 
@@ -233,7 +241,9 @@ class Spec:
         uid: the uid the payload runs as inside the container (crabcan's
             ``--uid``).
         gid: its gid (defaults to ``uid``, as in crabcan).
-        mounts: extra bind mounts (:class:`Mount`).
+        mounts: extra bind mounts (:class:`Mount`), at distinct targets, none
+            at or below ``/proc`` or ``/sys`` (the container's own procfs and
+            sysfs, as runc refuses).
         env: variables added to the clean default environment (``PATH``,
             ``HOME``, ``TERM``, ``HOSTNAME``); they win over the defaults.
         cwd: working directory inside the container (absolute).
@@ -247,7 +257,8 @@ class Spec:
         map_base: first host uid/gid of the range the container's ids map to.
         map_size: size of that range; container ids ``0..map_size-1`` exist.
         grace_period: seconds between SIGTERM and SIGKILL when the container is
-            stopped or cancelled.
+            stopped or cancelled (0 to 3600: the stop waits it out under a
+            shield).
         limits: cgroup limits (memory, memory+swap, CPU quota and weight,
             pids); ``Limits.crabcan()`` is crabcan's preset. Every container
             gets a cgroup of its own even without limits, for accounting.
@@ -386,9 +397,17 @@ class Spec:
         if isinstance(self.mounts, (str, bytes)) or not isinstance(self.mounts, Sequence):
             raise TypeError("Spec.mounts must be a list of Mount")
         mounts = []
+        targets: set[str] = set()
         for m in self.mounts:
             if not isinstance(m, Mount):
                 raise TypeError(f"Spec.mounts items must be Mount (see Mount.parse), not {type(m).__name__}")
+            target = os.path.normpath("/" + m.target.lstrip("/"))
+            if target in targets:
+                raise _field_error("mounts", f"two mounts at {target} (the second would hide the first)")
+            targets.add(target)
+            for kernel in _KERNEL_FILESYSTEMS:
+                if target == kernel or target.startswith(kernel + "/"):
+                    raise _field_error("mounts", f"{m.target} is in the container's own {kernel}: no bind may cover it")
             mounts.append(m)
         set_(self, "mounts", tuple(mounts))
         # env
@@ -427,8 +446,12 @@ class Spec:
                 raise _field_error("overlay", f"the rootfs path {self.rootfs!r} cannot contain ',', ':' or '\\'")
         if not isinstance(self.grace_period, (int, float)) or isinstance(self.grace_period, bool):
             raise TypeError("Spec.grace_period must be a number")
-        if self.grace_period < 0:
-            raise _field_error("grace_period", "must be >= 0")
+        # Bounded: a stop waits it out under a shield, and every wait in
+        # cleanup must end.
+        if not 0 <= self.grace_period <= MAX_GRACE_PERIOD_S:
+            raise _field_error(
+                "grace_period", f"must be from 0 to {MAX_GRACE_PERIOD_S} seconds, not {self.grace_period}"
+            )
         self._validate_hardening()
         self._validate_network()
         self._validate_time_offsets()
@@ -596,8 +619,13 @@ class Spec:
         Raises:
             ValueError: naming the field whose path is missing.
         """
-        if self.rootfs is not None and not os.path.isdir(self.rootfs):
-            raise _field_error("rootfs", f"{self.rootfs} is not an existing directory")
+        if self.rootfs is not None:
+            # Resolved first, then checked: a symlink to / is the host's root.
+            resolved = os.path.realpath(self.rootfs)
+            if not os.path.isdir(resolved):
+                raise _field_error("rootfs", f"{self.rootfs} is not an existing directory")
+            if resolved == "/":
+                raise _field_error("rootfs", f"{self.rootfs} is the host's root (leave rootfs unset for a view of it)")
         for m in self.mounts:
             if not os.path.exists(m.source):
                 raise _field_error("mounts", f"source {m.source} does not exist")

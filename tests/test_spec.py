@@ -9,9 +9,13 @@ import pathlib
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import supervisor
-from supervisor import Mount, Spec
+from supervisor import Limits, Mount, Spec
+from supervisor._limits import MAX_CPUS, MAX_MEMORY_BYTES, MAX_PIDS, MIN_MEMORY_BYTES
+from supervisor._spec import MAX_GRACE_PERIOD_S
 
 
 def test_minimal_spec_defaults() -> None:
@@ -292,3 +296,63 @@ def test_records_are_dataclasses_to_their_users() -> None:
     assert first == supervisor.SweepReport(owners=["x"], errors=["e"])
     with pytest.raises(TypeError, match="unhashable"):
         hash(first)
+
+
+# -- bad input: the classes of mistake, with generated values ------------------
+
+
+@given(st.floats(allow_nan=True, allow_infinity=True) | st.integers(min_value=-(2**70), max_value=2**70))
+def test_grace_period_is_a_finite_bounded_duration(value: float) -> None:
+    """Every wait in cleanup has a finite bound: nan, inf and huge values are refused by name."""
+    if 0 <= value <= MAX_GRACE_PERIOD_S:
+        assert Spec(["true"], grace_period=value).grace_period == value
+    else:
+        with pytest.raises(ValueError, match=r"Spec\.grace_period"):
+            Spec(["true"], grace_period=value)
+
+
+@given(
+    field=st.sampled_from(["memory_bytes", "pids", "cpus", "cpu_weight"]),
+    value=st.integers(min_value=-(2**66), max_value=2**66) | st.floats(allow_nan=True, allow_infinity=True),
+)
+def test_limits_are_checked_against_what_the_kernel_takes(field: str, value: float) -> None:
+    """A limit is in range or refused naming the field, never passed on to fail in a later phase."""
+    bounds = {
+        "memory_bytes": (MIN_MEMORY_BYTES, MAX_MEMORY_BYTES),
+        "pids": (1, MAX_PIDS),
+        "cpus": (0.01, MAX_CPUS),
+        "cpu_weight": (1, 10_000),
+    }
+    low, high = bounds[field]
+    wrong_type = field != "cpus" and not isinstance(value, int)
+    if wrong_type or not low <= value <= high:
+        with pytest.raises((TypeError, ValueError), match=rf"Limits\.{field}"):
+            Limits(**{field: value})
+    else:
+        assert getattr(Limits(**{field: value}), field) == value
+
+
+@given(st.lists(st.sampled_from(["/a", "/a/", "//a", "/a/.", "/b", "/b/../a", "/c/d", "/c/d/"]), max_size=4))
+def test_mount_targets_are_distinct_after_normalising(targets: list[str]) -> None:
+    mounts = [Mount("/src", t) for t in targets]
+    normal = [os.path.normpath("/" + t.lstrip("/")) for t in targets]
+    if len(set(normal)) == len(normal):
+        assert len(Spec(["true"], mounts=mounts).mounts) == len(targets)
+    else:
+        with pytest.raises(ValueError, match="two mounts at"):
+            Spec(["true"], mounts=mounts)
+
+
+@pytest.mark.parametrize("target", ["/proc", "/proc/", "/proc/sys", "/sys", "//sys/fs/cgroup", "/proc/../proc/1"])
+def test_no_bind_covers_the_containers_proc_or_sys(target: str) -> None:
+    with pytest.raises(ValueError, match="no bind may cover it"):
+        Spec(["true"], mounts=[Mount("/proc", target)])
+    assert Spec(["true"], mounts=[Mount("/proc", "/procfs")]).mounts  # only the path itself and below
+
+
+def test_a_rootfs_that_resolves_to_the_host_root_is_refused(tmp_path: pathlib.Path) -> None:
+    (tmp_path / "root").symlink_to("/")
+    with pytest.raises(ValueError, match="is the host's root"):
+        Spec(["true"], rootfs=str(tmp_path / "root")).check_host()
+    with pytest.raises(ValueError, match="is the host's root"):
+        Spec(["true"], rootfs="/").check_host()

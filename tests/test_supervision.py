@@ -491,6 +491,31 @@ def test_run_many_json_event_stream(busybox: str, host_dir: Path) -> None:
     assert {e["id"] for e in events} == {e["id"] for e in events if e["event"] == "exited"}
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["-j", "0", "-n", "1", "--", "true"], "-j 0: give at least 1"),
+        (["-j", "-1", "-n", "1", "--", "true"], "-j -1: give at least 1"),
+        (["-n", "0", "--", "true"], "-n 0: give a count from 1 to 1000000"),
+        (["-n", "1000000000000", "--", "true"], "-n 1000000000000: give a count from 1 to 1000000"),
+        (["--grace-period", "inf", "-n", "1", "--", "true"], "Spec.grace_period: must be from 0 to 3600"),
+    ],
+)
+def test_run_many_refuses_bad_counts_in_one_line(args: list[str], message: str) -> None:
+    out = _cli("run-many", *args)
+    assert out.returncode == 125, out
+    assert out.stderr.strip().startswith(f"supervisor: {message}"), out.stderr
+
+
+def test_run_many_refuses_a_huge_spec_file_count(host_dir: Path) -> None:
+    specs = host_dir / "specs.json"
+    for count in (10**12, 0, "3", True):
+        specs.write_text(json.dumps([{"command": ["true"], "count": count}]))
+        out = _cli("run-many", str(specs))
+        assert out.returncode == 125, count
+        assert "count must be a whole number from 1 to 1000000" in out.stderr, (count, out.stderr)
+
+
 def test_run_many_names_a_missing_specs_file(host_dir: Path) -> None:
     out = _cli("run-many", str(host_dir / "missing.toml"))
     assert out.returncode == 125
