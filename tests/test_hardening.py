@@ -187,6 +187,10 @@ report("tiocsti", sc("ioctl", 0, 0x5412, buf))
 report("tiocsti_high_bits", sc("ioctl", 0, 0x100005412, buf))
 report("tioclinux", sc("ioctl", 0, 0x541C, buf))
 report("tiocgwinsz", sc("ioctl", 0, 0x5413, buf))
+# A pty of the container's own can become the payload's controlling terminal
+# (tmux and screen do so); the payload leads a session of its own.
+master, slave = os.openpty()
+report("tiocsctty_own_pty", sc("ioctl", slave, 0x540E, 0))
 r, w = os.pipe()
 os.write(w, b"abc")
 n = ctypes.c_int(0)
@@ -356,6 +360,7 @@ async def test_terminal_injection_denied_exactly(
     # The kernel's request is 32 bits: upper bits must not bypass the rule.
     assert default_battery["tiocsti_high_bits"] == "EPERM"
     assert default_battery["tioclinux"] == "EPERM"
+    assert default_battery["tiocsctty_own_pty"] == "OK"  # see docs/security.rst: tmux needs it
     # crabcan's mask also refused these; stdin is /dev/null, hence ENOTTY.
     assert default_battery["tiocgwinsz"] == "ENOTTY"
     assert default_battery["fionread"] == "OK"
