@@ -289,6 +289,9 @@ class Supervisor:
                         network = sys.modules.get("supervisor._parent.network")
                         if network is not None:
                             await network.wait_idle()
+                            # Deleted (or in use by another supervisor): the
+                            # bridges' own records are done with.
+                            self._rundir.forget_prefixed(network.BRIDGE_RECORD_PREFIX)
                     self._tg = None
                     self._events.close()
                     self._rundir.close()

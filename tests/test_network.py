@@ -858,6 +858,40 @@ async def test_crashed_supervisors_network_is_swept() -> None:
             await trio.sleep(0.01)
 
 
+ENDED_THEN_CRASHING = """
+import sys, trio, supervisor
+async def main():
+    async with supervisor.Supervisor() as sup:
+        await sup.run(supervisor.Spec(["true"], network="bridge", subnet=sys.argv[1]))
+        print("ended", flush=True)  # the bridge lingers for the next container
+        await trio.sleep(60)
+trio.run(main)
+"""
+
+
+async def test_a_bridge_left_by_a_crash_after_its_last_container_is_swept() -> None:
+    """The bridge outlives its containers: killed then, the supervisor still leaves it in its ledger."""
+    subnet = "10.89.1.0/24"
+    bridge = network.bridge_name(subnet)
+    env = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(supervisor.__file__))}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", ENDED_THEN_CRASHING, subnet], stdout=subprocess.PIPE, env=env, text=True
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "ended"
+        assert os.path.exists(f"/sys/class/net/{bridge}")
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stdout.close()  # type: ignore[union-attr]
+    report = supervisor.collect_garbage()
+    assert any(r.get("bridge") == bridge for r in report.removed), report
+    with trio.fail_after(5):
+        while os.path.exists(f"/sys/class/net/{bridge}"):
+            await trio.sleep(0.01)
+
+
 HASH_UNTIL_EOF = """
 import hashlib, socket, sys
 srv = socket.socket()

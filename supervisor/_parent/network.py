@@ -148,6 +148,10 @@ class Attachment:
         return ipaddress.IPv4Network(self.subnet).prefixlen
 
 
+#: The ledger id of a bridge's own record (``RunDir.record_once``).
+BRIDGE_RECORD_PREFIX = "bridge:"
+
+
 def bridge_name(subnet: str) -> str:
     """The bridge of ``subnet``: shared by every supervisor using that subnet.
 

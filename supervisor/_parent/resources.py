@@ -230,8 +230,14 @@ class HostResources:
         from . import network
 
         assert self.etc_dir is not None
+        bridge = network.bridge_name(self.spec.subnet)
         self.rundir.record(self.cid, "dir", path=self.etc_dir)
-        self.rundir.record(self.cid, "net-lease", subnet=self.spec.subnet, bridge=network.bridge_name(self.spec.subnet))
+        self.rundir.record(self.cid, "net-lease", subnet=self.spec.subnet, bridge=bridge)
+        # The bridge outlives its containers (it lingers, then goes in the
+        # background): it has a record of its own, kept until the supervisor
+        # has finished that deletion, so a crash in between leaves it to gc.
+        own = network.BRIDGE_RECORD_PREFIX + bridge
+        self.rundir.record_once(own, "net-lease", subnet=self.spec.subnet, bridge=bridge)
 
     def start_allocation(self) -> None:
         """Start reserving the address in the background, before the clone.

@@ -123,6 +123,21 @@ class RunDir:
         self._append(line)
         self._live.setdefault(cid, []).append(line)
 
+    def record_once(self, cid: str, kind: str, **data: Any) -> None:
+        """:meth:`record`, unless ``cid`` already has live records (a resource
+        shared by containers, such as a bridge, recorded by its first user).
+
+        Raises:
+            OSError: the ledger cannot be written.
+        """
+        if cid not in self._live:
+            self.record(cid, kind, **data)
+
+    def forget_prefixed(self, prefix: str) -> None:
+        """:meth:`forget` every live record whose id starts with ``prefix``."""
+        for cid in [c for c in self._live if c.startswith(prefix)]:
+            self.forget(cid)
+
     def forget(self, cid: str) -> None:
         """Note that container ``cid``'s resources are all released."""
         if self._live.pop(cid, None) is None:
