@@ -3,6 +3,7 @@
 The public API is what this module exports; everything else is private.
 """
 
+from ._errors import CleanupError as CleanupError
 from ._errors import ContainerFailed as ContainerFailed
 from ._errors import ProtocolError as ProtocolError
 from ._errors import SetupError as SetupError
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 __all__ = [
+    "CleanupError",
     "Container",
     "ContainerFailed",
     "Event",

@@ -20,7 +20,7 @@ import anyio.abc
 import anyio.to_thread
 from anyio.abc import TaskStatus
 
-from ._errors import ContainerFailed, SetupError
+from ._errors import CleanupError, ContainerFailed, SetupError
 from ._events import Event, EventHub
 from ._hostname import generate as generate_hostname
 from ._parent import idmap, streams
@@ -390,6 +390,9 @@ class Supervisor:
         Raises:
             SetupError: the container failed before its payload ran
                 (``error.result.reason == "setup_failed"``).
+            CleanupError: the run is over but a host resource of it could not
+                be released (``.result`` has the run's result); when the run
+                failed too, that error is raised with this one as a note.
             ContainerFailed: ``check`` is true and the payload did not exit 0
                 (also on a timeout or an out-of-memory kill; ``.result`` has it).
             ValueError: the spec's host paths are missing, ``timeout`` is
@@ -488,6 +491,8 @@ class Supervisor:
         handle = Container(proc, hostname, done, resources)
         reason: Reason | None = None
         setup_error: SetupError | None = None
+        cleanup_error: OSError | None = None  # releasing a host resource failed
+        propagating: BaseException | None = None  # the run's own exception, on its way out
         try:
             # stdio for the container (PID 1 dup2()s them to 0, 1, 2)
             stdin_w = -1
@@ -601,8 +606,9 @@ class Supervisor:
         except SetupError as exc:  # before PID 1 could report it: the cgroup step, the clone
             setup_error = exc
             reason = "setup_failed"
-        except BaseException:
+        except BaseException as exc:
             reason = "cancelled"  # the finally block below stops and reaps it
+            propagating = exc
             raise
         finally:
             with anyio.CancelScope(shield=True):
@@ -614,8 +620,14 @@ class Supervisor:
                     if stream is not None:
                         await stream.aclose()
                 ctl_parent.close()
-                usage = resources.stats()  # after the end, before the cgroup goes
-                await resources.release()
+                # A release that fails must not skip the bookkeeping below
+                # (wait() would never return) nor replace the run's own error.
+                usage = None
+                try:
+                    usage = resources.stats()  # after the end, before the cgroup goes
+                    await resources.release()
+                except OSError as exc:
+                    cleanup_error = exc
                 self._live.pop(cid, None)
                 self._hostnames.discard(hostname)
                 if proc.slot is not None and proc.exited and self._spawner is not None:
@@ -639,11 +651,20 @@ class Supervisor:
                         events.publish("exited", cid, hostname, result=result.to_json())
                     events.publish("cleaned_up", cid, hostname)
                 done.set()
+                if cleanup_error is not None and propagating is not None:
+                    propagating.add_note(str(CleanupError(result, cleanup_error)))
         if setup_error is not None:
             setup_error.result = result
+            if cleanup_error is not None:
+                setup_error.add_note(str(CleanupError(result, cleanup_error)))
             raise setup_error
         if check and not result.ok and not proc.stopped_by_caller:
-            raise ContainerFailed(result, spec.command)
+            failed = ContainerFailed(result, spec.command)
+            if cleanup_error is not None:
+                failed.add_note(str(CleanupError(result, cleanup_error)))
+            raise failed
+        if cleanup_error is not None:
+            raise CleanupError(result, cleanup_error) from cleanup_error
         return result
 
 

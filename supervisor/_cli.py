@@ -721,11 +721,16 @@ def _failed(exc: SupervisorError | ValueError | TypeError, spec: Spec, args: arg
 
     126/127 when the program itself could not be executed or found; 125 for
     any other setup failure, a spec the host cannot run (a seccomp profile
-    that does not compile, say) or a protocol error.
+    that does not compile, say) or a protocol error. A run whose clean-up
+    failed did get to its end: the payload's status, and a line saying so.
     """
-    from ._errors import SetupError
+    from ._errors import CleanupError, SetupError
     from ._protocol import Phase
 
+    if isinstance(exc, CleanupError):
+        # The payload ran to its end: its status, and a line about what is left.
+        print(f"supervisor: {exc} (left for 'supervisor gc')", file=sys.stderr)
+        return _finished(exc.result, args, _PhasePrinter(False))
     if not isinstance(exc, SetupError):
         return _fail(str(exc) if isinstance(exc, (ValueError, TypeError)) else f"{type(exc).__name__}: {exc}")
     if args.json and exc.result is not None:

@@ -8,7 +8,10 @@ The hierarchy::
      │                               with the payload's own exit status
      ├── ContainerFailed             the payload ran and failed, with check=True,
      │                               the default (.result, .returncode, .stdout...)
-     └── ProtocolError               PID 1 broke the setup protocol
+     ├── ProtocolError               PID 1 broke the setup protocol
+     └── CleanupError                the run ended, but a host resource of it
+                                     could not be released (.result; the cause
+                                     chained; the resource stays for gc)
 
 Invalid specs raise the standard :class:`ValueError`/:class:`TypeError`, naming
 the field, before anything starts. Cancellation is never wrapped.
@@ -78,6 +81,27 @@ class ContainerFailed(SupervisorError):
         self.returncode = -result.signal if result.signal is not None else (result.exit_code or 0)
         self.stdout = self.output = result.stdout
         self.stderr = result.stderr
+
+
+class CleanupError(SupervisorError):
+    """The run is over, but one of its host resources could not be released.
+
+    The container is gone (PID 1 reaped) and the run's own bookkeeping is done
+    (:meth:`Container.wait` returns, the hostname is free); what failed is
+    releasing a host-side resource, such as a cgroup directory that stayed
+    busy. That resource stays in the crash ledger, so ``supervisor gc`` (or
+    the next supervisor's start-up sweep) removes it later. The ``OSError``
+    is chained as ``__cause__``. When the run itself failed too (a
+    :class:`SetupError`, :class:`ContainerFailed`, a cancellation), that error
+    is the one raised, and this one is added to it as a note.
+
+    Attributes:
+        result: the run's :class:`~supervisor.Result`.
+    """
+
+    def __init__(self, result: Result, error: OSError) -> None:
+        super().__init__(f"container {result.hostname!r} ended, but releasing its host resources failed: {error}")
+        self.result = result
 
 
 class ProtocolError(SupervisorError):

@@ -42,7 +42,7 @@ def test_exports_belong_to_the_package() -> None:
 
 def test_required_names_are_exported() -> None:
     required = {"Spec", "Mount", "Result", "Phase", "PhaseTiming", "Supervisor", "Container", "run"}
-    required |= {"SupervisorError", "SetupError", "ContainerFailed", "ProtocolError"}
+    required |= {"SupervisorError", "SetupError", "ContainerFailed", "ProtocolError", "CleanupError"}
     assert required <= set(supervisor.__all__)
     assert inspect.iscoroutinefunction(supervisor.run)
     assert inspect.iscoroutinefunction(supervisor.Supervisor.run)
@@ -54,6 +54,7 @@ def test_error_hierarchy() -> None:
         supervisor.SetupError,
         supervisor.ContainerFailed,
         supervisor.ProtocolError,
+        supervisor.CleanupError,
     ):
         assert issubclass(cls, supervisor.SupervisorError)
     assert issubclass(supervisor.SupervisorError, Exception)

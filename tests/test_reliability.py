@@ -164,3 +164,72 @@ async def test_supervisor_memory_stays_flat(busybox: str) -> None:
         growth = _rss_bytes() - before
     # A leak of even one small object per run would show up as a steady climb.
     assert growth < 2 * 1024 * 1024, f"supervisor RSS grew by {growth} bytes over 1000 runs"
+
+
+# -- a clean-up that fails ---------------------------------------------------
+
+
+@pytest.fixture
+def failing_release(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Each container's cgroup removal does its work, then fails as if a directory stayed busy."""
+    from supervisor._parent.cgroups import ContainerCgroup
+
+    real_remove = ContainerCgroup.remove
+    calls: list[int] = []
+
+    async def remove(self: ContainerCgroup, timeout: float = 10.0) -> None:
+        await real_remove(self, timeout)
+        calls.append(1)
+        raise OSError(16, f"rmdir {self.name}: Device or resource busy (on purpose)")
+
+    monkeypatch.setattr(ContainerCgroup, "remove", remove)
+    return calls
+
+
+async def test_a_failed_release_is_a_cleanup_error_and_strands_no_waiter(
+    busybox: str, failing_release: list[int]
+) -> None:
+    import shutil
+
+    sup = Supervisor()
+    try:
+        await _cleanup_errors(sup, busybox)
+    finally:
+        # The resources are really gone (the fault came after), but their
+        # records stay in the ledger for gc, as for a real failure: drop it.
+        shutil.rmtree(sup._rundir.path, ignore_errors=True)
+    assert len(failing_release) == 4
+
+
+async def _cleanup_errors(sup: Supervisor, busybox: str) -> None:
+    import supervisor
+
+    async with sup:
+        with pytest.raises(supervisor.CleanupError) as info:
+            await sup.run(Spec(["sh", "-c", "echo ran"], rootfs=busybox))
+        assert info.value.result.stdout == b"ran\n"
+        assert isinstance(info.value.__cause__, OSError)
+        assert "on purpose" in str(info.value)
+        # The handle's waiter is not stranded, and the hostname is free again.
+        async with trio.open_nursery() as nursery:
+            handle = await nursery.start(_start_and_expect_cleanup_error, sup, busybox)
+            with trio.fail_after(10):
+                result = await handle.wait()
+            assert (result.reason, result.exit_code) == ("exited", 0)
+        assert not sup._hostnames  # bookkeeping done
+        # The run's own error stays the one raised, with the clean-up's as a note.
+        with pytest.raises(SetupError) as setup:
+            await sup.run(Spec(["no-such-program"], rootfs=busybox))
+        assert any("releasing its host resources failed" in n for n in getattr(setup.value, "__notes__", []))
+        with pytest.raises(supervisor.ContainerFailed) as failed:
+            await sup.run(Spec(["false"], rootfs=busybox))
+        assert any("on purpose" in n for n in getattr(failed.value, "__notes__", []))
+
+
+async def _start_and_expect_cleanup_error(
+    sup: Supervisor, busybox: str, *, task_status: trio.TaskStatus[object] = trio.TASK_STATUS_IGNORED
+) -> None:
+    import supervisor
+
+    with pytest.raises(supervisor.CleanupError):
+        await sup.run(Spec(["sleep", "0.2"], rootfs=busybox), task_status=task_status)

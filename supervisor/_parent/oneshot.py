@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from .._child import _spawn
-from .._errors import ProtocolError, SetupError
+from .._errors import CleanupError, ProtocolError, SetupError
 from .._hostname import generate as generate_hostname
 from .._protocol import CgroupEntry, Phase, SpawnConfig
 from .._result import Reason, Result
@@ -137,6 +137,8 @@ def _run(
     reason: Reason | None = None
     ending: Reason | None = None
     setup_error: SetupError | None = None
+    cleanup_error: OSError | None = None
+    propagating: BaseException | None = None
     try:
         # stdio for the container (PID 1 dup2()s them to 0, 1, 2)
         if stdin is not None:
@@ -174,8 +176,9 @@ def _run(
     except SetupError as exc:
         setup_error = exc
         reason = "setup_failed"
-    except BaseException:
+    except BaseException as exc:
         reason = "cancelled"  # stopped and reaped below
+        propagating = exc
         raise
     finally:
         if proc.slot is not None and not proc.exited:
@@ -183,15 +186,26 @@ def _run(
         for fd in child_fds:
             os.close(fd)
         ctl_parent.close()
-        usage = resources.stats()  # after the end, before the cgroup goes
-        resources.release_blocking()
+        # A release that fails must not replace the run's own error.
+        usage = None
+        try:
+            usage = resources.stats()  # after the end, before the cgroup goes
+            resources.release_blocking()
+        except OSError as exc:
+            cleanup_error = exc
         if proc.slot is not None and proc.slot.pidfd >= 0 and proc.exited:
             os.close(proc.slot.pidfd)
             proc.slot.pidfd = -1
         result = run_result(proc, hostname, reason, ending, usage, setup_error)
+        if cleanup_error is not None and propagating is not None:
+            propagating.add_note(str(CleanupError(result, cleanup_error)))
     if setup_error is not None:
         setup_error.result = result
+        if cleanup_error is not None:
+            setup_error.add_note(str(CleanupError(result, cleanup_error)))
         raise setup_error
+    if cleanup_error is not None:
+        raise CleanupError(result, cleanup_error) from cleanup_error
     return result
 
 
