@@ -58,6 +58,18 @@ _HOSTNAME_RE = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1
 _ENV_KEY_RE = re.compile(r"^[^=\x00]+$")
 
 
+def _jsonable(value: Any) -> Any:
+    """A field's value as JSON has it (see :meth:`Spec.to_json`)."""
+    names = getattr(type(value), "__record_names__", None)
+    if names is not None:
+        return {name: _jsonable(getattr(value, name)) for name in names}
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
 def _field_error(name: str, message: str) -> ValueError:
     return ValueError(f"Spec.{name}: {message}")
 
@@ -653,44 +665,11 @@ class Spec:
                 )
 
     def to_json(self) -> dict[str, Any]:
-        """The spec as a JSON-ready dict (for the CLI's ``--json`` and events)."""
-        return {
-            "command": list(self.command),
-            "rootfs": self.rootfs,
-            "hostname": self.hostname,
-            "uid": self.uid,
-            "gid": self.gid,
-            "mounts": [
-                {"source": m.source, "target": m.target, "read_only": m.read_only, "idmap": m.idmap}
-                for m in self.mounts
-            ],
-            "env": dict(self.env),
-            "cwd": self.cwd,
-            "read_only": self.read_only,
-            "cap_add": list(self.cap_add),
-            "cap_drop": list(self.cap_drop),
-            "seccomp": self.seccomp,
-            "rlimits": {k: list(v) for k, v in self.rlimits.items()},
-            "tty": self.tty,
-            "overlay": self.overlay,
-            "limits": None
-            if self.limits is None
-            else {
-                k: getattr(self.limits, k) for k in ("memory_bytes", "memory_swap_bytes", "cpus", "cpu_weight", "pids")
-            },
-            "init": self.init,
-            "time_offsets": dict(self.time_offsets),
-            "tmpfs": dict(self.tmpfs),
-            "network": self.network,
-            "ip": self.ip,
-            "subnet": self.subnet,
-            "publish": [
-                {
-                    "host_ip": p.host_ip,
-                    "host_port": p.host_port,
-                    "container_port": p.container_port,
-                    "protocol": p.protocol,
-                }
-                for p in self.publish
-            ],
-        }
+        """The spec as a JSON-ready dict (for the CLI's ``--json`` and events).
+
+        Every field, by its name, derived from the field list itself, so that
+        no field can be left out: records (:class:`Mount`, :class:`Publish`,
+        :class:`Limits`) as objects of their fields, sequences as lists,
+        mappings as objects.
+        """
+        return {name: _jsonable(getattr(self, name)) for name in type(self).__record_names__}  # type: ignore[attr-defined]

@@ -172,6 +172,8 @@ def test_to_json_is_json() -> None:
         mounts=[Mount("/src", "/dst", read_only=True)],
     )
     data = json.loads(json.dumps(spec.to_json()))
+    # Every field, by its name: derived from the field list, none can be missed.
+    assert list(data) == [f.name for f in dataclasses.fields(Spec)]
     assert data["command"] == ["sh", "-c", "echo hi"]
     assert data["hostname"] == "box"
     assert data["uid"] == 7
