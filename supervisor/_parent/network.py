@@ -76,7 +76,7 @@ from .._record import record
 from .._sys import constants as c
 from .._sys import linux
 from .config import hosts_text
-from .rundir import register_sweeper
+from .rundir import register_sweeper, start_time
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (3 ms for a command line)
 if TYPE_CHECKING:
@@ -175,14 +175,9 @@ def _limiter() -> anyio.CapacityLimiter:
 
 # -- owners -----------------------------------------------------------------
 def _start_time(pid: int) -> str | None:
-    """Field 22 of ``/proc/<pid>/stat`` (tells a PID's reuse apart), or None."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except OSError:
-        return None
-    # comm may contain spaces and parentheses: split after the last ")".
-    return data[data.rindex(b")") + 2 :].split()[19].decode()
+    """The process's start time as the ownership files write it, or None if gone."""
+    ticks = start_time(pid)
+    return None if ticks is None else str(ticks)
 
 
 _OWNER: tuple[int, str] | None = None
