@@ -15,6 +15,7 @@ import re
 import shutil
 import socket
 import stat
+import subprocess
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -466,6 +467,28 @@ async def test_writable_bind_of_a_users_folder_is_id_mapped(host_dir: Path) -> N
     assert ((work / "b").stat().st_uid, (work / "b").stat().st_gid) == (1000, 1001)
 
 
+async def test_an_id_mapped_bind_propagates_nothing_to_the_host(host_dir: Path) -> None:
+    """The id-mapped copy of a shared host mount is private: a bind made below it stays in the container."""
+    shared = host_dir / "shared"
+    shared.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(shared)], check=True)
+    try:
+        subprocess.run(["mount", "--make-shared", str(shared)], check=True)
+        work = _owned_folder(shared, 1000, 1000)
+        (host_dir / "data").mkdir()
+        mounts = [Mount(str(work), "/w"), Mount(str(host_dir / "data"), "/w/inner", read_only=True)]
+        result = await supervisor.run(Spec(["cat", "/proc/self/mountinfo"], mounts=mounts))
+        table = mountinfo(result.stdout.decode())
+        assert "idmapped" in table["/w"][1]
+        assert "/w/inner" in table
+        with open("/proc/self/mountinfo") as f:
+            assert str(work / "inner") not in f.read(), "the container's bind reached the host"
+        line = next(x for x in result.stdout.decode().splitlines() if x.split()[4] == "/w")
+        assert "shared:" not in line, line
+    finally:
+        subprocess.run(["umount", "-l", str(shared)], check=True)
+
+
 async def test_id_mapping_is_chosen_per_bind(host_dir: Path) -> None:
     """Read-only binds, ``noidmap`` and root-owned folders stay plain unless ``idmap`` is asked."""
     work = _owned_folder(host_dir, 1000, 1000)
@@ -486,6 +509,21 @@ async def test_id_mapping_is_chosen_per_bind(host_dir: Path) -> None:
     assert Mount.parse("/a:/b:ro,idmap") == Mount("/a", "/b", read_only=True, idmap=True)
     with pytest.raises(ValueError, match="unknown option 'U'"):
         Mount.parse("/a:/b:U")
+
+
+async def test_more_binds_than_id_mapped_mounts_stay_plain_past_the_limit(host_dir: Path) -> None:
+    """Writable binds of a user's folders are id-mapped up to MAX_IDMAPPED; the rest stay plain binds."""
+    from supervisor._protocol import MAX_IDMAPPED
+
+    work = _owned_folder(host_dir, 1000, 1000)
+    mounts = [Mount(str(work), f"/m{i}") for i in range(MAX_IDMAPPED + 2)]
+    script = " ".join(f"/m{i}" for i in range(MAX_IDMAPPED + 2))
+    result = await supervisor.run(Spec(["stat", "-c", "%u", *script.split()], mounts=mounts))
+    owners = result.stdout.decode().split()
+    assert owners.count("0") == MAX_IDMAPPED
+    assert owners.count("65534") == 2
+    with pytest.raises(ValueError, match=f"at most {MAX_IDMAPPED} binds may ask for idmap"):
+        Spec(["true"], mounts=[Mount(str(work), f"/m{i}", idmap=True) for i in range(MAX_IDMAPPED + 1)])
 
 
 async def test_id_mapping_asked_where_the_filesystem_has_none_is_an_error() -> None:

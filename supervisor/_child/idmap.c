@@ -85,7 +85,10 @@ int idmap_tree(const char *path, int userns_fd)
     int fd = (int)syscall(SYS_open_tree, AT_FDCWD, path, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE);
     if (fd < 0)
         return -errno;
-    struct mount_attr attr = {.attr_set = MOUNT_ATTR_IDMAP, .userns_fd = (uint64_t)userns_fd};
+    /* Private too: the clone joined the source's peer group (the host's /
+     * is shared), and a mount made later below the bind must never
+     * propagate back to the host. */
+    struct mount_attr attr = {.attr_set = MOUNT_ATTR_IDMAP, .userns_fd = (uint64_t)userns_fd, .propagation = MS_PRIVATE};
     if (syscall(SYS_mount_setattr, fd, "", AT_EMPTY_PATH | AT_RECURSIVE, &attr, sizeof attr) < 0) {
         int err = errno;
         close(fd);
