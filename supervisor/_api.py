@@ -149,7 +149,8 @@ class Container:
         """
         if grace is not None and not grace >= 0:
             raise ValueError(f"grace must be a number of seconds, 0 or more (not {grace!r})")
-        self._proc.stopped_by_caller = True
+        if not self._proc.exited:  # an exit of its own stays its own (and a failure for check)
+            self._proc.stopped_by_caller = True
         await self._proc.stop(self._proc.grace_period if grace is None else grace)
         return await self.wait()
 
@@ -624,33 +625,35 @@ class Supervisor:
                 # (wait() would never return) nor replace the run's own error.
                 usage = None
                 try:
-                    usage = resources.stats()  # after the end, before the cgroup goes
-                    await resources.release()
-                except OSError as exc:
-                    cleanup_error = exc
-                self._live.pop(cid, None)
-                self._hostnames.discard(hostname)
-                if proc.slot is not None and proc.exited and self._spawner is not None:
-                    self._spawner.forget(cid)
-                result = run_result(
-                    proc,
-                    hostname,
-                    reason,
-                    ending,
-                    usage,
-                    setup_error,
-                    stdout=out_chunks.value(),
-                    stderr=err_chunks.value(),
-                    dropped=(out_chunks.dropped, err_chunks.dropped),
-                )
-                handle._result = result
-                if events.has_subscribers:  # the JSON form costs every run ~0.05 ms otherwise
-                    if setup_error is not None:
-                        events.publish("failed", cid, hostname, setup_error.phase.label, result=result.to_json())
-                    else:
-                        events.publish("exited", cid, hostname, result=result.to_json())
-                    events.publish("cleaned_up", cid, hostname)
-                done.set()
+                    try:
+                        usage = resources.stats()  # after the end, before the cgroup goes
+                        await resources.release()
+                    except OSError as exc:
+                        cleanup_error = exc
+                finally:
+                    self._live.pop(cid, None)
+                    self._hostnames.discard(hostname)
+                    if proc.slot is not None and proc.exited and self._spawner is not None:
+                        self._spawner.forget(cid)
+                    result = run_result(
+                        proc,
+                        hostname,
+                        reason,
+                        ending,
+                        usage,
+                        setup_error,
+                        stdout=out_chunks.value(),
+                        stderr=err_chunks.value(),
+                        dropped=(out_chunks.dropped, err_chunks.dropped),
+                    )
+                    handle._result = result
+                    if events.has_subscribers:  # the JSON form costs every run ~0.05 ms otherwise
+                        if setup_error is not None:
+                            events.publish("failed", cid, hostname, setup_error.phase.label, result=result.to_json())
+                        else:
+                            events.publish("exited", cid, hostname, result=result.to_json())
+                        events.publish("cleaned_up", cid, hostname)
+                    done.set()
                 if cleanup_error is not None and propagating is not None:
                     propagating.add_note(str(CleanupError(result, cleanup_error)))
         if setup_error is not None:

@@ -75,6 +75,15 @@ def _mount_text(item: Any) -> str:
     return f"{m.source}:{m.target}:{','.join(options)}"
 
 
+def _rlimit_text(name: str, value: Any) -> str:
+    """An ``rlimits`` table entry (``[soft, hard]`` or one number) as ``--ulimit`` takes it."""
+    if isinstance(value, (list, tuple)):
+        if len(value) != 2:
+            raise ValueError(f"rlimits.{name}: give [soft, hard] or one number, not {value!r}")
+        return f"{name}={value[0]}:{value[1]}"
+    return f"{name}={value}"
+
+
 def _entry_argv(entry: dict[str, Any], flags: dict[str, argparse.Action]) -> list[str]:
     """The ``run`` flags that say what a specs file entry says.
 
@@ -98,6 +107,8 @@ def _entry_argv(entry: dict[str, Any], flags: dict[str, argparse.Action]) -> lis
         elif key == "mounts":
             pairs = [("--volume", _mount_text(m)) for m in value]
         elif key in ("env", "tmpfs") and isinstance(value, dict):
+            if not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+                raise ValueError(f"{key}: keys and values must be strings")
             sep = "=" if key == "env" else ":"
             pairs = [(f"--{key}", f"{k}{sep}{v}" if v != "" or key == "env" else k) for k, v in value.items()]
         elif key == "limits" and isinstance(value, dict):
@@ -106,10 +117,7 @@ def _entry_argv(entry: dict[str, Any], flags: dict[str, argparse.Action]) -> lis
                 raise ValueError(f"limits: unknown keys {sorted(unknown)} (known: {', '.join(_LIMIT_FLAGS)})")
             pairs = [(_LIMIT_FLAGS[k], v) for k, v in value.items() if v is not None]
         elif key == "rlimits" and isinstance(value, dict):
-            pairs = [
-                ("--ulimit", f"{k}={v[0]}:{v[1]}" if isinstance(v, list | tuple) else f"{k}={v}")
-                for k, v in value.items()
-            ]
+            pairs = [("--ulimit", _rlimit_text(k, v)) for k, v in value.items()]
         elif key == "time_offsets" and isinstance(value, dict):
             pairs = [("--time-offset", f"{k}={v}") for k, v in value.items()]
         elif key in _RUN_ONLY:
@@ -132,7 +140,7 @@ def _entry_argv(entry: dict[str, Any], flags: dict[str, argparse.Action]) -> lis
         for option, v in pairs:
             argv += [option] if v is None else [f"{option}={v}"]
     if isinstance(command, str):
-        argv += ["--command", command]
+        argv += [f"--command={command}"]
     elif isinstance(command, list) and all(isinstance(a, str) for a in command):
         argv += ["--", *command]
     elif command is not None:
@@ -302,7 +310,7 @@ async def _run_all(
 ) -> int:
     import trio
 
-    from . import SetupError, Supervisor
+    from . import CleanupError, SetupError, Supervisor
 
     results: list[Result] = []
     progress = Progress(len(specs))
@@ -316,6 +324,9 @@ async def _run_all(
         try:
             result = await sup.run(spec, check=False, timeout=timeout)
         except SetupError as exc:
+            result = exc.result
+        except CleanupError as exc:  # this container's alone: the others go on
+            print(f"supervisor: {exc} (left for 'supervisor gc')", file=sys.stderr)
             result = exc.result
         if result is None:
             return

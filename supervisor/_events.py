@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import weakref
 from collections import deque
 from collections.abc import AsyncIterator
 
@@ -139,7 +140,11 @@ class EventHub:
             subscriber.closed = True
         else:
             self._subscribers.add(subscriber)
-        return self._iterate(subscriber)
+        iterator = self._iterate(subscriber)
+        # An iterator dropped without ever being started runs no finally:
+        # unsubscribe it when it goes, or every run would keep publishing.
+        weakref.finalize(iterator, self._subscribers.discard, subscriber)
+        return iterator
 
     async def _iterate(self, subscriber: _Subscriber) -> AsyncIterator[Event]:
         try:

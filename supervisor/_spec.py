@@ -18,6 +18,7 @@ from types import MappingProxyType
 
 from . import _capabilities as _caps
 from ._limits import Limits
+from ._protocol import MAX_IDMAPPED
 from ._record import field, record
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (3 ms for a command line)
@@ -421,6 +422,8 @@ class Spec:
                 if target == kernel or target.startswith(kernel + "/"):
                     raise _field_error("mounts", f"{m.target} is in the container's own {kernel}: no bind may cover it")
             mounts.append(m)
+        if sum(m.idmap is True for m in mounts) > MAX_IDMAPPED:
+            raise _field_error("mounts", f"at most {MAX_IDMAPPED} binds may ask for idmap")
         set_(self, "mounts", tuple(mounts))
         # env
         if not isinstance(self.env, Mapping):

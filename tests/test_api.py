@@ -14,6 +14,7 @@ import anyio
 import anyio.abc
 import pytest
 from _util import gone, proc_start_time, proc_state
+from anyio.abc import TaskStatus
 
 import supervisor
 from supervisor import Container, ContainerFailed, Phase, Result, SetupError, Spec
@@ -331,6 +332,20 @@ async def test_stop_through_the_handle(busybox: str) -> None:
         assert (result.reason, result.signal) == ("signaled", signal.SIGKILL)
         with pytest.raises(ValueError, match="grace"):
             await handle.stop(grace=-1)
+    # A payload that failed on its own before the stop still fails the run's check.
+    raised: list[BaseException] = []
+
+    async def run_checked(sup: supervisor.Supervisor, *, task_status: TaskStatus[Container]) -> None:
+        try:
+            await sup.run(Spec(["sh", "-c", "exit 4"], rootfs=busybox), task_status=task_status)
+        except ContainerFailed as exc:
+            raised.append(exc)
+
+    async with supervisor.Supervisor() as sup, anyio.create_task_group() as tg:
+        handle = await tg.start(run_checked, sup)
+        await handle.wait()
+        assert (await handle.stop()).exit_code == 4
+    assert len(raised) == 1
 
 
 async def test_setup_error_propagates_out_of_start(busybox: str) -> None:

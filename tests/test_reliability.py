@@ -233,3 +233,23 @@ async def _start_and_expect_cleanup_error(
 
     with pytest.raises(supervisor.CleanupError):
         await sup.run(Spec(["sleep", "0.2"], rootfs=busybox), task_status=task_status)
+
+
+async def test_run_many_goes_on_past_a_failed_clean_up(
+    busybox: str, failing_release: list[int], capsys: pytest.CaptureFixture[str]
+) -> None:
+    import shutil
+
+    from supervisor import _climany
+    from supervisor._parent import rundir
+
+    before = set(os.listdir(rundir.run_root())) if os.path.isdir(rundir.run_root()) else set()
+    try:
+        status = await _climany._run_all([Spec(["true"], rootfs=busybox)] * 3, 2, False, None)
+    finally:
+        for name in set(os.listdir(rundir.run_root())) - before:  # the records kept for gc
+            shutil.rmtree(os.path.join(rundir.run_root(), name), ignore_errors=True)
+    out, err = capsys.readouterr()
+    assert status == 0
+    assert out.startswith("3 containers")
+    assert err.count("left for 'supervisor gc'") == 3

@@ -50,6 +50,15 @@ async def test_events_cover_every_phase_and_outcome() -> None:
     assert "started" not in bad
 
 
+async def test_an_events_iterator_never_started_unsubscribes_when_dropped() -> None:
+    import gc
+
+    async with Supervisor() as sup:
+        sup.events()  # dropped at once, never iterated
+        gc.collect()
+        assert not sup._events.has_subscribers
+
+
 async def test_events_end_when_the_supervisor_closes() -> None:
     async with Supervisor() as sup:
         iterator = sup.events()
@@ -474,6 +483,10 @@ def test_run_many_spec_file_keys_are_the_flags_and_output_dir(busybox: str, host
     assert out.returncode == 125
     assert f"{specs}: entry 0:" in out.stderr
     assert "lots" in out.stderr
+    specs.write_text('[[container]]\ncommand = ["true"]\nrlimits = { nofile = [64] }\n')
+    out = _cli("run-many", str(specs))
+    assert out.returncode == 125
+    assert "rlimits.nofile: give [soft, hard] or one number" in out.stderr
     specs.write_text('[[container]]\ncommand = ["true"]\ntimeout = 5\n')
     out = _cli("run-many", str(specs))
     assert "give --timeout on the command line" in out.stderr

@@ -275,11 +275,14 @@ def etc_hosts(spec: Spec, hostname: str) -> str | None:
     text = hosts_text(hostname, "127.0.1.1", f"written by supervisor (network={spec.network})")
     if spec.network == "host":
         try:
-            with open("/etc/hosts", encoding="utf-8", errors="replace") as f:
-                own = f.read(_HOST_HOSTS_MAX + 1)
+            with open("/etc/hosts", "rb") as f:
+                raw = f.read(_HOST_HOSTS_MAX + 1)
         except OSError:
-            own = ""
-        if len(own) <= _HOST_HOSTS_MAX:
+            raw = b""
+        # NULs dropped (PID 1 takes a C string), and the size counted in the
+        # bytes PID 1 writes (the staging tmpfs holds 64 KiB).
+        own = raw.replace(b"\0", b"").decode("utf-8", "replace")
+        if len(own.encode()) <= _HOST_HOSTS_MAX:
             if own and not own.endswith("\n"):
                 own += "\n"
             text = own + text.splitlines(keepends=True)[-1]  # the host's lines, then the hostname's

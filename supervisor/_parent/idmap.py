@@ -21,7 +21,7 @@ import errno
 import os
 
 from .._errors import SetupError
-from .._protocol import Bind, Phase, SpawnConfig
+from .._protocol import MAX_IDMAPPED, Bind, Phase, SpawnConfig
 from .._spec import Mount, Spec
 
 #: The errors that say the kernel or the filesystem has no id-mapped mounts.
@@ -124,4 +124,16 @@ def binds_of(spec: Spec) -> list[Bind]:
     absolute symlink on the way (/var/run -> /run) would point into its
     staging root instead of the host.
     """
-    return [Bind(os.path.realpath(m.source), m.target, m.read_only, wanted(m)) for m in spec.mounts]
+    binds, mapped = [], 0
+    for m in spec.mounts:
+        # Past MAX_IDMAPPED (one descriptor each), the automatic ones stay
+        # plain; asked-for ones are at most that many (Spec checks it).
+        idmapped = wanted(m) and (m.idmap is True or mapped < MAX_IDMAPPED - _asked(spec))
+        mapped += idmapped and m.idmap is None
+        binds.append(Bind(os.path.realpath(m.source), m.target, m.read_only, idmapped))
+    return binds
+
+
+def _asked(spec: Spec) -> int:
+    """How many of ``spec``'s binds ask for an id mapping explicitly."""
+    return sum(m.idmap is True for m in spec.mounts)

@@ -307,6 +307,10 @@ class HostResources:
     async def release(self) -> None:
         """Release everything, in reverse order of creation; idempotent.
 
+        Raises:
+            OSError: a step failed (the first such error; every step was
+                tried); the container's records stay in the crash ledger.
+
         **Cancellation:** shielded: always runs to the end.
         """
         import anyio  # imported here: a run without an event loop never needs it
@@ -322,12 +326,18 @@ class HostResources:
                 await ended.wait()
             if self._allocated is not None:
                 await self._allocated.wait()  # a few ms at most: a worker thread
+            # Each step is tried whatever the one before did; a failure keeps
+            # the records in the crash ledger (for gc) and is raised at the end.
+            failed: OSError | None = None
             if self._attachment is not None:
                 from . import network
 
                 # Frees the address; the veth dies with the netns, the bridge
                 # (if this was its last user) in the background.
-                await network.detach(self._attachment)
+                try:
+                    await network.detach(self._attachment)
+                except OSError as exc:
+                    failed = exc
             if self.etc_dir is not None:
                 import shutil  # bridge mode only: not on every command line's path
 
@@ -335,7 +345,12 @@ class HostResources:
             if self._cgroup is not None:
                 # Kills any straggler (the PID namespace is normally gone
                 # already), then removes the directories, retrying on EBUSY.
-                await self._cgroup.remove()
+                try:
+                    await self._cgroup.remove()
+                except OSError as exc:
+                    failed = failed or exc
+            if failed is not None:
+                raise failed
             # Everything is gone: the crash ledger has nothing left to sweep.
             self.rundir.forget(self.cid)
 
