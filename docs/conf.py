@@ -74,7 +74,11 @@ nitpick_ignore = [
 exclude_patterns = ["_build"]
 html_theme = "alabaster"
 html_title = f"supervisor {release}"
-html_static_path: list[str] = []
+# Wide enough for the code blocks on a 1280 px screen (alabaster's default
+# page is 940 px, which made most of them scroll).
+html_theme_options = {"page_width": "1240px", "sidebar_width": "220px"}
+html_static_path = ["_static"]
+html_css_files = ["custom.css"]
 
 
 # -- The public facade ---------------------------------------------------------
