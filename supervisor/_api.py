@@ -33,7 +33,7 @@ from ._parent.seccomp import warm_up as seccomp_warm_up
 from ._parent.spawn import Spawner
 from ._parent.streams import FdReceiveStream, FdSendStream
 from ._privileges import check_privileges
-from ._protocol import MAX_PASS_FDS, CgroupEntry, Phase
+from ._protocol import MAX_PASS_FDS, CgroupEntry, Phase, SpawnConfig
 from ._result import PhaseTiming, Reason, Result
 from ._spec import Spec
 
@@ -533,6 +533,10 @@ class Supervisor:
                 # The address and bridge need no container: reserved in the
                 # background while PID 1 is cloned and set up.
                 resources.start_allocation()
+            if spec.map_base == "auto":
+                # A host id range of its own, leased before the clone (the
+                # clone thread writes the maps) and given back with the rest.
+                config = _with_map_base(config, resources.lease_ids())
             if resources.wants_cgroup:
                 # Before the clone, so that PID 1 starts in it (SetupError);
                 # its entry fds go last, after the passed ones.
@@ -669,6 +673,13 @@ class Supervisor:
         if cleanup_error is not None:
             raise CleanupError(result, cleanup_error) from cleanup_error
         return result
+
+
+def _with_map_base(config: SpawnConfig, base: int) -> SpawnConfig:
+    """``config`` with the leased id range (``Spec(map_base="auto")``)."""
+    import dataclasses
+
+    return dataclasses.replace(config, map_base=base)
 
 
 async def _in_worker_thread(fn: Callable[[], object]) -> None:

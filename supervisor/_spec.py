@@ -267,7 +267,11 @@ class Spec:
             written; mount points may then be created). Needs ``rootfs``.
         tty: give the payload a terminal (a pty from the container's own
             devpts) as stdin, stdout and stderr; the supervisor relays it.
-        map_base: first host uid/gid of the range the container's ids map to.
+        map_base: first host uid/gid of the range the container's ids map to
+            (the same range for every container by default), or ``"auto"``: a
+            range of its own, leased from a pool shared by every supervisor of
+            the host (from 2**30 up, in slots of 65536 ids) and given back at
+            the end, so that no two live containers share a host user.
         map_size: size of that range; container ids ``0..map_size-1`` exist.
         grace_period: seconds between SIGTERM and SIGKILL when the container is
             stopped or cancelled (0 to 3600: the stop waits it out under a
@@ -345,7 +349,7 @@ class Spec:
     read_only: bool = False
     tty: bool = False
     overlay: bool = False
-    map_base: int = 100_000
+    map_base: int | str = 100_000
     map_size: int = 65_536
     grace_period: float = 5.0
     limits: Limits | None = None
@@ -393,11 +397,16 @@ class Spec:
         # ids
         for name in ("map_base", "map_size"):
             value = getattr(self, name)
+            if name == "map_base" and value == "auto":
+                continue
             if not isinstance(value, int) or isinstance(value, bool):
-                raise TypeError(f"Spec.{name} must be an int")
-        if self.map_base < 1:
+                raise TypeError(f"Spec.{name} must be an int" + (" or 'auto'" if name == "map_base" else ""))
+        if not isinstance(self.map_base, int):  # "auto"
+            if not 1 <= self.map_size <= 1 << 24:
+                raise _field_error("map_size", "with map_base='auto', from 1 to 2**24 ids")
+        elif self.map_base < 1:
             raise _field_error("map_base", "must be >= 1 (host root is never mapped)")
-        if not 1 <= self.map_size <= 2**32 - 1 - self.map_base:
+        elif not 1 <= self.map_size <= 2**32 - 1 - self.map_base:
             raise _field_error("map_size", "out of range")
         gid = self.uid if self.gid is None else self.gid
         for name, value in (("uid", self.uid), ("gid", gid)):

@@ -245,6 +245,51 @@ async def test_host_view_of_payload_ids(busybox: str) -> None:
     assert uid_map == ["0", "200000", "5000"]
 
 
+async def test_auto_id_ranges_make_each_container_a_host_user_of_its_own(host_dir: Path) -> None:
+    """map_base="auto": two live containers are two different host users, and a file one of
+    them keeps private in a shared bind is private from the other."""
+    import json as _json
+
+    from supervisor._parent import idranges
+
+    shared = host_dir / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o777)
+    mounts = [Mount(str(shared), "/shared", idmap=False)]
+    writer = Spec(["sh", "-c", "umask 077; echo secret > /shared/f; read x; exit 0"], map_base="auto", mounts=mounts)
+    reader = Spec(["sh", "-c", "cat /shared/f"], map_base="auto", mounts=mounts)
+    r, w = os.pipe()
+    try:
+        async with supervisor.Supervisor() as sup, anyio.create_task_group() as tg:
+            first = await tg.start(partial(sup.run, writer, stdin=r))
+            with open(f"/proc/{first.pid}/status") as f:
+                uid_a = int(next(line for line in f if line.startswith("Uid:")).split()[1])
+            for _ in range(200):
+                if (shared / "f").exists():
+                    break
+                await anyio.sleep(0.01)
+            result = await sup.run(reader, check=False)
+            os.close(w)
+            w = -1
+            await first.wait()
+    finally:
+        os.close(r)
+        if w >= 0:
+            os.close(w)
+    assert uid_a >= idranges.FIRST
+    owner = (shared / "f").stat().st_uid
+    assert owner == uid_a
+    assert result.exit_code != 0
+    assert b"Permission denied" in result.stderr
+    # Both leases are given back.
+    _folder, path = idranges._paths()
+    with open(path) as f:
+        leases = _json.load(f)
+    assert not [lease for lease in leases.values() if lease["cid"] in (first.id, result.id)]
+    with pytest.raises(ValueError, match="map_size"):
+        Spec(["true"], map_base="auto", map_size=1 << 25)
+
+
 # -- the root ----------------------------------------------------------------
 
 

@@ -126,7 +126,8 @@ def build_config(
         hostname=hostname,
         uid=spec.uid,
         gid=spec.gid if spec.gid is not None else spec.uid,
-        map_base=spec.map_base,
+        # map_base="auto": the leased range, set by the caller before the spawn.
+        map_base=spec.map_base if isinstance(spec.map_base, int) else 0,
         map_size=spec.map_size,
         # Host paths resolved here: PID 1 opens them below its old root, where
         # an absolute symlink on the way (/var/run -> /run) would point into

@@ -77,7 +77,7 @@ def open_trees(spec: Spec, config: SpawnConfig) -> list[int]:
             if not bind.idmapped:
                 continue
             mount = spec.mounts[i - first]
-            fd = _tree(bind, mount, spec, namespaces)
+            fd = _tree(bind, mount, spec, config.map_base, namespaces)
             if fd is None:
                 config.binds[i] = Bind(bind.src, bind.dst, bind.read_only)
             else:
@@ -92,7 +92,9 @@ def open_trees(spec: Spec, config: SpawnConfig) -> list[int]:
     return fds
 
 
-def _tree(bind: Bind, mount: Mount, spec: Spec, namespaces: dict[tuple[int, int, int, int], int]) -> int | None:
+def _tree(
+    bind: Bind, mount: Mount, spec: Spec, base: int, namespaces: dict[tuple[int, int, int, int], int]
+) -> int | None:
     from .._child import _spawn
 
     try:
@@ -101,7 +103,7 @@ def _tree(bind: Bind, mount: Mount, spec: Spec, namespaces: dict[tuple[int, int,
         raise SetupError(Phase.MOUNTS, exc.errno or 0, f"stat({mount.source!r}) failed: {exc.strerror}") from None
     gid = spec.gid if spec.gid is not None else spec.uid
     try:
-        key = (st.st_uid, spec.map_base + spec.uid, st.st_gid, spec.map_base + gid)
+        key = (st.st_uid, base + spec.uid, st.st_gid, base + gid)
         if key not in namespaces:
             namespaces[key] = _spawn.idmap_userns(*key)
         return _spawn.idmap_tree(bind.src, namespaces[key])

@@ -76,7 +76,7 @@ from .._record import record
 from .._sys import constants as c
 from .._sys import linux
 from .config import hosts_text
-from .rundir import register_sweeper, start_time
+from .rundir import owner_alive, owner_token, register_sweeper
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (3 ms for a command line)
 if TYPE_CHECKING:
@@ -171,35 +171,6 @@ def _limiter() -> anyio.CapacityLimiter:
         limiter = anyio.CapacityLimiter(NETLINK_THREADS)
         _LIMITER.set(limiter)
         return limiter
-
-
-# -- owners -----------------------------------------------------------------
-def _start_time(pid: int) -> str | None:
-    """The process's start time as the ownership files write it, or None if gone."""
-    ticks = start_time(pid)
-    return None if ticks is None else str(ticks)
-
-
-_OWNER: tuple[int, str] | None = None
-
-
-def owner_token() -> str:
-    """This process as ``pid:starttime``, the owner recorded in allocations."""
-    global _OWNER
-    pid = os.getpid()
-    if _OWNER is None or _OWNER[0] != pid:
-        _OWNER = (pid, _start_time(pid) or "0")
-    return f"{_OWNER[0]}:{_OWNER[1]}"
-
-
-def owner_alive(token: str) -> bool:
-    """Whether the process named by ``token`` (``pid:starttime``) still runs."""
-    pid_text, _, start = token.partition(":")
-    try:
-        pid = int(pid_text)
-    except ValueError:
-        return False
-    return _start_time(pid) == start
 
 
 # -- the state file ------------------------------------------------------------

@@ -147,6 +147,10 @@ def _run(
             child_fds.append(os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC))
         child_fds += [os.dup(1), os.dup(2)]
         child_fds += [os.dup(fd) for fd in pass_fds]
+        if spec.map_base == "auto":  # a host id range of its own, given back with the rest
+            import dataclasses
+
+            config = dataclasses.replace(config, map_base=resources.lease_ids())
         # Before the clone, so that PID 1 starts in it (SetupError); its
         # entry fds go last, after the passed ones.
         entry = resources.prepare_cgroup()

@@ -71,6 +71,9 @@ class HostResources:
         self._allocation_error: Exception | None = None
         self._cgroup: ContainerCgroup | None = None
         self._ports: list[tuple[anyio.CancelScope, anyio.Event]] = []
+        # -- ids (map_base="auto") --
+        self.id_base: int | None = None
+        """The first host id of the range leased for the container, if any."""
 
     @property
     def wants_cgroup(self) -> bool:
@@ -349,10 +352,46 @@ class HostResources:
                     await self._cgroup.remove()
                 except OSError as exc:
                     failed = failed or exc
+            try:
+                self._release_ids()  # last: no process of the container is left
+            except OSError as exc:
+                failed = failed or exc
             if failed is not None:
                 raise failed
             # Everything is gone: the crash ledger has nothing left to sweep.
             self.rundir.forget(self.cid)
+
+    def lease_ids(self) -> int:
+        """Lease the container's own host id range (``Spec(map_base="auto")``).
+
+        Returns:
+            its first host id.
+
+        Raises:
+            SetupError: phase ``USERNS``: the pool is full, or its files or
+                the crash ledger cannot be written.
+        """
+        from . import idranges
+        from .rundir import owner_token
+
+        try:
+            base = idranges.allocate(self.cid, self.spec.map_size)
+            try:
+                self.rundir.record(self.cid, "id-range", base=base, container=self.cid, owner=owner_token())
+            except OSError:
+                idranges.release(base, self.cid)
+                raise
+        except OSError as exc:
+            raise SetupError(Phase.USERNS, exc.errno or 0, f"lease a host id range: {exc}") from exc
+        self.id_base = base
+        return base
+
+    def _release_ids(self) -> None:
+        if self.id_base is not None:
+            from . import idranges
+
+            idranges.release(self.id_base, self.cid)
+            self.id_base = None
 
     def release_blocking(self) -> None:
         """:meth:`release` for a run without an event loop (no network: it
@@ -368,4 +407,5 @@ class HostResources:
         self._released = True
         if self._cgroup is not None:
             self._cgroup.remove_blocking()
+        self._release_ids()
         self.rundir.forget(self.cid)

@@ -84,6 +84,29 @@ def start_time(pid: int) -> int | None:
     return int(fields[19])
 
 
+_OWNER: tuple[int, str] | None = None
+
+
+def owner_token() -> str:
+    """This process as ``pid:starttime``: the owner written in shared pools
+    (addresses, id ranges), which a later process can check for life."""
+    global _OWNER
+    pid = os.getpid()
+    if _OWNER is None or _OWNER[0] != pid:
+        _OWNER = (pid, str(start_time(pid) or 0))
+    return f"{_OWNER[0]}:{_OWNER[1]}"
+
+
+def owner_alive(token: str) -> bool:
+    """Whether the process named by ``token`` (``pid:starttime``) still runs."""
+    pid_text, _, start = token.partition(":")
+    try:
+        pid = int(pid_text)
+    except ValueError:
+        return False
+    return str(start_time(pid)) == start
+
+
 class RunDir:
     """The ledger of one supervisor.
 
