@@ -20,20 +20,20 @@ import anyio.abc
 import anyio.to_thread
 from anyio.abc import TaskStatus
 
-from ._errors import CleanupError, ContainerFailed, SetupError
+from ._errors import ContainerFailed, SetupError
 from ._events import Event, EventHub
 from ._hostname import generate as generate_hostname
 from ._parent import idmap, streams
-from ._parent.config import build_config
+from ._parent.config import build_config, with_map_base
 from ._parent.container import ContainerProcess
-from ._parent.pid1 import run_result
+from ._parent.pid1 import note_cleanup, outcome, run_result
 from ._parent.resources import HostResources
 from ._parent.rundir import RunDir, supervisor_prefix, sweep
 from ._parent.seccomp import warm_up as seccomp_warm_up
 from ._parent.spawn import Spawner
 from ._parent.streams import FdReceiveStream, FdSendStream
 from ._privileges import check_privileges
-from ._protocol import MAX_PASS_FDS, CgroupEntry, Phase, SpawnConfig
+from ._protocol import MAX_PASS_FDS, CgroupEntry, Phase
 from ._result import PhaseTiming, Reason, Result
 from ._spec import Spec
 
@@ -536,7 +536,7 @@ class Supervisor:
             if spec.map_base == "auto":
                 # A host id range of its own, leased before the clone (the
                 # clone thread writes the maps) and given back with the rest.
-                config = _with_map_base(config, resources.lease_ids())
+                config = with_map_base(config, resources.lease_ids())
             if resources.wants_cgroup:
                 # Before the clone, so that PID 1 starts in it (SetupError);
                 # its entry fds go last, after the passed ones.
@@ -658,28 +658,10 @@ class Supervisor:
                             events.publish("exited", cid, hostname, result=result.to_json())
                         events.publish("cleaned_up", cid, hostname)
                     done.set()
-                if cleanup_error is not None and propagating is not None:
-                    propagating.add_note(str(CleanupError(result, cleanup_error)))
-        if setup_error is not None:
-            setup_error.result = result
-            if cleanup_error is not None:
-                setup_error.add_note(str(CleanupError(result, cleanup_error)))
-            raise setup_error
-        if check and not result.ok and not proc.stopped_by_caller:
-            failed = ContainerFailed(result, spec.command)
-            if cleanup_error is not None:
-                failed.add_note(str(CleanupError(result, cleanup_error)))
-            raise failed
-        if cleanup_error is not None:
-            raise CleanupError(result, cleanup_error) from cleanup_error
-        return result
-
-
-def _with_map_base(config: SpawnConfig, base: int) -> SpawnConfig:
-    """``config`` with the leased id range (``Spec(map_base="auto")``)."""
-    import dataclasses
-
-    return dataclasses.replace(config, map_base=base)
+                if propagating is not None:
+                    note_cleanup(propagating, result, cleanup_error)
+        failed = check and not result.ok and not proc.stopped_by_caller
+        return outcome(result, setup_error, cleanup_error, ContainerFailed(result, spec.command) if failed else None)
 
 
 async def _in_worker_thread(fn: Callable[[], object]) -> None:

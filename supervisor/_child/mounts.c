@@ -278,7 +278,7 @@ static void mount_hosts(struct sv_child *c)
     sv_mount_setattr(c, target, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC, 0);
 }
 
-_Noreturn void mounts_fail_host_path(struct sv_child *c, int err, const char *call, const char *staged)
+static _Noreturn void fail_host_path(struct sv_child *c, int err, const char *call, const char *staged)
 {
     /* EACCES on a host path: name the folder on its way that the container's
      * root may not search. Its ids are the mapped ones, which own nothing on
@@ -322,6 +322,18 @@ _Noreturn void mounts_fail_host_path(struct sv_child *c, int err, const char *ca
     sv_fail_call(c, err, call, staged);
 }
 
+void mounts_host_path(struct sv_child *c, const char *host_path, const char *what, char *out, size_t size,
+                      struct stat *st)
+{
+    if (sv_join_path(out, size, SV_OLDROOT, host_path) < 0)
+        sv_fail_call(c, ENAMETOOLONG, what, host_path);
+    /* Reached as the container's root: a folder on the way that it cannot
+     * search is the usual cause of failure, and gets its own message. */
+    long r = sv_raw(SYS_newfstatat, AT_FDCWD, (long)out, (long)st, 0, 0);
+    if (r < 0)
+        fail_host_path(c, (int)-r, "stat", out);
+}
+
 /* An id-mapped bind: the supervisor (root where the filesystem was mounted,
  * which the kernel requires) cloned the source's tree and set its id mapping;
  * the detached tree only needs moving into place. */
@@ -353,12 +365,8 @@ static void bind(struct sv_child *c, const struct sv_bind *b)
     if (b->idmapped) {
         move_idmapped(c, b, target, sizeof target);
     } else {
-        if (sv_join_path(source, sizeof source, SV_OLDROOT, b->src) < 0)
-            sv_fail_call(c, ENAMETOOLONG, "bind", b->src);
         struct stat st;
-        long r = sv_raw(SYS_newfstatat, AT_FDCWD, (long)source, (long)&st, 0, 0);
-        if (r < 0)
-            mounts_fail_host_path(c, (int)-r, "stat", source);
+        mounts_host_path(c, b->src, "bind", source, sizeof source, &st);
         mounts_point(c, b->dst, S_ISDIR(st.st_mode), target, sizeof target);
         sv_mount(c, source, target, NULL, MS_BIND | MS_REC, NULL);
     }

@@ -103,14 +103,8 @@ void rootfs_bind_root(struct sv_child *c)
         return;
     }
     char source[SV_PATH_MAX];
-    if (sv_join_path(source, sizeof source, SV_OLDROOT, p->rootfs) < 0)
-        sv_fail_call(c, ENAMETOOLONG, "bind the rootfs", p->rootfs);
-    /* Reached as the container's root: a folder on the way that it cannot
-     * search is the usual cause of failure, and gets its own message. */
     struct stat st;
-    long r = sv_raw(SYS_newfstatat, AT_FDCWD, (long)source, (long)&st, 0, 0);
-    if (r < 0)
-        mounts_fail_host_path(c, (int)-r, "stat", source);
+    mounts_host_path(c, p->rootfs, "bind the rootfs", source, sizeof source, &st);
     if (p->overlay) {
         bind_overlay(c, p->rootfs);
         return;

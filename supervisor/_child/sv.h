@@ -258,9 +258,12 @@ void init_fork_payload(struct sv_child *c);
 /* The mount point of container path `path` below /newroot, created in a
  * filesystem of ours if missing (mounts.c). */
 void mounts_point(struct sv_child *c, const char *path, int directory, char *out, size_t size);
-/* Report that `call` failed with `err` on host path `staged` (below
- * /oldroot); for EACCES, name the folder the container's root cannot search. */
-_Noreturn void mounts_fail_host_path(struct sv_child *c, int err, const char *call, const char *staged);
+/* Host path `host_path` as PID 1 reaches it (below /oldroot) into `out`,
+ * and its stat; a failure is reported (`what` failing), and for EACCES it
+ * names the folder the container's root cannot search. */
+struct stat;
+void mounts_host_path(struct sv_child *c, const char *host_path, const char *what, char *out, size_t size,
+                      struct stat *st);
 
 /* The supervisor's side of id-mapped binds, before the clone (idmap.c): a
  * user namespace mapping owner_uid/gid to to_uid/gid (its descriptor), and

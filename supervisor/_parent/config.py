@@ -175,6 +175,14 @@ def _tmpfs(path: str, options: str) -> Tmpfs:
     return Tmpfs(path, ",".join(data), read_only, exec_)
 
 
+def with_map_base(config: SpawnConfig, base: int) -> SpawnConfig:
+    """``config`` with its leased host id range (``Spec(map_base="auto")``,
+    leased once the run's clean-up is in place, after :func:`build_config`)."""
+    import dataclasses  # only for map_base="auto": not on every command line's path
+
+    return dataclasses.replace(config, map_base=base)
+
+
 def time_offsets(spec: Spec) -> list[TimeOffset]:
     """The lines of the container's ``timens_offsets``, none if all are zero.
 

@@ -126,16 +126,13 @@ def binds_of(spec: Spec) -> list[Bind]:
     absolute symlink on the way (/var/run -> /run) would point into its
     staging root instead of the host.
     """
-    binds, mapped = [], 0
+    # One descriptor each, at most MAX_IDMAPPED: the asked-for ones (Spec
+    # bounds them) first, the automatic ones in what room is left.
+    room = MAX_IDMAPPED - sum(m.idmap is True for m in spec.mounts)
+    binds = []
     for m in spec.mounts:
-        # Past MAX_IDMAPPED (one descriptor each), the automatic ones stay
-        # plain; asked-for ones are at most that many (Spec checks it).
-        idmapped = wanted(m) and (m.idmap is True or mapped < MAX_IDMAPPED - _asked(spec))
-        mapped += idmapped and m.idmap is None
+        idmapped = wanted(m) and (m.idmap is True or room > 0)
+        if idmapped and m.idmap is None:
+            room -= 1
         binds.append(Bind(os.path.realpath(m.source), m.target, m.read_only, idmapped))
     return binds
-
-
-def _asked(spec: Spec) -> int:
-    """How many of ``spec``'s binds ask for an id mapping explicitly."""
-    return sum(m.idmap is True for m in spec.mounts)

@@ -29,14 +29,14 @@ import time
 from collections.abc import Callable, Sequence
 
 from .._child import _spawn
-from .._errors import CleanupError, ProtocolError, SetupError
+from .._errors import ProtocolError, SetupError
 from .._hostname import generate as generate_hostname
 from .._protocol import CgroupEntry, Phase, SpawnConfig
 from .._result import Reason, Result
 from .._spec import Spec
 from . import idmap
-from .config import build_config
-from .pid1 import END, PhaseCallback, Pid1, Slot, read_clone_reply, reap, run_result
+from .config import build_config, with_map_base
+from .pid1 import END, PhaseCallback, Pid1, Slot, note_cleanup, outcome, read_clone_reply, reap, run_result
 from .resources import HostResources
 from .rundir import RunDir, supervisor_prefix, sweep
 
@@ -148,9 +148,7 @@ def _run(
         child_fds += [os.dup(1), os.dup(2)]
         child_fds += [os.dup(fd) for fd in pass_fds]
         if spec.map_base == "auto":  # a host id range of its own, given back with the rest
-            import dataclasses
-
-            config = dataclasses.replace(config, map_base=resources.lease_ids())
+            config = with_map_base(config, resources.lease_ids())
         # Before the clone, so that PID 1 starts in it (SetupError); its
         # entry fds go last, after the passed ones.
         entry = resources.prepare_cgroup()
@@ -201,16 +199,9 @@ def _run(
             os.close(proc.slot.pidfd)
             proc.slot.pidfd = -1
         result = run_result(proc, hostname, reason, ending, usage, setup_error)
-        if cleanup_error is not None and propagating is not None:
-            propagating.add_note(str(CleanupError(result, cleanup_error)))
-    if setup_error is not None:
-        setup_error.result = result
-        if cleanup_error is not None:
-            setup_error.add_note(str(CleanupError(result, cleanup_error)))
-        raise setup_error
-    if cleanup_error is not None:
-        raise CleanupError(result, cleanup_error) from cleanup_error
-    return result
+        if propagating is not None:
+            note_cleanup(propagating, result, cleanup_error)
+    return outcome(result, setup_error, cleanup_error)
 
 
 def _spawn_pid1(config: SpawnConfig, fds: list[int]) -> Slot:

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 
 from .._child import _spawn
-from .._errors import ProtocolError, SetupError
+from .._errors import CleanupError, ProtocolError, SetupError
 from .._protocol import (
     REQUEST_PHASES,
     SETUP_COMM,
@@ -463,3 +463,35 @@ def run_result(
         stdout_dropped=dropped[0],
         stderr_dropped=dropped[1],
     )
+
+
+def note_cleanup(error: BaseException, result: Result, cleanup_error: OSError | None) -> BaseException:
+    """``error`` (the run's own), with a failed clean-up added to it as a note."""
+    if cleanup_error is not None:
+        error.add_note(str(CleanupError(result, cleanup_error)))
+    return error
+
+
+def outcome(
+    result: Result,
+    setup_error: SetupError | None,
+    cleanup_error: OSError | None,
+    failure: Exception | None = None,
+) -> Result:
+    """What a finished run gives its caller: its own error first (a setup
+    failure, then ``failure``, a failed check), with a failed clean-up as a
+    note; else that clean-up's :class:`CleanupError`; else ``result``.
+
+    Raises:
+        SetupError: the setup failed (``.result`` set here).
+        Exception: ``failure``.
+        CleanupError: only the clean-up failed (the ``OSError`` chained).
+    """
+    if setup_error is not None:
+        setup_error.result = result
+        raise note_cleanup(setup_error, result, cleanup_error)
+    if failure is not None:
+        raise note_cleanup(failure, result, cleanup_error)
+    if cleanup_error is not None:
+        raise CleanupError(result, cleanup_error) from cleanup_error
+    return result
