@@ -71,6 +71,7 @@ NR = {
     "creat": 85,
     "mknodat": 259,
     "socket": 41,
+    "kill": 62,
     "openat": 257,
     "openat2": 437,
 }
@@ -825,6 +826,49 @@ async def test_oci_profile_every_feature(host_dir: Path) -> None:
     # The capability condition follows the container's kept set.
     out = await results(Spec(probe(OCI_PROBE), seccomp=str(path), cap_add=["SYS_ADMIN"]))
     assert out["caps_condition"] == "ERANGE"
+
+
+NARROW_PROBE = """
+open("/tmp/f", "w").close()
+report("socket_vsock", sc("socket", 40, 1, 0))
+report("socket_vsock_high", sc("socket", 0x100000028, 1, 0))
+report("socket_unix", sc("socket", 1, 1, 0))
+report("chmod_suid_high", sc("chmod", b"/tmp/f", 0x10000 | 0o4755))
+report("chmod_plain", sc("chmod", b"/tmp/f", 0o755))
+report("kill_probe_high", sc("kill", os.getpid(), 1 << 32))
+report("kill_probe_masked_high", sc("kill", os.getpid(), (1 << 40) | 0))
+"""
+
+
+async def test_oci_profile_compares_int_arguments_as_the_kernel_reads_them(host_dir: Path) -> None:
+    """EQ and MASKED_EQ on an int or umode_t argument compare the bits the kernel
+    reads: high bits set by the payload do not slip past the rule."""
+    rules = [
+        {"names": ["socket"], "action": "SCMP_ACT_ERRNO", "errnoRet": errno.EXFULL,
+         "args": [{"index": 0, "value": 40, "op": "SCMP_CMP_EQ"}]},
+        {"names": ["chmod"], "action": "SCMP_ACT_ERRNO", "errnoRet": errno.EBADSLT,
+         "args": [{"index": 1, "value": 0o4755, "op": "SCMP_CMP_EQ"}]},
+        {"names": ["kill"], "action": "SCMP_ACT_ERRNO", "errnoRet": errno.EBADE,
+         "args": [{"index": 1, "value": 0xFFFFFFFFFFFFFFFF, "valueTwo": 0, "op": "SCMP_CMP_MASKED_EQ"}]},
+    ]  # fmt: skip
+    path = host_dir / "narrow.json"
+    path.write_text(json.dumps({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": rules}))
+    out = await results(Spec(probe(NARROW_PROBE), seccomp=str(path)))
+    assert out["socket_vsock"] == out["socket_vsock_high"] == "EXFULL"
+    assert out["socket_unix"] == "OK"
+    assert out["chmod_suid_high"] == "EBADSLT"
+    assert out["chmod_plain"] == "OK"
+    assert out["kill_probe_high"] == out["kill_probe_masked_high"] == "EBADE"
+
+
+def test_only_eq_and_masked_eq_on_narrow_arguments_are_narrowed() -> None:
+    lib = parent_seccomp._lib()
+    narrowed = parent_seccomp._narrowed
+    assert narrowed("socket", (0, lib.EQ, 0x100000028, 0)) == (0, lib.MASKED_EQ, 0xFFFFFFFF, 40)
+    assert narrowed("chmod", (1, lib.MASKED_EQ, 0xFFFFF, 0x14000)) == (1, lib.MASKED_EQ, 0xFFFF, 0x4000)
+    assert narrowed("socket", (0, lib.NE, 40, 0)) == (0, lib.NE, 40, 0)
+    assert narrowed("mmap", (2, lib.EQ, 1 << 33, 0)) == (2, lib.EQ, 1 << 33, 0)  # an unsigned long
+    assert narrowed("chmod", (0, lib.EQ, 5, 0)) == (0, lib.EQ, 5, 0)  # a pointer
 
 
 DOCKER_PROFILE_CANDIDATES = (

@@ -45,7 +45,13 @@ a path
     ``includes``/``excludes`` conditions on ``caps``, ``arches`` and ``minKernel``
     (evaluated against the container's kept capabilities and this host).
     Syscall names libseccomp does not know are skipped, as Docker does;
-    ``SCMP_ACT_NOTIFY`` and ``listenerPath`` are refused.
+    ``SCMP_ACT_NOTIFY`` and ``listenerPath`` are refused. ``SCMP_CMP_EQ`` and
+    ``SCMP_CMP_MASKED_EQ`` on an argument the kernel reads as an ``int`` (a
+    socket's family and type, ioctl requests, personality, prctl options,
+    ids, fds...) or a ``umode_t`` compare only those 32 or 16 bits, as the
+    kernel reads them, so that a payload setting high bits cannot slip past
+    the rule; the other comparisons (``NE``, ``LT``...) compare the 64 bits as
+    written, which libseccomp cannot mask.
 """
 
 from __future__ import annotations
@@ -110,6 +116,83 @@ _ACTIONS_SIMPLE = {
     "SCMP_ACT_ALLOW": "ALLOW",
     "SCMP_ACT_LOG": "LOG",
 }
+
+#: Arguments the kernel reads narrower than the 64 bits seccomp compares:
+#: syscall -> {argument index: bits}, from the x86-64 syscall signatures
+#: (``int``, ``unsigned int``, ``pid_t``, ``uid_t``, ``gid_t``, ``clockid_t``
+#: 32 bits; ``umode_t`` 16; ``clone``'s flags are cut to 32 by the kernel).
+#: A profile's ``EQ`` and ``MASKED_EQ`` on such an argument compare only
+#: those bits, so that set high bits cannot slip past a rule.
+_NARROW_ARGS: dict[str, dict[int, int]] = {
+    **{key: {0: 32, 1: 32, 2: 32} for key in ("socket", "socketpair")},
+    **{key: {0: 32, 1: 32, 2: 32} for key in ("setsockopt", "getsockopt")},
+    **{key: {0: 32, 2: 32} for key in ("bind", "connect")},
+    **{key: {0: 32} for key in ("getsockname", "getpeername")},
+    "shutdown": {0: 32, 1: 32},
+    "listen": {0: 32, 1: 32},
+    "accept4": {0: 32, 3: 32},
+    **{key: {0: 32, 3: 32} for key in ("sendto", "recvfrom")},
+    **{key: {0: 32, 2: 32} for key in ("sendmsg", "recvmsg")},
+    "personality": {0: 32},
+    "ioctl": {0: 32, 1: 32},
+    "fcntl": {0: 32, 1: 32},
+    "flock": {0: 32, 1: 32},
+    "prctl": {0: 32},
+    "clone": {0: 32},
+    "setns": {0: 32, 1: 32},
+    "seccomp": {0: 32, 1: 32},
+    "bpf": {0: 32},
+    "keyctl": {0: 32},
+    "syslog": {0: 32},
+    "reboot": {0: 32, 1: 32, 2: 32},
+    "kill": {0: 32, 1: 32},
+    "tkill": {0: 32, 1: 32},
+    "tgkill": {0: 32, 1: 32, 2: 32},
+    "kcmp": {0: 32, 1: 32, 2: 32},
+    "sched_setscheduler": {0: 32, 1: 32},
+    **{key: {0: 32} for key in ("clock_settime", "clock_adjtime", "clock_gettime", "clock_nanosleep")},
+    "madvise": {2: 32},
+    "memfd_create": {1: 32},
+    "pipe2": {1: 32},
+    "dup2": {0: 32, 1: 32},
+    "dup3": {0: 32, 1: 32, 2: 32},
+    "close": {0: 32},
+    "umask": {0: 32},
+    "open": {1: 32, 2: 16},
+    "openat": {0: 32, 2: 32, 3: 16},
+    "creat": {1: 16},
+    "chmod": {1: 16},
+    "fchmod": {0: 32, 1: 16},
+    "fchmodat": {0: 32, 2: 16},
+    "fchmodat2": {0: 32, 2: 16, 3: 32},
+    "mkdir": {1: 16},
+    "mkdirat": {0: 32, 2: 16},
+    "mknod": {1: 16, 2: 32},
+    "mknodat": {0: 32, 2: 16, 3: 32},
+    **{key: {0: 32} for key in ("setuid", "setgid", "setfsuid", "setfsgid")},
+    **{key: {0: 32, 1: 32} for key in ("setreuid", "setregid")},
+    **{key: {0: 32, 1: 32, 2: 32} for key in ("setresuid", "setresgid")},
+    **{key: {1: 32, 2: 32} for key in ("chown", "lchown")},
+    "fchown": {0: 32, 1: 32, 2: 32},
+    "fchownat": {0: 32, 2: 32, 3: 32, 4: 32},
+}
+
+
+def _narrowed(name: str, arg: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+    """An ``EQ`` or ``MASKED_EQ`` comparison cut to the bits the kernel reads
+    of that argument (see :data:`_NARROW_ARGS`); any other comparison as given."""
+    index, op, a, b = arg
+    bits = _NARROW_ARGS.get(name, {}).get(index)
+    if bits is None:
+        return arg
+    width = (1 << bits) - 1
+    lib = _lib()
+    if op == lib.EQ:
+        return index, lib.MASKED_EQ, width, a & width
+    if op == lib.MASKED_EQ:
+        return index, op, a & width, b & width
+    return arg
+
 
 #: Profile comparison names -> the binding's operator constant.
 _OPS = {
@@ -423,12 +506,13 @@ def compile_oci(profile: dict[str, Any], caps: Iterable[int]) -> CompiledFilter:
             number = seccomp.resolve_syscall(seccomp.Arch.NATIVE, name)
             if number < 0:
                 continue  # unknown to libseccomp (a newer syscall): skipped, as Docker does
+            narrowed = [_narrowed(name, a) for a in args]
             if len(set(indexes)) == len(indexes):
-                flt.add_rule(action, number, *(seccomp.Arg(*a) for a in args))
+                flt.add_rule(action, number, *(seccomp.Arg(*a) for a in narrowed))
             else:
                 # Two comparisons on one argument: libseccomp cannot AND them in
                 # one rule; like runc, add one rule per comparison.
-                for a in args:
+                for a in narrowed:
                     flt.add_rule(action, number, seccomp.Arg(*a))
     return CompiledFilter(_export(flt), flags)
 
