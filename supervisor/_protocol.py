@@ -432,7 +432,9 @@ class SpawnConfig:
     """PID 1 forks the payload (PID 2) at the end of ``EXEC`` and stays as its
     init: it reaps, forwards signals, exits with the payload's status."""
     time_namespace: bool = False
-    """Unshare a time namespace at ``SPAWNED``; the payload enters it at execve."""
+    """Unshare a time namespace at ``SPAWNED``; the payload enters it at execve
+    (Linux 6.2+) or, with ``init``, at its fork; asked for only where one of
+    those holds."""
     time_offsets: list[TimeOffset] = field(default_factory=list)
     """Its clock offsets (written before anyone enters it); none: the initial
     namespace's clocks."""

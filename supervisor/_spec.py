@@ -320,9 +320,11 @@ class Spec:
             the supervisor's, ``{"monotonic": S, "boottime": S}`` (either key
             may be left out; numbers within about 100 years either way; the
             shifted clock may not go below zero). Every container gets a time
-            namespace of its own where the kernel has them (Linux 5.6+);
-            without offsets its clocks are the supervisor's. Offsets on a
-            kernel without time namespaces are refused (``check_host``).
+            namespace of its own where the kernel has them (Linux 6.2+, whose
+            ``execve`` enters it; from 5.6 only with ``init``, whose forked
+            payload enters it); without offsets its clocks are the
+            supervisor's. Offsets where the payload would not be in the
+            namespace are refused (``check_host``).
             ``CLOCK_REALTIME`` is never namespaced.
         tmpfs: extra tmpfs mounts, docker's ``--tmpfs``: container path to
             options, a comma-separated list of ``size=`` (bytes, or with
@@ -660,6 +662,12 @@ class Spec:
 
             if not linux.has_time_namespaces():
                 raise _field_error("time_offsets", "this kernel has no time namespaces (Linux 5.6+, CONFIG_TIME_NS)")
+            if not (self.init or linux.exec_enters_time_namespace()):
+                raise _field_error(
+                    "time_offsets",
+                    f"this kernel ({os.uname().release}) does not move an exec'd program into its time"
+                    " namespace (Linux 6.2+): give init=True (--init), whose forked payload enters it",
+                )
             for clock, value in self.time_offsets.items():
                 now = time.clock_gettime(TIME_OFFSET_CLOCKS[clock])
                 if now + value < 0:

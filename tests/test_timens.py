@@ -24,6 +24,11 @@ pytestmark = pytest.mark.anyio
 needs_timens = pytest.mark.skipif(
     not linux.has_time_namespaces(), reason="this kernel has no time namespaces (Linux 5.6+, CONFIG_TIME_NS)"
 )
+#: The payload itself (not only a forked one) enters its time namespace at execve.
+needs_exec_timens = pytest.mark.skipif(
+    not (linux.has_time_namespaces() and linux.exec_enters_time_namespace()),
+    reason="this kernel's execve does not enter a time namespace (Linux 6.2+)",
+)
 
 #: What a container reads, with the host's clocks read right after: python3
 #: from the embedded default root (the host's /usr).
@@ -39,7 +44,7 @@ async def clocks(**spec: Any) -> tuple[float, float, float, float]:
     return mono, boot, *host
 
 
-@needs_timens
+@needs_exec_timens
 async def test_every_container_has_a_time_namespace_of_its_own(busybox: str) -> None:
     script = "readlink /proc/self/ns/time; readlink /proc/self/ns/time_for_children; cut -d' ' -f1 /proc/uptime"
     result = await supervisor.run(Spec(["sh", "-c", script], rootfs=busybox))
@@ -53,6 +58,8 @@ async def test_every_container_has_a_time_namespace_of_its_own(busybox: str) -> 
 @needs_timens
 @pytest.mark.parametrize("init", [False, True])
 async def test_offsets_shift_the_containers_clocks(init: bool) -> None:
+    if not (init or linux.exec_enters_time_namespace()):
+        pytest.skip("this kernel's execve does not enter a time namespace (Linux 6.2+)")
     mono, boot, host_mono, host_boot = await clocks(
         time_offsets={"monotonic": 86_400, "boottime": 2 * 86_400}, init=init
     )
@@ -103,7 +110,7 @@ def test_offsets_are_validated(offsets: Any, error: type[Exception], match: str)
 
 @needs_timens
 def test_an_offset_below_zero_is_refused_before_the_start() -> None:
-    spec = Spec(["true"], time_offsets={"monotonic": -(time.monotonic() + 1_000)})
+    spec = Spec(["true"], time_offsets={"monotonic": -(time.monotonic() + 1_000)}, init=True)
     with pytest.raises(ValueError, match=r"Spec\.time_offsets: monotonic=.* below zero"):
         spec.check_host()
 
@@ -118,11 +125,43 @@ def test_without_time_namespaces(monkeypatch: pytest.MonkeyPatch) -> None:
         Spec(["true"], time_offsets={"boottime": 1}).check_host()
 
 
+@needs_timens
+async def test_before_linux_6_2_only_a_forked_payload_gets_one(monkeypatch: pytest.MonkeyPatch, busybox: str) -> None:
+    """Where execve does not enter the namespace, the payload itself would stay
+    outside it and could not vfork: no namespace then without init, offsets
+    refused naming init, and with init the payload is in one."""
+    monkeypatch.setattr(linux, "exec_enters_time_namespace", lambda: False)
+    assert not config.build_config(Spec(["true"]), "host").time_namespace
+    assert config.build_config(Spec(["true"], init=True), "host").time_namespace
+    with pytest.raises(ValueError, match=r"Spec\.time_offsets: .*Linux 6\.2\+\): give init=True"):
+        Spec(["true"], time_offsets={"boottime": 1}).check_host()
+    script = "readlink /proc/self/ns/time; readlink /proc/self/ns/time_for_children"
+    result = await supervisor.run(Spec(["sh", "-c", script], rootfs=busybox))
+    ns, for_children = result.stdout.decode().split()
+    assert ns == for_children == os.readlink("/proc/self/ns/time")
+    result = await supervisor.run(Spec(["sh", "-c", script], rootfs=busybox, init=True))
+    ns, for_children = result.stdout.decode().split()
+    assert ns == for_children != os.readlink("/proc/self/ns/time")
+
+
+def test_exec_enters_time_namespace_reads_the_release(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os as _os
+
+    for release, want in [("6.1.0-57-amd64", False), ("6.2.0", True), ("6.18.44-fc", True), ("5.19.1", False),
+                          ("10.0", True), ("weird", False)]:  # fmt: skip
+        linux.exec_enters_time_namespace.cache_clear()
+        monkeypatch.setattr(_os, "uname", lambda r=release: _os.uname_result(("Linux", "h", r, "#1", "x86_64")))
+        assert linux.exec_enters_time_namespace() is want, release
+    monkeypatch.undo()
+    linux.exec_enters_time_namespace.cache_clear()
+
+
 def test_offsets_are_relative_to_the_supervisors_clocks(monkeypatch: pytest.MonkeyPatch) -> None:
     """The kernel takes offsets against the initial namespace: a supervisor in
     a shifted namespace of its own adds its own, so a container's clocks are
     the supervisor's plus what was asked (zero lines are left out)."""
     monkeypatch.setattr(linux, "has_time_namespaces", lambda: True)
+    monkeypatch.setattr(linux, "exec_enters_time_namespace", lambda: True)
     monkeypatch.setattr(linux, "own_time_offsets", lambda: {"monotonic": 0, "boottime": 5_000_000_000})
     cfg = config.build_config(Spec(["true"], time_offsets={"monotonic": -1.25, "boottime": 2}), "host")
     assert cfg.time_namespace
@@ -135,7 +174,7 @@ def test_offsets_are_relative_to_the_supervisors_clocks(monkeypatch: pytest.Monk
     assert config.build_config(Spec(["true"]), "host").time_offsets == []
 
 
-@needs_timens
+@needs_exec_timens
 def test_cli_time_offset(busybox: str) -> None:
     argv = [sys.executable, "-m", "supervisor", "run", "-m", busybox]
     out = run_with_repo(

@@ -3,9 +3,10 @@
  * supervisor's otherwise. CLOCK_REALTIME is never namespaced.
  *
  * unshare(CLONE_NEWTIME) moves no one: the namespace is for PID 1's
- * children, and execve enters it too (Linux 5.19+ switches to
- * time_for_children at exec), so PID 1 itself keeps the caller's clocks for
- * its phase marks. The offsets are relative to the initial namespace and
+ * children, and execve enters it too (Linux 6.2+ switches to
+ * time_for_children at exec; before, the supervisor asks for a namespace
+ * only with init, whose forked payload enters it), so PID 1 itself keeps the
+ * caller's clocks for its phase marks. The offsets are relative to the initial namespace and
  * can only be written until the first process enters. */
 #include <errno.h>
 #include <fcntl.h>

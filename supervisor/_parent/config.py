@@ -116,6 +116,7 @@ def build_config(
     mask = 0
     for cap in caps:
         mask |= 1 << int(cap)
+    timens = linux.has_time_namespaces() and (spec.init or linux.exec_enters_time_namespace())
     return SpawnConfig(
         # network="host": no network namespace of its own (unsafe, documented).
         clone_flags=c.CONTAINER_NAMESPACES & ~c.CLONE_NEWNET if spec.network == "host" else c.CONTAINER_NAMESPACES,
@@ -153,10 +154,10 @@ def build_config(
         seccomp_bpf=compiled.bpf if compiled is not None else b"",
         seccomp_flags=compiled.flags if compiled is not None else 0,
         init=spec.init,
-        # A time namespace of its own wherever the kernel has them (asked-for
-        # offsets on one without were refused by Spec.check_host).
-        time_namespace=linux.has_time_namespaces(),
-        time_offsets=time_offsets(spec) if linux.has_time_namespaces() else [],
+        # A time namespace of its own wherever the payload can be in it
+        # (asked-for offsets where it cannot were refused by Spec.check_host).
+        time_namespace=timens,
+        time_offsets=time_offsets(spec) if timens else [],
         tmpfs=[_tmpfs(path, options) for path, options in spec.tmpfs.items()],
         hosts=etc_hosts(spec, hostname) if etc_dir is None else None,
     )

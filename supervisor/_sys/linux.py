@@ -66,6 +66,22 @@ def has_time_namespaces() -> bool:
 
 
 @functools.lru_cache(maxsize=1)
+def exec_enters_time_namespace() -> bool:
+    """Whether ``execve`` moves a process into the time namespace it unshared
+    for its children (Linux 6.2+).
+
+    Before that, the exec'd program stays in the old namespace while its
+    children go to the new one, and such a program cannot ``vfork`` (the
+    kernel refuses ``CLONE_VM`` across time namespaces, so ``posix_spawn``
+    and ``dash`` fail): there, only a forked payload (``Spec.init``) gets a
+    time namespace.
+    """
+    major, _, rest = os.uname().release.partition(".")
+    minor = rest.split(".", 1)[0].split("-", 1)[0]
+    return major.isdigit() and minor.isdigit() and (int(major), int(minor)) >= (6, 2)
+
+
+@functools.lru_cache(maxsize=1)
 def own_time_offsets() -> dict[str, int]:
     """Our clocks' offsets against the initial time namespace, in nanoseconds,
     by name (``monotonic``, ``boottime``).
