@@ -39,3 +39,37 @@ if [ ! -s "$DOCKER_PROFILE" ] && [ "$(id -u)" = 0 ]; then
     fi
     rm -rf "$tmp"
 fi
+
+# The v2 guest tier (tests/guest/run.py): qemu, and a Debian kernel that boots
+# with cgroup v1 off. The kernel package is downloaded, not installed (this
+# machine keeps its own kernel); its image and the module folders the guest's
+# initramfs takes from are unpacked into GUEST_KERNEL.
+GUEST_KERNEL=/usr/local/share/supervisor-tests/guest-kernel
+if [ "$(id -u)" = 0 ]; then
+    if ! command -v qemu-system-x86_64 >/dev/null 2>&1; then
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get install -y -qq --no-install-recommends qemu-system-x86 \
+            || { apt-get update -qq && apt-get install -y -qq --no-install-recommends qemu-system-x86; } \
+            || echo "install-system-deps: could not install qemu-system-x86 (the v2 guest tier will skip)" >&2
+    fi
+    if ! ls "$GUEST_KERNEL"/vmlinuz-* >/dev/null 2>&1; then
+        tmp=$(mktemp -d)
+        pkg=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-/ {print $2; exit}')
+        if [ -n "$pkg" ] && (cd "$tmp" && { apt-get download -qq "$pkg" 2>/dev/null \
+                || { apt-get update -qq && apt-get download -qq "$pkg"; }; }); then
+            mkdir -p "$tmp/root" "$GUEST_KERNEL.new"
+            dpkg-deb -x "$tmp"/linux-image-*.deb "$tmp/root"
+            version=$(basename "$tmp"/root/lib/modules/*)
+            for part in drivers/virtio drivers/net drivers/char/hw_random net fs; do
+                mkdir -p "$GUEST_KERNEL.new/lib/modules/$version/kernel/$(dirname $part)"
+                cp -a "$tmp/root/lib/modules/$version/kernel/$part" \
+                    "$GUEST_KERNEL.new/lib/modules/$version/kernel/$part"
+            done
+            cp "$tmp/root/boot/vmlinuz-$version" "$GUEST_KERNEL.new/"
+            rm -rf "$GUEST_KERNEL" && mv "$GUEST_KERNEL.new" "$GUEST_KERNEL"
+        else
+            echo "install-system-deps: could not download Debian's kernel package (the v2 guest tier will skip)" >&2
+        fi
+        rm -rf "$tmp"
+    fi
+fi

@@ -292,6 +292,37 @@ async def test_auto_id_ranges_make_each_container_a_host_user_of_its_own(host_di
         Spec(["true"], map_base="auto", map_size=1 << 25)
 
 
+def _as_host_user(uid: int, *argv: str) -> int:
+    """The exit status of ``argv`` run on the host as ``uid`` (and gid), without groups."""
+    done = subprocess.run(argv, user=uid, group=uid, extra_groups=[], stderr=subprocess.DEVNULL, check=False)
+    return done.returncode
+
+
+async def test_auto_id_ranges_cannot_signal_or_trace_each_other(busybox: str) -> None:
+    """Two live containers with their own id ranges: each one's root, as the host user it
+    is, can signal its own payload but not the other's, nor read the other's /proc entry
+    (a ptrace access check)."""
+    tool = shutil.which("busybox") or "/bin/busybox"
+    spec = Spec(["sleep", "30"], rootfs=busybox, map_base="auto")
+    async with supervisor.Supervisor() as sup, anyio.create_task_group() as tg:
+        a = await tg.start(partial(sup.run, check=False), spec)
+        b = await tg.start(partial(sup.run, check=False), spec)
+        uids = []
+        for handle in (a, b):
+            with open(f"/proc/{handle.pid}/status") as f:
+                uids.append(int(next(line for line in f if line.startswith("Uid:")).split()[1]))
+        uid_a, uid_b = uids
+        assert uid_a != uid_b
+        own = _as_host_user(uid_a, tool, "kill", "-0", str(a.pid))
+        other = [_as_host_user(uid_a, tool, "kill", "-0", str(b.pid)),
+                 _as_host_user(uid_a, tool, "cat", f"/proc/{b.pid}/environ"),
+                 _as_host_user(uid_b, tool, "kill", "-0", str(a.pid))]  # fmt: skip
+        a.kill()
+        b.kill()
+    assert own == 0
+    assert all(status != 0 for status in other), other
+
+
 # -- the root ----------------------------------------------------------------
 
 
@@ -490,11 +521,22 @@ async def test_extra_bind_mounts(root: Root, host_dir: Path) -> None:
 
 
 def _owned_folder(host_dir: Path, uid: int, gid: int) -> Path:
+    """A folder of ``uid``:``gid`` with one file; the test skips where its
+    filesystem has no id-mapped mounts (tmpfs before Linux 6.3)."""
     work = host_dir / f"work-{uid}"
     work.mkdir()
     (work / "in.txt").write_text("from the host\n")
     for path in (work, work / "in.txt"):
         os.chown(path, uid, gid)
+    from supervisor._child import _spawn
+
+    userns = _spawn.idmap_userns(uid, 100_000, gid, 100_000)
+    try:
+        os.close(_spawn.idmap_tree(str(work), userns))
+    except OSError as exc:
+        pytest.skip(f"no id-mapped mounts on the filesystem of {host_dir} here: {exc}")
+    finally:
+        os.close(userns)
     return work
 
 

@@ -239,8 +239,8 @@ async def test_crabcans_whole_preset(busybox: str) -> None:
     assert result.stdout == b"64\n64\n"
     # The cgroup it ran in (gone now) was the container's own, below ours.
     ours = _cgroups_of(os.getpid())
-    assert groups["memory"].startswith(ours["memory"].rstrip("/") + "/")
-    assert groups["pids"] != ours["pids"]
+    for controller in ("memory", "pids") if "memory" in groups else ("",):  # v1 names, or the v2 line
+        assert groups[controller].startswith(ours[controller].rstrip("/") + "/")
 
 
 async def test_pid1_is_in_every_cgroup_of_its_own(busybox: str) -> None:

@@ -55,10 +55,12 @@ Layout and the v2 delegation rules (the choice, and why):
   anything is created. The container's cgroup itself always stays a leaf
   holding processes and never enables controllers for children.
 
-On a pure v2 host run by systemd, the supervisor's own cgroup (a service or
-scope holding the supervisor) usually delegates **no** domain controller to
-children, so memory limits need a deployment that runs the supervisor in a
-leaf below a delegated cgroup (or a future opt-in that moves it there).
+On a pure v2 host, a cgroup other than the root may hand domain controllers
+to its children only while it holds no process (the no-internal-process
+rule), and ours holds the supervisor: so v2 limits there need the supervisor
+in the root cgroup with the controllers enabled for its children; in a
+systemd service or scope they are refused (``EOPNOTSUPP``) while accounting,
+``cgroup.kill`` and the freezer still work.
 
 Crash recovery: record :attr:`ContainerCgroup.planned_paths` in the run
 directory's ledger (kind ``"cgroup"``, key ``paths``) before

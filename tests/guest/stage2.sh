@@ -1,0 +1,29 @@
+#!/bin/sh
+# Runs as PID 1 of the v2 guest, on the host's root (9p, read-only): makes the
+# few writable places a test run needs, mounts cgroup2 as the only cgroup
+# hierarchy, delegates its controllers to the root's children (what systemd's
+# Delegate= does on a host), runs the tests and powers off. The exit status
+# and JUnit XML go to the results share that run.py reads.
+set -u
+off() { sync; busybox poweroff -f 2>/dev/null; echo o > /proc/sysrq-trigger; sleep 5; }
+trap off EXIT
+mount -t tmpfs -o mode=1777 tmpfs /tmp
+mount -t tmpfs -o mode=755 tmpfs /run
+mount -t tmpfs -o mode=1777 tmpfs /var/tmp
+mkdir -p /dev/shm /dev/pts
+mount -t tmpfs -o mode=1777 tmpfs /dev/shm
+mount -t devpts -o ptmxmode=0666,gid=5,mode=620 devpts /dev/pts
+mount -t cgroup2 -o nsdelegate cgroup2 /sys/fs/cgroup
+ctrls=$(sed 's/\([a-z_]*\)/+\1/g' /sys/fs/cgroup/cgroup.controllers)
+echo "$ctrls" > /sys/fs/cgroup/cgroup.subtree_control
+mkdir -p /run/sv-guest-results
+mount -t 9p -o trans=virtio,version=9p2000.L results /run/sv-guest-results
+busybox ip link set lo up 2>/dev/null || ip link set lo up
+echo "v2-guest: up $(cut -d" " -f1 /proc/uptime) s, kernel $(uname -r), cgroup2 controllers: $(cat /sys/fs/cgroup/cgroup.subtree_control)"
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/tmp
+export PYTHONDONTWRITEBYTECODE=1 HYPOTHESIS_STORAGE_DIRECTORY=/tmp/hypothesis
+cd "$SV_GUEST_CHECKOUT"
+eval "set -- $SV_GUEST_ARGS"
+"$SV_GUEST_PYTEST" -p no:cacheprovider --junitxml=/run/sv-guest-results/junit.xml "$@"
+echo $? > /run/sv-guest-results/rc
+umount /run/sv-guest-results
