@@ -265,6 +265,12 @@ def _add_container_options(parser: argparse.ArgumentParser) -> None:
     limits.add_argument("--cpu-weight", type=int, metavar="W", help="relative CPU weight, 1..10000 (default 100)")
     limits.add_argument("--pids-limit", type=int, metavar="N", help="most processes and threads at once")
     limits.add_argument(
+        "--cgroup-parent",
+        metavar="PATH",
+        help="make the container's cgroup v2 below this cgroup (e.g. /supervisor; created if missing, with"
+        " the cpu, memory and pids controllers) instead of below ours",
+    )
+    limits.add_argument(
         "--ulimit",
         action="append",
         default=[],
@@ -454,6 +460,7 @@ def _spec_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -
         init=args.init,
         time_offsets=_time_offsets_from_args(args.time_offset),
         tmpfs=dict(item.partition(":")[::2] for item in args.tmpfs),
+        cgroup_parent=args.cgroup_parent,
     )
 
 

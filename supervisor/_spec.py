@@ -57,6 +57,8 @@ _DEFAULT_SUBNET = "10.88.0.0/16"
 
 _HOSTNAME_RE = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*$")
 _ENV_KEY_RE = re.compile(r"^[^=\x00]+$")
+#: One directory name of a cgroup path (as the cgroups module names its own).
+_CGROUP_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.@:+-]{0,199}$")
 
 
 def _jsonable(value: Any) -> Any:
@@ -334,6 +336,16 @@ class Spec:
             ``noexec`` unless ``exec`` is given, as in docker; an empty string is
             a writable tmpfs of half the memory. Mounted after ``/tmp`` (which
             one may replace) and before ``mounts`` (which may go inside one).
+        cgroup_parent: docker's ``--cgroup-parent``: the cgroup (a path as
+            ``/proc/self/cgroup`` names one, such as ``"/supervisor"``) below
+            which the container's cgroup v2 directory is made, instead of
+            below the supervisor's own. Missing directories are created, each
+            enabling the cpu, memory and pids controllers for its children,
+            and left in place. On cgroup v2 the kernel lets a cgroup other
+            than the root hand controllers to its children only while it
+            holds no process, so a supervisor in a systemd unit gets v2 limits
+            this way (see ``docs/resources.rst``). ``None``: below the
+            supervisor's own cgroup. The v1 hierarchies are not affected.
 
     Raises:
         TypeError: a field has the wrong type (the message names it).
@@ -366,6 +378,7 @@ class Spec:
     init: bool = False
     time_offsets: Mapping[str, float] = field(default_factory=dict)
     tmpfs: Mapping[str, str] = field(default_factory=dict)
+    cgroup_parent: str | None = None
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -482,6 +495,25 @@ class Spec:
         self._validate_network()
         self._validate_time_offsets()
         self._validate_tmpfs()
+        self._validate_cgroup_parent()
+
+    def _validate_cgroup_parent(self) -> None:
+        """cgroup_parent: an absolute cgroup path of plain directory names."""
+        if self.cgroup_parent is None or self.cgroup_parent == "/":
+            return
+        if not isinstance(self.cgroup_parent, str):
+            raise TypeError("Spec.cgroup_parent must be a str (a cgroup path such as '/supervisor') or None")
+        names = self.cgroup_parent.strip("/").split("/")
+        if (
+            not self.cgroup_parent.startswith("/")
+            or len(self.cgroup_parent) > 4096
+            or not all(_CGROUP_NAME_RE.match(name) and not name.startswith("cgroup.") for name in names)
+        ):
+            raise _field_error(
+                "cgroup_parent",
+                f"{self.cgroup_parent!r} is not an absolute cgroup path of plain names (such as '/supervisor')",
+            )
+        object.__setattr__(self, "cgroup_parent", "/" + "/".join(names))
 
     def _validate_tmpfs(self) -> None:
         """tmpfs: absolute paths, docker's options (data and flags), at most MAX_TMPFS."""

@@ -327,3 +327,125 @@ def test_cli_resource_flags(busybox: str) -> None:
     out = cli("--memory", "32M", "--", "python3", "-c", "a = [bytearray(1 << 20) for _ in range(200)]")
     assert out.returncode == 137
     assert "memory limit" in out.stderr
+
+
+def _v2_or_skip() -> tuple[str, str]:
+    """The cgroup2 hierarchy's mount and our own cgroup's path in it."""
+    from supervisor._parent import cgroups
+
+    unified = cgroups.detect().unified
+    if unified is None:
+        pytest.skip("no cgroup2 hierarchy on this host")
+    return unified.mount, unified.own_path
+
+
+def _controllers(directory: str, name: str) -> set[str]:
+    with open(os.path.join(directory, name)) as f:
+        return set(f.read().split())
+
+
+async def test_cgroup_parent_places_the_container_below_it(busybox: str) -> None:
+    """docker's --cgroup-parent: the container's v2 cgroup is made below that cgroup, whose
+    missing directories are created enabling what their parents offer, and left in place."""
+    mount, own = _v2_or_skip()
+    parent = own.rstrip("/") + f"/sv-test-parent-{os.getpid()}"
+    inner = parent + "/inner"
+    dirs = [mount + parent, mount + inner]
+    spec = Spec(
+        ["sh", "-c", "read -r go"], rootfs=busybox, cgroup_parent=inner + "/", limits=Limits(memory_bytes=64 << 20)
+    )
+    assert spec.cgroup_parent == inner
+    try:
+        async with Supervisor() as sup, anyio.create_task_group() as tg:
+            handle = await tg.start(partial(sup.run, spec, stdin=PIPE))
+            groups = _cgroups_of(handle.pid)
+            container_dir = f"{mount}{inner}/{groups[''].rsplit('/', 1)[1]}"
+            memory_max = None
+            if os.path.exists(os.path.join(container_dir, "memory.max")):
+                with open(os.path.join(container_dir, "memory.max")) as f:
+                    memory_max = f.read().strip()
+            assert handle.stdin is not None
+            await handle.stdin.send(b"go\n")
+            result = await handle.wait()
+        assert result.ok, result
+        assert groups[""] == f"{inner}/sv-{result.id}"
+        for directory in dirs:
+            offered = _controllers(directory, "cgroup.controllers") & {"cpu", "memory", "pids"}
+            assert _controllers(directory, "cgroup.subtree_control") >= offered
+        if "memory" in _controllers(dirs[1], "cgroup.subtree_control"):
+            assert memory_max == str(64 << 20)  # the limit is on v2, through the parent
+        assert os.path.isdir(dirs[1])  # left for the next containers
+    finally:
+        for directory in reversed(dirs):
+            if os.path.isdir(directory):
+                os.rmdir(directory)
+
+
+@pytest.mark.parametrize(
+    "parent", ["relative/path", "/a/../b", "/a//b", "/cgroup.procs", "/a b", 5, "/" + "x" * 201]
+)  # fmt: skip
+def test_cgroup_parent_is_validated(parent: object) -> None:
+    with pytest.raises((ValueError, TypeError), match=r"Spec\.cgroup_parent"):
+        Spec(["true"], cgroup_parent=parent)  # type: ignore[arg-type]
+
+
+IN_A_LEAF = """
+import os, sys
+from functools import partial
+import trio
+from supervisor import Limits, SetupError, Spec, Supervisor
+
+unit_dir, unit = sys.argv[1], sys.argv[2]
+# A systemd unit with Delegate=yes: the supervisor in a leaf of its own, the
+# unit's cgroup free to enable controllers for its children.
+with open(os.path.join(unit_dir, "supervisor", "cgroup.procs"), "w") as f:
+    f.write(str(os.getpid()))
+with open(os.path.join(unit_dir, "cgroup.subtree_control"), "w") as f:
+    f.write("+cpu +memory +pids")
+hog = ["python3", "-c", "b = bytearray(256 << 20)"]
+
+async def main():
+    async with Supervisor() as sup:
+        try:
+            await sup.run(Spec(hog, limits=Limits(memory_bytes=64 << 20)))
+        except SetupError as exc:
+            print("own:", exc.phase.name, exc.errno)
+        spec = Spec(hog, limits=Limits(memory_bytes=64 << 20), cgroup_parent=unit + "/containers")
+        r = await sup.run(spec, check=False)
+        print("parent:", r.reason)
+
+trio.run(main)
+"""
+
+
+def test_a_supervisor_in_a_leaf_gets_v2_limits_through_cgroup_parent() -> None:
+    """On a pure v2 host, a supervisor in a non-root cgroup (a systemd unit's leaf) cannot
+    give its own children controllers; below a parent without processes it can."""
+    import errno
+
+    from supervisor._parent import cgroups
+
+    host = cgroups.detect()
+    if host.version != "v2" or host.unified is None or "memory" not in host.unified.controllers:
+        pytest.skip("needs a pure cgroup v2 host that delegates memory to our children (the v2 guest tier)")
+    mount, own = host.unified.mount, host.unified.own_path
+    unit = own.rstrip("/") + f"/sv-test-unit-{os.getpid()}"
+    unit_dir = mount + unit
+    os.mkdir(unit_dir)
+    os.mkdir(os.path.join(unit_dir, "supervisor"))
+    try:
+        out = subprocess.run(
+            [sys.executable, "-c", IN_A_LEAF, unit_dir, unit],
+            env={**os.environ, "PYTHONPATH": REPO},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.split("\n")[:2] == [f"own: CGROUP {errno.EOPNOTSUPP}", "parent: oom"], out
+    finally:
+        for sub in ("containers", "supervisor", ""):
+            path = os.path.join(unit_dir, sub) if sub else unit_dir
+            if os.path.isdir(path):
+                os.rmdir(path)

@@ -315,6 +315,61 @@ def detect() -> CgroupHost:
     return parse_host(proc_cgroup, mountinfo)
 
 
+#: The controllers a parent made by :func:`with_parent` enables for its children.
+_PARENT_CONTROLLERS = ("cpu", "memory", "pids")
+
+
+def with_parent(host: CgroupHost, parent: str) -> CgroupHost:
+    """``host`` with the containers' v2 cgroups placed below ``parent`` instead of our own cgroup.
+
+    ``parent`` is a cgroup path as ``/proc/self/cgroup`` names one (docker's
+    ``--cgroup-parent``). Its missing directories are created, each with the
+    cpu, memory and pids controllers its own parent offers enabled for its
+    children (a new cgroup holds no process, so the kernel allows that); an
+    existing directory is used as it is, never written to. They are left in
+    place for the next containers. The v1 hierarchies are not affected.
+
+    Args:
+        host: the layout from :func:`detect`.
+        parent: an absolute cgroup path.
+
+    Returns:
+        The layout with that cgroup as the v2 hierarchy's "own" one; its
+        controllers are those ``parent`` enables for its children.
+
+    Raises:
+        OSError: no cgroup2 hierarchy (``EOPNOTSUPP``), ``parent`` outside the
+            mounted part of it (``EXDEV``), or a ``mkdir`` or a write failed;
+            the message names the path.
+    """
+    unified = host.unified
+    if unified is None:
+        raise OSError(errno.EOPNOTSUPP, f"cgroup_parent {parent}: no cgroup2 hierarchy is mounted")
+    rel_own = os.path.relpath(unified.own_dir, unified.mount)
+    root = unified.own_path if rel_own == "." else unified.own_path[: -len(rel_own)]
+    directory = _relative_dir(unified.mount, root, parent)
+    if directory is None:
+        raise OSError(errno.EXDEV, f"cgroup_parent {parent}: outside {root}, the part of cgroup2 mounted here")
+    missing: list[str] = []
+    probe = directory
+    while not os.path.isdir(probe):
+        missing.append(probe)
+        probe = os.path.dirname(probe)
+    for path in reversed(missing):
+        try:
+            os.mkdir(path, 0o755)
+        except FileExistsError:
+            continue  # another container made it meanwhile: not ours to write
+        except OSError as exc:
+            raise OSError(exc.errno, f"mkdir {path}: {exc.strerror}") from exc
+        offered = _read_controllers(os.path.join(path, "cgroup.controllers"))
+        enable = " ".join("+" + name for name in _PARENT_CONTROLLERS if name in offered)
+        if enable:
+            _write(os.path.join(path, "cgroup.subtree_control"), enable)
+    controllers = _read_controllers(os.path.join(directory, "cgroup.subtree_control"))
+    return CgroupHost(host.version, Hierarchy(2, unified.mount, parent, directory, controllers), host.v1)
+
+
 # -- file helpers -------------------------------------------------------------
 
 

@@ -162,7 +162,10 @@ class HostResources:
 
         try:
             check_parent_fault(Phase.CGROUP, after=False)
-            cgroup = cgroups.ContainerCgroup(cgroups.detect(), f"sv-{self.cid}", self.spec.limits)
+            host = cgroups.detect()
+            if self.spec.cgroup_parent is not None:
+                host = cgroups.with_parent(host, self.spec.cgroup_parent)
+            cgroup = cgroups.ContainerCgroup(host, f"sv-{self.cid}", self.spec.limits)
             self.rundir.record(self.cid, "cgroup", paths=cgroup.planned_paths)
             self._cgroup = cgroup
             cgroup.setup()

@@ -162,6 +162,15 @@ def summary(junit: str) -> str:
     return f"{total - failed - skipped} passed, {failed} failed, {skipped} skipped"
 
 
+def kept_paths() -> list[str]:
+    """The host's paths the guest needs that lie below /tmp or /var/tmp, which
+    the guest covers with fresh tmpfs: the checkout, the virtual environment,
+    the Python it was made from (nested ones left out)."""
+    wanted = sorted({os.path.realpath(p) for p in (CHECKOUT, sys.prefix, sys.base_prefix)})
+    below = [p for p in wanted if p.startswith(("/tmp/", "/var/tmp/"))]
+    return [p for p in below if not any(p.startswith(q + "/") for q in below if q != p)]
+
+
 def main(argv: list[str]) -> int:
     """Boot the guest, run the tests in it, report.
 
@@ -181,6 +190,7 @@ def main(argv: list[str]) -> int:
         "SV_GUEST_MODULES": " ".join(name for name, _ in module_order(modules, MODULES)),
         "SV_GUEST_CHECKOUT": CHECKOUT,
         "SV_GUEST_PYTEST": pytest_bin,
+        "SV_GUEST_KEEP": shlex.join(kept_paths()),
         "SV_GUEST_ARGS": shlex.join(["-q", "-rfEs", "--color=no", "--durations=25", *args]),
     }
     # Software emulation: KVM inside this VM hangs the guest at boot.

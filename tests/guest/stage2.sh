@@ -7,9 +7,20 @@
 set -u
 off() { sync; busybox poweroff -f 2>/dev/null; echo o > /proc/sysrq-trigger; sleep 5; }
 trap off EXIT
-mount -t tmpfs -o mode=1777 tmpfs /tmp
+# The host's paths that the run needs below /tmp or /var/tmp (a checkout
+# there, its virtual environment) stay visible through the fresh tmpfs.
 mount -t tmpfs -o mode=755 tmpfs /run
+eval "set -- $SV_GUEST_KEEP"
+i=0
+for path in "$@"; do
+    i=$((i + 1)); mkdir -p "/run/sv-keep/$i" && mount --bind "$path" "/run/sv-keep/$i"
+done
+mount -t tmpfs -o mode=1777 tmpfs /tmp
 mount -t tmpfs -o mode=1777 tmpfs /var/tmp
+i=0
+for path in "$@"; do
+    i=$((i + 1)); mkdir -p "$path" && mount --move "/run/sv-keep/$i" "$path"
+done
 mkdir -p /dev/shm /dev/pts
 mount -t tmpfs -o mode=1777 tmpfs /dev/shm
 mount -t devpts -o ptmxmode=0666,gid=5,mode=620 devpts /dev/pts
