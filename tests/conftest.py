@@ -15,8 +15,10 @@
   asynchronous). Host-wide state (mounts, /tmp, links, cgroups) can also be
   changed by other programs: it is held against a test only while no other
   test session or container runs on the machine (otherwise the
-  differences are printed); what only we can change (descriptors, children,
-  our run directory, the session's private TMPDIR) always counts.
+  differences are printed); of host-wide additions, only the suite's and the
+  product's own count (by name prefix, place or a container's host uid:
+  ``_ours``), others are printed; what only we can change (descriptors,
+  children, our run directory, the session's private TMPDIR) always counts.
 * Session-wide: the test process is a child subreaper (a container orphaned
   by a supervisor that died in a subprocess comes back to us, where the leak
   check sees it), and
@@ -284,12 +286,52 @@ def _snapshot() -> HostState:
     )
 
 
+#: Name prefixes of what the product and the suite make in host-wide places:
+#: cgroups (``sv-<id>``, ``sv-test-...``), links (bridges ``sv<hash>``, veths
+#: ``svh...``), temporary folders (``supervisor-test-...``).
+OUR_PREFIXES = {"cgroups": ("sv-",), "links": ("sv",), "tmp": ("supervisor-", "sv-test")}
+
+
+def _ours(kind: str, entry: str) -> bool:
+    """Whether a host-wide entry that appeared is the suite's or the product's
+    own (by name, place or owner), rather than another program's."""
+    if kind == "mounts":
+        fields = entry.split()
+        point = fields[4] if len(fields) > 4 else ""
+        places = ["/run/supervisor", os.path.join(tempfile.gettempdir(), "supervisor-"), "/tmp/supervisor-"]
+        return any(point.startswith(place) for place in places + SESSION_TMP) or "supervisor" in point
+    if kind == "tmp":
+        try:
+            if os.lstat(entry).st_uid >= 100_000:  # a container's host uid wrote it
+                return True
+        except OSError:
+            return False
+    if kind == "cgroups":
+        tops = _cgroup_dirs()
+        rel = next((entry[len(top) :] for top in tops if entry.startswith(top.rstrip("/") + "/")), "")
+        return any(part.startswith(OUR_PREFIXES["cgroups"]) for part in rel.split("/") if part)
+    return os.path.basename(entry).startswith(OUR_PREFIXES[kind])
+
+
+def _foreign(before: HostState, after: HostState) -> list[str]:
+    """Host-wide entries that appeared during the test and are not ours: reported, not failed on."""
+    out = []
+    for name in HOST_WIDE:
+        added = sorted(e for e in getattr(after, name) - getattr(before, name) if not _ours(name, e))
+        if added:
+            out.append(f"{name} added by another program: {added}")
+    return out
+
+
 def _problems(before: HostState, after: HostState) -> list[str]:
     out = []
     # Folders and tables: other programs may add and remove their own entries
-    # while we run, so only what appeared (and stays) counts.
+    # while we run, so only what appeared (and stays) counts, and host-wide
+    # only what is ours (see _ours).
     for name in HOST_WIDE + OWN:
         added = getattr(after, name) - getattr(before, name)
+        if name in HOST_WIDE:
+            added = frozenset(e for e in added if _ours(name, e))
         if added:
             out.append(f"{name} left behind: {sorted(added)}")
     # Our own process: exact.
@@ -465,6 +507,9 @@ def leak_check() -> Iterator[None]:
             f"({'; '.join(sorted(foreign)[:3])}):\n  " + "\n  ".join(shared),
             file=sys.stderr,
         )
+    others = _foreign(before, after)
+    if others:
+        print("leak_check: not held against this test:\n  " + "\n  ".join(others), file=sys.stderr)
     if problems:
         leftover = [pid for pid in after.children if pid not in before.children]
         _kill_and_reap(leftover)
