@@ -25,13 +25,14 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import _cgroup_util as cgu
 import anyio
 import pytest
 from _util import running
 
 from supervisor._limits import Limits, parse_size
 from supervisor._parent import cgroups
-from supervisor._parent.cgroups import CgroupHost, ContainerCgroup, detect
+from supervisor._parent.cgroups import CgroupHost, ContainerCgroup, accounting, container, detect, files
 
 pytestmark = pytest.mark.anyio
 
@@ -184,9 +185,9 @@ def test_limits_conversions_and_crabcan_preset() -> None:
 
 
 def test_cpu_time_split_like_cputime_adjust() -> None:
-    assert cgroups._split(1.0, 0, 0) == (1.0, 0.0)
-    assert cgroups._split(1.0, 0, 5) == (0.0, 1.0)
-    assert cgroups._split(1.0, 3, 1) == pytest.approx((0.75, 0.25))
+    assert accounting.split_cpu(1.0, 0, 0) == (1.0, 0.0)
+    assert accounting.split_cpu(1.0, 0, 5) == (0.0, 1.0)
+    assert accounting.split_cpu(1.0, 3, 1) == pytest.approx((0.75, 0.25))
 
 
 def test_parse_host_pure_v2(host_dir: Path) -> None:
@@ -304,7 +305,7 @@ def test_detect_this_host(host: CgroupHost) -> None:
 
 async def test_v1_create_writes_limits(v1: CgroupHost) -> None:
     limits = Limits(memory_bytes=64 * MiB, memory_swap_bytes=64 * MiB, cpus=0.5, cpu_weight=50, pids=16)
-    cg = ContainerCgroup.create(v1, _name("limits"), limits)
+    cg = cgu.create(v1, _name("limits"), limits)
     try:
         memory, cpu, pids = (v1.v1_hierarchy(c) for c in ("memory", "cpu", "pids"))
         assert memory is not None
@@ -321,7 +322,7 @@ async def test_v1_create_writes_limits(v1: CgroupHost) -> None:
         assert _read(os.path.join(cdir, "cpu.shares")) == "512"
         assert _read(os.path.join(pids.own_dir, cg.name, "pids.max")) == "16"
         assert all(os.path.isdir(p) for p in cg.paths)
-        assert cg.v2_dir_fd() is None
+        assert cgu.v2_dir_fd(cg) is None
     finally:
         await cg.remove()
     assert cg.paths == []
@@ -331,10 +332,10 @@ async def test_v1_create_writes_limits(v1: CgroupHost) -> None:
 
 async def test_name_collision_is_refused_and_untouched(v1: CgroupHost) -> None:
     name = _name("dup")
-    first = ContainerCgroup.create(v1, name, Limits(pids=5))
+    first = cgu.create(v1, name, Limits(pids=5))
     try:
         with pytest.raises(FileExistsError, match=r"mkdir .*already exists"):
-            ContainerCgroup.create(v1, name, Limits(pids=7))
+            cgu.create(v1, name, Limits(pids=7))
         pids = v1.v1_hierarchy("pids")
         assert pids is not None
         assert _read(os.path.join(pids.own_dir, name, "pids.max")) == "5"
@@ -344,14 +345,14 @@ async def test_name_collision_is_refused_and_untouched(v1: CgroupHost) -> None:
 
 
 async def test_setup_failure_rolls_back(v1: CgroupHost, monkeypatch: pytest.MonkeyPatch) -> None:
-    real_write = cgroups._write
+    real_write = files.write
 
     def failing_write(path: str, value: str) -> None:
         if path.endswith("pids.max"):
             raise OSError(errno.EINVAL, f"write {path} {value!r}: injected")
         real_write(path, value)
 
-    monkeypatch.setattr(cgroups, "_write", failing_write)
+    monkeypatch.setattr(container, "write", failing_write)
     cg = ContainerCgroup(v1, _name("rollback"), Limits(memory_bytes=64 * MiB, pids=4))
     with pytest.raises(OSError, match=r"pids\.max '4'"):
         cg.setup()
@@ -362,10 +363,10 @@ async def test_setup_failure_rolls_back(v1: CgroupHost, monkeypatch: pytest.Monk
 
 
 async def test_attach_sleep(host: CgroupHost, procs: list[subprocess.Popen[bytes]]) -> None:
-    cg = ContainerCgroup.create(host, _name("attach"), Limits(memory_bytes=64 * MiB))
+    cg = cgu.create(host, _name("attach"), Limits(memory_bytes=64 * MiB))
     try:
         proc = _start(procs, "sleep", "30")
-        cg.attach(proc.pid)
+        cgu.attach(cg, proc.pid)
         for path in cg.paths:
             assert _read(os.path.join(path, "cgroup.procs")).split() == [str(proc.pid)]
         with open(f"/proc/{proc.pid}/cgroup") as f:
@@ -377,7 +378,7 @@ async def test_attach_sleep(host: CgroupHost, procs: list[subprocess.Popen[bytes
         assert await _wait_exit(proc) == -signal.SIGKILL
         assert cg.is_empty()
         with pytest.raises(ProcessLookupError, match=r"cgroup\.procs"):
-            cg.attach(proc.pid + 10_000_000 if proc.pid < 4_000_000 else 1 << 30)
+            cgu.attach(cg, proc.pid + 10_000_000 if proc.pid < 4_000_000 else 1 << 30)
     finally:
         await cg.remove()
 
@@ -397,18 +398,18 @@ async def test_kill_tree_with_double_forked_daemon(
         real_exists = os.path.exists
         monkeypatch.setattr(os.path, "exists", lambda p: not str(p).endswith("cgroup.kill") and real_exists(p))
     writes: list[tuple[str, str]] = []
-    real_write = cgroups._write
+    real_write = files.write
 
     def spy(file: str, value: str) -> None:
         writes.append((os.path.basename(file), value))
         real_write(file, value)
 
-    monkeypatch.setattr(cgroups, "_write", spy)
-    cg = ContainerCgroup.create(target, _name("tree"))
+    monkeypatch.setattr(files, "write", spy)
+    cg = cgu.create(target, _name("tree"))
     try:
         # Attached while it waits on stdin, before it forks anything.
         proc = _start(procs, "sh", "-c", "read x; (sleep 300 &); sleep 300 & wait")
-        cg.attach(proc.pid)
+        cgu.attach(cg, proc.pid)
         _release(proc)
         with anyio.fail_after(5):
             while True:
@@ -446,11 +447,11 @@ async def test_kill_tree_with_double_forked_daemon(
 
 async def test_v1_memory_limit_oom_kills_hog(v1: CgroupHost, procs: list[subprocess.Popen[bytes]]) -> None:
     limit = 48 * MiB
-    cg = ContainerCgroup.create(v1, _name("oom"), Limits(memory_bytes=limit, memory_swap_bytes=limit))
+    cg = cgu.create(v1, _name("oom"), Limits(memory_bytes=limit, memory_swap_bytes=limit))
     try:
         hog = "import sys\nsys.stdin.readline()\nb = []\nwhile True:\n    b.append(bytearray(1 << 20))\n"
         proc = _start(procs, sys.executable, "-c", hog)
-        cg.attach(proc.pid)
+        cgu.attach(cg, proc.pid)
         assert not cg.stats().oom_killed
         _release(proc)
         assert await _wait_exit(proc, 10) == -signal.SIGKILL
@@ -466,11 +467,11 @@ async def test_v1_memory_limit_oom_kills_hog(v1: CgroupHost, procs: list[subproc
 async def test_v1_wait_oom_then_kill_whole_container(v1: CgroupHost, procs: list[subprocess.Popen[bytes]]) -> None:
     """v1 OOM-kills one process; wait_oom() + kill() end the rest (memory.oom.group's effect on v2)."""
     limit = 48 * MiB
-    cg = ContainerCgroup.create(v1, _name("oomgroup"), Limits(memory_bytes=limit, memory_swap_bytes=limit))
+    cg = cgu.create(v1, _name("oomgroup"), Limits(memory_bytes=limit, memory_swap_bytes=limit))
     try:
         hog = "b = []\nwhile True:\n    b.append(bytearray(1 << 20))\n"
         proc = _start(procs, "sh", "-c", f"read x; sleep 300 & {sys.executable} -c '{hog}'; sleep 300")
-        cg.attach(proc.pid)
+        cgu.attach(cg, proc.pid)
         async with anyio.create_task_group() as tg:
             tg.start_soon(_release_soon, proc)
             with anyio.fail_after(10):
@@ -488,7 +489,7 @@ async def test_v1_wait_oom_then_kill_whole_container(v1: CgroupHost, procs: list
 
 
 async def test_v1_wait_oom_is_cancellable_and_ends_on_removal(v1: CgroupHost) -> None:
-    cg = ContainerCgroup.create(v1, _name("oomwait"), Limits(memory_bytes=48 * MiB))
+    cg = cgu.create(v1, _name("oomwait"), Limits(memory_bytes=48 * MiB))
     try:
         with anyio.move_on_after(0.05) as scope:
             await cg.wait_oom()
@@ -514,7 +515,7 @@ async def _release_soon(proc: subprocess.Popen[bytes]) -> None:
 
 async def test_v1_pids_limit_stops_fork_loop(v1: CgroupHost, procs: list[subprocess.Popen[bytes]]) -> None:
     limit = 8
-    cg = ContainerCgroup.create(v1, _name("pids"), Limits(pids=limit))
+    cg = cgu.create(v1, _name("pids"), Limits(pids=limit))
     try:
         forker = (
             "import os, sys, time\nsys.stdin.readline()\nn = 0\n"
@@ -525,7 +526,7 @@ async def test_v1_pids_limit_stops_fork_loop(v1: CgroupHost, procs: list[subproc
             "print(n, flush=True)\n"
         )
         proc = _start(procs, sys.executable, "-c", forker)
-        cg.attach(proc.pid)
+        cgu.attach(cg, proc.pid)
         _release(proc)
         out = await _output(proc)
         assert int(out) == limit - 1  # the forking process itself counts
@@ -560,7 +561,7 @@ async def test_cpu_stats_match_rusage(host: CgroupHost, version: str, procs: lis
     if (version == "v1" and not host.v1) or (version == "v2" and host.unified is None):
         pytest.skip(f"no cgroup {version} on this host")
     target = host.restricted(version)  # type: ignore[arg-type]
-    cg = ContainerCgroup.create(target, _name(f"cpu{version}"))
+    cg = cgu.create(target, _name(f"cpu{version}"))
     try:
         proc = _start(procs, sys.executable, "-c", _BURN)
         assert proc.stdout is not None
@@ -568,7 +569,7 @@ async def test_cpu_stats_match_rusage(host: CgroupHost, version: str, procs: lis
             # After the interpreter's start-up (long when emulated): the
             # rusage deltas start at the gate.
             assert await anyio.to_thread.run_sync(proc.stdout.readline) == b"ready\n"
-        cg.attach(proc.pid)
+        cgu.attach(cg, proc.pid)
         before = cg.stats()
         _release(proc)
         with anyio.fail_after(10):
@@ -589,11 +590,11 @@ async def test_cpu_stats_match_rusage(host: CgroupHost, version: str, procs: lis
 async def test_remove_kills_stragglers_and_nested_cgroups(
     host: CgroupHost, procs: list[subprocess.Popen[bytes]]
 ) -> None:
-    cg = ContainerCgroup.create(host, _name("busy"), Limits(memory_bytes=64 * MiB))
+    cg = cgu.create(host, _name("busy"), Limits(memory_bytes=64 * MiB))
     paths = cg.paths
     try:
         proc = _start(procs, "sleep", "30")
-        cg.attach(proc.pid)
+        cgu.attach(cg, proc.pid)
         # A container may create cgroups inside its own; they go too.
         for path in paths:
             os.mkdir(os.path.join(path, "nested"))
@@ -611,21 +612,21 @@ async def test_remove_kills_stragglers_and_nested_cgroups(
 
 async def test_leftovers_are_found_and_adopted(host: CgroupHost, procs: list[subprocess.Popen[bytes]]) -> None:
     prefix = f"sv-test-{os.getpid()}-crash"
-    cg = ContainerCgroup.create(host, _name("crash"), Limits(memory_bytes=64 * MiB))
+    cg = cgu.create(host, _name("crash"), Limits(memory_bytes=64 * MiB))
     try:
         proc = _start(procs, "sleep", "30")
-        cg.attach(proc.pid)
-        assert cgroups.find_leftovers(host, prefix) == [cg.name]
-        adopted = ContainerCgroup.adopt(host, cg.name)
+        cgu.attach(cg, proc.pid)
+        assert cgu.find_leftovers(host, prefix) == [cg.name]
+        adopted = cgu.adopt(host, cg.name)
         assert sorted(adopted.paths) == sorted(cg.paths)
         assert adopted.pids() == [proc.pid]
         await adopted.remove()
         assert await _wait_exit(proc) == -signal.SIGKILL
-        assert cgroups.find_leftovers(host, prefix) == []
+        assert cgu.find_leftovers(host, prefix) == []
     finally:
         await cg.remove()
     with pytest.raises(ValueError, match="prefix"):
-        cgroups.find_leftovers(host, "")
+        cgu.find_leftovers(host, "")
 
 
 async def test_sweep_paths_from_the_ledger(host: CgroupHost, procs: list[subprocess.Popen[bytes]]) -> None:
@@ -637,7 +638,7 @@ async def test_sweep_paths_from_the_ledger(host: CgroupHost, procs: list[subproc
     try:
         assert cg.paths == planned
         proc = _start(procs, "sleep", "30")
-        cg.attach(proc.pid)
+        cgu.attach(cg, proc.pid)
         rundir._SWEEPERS["cgroup"]({"kind": "cgroup", "paths": planned})  # what a crash-recovery sweep does
         assert not any(os.path.exists(p) for p in planned)
         assert await _wait_exit(proc) == -signal.SIGKILL
@@ -654,7 +655,7 @@ async def test_sweep_paths_from_the_ledger(host: CgroupHost, procs: list[subproc
 async def test_hybrid_memory_on_v1_killed_through_v2(host: CgroupHost, procs: list[subprocess.Popen[bytes]]) -> None:
     if host.version != "hybrid":
         pytest.skip("not a hybrid host")
-    cg = ContainerCgroup.create(host, _name("hybrid"), Limits(memory_bytes=64 * MiB, pids=10, cpus=1.5))
+    cg = cgu.create(host, _name("hybrid"), Limits(memory_bytes=64 * MiB, pids=10, cpus=1.5))
     try:
         assert host.unified is not None
         v2dir = os.path.join(host.unified.own_dir, cg.name)
@@ -663,7 +664,7 @@ async def test_hybrid_memory_on_v1_killed_through_v2(host: CgroupHost, procs: li
         assert freezer is not None
         assert os.path.join(freezer.own_dir, cg.name) not in cg.paths  # cgroup.kill does the job
         proc = _start(procs, "sh", "-c", "read x; sleep 300 & sleep 300 & wait")
-        cg.attach(proc.pid)
+        cgu.attach(cg, proc.pid)
         _release(proc)
         with anyio.fail_after(5):
             while len(cg.pids()) < 3:
@@ -685,13 +686,13 @@ async def test_hybrid_memory_on_v1_killed_through_v2(host: CgroupHost, procs: li
 
 async def test_v2_create_attach_kill_events(v2: CgroupHost, procs: list[subprocess.Popen[bytes]]) -> None:
     assert v2.unified is not None
-    cg = ContainerCgroup.create(v2, _name("v2"))
+    cg = cgu.create(v2, _name("v2"))
     try:
         (path,) = cg.paths
         assert path == os.path.join(v2.unified.own_dir, cg.name)
         assert _read(os.path.join(path, "cgroup.events")).splitlines()[0] == "populated 0"
         proc = _start(procs, "sh", "-c", "read x; sleep 300 & sleep 300 & wait")
-        cg.attach(proc.pid)
+        cgu.attach(cg, proc.pid)
         assert _read(os.path.join(path, "cgroup.procs")).split() == [str(proc.pid)]
         assert "populated 1" in _read(os.path.join(path, "cgroup.events"))
         _release(proc)
@@ -712,7 +713,7 @@ async def test_v2_create_attach_kill_events(v2: CgroupHost, procs: list[subproce
         assert "populated 0" in _read(os.path.join(path, "cgroup.events"))
         assert await _wait_exit(proc) == -signal.SIGKILL
         assert not any(running(p) for p in pids)
-        fd = cg.v2_dir_fd()
+        fd = cgu.v2_dir_fd(cg)
         assert fd is not None
         try:
             assert os.path.samestat(os.fstat(fd), os.stat(path))
@@ -737,7 +738,7 @@ async def test_entry_fds_let_an_unprivileged_process_join_only_itself(host: Cgro
     root), a process of another uid joins the cgroup: the kernel checks the
     opener's credentials. ``tasks`` moves the writer's thread alone, without
     the global lock a move by PID takes."""
-    cg = ContainerCgroup.create(host, _name("entry"))
+    cg = cgu.create(host, _name("entry"))
     entry = cg.entry_fds()
     try:
         kinds = [kind for kind, _fd, _path in entry]
@@ -767,6 +768,6 @@ async def test_v2_limit_without_delegated_controller_is_refused(v2: CgroupHost) 
     if "cpu" in v2.unified.controllers:
         pytest.skip("this host delegates the cpu controller on v2")
     with pytest.raises(OSError, match=r"'cpu' is needed for cpus=0\.5.*cgroup\.subtree_control") as info:
-        ContainerCgroup.create(v2, _name("nocpu"), Limits(cpus=0.5))
+        cgu.create(v2, _name("nocpu"), Limits(cpus=0.5))
     assert info.value.errno == errno.EOPNOTSUPP
     assert not [n for n in os.listdir(v2.unified.own_dir) if n.startswith(f"sv-test-{os.getpid()}-nocpu")]
