@@ -27,6 +27,15 @@ _MIN_CFS_QUOTA_US = 1_000
 _MIN_SHARES, _MAX_SHARES = 2, 262_144
 _MIN_WEIGHT, _MAX_WEIGHT = 1, 10_000
 
+_CGROUP_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.@:+-]{0,199}$")
+
+
+def is_cgroup_name(name: object) -> bool:
+    """Whether ``name`` is a plain cgroup directory name: 1-200 characters from
+    ``[A-Za-z0-9_.@:+-]``, not starting with ``.``, ``-`` or ``cgroup.``."""
+    return isinstance(name, str) and bool(_CGROUP_NAME_RE.match(name)) and not name.startswith("cgroup.")
+
+
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgtp]?)(?:i?b)?\s*$", re.IGNORECASE)
 _SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
 

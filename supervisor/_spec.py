@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 
 from . import _capabilities as _caps
-from ._limits import Limits
+from ._limits import Limits, is_cgroup_name
 from ._protocol import MAX_IDMAPPED
 from ._record import field, record
 
@@ -57,8 +57,6 @@ _DEFAULT_SUBNET = "10.88.0.0/16"
 
 _HOSTNAME_RE = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*$")
 _ENV_KEY_RE = re.compile(r"^[^=\x00]+$")
-#: One directory name of a cgroup path (as the cgroups module names its own).
-_CGROUP_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.@:+-]{0,199}$")
 
 
 def _jsonable(value: Any) -> Any:
@@ -507,7 +505,7 @@ class Spec:
         if (
             not self.cgroup_parent.startswith("/")
             or len(self.cgroup_parent) > 4096
-            or not all(_CGROUP_NAME_RE.match(name) and not name.startswith("cgroup.") for name in names)
+            or not all(is_cgroup_name(name) for name in names)
         ):
             raise _field_error(
                 "cgroup_parent",

@@ -16,7 +16,7 @@ from functools import partial
 
 import anyio
 import pytest
-from _util import REPO, cmdline, descendants, gone
+from _util import REPO, cmdline, descendants, gone, run_with_repo
 
 from supervisor import PIPE, Limits, Result, Spec, Supervisor, parse_size
 
@@ -434,14 +434,7 @@ def test_a_supervisor_in_a_leaf_gets_v2_limits_through_cgroup_parent() -> None:
     os.mkdir(unit_dir)
     os.mkdir(os.path.join(unit_dir, "supervisor"))
     try:
-        out = subprocess.run(
-            [sys.executable, "-c", IN_A_LEAF, unit_dir, unit],
-            env={**os.environ, "PYTHONPATH": REPO},
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+        out = run_with_repo([sys.executable, "-c", IN_A_LEAF, unit_dir, unit])
         assert out.returncode == 0, out.stderr
         assert out.stdout.split("\n")[:2] == [f"own: CGROUP {errno.EOPNOTSUPP}", "parent: oom"], out
     finally:

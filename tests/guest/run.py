@@ -185,9 +185,10 @@ def main(argv: list[str]) -> int:
         skip("no static busybox for the initramfs (Debian's busybox-static)")
     image, modules = find_kernel()
     pytest_bin = os.path.join(os.path.dirname(sys.executable), "pytest")
+    load_order = module_order(modules, MODULES)
     args = argv or [*DEFAULT_TESTS, *(f"--deselect={test}" for test in SOAK_TESTS)]
     env = {
-        "SV_GUEST_MODULES": " ".join(name for name, _ in module_order(modules, MODULES)),
+        "SV_GUEST_MODULES": " ".join(name for name, _ in load_order),
         "SV_GUEST_CHECKOUT": CHECKOUT,
         "SV_GUEST_PYTEST": pytest_bin,
         "SV_GUEST_KEEP": shlex.join(kept_paths()),
@@ -201,7 +202,7 @@ def main(argv: list[str]) -> int:
         os.mkdir(results)
         initrd = os.path.join(work, "initrd")
         with open(initrd, "wb") as f:
-            f.write(initramfs(busybox, module_order(modules, MODULES), env))
+            f.write(initramfs(busybox, load_order, env))
         cmd = [
             qemu,
             "-accel", accel,

@@ -6,16 +6,13 @@ from __future__ import annotations
 
 import errno
 import os
-import re
 import time
 
-from ..._limits import CFS_PERIOD_US, Limits
+from ..._limits import CFS_PERIOD_US, Limits, is_cgroup_name
 from .accounting import CgroupStats, read_stats, wait_oom
 from .files import host_has_swap, keyed, kill_pass, open_fd, procs, rmdir_tree, wait_until, write
 from .host import CgroupHost, Hierarchy, unavailable
 from .sweep import sweep_paths
-
-_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.@:+-]{0,199}$")
 
 
 class ContainerCgroup:
@@ -43,7 +40,7 @@ class ContainerCgroup:
     """
 
     def __init__(self, host: CgroupHost, name: str, limits: Limits | None = None) -> None:
-        if not isinstance(name, str) or not _NAME_RE.match(name) or name.startswith("cgroup."):
+        if not is_cgroup_name(name):
             raise ValueError(
                 f"invalid cgroup name {name!r}: use 1-200 characters from [A-Za-z0-9_.@:+-], "
                 "not starting with '.', '-' or 'cgroup.'"
@@ -367,8 +364,7 @@ class ContainerCgroup:
         where it has to wait for a freeze."""
         import anyio  # imported here: a run without an event loop never needs it
 
-        freezer = self._dir_for("freezer")
-        target = self._v2_dir() or (freezer[1] if freezer else None) or next(iter(self._dirs.values()), None)
+        target = self._procs_dir()
         if target is None:
             return
         try:
