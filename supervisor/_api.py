@@ -5,13 +5,10 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import itertools
-import math
 import os
-import socket
 import struct
 import sys
 import termios
-import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from types import TracebackType
 
@@ -20,21 +17,15 @@ import anyio.abc
 import anyio.to_thread
 from anyio.abc import TaskStatus
 
-from ._errors import ContainerFailed, SetupError
 from ._events import Event, EventHub
-from ._hostname import generate as generate_hostname
-from ._parent import idmap, streams
-from ._parent.config import build_config, with_map_base
-from ._parent.container import ContainerProcess
-from ._parent.pid1 import note_cleanup, outcome, run_result
-from ._parent.resources import HostResources
+from ._parent.run import Run, RunContext
 from ._parent.rundir import RunDir, supervisor_prefix, sweep
 from ._parent.seccomp import warm_up as seccomp_warm_up
 from ._parent.spawn import Spawner
-from ._parent.streams import FdReceiveStream, FdSendStream
+from ._parent.stdio import PIPE
 from ._privileges import check_privileges
-from ._protocol import MAX_PASS_FDS, CgroupEntry, Phase
-from ._result import PhaseTiming, Reason, Result
+from ._protocol import MAX_PASS_FDS, Phase
+from ._result import PhaseTiming, Result
 from ._spec import Spec
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (3 ms for a command line)
@@ -42,10 +33,6 @@ if TYPE_CHECKING:
     from typing import Any
 
 PhaseCallback = Callable[[Phase, float], None]
-
-#: Pass as ``stdin``/``stdout``/``stderr`` of :meth:`Supervisor.run` to get a
-#: byte stream on the :class:`Container` handle (the same value as subprocess.PIPE).
-PIPE = -1
 
 
 class Container:
@@ -57,21 +44,23 @@ class Container:
     the run ends, so read them while the container runs.
     """
 
-    def __init__(
-        self, proc: ContainerProcess, hostname: str, done: anyio.Event, resources: HostResources | None = None
-    ) -> None:
-        self._proc = proc
-        self._done = done
-        self._result: Result | None = None
-        self.hostname = hostname
+    def __init__(self, run: Run) -> None:
+        self._run = run
+        self._proc = run.proc
+        self.hostname = run.hostname
         """The container's hostname."""
-        self.stdin: anyio.abc.ByteSendStream | None = None
+        self.stdin: anyio.abc.ByteSendStream | None = run.stdin
         """The payload's stdin when run with ``stdin=PIPE`` (close it to send EOF)."""
-        self.stdout: anyio.abc.ByteReceiveStream | None = None
+        self.stdout: anyio.abc.ByteReceiveStream | None = run.stdout
         """The payload's stdout when run with ``stdout=PIPE``."""
-        self.stderr: anyio.abc.ByteReceiveStream | None = None
+        self.stderr: anyio.abc.ByteReceiveStream | None = run.stderr
         """The payload's stderr when run with ``stderr=PIPE``."""
-        self._resources = resources  # its cgroup and network pieces
+        self._resources = run.resources  # its cgroup and network pieces
+
+    @property
+    def _result(self) -> Result | None:
+        """The result once the run has ended (a stopped command line prints it)."""
+        return self._run.result
 
     @property
     def id(self) -> str:
@@ -92,7 +81,7 @@ class Container:
 
         Empty for ``"none"`` (loopback only) and ``"host"`` (the host's own).
         """
-        return self._resources.addresses if self._resources is not None else ()
+        return self._resources.addresses
 
     @property
     def phases(self) -> tuple[PhaseTiming, ...]:
@@ -162,9 +151,9 @@ class Container:
 
         **Cancellation:** cancelling the wait does not affect the container.
         """
-        await self._done.wait()
-        assert self._result is not None
-        return self._result
+        await self._run.done.wait()
+        assert self._run.result is not None
+        return self._run.result
 
 
 def _checked_pass_fds(pass_fds: Sequence[int]) -> tuple[int, ...]:
@@ -187,20 +176,6 @@ def _checked_pass_fds(pass_fds: Sequence[int]) -> tuple[int, ...]:
         except OSError as exc:
             raise ValueError(f"pass_fds: {fd} is not an open descriptor ({exc.strerror})") from None
     return passed
-
-
-async def _stop_left(handle: Container) -> None:
-    """Stop a container that outlives its supervisor's block, as on cancellation.
-
-    Waits until PID 1 is reaped (at most 5 s after SIGKILL), so that its run
-    ends with its exit status, then (at most 10 s) until its run has released
-    its resources: before the run directory and the network go.
-    """
-    proc = handle._proc
-    if not proc.exited:
-        await proc.stop(proc.grace_period, reap_timeout=5)
-    with anyio.move_on_after(10):
-        await handle._done.wait()
 
 
 class Supervisor:
@@ -230,11 +205,8 @@ class Supervisor:
         self._events = EventHub()
         self._rundir = RunDir()
         self._sweep = sweep_leftovers
-        self._spawner: Spawner | None = None
-        self._tg: anyio.abc.TaskGroup | None = None
+        self._ctx: RunContext | None = None  # while open
         self._ids = itertools.count(1)
-        self._hostnames: set[str] = set()
-        self._live: dict[str, Container] = {}
         self._prefix = supervisor_prefix()
 
     async def __aenter__(self) -> Supervisor:
@@ -266,8 +238,8 @@ class Supervisor:
                     if self._sweep:
                         starting.start_soon(_in_worker_thread, sweep)
                     starting.start_soon(_in_worker_thread, _warm_up)
-                self._spawner = spawner = Spawner(tg)
-                self._tg = tg
+                spawner = Spawner(tg)
+                self._ctx = ctx = RunContext(self._events, self._rundir, spawner, tg)
                 try:
                     yield
                 except BaseException as exc:
@@ -281,8 +253,8 @@ class Supervisor:
                         spawner.close()  # a run still starting clones nothing more
                         try:
                             async with anyio.create_task_group() as stoppers:
-                                for handle in list(self._live.values()):
-                                    stoppers.start_soon(_stop_left, handle)
+                                for left in list(ctx.live.values()):
+                                    stoppers.start_soon(left.stop_at_exit)
                         finally:
                             await spawner.aclose(timeout=10)
                         # Networking: finish the bridge deletions that
@@ -293,7 +265,7 @@ class Supervisor:
                             # Deleted (or in use by another supervisor): the
                             # bridges' own records are done with.
                             self._rundir.forget_prefixed(network.BRIDGE_RECORD_PREFIX)
-                    self._tg = None
+                    self._ctx = None
                     self._events.close()
                     self._rundir.close()
                     tg.cancel_scope.cancel()
@@ -406,7 +378,7 @@ class Supervisor:
         its resources released under a shield; then the cancellation
         propagates.
         """
-        if self._tg is None:
+        if self._ctx is None:
             raise RuntimeError("use 'async with Supervisor() as sup:' before sup.run()")
         if input is not None and stdin is not None:
             raise ValueError("pass either input or stdin, not both")
@@ -421,247 +393,23 @@ class Supervisor:
         passed = _checked_pass_fds(pass_fds)
         spec.check_host()
         async with self._limiter if self._limiter is not None else contextlib.nullcontext():
-            return await self._run(
+            # Created once its turn came: its timeout and times count from here.
+            run = Run(
+                self._ctx,
+                f"{self._prefix}-{next(self._ids)}",
                 spec,
-                check,
-                capture_output,
-                input,
-                stdin,
-                stdout,
-                stderr,
-                on_phase,
-                task_status,
-                timeout,
-                passed,
-                max_output,
+                check=check,
+                capture_output=capture_output,
+                input=input,
+                stdin=stdin,
+                stdout=stdout,
+                stderr=stderr,
+                pass_fds=passed,
+                max_output=max_output,
+                on_phase=on_phase,
+                timeout=timeout,
             )
-
-    async def _run(
-        self,
-        spec: Spec,
-        check: bool,
-        capture_output: bool,
-        input: bytes | None,
-        stdin: int | None,
-        stdout: int | None,
-        stderr: int | None,
-        on_phase: PhaseCallback | None,
-        task_status: TaskStatus[Container],
-        timeout: float | None = None,
-        pass_fds: tuple[int, ...] = (),
-        max_output: int | None = None,
-    ) -> Result:
-        t0 = time.monotonic_ns()
-        deadline = math.inf if timeout is None else anyio.current_time() + timeout
-        ending: Reason | None = None  # "timeout" or "oom" once we decided to end it
-        cid = f"{self._prefix}-{next(self._ids)}"
-        hostname = spec.hostname or generate_hostname(self._hostnames)
-        self._hostnames.add(hostname)
-        events = self._events
-
-        def note_phase(phase: Phase, seconds: float) -> None:
-            events.publish("phase", cid, hostname, phase.label, seconds=round(seconds, 6))
-            if on_phase is not None:
-                on_phase(phase, seconds)
-
-        resources = HostResources(spec, cid, self._rundir, hostname=hostname, task_group=self._tg)
-        config = build_config(
-            spec,
-            hostname,
-            network=resources.wants_network,
-            etc_dir=resources.etc_dir,
-            # Phases are sent one by one only when someone watches them live.
-            live_phases=on_phase is not None or events.has_subscribers,
-        )
-
-        ctl_parent, ctl_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
-        ctl_parent.setblocking(False)
-        proc = ContainerProcess(
-            cid,
-            ctl_parent,
-            t0,
-            note_phase,
-            parent_steps=resources.parent_steps(),
-            grace_period=spec.grace_period,
-        )
-        child_fds: list[int] = [ctl_child.detach()]
-        ours: list[int] = []  # our ends of pipes
-        out_chunks = streams.Capture(max_output)
-        err_chunks = streams.Capture(max_output)
-        done = anyio.Event()
-        handle = Container(proc, hostname, done, resources)
-        reason: Reason | None = None
-        setup_error: SetupError | None = None
-        cleanup_error: OSError | None = None  # releasing a host resource failed
-        propagating: BaseException | None = None  # the run's own exception, on its way out
-        try:
-            # stdio for the container (PID 1 dup2()s them to 0, 1, 2)
-            stdin_w = -1
-            if input is not None:
-                r, stdin_w = os.pipe2(os.O_CLOEXEC)
-                child_fds.append(r)
-                ours.append(stdin_w)
-            elif stdin == PIPE:
-                r, w = os.pipe2(os.O_CLOEXEC)
-                child_fds.append(r)
-                handle.stdin = FdSendStream(w)
-            elif stdin is not None:
-                child_fds.append(os.dup(stdin))
-            else:
-                child_fds.append(os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC))
-            out_r = err_r = -1
-            if capture_output:
-                out_r, w = os.pipe2(os.O_CLOEXEC)
-                child_fds.append(w)
-                err_r, w = os.pipe2(os.O_CLOEXEC)
-                child_fds.append(w)
-                ours += [out_r, err_r]
-            else:
-                for fd, default, name in ((stdout, 1, "stdout"), (stderr, 2, "stderr")):
-                    if fd == PIPE:
-                        r, w = os.pipe2(os.O_CLOEXEC)
-                        child_fds.append(w)
-                        setattr(handle, name, FdReceiveStream(r))
-                    else:
-                        child_fds.append(os.dup(default if fd is None else fd))
-            for fd in pass_fds:
-                try:
-                    child_fds.append(os.dup(fd))
-                except OSError as exc:  # closed by the caller while the run waited for its turn
-                    raise ValueError(f"pass_fds: {fd} is not an open descriptor ({exc.strerror})") from None
-            if resources.wants_network:
-                # The address and bridge need no container: reserved in the
-                # background while PID 1 is cloned and set up.
-                resources.start_allocation()
-            if spec.map_base == "auto":
-                # A host id range of its own, leased before the clone (the
-                # clone thread writes the maps) and given back with the rest.
-                config = with_map_base(config, resources.lease_ids())
-            if resources.wants_cgroup:
-                # Before the clone, so that PID 1 starts in it (SetupError);
-                # its entry fds go last, after the passed ones.
-                entry = resources.prepare_cgroup()
-                config.cgroup.extend(CgroupEntry(kind, path) for kind, _fd, path in entry)
-                child_fds += [fd for _kind, fd, _path in entry]
-            # The id-mapped binds' mounts, made here (PID 1 may not) and last.
-            child_fds += idmap.open_trees(spec, config)
-
-            try:
-                assert self._spawner is not None
-                proc.slot = await self._spawner.spawn(cid, config, child_fds)
-            except OSError as exc:
-                raise SetupError(Phase.SPAWNED, exc.errno or 0, str(exc)) from exc
-            finally:
-                for fd in child_fds:
-                    os.close(fd)
-                child_fds = []
-            self._live[cid] = handle
-
-            body_error: Exception | None = None
-            async with anyio.create_task_group() as tg:
-                if out_r >= 0:
-                    tg.start_soon(streams.drain_all, ((out_r, out_chunks), (err_r, err_chunks)))
-                if stdin_w >= 0:
-                    tg.start_soon(streams.feed, stdin_w, input or b"")
-                    ours.remove(stdin_w)
-                try:
-                    with _until(deadline):
-                        await proc.drive_setup()
-                except SetupError as exc:
-                    setup_error = exc
-                    reason = "setup_failed"
-                    tg.cancel_scope.cancel()
-                except Exception as exc:  # noqa: BLE001 - re-raised below
-                    # ProtocolError, or the caller's on_phase raised: re-raised
-                    # below as itself, not wrapped in the task group's
-                    # ExceptionGroup.
-                    body_error = exc
-                    tg.cancel_scope.cancel()
-                else:
-                    if not proc.running:  # the timeout struck during setup
-                        ending = "timeout"
-                        tg.cancel_scope.cancel()
-                        # A caller's start() gets the handle all the same;
-                        # its wait() returns the timeout's result.
-                        task_status.started(handle)
-                    else:
-                        typing_in: anyio.CancelScope | None = None
-                        if proc.pty_master >= 0:
-                            ours.append(proc.pty_master)
-                            typing_in = _relay_terminal(
-                                tg, proc.pty_master, capture_output, out_chunks, input, stdin, stdout
-                            )
-                        events.publish("started", cid, hostname, pid=proc.pid)
-                        task_status.started(handle)
-                        ending = await _wait_for_end(proc, resources, deadline)
-                        if ending == "oom":
-                            # Whole-container OOM semantics (memory.oom.group on v2;
-                            # done by hand on v1, where the kernel kills one process).
-                            proc.stopped_by_us = True
-                            proc.send_signal(9)
-                            await resources.kill_all()
-                        elif ending == "timeout":
-                            await proc.stop(spec.grace_period)
-                        # Nobody reads the terminal any more: stop relaying the
-                        # caller's keystrokes (the output is drained to its end).
-                        if typing_in is not None:
-                            typing_in.cancel()
-            if body_error is not None:
-                raise body_error
-        except SetupError as exc:  # before PID 1 could report it: the cgroup step, the clone
-            setup_error = exc
-            reason = "setup_failed"
-        except BaseException as exc:
-            reason = "cancelled"  # the finally block below stops and reaps it
-            propagating = exc
-            raise
-        finally:
-            with anyio.CancelScope(shield=True):
-                if proc.slot is not None and not proc.exited:
-                    await proc.stop(spec.grace_period)
-                for fd in child_fds + ours:
-                    streams.close_quietly(fd)
-                for stream in (handle.stdin, handle.stdout, handle.stderr):
-                    if stream is not None:
-                        await stream.aclose()
-                ctl_parent.close()
-                # A release that fails must not skip the bookkeeping below
-                # (wait() would never return) nor replace the run's own error.
-                usage = None
-                try:
-                    try:
-                        usage = resources.stats()  # after the end, before the cgroup goes
-                        await resources.release()
-                    except OSError as exc:
-                        cleanup_error = exc
-                finally:
-                    self._live.pop(cid, None)
-                    self._hostnames.discard(hostname)
-                    if proc.slot is not None and proc.exited and self._spawner is not None:
-                        self._spawner.forget(cid)
-                    result = run_result(
-                        proc,
-                        hostname,
-                        reason,
-                        ending,
-                        usage,
-                        setup_error,
-                        stdout=out_chunks.value(),
-                        stderr=err_chunks.value(),
-                        dropped=(out_chunks.dropped, err_chunks.dropped),
-                    )
-                    handle._result = result
-                    if events.has_subscribers:  # the JSON form costs every run ~0.05 ms otherwise
-                        if setup_error is not None:
-                            events.publish("failed", cid, hostname, setup_error.phase.label, result=result.to_json())
-                        else:
-                            events.publish("exited", cid, hostname, result=result.to_json())
-                        events.publish("cleaned_up", cid, hostname)
-                    done.set()
-                if propagating is not None:
-                    note_cleanup(propagating, result, cleanup_error)
-        failed = check and not result.ok and not proc.stopped_by_caller
-        return outcome(result, setup_error, cleanup_error, ContainerFailed(result, spec.command) if failed else None)
+            return await run.execute(started=lambda: task_status.started(Container(run)))
 
 
 async def _in_worker_thread(fn: Callable[[], object]) -> None:
@@ -684,41 +432,6 @@ def _warm_up() -> None:
         pass
 
 
-def _until(deadline: float) -> contextlib.AbstractContextManager[object]:
-    """``anyio.move_on_at(deadline)``, or nothing for no deadline (a cancel
-    scope costs every run some 10 µs)."""
-    return anyio.move_on_at(deadline) if deadline != math.inf else contextlib.nullcontext()
-
-
-async def _wait_for_end(proc: ContainerProcess, resources: HostResources, deadline: float) -> Reason | None:
-    """Wait for PID 1 to exit; return "timeout" or "oom" if that came first."""
-    assert proc.slot is not None
-    slot = proc.slot
-    if not resources.watches_oom:
-        with _until(deadline):
-            await slot.exited.wait()
-        return None if slot.exited.is_set() else "timeout"
-    outcome: Reason | None = None
-    async with anyio.create_task_group() as tg:
-
-        async def watch_oom() -> None:
-            nonlocal outcome
-            try:
-                await resources.wait_oom()
-            except OSError:
-                return  # the cgroup went away with the container
-            outcome = "oom"
-            tg.cancel_scope.cancel()
-
-        tg.start_soon(watch_oom)
-        with anyio.move_on_at(deadline) as scope:
-            await slot.exited.wait()
-        if scope.cancelled_caught and outcome is None:
-            outcome = "timeout"
-        tg.cancel_scope.cancel()
-    return outcome
-
-
 def _only(group: BaseExceptionGroup[BaseException], exc: BaseException) -> bool:
     """True if ``group`` holds ``exc`` and otherwise only cancellations."""
     found = False
@@ -732,38 +445,6 @@ def _only(group: BaseExceptionGroup[BaseException], exc: BaseException) -> bool:
         elif not isinstance(sub, anyio.get_cancelled_exc_class()):
             return False
     return found
-
-
-def _relay_terminal(
-    tg: anyio.abc.TaskGroup,
-    master: int,
-    capture: bool,
-    chunks: streams.Capture,
-    input: bytes | None,
-    stdin: int | None,
-    stdout: int | None,
-) -> anyio.CancelScope:
-    """Connect the container's terminal to the caller's fds or to the capture.
-
-    Returns:
-        the scope of the input relay, to cancel when the payload has ended
-        (the caller's stdin, a terminal, may never reach end of file).
-    """
-    if capture:
-        tg.start_soon(streams.drain, master, chunks)
-    else:
-        tg.start_soon(streams.copy, master, 1 if stdout is None else stdout)
-    scope = anyio.CancelScope()
-
-    async def relay_input() -> None:
-        with scope:
-            if input is not None:
-                await streams.write_or_stop(master, input)
-            elif stdin is not None:
-                await streams.copy(stdin, master)
-
-    tg.start_soon(relay_input)
-    return scope
 
 
 async def run(

@@ -51,6 +51,24 @@ class SetupError(SupervisorError):
         self.message = message
         self.result = result
 
+    @classmethod
+    def caused_by(cls, phase: Phase, error: OSError | ValueError, what: str = "") -> SetupError:
+        """The failure of ``phase`` that ``error`` is: an :class:`OSError`
+        keeps its errno, a :class:`ValueError` (a value the kernel or a file
+        refused) has errno 0.
+
+        Args:
+            phase: the phase that failed.
+            error: why.
+            what: what was attempted, before the error's text (if it does
+                not say so itself).
+
+        Returns:
+            the error, to raise ``from error``.
+        """
+        code = (error.errno or 0) if isinstance(error, OSError) else 0
+        return cls(phase, code, f"{what}: {error}" if what else str(error))
+
 
 class ContainerFailed(SupervisorError):
     """The payload did not exit 0, and ``check`` was true (the default).

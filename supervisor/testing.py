@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
-from ._parent.config import FAULT, PARENT_FAULT
+from ._parent.faults import FAULT, PARENT_FAULT
 from ._protocol import PARENT_STEP_PHASES, Phase
 
 __all__ = ["fail_at", "fail_in_parent"]

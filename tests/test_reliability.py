@@ -216,7 +216,7 @@ async def _cleanup_errors(sup: Supervisor, busybox: str) -> None:
             with trio.fail_after(10):
                 result = await handle.wait()
             assert (result.reason, result.exit_code) == ("exited", 0)
-        assert not sup._hostnames  # bookkeeping done
+        assert sup._ctx is not None and not sup._ctx.hostnames  # bookkeeping done
         # The run's own error stays the one raised, with the clean-up's as a note.
         with pytest.raises(SetupError) as setup:
             await sup.run(Spec(["no-such-program"], rootfs=busybox))

@@ -8,31 +8,23 @@ policy of its own.
 
 from __future__ import annotations
 
-import contextvars
 import functools
 import os
 import resource
 import stat
 
-from .._protocol import Bind, Phase, Rlimit, SpawnConfig, SystemDir, TimeOffset, Tmpfs
+from .._protocol import Bind, Rlimit, SpawnConfig, SystemDir, TimeOffset, Tmpfs
 from .._spec import TIME_OFFSET_CLOCKS, Spec
 from .._sys import constants as c
 from .._sys import linux
 from . import idmap
+from .faults import spawn_faults
 from .seccomp import compile_profile
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 #: The host folders the embedded default root shows, read-only.
 SYSTEM_DIRS = ("usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "etc")
-
-#: Test-only: the phase at which PID 1 must fail (see supervisor.testing).
-FAULT: contextvars.ContextVar[Phase | None] = contextvars.ContextVar("supervisor_fault", default=None)
-#: Test-only: the phase whose supervisor-side step must fail, and whether
-#: after doing its work (see supervisor.testing.fail_in_parent).
-PARENT_FAULT: contextvars.ContextVar[tuple[Phase, bool] | None] = contextvars.ContextVar(
-    "supervisor_parent_fault", default=None
-)
 
 
 #: Hidden from the container (runc's defaults): files under a /dev/null bind,
@@ -108,8 +100,7 @@ def build_config(
     Raises:
         ValueError: ``Spec.seccomp`` names a profile that does not compile.
     """
-    fault = FAULT.get()
-    parent_fault = PARENT_FAULT.get()
+    fault, id_maps_fault = spawn_faults()
     env = build_env(spec, hostname, tty=spec.tty)
     caps = spec.capabilities
     compiled = compile_profile(spec.seccomp, caps)
@@ -140,8 +131,8 @@ def build_config(
         network_request=network,
         own_loopback=spec.network != "host",  # host mode: the host's own lo, not ours to touch
         live_phases=live_phases,
-        fault=int(fault) if fault is not None else 0,
-        id_maps_fault=(1 + parent_fault[1]) if parent_fault and parent_fault[0] == Phase.USERNS else 0,
+        fault=fault,
+        id_maps_fault=id_maps_fault,
         capabilities=mask,
         last_cap=last_cap(),
         system=list(system_entries()) if spec.rootfs is None else [],

@@ -11,7 +11,8 @@ import anyio
 
 from .._errors import SetupError
 from .._protocol import Phase, Pid1Record
-from .pid1 import END, PhaseCallback, Pid1, check_parent_fault
+from .faults import check_parent_fault
+from .pid1 import END, PhaseCallback, Pid1
 from .spawn import Slot
 
 ParentStep = Callable[["ContainerProcess"], Awaitable[None]]
@@ -115,10 +116,8 @@ class ContainerProcess(Pid1):
             check_parent_fault(phase, after=True)
         except SetupError:
             raise
-        except OSError as exc:
-            raise SetupError(phase, exc.errno or 0, str(exc)) from exc
-        except ValueError as exc:
-            raise SetupError(phase, 0, str(exc)) from exc
+        except (OSError, ValueError) as exc:
+            raise SetupError.caused_by(phase, exc) from exc
         self.acknowledge(phase)
 
     async def stop(self, grace_period: float, reap_timeout: float = math.inf) -> None:

@@ -20,6 +20,7 @@ rest goes through the event loop.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import select
@@ -31,12 +32,13 @@ from collections.abc import Callable, Sequence
 from .._child import _spawn
 from .._errors import ProtocolError, SetupError
 from .._hostname import generate as generate_hostname
-from .._protocol import CgroupEntry, Phase, SpawnConfig
+from .._protocol import Phase, SpawnConfig
 from .._result import Reason, Result
 from .._spec import Spec
-from . import idmap
-from .config import build_config, with_map_base
-from .pid1 import END, PhaseCallback, Pid1, Slot, note_cleanup, outcome, read_clone_reply, reap, run_result
+from . import stdio
+from .config import build_config
+from .outcome import note_cleanup, outcome, run_result
+from .pid1 import END, PhaseCallback, Pid1, Slot, read_clone_reply, reap
 from .resources import HostResources
 from .rundir import RunDir, supervisor_prefix, sweep
 
@@ -133,34 +135,25 @@ def _run(
     ctl_parent, ctl_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
     ctl_parent.setblocking(False)
     proc = Pid1(cid, ctl_parent, t0, on_phase, grace_period=spec.grace_period)
-    child_fds: list[int] = [ctl_child.detach()]
+    child_side = contextlib.ExitStack()  # PID 1's descriptors: closed after the spawn
+    child_side.callback(ctl_child.close)
     reason: Reason | None = None
     ending: Reason | None = None
     setup_error: SetupError | None = None
     cleanup_error: OSError | None = None
     propagating: BaseException | None = None
     try:
-        # stdio for the container (PID 1 dup2()s them to 0, 1, 2)
-        if stdin is not None:
-            child_fds.append(os.dup(stdin))
-        else:
-            child_fds.append(os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC))
-        child_fds += [os.dup(1), os.dup(2)]
-        child_fds += [os.dup(fd) for fd in pass_fds]
-        if spec.map_base == "auto":  # a host id range of its own, given back with the rest
-            config = with_map_base(config, resources.lease_ids())
-        # Before the clone, so that PID 1 starts in it (SetupError); its
-        # entry fds go last, after the passed ones.
-        entry = resources.prepare_cgroup()
-        config.cgroup.extend(CgroupEntry(kind, path) for kind, _fd, path in entry)
-        child_fds += [fd for _kind, fd, _path in entry]
-        child_fds += idmap.open_trees(spec, config)
+        # stdio for the container: the caller's stdin (else /dev/null), our
+        # stdout and stderr, the passed descriptors.
+        plan = stdio.plan(capture_output=False, stdin=stdin, pass_fds=pass_fds)
+        child_side.enter_context(plan.child_side)
+        config, host_fds = resources.before_clone(config)
+        for fd in host_fds:
+            child_side.callback(stdio.close_quietly, fd)
         try:
-            proc.slot = _spawn_pid1(config, child_fds)
+            proc.slot = _spawn_pid1(config, [ctl_child.fileno(), *plan.child, *host_fds])
         finally:
-            for fd in child_fds:
-                os.close(fd)
-            child_fds = []
+            child_side.close()
 
         woke = _drive_setup(proc, stop_fd, deadline)
         if woke == "ready":
@@ -185,8 +178,7 @@ def _run(
     finally:
         if proc.slot is not None and not proc.exited:
             _stop(proc, spec.grace_period)
-        for fd in child_fds:
-            os.close(fd)
+        child_side.close()  # when the spawn never came
         ctl_parent.close()
         # A release that fails must not replace the run's own error.
         usage = None
@@ -215,7 +207,7 @@ def _spawn_pid1(config: SpawnConfig, fds: list[int]) -> Slot:
         _spawn.spawn(config, fds, 0, reply_w)
         pid, pidfd = read_clone_reply(reply_r, config)
     except OSError as exc:
-        raise SetupError(Phase.SPAWNED, exc.errno or 0, str(exc)) from exc
+        raise SetupError.caused_by(Phase.SPAWNED, exc) from exc
     finally:
         os.close(reply_r)
         os.close(reply_w)

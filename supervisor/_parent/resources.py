@@ -13,8 +13,10 @@ import errno
 import os
 
 from .._errors import SetupError
-from .._protocol import Phase
-from .pid1 import check_parent_fault
+from .._protocol import CgroupEntry, Phase
+from . import idmap
+from .config import with_map_base
+from .faults import check_parent_fault
 from .rundir import run_root
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (3 ms for a command line)
@@ -23,6 +25,7 @@ if TYPE_CHECKING:
     import anyio
     import anyio.abc
 
+    from .._protocol import SpawnConfig
     from .._spec import Publish, Spec
     from .cgroups import CgroupStats, ContainerCgroup
     from .container import ContainerProcess, ParentStep
@@ -171,10 +174,8 @@ class HostResources:
             cgroup.setup()
             check_parent_fault(Phase.CGROUP, after=True)
             entry = cgroup.entry_fds()
-        except OSError as exc:
-            raise SetupError(Phase.CGROUP, exc.errno or 0, str(exc)) from exc
-        except ValueError as exc:
-            raise SetupError(Phase.CGROUP, 0, str(exc)) from exc
+        except (OSError, ValueError) as exc:
+            raise SetupError.caused_by(Phase.CGROUP, exc) from exc
         return entry
 
     async def setup_network(self, proc: ContainerProcess) -> None:
@@ -264,7 +265,7 @@ class HostResources:
         try:
             self._record_network()
         except OSError as exc:
-            raise SetupError(Phase.NETWORK, exc.errno or 0, str(exc)) from exc
+            raise SetupError.caused_by(Phase.NETWORK, exc) from exc
         self._allocated = anyio.Event()
         self._task_group.start_soon(self._allocate, self._allocated)
 
@@ -364,6 +365,43 @@ class HostResources:
             # Everything is gone: the crash ledger has nothing left to sweep.
             self.rundir.forget(self.cid)
 
+    def before_clone(self, config: SpawnConfig) -> tuple[SpawnConfig, list[int]]:
+        """Make what the host gives PID 1 before the clone, in this order:
+        the container's own id range (``Spec(map_base="auto")``: the clone
+        thread writes the maps), its cgroup (PID 1 starts in it), and the
+        id-mapped binds' mounts (PID 1 may not make them).
+
+        Args:
+            config: the spawn's configuration.
+
+        Returns:
+            the configuration (with the leased id range and the cgroup
+            entries), and the descriptors to pass after the others, in order:
+            the cgroup's entries, then the id-mapped mounts. The caller closes
+            its copies; on a failure here none is left open.
+
+        Raises:
+            SetupError: in the phase of the step that failed (``USERNS``,
+                ``CGROUP``, ``MOUNTS``).
+
+        **Cancellation:** synchronous. What was made is recorded first and
+        given back by :meth:`release`.
+        """
+        if self.spec.map_base == "auto":
+            config = with_map_base(config, self.lease_ids())
+        fds: list[int] = []
+        try:
+            if self.wants_cgroup:
+                entry = self.prepare_cgroup()
+                config.cgroup.extend(CgroupEntry(kind, path) for kind, _fd, path in entry)
+                fds += [fd for _kind, fd, _path in entry]
+            fds += idmap.open_trees(self.spec, config)
+        except BaseException:
+            for fd in fds:
+                os.close(fd)
+            raise
+        return config, fds
+
     def lease_ids(self) -> int:
         """Lease the container's own host id range (``Spec(map_base="auto")``).
 
@@ -385,7 +423,7 @@ class HostResources:
                 idranges.release(base, self.cid)
                 raise
         except OSError as exc:
-            raise SetupError(Phase.USERNS, exc.errno or 0, f"lease a host id range: {exc}") from exc
+            raise SetupError.caused_by(Phase.USERNS, exc, "lease a host id range") from exc
         self.id_base = base
         return base
 

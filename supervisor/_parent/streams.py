@@ -47,12 +47,6 @@ async def write_all(fd: int, data: bytes) -> None:
             await anyio.wait_writable(fd)
 
 
-def close_quietly(fd: int) -> None:
-    """Close ``fd``, ignoring an already-closed descriptor."""
-    with contextlib.suppress(OSError):
-        os.close(fd)
-
-
 class _FdStream:
     """An owned, non-blocking pipe end."""
 
