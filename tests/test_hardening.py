@@ -29,6 +29,7 @@ import supervisor
 from supervisor import Phase, Spec
 from supervisor._capabilities import ALL_CAPS, CAP_NUMBERS, DEFAULT_CAPS, mask, resolve
 from supervisor._parent import seccomp as parent_seccomp
+from supervisor._parent import seccomp_oci
 from supervisor._parent.config import MASKED_PATHS, READONLY_PATHS
 
 pytestmark = [
@@ -863,7 +864,7 @@ async def test_oci_profile_compares_int_arguments_as_the_kernel_reads_them(host_
 
 def test_only_eq_and_masked_eq_on_narrow_arguments_are_narrowed() -> None:
     lib = parent_seccomp._lib()
-    narrowed = parent_seccomp._narrowed
+    narrowed = seccomp_oci._narrowed
     assert narrowed("socket", (0, lib.EQ, 0x100000028, 0)) == (0, lib.MASKED_EQ, 0xFFFFFFFF, 40)
     assert narrowed("chmod", (1, lib.MASKED_EQ, 0xFFFFF, 0x14000)) == (1, lib.MASKED_EQ, 0xFFFF, 0x4000)
     assert narrowed("socket", (0, lib.NE, 40, 0)) == (0, lib.NE, 40, 0)
