@@ -310,7 +310,7 @@ async def test_unnamespaced_kernel_objects_denied(
 
 
 async def test_io_uring_and_vsock_denied(default_battery: dict[str, str], unconfined_battery: dict[str, str]) -> None:
-    """Kernel channels that bypass namespaces and socket filters (peers.md §5.11)."""
+    """Kernel channels that bypass namespaces and socket filters."""
     assert default_battery["io_uring_setup"] == "EPERM"
     assert default_battery["vsock"] == "EPERM"
     assert default_battery["vsock_high_bits"] == "EPERM"

@@ -96,7 +96,7 @@ DEFAULT_DENIED = (
     "set_mempolicy",
     "userfaultfd",
     "perf_event_open",
-    # Beyond crabcan (peers.md §5, point 11): io_uring can open sockets and
+    # Beyond crabcan: io_uring can open sockets and
     # files outside the reach of syscall filters, and is a large attack surface.
     "io_uring_setup",
     "io_uring_enter",
