@@ -185,8 +185,10 @@ def _help_directive():
             text = _cli_help(list(self.arguments)).rstrip()
             block = nodes.literal_block(text, text)
             block["language"] = "text"
-            for module in ("_cli.py", "_climany.py"):
-                self.env.note_dependency(os.path.join(self.env.srcdir, "..", "supervisor", module))
+            cli = os.path.join(self.env.srcdir, "..", "supervisor", "_cli")
+            for module in sorted(os.listdir(cli)):
+                if module.endswith(".py"):
+                    self.env.note_dependency(os.path.join(cli, module))
             return [block]
 
     return SupervisorHelp

@@ -805,16 +805,17 @@ async def test_bridge_is_host_local_and_rootfs_without_etc_files(busybox: str) -
 
 
 def test_cli_network_options() -> None:
-    from supervisor._cli import _spec_from_args, build_parser
+    from supervisor._cli import build_parser
+    from supervisor._cli.spec import spec_from_args
 
     parser = build_parser()
     args = parser.parse_args(
         ["run", "--network", "bridge", "--ip", "10.88.9.9", "-p", "8080:80", "--publish", "53:53/udp", "--", "true"]
     )
-    spec = _spec_from_args(parser, args)
+    spec = spec_from_args(parser, args)
     assert (spec.network, spec.ip) == ("bridge", "10.88.9.9")
     assert spec.publish == (Publish(8080, 80), Publish(53, 53, "udp"))
-    assert _spec_from_args(parser, parser.parse_args(["run", "--", "true"])).network == "none"
+    assert spec_from_args(parser, parser.parse_args(["run", "--", "true"])).network == "none"
     with pytest.raises(SystemExit):
         parser.parse_args(["run", "--network", "nat", "--", "true"])
 

@@ -216,7 +216,8 @@ async def _cleanup_errors(sup: Supervisor, busybox: str) -> None:
             with trio.fail_after(10):
                 result = await handle.wait()
             assert (result.reason, result.exit_code) == ("exited", 0)
-        assert sup._ctx is not None and not sup._ctx.hostnames  # bookkeeping done
+        assert sup._ctx is not None
+        assert not sup._ctx.hostnames  # bookkeeping done
         # The run's own error stays the one raised, with the clean-up's as a note.
         with pytest.raises(SetupError) as setup:
             await sup.run(Spec(["no-such-program"], rootfs=busybox))
@@ -240,12 +241,12 @@ async def test_run_many_goes_on_past_a_failed_clean_up(
 ) -> None:
     import shutil
 
-    from supervisor import _climany
+    from supervisor._cli import many
     from supervisor._parent import rundir
 
     before = set(os.listdir(rundir.run_root())) if os.path.isdir(rundir.run_root()) else set()
     try:
-        status = await _climany._run_all([Spec(["true"], rootfs=busybox)] * 3, 2, False, None)
+        status = await many._run_all([Spec(["true"], rootfs=busybox)] * 3, 2, False, None)
     finally:
         for name in set(os.listdir(rundir.run_root())) - before:  # the records kept for gc
             shutil.rmtree(os.path.join(rundir.run_root(), name), ignore_errors=True)
