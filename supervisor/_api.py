@@ -7,7 +7,6 @@ import fcntl
 import itertools
 import os
 import struct
-import sys
 import termios
 from collections.abc import AsyncIterator, Callable, Sequence
 from types import TracebackType
@@ -257,14 +256,15 @@ class Supervisor:
                                     stoppers.start_soon(left.stop_at_exit)
                         finally:
                             await spawner.aclose(timeout=10)
-                        # Networking: finish the bridge deletions that
+                        # Networking: finish the bridge and veth deletions that
                         # container releases left to background threads.
-                        network = sys.modules.get("supervisor._parent.network")
-                        if network is not None:
-                            await network.wait_idle()
+                        if ctx.janitor is not None:
+                            await ctx.janitor.wait_idle()
+                            from ._parent.network import BRIDGE_RECORD_PREFIX
+
                             # Deleted (or in use by another supervisor): the
                             # bridges' own records are done with.
-                            self._rundir.forget_prefixed(network.BRIDGE_RECORD_PREFIX)
+                            self._rundir.forget_prefixed(BRIDGE_RECORD_PREFIX)
                     self._ctx = None
                     self._events.close()
                     self._rundir.close()

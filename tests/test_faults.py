@@ -132,13 +132,14 @@ async def test_fault_after_the_supervisors_step_is_cleaned_up(phase: Phase, busy
     veth, address and route), then failed: what it made goes too (the leak
     check sees cgroups and links; the address lease is checked here)."""
     from supervisor._parent import network
+    from supervisor._parent.rundir import owner_token
 
     spec = Spec(["true"], rootfs=busybox, network="bridge" if phase == Phase.NETWORK else "none")
     with fail_in_parent(phase, after=True), pytest.raises(SetupError) as info:
         await supervisor.run(spec)
     assert info.value.phase is phase
     assert "after the supervisor's" in info.value.message
-    me = network.owner_token()
+    me = owner_token()
     for name in os.listdir(network.NET_DIR) if os.path.isdir(network.NET_DIR) else []:
         if name.endswith(".json"):
             with open(os.path.join(network.NET_DIR, name)) as f:

@@ -35,7 +35,8 @@ import trio
 import supervisor
 from supervisor import Phase, Publish, SetupError, Spec, Supervisor
 from supervisor._parent import network
-from supervisor._parent.rundir import run_root
+from supervisor._parent.network import netlink, pool
+from supervisor._parent.rundir import owner_alive, owner_token, run_root
 from supervisor.testing import fail_at
 
 pytestmark = pytest.mark.anyio
@@ -58,7 +59,7 @@ def _our_links() -> set[str]:
 
 
 def _our_leases() -> list[tuple[str, str]]:
-    me = network.owner_token()
+    me = owner_token()
     out = []
     try:
         names = os.listdir(network.NET_DIR)
@@ -100,7 +101,7 @@ def net_leak_check() -> Iterator[None]:
             break
         time.sleep(0.02)
     if problems:
-        network._delete_links(sorted(links))
+        netlink.delete_links(sorted(links))
         pytest.fail("networking left host state behind: " + "; ".join(problems), pytrace=False)
 
 
@@ -443,26 +444,26 @@ async def test_dead_owners_lease_is_reclaimed() -> None:
     # A lease left by a process that is gone (a crashed supervisor).
     proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, check=True)
     dead = f"{int(proc.stdout)}:1"
-    assert not network.owner_alive(dead)
+    assert not owner_alive(dead)
     os.makedirs(network.NET_DIR, exist_ok=True)
     path = os.path.join(network.NET_DIR, BRIDGE + ".json")
-    with network._locked():
-        state = network._load(BRIDGE, SUBNET)
+    with pool.locked():
+        state = pool.load(BRIDGE, SUBNET)
         state["entries"]["10.88.201.1"] = {"owner": dead, "cid": "crashed", "veth": "svhdeadbeef00"}
-        network._store(BRIDGE, state)
+        pool.store(BRIDGE, state)
     try:
         result = await supervisor.run(
             py("import socket; print(socket.gethostbyname(socket.gethostname()))", network="bridge", ip="10.88.201.1"),
             check=True,
         )
         assert result.stdout.decode().strip() == "10.88.201.1"
-        with network._locked():
-            assert "10.88.201.1" not in network._load(BRIDGE, SUBNET)["entries"]
+        with pool.locked():
+            assert "10.88.201.1" not in pool.load(BRIDGE, SUBNET)["entries"]
     finally:
-        with network._locked():
-            state = network._load(BRIDGE, SUBNET)
+        with pool.locked():
+            state = pool.load(BRIDGE, SUBNET)
             state["entries"].pop("10.88.201.1", None)
-            network._store(BRIDGE, state)
+            pool.store(BRIDGE, state)
     if os.path.exists(path):
         with open(path) as f:
             assert "crashed" not in f.read()
@@ -733,9 +734,9 @@ async def test_benchmark_setup_and_teardown_cost(
     detach_ms: list[float] = []
     real_detach = network.detach
 
-    async def timed_detach(att: network.Attachment) -> None:
+    async def timed_detach(att: network.Attachment, janitor: network.Janitor) -> None:
         t = time.perf_counter()
-        await real_detach(att)
+        await real_detach(att, janitor)
         detach_ms.append((time.perf_counter() - t) * 1e3)
 
     monkeypatch.setattr(network, "detach", timed_detach)

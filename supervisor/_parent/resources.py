@@ -22,6 +22,8 @@ from .rundir import run_root
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (3 ms for a command line)
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import anyio
     import anyio.abc
 
@@ -29,7 +31,7 @@ if TYPE_CHECKING:
     from .._spec import Publish, Spec
     from .cgroups import CgroupStats, ContainerCgroup
     from .container import ContainerProcess, ParentStep
-    from .network import Attachment
+    from .network import Attachment, Janitor
     from .rundir import RunDir
 
 
@@ -45,6 +47,8 @@ class HostResources:
         hostname: the container's hostname (for its ``/etc/hosts``).
         task_group: a task group that outlives the container (the
             supervisor's), where published ports are served.
+        janitor: gives the supervisor's network janitor (made on first use);
+            without one, the container has a janitor of its own.
     """
 
     def __init__(
@@ -55,12 +59,15 @@ class HostResources:
         *,
         hostname: str | None = None,
         task_group: anyio.abc.TaskGroup | None = None,
+        janitor: Callable[[], Janitor] | None = None,
     ) -> None:
         self.spec = spec
         self.cid = cid
         self.rundir = rundir
         self.hostname = hostname or spec.hostname or "localhost"
         self._task_group = task_group
+        self._janitor_of_supervisor = janitor
+        self._own_janitor: Janitor | None = None
         self._released = False
         # -- network (bridge mode) --
         self.etc_dir: str | None = None
@@ -204,7 +211,7 @@ class HostResources:
             raise ValueError("Spec.publish: published ports need a Supervisor")
         if self._allocated is None:  # no early start (no task group)
             self._record_network()
-            self._attachment = await network.allocate(self.spec.subnet, self.spec.ip, self.cid)
+            self._attachment = await network.allocate(self.spec.subnet, self.spec.ip, self.cid, self._janitor())
         else:
             await self._allocated.wait()
             if self._allocation_error is not None:
@@ -212,25 +219,19 @@ class HostResources:
         if self._attachment is None:
             raise OSError(errno.ECANCELED, "the network allocation was cancelled (the supervisor is closing)")
         self._attachment = await network.connect(self._attachment, slot.pid, slot.pidfd)
-        # The container's root (an unprivileged host uid) bind-mounts these:
-        # world-readable whatever our umask is.
-        parent = os.path.dirname(self.etc_dir)
-        os.makedirs(parent, exist_ok=True)
-        os.chmod(parent, 0o755)
-        root_mode = os.stat(run_root()).st_mode
-        if root_mode & 0o001 == 0:  # created under a strict umask: allow traversal (not listing)
-            os.chmod(run_root(), (root_mode & 0o7777) | 0o001)
-        os.mkdir(self.etc_dir)
-        os.chmod(self.etc_dir, 0o755)
-        for name, text in network.host_files(self.hostname, self._attachment.address).items():
-            fd = os.open(os.path.join(self.etc_dir, name), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-            try:
-                os.fchmod(fd, 0o644)
-                os.write(fd, text.encode())
-            finally:
-                os.close(fd)
+        network.write_host_files(self.etc_dir, self.hostname, self._attachment.address)
         for publish in self.spec.publish:
             await self._publish(publish, self._attachment.address)
+
+    def _janitor(self) -> Janitor:
+        """The janitor that deletes what the container's network leaves behind."""
+        if self._janitor_of_supervisor is not None:
+            return self._janitor_of_supervisor()
+        if self._own_janitor is None:
+            from .network import Janitor
+
+            self._own_janitor = Janitor()
+        return self._own_janitor
 
     def _record_network(self) -> None:
         """Note the /etc folder and the address lease in the crash ledger."""
@@ -278,7 +279,7 @@ class HostResources:
         from . import network
 
         try:
-            self._attachment = await network.allocate(self.spec.subnet, self.spec.ip, self.cid)
+            self._attachment = await network.allocate(self.spec.subnet, self.spec.ip, self.cid, self._janitor())
         except Exception as exc:  # noqa: BLE001 - reported by setup_network, in the container's run
             self._allocation_error = exc
         finally:
@@ -295,7 +296,7 @@ class HostResources:
         """
         import anyio
 
-        from . import ports
+        from .network import ports
 
         assert self._task_group is not None
         scope = anyio.CancelScope()
@@ -342,7 +343,7 @@ class HostResources:
                 # Frees the address; the veth dies with the netns, the bridge
                 # (if this was its last user) in the background.
                 try:
-                    await network.detach(self._attachment)
+                    await network.detach(self._attachment, self._janitor())
                 except OSError as exc:
                     failed = exc
             if self.etc_dir is not None:

@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from .._protocol import SpawnConfig
     from .._spec import Spec
     from .cgroups import CgroupStats
+    from .network import Janitor
     from .pid1 import PhaseCallback
     from .rundir import RunDir
     from .spawn import Spawner
@@ -70,6 +71,17 @@ class RunContext:
         """The hostnames of the live runs (a generated one is unique among them)."""
         self.live: dict[str, Run] = {}
         """The runs whose PID 1 was spawned and that have not ended, by id."""
+        self.janitor: Janitor | None = None
+        """Deletes what bridged containers leave behind; made by the first one."""
+
+    def network_janitor(self) -> Janitor:
+        """The supervisor's network janitor, made on first use (so that a
+        supervisor without a bridged container never imports the network)."""
+        if self.janitor is None:
+            from .network import Janitor
+
+            self.janitor = Janitor()
+        return self.janitor
 
 
 class Run:
@@ -117,7 +129,9 @@ class Run:
         self._deadline = math.inf if timeout is None else anyio.current_time() + timeout
         self._t0 = time.monotonic_ns()
         self.hostname = spec.hostname or generate_hostname(ctx.hostnames)
-        self.resources = HostResources(spec, cid, ctx.rundir, hostname=self.hostname, task_group=ctx.task_group)
+        self.resources = HostResources(
+            spec, cid, ctx.rundir, hostname=self.hostname, task_group=ctx.task_group, janitor=ctx.network_janitor
+        )
         self.out = streams.Capture(max_output)
         self.err = streams.Capture(max_output)
         self.stdin: FdSendStream | None = None

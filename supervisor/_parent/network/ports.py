@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from typing import Any, Literal
 
 if TYPE_CHECKING:
-    from .._spec import Publish
+    from ..._spec import Publish
 
 #: A UDP "session" (one client address) is dropped after this many idle seconds.
 UDP_IDLE_TIMEOUT = 60.0
