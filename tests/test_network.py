@@ -732,14 +732,14 @@ async def test_benchmark_setup_and_teardown_cost(
     """
     rounds = 20
     detach_ms: list[float] = []
-    real_detach = network.detach
+    real_detach = network.bridge.detach
 
     async def timed_detach(att: network.Attachment, janitor: network.Janitor) -> None:
         t = time.perf_counter()
         await real_detach(att, janitor)
         detach_ms.append((time.perf_counter() - t) * 1e3)
 
-    monkeypatch.setattr(network, "detach", timed_detach)
+    monkeypatch.setattr(network.bridge, "detach", timed_detach)
     stats: dict[str, dict[str, list[float]]] = {}
     steps: dict[str, list[float]] = {}
     async with Supervisor() as sup:

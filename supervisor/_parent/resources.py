@@ -1,5 +1,6 @@
-"""Host-side resources of one container, owned by its run: the cgroup made
-before the clone, the network when PID 1 asks for it; released by one
+"""Host-side resources of one container, owned by its run: the id range and
+the cgroup made before the clone, the network when PID 1 asks for it
+(:mod:`.network.container`); released by one
 idempotent, shielded function on every path (success, setup failure,
 cancellation, supervisor shutdown).
 
@@ -9,7 +10,6 @@ through creating it is still cleaned up.
 
 from __future__ import annotations
 
-import errno
 import os
 
 from .._errors import SetupError
@@ -17,7 +17,6 @@ from .._protocol import CgroupEntry, Phase
 from . import idmap
 from .config import with_map_base
 from .faults import check_parent_fault
-from .rundir import run_root
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (3 ms for a command line)
 
@@ -28,9 +27,9 @@ if TYPE_CHECKING:
     import anyio.abc
 
     from .._protocol import SpawnConfig
-    from .._spec import Publish, Spec
+    from .._spec import Spec
     from .cgroups import CgroupStats, ContainerCgroup
-    from .container import ContainerProcess, ParentStep
+    from .container import ParentStep
     from .network import Attachment, Janitor
     from .rundir import RunDir
 
@@ -65,22 +64,14 @@ class HostResources:
         self.cid = cid
         self.rundir = rundir
         self.hostname = hostname or spec.hostname or "localhost"
-        self._task_group = task_group
-        self._janitor_of_supervisor = janitor
-        self._own_janitor: Janitor | None = None
         self._released = False
-        # -- network (bridge mode) --
-        self.etc_dir: str | None = None
-        """Where ``hosts`` and ``resolv.conf`` are written (bridge mode)."""
+        self.network: ContainerNetwork | None = None
+        """The container's bridge pieces (``network="bridge"`` only)."""
         if self.wants_network:
-            import secrets
+            from .network.container import ContainerNetwork
 
-            self.etc_dir = os.path.join(run_root(), "etc", f"{cid}-{secrets.token_hex(4)}")
-        self._attachment: Attachment | None = None
-        self._allocated: anyio.Event | None = None  # set when the early allocation is over
-        self._allocation_error: Exception | None = None
+            self.network = ContainerNetwork(spec, cid, rundir, self.hostname, task_group, janitor)
         self._cgroup: ContainerCgroup | None = None
-        self._ports: list[tuple[anyio.CancelScope, anyio.Event]] = []
         # -- ids (map_base="auto") --
         self.id_base: int | None = None
         """The first host id of the range leased for the container, if any."""
@@ -130,21 +121,36 @@ class HostResources:
         return self.spec.network == "bridge"
 
     @property
+    def etc_dir(self) -> str | None:
+        """Where the bridge's ``hosts`` and ``resolv.conf`` are written."""
+        return self.network.etc_dir if self.network is not None else None
+
+    @property
     def addresses(self) -> tuple[str, ...]:
         """The container's IP addresses on the bridge (empty in other modes)."""
-        return (self._attachment.address,) if self._attachment is not None else ()
+        att = self.attachment
+        return (att.address,) if att is not None else ()
 
     @property
     def attachment(self) -> Attachment | None:
         """The container's place on the bridge, once set up."""
-        return self._attachment
+        return self.network.attachment if self.network is not None else None
 
     def parent_steps(self) -> dict[Phase, ParentStep]:
         """The coroutines answering PID 1's requests."""
         steps: dict[Phase, ParentStep] = {}
-        if self.wants_network:
-            steps[Phase.NETWORK] = self.setup_network
+        if self.network is not None:
+            steps[Phase.NETWORK] = self.network.setup
         return steps
+
+    def start_allocation(self) -> None:
+        """Start reserving the bridge address in the background, before the clone.
+
+        Raises:
+            SetupError: phase ``NETWORK``: the crash ledger cannot be written.
+        """
+        if self.network is not None:
+            self.network.start_allocation()
 
     def prepare_cgroup(self) -> list[tuple[str, int, str]]:
         """Create the container's cgroup and write its limits, before the clone.
@@ -185,133 +191,6 @@ class HostResources:
             raise SetupError.caused_by(Phase.CGROUP, exc) from exc
         return entry
 
-    async def setup_network(self, proc: ContainerProcess) -> None:
-        """Put the container on its bridge, write its /etc files, publish its ports.
-
-        Runs while PID 1 waits in its ``NETWORK`` request: the veth, address
-        and default route exist before the payload can run.
-
-        Args:
-            proc: the container (``proc.slot`` identifies PID 1 race-free).
-
-        Raises:
-            OSError: netlink refused, a published port cannot be bound, or
-                PID 1 died.
-            ValueError: the fixed address is taken, or the subnet is full.
-
-        **Cancellation:** whatever was set up so far is recorded here and
-        undone by :meth:`release`.
-        """
-        from . import network
-
-        slot = proc.slot
-        assert slot is not None
-        assert self.etc_dir is not None
-        if self.spec.publish and self._task_group is None:
-            raise ValueError("Spec.publish: published ports need a Supervisor")
-        if self._allocated is None:  # no early start (no task group)
-            self._record_network()
-            self._attachment = await network.allocate(self.spec.subnet, self.spec.ip, self.cid, self._janitor())
-        else:
-            await self._allocated.wait()
-            if self._allocation_error is not None:
-                raise self._allocation_error
-        if self._attachment is None:
-            raise OSError(errno.ECANCELED, "the network allocation was cancelled (the supervisor is closing)")
-        self._attachment = await network.connect(self._attachment, slot.pid, slot.pidfd)
-        network.write_host_files(self.etc_dir, self.hostname, self._attachment.address)
-        for publish in self.spec.publish:
-            await self._publish(publish, self._attachment.address)
-
-    def _janitor(self) -> Janitor:
-        """The janitor that deletes what the container's network leaves behind."""
-        if self._janitor_of_supervisor is not None:
-            return self._janitor_of_supervisor()
-        if self._own_janitor is None:
-            from .network import Janitor
-
-            self._own_janitor = Janitor()
-        return self._own_janitor
-
-    def _record_network(self) -> None:
-        """Note the /etc folder and the address lease in the crash ledger."""
-        from . import network
-
-        assert self.etc_dir is not None
-        bridge = network.bridge_name(self.spec.subnet)
-        self.rundir.record(self.cid, "dir", path=self.etc_dir)
-        self.rundir.record(self.cid, "net-lease", subnet=self.spec.subnet, bridge=bridge)
-        # The bridge outlives its containers (it lingers, then goes in the
-        # background): it has a record of its own, kept until the supervisor
-        # has finished that deletion, so a crash in between leaves it to gc.
-        own = network.BRIDGE_RECORD_PREFIX + bridge
-        self.rundir.record_once(own, "net-lease", subnet=self.spec.subnet, bridge=bridge)
-
-    def start_allocation(self) -> None:
-        """Start reserving the address in the background, before the clone.
-
-        Without a task group (no supervisor), :meth:`setup_network` reserves
-        it itself.
-
-        Raises:
-            SetupError: phase ``NETWORK``: the crash ledger cannot be written.
-
-        **Cancellation:** synchronous; :meth:`release` waits for the
-        background allocation and frees what it reserved.
-        """
-        if self._task_group is None:
-            return
-        import anyio  # imported here: a run without an event loop never needs it
-
-        try:
-            self._record_network()
-        except OSError as exc:
-            raise SetupError.caused_by(Phase.NETWORK, exc) from exc
-        self._allocated = anyio.Event()
-        self._task_group.start_soon(self._allocate, self._allocated)
-
-    async def _allocate(self, done: anyio.Event) -> None:
-        """The background allocation; its error is raised by :meth:`setup_network`.
-
-        **Cancellation:** the worker thread completes and its address is kept
-        for :meth:`release` to free.
-        """
-        from . import network
-
-        try:
-            self._attachment = await network.allocate(self.spec.subnet, self.spec.ip, self.cid, self._janitor())
-        except Exception as exc:  # noqa: BLE001 - reported by setup_network, in the container's run
-            self._allocation_error = exc
-        finally:
-            done.set()
-
-    async def _publish(self, publish: Publish, target: str) -> None:
-        """Serve one published port in the supervisor's task group until :meth:`release`.
-
-        Raises:
-            OSError: the host address/port cannot be bound.
-
-        **Cancellation:** if cancelled before the listener is bound, nothing
-        is left running.
-        """
-        import anyio
-
-        from .network import ports
-
-        assert self._task_group is not None
-        scope = anyio.CancelScope()
-        ended = anyio.Event()
-
-        async def serve(*, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-            try:
-                with scope:
-                    await ports.serve_port(publish, target, task_status=task_status)
-            finally:
-                ended.set()
-
-        self._ports.append((scope, ended))
-        await self._task_group.start(serve)
-
     async def release(self) -> None:
         """Release everything, in reverse order of creation; idempotent.
 
@@ -327,29 +206,14 @@ class HostResources:
             if self._released:
                 return
             self._released = True
-            # Published ports first: no new connection may reach a dead container.
-            for scope, _ended in self._ports:
-                scope.cancel()
-            for _scope, ended in self._ports:
-                await ended.wait()
-            if self._allocated is not None:
-                await self._allocated.wait()  # a few ms at most: a worker thread
             # Each step is tried whatever the one before did; a failure keeps
             # the records in the crash ledger (for gc) and is raised at the end.
             failed: OSError | None = None
-            if self._attachment is not None:
-                from . import network
-
-                # Frees the address; the veth dies with the netns, the bridge
-                # (if this was its last user) in the background.
+            if self.network is not None:  # first: no new connection may reach a dead container
                 try:
-                    await network.detach(self._attachment, self._janitor())
+                    await self.network.release()
                 except OSError as exc:
                     failed = exc
-            if self.etc_dir is not None:
-                import shutil  # bridge mode only: not on every command line's path
-
-                shutil.rmtree(self.etc_dir, ignore_errors=True)
             if self._cgroup is not None:
                 # Kills any straggler (the PID namespace is normally gone
                 # already), then removes the directories, retrying on EBUSY.
@@ -445,7 +309,7 @@ class HostResources:
         """
         if self._released:
             return
-        assert self.etc_dir is None, "a run without an event loop has no network"
+        assert self.network is None, "a run without an event loop has no network"
         self._released = True
         if self._cgroup is not None:
             self._cgroup.remove_blocking()

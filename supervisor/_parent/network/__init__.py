@@ -51,9 +51,10 @@ containers reach each other and the host's own addresses, and nothing else.
 
 The package, by concern: :mod:`.pool` (the address state files),
 :mod:`.netlink` (the only module importing pyroute2), :mod:`.bridge` (one
-container's steps), :mod:`.janitor` (what is deleted in the background, one
-object per supervisor), :mod:`.etc` (the container's /etc files) and
-:mod:`.ports` (published ports).
+container's steps), :mod:`.container` (one container's pieces, set up and
+released), :mod:`.janitor` (what is deleted in the background, one object
+per supervisor), :mod:`.etc` (the container's /etc files) and :mod:`.ports`
+(published ports).
 """
 
 from .bridge import allocate, allocate_blocking, connect, delete_bridge_if_unused, detach, release_blocking
