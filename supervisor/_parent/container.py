@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import signal as _signal
 import socket
@@ -11,6 +12,7 @@ import anyio
 
 from .._errors import SetupError
 from .._protocol import Phase, Pid1Record
+from .._result import Reason
 from .faults import check_parent_fault
 from .pid1 import END, PhaseCallback, Pid1
 from .spawn import Slot
@@ -120,6 +122,46 @@ class ContainerProcess(Pid1):
             raise SetupError.caused_by(phase, exc) from exc
         self.acknowledge(phase)
 
+    async def wait_for_end(self, deadline: float, oom: Callable[[], Awaitable[None]] | None) -> Reason | None:
+        """Wait for PID 1 to exit, the deadline, or an OOM kill, whichever comes first.
+
+        Args:
+            deadline: in :func:`anyio.current_time`'s clock (``math.inf``: none).
+            oom: returns once the OOM killer struck in the container (its
+                ``OSError``: the cgroup went away with the container), or
+                ``None`` when no memory limit is watched.
+
+        Returns:
+            ``None`` when PID 1 exited, else ``"timeout"`` or ``"oom"``.
+
+        **Cancellation:** cancellable; PID 1 is left as it is.
+        """
+        assert self.slot is not None
+        slot = self.slot
+        if oom is None:
+            with until(deadline):
+                await slot.exited.wait()
+            return None if slot.exited.is_set() else "timeout"
+        ending: Reason | None = None
+        async with anyio.create_task_group() as tg:
+
+            async def watch_oom() -> None:
+                nonlocal ending
+                try:
+                    await oom()
+                except OSError:
+                    return  # the cgroup went away with the container
+                ending = "oom"
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(watch_oom)
+            with anyio.move_on_at(deadline) as scope:
+                await slot.exited.wait()
+            if scope.cancelled_caught and ending is None:
+                ending = "timeout"
+            tg.cancel_scope.cancel()
+        return ending
+
     async def stop(self, grace_period: float, reap_timeout: float = math.inf) -> None:
         """SIGTERM (if PID 1 handles it), the grace period, then SIGKILL; reap.
 
@@ -140,3 +182,9 @@ class ContainerProcess(Pid1):
                 self.send_signal(_signal.SIGKILL)
             with anyio.move_on_after(reap_timeout):
                 await self.slot.exited.wait()
+
+
+def until(deadline: float) -> contextlib.AbstractContextManager[object]:
+    """``anyio.move_on_at(deadline)``, or nothing for no deadline (a cancel
+    scope costs every run some 10 µs)."""
+    return anyio.move_on_at(deadline) if deadline != math.inf else contextlib.nullcontext()

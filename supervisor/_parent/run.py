@@ -35,7 +35,7 @@ from .._protocol import Phase
 from .._result import Reason, Result
 from . import stdio, streams
 from .config import build_config
-from .container import ContainerProcess
+from .container import ContainerProcess, until
 from .outcome import note_cleanup, outcome, run_result
 from .resources import HostResources
 from .streams import FdReceiveStream, FdSendStream
@@ -321,7 +321,7 @@ class Run:
                 feed, self._feed = self._feed, -1
                 tg.start_soon(streams.feed, feed, self._input or b"")
             try:
-                with _until(self._deadline):
+                with until(self._deadline):
                     await proc.drive_setup()
             except SetupError as exc:
                 self._setup_failed(exc)
@@ -351,10 +351,18 @@ class Run:
         typing_in: anyio.CancelScope | None = None
         if proc.pty_master >= 0:
             self._our_side.callback(stdio.close_quietly, proc.pty_master)
-            typing_in = self._relay_terminal(tg, proc.pty_master)
+            typing_in = streams.relay_terminal(
+                tg,
+                proc.pty_master,
+                self.out if self._capture_output else None,
+                1 if self._stdout is None else self._stdout,
+                self._input,
+                self._stdin,
+            )
         self.ctx.events.publish("started", self.cid, self.hostname, pid=proc.pid)
         started()
-        self._ending = await self._wait_for_end()
+        resources = self.resources
+        self._ending = await proc.wait_for_end(self._deadline, resources.wait_oom if resources.watches_oom else None)
         if self._ending == "oom":
             # Whole-container OOM semantics (memory.oom.group on v2; done by
             # hand on v1, where the kernel kills one process).
@@ -367,59 +375,6 @@ class Run:
         # keystrokes (the output is drained to its end).
         if typing_in is not None:
             typing_in.cancel()
-
-    async def _wait_for_end(self) -> Reason | None:
-        """Wait for PID 1 to exit; return "timeout" or "oom" if that came first."""
-        assert self.proc.slot is not None
-        slot, resources, deadline = self.proc.slot, self.resources, self._deadline
-        if not resources.watches_oom:
-            with _until(deadline):
-                await slot.exited.wait()
-            return None if slot.exited.is_set() else "timeout"
-        ending: Reason | None = None
-        async with anyio.create_task_group() as tg:
-
-            async def watch_oom() -> None:
-                nonlocal ending
-                try:
-                    await resources.wait_oom()
-                except OSError:
-                    return  # the cgroup went away with the container
-                ending = "oom"
-                tg.cancel_scope.cancel()
-
-            tg.start_soon(watch_oom)
-            with anyio.move_on_at(deadline) as scope:
-                await slot.exited.wait()
-            if scope.cancelled_caught and ending is None:
-                ending = "timeout"
-            tg.cancel_scope.cancel()
-        return ending
-
-    def _relay_terminal(self, tg: anyio.abc.TaskGroup, master: int) -> anyio.CancelScope:
-        """Connect the container's terminal to the caller's descriptors or to
-        the capture.
-
-        Returns:
-            the scope of the input relay, to cancel when the payload has ended
-            (the caller's stdin, a terminal, may never reach end of file).
-        """
-        if self._capture_output:
-            tg.start_soon(streams.drain, master, self.out)
-        else:
-            tg.start_soon(streams.copy, master, 1 if self._stdout is None else self._stdout)
-        scope = anyio.CancelScope()
-        data, source = self._input, self._stdin
-
-        async def relay_input() -> None:
-            with scope:
-                if data is not None:
-                    await streams.write_or_stop(master, data)
-                elif source is not None:
-                    await streams.copy(source, master)
-
-        tg.start_soon(relay_input)
-        return scope
 
     # -- 5. stop, 6. release, 7. result --------------------------------------
 
@@ -488,9 +443,3 @@ class Run:
         if self._feed >= 0:
             fd, self._feed = self._feed, -1
             stdio.close_quietly(fd)
-
-
-def _until(deadline: float) -> contextlib.AbstractContextManager[object]:
-    """``anyio.move_on_at(deadline)``, or nothing for no deadline (a cancel
-    scope costs every run some 10 µs)."""
-    return anyio.move_on_at(deadline) if deadline != math.inf else contextlib.nullcontext()

@@ -222,3 +222,42 @@ async def feed(fd: int, data: bytes) -> None:
         await write_or_stop(fd, data)
     finally:
         os.close(fd)
+
+
+def relay_terminal(
+    tg: anyio.abc.TaskGroup,
+    master: int,
+    capture: Capture | None,
+    output: int,
+    input: bytes | None,
+    stdin: int | None,
+) -> anyio.CancelScope:
+    """Connect a container's terminal to the caller's descriptors or to a capture.
+
+    Args:
+        tg: where the relays run.
+        master: the terminal's master side.
+        capture: where its output goes, or ``None``: to ``output``.
+        output: the caller's descriptor for the output when not captured.
+        input: bytes typed into the terminal, or
+        stdin: the caller's descriptor relayed into it (or neither).
+
+    Returns:
+        the scope of the input relay, to cancel when the payload has ended
+        (the caller's stdin, a terminal, may never reach end of file).
+    """
+    if capture is not None:
+        tg.start_soon(drain, master, capture)
+    else:
+        tg.start_soon(copy, master, output)
+    scope = anyio.CancelScope()
+
+    async def relay_input() -> None:
+        with scope:
+            if input is not None:
+                await write_or_stop(master, input)
+            elif stdin is not None:
+                await copy(stdin, master)
+
+    tg.start_soon(relay_input)
+    return scope
