@@ -32,7 +32,8 @@ from _util import running
 
 from supervisor._limits import Limits, parse_size
 from supervisor._parent import cgroups
-from supervisor._parent.cgroups import CgroupHost, ContainerCgroup, accounting, container, detect, files
+from supervisor._parent.cgroups import CgroupHost, ContainerCgroup, accounting, detect, files
+from supervisor._parent.cgroups import limits as cgroup_limits
 
 pytestmark = pytest.mark.anyio
 
@@ -226,7 +227,7 @@ def test_v2_limit_files_and_values(host_dir: Path) -> None:
     for name in files:
         open(os.path.join(d, name), "w").close()  # cgroupfs would have created them
     cg._dirs[fake.unified] = d  # what setup() records after its mkdir
-    cg._apply_limits()
+    cgroup_limits.write_limits(cg.limits, cg._dir_for)
     written = {name: _read(os.path.join(d, name)) for name in files}
     assert written == {
         "memory.max": str(64 * MiB),
@@ -352,7 +353,7 @@ async def test_setup_failure_rolls_back(v1: CgroupHost, monkeypatch: pytest.Monk
             raise OSError(errno.EINVAL, f"write {path} {value!r}: injected")
         real_write(path, value)
 
-    monkeypatch.setattr(container, "write", failing_write)
+    monkeypatch.setattr(cgroup_limits, "write", failing_write)
     cg = ContainerCgroup(v1, _name("rollback"), Limits(memory_bytes=64 * MiB, pids=4))
     with pytest.raises(OSError, match=r"pids\.max '4'"):
         cg.setup()

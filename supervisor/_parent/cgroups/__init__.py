@@ -81,6 +81,7 @@ The package, one concern per module:
 * :mod:`.files`: reading and writing cgroup files, process lists, removal,
   and the one kill pass (``cgroup.kill``, else freeze, kill, thaw);
 * :mod:`.container`: one container's cgroup, from plan to removal;
+* :mod:`.limits`: the limits as v2's or v1's files;
 * :mod:`.accounting`: CPU time, peak memory, OOM kills;
 * :mod:`.sweep`: crash recovery from the ledger.
 """

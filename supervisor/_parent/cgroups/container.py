@@ -8,10 +8,11 @@ import errno
 import os
 import time
 
-from ..._limits import CFS_PERIOD_US, Limits, is_cgroup_name
+from ..._limits import Limits, is_cgroup_name
 from .accounting import CgroupStats, read_stats, wait_oom
-from .files import host_has_swap, keyed, kill_pass, open_fd, procs, rmdir_tree, wait_until, write
+from .files import keyed, kill_pass, open_fd, procs, rmdir_tree, wait_until
 from .host import CgroupHost, Hierarchy, unavailable
+from .limits import write_limits
 from .sweep import sweep_paths
 
 
@@ -113,7 +114,7 @@ class ContainerCgroup:
                     )
                     raise OSError(exc.errno, f"mkdir {path}: {exc.strerror}{hint}") from exc
                 self._dirs[hierarchy] = path
-            self._apply_limits()
+            write_limits(self.limits, self._dir_for)
         except BaseException:
             for path in reversed(list(self._created)):
                 try:
@@ -125,55 +126,6 @@ class ContainerCgroup:
                 self._created.remove(path)
             self._dirs = {h: p for h, p in self._dirs.items() if p in self._created}
             raise
-
-    def _apply_limits(self) -> None:
-        lim = self.limits
-        memory = self._dir_for("memory")
-        if memory is not None:
-            hierarchy, d = memory
-            swap_total = lim.memory_swap_bytes
-            if hierarchy.version == 2:
-                if lim.memory_bytes is not None:
-                    write(os.path.join(d, "memory.max"), str(lim.memory_bytes))
-                if swap_total is not None and lim.memory_bytes is not None:
-                    swap = "max" if swap_total == -1 else str(swap_total - lim.memory_bytes)
-                    self._write_swap(os.path.join(d, "memory.swap.max"), swap)
-                write(os.path.join(d, "memory.oom.group"), "1")
-            else:
-                if lim.memory_bytes is not None:
-                    write(os.path.join(d, "memory.limit_in_bytes"), str(lim.memory_bytes))
-                if swap_total is not None:
-                    self._write_swap(os.path.join(d, "memory.memsw.limit_in_bytes"), str(swap_total))
-        if lim.pids is not None:
-            pids = self._dir_for("pids")
-            assert pids is not None  # guaranteed by the plan
-            write(os.path.join(pids[1], "pids.max"), str(lim.pids))
-        if lim.cpus is not None or lim.cpu_weight is not None:
-            cpu = self._dir_for("cpu")
-            assert cpu is not None  # guaranteed by the plan
-            hierarchy, d = cpu
-            if hierarchy.version == 2:
-                if lim.cfs_quota_us is not None:
-                    write(os.path.join(d, "cpu.max"), f"{lim.cfs_quota_us} {CFS_PERIOD_US}")
-                if lim.cpu_weight is not None:
-                    write(os.path.join(d, "cpu.weight"), str(lim.cpu_weight))
-            else:
-                if lim.cfs_quota_us is not None:
-                    write(os.path.join(d, "cpu.cfs_period_us"), str(CFS_PERIOD_US))
-                    write(os.path.join(d, "cpu.cfs_quota_us"), str(lim.cfs_quota_us))
-                if lim.cpu_shares is not None:
-                    write(os.path.join(d, "cpu.shares"), str(lim.cpu_shares))
-
-    def _write_swap(self, path: str, value: str) -> None:
-        if not os.path.exists(path):
-            if not host_has_swap():
-                return  # no swap at all: memory plus swap is memory, already limited
-            raise OSError(
-                errno.EOPNOTSUPP,
-                f"cannot write {path} {value!r} for memory_swap_bytes={self.limits.memory_swap_bytes}: the kernel "
-                "does not account swap (boot with swapaccount=1 / CONFIG_MEMCG_SWAP)",
-            )
-        write(path, value)
 
     # -- queries -------------------------------------------------------------
     @property
