@@ -33,16 +33,8 @@ if TYPE_CHECKING:
 class ContainerNetwork:
     """The bridge pieces of one container (``Spec(network="bridge")``).
 
-    Args:
-        spec: the container's spec.
-        cid: the supervisor's id for the container.
-        rundir: the supervisor's ledger; each piece is recorded there before
-            it is made.
-        hostname: the container's hostname (for its ``/etc/hosts``).
-        task_group: a task group that outlives the container (the
-            supervisor's), where published ports are served.
-        janitor: gives the supervisor's network janitor (made on first use);
-            without one, the container has a janitor of its own.
+    Made by :class:`~supervisor._parent.resources.HostResources`, with its
+    own arguments (``hostname`` already resolved).
     """
 
     def __init__(
