@@ -73,6 +73,8 @@ class RunContext:
         """The runs whose PID 1 was spawned and that have not ended, by id."""
         self.janitor: Janitor | None = None
         """Deletes what bridged containers leave behind; made by the first one."""
+        self.drainer = streams.Drainer(task_group)
+        """Reads every run's captured stdout and stderr."""
 
     def network_janitor(self) -> Janitor:
         """The supervisor's network janitor, made on first use (so that a
@@ -305,51 +307,77 @@ class Run:
     async def _supervise(self, started: Callable[[], None]) -> None:
         """Drive PID 1's setup, relay its stdio, and wait for its end.
 
+        The captured output is read by the supervisor's drainer; a task group
+        of the run's own is opened only for its input feed or its terminal.
+
         Raises:
             ProtocolError: PID 1 sent something out of order.
             Exception: the caller's ``on_phase`` raised it.
         """
-        proc = self.proc
+        drained = None
+        if self._capture is not None:
+            out_r, err_r = self._capture
+            drained = self.ctx.drainer.add(((out_r, self.out), (err_r, self.err)))
+        try:
+            if self._feed >= 0 or self.spec.tty:
+                ran = await self._supervise_in_task_group(started)
+            else:
+                ran = await self._drive_setup(started) and await self._run_payload(None, started)
+            if drained is not None and ran:
+                await drained.done.wait()  # the output to its end-of-file
+        finally:
+            if drained is not None:
+                self.ctx.drainer.discard(drained)
+
+    async def _drive_setup(self, started: Callable[[], None]) -> bool:
+        """PID 1's setup to its execve; False if the run ended there (a setup
+        failure, or the timeout)."""
+        try:
+            with until(self._deadline):
+                await self.proc.drive_setup()
+        except SetupError as exc:
+            self._setup_failed(exc)
+            return False
+        if not self.proc.running:  # the timeout struck during setup
+            self._ending = "timeout"
+            # A caller's start() gets the handle all the same; its wait()
+            # returns the timeout's result.
+            started()
+            return False
+        return True
+
+    async def _supervise_in_task_group(self, started: Callable[[], None]) -> bool:
+        """:meth:`_supervise` with the input feed or the terminal's relays
+        running beside it; returns whether the payload ran."""
         body_error: Exception | None = None
+        ran = False
         async with anyio.create_task_group() as tg:
-            if self._capture is not None:
-                out_r, err_r = self._capture
-                tg.start_soon(streams.drain_all, ((out_r, self.out), (err_r, self.err)))
             if self._feed >= 0:
                 # The feed task owns the write end from here (it closes it
                 # to send end of file).
                 feed, self._feed = self._feed, -1
                 tg.start_soon(streams.feed, feed, self._input or b"")
             try:
-                with until(self._deadline):
-                    await proc.drive_setup()
-            except SetupError as exc:
-                self._setup_failed(exc)
-                tg.cancel_scope.cancel()
+                ran = await self._drive_setup(started) and await self._run_payload(tg, started)
             except Exception as exc:  # noqa: BLE001 - re-raised below
                 # ProtocolError, or the caller's on_phase raised: re-raised
                 # below as itself, not wrapped in the task group's
                 # ExceptionGroup.
                 body_error = exc
+            if not ran:
                 tg.cancel_scope.cancel()
-            else:
-                if not proc.running:  # the timeout struck during setup
-                    self._ending = "timeout"
-                    tg.cancel_scope.cancel()
-                    # A caller's start() gets the handle all the same; its
-                    # wait() returns the timeout's result.
-                    started()
-                else:
-                    await self._run_payload(tg, started)
         if body_error is not None:
             raise body_error
+        return ran
 
-    async def _run_payload(self, tg: anyio.abc.TaskGroup, started: Callable[[], None]) -> None:
-        """The payload runs: relay its terminal, then wait for its end, a
-        timeout or an OOM kill, and act on it (the OOM policy)."""
+    async def _run_payload(self, tg: anyio.abc.TaskGroup | None, started: Callable[[], None]) -> bool:
+        """The payload runs: relay its terminal (in ``tg``), then wait for its
+        end, a timeout or an OOM kill, and act on it (the OOM policy).
+        Returns True."""
         proc = self.proc
         typing_in: anyio.CancelScope | None = None
         if proc.pty_master >= 0:
+            assert tg is not None  # a terminal is supervised in a task group
             self._our_side.callback(stdio.close_quietly, proc.pty_master)
             typing_in = streams.relay_terminal(
                 tg,
@@ -375,6 +403,7 @@ class Run:
         # keystrokes (the output is drained to its end).
         if typing_in is not None:
             typing_in.cancel()
+        return True
 
     # -- 5. stop, 6. release, 7. result --------------------------------------
 

@@ -159,36 +159,99 @@ async def drain(fd: int, chunks: Capture) -> None:
         chunks.append(data)
 
 
-async def drain_all(outputs: Sequence[tuple[int, Capture]]) -> None:
-    """Read pipes to end-of-file, each into its list, from one task.
+class Drained:
+    """One container's captured pipes in a :class:`Drainer`: :attr:`done` is
+    set once each is at end-of-file (or the drainer stopped)."""
 
-    The pipes share one epoll set, whose descriptor is what the task waits
-    on: one wake-up and one task for stdout and stderr together, where a
-    :func:`drain` each would cost two of both. A read error ends that pipe,
-    as in :func:`read_chunks`.
+    def __init__(self) -> None:
+        self.fds: list[int] = []
+        self.done = anyio.Event()
 
-    **Cancellation:** cancellable; the epoll set is closed, the pipes are the
-    caller's.
+
+class Drainer:
+    """Reads the captured stdout and stderr of every container of one supervisor.
+
+    All their pipes share one epoll set, whose descriptor one task waits on:
+    a task, a task group and an epoll set per container would cost each of
+    them more than its own start-up's share of the event loop. The task
+    starts with the first capture and ends with the supervisor's task group.
+    A read error ends that pipe, as in :func:`read_chunks`.
+
+    Args:
+        task_group: where the task runs (the supervisor's).
     """
-    left = dict(outputs)
-    with select.epoll(len(left)) as ready:
-        for fd in left:
+
+    def __init__(self, task_group: anyio.abc.TaskGroup) -> None:
+        self._tg = task_group
+        self._ready: select.epoll | None = None
+        self._pipes: dict[int, tuple[Capture, Drained]] = {}
+        self._running = False
+
+    def add(self, outputs: Sequence[tuple[int, Capture]]) -> Drained:
+        """Read each pipe to end-of-file into its capture, from now on.
+
+        Args:
+            outputs: (read end, capture) pairs; the read ends stay the
+                caller's, who must :meth:`discard` them before closing them.
+
+        Returns:
+            what the caller awaits (:attr:`Drained.done`).
+        """
+        if self._ready is None:
+            self._ready = select.epoll()
+        drained = Drained()
+        for fd, capture in outputs:
             os.set_blocking(fd, False)
-            ready.register(fd, select.EPOLLIN)
-        while left:
-            await anyio.wait_readable(ready.fileno())
-            for fd, _events in ready.poll(0):
-                try:
-                    data = os.read(fd, 65536)
-                except BlockingIOError:
-                    continue
-                except OSError:
-                    data = b""
-                if data:
-                    left[fd].append(data)
-                else:
+            self._ready.register(fd, select.EPOLLIN)
+            self._pipes[fd] = (capture, drained)
+            drained.fds.append(fd)
+        if not self._running:
+            self._running = True
+            self._tg.start_soon(self._drain_all, self._ready)
+        return drained
+
+    def discard(self, drained: Drained) -> None:
+        """Stop reading ``drained``'s pipes (idempotent); what was read is kept."""
+        for fd in drained.fds:
+            if self._pipes.pop(fd, None) is not None and self._ready is not None:
+                self._ready.unregister(fd)
+        drained.fds.clear()
+
+    async def _drain_all(self, ready: select.epoll) -> None:
+        """**Cancellation:** cancellable (with the supervisor's task group): every
+        pending capture is then marked done with what it has, and the epoll set
+        closed."""
+        pipes = self._pipes
+        try:
+            while True:
+                await anyio.wait_readable(ready.fileno())
+                for fd, _events in ready.poll(0):
+                    entry = pipes.get(fd)
+                    if entry is None:
+                        continue
+                    try:
+                        data = os.read(fd, 65536)
+                    except BlockingIOError:
+                        continue
+                    except OSError:
+                        data = b""
+                    capture, drained = entry
+                    if data:
+                        capture.append(data)
+                        continue
                     ready.unregister(fd)
-                    del left[fd]
+                    del pipes[fd]
+                    drained.fds.remove(fd)
+                    if not drained.fds:
+                        drained.done.set()
+        finally:
+            for _capture, drained in pipes.values():
+                drained.fds.clear()
+                drained.done.set()
+            pipes.clear()
+            self._ready = None
+            self._running = False
+            ready.close()
 
 
 async def write_or_stop(fd: int, data: bytes) -> bool:
