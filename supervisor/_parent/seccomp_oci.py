@@ -14,7 +14,7 @@ import os
 from collections.abc import Iterable
 
 from .._capabilities import CAP_NUMBERS
-from .seccomp import _MACHINE, CompiledFilter, _export, _lib
+from .seccomp import _MACHINE, CompiledFilter, _export, _lib, new_filter
 
 #: libseccomp's native architecture name, per ``_MACHINE``.
 _SCMP_NATIVE = {"x86_64": "SCMP_ARCH_X86_64", "aarch64": "SCMP_ARCH_AARCH64", "arm64": "SCMP_ARCH_AARCH64"}
@@ -154,7 +154,7 @@ def compile_oci(profile: dict[str, Any], caps: Iterable[int]) -> CompiledFilter:
         raise ValueError("listenerPath (SCMP_ACT_NOTIFY) is not supported")
     kept = {"CAP_" + name for name, num in CAP_NUMBERS.items() if num in set(caps)}
     default_action = _action(profile.get("defaultAction"), profile.get("defaultErrnoRet"), "defaultAction")
-    flt = seccomp.SyscallFilter(default_action)
+    flt = new_filter(default_action)
     for arch in _arches(profile):
         if not flt.exist_arch(arch):
             flt.add_arch(arch)
