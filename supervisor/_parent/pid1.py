@@ -76,6 +76,8 @@ class Slot:
     #: False if PID 1 died before ``execve`` (it still had its setup name).
     execd: bool = True
     reaped: bool = False
+    #: Seen renamed by execve while it ran (its name need not be read again).
+    exec_seen: bool = False
 
 
 def reap(slot: Slot) -> None:
@@ -87,7 +89,7 @@ def reap(slot: Slot) -> None:
     if res is not None:
         # Still a zombie: its name tells whether it reached execve.
         try:
-            slot.execd = linux.comm(res.si_pid) != SETUP_COMM
+            slot.execd = slot.exec_seen or linux.comm(res.si_pid) != SETUP_COMM
         except OSError:
             slot.execd = True  # unreadable: take it as the payload's own exit
         try:
@@ -255,7 +257,10 @@ class Pid1:
         # Until then the PID is ours, a zombie's name included.
         if self.slot.reaped:
             return "reap"
-        return "exec" if renamed else "wait"
+        if renamed:
+            self.slot.exec_seen = True
+            return "exec"
+        return "wait"
 
     def _failure(self, record: Pid1Record) -> SetupError:
         """The SetupError a FAIL record reports (its phase, or the last one seen).
