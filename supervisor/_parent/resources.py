@@ -200,35 +200,44 @@ class HostResources:
 
         **Cancellation:** shielded: always runs to the end.
         """
+        if self._released:
+            return
+        self._released = True
+        if self.network is None:
+            # Nothing below can wait (a busy cgroup's retries shield
+            # themselves): no cancel scope needed.
+            await self._release_all()
+            return
         import anyio  # imported here: a run without an event loop never needs it
 
         with anyio.CancelScope(shield=True):
-            if self._released:
-                return
-            self._released = True
-            # Each step is tried whatever the one before did; a failure keeps
-            # the records in the crash ledger (for gc) and is raised at the end.
-            failed: OSError | None = None
-            if self.network is not None:  # first: no new connection may reach a dead container
-                try:
-                    await self.network.release()
-                except OSError as exc:
-                    failed = exc
-            if self._cgroup is not None:
-                # Kills any straggler (the PID namespace is normally gone
-                # already), then removes the directories, retrying on EBUSY.
-                try:
-                    await self._cgroup.remove()
-                except OSError as exc:
-                    failed = failed or exc
+            await self._release_all()
+
+    async def _release_all(self) -> None:
+        """:meth:`release`'s steps (see there)."""
+        # Each step is tried whatever the one before did; a failure keeps
+        # the records in the crash ledger (for gc) and is raised at the end.
+        failed: OSError | None = None
+        if self.network is not None:  # first: no new connection may reach a dead container
             try:
-                self._release_ids()  # last: no process of the container is left
+                await self.network.release()
+            except OSError as exc:
+                failed = exc
+        if self._cgroup is not None:
+            # Kills any straggler (the PID namespace is normally gone
+            # already), then removes the directories, retrying on EBUSY.
+            try:
+                await self._cgroup.remove()
             except OSError as exc:
                 failed = failed or exc
-            if failed is not None:
-                raise failed
-            # Everything is gone: the crash ledger has nothing left to sweep.
-            self.rundir.forget(self.cid)
+        try:
+            self._release_ids()  # last: no process of the container is left
+        except OSError as exc:
+            failed = failed or exc
+        if failed is not None:
+            raise failed
+        # Everything is gone: the crash ledger has nothing left to sweep.
+        self.rundir.forget(self.cid)
 
     def before_clone(self, config: SpawnConfig) -> tuple[SpawnConfig, list[int]]:
         """Make what the host gives PID 1 before the clone, in this order:

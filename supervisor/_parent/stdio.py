@@ -132,5 +132,7 @@ def plan(
 
 def close_quietly(fd: int) -> None:
     """Close ``fd``, ignoring an already-closed descriptor."""
-    with contextlib.suppress(OSError):
+    try:
         os.close(fd)
+    except OSError:
+        pass
