@@ -77,6 +77,21 @@ def rlim_str(value: int) -> str:
     return "unlimited" if value == resource.RLIM_INFINITY else str(value)
 
 
+def _is_sequence(value: object) -> bool:
+    """A list-like value; a str or bytes is not one. (A list or tuple is
+    told without the ABC's instance check, which costs each Spec.)"""
+    kind = type(value)
+    if kind is list or kind is tuple:
+        return True
+    return not isinstance(value, (str, bytes)) and isinstance(value, Sequence)
+
+
+def _is_mapping(value: object) -> bool:
+    """A dict-like value (a dict or a read-only view told at once)."""
+    kind = type(value)
+    return kind is dict or kind is MappingProxyType or isinstance(value, Mapping)
+
+
 def check_fields(spec: Spec) -> None:
     """Check and normalise every field of ``spec``, in place.
 
@@ -86,7 +101,7 @@ def check_fields(spec: Spec) -> None:
     """
     set_ = object.__setattr__
     # command
-    if isinstance(spec.command, (str, bytes)) or not isinstance(spec.command, Sequence):
+    if not _is_sequence(spec.command):
         raise TypeError(f"Spec.command must be a list of str, not {type(spec.command).__name__}")
     if not spec.command:
         raise field_error("command", "must not be empty")
@@ -134,7 +149,7 @@ def check_fields(spec: Spec) -> None:
             raise field_error(name, f"{value} is outside the mapped range 0..{spec.map_size - 1}")
     set_(spec, "gid", gid)
     # mounts
-    if isinstance(spec.mounts, (str, bytes)) or not isinstance(spec.mounts, Sequence):
+    if not _is_sequence(spec.mounts):
         raise TypeError("Spec.mounts must be a list of Mount")
     mounts = []
     targets: set[str] = set()
@@ -153,7 +168,7 @@ def check_fields(spec: Spec) -> None:
         raise field_error("mounts", f"at most {MAX_IDMAPPED} binds may ask for idmap")
     set_(spec, "mounts", tuple(mounts))
     # env
-    if not isinstance(spec.env, Mapping):
+    if not _is_mapping(spec.env):
         raise TypeError("Spec.env must be a mapping of str to str")
     for key, value in spec.env.items():
         if not isinstance(key, str) or not isinstance(value, str):
@@ -220,7 +235,7 @@ def _cgroup_parent(spec: Spec) -> None:
 
 def _tmpfs(spec: Spec) -> None:
     """tmpfs: absolute paths, docker's options (data and flags), at most MAX_TMPFS."""
-    if not isinstance(spec.tmpfs, Mapping):
+    if not _is_mapping(spec.tmpfs):
         raise TypeError("Spec.tmpfs must be a mapping of container path to options, such as {'/run': 'size=64m'}")
     if len(spec.tmpfs) > MAX_TMPFS:
         raise field_error("tmpfs", f"at most {MAX_TMPFS} tmpfs mounts")
@@ -244,7 +259,7 @@ def _tmpfs(spec: Spec) -> None:
 
 def _time_offsets(spec: Spec) -> None:
     """time_offsets: known clocks, finite numbers within TIME_OFFSET_MAX_S."""
-    if not isinstance(spec.time_offsets, Mapping):
+    if not _is_mapping(spec.time_offsets):
         raise TypeError("Spec.time_offsets must be a mapping such as {'monotonic': 3600, 'boottime': 3600}")
     offsets: dict[str, float] = {}
     for clock, value in spec.time_offsets.items():
@@ -263,7 +278,7 @@ def _hardening(spec: Spec) -> None:
     set_ = object.__setattr__
     for name in ("cap_add", "cap_drop"):
         value = getattr(spec, name)
-        if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        if not _is_sequence(value):
             raise TypeError(f"Spec.{name} must be a list of capability names")
         names = []
         for item in value:
@@ -286,7 +301,7 @@ def _hardening(spec: Spec) -> None:
         raise field_error("seccomp", "must be 'default', 'unconfined' or a path")
     if spec.seccomp not in ("default", "unconfined"):
         set_(spec, "seccomp", os.path.abspath(spec.seccomp))
-    if not isinstance(spec.rlimits, Mapping):
+    if not _is_mapping(spec.rlimits):
         raise TypeError("Spec.rlimits must be a mapping of NAME to (soft, hard)")
     limits: dict[str, tuple[int, int]] = {}
     for key, pair in spec.rlimits.items():
@@ -295,7 +310,7 @@ def _hardening(spec: Spec) -> None:
         name = key.upper().removeprefix("RLIMIT_")
         if not isinstance(getattr(resource, "RLIMIT_" + name, None), int):
             raise field_error("rlimits", f"unknown resource {key!r}")
-        if isinstance(pair, (str, bytes)) or not isinstance(pair, Sequence) or len(pair) != 2:
+        if not _is_sequence(pair) or len(pair) != 2:
             raise TypeError(f"Spec.rlimits[{key!r}] must be a (soft, hard) pair")
         soft, hard = pair
         for v in (soft, hard):
@@ -346,7 +361,7 @@ def _network(spec: Spec) -> None:
         raise TypeError("Spec.subnet must be a str such as '10.88.0.0/16'")
     if spec.subnet != DEFAULT_SUBNET or spec.ip is not None:
         _addresses(spec)  # the default needs no check, nor ipaddress (1.3 ms to import)
-    if isinstance(spec.publish, (str, bytes)) or not isinstance(spec.publish, Sequence):
+    if not _is_sequence(spec.publish):
         raise TypeError("Spec.publish must be a list of Publish (or 'HOSTPORT:CONTAINERPORT' strings)")
     ports: list[Publish] = []
     for item in spec.publish:
