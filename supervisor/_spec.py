@@ -30,6 +30,7 @@ from ._spec_rules import (
 from ._spec_rules import field_error as _field_error
 from ._spec_rules import rlim_gt as _rlim_gt
 from ._spec_rules import rlim_str as _rlim_str
+from ._sys.linux import real_dir
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (3 ms for a command line)
 if TYPE_CHECKING:
@@ -205,8 +206,8 @@ class Spec:
         """
         if self.rootfs is not None:
             # Resolved first, then checked: a symlink to / is the host's root.
-            resolved = os.path.realpath(self.rootfs)
-            if not os.path.isdir(resolved):
+            resolved = real_dir(self.rootfs)
+            if resolved is None:
                 raise _field_error("rootfs", f"{self.rootfs} is not an existing directory")
             if resolved == "/":
                 raise _field_error("rootfs", f"{self.rootfs} is the host's root (leave rootfs unset for a view of it)")

@@ -124,7 +124,7 @@ def build_config(
         # Host paths resolved here: PID 1 opens them below its old root, where
         # an absolute symlink on the way (/var/run -> /run) would point into
         # its staging root instead of the host.
-        rootfs=os.path.realpath(spec.rootfs) if spec.rootfs is not None else None,
+        rootfs=(linux.real_dir(spec.rootfs) or os.path.realpath(spec.rootfs)) if spec.rootfs is not None else None,
         overlay=spec.overlay,
         read_only_root=spec.read_only,
         tty=spec.tty,

@@ -45,6 +45,27 @@ def _libc_setns() -> Any:
     return setns
 
 
+def real_dir(path: str) -> str | None:
+    """The resolved path of the directory ``path`` (symlinks followed), or
+    ``None`` if it is not an existing directory.
+
+    What ``os.path.realpath`` and ``os.path.isdir`` say together, with one
+    ``open`` and one ``readlink`` of its ``/proc/self/fd`` entry instead of an
+    ``lstat`` per path component (without ``/proc``: those).
+    """
+    try:
+        fd = os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        resolved = os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        resolved = os.path.realpath(path)
+    finally:
+        os.close(fd)
+    return resolved if resolved.startswith("/") else os.path.realpath(path)
+
+
 def comm(pid: int) -> bytes:
     """The name of process ``pid`` (``/proc/<pid>/comm``; a zombie keeps it).
 
