@@ -272,9 +272,7 @@ def decode_pid1(data: bytes) -> Pid1Record:
         kind = Record(tag)
     except ValueError:
         raise ValueError(f"malformed record: unknown type {tag}") from None
-    marks = tuple(
-        (p, ts) for p, _pad, ts in (_MARK.unpack_from(data, _HEADER.size + i * _MARK.size) for i in range(nmarks))
-    )
+    marks = tuple([(p, ts) for p, _pad, ts in _MARK.iter_unpack(data[_HEADER.size : end])])
     return Pid1Record(kind, phase, err, marks, data[end:].decode(errors="replace"))
 
 

@@ -229,7 +229,9 @@ class Run:
     # -- 1. prepare -----------------------------------------------------------
 
     def _note_phase(self, phase: Phase, seconds: float) -> None:
-        self.ctx.events.publish("phase", self.cid, self.hostname, phase.label, seconds=round(seconds, 6))
+        events = self.ctx.events
+        if events.has_subscribers:
+            events.publish("phase", self.cid, self.hostname, phase.label, seconds=round(seconds, 6))
         if self._on_phase is not None:
             self._on_phase(phase, seconds)
 
