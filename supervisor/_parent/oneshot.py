@@ -20,7 +20,6 @@ rest goes through the event loop.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import select
@@ -135,8 +134,8 @@ def _run(
     ctl_parent, ctl_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
     ctl_parent.setblocking(False)
     proc = Pid1(cid, ctl_parent, t0, on_phase, grace_period=spec.grace_period)
-    child_side = contextlib.ExitStack()  # PID 1's descriptors: closed after the spawn
-    child_side.callback(ctl_child.close)
+    child_side = stdio.Closer()  # PID 1's descriptors: closed after the spawn
+    child_side.call(ctl_child.close)
     reason: Reason | None = None
     ending: Reason | None = None
     setup_error: SetupError | None = None
@@ -146,10 +145,10 @@ def _run(
         # stdio for the container: the caller's stdin (else /dev/null), our
         # stdout and stderr, the passed descriptors.
         plan = stdio.plan(capture_output=False, stdin=stdin, pass_fds=pass_fds)
-        child_side.enter_context(plan.child_side)
+        child_side.call(plan.child_side.close)
         config, host_fds = resources.before_clone(config)
         for fd in host_fds:
-            child_side.callback(stdio.close_quietly, fd)
+            child_side.fd(fd)
         try:
             proc.slot = _spawn_pid1(config, [ctl_child.fileno(), *plan.child, *host_fds])
         finally:

@@ -20,7 +20,6 @@ neither skips the bookkeeping of step 7 nor replaces the run's own error.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import socket
 import time
@@ -145,13 +144,13 @@ class Run:
         """The run's result, once :attr:`done` is set."""
         # PID 1's descriptors: this process's copies are closed right after
         # the spawn. Ours (captures, the feed, a terminal): when the run ends.
-        self._child_side = contextlib.ExitStack()
-        self._our_side = contextlib.ExitStack()
+        self._child_side = stdio.Closer()
+        self._our_side = stdio.Closer()
         self._feed = -1
         self._capture: tuple[int, int] | None = None
         self._ctl, ctl_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
-        self._our_side.callback(self._ctl.close)
-        self._child_side.callback(ctl_child.close)
+        self._our_side.call(self._ctl.close)
+        self._child_side.call(ctl_child.close)
         self._ctl.setblocking(False)
         self._ctl_child = ctl_child
         self.proc = ContainerProcess(
@@ -265,12 +264,12 @@ class Run:
             stderr=self._stderr,
             pass_fds=self._pass_fds,
         )
-        self._child_side.enter_context(plan.child_side)
-        self._our_side.enter_context(plan.our_side)
+        self._child_side.call(plan.child_side.close)
+        self._our_side.call(plan.our_side.close)
         self._capture = plan.capture
         if "input" in plan.pipes:
             self._feed = plan.pipes["input"]
-            self._our_side.callback(self._close_feed)
+            self._our_side.call(self._close_feed)
         if "stdin" in plan.pipes:
             self.stdin = FdSendStream(plan.pipes["stdin"])
         if "stdout" in plan.pipes:
@@ -285,7 +284,7 @@ class Run:
         # the clone; their descriptors go last.
         config, host_fds = resources.before_clone(config)
         for fd in host_fds:
-            self._child_side.callback(stdio.close_quietly, fd)
+            self._child_side.fd(fd)
         return config, [self._ctl_child.fileno(), *plan.child, *host_fds]
 
     # -- 2. spawn -------------------------------------------------------------
@@ -380,7 +379,7 @@ class Run:
         typing_in: anyio.CancelScope | None = None
         if proc.pty_master >= 0:
             assert tg is not None  # a terminal is supervised in a task group
-            self._our_side.callback(stdio.close_quietly, proc.pty_master)
+            self._our_side.fd(proc.pty_master)
             typing_in = streams.relay_terminal(
                 tg,
                 proc.pty_master,

@@ -1,22 +1,61 @@
 """The payload's standard streams and passed descriptors: which descriptor
 becomes its 0, 1, 2, 3..., and which ends the supervisor keeps.
 
-:func:`plan` opens everything before the clone, with two exit stacks as
-trio's ``open_process`` does: one for the ends that go to PID 1, closed in
-this process right after the spawn whatever happened; one for the ends the
-supervisor keeps, closed when the run ends. If planning fails half-way,
-both are closed at once, so a failed plan leaves no descriptor open.
+:func:`plan` opens everything before the clone, with two sets of
+descriptors to close, as trio's ``open_process`` does with two exit stacks:
+one for the ends that go to PID 1, closed in this process right after the
+spawn whatever happened; one for the ends the supervisor keeps, closed when
+the run ends. If planning fails half-way, both are closed at once, so a
+failed plan leaves no descriptor open. A :class:`Closer` holds each set: an
+exit stack's callbacks cost a run more than the descriptors' own ``close``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 #: ``stdin``/``stdout``/``stderr`` value asking for a pipe whose other end the
 #: caller gets as a stream (the same value as ``subprocess.PIPE``).
 PIPE = -1
+
+
+class Closer:
+    """Descriptors and close functions to close together, the last added
+    first (as an exit stack would); closing again closes nothing more.
+
+    A descriptor that is already closed is no error; the first exception
+    of a close function is raised once every other item was closed.
+    """
+
+    __slots__ = ("_items",)
+
+    def __init__(self) -> None:
+        self._items: list[int | Callable[[], object]] = []
+
+    def fd(self, fd: int) -> int:
+        """Close ``fd`` with the others; returns it."""
+        self._items.append(fd)
+        return fd
+
+    def call(self, close: Callable[[], object]) -> None:
+        """Call ``close()`` with the others."""
+        self._items.append(close)
+
+    def close(self) -> None:
+        """Close everything held, the last added first."""
+        items, self._items = self._items, []
+        error: BaseException | None = None
+        for item in reversed(items):
+            if isinstance(item, int):
+                close_quietly(item)
+                continue
+            try:
+                item()
+            except BaseException as exc:  # noqa: BLE001 - raised below, once all is closed
+                error = error or exc
+        if error is not None:
+            raise error
 
 
 class Stdio:
@@ -39,18 +78,16 @@ class Stdio:
 
     def __init__(self) -> None:
         self.child: list[int] = []
-        self.child_side = contextlib.ExitStack()
-        self.our_side = contextlib.ExitStack()
+        self.child_side = Closer()
+        self.our_side = Closer()
         self.capture: tuple[int, int] | None = None
         self.pipes: dict[str, int] = {}
 
     def _for_child(self, fd: int) -> None:
-        self.child.append(fd)
-        self.child_side.callback(close_quietly, fd)
+        self.child.append(self.child_side.fd(fd))
 
     def _ours(self, fd: int) -> int:
-        self.our_side.callback(close_quietly, fd)
-        return fd
+        return self.our_side.fd(fd)
 
 
 def plan(
@@ -86,20 +123,18 @@ def plan(
             descriptors).
     """
     stdio = Stdio()
-    with contextlib.ExitStack() as on_failure:
-        on_failure.enter_context(stdio.child_side)
-        on_failure.enter_context(stdio.our_side)
-        handed_over = on_failure.enter_context(contextlib.ExitStack())  # the pipes, until returned
+    handed_over = Closer()  # the pipes, until returned
+    try:
         if input is not None:
             r, w = os.pipe2(os.O_CLOEXEC)
             stdio._for_child(r)
             stdio.pipes["input"] = w
-            handed_over.callback(os.close, w)
+            handed_over.fd(w)
         elif stdin == PIPE:
             r, w = os.pipe2(os.O_CLOEXEC)
             stdio._for_child(r)
             stdio.pipes["stdin"] = w
-            handed_over.callback(os.close, w)
+            handed_over.fd(w)
         elif stdin is not None:
             stdio._for_child(os.dup(stdin))
         else:
@@ -118,7 +153,7 @@ def plan(
                     r, w = os.pipe2(os.O_CLOEXEC)
                     stdio._for_child(w)
                     stdio.pipes[name] = r
-                    handed_over.callback(os.close, r)
+                    handed_over.fd(r)
                 else:
                     stdio._for_child(os.dup(default if fd is None else fd))
         for fd in pass_fds:
@@ -126,7 +161,11 @@ def plan(
                 stdio._for_child(os.dup(fd))
             except OSError as exc:
                 raise ValueError(f"pass_fds: {fd} is not an open descriptor ({exc.strerror})") from None
-        on_failure.pop_all()
+    except BaseException:
+        handed_over.close()
+        stdio.our_side.close()
+        stdio.child_side.close()
+        raise
     return stdio
 
 
