@@ -535,6 +535,31 @@ async def test_capture_of_both_streams_past_the_pipe_buffers(busybox: str) -> No
     assert result.stderr == bytes(300 * 4096)
 
 
+async def test_concurrent_captures_keep_each_runs_own_bytes(busybox: str) -> None:
+    """Sixteen runs of one supervisor print at once, each its own bytes, far
+    past a pipe's buffer, on both streams: each result has exactly its own
+    (one reader serves every run's pipes). A run cancelled while it prints
+    leaves the others and the next run whole."""
+    script = "i=0; while [ $i -lt 40 ]; do printf %04096d $1; printf %02048d $1 >&2; i=$((i+1)); done"
+
+    async with supervisor.Supervisor() as sup:
+        results: dict[int, Result] = {}
+
+        async def one(n: int) -> None:
+            results[n] = await sup.run(Spec(["sh", "-c", script, "sh", str(n)], rootfs=busybox))
+
+        async with anyio.create_task_group() as tg:
+            for n in range(1, 17):
+                tg.start_soon(one, n)
+            with anyio.move_on_after(0.2):
+                await sup.run(Spec(["sh", "-c", "while :; do echo spam; done"], rootfs=busybox))
+        for n, result in results.items():
+            assert result.stdout == b"%04096d" % n * 40, (n, len(result.stdout))
+            assert result.stderr == b"%02048d" % n * 40, (n, len(result.stderr))
+        after = await sup.run(Spec(["echo", "after"], rootfs=busybox))
+        assert after.stdout == b"after\n"
+
+
 async def test_arguments_and_environment_up_to_the_kernels_limit(busybox: str) -> None:
     """60,000 arguments (350 kB) and 1 MB of environment reach the payload;
     past the kernel's limit, execve's E2BIG is the error."""

@@ -200,11 +200,15 @@ class Drainer:
         if self._ready is None:
             self._ready = select.epoll()
         drained = Drained()
-        for fd, capture in outputs:
-            os.set_blocking(fd, False)
-            self._ready.register(fd, select.EPOLLIN)
-            self._pipes[fd] = (capture, drained)
-            drained.fds.append(fd)
+        try:
+            for fd, capture in outputs:
+                os.set_blocking(fd, False)
+                self._ready.register(fd, select.EPOLLIN)
+                self._pipes[fd] = (capture, drained)
+                drained.fds.append(fd)
+        except BaseException:
+            self.discard(drained)
+            raise
         if not self._running:
             self._running = True
             self._tg.start_soon(self._drain_all, self._ready)
@@ -213,9 +217,16 @@ class Drainer:
     def discard(self, drained: Drained) -> None:
         """Stop reading ``drained``'s pipes (idempotent); what was read is kept."""
         for fd in drained.fds:
-            if self._pipes.pop(fd, None) is not None and self._ready is not None:
-                self._ready.unregister(fd)
+            if self._pipes.pop(fd, None) is not None:
+                self._unregister(fd)
         drained.fds.clear()
+
+    def _unregister(self, fd: int) -> None:
+        if self._ready is not None:
+            try:
+                self._ready.unregister(fd)
+            except OSError:
+                pass  # closed already: the kernel dropped it from the set
 
     async def _drain_all(self, ready: select.epoll) -> None:
         """**Cancellation:** cancellable (with the supervisor's task group): every
@@ -239,7 +250,7 @@ class Drainer:
                     if data:
                         capture.append(data)
                         continue
-                    ready.unregister(fd)
+                    self._unregister(fd)
                     del pipes[fd]
                     drained.fds.remove(fd)
                     if not drained.fds:
