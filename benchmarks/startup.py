@@ -1449,6 +1449,20 @@ def compute_targets(data: dict[str, Any]) -> list[dict[str, str]]:
             entry["floor_reaches_goal"] = "yes" if reachable else "no"
             enough = "enough" if reachable else "not enough"
             entry["detail"] += f"; the C floor of our isolation, at best: {floor:.2f} {unit}, {enough}"
+        if path[-1] == "per_s":
+            # Each repetition against the peer's batch of the same repetition:
+            # how far the verdict would move with the machine's drift.
+            per_rep = []
+            for rep in sorted({b["rep"] for b in data.get("batches", []) if "rep" in b}):
+                rates = {
+                    b["contender"]: b["per_s"]
+                    for b in data["batches"]
+                    if b.get("rep") == rep and str(b["k"]) == path[1] and b["contender"] in (OURS, ref_name)
+                }
+                if len(rates) == 2 and rates[ref_name] > 0:
+                    per_rep.append(f"{rates[OURS] / rates[ref_name]:.2f}x")
+            if per_rep:
+                entry["detail"] += f"; per repetition: {', '.join(per_rep)} (goal {factor:g}x)"
         out.append(entry)
 
     target("p50 latency at c=1 <= 0.75x bwrap's", ("throughput", "1", "p50_ms"), "bwrap", 0.75, False, "ms")
