@@ -60,6 +60,10 @@ register_sweeper("dir", _sweep_dir)
 #: Numbers the supervisors of this process (part of every container id).
 _SUPERVISOR_NUMBERS = itertools.count(1)
 
+#: One ledger line's JSON, compact (``json.dumps`` with separators makes an
+#: encoder per call).
+_encode = json.JSONEncoder(separators=(",", ":")).encode
+
 
 def supervisor_prefix() -> str:
     """A new supervisor's part of its container ids (and so of their cgroup
@@ -142,7 +146,7 @@ class RunDir:
             OSError: the ledger cannot be written (the resource must then not
                 be created).
         """
-        line = (json.dumps({"cid": cid, "kind": kind, **data}, separators=(",", ":")) + "\n").encode()
+        line = (_encode({"cid": cid, "kind": kind, **data}) + "\n").encode()
         self._append(line)
         self._live.setdefault(cid, []).append(line)
 
@@ -165,7 +169,7 @@ class RunDir:
         """Note that container ``cid``'s resources are all released."""
         if self._live.pop(cid, None) is None:
             return
-        self._append((json.dumps({"cid": cid, "released": True}, separators=(",", ":")) + "\n").encode())
+        self._append((_encode({"cid": cid, "released": True}) + "\n").encode())
         if self._lines >= self.COMPACT_AT and self._lines >= 4 * sum(map(len, self._live.values())):
             self._compact()
 
