@@ -174,8 +174,10 @@ class Drainer:
     All their pipes share one epoll set, whose descriptor one task waits on:
     a task, a task group and an epoll set per container would cost each of
     them more than its own start-up's share of the event loop. The task
-    starts with the first capture and ends with the supervisor's task group.
-    A read error ends that pipe, as in :func:`read_chunks`.
+    starts with the first capture and ends with the supervisor's task group:
+    a run that outlives it (started outside the supervisor's block and past
+    its exit's wait) keeps the output read until then. A read error ends
+    that pipe, as in :func:`read_chunks`.
 
     Args:
         task_group: where the task runs (the supervisor's).
@@ -206,18 +208,23 @@ class Drainer:
                 self._ready.register(fd, select.EPOLLIN)
                 self._pipes[fd] = (capture, drained)
                 drained.fds.append(fd)
+            if not self._running:
+                self._tg.start_soon(self._drain_all, self._ready)
+                self._running = True
         except BaseException:
             self.discard(drained)
+            if not self._running and self._ready is not None:
+                self._ready.close()  # no task owns it yet
+                self._ready = None
             raise
-        if not self._running:
-            self._running = True
-            self._tg.start_soon(self._drain_all, self._ready)
         return drained
 
     def discard(self, drained: Drained) -> None:
         """Stop reading ``drained``'s pipes (idempotent); what was read is kept."""
         for fd in drained.fds:
-            if self._pipes.pop(fd, None) is not None:
+            entry = self._pipes.get(fd)
+            if entry is not None and entry[1] is drained:  # the number is still its pipe
+                del self._pipes[fd]
                 self._unregister(fd)
         drained.fds.clear()
 
@@ -226,7 +233,7 @@ class Drainer:
             try:
                 self._ready.unregister(fd)
             except OSError:
-                pass  # closed already: the kernel dropped it from the set
+                pass  # not in the set (any more): nothing to stop
 
     async def _drain_all(self, ready: select.epoll) -> None:
         """**Cancellation:** cancellable (with the supervisor's task group): every
