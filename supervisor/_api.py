@@ -372,6 +372,8 @@ class Supervisor:
                 negative or NaN, ``max_output`` negative, or the stdio arguments do not fit together
                 (``input`` with ``stdin``, ``stdout``/``stderr`` while
                 capturing, :data:`PIPE` with a terminal).
+            RuntimeError: the supervisor is not open, or it closed while the
+                run waited for its turn (``max_parallel``).
 
         **Cancellation:** the container is stopped (SIGTERM if PID 1 handles
         it, ``spec.grace_period`` seconds, then SIGKILL), always reaped, and
@@ -393,6 +395,10 @@ class Supervisor:
         passed = _checked_pass_fds(pass_fds)
         spec.check_host()
         async with self._limiter if self._limiter is not None else contextlib.nullcontext():
+            if self._ctx is None:
+                raise RuntimeError(
+                    "the supervisor is closing: this run waited for its turn (max_parallel) and starts no container"
+                )
             # Created once its turn came: its timeout and times count from here.
             run = Run(
                 self._ctx,

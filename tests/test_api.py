@@ -560,6 +560,29 @@ async def test_concurrent_captures_keep_each_runs_own_bytes(busybox: str) -> Non
         assert after.stdout == b"after\n"
 
 
+async def test_a_run_queued_when_the_supervisor_closes_says_so(busybox: str) -> None:
+    """With max_parallel=1, a run still waiting for its turn when the
+    supervisor's block ends fails with an error saying the supervisor closed
+    (a SetupError if its turn came while the exit was stopping the others, a
+    RuntimeError if it came after), never an internal error."""
+    errors: list[BaseException] = []
+
+    async def queued(sup: supervisor.Supervisor) -> None:
+        try:
+            await sup.run(Spec(["true"], rootfs=busybox))
+        except BaseException as exc:  # noqa: BLE001 - recorded for the assertion
+            errors.append(exc)
+
+    async with anyio.create_task_group() as outer, supervisor.Supervisor(max_parallel=1) as sup:
+        outer.start_soon(partial(sup.run, Spec(["sleep", "30"], rootfs=busybox), check=False))
+        await anyio.sleep(0.2)
+        outer.start_soon(queued, sup)
+        await anyio.sleep(0.2)
+    assert len(errors) == 1, errors
+    assert isinstance(errors[0], (RuntimeError, SetupError)), errors
+    assert "the supervisor is closing" in str(errors[0])
+
+
 async def test_arguments_and_environment_up_to_the_kernels_limit(busybox: str) -> None:
     """60,000 arguments (350 kB) and 1 MB of environment reach the payload;
     past the kernel's limit, execve's E2BIG is the error."""
