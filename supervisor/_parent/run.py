@@ -323,7 +323,9 @@ class Run:
             if self._feed >= 0 or self.spec.tty:
                 ran = await self._supervise_in_task_group(started)
             else:
-                ran = await self._drive_setup(started) and await self._run_payload(None, started)
+                ran = await self._drive_setup(started)
+                if ran:
+                    await self._run_payload(None, started)
             if drained is not None and ran:
                 await drained.done.wait()  # the output to its end-of-file
         finally:
@@ -359,22 +361,24 @@ class Run:
                 feed, self._feed = self._feed, -1
                 tg.start_soon(streams.feed, feed, self._input or b"")
             try:
-                ran = await self._drive_setup(started) and await self._run_payload(tg, started)
+                ran = await self._drive_setup(started)
+                if ran:
+                    await self._run_payload(tg, started)
             except Exception as exc:  # noqa: BLE001 - re-raised below
                 # ProtocolError, or the caller's on_phase raised: re-raised
                 # below as itself, not wrapped in the task group's
                 # ExceptionGroup.
                 body_error = exc
+                ran = False
             if not ran:
                 tg.cancel_scope.cancel()
         if body_error is not None:
             raise body_error
         return ran
 
-    async def _run_payload(self, tg: anyio.abc.TaskGroup | None, started: Callable[[], None]) -> bool:
+    async def _run_payload(self, tg: anyio.abc.TaskGroup | None, started: Callable[[], None]) -> None:
         """The payload runs: relay its terminal (in ``tg``), then wait for its
-        end, a timeout or an OOM kill, and act on it (the OOM policy).
-        Returns True."""
+        end, a timeout or an OOM kill, and act on it (the OOM policy)."""
         proc = self.proc
         typing_in: anyio.CancelScope | None = None
         if proc.pty_master >= 0:
@@ -404,7 +408,6 @@ class Run:
         # keystrokes (the output is drained to its end).
         if typing_in is not None:
             typing_in.cancel()
-        return True
 
     # -- 5. stop, 6. release, 7. result --------------------------------------
 

@@ -187,7 +187,6 @@ class Drainer:
         self._tg = task_group
         self._ready: select.epoll | None = None
         self._pipes: dict[int, tuple[Capture, Drained]] = {}
-        self._running = False
 
     def add(self, outputs: Sequence[tuple[int, Capture]]) -> Drained:
         """Read each pipe to end-of-file into its capture, from now on.
@@ -199,23 +198,23 @@ class Drainer:
         Returns:
             what the caller awaits (:attr:`Drained.done`).
         """
-        if self._ready is None:
-            self._ready = select.epoll()
+        first = self._ready is None  # no task runs: this capture starts it
+        ready = self._ready = select.epoll() if first else self._ready
+        assert ready is not None
         drained = Drained()
         try:
             for fd, capture in outputs:
                 os.set_blocking(fd, False)
-                self._ready.register(fd, select.EPOLLIN)
+                ready.register(fd, select.EPOLLIN)
                 self._pipes[fd] = (capture, drained)
                 drained.fds.append(fd)
-            if not self._running:
-                self._tg.start_soon(self._drain_all, self._ready)
-                self._running = True
+            if first:
+                self._tg.start_soon(self._drain_all, ready)
         except BaseException:
             self.discard(drained)
-            if not self._running and self._ready is not None:
-                self._ready.close()  # no task owns it yet
-                self._ready = None
+            if first:
+                self._ready = None  # no task owns it
+                ready.close()
             raise
         return drained
 
@@ -268,7 +267,6 @@ class Drainer:
                 drained.done.set()
             pipes.clear()
             self._ready = None
-            self._running = False
             ready.close()
 
 

@@ -366,8 +366,7 @@ class ContainerCgroup:
                         await anyio.sleep(delay)
                         delay = min(delay * 2, 0.1)
                         continue
-                    self._created.remove(path)
-                    self._dirs = {h: p for h, p in self._dirs.items() if p != path}
+                    self._removed(path)
                     break
             if failures:
                 text = "; ".join(f"rmdir {p}: {e.strerror or e}" for p, e in failures)
@@ -380,9 +379,13 @@ class ContainerCgroup:
                 rmdir_tree(path)
             except OSError:
                 return False  # left to remove()'s retries, which report it
-            self._created.remove(path)
-            self._dirs = {h: p for h, p in self._dirs.items() if p != path}
+            self._removed(path)
         return True
+
+    def _removed(self, path: str) -> None:
+        """Forget the directory ``path``, now removed."""
+        self._created.remove(path)
+        self._dirs = {h: p for h, p in self._dirs.items() if p != path}
 
     def remove_blocking(self, timeout: float = 10.0) -> None:
         """:meth:`remove` for a run without an event loop: kill what is left,
