@@ -75,8 +75,6 @@ class ContainerNetwork:
         """
         if self._task_group is None:
             return
-        import anyio  # imported here: a run without an event loop never needs it
-
         try:
             self._record()
         except OSError as exc:
@@ -141,8 +139,6 @@ class ContainerNetwork:
         **Cancellation:** if cancelled before the listener is bound, nothing
         is left running.
         """
-        import anyio
-
         from . import ports
 
         assert self._task_group is not None
