@@ -9,6 +9,10 @@ the guest with this same Python and virtual environment. The guest has no
 network device. Its console is this process's output; its exit status and
 JUnit XML come back through a second, writable 9p share.
 
+A watchdog in the guest reports what every process is doing and interrupts
+pytest shortly before the run's bound (so that its summary comes out); a
+guest whose kernel stopped, and so never reported, is booted once more.
+
 Usage: ``python tests/guest/run.py [pytest arguments]`` (default: the v2 tier
 below, without the soak tests). It exits with pytest's status in the guest,
 and skips (status 0, the reason printed) only when qemu or the kernel cannot
@@ -58,6 +62,14 @@ SOAK_TESTS = (
 )
 #: The whole run's bound: boot plus tests.
 TIMEOUT_S = float(os.environ.get("SV_GUEST_TIMEOUT_S", "900"))
+#: How long before TIMEOUT_S the guest's watchdog reports and interrupts pytest.
+WATCHDOG_MARGIN_S = 120
+#: Fresh boots after a run whose guest kernel stopped (no watchdog report).
+STALL_RETRIES = 1
+#: A test that runs this long gets every thread's Python traceback printed
+#: (faulthandler works even when the main thread is stuck in a system call),
+#: before pytest-timeout's bound fails it.
+GUEST_PYTEST_OPTIONS = ("-o", "faulthandler_timeout=240")
 
 
 def skip(reason: str) -> None:
@@ -192,8 +204,31 @@ def main(argv: list[str]) -> int:
         "SV_GUEST_CHECKOUT": CHECKOUT,
         "SV_GUEST_PYTEST": pytest_bin,
         "SV_GUEST_KEEP": shlex.join(kept_paths()),
-        "SV_GUEST_ARGS": shlex.join(["-q", "-rfEs", "--color=no", "--durations=25", *args]),
+        "SV_GUEST_ARGS": shlex.join(["-q", "-rfEs", "--color=no", "--durations=25", *GUEST_PYTEST_OPTIONS, *args]),
+        # The guest's watchdog reports and interrupts a run that would reach
+        # TIMEOUT_S (boot and the end of pytest's output left room).
+        "SV_GUEST_WATCHDOG_S": str(max(int(TIMEOUT_S) - WATCHDOG_MARGIN_S, 30)),
     }
+    shown = " ".join(arg for arg in args if not arg.startswith("--deselect="))
+    for attempt in range(1 + STALL_RETRIES):
+        print(f"v2-guest: booting {os.path.basename(image)}, tests: {shown}", flush=True)
+        rc = boot(qemu, image, initramfs(busybox, load_order, env))
+        if rc is not None:
+            return rc
+        if attempt < STALL_RETRIES:
+            print("v2-guest: the guest's kernel stopped (no watchdog report): booting it once more", flush=True)
+    return 1
+
+
+def boot(qemu: str, image: str, initrd_data: bytes) -> int | None:
+    """Run the guest once.
+
+    Returns:
+        pytest's status in the guest, 1 when the guest gave none, or ``None``
+        when the guest's kernel stopped: the run reached TIMEOUT_S without the
+        guest's watchdog having reported (a stall of the emulated machine, not
+        a test's result).
+    """
     # Software emulation: KVM inside this VM hangs the guest at boot.
     accel = os.environ.get("SV_GUEST_ACCEL", "tcg")
     work = tempfile.mkdtemp(prefix="sv-guest-")
@@ -202,7 +237,7 @@ def main(argv: list[str]) -> int:
         os.mkdir(results)
         initrd = os.path.join(work, "initrd")
         with open(initrd, "wb") as f:
-            f.write(initramfs(busybox, load_order, env))
+            f.write(initrd_data)
         cmd = [
             qemu,
             "-accel", accel,
@@ -221,8 +256,6 @@ def main(argv: list[str]) -> int:
             "-monitor", "none",
             "-no-reboot",
         ]  # fmt: skip
-        shown = " ".join(arg for arg in args if not arg.startswith("--deselect="))
-        print(f"v2-guest: booting {os.path.basename(image)} ({accel}), tests: {shown}", flush=True)
         started = time.monotonic()
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL)
         try:
@@ -230,8 +263,11 @@ def main(argv: list[str]) -> int:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-            print(f"v2-guest: FAILED: no end after {TIMEOUT_S:.0f} s; the guest was killed", flush=True)
-            return 1
+            if os.path.exists(os.path.join(results, "watchdog")):
+                print(f"v2-guest: FAILED: no end after {TIMEOUT_S:.0f} s; the guest was killed", flush=True)
+                return 1
+            print(f"v2-guest: no end after {TIMEOUT_S:.0f} s ({accel}); the guest was killed", flush=True)
+            return None
         finally:
             if proc.poll() is None:
                 proc.kill()

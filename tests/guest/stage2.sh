@@ -35,6 +35,36 @@ export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/t
 export PYTHONDONTWRITEBYTECODE=1 HYPOTHESIS_STORAGE_DIRECTORY=/tmp/hypothesis
 cd "$SV_GUEST_CHECKOUT"
 eval "set -- $SV_GUEST_ARGS"
-"$SV_GUEST_PYTEST" -p no:cacheprovider --junitxml=/run/sv-guest-results/junit.xml "$@"
+# Shortly before run.py's bound, a watchdog says what every process is doing
+# (its state, kernel wait channel and kernel stack; kernel threads only when
+# blocked, and the kernel's log) and interrupts pytest, which still prints the
+# interrupted test's traceback, its summary and the JUnit XML; a pytest stuck
+# in the kernel is killed 30 s later. No watchdog output before run.py's own
+# message means that the guest's kernel itself stopped.
+watchdog() {
+    sleep "$SV_GUEST_WATCHDOG_S" || return
+    : > /run/sv-guest-results/watchdog
+    echo
+    echo "v2-guest: watchdog: pytest still runs after $SV_GUEST_WATCHDOG_S s; load $(cat /proc/loadavg); processes:"
+    for d in /proc/[0-9]*; do
+        state=$(sed -n 's/^State:[[:space:]]*//p' "$d/status" 2>/dev/null)
+        cmd=$( (tr '\0' ' ' < "$d/cmdline") 2>/dev/null | cut -c1-160)
+        [ -n "$cmd" ] || case $state in D*) cmd="[$(cat "$d/comm")]" ;; *) continue ;; esac
+        echo "-- ${d#/proc/} [$state] wchan=$(cat "$d/wchan" 2>/dev/null) $cmd"
+        sed 's/^/     /' "$d/stack" 2>/dev/null
+    done
+    echo "v2-guest: watchdog: the kernel's log, last lines:"
+    dmesg | tail -n 40
+    kill -INT "$(cat /run/sv-guest-pytest.pid)"
+    sleep 30
+    kill -KILL "$(cat /run/sv-guest-pytest.pid)" 2>/dev/null && echo "v2-guest: watchdog: pytest did not end on SIGINT; killed"
+}
+watchdog &
+dog=$!
+# pytest in the foreground: a background job of a script starts with SIGINT
+# ignored, and would not take the watchdog's interrupt.
+sh -c 'echo $$ > /run/sv-guest-pytest.pid && exec "$@"' sh \
+    "$SV_GUEST_PYTEST" -p no:cacheprovider --junitxml=/run/sv-guest-results/junit.xml "$@"
 echo $? > /run/sv-guest-results/rc
+kill "$dog" 2>/dev/null
 umount /run/sv-guest-results
