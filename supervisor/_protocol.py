@@ -383,10 +383,21 @@ class SpawnConfig:
     gid: int
     """The payload's gid inside the container (its only group)."""
     map_base: int
-    """First host id of the container's ids: ``0..map_size-1`` map to
-    ``map_base..``, in ``uid_map`` and ``gid_map`` (written by the clone thread)."""
+    """First host uid of the container's uids: ``0..map_size-1`` map to
+    ``map_base..`` in ``uid_map`` (written by the clone thread)."""
+    map_gid_base: int
+    """First host gid of the container's gids, in ``gid_map``: :attr:`map_base`
+    again, except rootless, where each map is the caller's own id."""
     map_size: int
-    """How many ids the container has."""
+    """How many ids the container has (1 rootless)."""
+    rootless: bool
+    """The supervisor is not root: ``deny`` is written to ``/proc/PID/setgroups``
+    before ``gid_map`` (the kernel's condition for an unprivileged map), PID 1
+    keeps the caller's supplementary groups (nobody in the namespace can change
+    them), and PID 1 stays dumpable until ``execve``: its ``/proc`` files must
+    stay the caller's for the clone thread's map writes, and whoever could
+    ptrace it (the caller's uid, outside the PID namespace) can ptrace the
+    supervisor whose memory it shares anyway."""
     rootfs: str | None
     """Host path of the root (resolved), or ``None`` for the embedded default root."""
     overlay: bool

@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from . import _capabilities as _caps
 from ._limits import Limits
 from ._mount import Mount
+from ._privileges import is_rootless, rootless_refusal
 from ._publish import Publish
 from ._record import field, record
 from ._spec_rules import (
@@ -234,6 +235,8 @@ class Spec:
                         "time_offsets",
                         f"{clock}={value} would put the container's clock below zero (it reads {now:.0f} s here)",
                     )
+        if is_rootless():
+            self._check_rootless()
         for name, (soft, hard) in self.rlimits.items():
             _cur_soft, cur_hard = resource.getrlimit(getattr(resource, "RLIMIT_" + name))
             if _rlim_gt(hard, cur_hard) or _rlim_gt(soft, cur_hard):
@@ -242,6 +245,22 @@ class Spec:
                     f"{name}: {soft}:{hard} is above the caller's own hard limit {_rlim_str(cur_hard)} "
                     "(a container never gets more than its supervisor)",
                 )
+
+    def _check_rootless(self) -> None:
+        """Refuse, naming the field, what a rootless supervisor cannot give."""
+        refused = (
+            ("limits", self.limits is not None),
+            ("cgroup_parent", self.cgroup_parent is not None),
+            ("network", self.network == "bridge"),
+            ("publish", bool(self.publish)),
+            ("map_base", self.map_base == "auto"),
+            ("uid", self.uid != 0 or self.gid not in (None, 0)),
+            ("idmap", any(m.idmap for m in self.mounts)),
+            ("init", self.init),
+        )
+        for name, wrong in refused:
+            if wrong:
+                raise _field_error("mounts" if name == "idmap" else name, rootless_refusal(name))
 
     def to_json(self) -> dict[str, Any]:
         """The spec as a JSON-ready dict (for the CLI's ``--json`` and events).

@@ -596,24 +596,36 @@ async def test_arguments_and_environment_up_to_the_kernels_limit(busybox: str) -
     assert "Argument list too long" in info.value.message
 
 
-async def test_a_supervisor_without_root_says_what_needs_it(monkeypatch: pytest.MonkeyPatch) -> None:
+def _userns_off(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A non-root caller on a host whose sysctl turns user namespaces off."""
+    import supervisor._privileges as privileges
+
+    switch = tmp_path / "max_user_namespaces"
+    switch.write_text("0\n")
+    monkeypatch.setattr(privileges, "_USERNS_SWITCHES", ((str(switch), "0", "user.max_user_namespaces=0"),))
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
-    with pytest.raises(PermissionError, match=r"root \(euid 0\) is needed: the supervisor maps"):
+
+
+async def test_a_rootless_supervisor_without_user_namespaces_says_what_is_missing(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    _userns_off(monkeypatch, tmp_path)
+    with pytest.raises(PermissionError, match=r"running as uid 1000 \(rootless\) needs unprivileged user namespaces"):
         async with supervisor.Supervisor():
             pass
 
 
-def test_the_cli_without_root_says_what_needs_it(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+def test_the_rootless_cli_without_user_namespaces_says_what_is_missing(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     from supervisor._cli import main
 
-    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    _userns_off(monkeypatch, tmp_path)
     for argv in (["run", "--", "true"], ["run-many", "-n", "1", "--", "true"]):
         assert main(argv) == 125
         err = capsys.readouterr().err
-        assert err.startswith("supervisor: root (euid 0) is needed: the supervisor maps"), err
-        assert "rootless mode is not there yet" in err
+        assert err.startswith("supervisor: running as uid 1000 (rootless) needs unprivileged user namespaces"), err
+        assert "(user.max_user_namespaces=0)" in err
 
 
 async def test_concurrent_supervisors_never_share_container_ids(busybox: str) -> None:

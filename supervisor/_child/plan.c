@@ -317,6 +317,15 @@ int plan_fill(struct sv_plan *p, struct sv_arena *a, PyObject *cfg, const int *f
         return -1;
     }
     p->map_size = (uint32_t)v;
+    if (get_long(cfg, "map_gid_base", &v))
+        return -1;
+    if (v < 0 || v > (long long)UINT32_MAX - p->map_size) {
+        PyErr_SetString(PyExc_ValueError, "SpawnConfig.map_gid_base must be >= 0 and end below 2**32-1");
+        return -1;
+    }
+    p->map_gid_base = (uint32_t)v;
+    if (get_bool(cfg, "rootless", &p->rootless))
+        return -1;
     if (get_str(a, cfg, "rootfs", &p->rootfs, 1) || get_bool(cfg, "overlay", &p->overlay) ||
         get_bool(cfg, "read_only_root", &p->read_only_root) || get_bool(cfg, "tty", &p->tty) ||
         get_bool(cfg, "network_request", &p->network_request) || get_bool(cfg, "own_loopback", &p->own_loopback) ||

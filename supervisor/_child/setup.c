@@ -93,11 +93,14 @@ _Noreturn void sv_pid1_main(const struct sv_plan *plan, struct sv_idmaps *maps, 
     sv_raw(SYS_prctl, PR_SET_NAME, (long)SV_SETUP_COMM, 0, 0, 0);
 
     /* SPAWNED: die with our parent, and stay non-dumpable until exec so that
-     * nothing in the container can ptrace us or read our memory. A session
-     * of our own: the payload can never reach the caller's terminal
-     * (TIOCSTI) and is not hit by the caller's Ctrl-C. */
+     * nothing in the container can ptrace us or read our memory (rootless:
+     * dumpable, see SpawnConfig.rootless; the memory we share is then the
+     * supervisor's, whose dumpable flag is ours too, and the clone thread's
+     * map writes need it). A session of our own: the payload can never reach
+     * the caller's terminal (TIOCSTI) and is not hit by the caller's Ctrl-C. */
     sv_prctl(c, PR_SET_PDEATHSIG, SIGKILL, "PR_SET_PDEATHSIG");
-    sv_prctl(c, PR_SET_DUMPABLE, 0, "PR_SET_DUMPABLE");
+    if (!plan->rootless)
+        sv_prctl(c, PR_SET_DUMPABLE, 0, "PR_SET_DUMPABLE");
     sv_raw(SYS_setsid, 0, 0, 0, 0, 0);
     channel_enter(c, SV_PHASE_SPAWNED);
     /* A time namespace for the payload, unshared here (clone(2) has no room
@@ -112,7 +115,8 @@ _Noreturn void sv_pid1_main(const struct sv_plan *plan, struct sv_idmaps *maps, 
 
     /* USERNS: first, because files created and ids checked from here on need
      * the maps. The supervisor's clone thread writes them (root in the host
-     * user namespace) as soon as the clone returns, without a round trip
+     * user namespace; rootless, the caller, each map its own id only) as
+     * soon as the clone returns, without a round trip
      * through its event loop; then we become root of the container (still
      * without host privilege). */
     channel_enter(c, SV_PHASE_USERNS);

@@ -32,7 +32,8 @@ static const char *const config_fields[] = {
     "own_loopback",    "live_phases",   "fault",        "id_maps_fault", "capabilities",
     "last_cap",        "system",        "binds",        "rlimits",       "cgroup",
     "masked_paths",    "readonly_paths", "seccomp_bpf", "seccomp_flags", "init",
-    "time_namespace",  "time_offsets",  "tmpfs",        "hosts",
+    "time_namespace",  "time_offsets",  "tmpfs",        "hosts",         "map_gid_base",
+    "rootless",
 };
 
 /* One PID 1 between its clone and the moment it leaves our memory.

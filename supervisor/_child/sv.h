@@ -82,7 +82,9 @@ struct sv_plan {
     const char *hosts; /* the text of /etc/hosts, or NULL: the root's own */
     uid_t uid;
     gid_t gid;
-    uint32_t map_base, map_size; /* container ids 0..map_size-1 are host ids map_base.. */
+    uint32_t map_base, map_size; /* container uids 0..map_size-1 are host uids map_base.. */
+    uint32_t map_gid_base;       /* and gids 0..map_size-1 host gids map_gid_base.. */
+    int rootless;                /* not root: setgroups denied, groups kept, PID 1 dumpable (SpawnConfig) */
     const char *rootfs; /* host path, or NULL for the embedded default root */
     int overlay, read_only_root, tty;
     int network_request; /* ask the supervisor for the NETWORK step */
@@ -124,10 +126,10 @@ struct sv_plan {
  * plan, in memory the two share (CLONE_VM); `state` is a futex word. */
 struct sv_idmaps {
     int32_t state;  /* 0 pending; 1 written; -errno: the step failed */
-    int32_t failed; /* then what: SV_MAPS_UID, SV_MAPS_GID or SV_MAPS_FAULT_* */
+    int32_t failed; /* then what: SV_MAPS_UID, SV_MAPS_GID, SV_MAPS_SETGROUPS or SV_MAPS_FAULT_* */
     int32_t pid;    /* PID 1's host pid, for the failure's text */
 };
-enum { SV_MAPS_UID, SV_MAPS_GID, SV_MAPS_FAULT_BEFORE, SV_MAPS_FAULT_AFTER };
+enum { SV_MAPS_UID, SV_MAPS_GID, SV_MAPS_FAULT_BEFORE, SV_MAPS_FAULT_AFTER, SV_MAPS_SETGROUPS };
 
 /* --- PID 1's state ------------------------------------------------------ */
 

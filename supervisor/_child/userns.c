@@ -37,28 +37,46 @@ static void map_path(struct sv_text *t, long pid, const char *name)
     text_str(t, name);
 }
 
-static void map_line(struct sv_text *t, const struct sv_plan *p)
+/* The one line of uid_map (gid false) or gid_map (gid true). */
+static void map_line(struct sv_text *t, const struct sv_plan *p, int gid)
 {
     text_reset(t);
     text_str(t, "0 ");
-    text_int(t, p->map_base);
+    text_int(t, gid ? p->map_gid_base : p->map_base);
     text_str(t, " ");
     text_int(t, p->map_size);
+}
+
+/* Write a text to /proc/PID/NAME; 0 or -errno. */
+static long write_proc(long pid, const char *name, const struct sv_text *text)
+{
+    struct sv_text path;
+    map_path(&path, pid, name);
+    long fd = sv_raw(SYS_openat, AT_FDCWD, (long)text_cstr(&path), O_WRONLY | O_CLOEXEC, 0, 0);
+    if (fd < 0)
+        return fd;
+    long r = sv_raw(SYS_write, fd, (long)text->buf, (long)text->len, 0, 0);
+    sv_raw(SYS_close, fd, 0, 0, 0, 0);
+    return r < 0 ? r : r == (long)text->len ? 0 : -EIO;
 }
 
 /* Write one map file; 0 or -errno. */
 static long write_map(long pid, const char *name, const struct sv_plan *p)
 {
-    struct sv_text path, line;
-    map_path(&path, pid, name);
-    map_line(&line, p);
+    struct sv_text line;
+    map_line(&line, p, name[0] == 'g');
     text_str(&line, "\n");
-    long fd = sv_raw(SYS_openat, AT_FDCWD, (long)text_cstr(&path), O_WRONLY | O_CLOEXEC, 0, 0);
-    if (fd < 0)
-        return fd;
-    long r = sv_raw(SYS_write, fd, (long)line.buf, (long)line.len, 0, 0);
-    sv_raw(SYS_close, fd, 0, 0, 0, 0);
-    return r < 0 ? r : r == (long)line.len ? 0 : -EIO;
+    return write_proc(pid, name, &line);
+}
+
+/* Rootless: the kernel lets the caller map its own gid only once setgroups
+ * is denied in the namespace (else dropping a group could grant access). */
+static long deny_setgroups_of(long pid)
+{
+    struct sv_text deny;
+    text_reset(&deny);
+    text_str(&deny, "deny");
+    return write_proc(pid, "setgroups", &deny);
 }
 
 void userns_write_maps(const struct sv_plan *p, struct sv_idmaps *m, long pid)
@@ -72,6 +90,8 @@ void userns_write_maps(const struct sv_plan *p, struct sv_idmaps *m, long pid)
         r = -EIO;
     if (r == 0 && (r = write_map(pid, "uid_map", p)) < 0)
         failed = SV_MAPS_UID;
+    if (r == 0 && p->rootless && (r = deny_setgroups_of(pid)) < 0)
+        failed = SV_MAPS_SETGROUPS;
     if (r == 0 && (r = write_map(pid, "gid_map", p)) < 0)
         failed = SV_MAPS_GID;
     if (r == 0 && p->id_maps_fault == SV_MAPS_FAULT_AFTER) {
@@ -113,8 +133,14 @@ void userns_wait_maps(struct sv_child *c)
         text_str(&t, " the supervisor's userns step (supervisor.testing)");
     } else {
         struct sv_text line, path;
-        map_line(&line, c->plan);
-        map_path(&path, m->pid, m->failed == SV_MAPS_UID ? "uid_map" : "gid_map");
+        if (m->failed == SV_MAPS_SETGROUPS) {
+            text_reset(&line);
+            text_str(&line, "deny");
+        } else {
+            map_line(&line, c->plan, m->failed == SV_MAPS_GID);
+        }
+        map_path(&path, m->pid,
+                 m->failed == SV_MAPS_UID ? "uid_map" : m->failed == SV_MAPS_GID ? "gid_map" : "setgroups");
         text_reset(&t);
         text_str(&t, "the supervisor's write of ");
         text_quoted(&t, text_cstr(&line));
@@ -127,8 +153,10 @@ void userns_wait_maps(struct sv_child *c)
 
 static void set_ids(struct sv_child *c, uid_t uid, gid_t gid)
 {
-    long r = sv_raw(SYS_setgroups, 0, 0, 0, 0, 0);
-    if (r < 0)
+    long r = 0;
+    /* With setgroups denied (rootless) PID 1 keeps the caller's groups: the
+     * kernel lets nobody in the namespace change them. */
+    if (!c->plan->rootless && (r = sv_raw(SYS_setgroups, 0, 0, 0, 0, 0)) < 0)
         sv_fail_str(c, (int)-r, "setgroups([]) failed");
     r = sv_raw(SYS_setresgid, gid, gid, gid, 0, 0);
     if (r < 0)

@@ -13,6 +13,7 @@ import os
 import resource
 import stat
 
+from .._privileges import is_rootless
 from .._protocol import Bind, Rlimit, SpawnConfig, SystemDir, TimeOffset, Tmpfs
 from .._spec import TIME_OFFSET_CLOCKS, Spec
 from .._sys import constants as c
@@ -108,6 +109,7 @@ def build_config(
     for cap in caps:
         mask |= 1 << int(cap)
     timens = linux.has_time_namespaces() and (spec.init or linux.exec_enters_time_namespace())
+    rootless = is_rootless()
     return SpawnConfig(
         # network="host": no network namespace of its own (unsafe, documented).
         clone_flags=c.CONTAINER_NAMESPACES & ~c.CLONE_NEWNET if spec.network == "host" else c.CONTAINER_NAMESPACES,
@@ -119,8 +121,12 @@ def build_config(
         uid=spec.uid,
         gid=spec.gid if spec.gid is not None else spec.uid,
         # map_base="auto": the leased range, set by the caller before the spawn.
-        map_base=spec.map_base if isinstance(spec.map_base, int) else 0,
-        map_size=spec.map_size,
+        # Rootless: container root is the caller's own uid and gid, the one id
+        # the kernel lets it map.
+        map_base=os.geteuid() if rootless else spec.map_base if isinstance(spec.map_base, int) else 0,
+        map_gid_base=os.getegid() if rootless else spec.map_base if isinstance(spec.map_base, int) else 0,
+        map_size=1 if rootless else spec.map_size,
+        rootless=rootless,
         # Host paths resolved here: PID 1 opens them below its old root, where
         # an absolute symlink on the way (/var/run -> /run) would point into
         # its staging root instead of the host.
@@ -172,7 +178,7 @@ def with_map_base(config: SpawnConfig, base: int) -> SpawnConfig:
     leased once the run's clean-up is in place, after :func:`build_config`)."""
     import dataclasses  # only for map_base="auto": not on every command line's path
 
-    return dataclasses.replace(config, map_base=base)
+    return dataclasses.replace(config, map_base=base, map_gid_base=base)
 
 
 def time_offsets(spec: Spec) -> list[TimeOffset]:

@@ -21,6 +21,7 @@ import errno
 import os
 
 from .._errors import SetupError
+from .._privileges import is_rootless
 from .._protocol import MAX_IDMAPPED, Bind, Phase, SpawnConfig
 from .._spec import Mount, Spec
 
@@ -42,8 +43,8 @@ def wanted(mount: Mount) -> bool:
     """
     if mount.idmap is not None:
         return mount.idmap
-    if mount.read_only:
-        return False
+    if mount.read_only or is_rootless():
+        return False  # rootless: the caller's own files already are the container root's
     try:
         st = os.stat(mount.source)
     except OSError:

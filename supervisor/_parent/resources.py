@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 
 from .._errors import SetupError
+from .._privileges import is_rootless
 from .._protocol import CgroupEntry, Phase
 from . import idmap
 from .config import with_map_base
@@ -78,9 +79,11 @@ class HostResources:
 
     @property
     def wants_cgroup(self) -> bool:
-        """Whether the container gets a cgroup (always: every container has
-        one of its own, for limits, accounting and kill-everything)."""
-        return True
+        """Whether the container gets a cgroup: as root always, one of its
+        own, for limits, accounting and kill-everything; rootless never (no
+        cgroup is ours to write: its PID namespace still ends every process
+        with PID 1)."""
+        return not is_rootless()
 
     @property
     def watches_oom(self) -> bool:

@@ -21,6 +21,7 @@ every sweeper tolerates a resource that is already gone.
 from __future__ import annotations
 
 import contextlib
+import errno
 import itertools
 import json
 import os
@@ -72,8 +73,53 @@ def supervisor_prefix() -> str:
 
 
 def run_root() -> str:
-    """The directory that holds every supervisor's run directory."""
-    return os.environ.get("SUPERVISOR_RUN_DIR", DEFAULT_ROOT)
+    """The directory that holds every supervisor's run directory of this user.
+
+    ``SUPERVISOR_RUN_DIR`` if set; else, for root, ``/run/supervisor``; for
+    any other user (rootless) a folder of that user's own, never shared:
+    ``$XDG_RUNTIME_DIR/supervisor`` if that runtime folder is the user's,
+    else ``/tmp/supervisor-UID`` (see :func:`private_root`).
+    """
+    given = os.environ.get("SUPERVISOR_RUN_DIR")
+    if given:
+        return given
+    uid = os.geteuid()
+    if uid == 0:
+        return DEFAULT_ROOT
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime and os.path.isabs(runtime):
+        try:
+            st = os.stat(runtime)
+        except OSError:
+            st = None
+        if st is not None and st.st_uid == uid and not st.st_mode & 0o077:
+            return os.path.join(runtime, "supervisor")
+    return f"/tmp/supervisor-{uid}"
+
+
+def private_root(root: str) -> None:
+    """Rootless: make ``root`` (mode 0700) if missing and check that it is this user's own.
+
+    A rootless supervisor's run root may lie in a folder others can write
+    (``/tmp``): one made in advance by another user, or a symlink, is refused
+    rather than used. For root this does nothing (its folders are made as
+    they are needed).
+
+    Raises:
+        PermissionError: ``root`` is not a directory of this user's, or
+            others may write to it (the message names it).
+    """
+    uid = os.geteuid()
+    if uid == 0:
+        return
+    os.makedirs(root, mode=0o700, exist_ok=True)
+    st = os.lstat(root)
+    if not os.path.isdir(root) or os.path.islink(root) or st.st_uid != uid or st.st_mode & 0o022:
+        raise PermissionError(
+            errno.EPERM,
+            f"the run directory {root} is not a folder of uid {uid}'s own that only it can write "
+            "(remove it, or set SUPERVISOR_RUN_DIR)",
+        )
 
 
 def start_time(pid: int) -> int | None:
@@ -134,6 +180,7 @@ class RunDir:
 
     def _append(self, line: bytes) -> None:
         if self._fd < 0:
+            private_root(self.root)
             os.makedirs(self.path, mode=0o700, exist_ok=True)
             self._fd = os.open(self.file, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
         os.write(self._fd, line)

@@ -66,7 +66,7 @@ from collections.abc import Callable, Iterable
 
 from .._record import record
 from .._sys import constants as c
-from .rundir import run_root
+from .rundir import private_root, run_root
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (3 ms for a command line)
 if TYPE_CHECKING:
@@ -223,6 +223,10 @@ def _on_disk(name: str, build: Callable[[], CompiledFilter]) -> CompiledFilter:
     if that still holds and it is well formed, and is written atomically
     (rename). Any failure to use the cache only means compiling here.
     """
+    try:
+        private_root(run_root())  # rootless: a run root that is not the user's own is not used
+    except OSError:
+        return build()
     directory = _cache_dir()
     path = os.path.join(directory, f"{name}-{_toolchain_stamp()}.bpf")
     found = _read_cached(directory, path)

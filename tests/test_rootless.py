@@ -1,0 +1,337 @@
+"""Rootless mode: the CLI and the API run by a real unprivileged user.
+
+The module makes a system user of its own (removed at the end) and a folder
+that user can read: the supervisor package and the packages it imports,
+copied from this test run's environment, with a Python interpreter that user
+can run (this one, or the host's of the same version when this one lies in a
+folder only root can enter). Every check runs a real ``python -m supervisor``
+or a small API program as that user, through ``setpriv``.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import pwd
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+import tomllib
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from supervisor import Spec, Supervisor
+from supervisor._privileges import userns_refused
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="making a test user needs root")
+
+#: What the status lines of a payload say about its isolation.
+STATUS_KEYS = ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb", "NoNewPrivs", "Seccomp")
+#: The namespaces a container gets of its own.
+NAMESPACES = ("user", "mnt", "uts", "ipc", "net", "pid", "cgroup")
+REPORT = (
+    "for k in " + " ".join(STATUS_KEYS) + '; do grep "^$k:" /proc/self/status; done; '
+    "for n in " + " ".join(NAMESPACES) + '; do echo "ns $n $(readlink /proc/self/ns/$n)"; done'
+)
+
+
+@dataclass
+class User:
+    """The test user and how to run a program as it."""
+
+    name: str
+    uid: int
+    gid: int
+    home: str  # the readable folder: site/, run/ (its XDG_RUNTIME_DIR), work/
+    python: str
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = {
+            "PATH": "/usr/local/bin:/usr/bin:/bin",
+            "HOME": self.home,
+            "PYTHONPATH": os.path.join(self.home, "site"),
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "XDG_RUNTIME_DIR": os.path.join(self.home, "run"),
+        }
+        env.update(extra)
+        return env
+
+    def run(
+        self, *args: str, env: dict[str, str] | None = None, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
+        """Run ``args`` as the user, in a clean environment."""
+        cmd = ["setpriv", f"--reuid={self.uid}", f"--regid={self.gid}", "--clear-groups", "--"]
+        return subprocess.run(
+            [*cmd, *args],
+            check=False,
+            env=env or self.env(),
+            cwd=self.home,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    def cli(self, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        """``python -m supervisor ARGS`` as the user."""
+        return self.run(self.python, "-m", "supervisor", *args, env=env)
+
+    def api(self, program: str) -> subprocess.CompletedProcess[str]:
+        """A Python program (using the API) as the user."""
+        return self.run(self.python, "-c", textwrap.dedent(program))
+
+
+def _top_levels(dist: importlib.metadata.Distribution) -> set[str]:
+    """The top-level modules and packages a distribution installed."""
+    names = set()
+    for f in dist.files or ():
+        first = f.parts[0]
+        if first.endswith((".dist-info", ".egg-info", ".pth")) or first in ("..", "__pycache__"):
+            continue
+        names.add(first)
+    return names
+
+
+def _requirement_name(req: str) -> str:
+    name = req.split(";", maxsplit=1)[0].strip()
+    for sep in "<>=!~[ (":
+        name = name.split(sep)[0]
+    return name
+
+
+def _installed_closure(names: list[str]) -> dict[str, importlib.metadata.Distribution]:
+    """The installed distributions among ``names`` and everything they require
+    (extras left out; a requirement that is not installed, such as a backport
+    for an older Python, is skipped)."""
+    found: dict[str, importlib.metadata.Distribution] = {}
+    todo = list(names)
+    while todo:
+        name = todo.pop()
+        key = name.lower().replace("_", "-")
+        if key in found:
+            continue
+        try:
+            dist = importlib.metadata.distribution(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        found[key] = dist
+        todo.extend(_requirement_name(r) for r in dist.requires or () if "extra ==" not in r)
+    return found
+
+
+def _copy_environment(site: str) -> None:
+    """The supervisor package under test and what it imports, into ``site``."""
+    import supervisor
+
+    package = os.path.dirname(supervisor.__file__)
+    shutil.copytree(package, os.path.join(site, "supervisor"), ignore=shutil.ignore_patterns("__pycache__"))
+    with open(os.path.join(os.path.dirname(os.path.dirname(__file__)), "pyproject.toml"), "rb") as f:
+        wanted = [_requirement_name(r) for r in tomllib.load(f)["project"]["dependencies"]]
+    for dist in _installed_closure(wanted).values():
+        for top in _top_levels(dist):
+            src = str(dist.locate_file(top))
+            dst = os.path.join(site, top)
+            if os.path.isdir(src):
+                shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"), dirs_exist_ok=True)
+            elif os.path.exists(src):
+                shutil.copy2(src, dst)
+
+
+def _usable_python(user: User) -> str | None:
+    """An interpreter of this Python's version that the user can run and import the copy with."""
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    for candidate in (sys.executable, f"/usr/bin/python{version}", f"/usr/local/bin/python{version}"):
+        if not os.path.exists(candidate):
+            continue
+        user.python = candidate
+        probe = user.run(candidate, "-c", "import sys, supervisor, trio; print(sys.version_info[:2])")
+        if probe.returncode == 0 and probe.stdout.strip() == str(sys.version_info[:2]):
+            return candidate
+    return None
+
+
+@pytest.fixture(scope="module")
+def user() -> Iterator[User]:
+    """A fresh unprivileged user that can run the supervisor under test."""
+    refused = userns_refused()
+    if refused is not None:
+        pytest.skip(f"unprivileged user namespaces are off here ({refused})")
+    if shutil.which("useradd") is None or shutil.which("setpriv") is None:
+        pytest.skip("useradd and setpriv (Debian's passwd and util-linux) are needed to make and become a test user")
+    name = f"sv-rl-{os.getpid() % 100000}"
+    subprocess.run(
+        ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", "--user-group", name],
+        check=True,
+        capture_output=True,
+    )
+    home = tempfile.mkdtemp(prefix="sv-rootless-", dir="/tmp")
+    try:
+        entry = pwd.getpwnam(name)
+        os.chmod(home, 0o755)
+        site = os.path.join(home, "site")
+        _copy_environment(site)
+        for sub, mode in (("run", 0o700), ("work", 0o755)):
+            os.mkdir(os.path.join(home, sub), mode)
+            os.chown(os.path.join(home, sub), entry.pw_uid, entry.pw_gid)
+        for folder, dirs, files in os.walk(site):
+            for d in dirs:
+                os.chmod(os.path.join(folder, d), 0o755)
+            for f in files:
+                os.chmod(os.path.join(folder, f), 0o644 if not f.endswith(".so") else 0o755)
+        u = User(name, entry.pw_uid, entry.pw_gid, home, sys.executable)
+        if _usable_python(u) is None:
+            pytest.skip(f"no Python {sys.version_info.major}.{sys.version_info.minor} that {name} can run here")
+        yield u
+        left = [p for p in os.listdir("/proc") if p.isdigit() and _owner(p) == entry.pw_uid]
+        assert not left, f"processes of {name} outlived the tests: {left}"
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+        subprocess.run(["userdel", name], check=False, capture_output=True)
+        subprocess.run(["groupdel", name], check=False, capture_output=True)
+
+
+def _owner(pid: str) -> int | None:
+    try:
+        return os.stat(f"/proc/{pid}").st_uid
+    except OSError:
+        return None
+
+
+def _report(text: str) -> dict[str, str]:
+    found = {}
+    for line in text.splitlines():
+        if line.startswith("ns "):
+            _, kind, link = line.split(" ", 2)
+            found[f"ns {kind}"] = link
+        elif ":" in line:
+            key, _, value = line.partition(":")
+            found[key] = value.strip()
+    return found
+
+
+def test_the_cli_runs_as_the_users_own_id_mapped_to_root(user: User) -> None:
+    """Container root is the caller's own uid and gid, the only ids mapped."""
+    done = user.cli("run", "--", "sh", "-c", "id -u; id -g; cat /proc/self/uid_map /proc/self/gid_map")
+    assert done.returncode == 0, done.stderr
+    lines = [line.split() for line in done.stdout.splitlines()]
+    assert lines[0] == ["0"]
+    assert lines[1] == ["0"]
+    assert lines[2] == ["0", str(user.uid), "1"]
+    assert lines[3] == ["0", str(user.gid), "1"]
+
+
+@pytest.mark.anyio
+async def test_a_rootless_container_is_isolated_like_a_root_started_one(user: User) -> None:
+    """The same capabilities, no_new_privs, seccomp mode and namespaces of its own."""
+    done = user.cli("run", "--", "sh", "-c", REPORT)
+    assert done.returncode == 0, done.stderr
+    rootless = _report(done.stdout)
+    async with Supervisor() as sup:
+        result = await sup.run(Spec(["sh", "-c", REPORT]))
+    rooted = _report(result.stdout.decode())
+    for key in STATUS_KEYS:
+        assert rootless[key] == rooted[key], key
+    assert rootless["NoNewPrivs"] == "1"
+    assert rootless["Seccomp"] == "2"
+    for kind in NAMESPACES:
+        assert rootless[f"ns {kind}"] != os.readlink(f"/proc/self/ns/{kind}"), kind
+
+
+def test_the_users_files_are_the_containers_roots_and_others_stay_out_of_reach(user: User) -> None:
+    """A bind of the user's own folder is written as its owner; a root-owned one is not writable."""
+    work = os.path.join(user.home, "work")
+    root_owned = tempfile.mkdtemp(dir=user.home)  # root's, mode 0700
+    try:
+        os.chmod(root_owned, 0o755)
+        script = "touch /w/made && echo ok; touch /r/nope 2>/dev/null && echo wrote || echo refused"
+        done = user.cli("run", "-v", f"{work}:/w", "-v", f"{root_owned}:/r", "--", "sh", "-c", script)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.split() == ["ok", "refused"]
+        st = os.stat(os.path.join(work, "made"))
+        assert (st.st_uid, st.st_gid) == (user.uid, user.gid)
+        assert os.listdir(root_owned) == []
+    finally:
+        shutil.rmtree(root_owned)
+        for name in os.listdir(work):
+            os.unlink(os.path.join(work, name))
+
+
+@pytest.mark.parametrize(
+    ("flags", "field"),
+    [
+        (["--memory", "100M"], "limits"),
+        (["--pids", "10"], "limits"),
+        (["--network", "bridge"], "network"),
+        (["--uid", "1000"], "uid"),
+        (["--init"], "init"),
+    ],
+)
+def test_what_needs_root_is_refused_in_one_line(user: User, flags: list[str], field: str) -> None:
+    """Exit status 125 and one line naming the field, the caller's uid and what is missing."""
+    done = user.cli("run", *flags, "--", "true")
+    assert done.returncode == 125, done
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert f"Spec.{field}: needs root: running as uid {user.uid} (rootless)" in lines[0]
+
+
+def test_many_containers_at_once_through_the_api(user: User) -> None:
+    """Run-many, captured output, a timeout and a failing payload, all rootless."""
+    done = user.api(
+        """
+        import json, trio
+        from supervisor import Spec, Supervisor
+
+        async def main():
+            results = []
+            async with Supervisor() as sup:
+                async def one(i):
+                    r = await sup.run(Spec(["sh", "-c", f"echo {i}"]))
+                    results.append(int(r.stdout))
+                async with trio.open_nursery() as n:
+                    for i in range(24):
+                        n.start_soon(one, i)
+                late = await sup.run(Spec(["sleep", "30"]), timeout=0.5, check=False)
+                failed = await sup.run(Spec(["sh", "-c", "exit 3"]), check=False)
+            print(json.dumps([sorted(results), late.reason, failed.exit_code]))
+
+        trio.run(main)
+        """
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == [list(range(24)), "timeout", 3]
+
+
+def test_the_run_directory_is_the_users_own(user: User) -> None:
+    """$XDG_RUNTIME_DIR/supervisor when that is the user's, else /tmp/supervisor-UID;
+    one that another user made is never written to, and gc sees only the user's own."""
+    done = user.cli("run", "--", "true")
+    assert done.returncode == 0, done.stderr
+    runtime = os.path.join(user.home, "run", "supervisor")
+    st = os.stat(runtime)
+    assert (st.st_uid, st.st_mode & 0o777) == (user.uid, 0o700)
+    assert os.listdir(os.path.join(runtime, "seccomp"))  # the compiled default filter, cached
+    gc = user.cli("gc")
+    assert gc.returncode == 0, gc.stderr
+    assert "0 dead supervisor(s)" in gc.stdout
+
+    fallback = f"/tmp/supervisor-{user.uid}"
+    assert not os.path.exists(fallback)
+    os.mkdir(fallback, 0o777)  # root's, and anyone's to write: never the user's run root
+    try:
+        env = user.env()
+        del env["XDG_RUNTIME_DIR"]
+        done = user.cli("run", "--", "true", env=env)
+        assert done.returncode == 0, done.stderr
+        assert os.listdir(fallback) == []
+        os.rmdir(fallback)
+        done = user.cli("run", "--", "true", env=env)
+        assert done.returncode == 0, done.stderr
+        st = os.stat(fallback)
+        assert (st.st_uid, st.st_mode & 0o777) == (user.uid, 0o700)
+    finally:
+        shutil.rmtree(fallback, ignore_errors=True)
