@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import time
 import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -335,3 +336,104 @@ def test_the_run_directory_is_the_users_own(user: User) -> None:
         assert (st.st_uid, st.st_mode & 0o777) == (user.uid, 0o700)
     finally:
         shutil.rmtree(fallback, ignore_errors=True)
+
+
+def _battery(text: str) -> dict[str, str]:
+    found = {}
+    for line in text.splitlines():
+        name, sep, value = line.partition("=")
+        if sep:
+            found[name] = value
+    return found
+
+
+@pytest.mark.anyio
+async def test_the_escape_battery_gives_a_rootless_container_what_it_gives_a_root_started_one(user: User) -> None:
+    """Every probe of the hardening battery (mounts, nested namespaces, keyrings,
+    modules, clocks, devices, rlimits, capabilities, seccomp...) answers the same."""
+    from test_hardening import BATTERY, probe, results
+
+    done = user.cli("run", "--", *probe(BATTERY))
+    assert done.returncode == 0, done.stderr
+    rootless = _battery(done.stdout)
+    rooted = await results(Spec(probe(BATTERY)))
+    assert len(rooted) > 30, rooted
+    assert rootless.keys() == rooted.keys()
+    differing = {k: (rootless[k], rooted[k]) for k in rooted if rootless[k] != rooted[k]}
+    assert differing == {}
+
+
+@pytest.fixture
+def user_rootfs(user: User) -> Iterator[str]:
+    """A busybox root folder of the user's own."""
+    from conftest import APPLETS, ROOTFS_DIRS, _find_busybox
+
+    busybox = _find_busybox()
+    if busybox is None:
+        pytest.skip("no static busybox (Debian's busybox-static)")
+    root = tempfile.mkdtemp(dir=os.path.join(user.home, "work"))
+    try:
+        for d in (*ROOTFS_DIRS, "bin"):
+            os.makedirs(os.path.join(root, d), exist_ok=True)
+        shutil.copy2(busybox, os.path.join(root, "bin", "busybox"))
+        for applet in APPLETS:
+            os.symlink("busybox", os.path.join(root, "bin", applet))
+        for folder, dirs, files in os.walk(root):
+            for name in (folder, *(os.path.join(folder, n) for n in dirs + files)):
+                os.lchown(name, user.uid, user.gid)
+        os.chmod(root, 0o755)
+        yield root
+    finally:
+        shutil.rmtree(root)
+
+
+def test_a_given_root_with_an_overlay_and_a_tmpfs(user: User, user_rootfs: str) -> None:
+    """The user's own root folder, copy-on-write: written inside, unchanged outside."""
+    before = sorted(os.listdir(os.path.join(user_rootfs, "bin")))
+    script = "echo new > /bin/made && cat /bin/made && touch /scratch/f && grep -c ' /scratch tmpfs' /proc/mounts"
+    done = user.cli("run", "-m", user_rootfs, "--overlay", "--tmpfs", "/scratch:size=1m", "--", "sh", "-c", script)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["new", "1"]
+    assert sorted(os.listdir(os.path.join(user_rootfs, "bin"))) == before
+
+
+def test_run_many_through_the_cli(user: User) -> None:
+    done = user.cli("run-many", "-n", "6", "--", "true")
+    assert done.returncode == 0, done.stderr
+
+
+def test_a_container_dies_with_its_rootless_supervisor(user: User) -> None:
+    """SIGKILL of the supervisor ends its container (the lifeline)."""
+    cmd = ["setpriv", f"--reuid={user.uid}", f"--regid={user.gid}", "--clear-groups", "--"]
+    proc = subprocess.Popen(
+        [*cmd, user.python, "-m", "supervisor", "run", "--", "sleep", "1000"],
+        env=user.env(),
+        cwd=user.home,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while not (sleepers := _user_sleepers(user)):
+            assert time.monotonic() < deadline, "the container never started"
+            time.sleep(0.02)
+    finally:
+        proc.kill()
+        proc.wait()
+    deadline = time.monotonic() + 10
+    while _user_sleepers(user):
+        assert time.monotonic() < deadline, f"the container outlived its supervisor: {sleepers}"
+        time.sleep(0.02)
+
+
+def _user_sleepers(user: User) -> list[int]:
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmdline = f.read()
+        except OSError:
+            continue
+        if cmdline == b"sleep\0" + b"1000\0" and _owner(pid) == user.uid:
+            found.append(int(pid))
+    return found
