@@ -51,6 +51,10 @@ class Result:
         stdout_dropped: bytes dropped from the start of ``stdout`` to keep
             it within ``max_output`` (0: it is whole).
         stderr_dropped: likewise for ``stderr``.
+        id_mapping: how the container's ids map to the host's: ``"range"``
+            (a root supervisor: container ids ``0..map_size-1`` are a host
+            range), or ``"own"`` (rootless: the caller's own uid and gid are
+            the container's root, the only ids mapped; see :doc:`rootless`).
     """
 
     id: str
@@ -70,6 +74,7 @@ class Result:
     oom_killed: bool = False
     stdout_dropped: int = 0
     stderr_dropped: int = 0
+    id_mapping: str = "range"
 
     @property
     def ok(self) -> bool:

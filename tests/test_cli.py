@@ -92,6 +92,7 @@ def test_debug_shows_each_phase_with_its_duration(busybox: str) -> None:
     lines = out.stderr.splitlines()
     timed = [line.split()[1] for line in lines if line.endswith(" ms") and "wall" not in line]
     assert timed == [p.label for p in Phase][:-1]
+    assert "supervisor: ids           container ids 0-65535 are host ids 100000-165535" in lines
     # The exec line is printed when the payload has started, before its
     # output, with PID 1's host PID (for nsenter -t PID).
     started = [line for line in lines if line.startswith("supervisor: exec          (payload started, host PID ")]

@@ -223,6 +223,10 @@ def test_the_cli_runs_as_the_users_own_id_mapped_to_root(user: User) -> None:
     assert lines[1] == ["0"]
     assert lines[2] == ["0", str(user.uid), "1"]
     assert lines[3] == ["0", str(user.gid), "1"]
+    debug = user.cli("run", "-d", "--", "true")
+    mapping = f"rootless: container root is host uid {user.uid}, gid {user.gid}, the only ids mapped"
+    expected = f"supervisor: ids           {mapping}"
+    assert expected in debug.stderr.splitlines(), debug.stderr
 
 
 @pytest.mark.anyio
@@ -233,6 +237,7 @@ async def test_a_rootless_container_is_isolated_like_a_root_started_one(user: Us
     rootless = _report(done.stdout)
     async with Supervisor() as sup:
         result = await sup.run(Spec(["sh", "-c", REPORT]))
+    assert result.id_mapping == "range"
     rooted = _report(result.stdout.decode())
     for key in STATUS_KEYS:
         assert rootless[key] == rooted[key], key
@@ -298,13 +303,13 @@ def test_many_containers_at_once_through_the_api(user: User) -> None:
                         n.start_soon(one, i)
                 late = await sup.run(Spec(["sleep", "30"]), timeout=0.5, check=False)
                 failed = await sup.run(Spec(["sh", "-c", "exit 3"]), check=False)
-            print(json.dumps([sorted(results), late.reason, failed.exit_code]))
+            print(json.dumps([sorted(results), late.reason, failed.exit_code, failed.id_mapping]))
 
         trio.run(main)
         """
     )
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout) == [list(range(24)), "timeout", 3]
+    assert json.loads(done.stdout) == [list(range(24)), "timeout", 3, "own"]
 
 
 def test_the_run_directory_is_the_users_own(user: User) -> None:

@@ -151,7 +151,7 @@ def _run_blocking(spec: Spec, args: argparse.Namespace) -> int:
     signums = [getattr(signal, name) for name in _STOP_SIGNALS]
     saved = {signum: signal.signal(signum, note) for signum in signums}
     saved_wakeup = signal.set_wakeup_fd(stop_w, warn_on_full_buffer=False)
-    phases = _PhasePrinter(args.debug)
+    phases = _PhasePrinter(args.debug, spec)
     try:
         result = run_blocking(
             spec,
@@ -175,17 +175,31 @@ def _run_blocking(spec: Spec, args: argparse.Namespace) -> int:
     return _finished(result, args, phases)
 
 
-class _PhasePrinter:
-    """``--debug``: each setup phase with its duration, as the next one starts."""
+def _id_mapping(spec: Spec) -> str:
+    """How the container's ids map to the host's, for ``--debug``'s userns line."""
+    if os.geteuid() != 0:
+        return f"rootless: container root is host uid {os.geteuid()}, gid {os.getegid()}, the only ids mapped"
+    if spec.map_base == "auto":
+        return f"container ids 0-{spec.map_size - 1}: a host range leased for this container"
+    assert isinstance(spec.map_base, int)
+    return f"container ids 0-{spec.map_size - 1} are host ids {spec.map_base}-{spec.map_base + spec.map_size - 1}"
 
-    def __init__(self, debug: bool) -> None:
+
+class _PhasePrinter:
+    """``--debug``: each setup phase with its duration, as the next one starts
+    (after the userns line, how the ids are mapped)."""
+
+    def __init__(self, debug: bool, spec: Spec | None = None) -> None:
         self.debug = debug
+        self.spec = spec
         self.last: tuple[Phase, float] | None = None
 
     def on_phase(self, phase: Phase, seconds: float) -> None:
         if self.last is not None:
             prev, start = self.last
             print(f"supervisor: {prev.label:<13} {(seconds - start) * 1e3:8.3f} ms", file=sys.stderr)
+            if prev.label == "userns" and self.spec is not None:
+                print(f"supervisor: {'ids':<13} {_id_mapping(self.spec)}", file=sys.stderr)
         self.last = (phase, seconds)
 
     def started(self, pid: int = 0) -> None:
@@ -244,7 +258,7 @@ def _finished(result: Result, args: argparse.Namespace, phases: _PhasePrinter) -
 async def _run_async(spec: Spec, args: argparse.Namespace) -> int:
     from .. import Supervisor, SupervisorError
 
-    phases = _PhasePrinter(args.debug)
+    phases = _PhasePrinter(args.debug, spec)
     on_phase = phases.on_phase if args.debug else None
     stdin_fd = 0 if (args.interactive or args.tty) else None
     pass_fds = range(3, 3 + args.preserve_fds)  # checked open by main
