@@ -3,8 +3,9 @@
 As root, each container's ids map to a range of host ids nobody owns, and the
 supervisor makes cgroups and network links. As any other user (rootless), the
 kernel lets the supervisor map one id only, the caller's own, to the
-container's root, and gives it no cgroup and no host network links: what
-needs those is refused with a line that says so (:func:`rootless_refusal`).
+container's root, and gives it no host network links, and cgroups only in a
+cgroup v2 subtree delegated to the caller (``Spec.cgroup_parent``): what
+needs more is refused with a line that says so (:func:`rootless_refusal`).
 """
 
 from __future__ import annotations
@@ -62,8 +63,10 @@ def rootless_refusal(what: str) -> str:
 
 
 _NEEDS = {
-    "limits": "cgroup to write limits to (no delegated cgroup v2 subtree); rlimits still apply",
-    "cgroup_parent": "cgroup (no delegated cgroup v2 subtree)",
+    "limits": (
+        "cgroup of its own to write limits to: give cgroup_parent (--cgroup-parent), a cgroup v2 path in a "
+        "subtree delegated to you; rlimits still apply"
+    ),
     "network": "host network links (bridge and veths need CAP_NET_ADMIN on the host); network='none' works",
     "publish": "host network links to publish ports through; network='none' works",
     "map_base": "id ranges: the one id it can map is its own, shown as the container's root",

@@ -157,6 +157,8 @@ class Spec:
             holds no process, so a supervisor in a systemd unit gets v2 limits
             this way (see ``docs/resources.rst``). ``None``: below the
             supervisor's own cgroup. The v1 hierarchies are not affected.
+            Rootless, the only way to a cgroup: it must lie in a v2 subtree
+            delegated to the caller (see ``docs/rootless.rst``).
 
     Raises:
         TypeError: a field has the wrong type (the message names it).
@@ -249,8 +251,7 @@ class Spec:
     def _check_rootless(self) -> None:
         """Refuse, naming the field, what a rootless supervisor cannot give."""
         refused = (
-            ("limits", self.limits is not None),
-            ("cgroup_parent", self.cgroup_parent is not None),
+            ("limits", self.limits is not None and self.cgroup_parent is None),
             ("network", self.network == "bridge"),
             ("publish", bool(self.publish)),
             ("map_base", self.map_base == "auto"),

@@ -164,35 +164,45 @@ def user() -> Iterator[User]:
     if shutil.which("useradd") is None or shutil.which("setpriv") is None:
         pytest.skip("useradd and setpriv (Debian's passwd and util-linux) are needed to make and become a test user")
     name = f"sv-rl-{os.getpid() % 100000}"
-    subprocess.run(
+    made = subprocess.run(
         ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", "--user-group", name],
-        check=True,
+        check=False,
         capture_output=True,
     )
+    if made.returncode == 0:
+        uid, gid = pwd.getpwnam(name).pw_uid, pwd.getpwnam(name).pw_gid
+    elif not os.access("/etc/passwd", os.W_OK):
+        # A read-only /etc (the v2 guest shares the host's root read-only):
+        # an id no account has is as unprivileged, and setpriv takes it.
+        taken = {p.pw_uid for p in pwd.getpwall()} | {p.pw_gid for p in pwd.getpwall()}
+        uid = gid = next(i for i in range(61000, 62000) if i not in taken)
+        name = str(uid)
+    else:
+        pytest.fail(f"useradd {name} failed: {made.stderr.strip()}")
     home = tempfile.mkdtemp(prefix="sv-rootless-", dir="/tmp")
     try:
-        entry = pwd.getpwnam(name)
         os.chmod(home, 0o755)
         site = os.path.join(home, "site")
         _copy_environment(site)
         for sub, mode in (("run", 0o700), ("work", 0o755)):
             os.mkdir(os.path.join(home, sub), mode)
-            os.chown(os.path.join(home, sub), entry.pw_uid, entry.pw_gid)
+            os.chown(os.path.join(home, sub), uid, gid)
         for folder, dirs, files in os.walk(site):
             for d in dirs:
                 os.chmod(os.path.join(folder, d), 0o755)
             for f in files:
                 os.chmod(os.path.join(folder, f), 0o644 if not f.endswith(".so") else 0o755)
-        u = User(name, entry.pw_uid, entry.pw_gid, home, sys.executable)
+        u = User(name, uid, gid, home, sys.executable)
         if _usable_python(u) is None:
             pytest.skip(f"no Python {sys.version_info.major}.{sys.version_info.minor} that {name} can run here")
         yield u
-        left = [p for p in os.listdir("/proc") if p.isdigit() and _owner(p) == entry.pw_uid]
+        left = [p for p in os.listdir("/proc") if p.isdigit() and _owner(p) == uid]
         assert not left, f"processes of {name} outlived the tests: {left}"
     finally:
         shutil.rmtree(home, ignore_errors=True)
-        subprocess.run(["userdel", name], check=False, capture_output=True)
-        subprocess.run(["groupdel", name], check=False, capture_output=True)
+        if made.returncode == 0:
+            subprocess.run(["userdel", name], check=False, capture_output=True)
+            subprocess.run(["groupdel", name], check=False, capture_output=True)
 
 
 def _owner(pid: str) -> int | None:
@@ -442,3 +452,88 @@ def _user_sleepers(user: User) -> list[int]:
         if cmdline == b"sleep\0" + b"1000\0" and _owner(pid) == user.uid:
             found.append(int(pid))
     return found
+
+
+IN_A_DELEGATED_LEAF = """
+import sys, trio
+from supervisor import Limits, Spec, Supervisor
+
+unit_dir, parent = sys.argv[1], sys.argv[2]
+# The user's own unit: its children get the controllers (what systemd does
+# for a unit with Delegate=yes once something below asks for them).
+with open(unit_dir + "/cgroup.subtree_control", "w") as f:
+    f.write("+cpu +memory +pids")
+hog = ["python3", "-c", "b = bytearray(256 << 20)"]
+BOMB = '''
+import os, time
+forked = 0
+for _ in range(20):
+    try:
+        pid = os.fork()
+    except OSError:
+        continue
+    if pid == 0:
+        time.sleep(2)
+        os._exit(0)
+    forked += 1
+print(forked)
+'''
+bomb = ["python3", "-c", BOMB]
+
+async def main():
+    async with Supervisor() as sup:
+        try:
+            await sup.run(Spec(hog, limits=Limits(memory_bytes=64 << 20)))
+        except ValueError as exc:
+            print("own:", "needs root" in str(exc))
+        r = await sup.run(Spec(hog, limits=Limits(memory_bytes=64 << 20), cgroup_parent=parent), check=False)
+        print("memory:", r.reason, r.peak_memory_bytes is not None)
+        r = await sup.run(Spec(bomb, limits=Limits(pids=6), cgroup_parent=parent), check=False)
+        print("pids:", r.exit_code, int(r.stdout) < 6)
+
+trio.run(main)
+"""
+
+
+def test_limits_in_a_cgroup_v2_subtree_delegated_to_the_user(user: User) -> None:
+    """As systemd's Delegate=yes gives a user a unit's cgroup: the supervisor in a
+    leaf of it, the containers' cgroups below a parent in it, their limits enforced."""
+    from supervisor._parent import cgroups
+
+    host = cgroups.detect()
+    if host.version != "v2" or host.unified is None or not {"memory", "pids"} <= set(host.unified.controllers):
+        pytest.skip("needs a pure cgroup v2 host that delegates memory and pids to our children (the v2 guest tier)")
+    mount, own = host.unified.mount, host.unified.own_path
+    unit = own.rstrip("/") + f"/sv-test-user-unit-{os.getpid()}"
+    unit_dir = mount + unit
+    os.mkdir(unit_dir)
+    os.mkdir(os.path.join(unit_dir, "supervisor"))
+    try:
+        for folder in (unit_dir, os.path.join(unit_dir, "supervisor")):
+            for name in ("", "cgroup.procs", "cgroup.subtree_control", "cgroup.threads"):
+                os.chown(os.path.join(folder, name), user.uid, user.gid)
+        program = os.path.join(user.home, "work", "in_a_leaf.py")
+        with open(program, "w") as f:
+            f.write(IN_A_DELEGATED_LEAF)
+        # Root moves the shell into the leaf (moving in from outside the
+        # subtree is the delegator's right), which then becomes the user.
+        enter = f'echo $$ > {unit_dir}/supervisor/cgroup.procs && exec "$@"'
+        setpriv = ["setpriv", f"--reuid={user.uid}", f"--regid={user.gid}", "--clear-groups", "--"]
+        out = subprocess.run(
+            ["sh", "-c", enter, "sh", *setpriv, user.python, program, unit_dir, unit + "/containers"],
+            env=user.env(),
+            cwd=user.home,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.splitlines() == ["own: True", "memory: oom True", "pids: 0 True"], out
+    finally:
+        for sub in ("containers", "supervisor", ""):
+            path = os.path.join(unit_dir, sub) if sub else unit_dir
+            if os.path.isdir(path):
+                os.rmdir(path)
+        for name in os.listdir(os.path.join(user.home, "work")):
+            os.unlink(os.path.join(user.home, "work", name))

@@ -80,10 +80,10 @@ class HostResources:
     @property
     def wants_cgroup(self) -> bool:
         """Whether the container gets a cgroup: as root always, one of its
-        own, for limits, accounting and kill-everything; rootless never (no
-        cgroup is ours to write: its PID namespace still ends every process
-        with PID 1)."""
-        return not is_rootless()
+        own, for limits, accounting and kill-everything; rootless only below
+        ``Spec.cgroup_parent``, a cgroup v2 subtree delegated to the caller
+        (without one, its PID namespace still ends every process with PID 1)."""
+        return not is_rootless() or self.spec.cgroup_parent is not None
 
     @property
     def watches_oom(self) -> bool:

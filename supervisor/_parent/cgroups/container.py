@@ -9,6 +9,7 @@ import os
 import time
 
 from ..._limits import Limits, is_cgroup_name
+from ..._privileges import is_rootless
 from .accounting import CgroupStats, read_stats, wait_oom
 from .files import keyed, kill_pass, open_fd, procs, rmdir_tree, wait_until
 from .host import CgroupHost, Hierarchy, unavailable
@@ -61,6 +62,8 @@ class ContainerCgroup:
         plan: list[Hierarchy] = []
         if host.unified is not None:
             plan.append(host.unified)
+        if is_rootless():
+            return self._rootless_plan(plan)
         wanted = (
             ("memory", lim.memory_bytes is not None, f"memory_bytes={lim.memory_bytes}", True),
             ("pids", lim.pids is not None, f"pids={lim.pids}", False),
@@ -85,6 +88,21 @@ class ContainerCgroup:
                 hierarchy = host.v1_hierarchy(controller)
                 if hierarchy is not None and hierarchy not in plan:
                     plan.append(hierarchy)
+        return plan
+
+    def _rootless_plan(self, plan: list[Hierarchy]) -> list[Hierarchy]:
+        """Rootless: the v2 directory only (a delegated subtree is v2's; v1
+        hierarchies are root's), every limit's controller enabled there."""
+        lim = self.limits
+        limited = (
+            ("memory", lim.memory_bytes is not None, f"memory_bytes={lim.memory_bytes}"),
+            ("pids", lim.pids is not None, f"pids={lim.pids}"),
+            ("cpu", lim.cpus is not None or lim.cpu_weight is not None, f"cpus={lim.cpus}/cpu_weight={lim.cpu_weight}"),
+        )
+        unified = self.host.unified
+        for controller, wanted, what in limited:
+            if wanted and (unified is None or controller not in unified.controllers):
+                raise unavailable(self.host, controller, what)
         return plan
 
     # -- creation ------------------------------------------------------------
