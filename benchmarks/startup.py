@@ -85,6 +85,9 @@ FLOOR_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "floor.c
 OURS = "supervisor"
 #: Names as they appear in the table, in this order.
 ALL_CONTENDERS = (OURS, *PEERS)
+#: What runs for a user other than root (supervisor rootless, bwrap and
+#: unshare through unprivileged user namespaces).
+ROOTLESS_CONTENDERS = (OURS, "bwrap", "unshare")
 
 PR_SET_CHILD_SUBREAPER = 36
 CLONE_NEWNS = 0x00020000
@@ -686,8 +689,9 @@ class Ours(Contender):
 
     def __init__(self, sup: Supervisor, rootfs: str, *, init: bool = False) -> None:
         spec = Spec(["/bin/true"], rootfs=rootfs)
+        ids = f"{spec.map_size} ids -> {spec.map_base}.." if os.geteuid() == 0 else f"rootless: 0 -> uid {os.geteuid()}"
         iso = (
-            f"the Spec defaults: user ({spec.map_size} ids -> {spec.map_base}..), mnt, uts, ipc, net, pid, cgroup;"
+            f"the Spec defaults: user ({ids}), mnt, uts, ipc, net, pid, cgroup;"
             " pivot_root; fresh /proc, /dev, /sys, /tmp;"
             f" seccomp {getattr(spec, 'seccomp', '?')!r}; network {getattr(spec, 'network', '?')!r};"
             " cgroup as the package does by default (see the observed line)"
@@ -921,7 +925,8 @@ def make_peers(
                 return [*base, "--bind", rootfs, "/", "--proc", "/proc", "--dev", "/dev", *payload]
 
             iso = (
-                "--unshare-all: user (uid_map 0 0 1, as root), mnt, uts, ipc, net, pid, cgroup; /proc, /dev; "
+                "--unshare-all: user (uid_map 0 0 1, as root; rootless, the caller's uid as itself), "
+                "mnt, uts, ipc, net, pid, cgroup; /proc, /dev; "
                 f"no cgroup; seccomp {'filter' if bwrap_seccomp else 'none (pyseccomp missing)'}"
             )
             peers.append(
@@ -934,7 +939,7 @@ def make_peers(
                 flags = ["--user", "--map-root-user", "--mount", "--uts", "--ipc", "--net", "--pid", "--cgroup"]
                 return [exe, *flags, "--fork", "--mount-proc", f"--root={rootfs}", *payload]
 
-            iso = "user (root mapped to root), mnt, uts, ipc, net, pid, cgroup; chroot + /proc; no cgroup; no seccomp"
+            iso = "user (the caller as root), mnt, uts, ipc, net, pid, cgroup; chroot + /proc; no cgroup; no seccomp"
             peers.append(Peer(name, iso, host, unshare_argv, tool_version([exe, "--version"])))
         else:
             state = os.path.join(work, f"state-{name}")
@@ -1722,7 +1727,7 @@ async def bench(args: argparse.Namespace, work: str) -> dict[str, Any]:
                 print(f"memory: {args.mem_count} x sleep 300 with {c.name}", file=sys.stderr)
                 m = await memory_test(c, args.mem_count, 32, args.settle, reaper, exclude)
                 data["contenders"][c.name]["memory"] = m
-            if OURS in data["contenders"]:
+            if OURS in data["contenders"] and os.geteuid() == 0:  # rootless has no init
                 print(f"memory: {args.mem_count} x sleep 300 with {OURS} --init", file=sys.stderr)
                 m = await memory_test(Ours(sup, rootfs, init=True), args.mem_count, 32, args.settle, reaper, exclude)
                 data["contenders"][OURS]["memory_init"] = m
@@ -1831,8 +1836,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point."""
     args = parse_args(argv)
     if os.geteuid() != 0:
-        print("startup.py: must run as root (namespaces, cgroups, the peers' needs)", file=sys.stderr)
-        return 2
+        wanted = set(args.contenders.split(","))
+        if not wanted <= set(ROOTLESS_CONTENDERS):
+            print(
+                "startup.py: as a user other than root (rootless) only "
+                f"--contenders {','.join(ROOTLESS_CONTENDERS)} (or a subset) can run: "
+                "crun, runc and the floor need root here",
+                file=sys.stderr,
+            )
+            return 2
     if args.chart:
         try:
             import matplotlib  # noqa: F401
