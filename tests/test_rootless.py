@@ -537,3 +537,22 @@ def test_limits_in_a_cgroup_v2_subtree_delegated_to_the_user(user: User) -> None
                 os.rmdir(path)
         for name in os.listdir(os.path.join(user.home, "work")):
             os.unlink(os.path.join(user.home, "work", name))
+
+
+@pytest.mark.anyio
+async def test_the_mount_table_devices_and_masks_are_a_root_started_containers(user: User) -> None:
+    """Every mount (its place, options and filesystem), /dev and each masked and
+    read-only /proc or /sys path look the same from inside either container."""
+    from supervisor._parent.config import MASKED_PATHS, READONLY_PATHS
+
+    paths = " ".join((*MASKED_PATHS, *READONLY_PATHS))
+    script = (
+        "awk '{print $5, $6, $9}' /proc/self/mountinfo; ls -l /dev | cut -c1-10; ls /dev; "
+        f'for p in {paths}; do echo "$p $(stat -c %F:%s "$p" 2>&1)"; done'
+    )
+    done = user.cli("run", "--", "sh", "-c", script)
+    assert done.returncode == 0, done.stderr
+    async with Supervisor() as sup:
+        rooted = (await sup.run(Spec(["sh", "-c", script]))).stdout.decode()
+    assert len(rooted.splitlines()) > 30
+    assert done.stdout.splitlines() == rooted.splitlines()
