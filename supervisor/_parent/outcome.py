@@ -61,6 +61,8 @@ def run_result(
             reason = "exited" if exit_code is not None else "signaled"
     if reason == "setup_failed":
         exit_code = sig = None
+    # Without a cgroup (rootless), PID 1's own rusage counts the container's CPU.
+    cpu = proc.slot.cpu_s if proc.slot is not None else None
     return Result(
         id=proc.cid,
         hostname=hostname,
@@ -73,8 +75,8 @@ def run_result(
         phases=tuple(PhaseTiming(p.label, s) for p, s in proc.phases),
         failed_phase=setup_error.phase.label if setup_error else None,
         error=setup_error.message if setup_error else None,
-        cpu_user_s=usage.cpu_user_s if usage else None,
-        cpu_system_s=usage.cpu_system_s if usage else None,
+        cpu_user_s=usage.cpu_user_s if usage else cpu[0] if cpu else None,
+        cpu_system_s=usage.cpu_system_s if usage else cpu[1] if cpu else None,
         peak_memory_bytes=usage.peak_memory_bytes if usage else None,
         oom_killed=bool(usage and usage.oom_killed),
         stdout_dropped=dropped[0],

@@ -78,6 +78,9 @@ class Slot:
     reaped: bool = False
     #: Seen renamed by execve while it ran (its name need not be read again).
     exec_seen: bool = False
+    #: User and system CPU seconds of PID 1 and every process it reaped (the
+    #: whole container: its PID namespace's processes all end as its children).
+    cpu_s: tuple[float, float] | None = None
 
 
 def reap(slot: Slot) -> None:
@@ -92,12 +95,15 @@ def reap(slot: Slot) -> None:
             slot.execd = slot.exec_seen or linux.comm(res.si_pid) != SETUP_COMM
         except OSError:
             slot.execd = True  # unreadable: take it as the payload's own exit
-        try:
-            res = os.waitid(c.P_PIDFD, slot.pidfd, os.WEXITED | os.WNOHANG | _WALL) or res
-        except ChildProcessError:
-            pass
         slot.exit_code = res.si_code
         slot.exit_status = res.si_status
+        # The reap itself by pid, which the zombie still holds, for its rusage.
+        try:
+            reaped, _status, usage = os.wait4(res.si_pid, os.WNOHANG | _WALL)
+        except ChildProcessError:
+            reaped = 0
+        if reaped:
+            slot.cpu_s = (usage.ru_utime, usage.ru_stime)
     # Its stack and plan, in our memory, are free now.
     _spawn.collect()
     slot.reaped = True
