@@ -194,7 +194,9 @@ class Supervisor:
 
     Raises:
         ValueError: ``max_parallel`` is not a positive int.
-        PermissionError: on entry (``async with``), without root.
+        PermissionError: on entry (``async with``), without root where the
+            kernel lets no unprivileged user make user namespaces (rootless
+            mode needs them; see ``docs/rootless.rst``).
     """
 
     def __init__(self, *, max_parallel: int | None = None, sweep_leftovers: bool = True) -> None:

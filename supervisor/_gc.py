@@ -15,8 +15,11 @@ def collect_garbage(root: str | None = None) -> SweepReport:
     are left alone. A new :class:`Supervisor` does the same when it starts.
 
     Args:
-        root: the run-directory root (default ``/run/supervisor``, or
-            ``$SUPERVISOR_RUN_DIR``).
+        root: the run-directory root (default ``$SUPERVISOR_RUN_DIR``, else
+            ``/run/supervisor`` for root and the user's own for anyone else,
+            as ``docs/rootless.rst`` says). A rootless
+            caller's root that is not a folder of its own that only it can
+            write is not swept (an error says so).
 
     Returns:
         a :class:`SweepReport`: the dead owners, the records removed, and the

@@ -68,10 +68,13 @@ _NEEDS = {
         "subtree delegated to you; rlimits still apply"
     ),
     "network": "host network links (bridge and veths need CAP_NET_ADMIN on the host); network='none' works",
-    "publish": "host network links to publish ports through; network='none' works",
     "map_base": "id ranges: the one id it can map is its own, shown as the container's root",
     "uid": "ids but its own, which is the container's root (uid 0)",
     "idmap": "right to make id-mapped mounts (CAP_SYS_ADMIN on the host)",
+    "procfs": (
+        "way to keep a bind of /proc from the caller's own processes: the container's root is the caller's "
+        "uid, which may read and trace them there"
+    ),
     "init": (
         "non-dumpable memory to run an init in: the init shares the supervisor's memory, whose ptrace "
         "protection would also shut the supervisor out of its containers' id maps"

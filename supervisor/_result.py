@@ -44,8 +44,9 @@ class Result:
         error: for ``setup_failed``, the message naming the failed call.
         cpu_user_s: CPU seconds in user mode, of every process of the
             container (from its cgroup; without one, rootless, from PID 1's
-            rusage, which counts every process it reaped: all of its PID
-            namespace's, as they end).
+            rusage, which counts every process reaped by a wait: all of its
+            PID namespace's as they end, but those freed unreaped because
+            their parent ignores ``SIGCHLD``).
         cpu_system_s: CPU seconds in kernel mode, likewise.
         peak_memory_bytes: the container's peak memory use (from its cgroup;
             ``None`` where the kernel does not report it).

@@ -238,7 +238,7 @@ class Spec:
                         f"{clock}={value} would put the container's clock below zero (it reads {now:.0f} s here)",
                     )
         if is_rootless():
-            self._check_rootless()
+            self.check_rootless()
         for name, (soft, hard) in self.rlimits.items():
             _cur_soft, cur_hard = resource.getrlimit(getattr(resource, "RLIMIT_" + name))
             if _rlim_gt(hard, cur_hard) or _rlim_gt(soft, cur_hard):
@@ -248,20 +248,24 @@ class Spec:
                     "(a container never gets more than its supervisor)",
                 )
 
-    def _check_rootless(self) -> None:
-        """Refuse, naming the field, what a rootless supervisor cannot give."""
+    def check_rootless(self) -> None:
+        """Refuse, naming the field, what a rootless supervisor cannot give.
+
+        Raises:
+            ValueError: the Spec asks for one of those (the message says why).
+        """
         refused = (
             ("limits", self.limits is not None and self.cgroup_parent is None),
             ("network", self.network == "bridge"),
-            ("publish", bool(self.publish)),
             ("map_base", self.map_base == "auto"),
             ("uid", self.uid != 0 or self.gid not in (None, 0)),
             ("idmap", any(m.idmap for m in self.mounts)),
             ("init", self.init),
+            ("procfs", any(_on_procfs(m.source) for m in self.mounts)),
         )
         for name, wrong in refused:
             if wrong:
-                raise _field_error("mounts" if name == "idmap" else name, rootless_refusal(name))
+                raise _field_error("mounts" if name in ("idmap", "procfs") else name, rootless_refusal(name))
 
     def to_json(self) -> dict[str, Any]:
         """The spec as a JSON-ready dict (for the CLI's ``--json`` and events).
@@ -272,6 +276,15 @@ class Spec:
         mappings as objects.
         """
         return {name: _jsonable(getattr(self, name)) for name in type(self).__record_names__}  # type: ignore[attr-defined]
+
+
+def _on_procfs(path: str) -> bool:
+    """Whether ``path`` is on the host's /proc (a bind of it would show the
+    caller's own processes, whose uid a rootless container's root is)."""
+    try:
+        return os.stat(path).st_dev == os.stat("/proc").st_dev
+    except OSError:
+        return False
 
 
 __all__ = [

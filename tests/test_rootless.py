@@ -10,11 +10,13 @@ or a small API program as that user, through ``setpriv``.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import json
 import os
 import pwd
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -197,6 +199,9 @@ def user() -> Iterator[User]:
             pytest.skip(f"no Python {sys.version_info.major}.{sys.version_info.minor} that {name} can run here")
         yield u
         left = [p for p in os.listdir("/proc") if p.isdigit() and _owner(p) == uid]
+        for pid in left:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), signal.SIGKILL)
         assert not left, f"processes of {name} outlived the tests: {left}"
     finally:
         shutil.rmtree(home, ignore_errors=True)
@@ -226,13 +231,16 @@ def _report(text: str) -> dict[str, str]:
 
 def test_the_cli_runs_as_the_users_own_id_mapped_to_root(user: User) -> None:
     """Container root is the caller's own uid and gid, the only ids mapped."""
-    done = user.cli("run", "--", "sh", "-c", "id -u; id -g; cat /proc/self/uid_map /proc/self/gid_map")
+    done = user.cli(
+        "run", "--", "sh", "-c", "id -u; id -g; cat /proc/self/uid_map /proc/self/gid_map /proc/self/setgroups"
+    )
     assert done.returncode == 0, done.stderr
     lines = [line.split() for line in done.stdout.splitlines()]
     assert lines[0] == ["0"]
     assert lines[1] == ["0"]
     assert lines[2] == ["0", str(user.uid), "1"]
     assert lines[3] == ["0", str(user.gid), "1"]
+    assert lines[4] == ["deny"]
     debug = user.cli("run", "-d", "--", "true")
     mapping = f"rootless: container root is host uid {user.uid}, gid {user.gid}, the only ids mapped"
     expected = f"supervisor: ids           {mapping}"
@@ -284,6 +292,9 @@ def test_the_users_files_are_the_containers_roots_and_others_stay_out_of_reach(u
         (["--network", "bridge"], "network"),
         (["--uid", "1000"], "uid"),
         (["--init"], "init"),
+        (["--network", "bridge", "-p", "8080:80"], "network"),
+        (["-v", "/tmp:/w:idmap"], "mounts"),
+        (["-v", "/proc:/p"], "mounts"),
     ],
 )
 def test_what_needs_root_is_refused_in_one_line(user: User, flags: list[str], field: str) -> None:
@@ -315,6 +326,10 @@ def test_many_containers_at_once_through_the_api(user: User) -> None:
                 failed = await sup.run(Spec(["sh", "-c", "exit 3"]), check=False)
                 spin = "import time\\nt = time.process_time()\\nwhile time.process_time() - t < 0.3: pass"
                 busy = await sup.run(Spec(["sh", "-c", 'python3 -c "$0" & wait', spin]))
+                try:
+                    await sup.run(Spec(["true"], map_base="auto"))
+                except ValueError as exc:
+                    assert str(exc).startswith("Spec.map_base: needs root"), exc
             cpu = busy.cpu_user_s + busy.cpu_system_s
             print(json.dumps([sorted(results), late.reason, failed.exit_code, failed.id_mapping, cpu >= 0.3]))
 
@@ -342,20 +357,32 @@ def test_the_run_directory_is_the_users_own(user: User) -> None:
 
     fallback = f"/tmp/supervisor-{user.uid}"
     assert not os.path.exists(fallback)
-    os.mkdir(fallback, 0o777)  # root's, and anyone's to write: never the user's run root
+    # Another user's (root's here, and anyone's to write) made in advance,
+    # with a dead supervisor's ledger that would have the user remove a
+    # folder of its own: never swept, never written to.
+    canary = tempfile.mkdtemp(dir=os.path.join(user.home, "work"))
+    os.chown(canary, user.uid, user.gid)
+    os.mkdir(fallback, 0o777)
+    os.mkdir(os.path.join(fallback, "999999-5"))
+    with open(os.path.join(fallback, "999999-5", "ledger-0.jsonl"), "w") as f:
+        f.write(json.dumps({"cid": "planted", "kind": "dir", "path": canary}) + "\n")
     try:
         env = user.env()
         del env["XDG_RUNTIME_DIR"]
         done = user.cli("run", "--", "true", env=env)
         assert done.returncode == 0, done.stderr
-        assert os.listdir(fallback) == []
-        os.rmdir(fallback)
+        gc = user.cli("gc", env=env)
+        assert f"the run directory {fallback} is not a folder of uid {user.uid}'s own" in gc.stderr + gc.stdout
+        assert os.path.isdir(canary)
+        assert os.listdir(fallback) == ["999999-5"]
+        shutil.rmtree(fallback)
         done = user.cli("run", "--", "true", env=env)
         assert done.returncode == 0, done.stderr
         st = os.stat(fallback)
         assert (st.st_uid, st.st_mode & 0o777) == (user.uid, 0o700)
     finally:
         shutil.rmtree(fallback, ignore_errors=True)
+        shutil.rmtree(canary, ignore_errors=True)
 
 
 def _battery(text: str) -> dict[str, str]:

@@ -326,12 +326,22 @@ int plan_fill(struct sv_plan *p, struct sv_arena *a, PyObject *cfg, const int *f
     p->map_gid_base = (uint32_t)v;
     if (get_bool(cfg, "rootless", &p->rootless))
         return -1;
+    if (p->rootless && p->map_size != 1) {
+        PyErr_SetString(PyExc_ValueError, "SpawnConfig.map_size must be 1 when rootless (one id is mapped)");
+        return -1;
+    }
     if (get_str(a, cfg, "rootfs", &p->rootfs, 1) || get_bool(cfg, "overlay", &p->overlay) ||
         get_bool(cfg, "read_only_root", &p->read_only_root) || get_bool(cfg, "tty", &p->tty) ||
         get_bool(cfg, "network_request", &p->network_request) || get_bool(cfg, "own_loopback", &p->own_loopback) ||
         get_bool(cfg, "live_phases", &p->live_phases) || get_u64(cfg, "capabilities", &p->capabilities) ||
         get_bool(cfg, "init", &p->init) || get_bool(cfg, "time_namespace", &p->time_namespace))
         return -1;
+    if (p->rootless && p->init) {
+        /* A rootless PID 1 stays dumpable, and an init would stay in our memory
+         * for good: the payload could ptrace it (see SpawnConfig.rootless). */
+        PyErr_SetString(PyExc_ValueError, "SpawnConfig.init cannot be set when rootless");
+        return -1;
+    }
     if (get_long(cfg, "fault", &v))
         return -1;
     p->fault = (int)v;

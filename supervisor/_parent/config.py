@@ -110,6 +110,8 @@ def build_config(
         mask |= 1 << int(cap)
     timens = linux.has_time_namespaces() and (spec.init or linux.exec_enters_time_namespace())
     rootless = is_rootless()
+    if rootless:
+        spec.check_rootless()  # again here: the euid may have changed since the run's own check
     return SpawnConfig(
         # network="host": no network namespace of its own (unsafe, documented).
         clone_flags=c.CONTAINER_NAMESPACES & ~c.CLONE_NEWNET if spec.network == "host" else c.CONTAINER_NAMESPACES,

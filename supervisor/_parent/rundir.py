@@ -25,6 +25,7 @@ import errno
 import itertools
 import json
 import os
+import stat
 from collections.abc import Callable
 
 from .._record import field, mutable_record
@@ -112,9 +113,10 @@ def private_root(root: str) -> None:
     uid = os.geteuid()
     if uid == 0:
         return
-    os.makedirs(root, mode=0o700, exist_ok=True)
+    if not os.path.lexists(root):
+        os.makedirs(root, mode=0o700, exist_ok=True)
     st = os.lstat(root)
-    if not os.path.isdir(root) or os.path.islink(root) or st.st_uid != uid or st.st_mode & 0o022:
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != uid or st.st_mode & 0o022:
         raise PermissionError(
             errno.EPERM,
             f"the run directory {root} is not a folder of uid {uid}'s own that only it can write "
@@ -285,6 +287,13 @@ def sweep(root: str | None = None) -> SweepReport:
     """
     root = root or run_root()
     report = SweepReport()
+    if not os.path.lexists(root):
+        return report
+    try:
+        private_root(root)  # rootless: another user's ledger is never acted on
+    except OSError as exc:
+        report.errors.append(str(exc))
+        return report
     try:
         owners = sorted(os.listdir(root))
     except FileNotFoundError:
