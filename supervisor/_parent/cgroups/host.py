@@ -286,7 +286,10 @@ def unavailable(host: CgroupHost, controller: str, what: str) -> OSError:
             f"not enabled in {os.path.join(host.unified.own_dir, 'cgroup.subtree_control')} (v2: the supervisor's "
             "cgroup must delegate it; this library never enables controllers in a cgroup it did not create)"
         )
-    where.append("not mounted as a cgroup v1 hierarchy containing our own cgroup")
+    if os.geteuid() == 0:
+        where.append("not mounted as a cgroup v1 hierarchy containing our own cgroup")
+    else:
+        where.append("rootless, only a delegated cgroup v2 subtree can give it (v1 hierarchies are root's)")
     return OSError(
         errno.EOPNOTSUPP, f"cgroup controller {controller!r} is needed for {what} but is " + "; and ".join(where)
     )
