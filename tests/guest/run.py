@@ -38,7 +38,8 @@ CHECKOUT = os.path.dirname(os.path.dirname(HERE))
 KERNEL_DIR = os.environ.get("SV_GUEST_KERNEL_DIR", "/usr/local/share/supervisor-tests/guest-kernel")
 #: Modules the guest loads, with what they depend on first.
 MODULES = ("virtio_pci", "9pnet_virtio", "9p", "overlay", "veth", "bridge", "virtio_rng")
-#: The v2 tier: the cgroup and resource suites, and a smoke subset of the others.
+#: The v2 tier: the cgroup and resource suites, rootless mode (with a delegated
+#: subtree), and a smoke subset of the others.
 DEFAULT_TESTS = (
     "tests/test_cgroups.py",
     "tests/test_resources.py",
@@ -47,7 +48,7 @@ DEFAULT_TESTS = (
     "tests/test_isolation.py",
     "tests/test_supervision.py",
     "tests/test_reliability.py",
-    "tests/test_rootless.py::test_limits_in_a_cgroup_v2_subtree_delegated_to_the_user",
+    "tests/test_rootless.py",
 )
 #: Soak and load tests: they check the supervisor, not the cgroup version,
 #: and take minutes when emulated.
