@@ -254,18 +254,18 @@ class Spec:
         Raises:
             ValueError: the Spec asks for one of those (the message says why).
         """
-        refused = (
-            ("limits", self.limits is not None and self.cgroup_parent is None),
-            ("network", self.network == "bridge"),
-            ("map_base", self.map_base == "auto"),
-            ("uid", self.uid != 0 or self.gid not in (None, 0)),
-            ("idmap", any(m.idmap for m in self.mounts)),
-            ("init", self.init),
-            ("procfs", any(_on_procfs(m.source) for m in self.mounts)),
+        refused = (  # (the field named, why: a key of rootless_refusal's, whether asked for)
+            ("limits", "limits", self.limits is not None and self.cgroup_parent is None),
+            ("network", "network", self.network == "bridge"),
+            ("map_base", "map_base", self.map_base == "auto"),
+            ("uid", "uid", self.uid != 0 or self.gid not in (None, 0)),
+            ("mounts", "idmap", any(m.idmap for m in self.mounts)),
+            ("init", "init", self.init),
+            ("mounts", "procfs", any(_on_procfs(m.source) for m in self.mounts)),
         )
-        for name, wrong in refused:
+        for name, why, wrong in refused:
             if wrong:
-                raise _field_error("mounts" if name in ("idmap", "procfs") else name, rootless_refusal(name))
+                raise _field_error(name, rootless_refusal(why))
 
     def to_json(self) -> dict[str, Any]:
         """The spec as a JSON-ready dict (for the CLI's ``--json`` and events).

@@ -4,7 +4,9 @@ call, moving a process into it by PID, finding and adopting leftovers by name
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 
 from supervisor._limits import Limits
 from supervisor._parent.cgroups import CgroupHost, ContainerCgroup, files
@@ -56,3 +58,36 @@ def v2_dir_fd(cgroup: ContainerCgroup) -> int | None:
     """The v2 directory opened for ``CLONE_INTO_CGROUP``, or ``None`` without one."""
     directory = cgroup._v2_dir()
     return None if directory is None else os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+
+
+@contextlib.contextmanager
+def unit_cgroup(prefix: str, controllers: set[str]) -> Iterator[tuple[str, str]]:
+    """A cgroup v2 "unit" below our own with a ``supervisor`` leaf, as systemd
+    makes for a unit with ``Delegate=yes``; removed afterwards (with the
+    ``containers`` cgroup a test may have had the product make in it).
+
+    Skips the test unless the host is pure cgroup v2 and gives our children
+    ``controllers``.
+
+    Yields:
+        the unit as a cgroup path (as ``/proc/self/cgroup`` names one) and its directory.
+    """
+    import pytest
+
+    from supervisor._parent import cgroups
+
+    host = cgroups.detect()
+    if host.version != "v2" or host.unified is None or not controllers <= set(host.unified.controllers):
+        wanted = " and ".join(sorted(controllers))
+        pytest.skip(f"needs a pure cgroup v2 host that delegates {wanted} to our children (the v2 guest tier)")
+    unit = host.unified.own_path.rstrip("/") + f"/{prefix}-{os.getpid()}"
+    unit_dir = host.unified.mount + unit
+    os.mkdir(unit_dir)
+    os.mkdir(os.path.join(unit_dir, "supervisor"))
+    try:
+        yield unit, unit_dir
+    finally:
+        for sub in ("containers", "supervisor", ""):
+            path = os.path.join(unit_dir, sub) if sub else unit_dir
+            if os.path.isdir(path):
+                os.rmdir(path)

@@ -16,6 +16,7 @@ from functools import partial
 
 import anyio
 import pytest
+from _cgroup_util import unit_cgroup
 from _util import REPO, cmdline, descendants, gone, run_with_repo
 
 from supervisor import PIPE, Limits, Result, Spec, Supervisor, parse_size
@@ -423,22 +424,7 @@ def test_a_supervisor_in_a_leaf_gets_v2_limits_through_cgroup_parent() -> None:
     give its own children controllers; below a parent without processes it can."""
     import errno
 
-    from supervisor._parent import cgroups
-
-    host = cgroups.detect()
-    if host.version != "v2" or host.unified is None or "memory" not in host.unified.controllers:
-        pytest.skip("needs a pure cgroup v2 host that delegates memory to our children (the v2 guest tier)")
-    mount, own = host.unified.mount, host.unified.own_path
-    unit = own.rstrip("/") + f"/sv-test-unit-{os.getpid()}"
-    unit_dir = mount + unit
-    os.mkdir(unit_dir)
-    os.mkdir(os.path.join(unit_dir, "supervisor"))
-    try:
+    with unit_cgroup("sv-test-unit", {"memory"}) as (unit, unit_dir):
         out = run_with_repo([sys.executable, "-c", IN_A_LEAF, unit_dir, unit])
         assert out.returncode == 0, out.stderr
         assert out.stdout.split("\n")[:2] == [f"own: CGROUP {errno.EOPNOTSUPP}", "parent: oom"], out
-    finally:
-        for sub in ("containers", "supervisor", ""):
-            path = os.path.join(unit_dir, sub) if sub else unit_dir
-            if os.path.isdir(path):
-                os.rmdir(path)

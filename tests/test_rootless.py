@@ -27,6 +27,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
+from _cgroup_util import unit_cgroup
 
 from supervisor import Spec, Supervisor
 from supervisor._privileges import userns_refused
@@ -530,16 +531,12 @@ trio.run(main)
 def test_limits_in_a_cgroup_v2_subtree_delegated_to_the_user(user: User) -> None:
     """As systemd's Delegate=yes gives a user a unit's cgroup: the supervisor in a
     leaf of it, the containers' cgroups below a parent in it, their limits enforced."""
-    from supervisor._parent import cgroups
+    with unit_cgroup("sv-test-user-unit", {"memory", "pids"}) as (unit, unit_dir):
+        _run_in_a_delegated_leaf(user, unit, unit_dir)
 
-    host = cgroups.detect()
-    if host.version != "v2" or host.unified is None or not {"memory", "pids"} <= set(host.unified.controllers):
-        pytest.skip("needs a pure cgroup v2 host that delegates memory and pids to our children (the v2 guest tier)")
-    mount, own = host.unified.mount, host.unified.own_path
-    unit = own.rstrip("/") + f"/sv-test-user-unit-{os.getpid()}"
-    unit_dir = mount + unit
-    os.mkdir(unit_dir)
-    os.mkdir(os.path.join(unit_dir, "supervisor"))
+
+def _run_in_a_delegated_leaf(user: User, unit: str, unit_dir: str) -> None:
+    """Delegate the unit to the user, then run IN_A_DELEGATED_LEAF as the user in its leaf."""
     try:
         for folder in (unit_dir, os.path.join(unit_dir, "supervisor")):
             for name in ("", "cgroup.procs", "cgroup.subtree_control", "cgroup.threads"):
@@ -563,10 +560,6 @@ def test_limits_in_a_cgroup_v2_subtree_delegated_to_the_user(user: User) -> None
         assert out.returncode == 0, out.stderr
         assert out.stdout.splitlines() == ["own: True", "memory: oom True", "pids: 0 True"], out
     finally:
-        for sub in ("containers", "supervisor", ""):
-            path = os.path.join(unit_dir, sub) if sub else unit_dir
-            if os.path.isdir(path):
-                os.rmdir(path)
         for name in os.listdir(os.path.join(user.home, "work")):
             os.unlink(os.path.join(user.home, "work", name))
 

@@ -177,7 +177,9 @@ def _run_blocking(spec: Spec, args: argparse.Namespace) -> int:
 
 def _id_mapping(spec: Spec) -> str:
     """How the container's ids map to the host's, for ``--debug``'s userns line."""
-    if os.geteuid() != 0:
+    from .._privileges import is_rootless
+
+    if is_rootless():
         return f"rootless: container root is host uid {os.geteuid()}, gid {os.getegid()}, the only ids mapped"
     if spec.map_base == "auto":
         return f"container ids 0-{spec.map_size - 1}: a host range leased for this container"

@@ -112,6 +112,7 @@ def build_config(
     rootless = is_rootless()
     if rootless:
         spec.check_rootless()  # again here: the euid may have changed since the run's own check
+    base = spec.map_base if isinstance(spec.map_base, int) else 0
     return SpawnConfig(
         # network="host": no network namespace of its own (unsafe, documented).
         clone_flags=c.CONTAINER_NAMESPACES & ~c.CLONE_NEWNET if spec.network == "host" else c.CONTAINER_NAMESPACES,
@@ -125,8 +126,8 @@ def build_config(
         # map_base="auto": the leased range, set by the caller before the spawn.
         # Rootless: container root is the caller's own uid and gid, the one id
         # the kernel lets it map.
-        map_base=os.geteuid() if rootless else spec.map_base if isinstance(spec.map_base, int) else 0,
-        map_gid_base=os.getegid() if rootless else spec.map_base if isinstance(spec.map_base, int) else 0,
+        map_base=os.geteuid() if rootless else base,
+        map_gid_base=os.getegid() if rootless else base,
         map_size=1 if rootless else spec.map_size,
         rootless=rootless,
         # Host paths resolved here: PID 1 opens them below its old root, where

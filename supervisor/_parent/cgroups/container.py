@@ -59,11 +59,12 @@ class ContainerCgroup:
 
     def _make_plan(self) -> list[Hierarchy]:
         host, lim = self.host, self.limits
+        # Rootless: the v2 directory only (a delegated subtree is v2's; the v1
+        # hierarchies are root's).
+        rootless = is_rootless()
         plan: list[Hierarchy] = []
         if host.unified is not None:
             plan.append(host.unified)
-        if is_rootless():
-            return self._rootless_plan(plan)
         wanted = (
             ("memory", lim.memory_bytes is not None, f"memory_bytes={lim.memory_bytes}", True),
             ("pids", lim.pids is not None, f"pids={lim.pids}", False),
@@ -76,33 +77,18 @@ class ContainerCgroup:
         )
         for controller, limited, what, for_accounting in wanted:
             hierarchy = host.placement(controller)
-            if hierarchy is None:
+            if hierarchy is None or (rootless and hierarchy is not host.unified):
                 if limited:
                     raise unavailable(host, controller, what)
                 continue
             if (limited or for_accounting) and hierarchy not in plan:
                 plan.append(hierarchy)
-        if host.unified is None:
+        if host.unified is None and not rootless:
             # No v2 directory to read cpu.stat from and to kill through.
             for controller in ("cpuacct", "freezer"):
                 hierarchy = host.v1_hierarchy(controller)
                 if hierarchy is not None and hierarchy not in plan:
                     plan.append(hierarchy)
-        return plan
-
-    def _rootless_plan(self, plan: list[Hierarchy]) -> list[Hierarchy]:
-        """Rootless: the v2 directory only (a delegated subtree is v2's; v1
-        hierarchies are root's), every limit's controller enabled there."""
-        lim = self.limits
-        limited = (
-            ("memory", lim.memory_bytes is not None, f"memory_bytes={lim.memory_bytes}"),
-            ("pids", lim.pids is not None, f"pids={lim.pids}"),
-            ("cpu", lim.cpus is not None or lim.cpu_weight is not None, f"cpus={lim.cpus}/cpu_weight={lim.cpu_weight}"),
-        )
-        unified = self.host.unified
-        for controller, wanted, what in limited:
-            if wanted and (unified is None or controller not in unified.controllers):
-                raise unavailable(self.host, controller, what)
         return plan
 
     # -- creation ------------------------------------------------------------

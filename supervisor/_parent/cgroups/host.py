@@ -14,6 +14,7 @@ import os
 import re
 from collections.abc import Iterator
 
+from ..._privileges import is_rootless
 from ..._record import field, record
 from .files import write
 
@@ -286,10 +287,10 @@ def unavailable(host: CgroupHost, controller: str, what: str) -> OSError:
             f"not enabled in {os.path.join(host.unified.own_dir, 'cgroup.subtree_control')} (v2: the supervisor's "
             "cgroup must delegate it; this library never enables controllers in a cgroup it did not create)"
         )
-    if os.geteuid() == 0:
-        where.append("not mounted as a cgroup v1 hierarchy containing our own cgroup")
-    else:
+    if is_rootless():
         where.append("rootless, only a delegated cgroup v2 subtree can give it (v1 hierarchies are root's)")
+    else:
+        where.append("not mounted as a cgroup v1 hierarchy containing our own cgroup")
     return OSError(
         errno.EOPNOTSUPP, f"cgroup controller {controller!r} is needed for {what} but is " + "; and ".join(where)
     )
