@@ -2,16 +2,21 @@
 
 As root, each container's ids map to a range of host ids nobody owns, and the
 supervisor makes cgroups and network links. As any other user (rootless), the
-kernel lets the supervisor map one id only, the caller's own, to the
-container's root, and gives it no host network links, and cgroups only in a
-cgroup v2 subtree delegated to the caller (``Spec.cgroup_parent``): what
-needs more is refused with a line that says so (:func:`rootless_refusal`).
+kernel lets the supervisor map one id only, the caller's own; an
+administrator's grant of subordinate ids (``/etc/subuid``, ``/etc/subgid``)
+with the setuid helpers ``newuidmap`` and ``newgidmap`` maps a range beside it
+(:func:`subid_grant`). Rootless, there are no host network links, and cgroups
+only in a cgroup v2 subtree delegated to the caller (``Spec.cgroup_parent``):
+what needs more is refused with a line that says so (:func:`rootless_refusal`).
 """
 
 from __future__ import annotations
 
 import errno
 import os
+import pwd
+
+from ._record import record
 
 #: The sysctls that turn unprivileged user namespaces off, with the value that does.
 _USERNS_SWITCHES = (
@@ -39,6 +44,74 @@ def userns_refused() -> str | None:
     return None
 
 
+#: Where the id-map helpers are looked for after ``$PATH`` (Debian's ``uidmap``
+#: puts them in /usr/bin).
+_HELPER_DIRS = "/usr/bin:/usr/sbin:/bin:/sbin"
+
+
+@record
+class SubIdGrant:
+    """The caller's subordinate ids, and the helpers that may map them."""
+
+    uid_base: int
+    """First subordinate uid (``/etc/subuid``)."""
+    gid_base: int
+    """First subordinate gid (``/etc/subgid``)."""
+    size: int
+    """How many of each (the smaller grant of the two)."""
+    uid_helper: str
+    """The ``newuidmap`` found."""
+    gid_helper: str
+    """The ``newgidmap`` found."""
+
+
+def _first_range(path: str, names: tuple[str, ...]) -> tuple[int, int] | None:
+    """The first ``name:start:count`` line of ``path`` for one of ``names``."""
+    try:
+        with open(path) as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        parts = line.strip().split(":")
+        valid = len(parts) == 3 and parts[1].isdigit() and parts[2].isdigit()
+        if valid and parts[0] in names and int(parts[2]) > 0:
+            return int(parts[1]), int(parts[2])
+    return None
+
+
+def _helper(name: str) -> str | None:
+    import shutil  # only rootless, only here: not on root's command line path
+
+    found = shutil.which(name) or shutil.which(name, path=_HELPER_DIRS)
+    return os.path.abspath(found) if found else None
+
+
+def subid_grant() -> SubIdGrant | None:
+    """The caller's subordinate id grant, or None (root, no grant, no helpers).
+
+    The first range of ``/etc/subuid`` and of ``/etc/subgid`` whose line names
+    the caller (by login name or uid), as podman reads them; the helpers from
+    ``$PATH``, else the system folders. Whether the helpers accept the grant
+    is theirs to say, at the first spawn (their refusal is its error).
+    """
+    if not is_rootless():
+        return None
+    uid = os.geteuid()
+    try:
+        names: tuple[str, ...] = (pwd.getpwuid(uid).pw_name, str(uid))
+    except KeyError:
+        names = (str(uid),)
+    uids = _first_range("/etc/subuid", names)
+    gids = _first_range("/etc/subgid", names)
+    if uids is None or gids is None:
+        return None
+    uid_helper, gid_helper = _helper("newuidmap"), _helper("newgidmap")
+    if uid_helper is None or gid_helper is None:
+        return None
+    return SubIdGrant(uids[0], gids[0], min(uids[1], gids[1]), uid_helper, gid_helper)
+
+
 def check_privileges() -> None:
     """Refuse to start where neither root nor the rootless mode can work.
 
@@ -64,12 +137,12 @@ def rootless_refusal(what: str) -> str:
 
 _NEEDS = {
     "limits": (
-        "cgroup of its own to write limits to: give cgroup_parent (--cgroup-parent), a cgroup v2 path in a "
-        "subtree delegated to you; rlimits still apply"
+        "cgroup of its own to write limits to: none above its own is delegated to you (owned by you, with "
+        "controllers in cgroup.subtree_control); run it in one (systemd-run --user --scope -p Delegate=yes) or "
+        "give cgroup_parent (--cgroup-parent) in one; rlimits still apply"
     ),
     "network": "host network links (bridge and veths need CAP_NET_ADMIN on the host); network='none' works",
-    "map_base": "id ranges: the one id it can map is its own, shown as the container's root",
-    "uid": "ids but its own, which is the container's root (uid 0)",
+    "map_base": "host id ranges of its own to lease (subordinate ids, if granted, are one fixed range)",
     "idmap": "right to make id-mapped mounts (CAP_SYS_ADMIN on the host)",
     "procfs": (
         "way to keep a bind of /proc from the caller's own processes: the container's root is the caller's "

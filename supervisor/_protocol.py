@@ -383,13 +383,38 @@ class SpawnConfig:
     gid: int
     """The payload's gid inside the container (its only group)."""
     map_base: int
-    """First host uid of the container's uids: ``0..map_size-1`` map to
-    ``map_base..`` in ``uid_map`` (written by the clone thread)."""
+    """First host uid of the container's uids: ``map_uid_inside..`` (``map_size``
+    of them) map to ``map_base..`` in ``uid_map`` (written by the clone thread)."""
     map_gid_base: int
     """First host gid of the container's gids, in ``gid_map``: :attr:`map_base`
-    again, except rootless, where each map is the caller's own id."""
+    again, except rootless, where it is the caller's own gid."""
     map_size: int
-    """How many ids the container has (1 rootless)."""
+    """How many ids that first extent has (1 rootless: the caller's own id)."""
+    map_uid_inside: int
+    """The container uid that :attr:`map_base` is: 0, except rootless without
+    subordinate ids, where the caller's own uid is the payload's."""
+    map_gid_inside: int
+    """The container gid that :attr:`map_gid_base` is (as :attr:`map_uid_inside`)."""
+    uid_helper: str | None
+    """Rootless with subordinate ids: the ``newuidmap`` that writes ``uid_map``
+    (the kernel lets only a helper with ``CAP_SETUID`` map ids other than the
+    caller's, within ``/etc/subuid``'s grant); ``None``: the clone thread
+    writes the maps itself."""
+    gid_helper: str | None
+    """The ``newgidmap`` that writes ``gid_map``, with :attr:`uid_helper`. It
+    leaves ``setgroups`` allowed (the grant includes groups), so PID 1 drops
+    the caller's supplementary groups as a root-started one does."""
+    sub_uid_base: int
+    """First subordinate uid: container uids ``1..sub_size`` map to
+    ``sub_uid_base..`` (0 with :attr:`sub_size` 0)."""
+    sub_gid_base: int
+    """First subordinate gid, as :attr:`sub_uid_base`."""
+    sub_size: int
+    """How many subordinate ids are mapped after the caller's own at 0, or 0.
+    A payload uid or gid among them makes PID 1 a clone with memory of its own
+    (no ``CLONE_VM``): the change of ids makes the changer's memory
+    non-dumpable, which would shut the supervisor's later PID 1s out of their
+    maps if that memory were the supervisor's."""
     rootless: bool
     """The supervisor is not root: ``deny`` is written to ``/proc/PID/setgroups``
     before ``gid_map`` (the kernel's condition for an unprivileged map), PID 1

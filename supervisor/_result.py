@@ -56,8 +56,10 @@ class Result:
         stderr_dropped: likewise for ``stderr``.
         id_mapping: how the container's ids map to the host's: ``"range"``
             (a root supervisor: container ids ``0..map_size-1`` are a host
-            range), or ``"own"`` (rootless: the caller's own uid and gid are
-            the container's root, the only ids mapped; see :doc:`rootless`).
+            range), ``"subids"`` (rootless: container id 0 is the caller,
+            the next ids its subordinate ids, mapped by ``newuidmap`` and
+            ``newgidmap``) or ``"own"`` (rootless: the caller's own uid and
+            gid are the payload's, the only ids mapped; see :doc:`rootless`).
     """
 
     id: str

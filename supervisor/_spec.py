@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from . import _capabilities as _caps
 from ._limits import Limits
 from ._mount import Mount
-from ._privileges import is_rootless, rootless_refusal
+from ._privileges import is_rootless, rootless_refusal, subid_grant
 from ._publish import Publish
 from ._record import field, record
 from ._spec_rules import (
@@ -255,10 +255,9 @@ class Spec:
             ValueError: the Spec asks for one of those (the message says why).
         """
         refused = (  # (the field named, why: a key of rootless_refusal's, whether asked for)
-            ("limits", "limits", self.limits is not None and self.cgroup_parent is None),
+            ("limits", "limits", self.limits is not None and self.cgroup_parent is None and not _delegated()),
             ("network", "network", self.network == "bridge"),
             ("map_base", "map_base", self.map_base == "auto"),
-            ("uid", "uid", self.uid != 0 or self.gid not in (None, 0)),
             ("mounts", "idmap", any(m.idmap for m in self.mounts)),
             ("init", "init", self.init),
             ("mounts", "procfs", any(_on_procfs(m.source) for m in self.mounts)),
@@ -266,6 +265,16 @@ class Spec:
         for name, why, wrong in refused:
             if wrong:
                 raise _field_error(name, rootless_refusal(why))
+        grant = subid_grant() if self.map_size > 1 else None
+        if grant is not None:  # else the caller's own ids are the payload's, whatever they are
+            top = min(self.map_size - 1, grant.size)
+            for name, value in (("uid", self.uid), ("gid", self.gid if self.gid is not None else self.uid)):
+                if value > top:
+                    raise _field_error(
+                        name,
+                        f"{value} is not mapped: rootless, container id 0 is your own and 1..{top} your "
+                        "subordinate ids (/etc/subuid, /etc/subgid)",
+                    )
 
     def to_json(self) -> dict[str, Any]:
         """The spec as a JSON-ready dict (for the CLI's ``--json`` and events).
@@ -276,6 +285,13 @@ class Spec:
         mappings as objects.
         """
         return {name: _jsonable(getattr(self, name)) for name in type(self).__record_names__}  # type: ignore[attr-defined]
+
+
+def _delegated() -> bool:
+    """Whether a cgroup v2 subtree is delegated to the (rootless) caller above its own cgroup."""
+    from ._parent import cgroups
+
+    return cgroups.delegated_parent(cgroups.detect()) is not None
 
 
 def _on_procfs(path: str) -> bool:

@@ -243,7 +243,7 @@ def test_the_cli_runs_as_the_users_own_id_mapped_to_root(user: User) -> None:
     assert lines[3] == ["0", str(user.gid), "1"]
     assert lines[4] == ["deny"]
     debug = user.cli("run", "-d", "--", "true")
-    mapping = f"rootless: container root is host uid {user.uid}, gid {user.gid}, the only ids mapped"
+    mapping = f"rootless: container uid 0/gid 0 is host uid {user.uid}/gid {user.gid}, the only ids mapped"
     expected = f"supervisor: ids           {mapping}"
     assert expected in debug.stderr.splitlines(), debug.stderr
 
@@ -291,7 +291,6 @@ def test_the_users_files_are_the_containers_roots_and_others_stay_out_of_reach(u
         (["--memory", "100M"], "limits"),
         (["--pids", "10"], "limits"),
         (["--network", "bridge"], "network"),
-        (["--uid", "1000"], "uid"),
         (["--init"], "init"),
         (["--network", "bridge", "-p", "8080:80"], "network"),
         (["-v", "/tmp:/w:idmap"], "mounts"),
@@ -488,14 +487,10 @@ def _user_sleepers(user: User) -> list[int]:
 
 
 IN_A_DELEGATED_LEAF = """
-import sys, trio
+import os, sys, trio
 from supervisor import Limits, Spec, Supervisor
 
 unit_dir, parent = sys.argv[1], sys.argv[2]
-# The user's own unit: its children get the controllers (what systemd does
-# for a unit with Delegate=yes once something below asks for them).
-with open(unit_dir + "/cgroup.subtree_control", "w") as f:
-    f.write("+cpu +memory +pids")
 hog = ["python3", "-c", "b = bytearray(256 << 20)"]
 BOMB = '''
 import os, time
@@ -515,10 +510,20 @@ bomb = ["python3", "-c", BOMB]
 
 async def main():
     async with Supervisor() as sup:
-        try:
+        try:  # the unit is the user's, but gives its children no controllers yet
             await sup.run(Spec(hog, limits=Limits(memory_bytes=64 << 20)))
         except ValueError as exc:
-            print("own:", "needs root" in str(exc))
+            print("none:", "needs root" in str(exc))
+    # The user's own unit: its children get the controllers (what systemd does
+    # for a unit with Delegate=yes once something below asks for them).
+    with open(unit_dir + "/cgroup.subtree_control", "w") as f:
+        f.write("+cpu +memory +pids")
+    async with Supervisor() as sup:
+        # Found without cgroup_parent: the container's cgroup is made in the
+        # unit, beside the supervisor's leaf, and removed after.
+        r = await sup.run(Spec(hog, limits=Limits(memory_bytes=64 << 20)), check=False)
+        left = [n for n in os.listdir(unit_dir) if n.startswith("sv-")]
+        print("found:", r.reason, r.peak_memory_bytes is not None, left == [])
         r = await sup.run(Spec(hog, limits=Limits(memory_bytes=64 << 20), cgroup_parent=parent), check=False)
         print("memory:", r.reason, r.peak_memory_bytes is not None)
         r = await sup.run(Spec(bomb, limits=Limits(pids=6), cgroup_parent=parent), check=False)
@@ -558,7 +563,12 @@ def _run_in_a_delegated_leaf(user: User, unit: str, unit_dir: str) -> None:
             check=False,
         )
         assert out.returncode == 0, out.stderr
-        assert out.stdout.splitlines() == ["own: True", "memory: oom True", "pids: 0 True"], out
+        assert out.stdout.splitlines() == [
+            "none: True",
+            "found: oom True True",
+            "memory: oom True",
+            "pids: 0 True",
+        ], out
     finally:
         for name in os.listdir(os.path.join(user.home, "work")):
             os.unlink(os.path.join(user.home, "work", name))
@@ -581,3 +591,160 @@ async def test_the_mount_table_devices_and_masks_are_a_root_started_containers(u
         rooted = (await sup.run(Spec(["sh", "-c", script]))).stdout.decode()
     assert len(rooted.splitlines()) > 30
     assert done.stdout.splitlines() == rooted.splitlines()
+
+
+def test_own_ids_map_to_the_uid_asked_for(user: User) -> None:
+    """Without subordinate ids, ``--uid 1000`` is the caller's own uid shown as 1000 (root is not mapped)."""
+    done = user.cli(
+        "run", "--uid", "1000", "--", "sh", "-c", "id -u; id -g; cat /proc/self/uid_map /proc/self/gid_map; " + REPORT
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert [line.split() for line in lines[:4]] == [
+        ["1000"],
+        ["1000"],
+        ["1000", str(user.uid), "1"],
+        ["1000", str(user.gid), "1"],
+    ]
+    report = _report("\n".join(lines[4:]))
+    assert report["CapEff"] == report["CapPrm"] == report["CapAmb"] == "0000000000000000"
+    assert report["NoNewPrivs"] == "1"
+
+
+# --- subordinate ids: newuidmap and newgidmap --------------------------------
+
+#: The test user's grant: far from the root mode's default range (100000 and
+#: up) and from its leased pool (2**30 and up).
+GRANT_BASE = 800_000_000
+
+
+@contextlib.contextmanager
+def _granted(user: User, count: int = 65536) -> Iterator[int]:
+    """``user`` given subordinate ids in /etc/subuid and /etc/subgid (removed after)."""
+    if shutil.which("newuidmap") is None or shutil.which("newgidmap") is None:
+        pytest.skip("newuidmap and newgidmap (Debian's uidmap) are not installed")
+    if not os.access("/etc", os.W_OK):
+        pytest.skip("/etc is read-only here: no subordinate ids can be granted")
+    line = f"{user.name}:{GRANT_BASE}:{count}\n"
+    saved = {}
+    for path in ("/etc/subuid", "/etc/subgid"):
+        try:
+            with open(path) as f:
+                saved[path] = f.read()
+        except FileNotFoundError:
+            saved[path] = None
+        with open(path, "a") as f:
+            f.write(line)
+    try:
+        yield GRANT_BASE
+    finally:
+        for path, text in saved.items():
+            if text is None:
+                os.unlink(path)
+            else:
+                with open(path, "w") as f:
+                    f.write(text)
+
+
+def test_subordinate_ids_map_a_range_as_podman_does(user: User) -> None:
+    """Id 0 is the caller, 1..65535 its subordinate ids; setgroups stays allowed, so
+    the caller's groups are dropped; ``-d`` says so."""
+    with _granted(user) as base:
+        done = user.cli(
+            "run", "--", "sh", "-c", "cat /proc/self/uid_map /proc/self/gid_map /proc/self/setgroups; id -G"
+        )
+        debug = user.cli("run", "-d", "--", "true")
+    assert done.returncode == 0, done.stderr
+    lines = [line.split() for line in done.stdout.splitlines()]
+    assert lines[0] == ["0", str(user.uid), "1"]
+    assert lines[1] == ["1", str(base), "65535"]
+    assert lines[2] == ["0", str(user.gid), "1"]
+    assert lines[3] == ["1", str(base), "65535"]
+    assert lines[4] == ["allow"]
+    assert lines[5] == ["0"]
+    mapping = (
+        f"rootless: container id 0 is host uid {user.uid}/gid {user.gid}; ids 1-65535 are subordinate uids "
+        f"{base}-{base + 65534}/gids {base}-{base + 65534} (newuidmap, newgidmap)"
+    )
+    assert f"supervisor: ids           {mapping}" in debug.stderr.splitlines(), debug.stderr
+
+
+def test_a_subordinate_uid_owns_its_files_and_is_isolated_like_a_root_started_one(user: User) -> None:
+    """``--uid 1000`` is host id base+999: a file it writes in a bind is owned so,
+    and its capability sets and no_new_privs are those of a root-started ``--uid 1000``."""
+    shared = os.path.join(user.home, "work", "shared")
+    os.mkdir(shared, 0o777)
+    os.chmod(shared, 0o777)
+    try:
+        with _granted(user) as base:
+            done = user.cli("run", "--uid", "1000", "-v", f"{shared}:/s", "--", "sh", "-c", "touch /s/f; " + REPORT)
+        assert done.returncode == 0, done.stderr
+        st = os.stat(os.path.join(shared, "f"))
+        assert (st.st_uid, st.st_gid) == (base + 999, base + 999)
+        rootless = _report(done.stdout)
+        rooted = subprocess.run(
+            [sys.executable, "-m", "supervisor", "run", "--uid", "1000", "--", "sh", "-c", REPORT],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(os.path.abspath(__file__)))},
+        )
+        assert all(rootless[k] == _report(rooted.stdout)[k] for k in STATUS_KEYS), (rootless, rooted.stdout)
+    finally:
+        shutil.rmtree(shared)
+
+
+def test_many_at_once_with_subordinate_and_own_ids_mixed(user: User) -> None:
+    """Payloads that change to a subordinate uid (PID 1 then has memory of its own)
+    beside ones that stay root, 24 at once: none is shut out of its maps."""
+    with _granted(user) as base:
+        done = user.api(
+            """
+            import json, trio
+            from supervisor import Spec, Supervisor
+
+            async def main():
+                found = []
+                async with Supervisor() as sup:
+                    async def one(i):
+                        uid = 1000 + i if i % 2 else 0
+                        r = await sup.run(Spec(["sh", "-c", "id -u; cat /proc/self/status | grep ^Uid"], uid=uid))
+                        found.append((i, r.stdout.decode().split()[0], r.id_mapping))
+                    async with trio.open_nursery() as n:
+                        for i in range(24):
+                            n.start_soon(one, i)
+                print(json.dumps(sorted(found)))
+
+            trio.run(main)
+            """
+        )
+    assert done.returncode == 0, done.stderr
+    want = [[i, str(1000 + i if i % 2 else 0), "subids"] for i in range(24)]
+    assert json.loads(done.stdout) == want
+    assert base > 0
+
+
+def test_a_uid_beyond_the_grant_and_a_refusing_helper_say_why(user: User) -> None:
+    """A payload id the grant does not cover is refused naming the field; a
+    helper that refuses is the setup's error, with what it printed."""
+    with _granted(user, count=100):
+        beyond = user.cli("run", "--uid", "500", "--", "true")
+        bin_dir = os.path.join(user.home, "work", "bin")
+        os.mkdir(bin_dir, 0o755)
+        try:
+            for name in ("newuidmap", "newgidmap"):
+                path = os.path.join(bin_dir, name)
+                with open(path, "w") as f:
+                    f.write('#!/bin/sh\necho "$(basename $0): range not allowed" >&2\nexit 1\n')
+                os.chmod(path, 0o755)
+            refused = user.cli("run", "--", "true", env=user.env(PATH=f"{bin_dir}:/usr/local/bin:/usr/bin:/bin"))
+        finally:
+            shutil.rmtree(bin_dir)
+    assert beyond.returncode == 125, beyond
+    assert (
+        "Spec.uid: 500 is not mapped: rootless, container id 0 is your own and 1..100 your subordinate ids"
+        in beyond.stderr
+    )
+    assert refused.returncode == 125, refused
+    assert f"{bin_dir}/newuidmap" in refused.stderr, refused.stderr
+    assert "failed: newuidmap: range not allowed" in refused.stderr, refused.stderr

@@ -278,6 +278,54 @@ static int get_seccomp(struct sv_arena *a, PyObject *cfg, struct sv_plan *p)
     return 0;
 }
 
+/* A uint32 field within lo..hi; -1 with ValueError naming it otherwise. */
+static int get_u32(PyObject *cfg, const char *name, uint32_t *out, long long lo, long long hi)
+{
+    long long v;
+    if (get_long(cfg, name, &v))
+        return -1;
+    if (v < lo || v > hi) {
+        PyErr_Format(PyExc_ValueError, "SpawnConfig.%s must be within %lld..%lld", name, lo, hi);
+        return -1;
+    }
+    *out = (uint32_t)v;
+    return 0;
+}
+
+/* The user namespace's maps beyond the first extent, and whether PID 1
+ * needs memory of its own for them. */
+static int plan_userns(struct sv_plan *p, struct sv_arena *a, PyObject *cfg)
+{
+    long long top = (long long)UINT32_MAX - p->map_size;
+    if (get_u32(cfg, "map_uid_inside", &p->map_uid_inside, 0, top) ||
+        get_u32(cfg, "map_gid_inside", &p->map_gid_inside, 0, top) ||
+        get_str(a, cfg, "uid_helper", &p->uid_helper, 1) || get_str(a, cfg, "gid_helper", &p->gid_helper, 1) ||
+        get_u32(cfg, "sub_uid_base", &p->sub_uid_base, 0, UINT32_MAX - 1) ||
+        get_u32(cfg, "sub_gid_base", &p->sub_gid_base, 0, UINT32_MAX - 1) ||
+        get_u32(cfg, "sub_size", &p->sub_size, 0, (long long)UINT32_MAX - 1))
+        return -1;
+    int helpers = p->uid_helper != NULL;
+    if (helpers != (p->gid_helper != NULL)) {
+        PyErr_SetString(PyExc_ValueError, "SpawnConfig.uid_helper and gid_helper are both set or both None");
+        return -1;
+    }
+    if (p->sub_size > 0 && (!helpers || p->map_size != 1 || p->map_uid_inside != 0 || p->map_gid_inside != 0 ||
+                            p->sub_uid_base == 0 || p->sub_gid_base == 0)) {
+        PyErr_SetString(PyExc_ValueError, "SpawnConfig.sub_size needs the helpers, and one id mapped at 0 before it");
+        return -1;
+    }
+    if (p->rootless && !helpers && p->map_size != 1) {
+        PyErr_SetString(PyExc_ValueError, "SpawnConfig.map_size must be 1 when rootless (one id is mapped)");
+        return -1;
+    }
+    /* Rootless, PID 1's memory must stay dumpable until its maps are
+     * written (SpawnConfig.rootless). A payload id that is not the caller's
+     * makes the memory of whoever changes to it non-dumpable: shared with
+     * the supervisor, that would shut every later PID 1 out of its maps. */
+    p->own_memory = p->rootless && (p->uid != p->map_uid_inside || p->gid != p->map_gid_inside);
+    return 0;
+}
+
 int plan_fill(struct sv_plan *p, struct sv_arena *a, PyObject *cfg, const int *fds, size_t nfds)
 {
     long long v;
@@ -326,10 +374,8 @@ int plan_fill(struct sv_plan *p, struct sv_arena *a, PyObject *cfg, const int *f
     p->map_gid_base = (uint32_t)v;
     if (get_bool(cfg, "rootless", &p->rootless))
         return -1;
-    if (p->rootless && p->map_size != 1) {
-        PyErr_SetString(PyExc_ValueError, "SpawnConfig.map_size must be 1 when rootless (one id is mapped)");
+    if (plan_userns(p, a, cfg) < 0)
         return -1;
-    }
     if (get_str(a, cfg, "rootfs", &p->rootfs, 1) || get_bool(cfg, "overlay", &p->overlay) ||
         get_bool(cfg, "read_only_root", &p->read_only_root) || get_bool(cfg, "tty", &p->tty) ||
         get_bool(cfg, "network_request", &p->network_request) || get_bool(cfg, "own_loopback", &p->own_loopback) ||

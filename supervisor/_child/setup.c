@@ -115,12 +115,18 @@ _Noreturn void sv_pid1_main(const struct sv_plan *plan, struct sv_idmaps *maps, 
 
     /* USERNS: first, because files created and ids checked from here on need
      * the maps. The supervisor's clone thread writes them (root in the host
-     * user namespace; rootless, the caller, each map its own id only) as
-     * soon as the clone returns, without a round trip
-     * through its event loop; then we become root of the container (still
-     * without host privilege). */
+     * user namespace; rootless, the caller: its own id, or with newuidmap
+     * and newgidmap its subordinate ids too) as soon as the clone returns,
+     * without a round trip through its event loop; then we become root of
+     * the container (still without host privilege; rootless with only the
+     * caller's own id mapped, the payload's id, which is that id). */
     channel_enter(c, SV_PHASE_USERNS);
     userns_wait_maps(c);
+    /* With memory of our own (rootless, for a payload id that is not the
+     * caller's), non-dumpable from here, as a root-started PID 1 is from
+     * SPAWNED: the maps were the last writes to our /proc files from outside. */
+    if (plan->own_memory)
+        sv_prctl(c, PR_SET_DUMPABLE, 0, "PR_SET_DUMPABLE");
     userns_become_root(c);
 
     /* CGROUP: right after the maps, before any other work, so that the whole

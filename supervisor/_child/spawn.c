@@ -33,7 +33,8 @@ static const char *const config_fields[] = {
     "last_cap",        "system",        "binds",        "rlimits",       "cgroup",
     "masked_paths",    "readonly_paths", "seccomp_bpf", "seccomp_flags", "init",
     "time_namespace",  "time_offsets",  "tmpfs",        "hosts",         "map_gid_base",
-    "rootless",
+    "rootless",        "map_uid_inside", "map_gid_inside", "uid_helper",  "gid_helper",
+    "sub_uid_base",    "sub_gid_base",  "sub_size",
 };
 
 /* One PID 1 between its clone and the moment it leaves our memory.
@@ -44,13 +45,16 @@ static const char *const config_fields[] = {
  * must therefore live until it execs the payload or exits: the kernel says
  * when, by zeroing `alive` (CLONE_CHILD_CLEARTID clears it as the child's
  * hold on this memory ends, at execve or exit). Until then the spawn is kept
- * here, and freed by the next collect(). */
+ * here, and freed by the next collect(). A PID 1 with memory of its own
+ * (plan.own_memory, see clone_pid1) needs none of it once its maps are
+ * written. */
 struct inflight {
     struct inflight *next;
     pid_t alive;
     int into_cgroup; /* clone3 placed PID 1 in its v2 cgroup */
     struct sv_plan plan;
-    struct sv_idmaps maps; /* written by the clone thread, awaited by PID 1 */
+    struct sv_idmaps *maps; /* written by the clone thread, awaited by PID 1: */
+    struct sv_idmaps own_maps; /* here, or with plan.own_memory in a shared page */
     struct sv_arena arena;
     char *stack;
     size_t stack_size;
@@ -123,6 +127,8 @@ static void stack_put(char *stack)
 
 static void inflight_free(struct inflight *f)
 {
+    if (f->maps != NULL && f->maps != &f->own_maps)
+        munmap(f->maps, sizeof *f->maps); /* PID 1 keeps its own mapping of it */
     if (f->stack != NULL)
         stack_put(f->stack);
     arena_free(&f->arena);
@@ -151,14 +157,21 @@ static size_t collect(void)
 static int pid1_entry(void *arg)
 {
     struct inflight *f = arg;
-    sv_pid1_main(&f->plan, &f->maps, f->into_cgroup);
+    sv_pid1_main(&f->plan, f->maps, f->into_cgroup);
 }
 
 /* Clone PID 1 into the v2 cgroup `cgroup_fd` when there is one (clone3),
- * else plainly. Returns the pid or -errno. */
+ * else plainly. Returns the pid or -errno.
+ *
+ * With plan.own_memory PID 1 is cloned without CLONE_VM, as fork does: it
+ * runs on its copy of the stack and plan, and the kernel copies the page
+ * tables of this process (a millisecond or so for a large one) so that a
+ * change of its ids makes only its own memory non-dumpable. */
 static long clone_pid1(struct inflight *f, int cgroup_fd, int exit_signal, int *pidfd)
 {
-    unsigned long flags = f->plan.clone_flags | CLONE_VM | CLONE_PIDFD | CLONE_CHILD_CLEARTID;
+    unsigned long flags = f->plan.clone_flags | CLONE_PIDFD;
+    if (!f->plan.own_memory)
+        flags |= CLONE_VM | CLONE_CHILD_CLEARTID;
     if (cgroup_fd >= 0) {
         struct clone_args args;
         memset(&args, 0, sizeof args);
@@ -225,9 +238,9 @@ static void *clone_thread(void *arg)
         /* PID 1 waits for its id maps: write them at once. Until it is
          * reaped (by the supervisor, after this reply) the pid is its own. */
         if (pid > 0)
-            userns_write_maps(&req->f->plan, &req->f->maps, pid);
+            userns_write_maps(&req->f->plan, req->f->maps, pid);
         struct reply rep = {.pid = pid > 0 ? (int32_t)pid : 0, .pidfd = pidfd, .err = pid < 0 ? (int32_t)-pid : 0};
-        if (pid < 0) {
+        if (pid < 0 || req->f->plan.own_memory) { /* gone, or never in our memory */
             inflight_free(req->f);
         } else {
             pthread_mutex_lock(&inflight_lock);
@@ -340,6 +353,15 @@ static PyObject *spawn(PyObject *module, PyObject *const *args, Py_ssize_t nargs
     }
     f->stack_size = STACK_SIZE;
     f->alive = 1;
+    f->maps = &f->own_maps;
+    if (f->plan.own_memory) {
+        void *page = mmap(NULL, sizeof *f->maps, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+        if (page == MAP_FAILED) {
+            PyErr_SetFromErrno(PyExc_OSError);
+            goto out;
+        }
+        f->maps = page;
+    }
     req->f = f;
     req->cgroup_fd = -1;
     for (size_t i = 0; i < f->plan.ncgroup; i++)

@@ -82,9 +82,13 @@ struct sv_plan {
     const char *hosts; /* the text of /etc/hosts, or NULL: the root's own */
     uid_t uid;
     gid_t gid;
-    uint32_t map_base, map_size; /* container uids 0..map_size-1 are host uids map_base.. */
-    uint32_t map_gid_base;       /* and gids 0..map_size-1 host gids map_gid_base.. */
-    int rootless;                /* not root: setgroups denied, groups kept, PID 1 dumpable (SpawnConfig) */
+    uint32_t map_base, map_size; /* container uids from map_uid_inside are host uids map_base.. */
+    uint32_t map_gid_base;       /* and gids from map_gid_inside host gids map_gid_base.. */
+    uint32_t map_uid_inside, map_gid_inside; /* 0, but rootless with the caller's own ids: the payload's */
+    uint32_t sub_uid_base, sub_gid_base, sub_size; /* container ids 1..sub_size: subordinate ids, or 0 */
+    const char *uid_helper, *gid_helper; /* newuidmap/newgidmap, or NULL: the maps are written directly */
+    int rootless;   /* not root: PID 1 dumpable until its maps are written (SpawnConfig) */
+    int own_memory; /* PID 1 cloned without CLONE_VM: its ids leave the caller's (derived) */
     const char *rootfs; /* host path, or NULL for the embedded default root */
     int overlay, read_only_root, tty;
     int network_request; /* ask the supervisor for the NETWORK step */
@@ -123,11 +127,14 @@ struct sv_plan {
 
 /* The id maps, written by the supervisor's clone thread right after the
  * clone while PID 1 waits for them at USERNS (userns.c). It lives beside the
- * plan, in memory the two share (CLONE_VM); `state` is a futex word. */
+ * plan, in memory the two share (CLONE_VM), or in a shared page of its own
+ * when PID 1 has its own memory (own_memory); `state` is a futex word. */
 struct sv_idmaps {
     int32_t state;  /* 0 pending; 1 written; -errno: the step failed */
     int32_t failed; /* then what: SV_MAPS_UID, SV_MAPS_GID, SV_MAPS_SETGROUPS or SV_MAPS_FAULT_* */
     int32_t pid;    /* PID 1's host pid, for the failure's text */
+    int32_t helper_status; /* a helper's (newuidmap's) exit status, or -1 */
+    char helper_said[160]; /* the end of what it printed, NUL-terminated */
 };
 enum { SV_MAPS_UID, SV_MAPS_GID, SV_MAPS_FAULT_BEFORE, SV_MAPS_FAULT_AFTER, SV_MAPS_SETGROUPS };
 

@@ -3,8 +3,11 @@
  * The maps are written from the host's side by the supervisor's clone thread
  * (userns_write_maps, run in the supervisor right after the clone) while PID
  * 1 waits for them (userns_wait_maps): no round trip through the event loop.
- * The two share the struct sv_idmaps beside the plan (CLONE_VM), whose state
- * is a futex word.
+ * The two share the struct sv_idmaps beside the plan (CLONE_VM), or a shared
+ * page when PID 1 has memory of its own; its state is a futex word. Rootless
+ * with subordinate ids (/etc/subuid), the thread has newuidmap and newgidmap
+ * write them, setuid helpers that check the caller's grant: a process of the
+ * supervisor's, so posix_spawn is fine there (PID 1 itself spawns nothing).
  *
  * PID 1's ids are then set with raw calls: glibc's wrappers would try to
  * change the ids of threads the calling process had, which this child does
@@ -14,9 +17,13 @@
 #include <linux/futex.h>
 #include <poll.h>
 #include <signal.h>
+#include <spawn.h>
+#include <string.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "sv.h"
 
@@ -37,14 +44,23 @@ static void map_path(struct sv_text *t, long pid, const char *name)
     text_str(t, name);
 }
 
-/* The one line of uid_map (gid false) or gid_map (gid true). */
-static void map_line(struct sv_text *t, const struct sv_plan *p, int gid)
+/* The lines of uid_map (gid false) or gid_map (gid true), separated by
+ * `sep`: the first extent, then the subordinate ids if any. */
+static void map_lines(struct sv_text *t, const struct sv_plan *p, int gid, const char *sep)
 {
     text_reset(t);
-    text_str(t, "0 ");
+    text_int(t, gid ? p->map_gid_inside : p->map_uid_inside);
+    text_str(t, " ");
     text_int(t, gid ? p->map_gid_base : p->map_base);
     text_str(t, " ");
     text_int(t, p->map_size);
+    if (p->sub_size > 0) {
+        text_str(t, sep);
+        text_str(t, "1 ");
+        text_int(t, gid ? p->sub_gid_base : p->sub_uid_base);
+        text_str(t, " ");
+        text_int(t, p->sub_size);
+    }
 }
 
 /* Write a text to /proc/PID/NAME; 0 or -errno. */
@@ -64,9 +80,82 @@ static long write_proc(long pid, const char *name, const struct sv_text *text)
 static long write_map(long pid, const char *name, const struct sv_plan *p)
 {
     struct sv_text line;
-    map_line(&line, p, name[0] == 'g');
+    map_lines(&line, p, name[0] == 'g', "\n");
     text_str(&line, "\n");
     return write_proc(pid, name, &line);
+}
+
+/* Have the setuid helper (newuidmap, newgidmap) write one map file: only it
+ * may map the caller's subordinate ids (/etc/subuid). Its output is kept for
+ * the failure's text. 0 or -errno (EPERM for a refusal). */
+static long run_helper(const char *helper, long pid, const struct sv_plan *p, int gid, struct sv_idmaps *m)
+{
+    struct sv_text words, pidtext;
+    map_lines(&words, p, gid, " ");
+    text_cstr(&words);
+    text_reset(&pidtext);
+    text_int(&pidtext, pid);
+    char *argv[2 + 6 + 1];
+    size_t argc = 0;
+    argv[argc++] = (char *)helper;
+    argv[argc++] = (char *)text_cstr(&pidtext);
+    for (char *w = words.buf; *w != '\0' && argc < 8;) { /* the lines' numbers, split in place */
+        argv[argc++] = w;
+        while (*w != '\0' && *w != ' ')
+            w++;
+        if (*w == ' ')
+            *w++ = '\0';
+    }
+    argv[argc] = NULL;
+    int out[2];
+    if (pipe2(out, O_CLOEXEC) < 0)
+        return -errno;
+    posix_spawn_file_actions_t actions;
+    posix_spawnattr_t attr;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+    posix_spawn_file_actions_adddup2(&actions, out[1], 1);
+    posix_spawn_file_actions_adddup2(&actions, out[1], 2);
+    posix_spawnattr_init(&attr);
+    sigset_t none;
+    sigemptyset(&none);
+    posix_spawnattr_setsigmask(&attr, &none); /* the clone thread blocks every signal */
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK);
+    char *envp[] = {NULL};
+    pid_t child;
+    int rc = posix_spawn(&child, helper, &actions, &attr, argv, envp);
+    posix_spawn_file_actions_destroy(&actions);
+    posix_spawnattr_destroy(&attr);
+    close(out[1]);
+    long r = 0;
+    if (rc != 0) {
+        r = -rc;
+    } else {
+        size_t len = 0;
+        ssize_t n;
+        char rest[256];
+        /* Keep the end of what it says: the reason is on its last line. */
+        while ((n = read(out[0], rest, sizeof rest)) > 0 || (n < 0 && errno == EINTR)) {
+            for (ssize_t i = 0; i < n; i++) {
+                if (len == sizeof m->helper_said - 1) {
+                    memmove(m->helper_said, m->helper_said + 1, len - 1);
+                    len--;
+                }
+                m->helper_said[len++] = rest[i];
+            }
+        }
+        while (len > 0 && (m->helper_said[len - 1] == '\n' || m->helper_said[len - 1] == ' '))
+            len--;
+        m->helper_said[len] = '\0';
+        int status;
+        while (waitpid(child, &status, 0) < 0 && errno == EINTR)
+            ;
+        m->helper_status = status;
+        if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+            r = -EPERM;
+    }
+    close(out[0]);
+    return r;
 }
 
 /* Rootless: the kernel lets the caller map its own gid only once setgroups
@@ -86,14 +175,25 @@ void userns_write_maps(const struct sv_plan *p, struct sv_idmaps *m, long pid)
      * the two that the other would change. */
     long r = 0;
     int32_t failed = SV_MAPS_FAULT_BEFORE;
+    m->helper_status = -1;
+    m->helper_said[0] = '\0';
     if (p->id_maps_fault == SV_MAPS_FAULT_BEFORE)
         r = -EIO;
-    if (r == 0 && (r = write_map(pid, "uid_map", p)) < 0)
-        failed = SV_MAPS_UID;
-    if (r == 0 && p->rootless && (r = deny_setgroups_of(pid)) < 0)
-        failed = SV_MAPS_SETGROUPS;
-    if (r == 0 && (r = write_map(pid, "gid_map", p)) < 0)
-        failed = SV_MAPS_GID;
+    if (p->uid_helper != NULL) {
+        /* newgidmap denies setgroups itself unless /etc/subgid grants the
+         * range: then the container may drop the caller's groups. */
+        if (r == 0 && (r = run_helper(p->uid_helper, pid, p, 0, m)) < 0)
+            failed = SV_MAPS_UID;
+        if (r == 0 && (r = run_helper(p->gid_helper, pid, p, 1, m)) < 0)
+            failed = SV_MAPS_GID;
+    } else {
+        if (r == 0 && (r = write_map(pid, "uid_map", p)) < 0)
+            failed = SV_MAPS_UID;
+        if (r == 0 && p->rootless && (r = deny_setgroups_of(pid)) < 0)
+            failed = SV_MAPS_SETGROUPS;
+        if (r == 0 && (r = write_map(pid, "gid_map", p)) < 0)
+            failed = SV_MAPS_GID;
+    }
     if (r == 0 && p->id_maps_fault == SV_MAPS_FAULT_AFTER) {
         r = -EIO;
         failed = SV_MAPS_FAULT_AFTER;
@@ -101,7 +201,7 @@ void userns_write_maps(const struct sv_plan *p, struct sv_idmaps *m, long pid)
     m->failed = failed;
     m->pid = (int32_t)pid;
     __atomic_store_n(&m->state, r < 0 ? (int32_t)r : 1, __ATOMIC_RELEASE);
-    sv_raw(SYS_futex, (long)&m->state, FUTEX_WAKE_PRIVATE, 1, 0, 0);
+    sv_raw(SYS_futex, (long)&m->state, p->own_memory ? FUTEX_WAKE : FUTEX_WAKE_PRIVATE, 1, 0, 0);
 }
 
 void userns_wait_maps(struct sv_child *c)
@@ -115,7 +215,8 @@ void userns_wait_maps(struct sv_child *c)
      * end closed with it) ends us, as a missing answer to a request does. */
     struct timespec wait = {.tv_sec = 0, .tv_nsec = 50 * 1000 * 1000};
     while ((state = __atomic_load_n(&m->state, __ATOMIC_ACQUIRE)) == 0) {
-        sv_raw(SYS_futex, (long)&m->state, FUTEX_WAIT_PRIVATE, 0, (long)&wait, 0); /* or EAGAIN, EINTR */
+        sv_raw(SYS_futex, (long)&m->state, c->plan->own_memory ? FUTEX_WAIT : FUTEX_WAIT_PRIVATE, 0, (long)&wait,
+               0); /* or EAGAIN, EINTR */
         if (__atomic_load_n(&m->state, __ATOMIC_ACQUIRE) != 0)
             continue;
         struct pollfd control = {.fd = c->ch.fd, .events = POLLRDHUP};
@@ -131,13 +232,32 @@ void userns_wait_maps(struct sv_child *c)
         text_reset(&t);
         text_str(&t, m->failed == SV_MAPS_FAULT_BEFORE ? "fault injected in" : "fault injected after");
         text_str(&t, " the supervisor's userns step (supervisor.testing)");
+    } else if (c->plan->uid_helper != NULL) {
+        struct sv_text line;
+        map_lines(&line, c->plan, m->failed == SV_MAPS_GID, " ");
+        text_reset(&t);
+        text_str(&t, "the supervisor's ");
+        text_str(&t, m->failed == SV_MAPS_GID ? c->plan->gid_helper : c->plan->uid_helper);
+        text_str(&t, " ");
+        text_int(&t, m->pid);
+        text_str(&t, " ");
+        text_str(&t, text_cstr(&line));
+        if (m->helper_status < 0) {
+            text_str(&t, " could not run");
+        } else {
+            text_str(&t, " failed");
+            if (m->helper_said[0] != '\0') {
+                text_str(&t, ": ");
+                text_str(&t, m->helper_said);
+            }
+        }
     } else {
         struct sv_text line, path;
         if (m->failed == SV_MAPS_SETGROUPS) {
             text_reset(&line);
             text_str(&line, "deny");
         } else {
-            map_line(&line, c->plan, m->failed == SV_MAPS_GID);
+            map_lines(&line, c->plan, m->failed == SV_MAPS_GID, "\\n");
         }
         map_path(&path, m->pid,
                  m->failed == SV_MAPS_UID ? "uid_map" : m->failed == SV_MAPS_GID ? "gid_map" : "setgroups");
@@ -154,9 +274,10 @@ void userns_wait_maps(struct sv_child *c)
 static void set_ids(struct sv_child *c, uid_t uid, gid_t gid)
 {
     long r = 0;
-    /* With setgroups denied (rootless) PID 1 keeps the caller's groups: the
-     * kernel lets nobody in the namespace change them. */
-    if (!c->plan->rootless && (r = sv_raw(SYS_setgroups, 0, 0, 0, 0, 0)) < 0)
+    /* With setgroups denied (rootless, unless newgidmap mapped subordinate
+     * gids) PID 1 keeps the caller's groups: the kernel lets nobody in the
+     * namespace change them. */
+    if ((!c->plan->rootless || c->plan->sub_size > 0) && (r = sv_raw(SYS_setgroups, 0, 0, 0, 0, 0)) < 0)
         sv_fail_str(c, (int)-r, "setgroups([]) failed");
     r = sv_raw(SYS_setresgid, gid, gid, gid, 0, 0);
     if (r < 0)
@@ -169,6 +290,6 @@ static void set_ids(struct sv_child *c, uid_t uid, gid_t gid)
     sv_prctl(c, PR_SET_PDEATHSIG, SIGKILL, "PR_SET_PDEATHSIG");
 }
 
-void userns_become_root(struct sv_child *c) { set_ids(c, 0, 0); }
+void userns_become_root(struct sv_child *c) { set_ids(c, c->plan->map_uid_inside, c->plan->map_gid_inside); }
 
 void userns_become_payload(struct sv_child *c) { set_ids(c, c->plan->uid, c->plan->gid); }

@@ -134,7 +134,8 @@ def add_container_options(parser: argparse.ArgumentParser) -> None:
         "--cgroup-parent",
         metavar="PATH",
         help="make the container's cgroup v2 below this cgroup (e.g. /supervisor; created if missing, with"
-        " the cpu, memory and pids controllers) instead of below ours",
+        " the cpu, memory and pids controllers) instead of below ours (rootless: the subtree delegated to you"
+        " above ours, when there is one)",
     )
     limits.add_argument(
         "--ulimit",

@@ -177,14 +177,12 @@ def _run_blocking(spec: Spec, args: argparse.Namespace) -> int:
 
 def _id_mapping(spec: Spec) -> str:
     """How the container's ids map to the host's, for ``--debug``'s userns line."""
+    from .._parent import userns
     from .._privileges import is_rootless
 
-    if is_rootless():
-        return f"rootless: container root is host uid {os.geteuid()}, gid {os.getegid()}, the only ids mapped"
-    if spec.map_base == "auto":
+    if spec.map_base == "auto" and not is_rootless():
         return f"container ids 0-{spec.map_size - 1}: a host range leased for this container"
-    assert isinstance(spec.map_base, int)
-    return f"container ids 0-{spec.map_size - 1} are host ids {spec.map_base}-{spec.map_base + spec.map_size - 1}"
+    return userns.resolve(spec).describe()
 
 
 class _PhasePrinter:

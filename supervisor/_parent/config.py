@@ -18,7 +18,7 @@ from .._protocol import Bind, Rlimit, SpawnConfig, SystemDir, TimeOffset, Tmpfs
 from .._spec import TIME_OFFSET_CLOCKS, Spec
 from .._sys import constants as c
 from .._sys import linux
-from . import idmap
+from . import idmap, userns
 from .faults import spawn_faults
 from .seccomp import compile_profile
 
@@ -112,7 +112,7 @@ def build_config(
     rootless = is_rootless()
     if rootless:
         spec.check_rootless()  # again here: the euid may have changed since the run's own check
-    base = spec.map_base if isinstance(spec.map_base, int) else 0
+    ids = userns.resolve(spec)
     return SpawnConfig(
         # network="host": no network namespace of its own (unsafe, documented).
         clone_flags=c.CONTAINER_NAMESPACES & ~c.CLONE_NEWNET if spec.network == "host" else c.CONTAINER_NAMESPACES,
@@ -124,11 +124,16 @@ def build_config(
         uid=spec.uid,
         gid=spec.gid if spec.gid is not None else spec.uid,
         # map_base="auto": the leased range, set by the caller before the spawn.
-        # Rootless: container root is the caller's own uid and gid, the one id
-        # the kernel lets it map.
-        map_base=os.geteuid() if rootless else base,
-        map_gid_base=os.getegid() if rootless else base,
-        map_size=1 if rootless else spec.map_size,
+        map_base=ids.uid_base,
+        map_gid_base=ids.gid_base,
+        map_size=ids.size,
+        map_uid_inside=ids.uid_inside,
+        map_gid_inside=ids.gid_inside,
+        uid_helper=ids.uid_helper,
+        gid_helper=ids.gid_helper,
+        sub_uid_base=ids.sub_uid_base,
+        sub_gid_base=ids.sub_gid_base,
+        sub_size=ids.sub_size,
         rootless=rootless,
         # Host paths resolved here: PID 1 opens them below its old root, where
         # an absolute symlink on the way (/var/run -> /run) would point into

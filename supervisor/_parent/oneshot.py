@@ -34,7 +34,7 @@ from .._hostname import generate as generate_hostname
 from .._protocol import Phase, SpawnConfig
 from .._result import Reason, Result
 from .._spec import Spec
-from . import stdio
+from . import stdio, userns
 from .config import build_config
 from .outcome import note_cleanup, outcome, run_result
 from .pid1 import END, PhaseCallback, Pid1, Slot, read_clone_reply, reap
@@ -134,6 +134,7 @@ def _run(
     ctl_parent, ctl_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
     ctl_parent.setblocking(False)
     proc = Pid1(cid, ctl_parent, t0, on_phase, grace_period=spec.grace_period)
+    proc.id_mapping = userns.kind_of(config)
     child_side = stdio.Closer()  # PID 1's descriptors: closed after the spawn
     child_side.call(ctl_child.close)
     reason: Reason | None = None

@@ -8,7 +8,6 @@ from __future__ import annotations
 import time
 
 from .._errors import CleanupError, SetupError
-from .._privileges import is_rootless
 from .._result import PhaseTiming, Reason, Result
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (3 ms for a command line)
@@ -81,7 +80,7 @@ def run_result(
         oom_killed=bool(usage and usage.oom_killed),
         stdout_dropped=dropped[0],
         stderr_dropped=dropped[1],
-        id_mapping="own" if is_rootless() else "range",
+        id_mapping=proc.id_mapping,
     )
 
 

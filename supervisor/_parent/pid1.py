@@ -155,6 +155,8 @@ class Pid1:
         self.grace_period = grace_period
         self.pty_master = -1
         self.slot: Slot | None = None
+        #: How its ids map (``Result.id_mapping``), set from its configuration.
+        self.id_mapping = "range"
 
     @property
     def pid(self) -> int:

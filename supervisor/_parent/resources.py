@@ -80,10 +80,22 @@ class HostResources:
     @property
     def wants_cgroup(self) -> bool:
         """Whether the container gets a cgroup: as root always, one of its
-        own, for limits, accounting and kill-everything; rootless only below
-        ``Spec.cgroup_parent``, a cgroup v2 subtree delegated to the caller
-        (without one, its PID namespace still ends every process with PID 1)."""
-        return not is_rootless() or self.spec.cgroup_parent is not None
+        own, for limits, accounting and kill-everything; rootless only in a
+        cgroup v2 subtree delegated to the caller, ``Spec.cgroup_parent`` or
+        the one found above our own cgroup (without one, its PID namespace
+        still ends every process with PID 1)."""
+        return not is_rootless() or self.cgroup_parent is not None
+
+    @property
+    def cgroup_parent(self) -> str | None:
+        """The cgroup the container's is made below: ``Spec.cgroup_parent``;
+        rootless without one, the delegated subtree found (see
+        :func:`~supervisor._parent.cgroups.delegated_parent`); else None (our own)."""
+        if self.spec.cgroup_parent is not None or not is_rootless():
+            return self.spec.cgroup_parent
+        from . import cgroups
+
+        return cgroups.delegated_parent(cgroups.detect())
 
     @property
     def watches_oom(self) -> bool:
@@ -182,8 +194,9 @@ class HostResources:
         try:
             check_parent_fault(Phase.CGROUP, after=False)
             host = cgroups.detect()
-            if self.spec.cgroup_parent is not None:
-                host = cgroups.with_parent(host, self.spec.cgroup_parent)
+            parent = self.cgroup_parent
+            if parent is not None:
+                host = cgroups.with_parent(host, parent)
             cgroup = cgroups.ContainerCgroup(host, f"sv-{self.cid}", self.spec.limits)
             self.rundir.record(self.cid, "cgroup", paths=cgroup.planned_paths)
             self._cgroup = cgroup

@@ -32,7 +32,7 @@ from .._errors import ContainerFailed, SetupError
 from .._hostname import generate as generate_hostname
 from .._protocol import Phase
 from .._result import Reason, Result
-from . import stdio, streams
+from . import stdio, streams, userns
 from .config import build_config
 from .container import ContainerProcess, until
 from .outcome import note_cleanup, outcome, run_result
@@ -296,6 +296,7 @@ class Run:
             SetupError: phase ``SPAWNED``: the kernel refused the clone.
         """
         try:
+            self.proc.id_mapping = userns.kind_of(config)
             self.proc.slot = await self.ctx.spawner.spawn(self.cid, config, fds)
         except OSError as exc:
             raise SetupError.caused_by(Phase.SPAWNED, exc) from exc

@@ -88,7 +88,7 @@ The package, one concern per module:
 
 from .accounting import CgroupStats
 from .container import ContainerCgroup
-from .host import CgroupHost, CgroupVersion, Hierarchy, detect, parse_host, with_parent
+from .host import CgroupHost, CgroupVersion, Hierarchy, delegated_parent, detect, parse_host, with_parent
 from .sweep import sweep_paths
 
 __all__ = [
@@ -97,6 +97,7 @@ __all__ = [
     "CgroupVersion",
     "ContainerCgroup",
     "Hierarchy",
+    "delegated_parent",
     "detect",
     "parse_host",
     "sweep_paths",

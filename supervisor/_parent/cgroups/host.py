@@ -280,6 +280,41 @@ def with_parent(host: CgroupHost, parent: str) -> CgroupHost:
     return CgroupHost(host.version, Hierarchy(2, unified.mount, parent, directory, controllers), host.v1)
 
 
+def delegated_parent(host: CgroupHost) -> str | None:
+    """Rootless: the cgroup v2 subtree delegated to the caller, as a ``cgroup_parent``.
+
+    The nearest cgroup above our own that the caller owns (the directory and
+    its ``cgroup.subtree_control``, as systemd's ``Delegate=yes`` or an
+    administrator's ``chown`` hands a subtree over) and that enables
+    controllers for its children: containers' cgroups are made there, beside
+    ours. The walk stops at the first cgroup the caller does not own, as
+    crun's and podman's checks do: nothing outside a delegated subtree is
+    ever written. Read at each call (a few ``stat`` calls): a subtree may be
+    handed over, or its controllers enabled, while the supervisor runs.
+
+    Returns:
+        Its cgroup path (as :attr:`Hierarchy.own_path` names ours), or None:
+        not rootless, no v2 hierarchy, or no such cgroup.
+    """
+    unified = host.unified
+    if not is_rootless() or unified is None:
+        return None
+    euid = os.geteuid()
+    path, directory = unified.own_path.rstrip("/") or "/", unified.own_dir.rstrip("/")
+    while path != "/" and directory != unified.mount.rstrip("/"):
+        path, directory = os.path.dirname(path), os.path.dirname(directory)
+        control = os.path.join(directory, "cgroup.subtree_control")
+        try:
+            owned = os.stat(directory).st_uid == euid and os.stat(control).st_uid == euid
+        except OSError:
+            return None
+        if not owned:
+            return None
+        if _read_controllers(control):
+            return path
+    return None
+
+
 def unavailable(host: CgroupHost, controller: str, what: str) -> OSError:
     where = []
     if host.unified is not None:
