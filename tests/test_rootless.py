@@ -62,6 +62,8 @@ class User:
             "PYTHONDONTWRITEBYTECODE": "1",
             "XDG_RUNTIME_DIR": os.path.join(self.home, "run"),
         }
+        # The sanitizer build's runtime and options (tox's sanitize env).
+        env.update({k: v for k, v in os.environ.items() if k in ("LD_PRELOAD", "ASAN_OPTIONS", "UBSAN_OPTIONS")})
         env.update(extra)
         return env
 
