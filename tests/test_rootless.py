@@ -750,3 +750,93 @@ def test_a_uid_beyond_the_grant_and_a_refusing_helper_say_why(user: User) -> Non
     assert refused.returncode == 125, refused
     assert f"{bin_dir}/newuidmap" in refused.stderr, refused.stderr
     assert "failed: newuidmap: range not allowed" in refused.stderr, refused.stderr
+
+
+# --- the isolation and hardening modules, run by the user --------------------
+
+#: Tests of those modules that check what only a root supervisor does, and why
+#: they cannot hold rootless (the behaviour they check is not the same).
+ROOT_ONLY = {
+    "test_id_maps": "the maps are a host range (100000 and up), not the caller's own id",
+    "test_payload_ids": "their host ids are the range's; with the caller's own id only, uid 1000 is the caller",
+    "test_host_view_of_payload_ids": "the same",
+    "test_auto_id_ranges_make_each_container_a_host_user_of_its_own": "map_base='auto' is refused rootless",
+    "test_auto_id_ranges_cannot_signal_or_trace_each_other": "the same",
+    "test_busybox_root_content": "the test's rootfs is the caller's, so the container's root (the caller) may write it",
+    "test_extra_bind_mounts": "a written file's host owner is the caller, not 100000",
+    "test_writable_bind_of_a_users_folder_is_id_mapped": "id-mapped mounts need root (refused, and tested so here)",
+    "test_an_id_mapped_bind_propagates_nothing_to_the_host": "the same",
+    "test_id_mapping_is_chosen_per_bind": "the same",
+    "test_more_binds_than_id_mapped_mounts_stay_plain_past_the_limit": "the same",
+    "test_id_mapping_asked_where_the_filesystem_has_none_is_an_error": "the same",
+    "test_bind_source_behind_a_closed_folder_names_it": "the closed folder is the caller's: the container's root's",
+    "test_cwd_is_entered_as_the_payload_user": "with the caller's own id only, the payload uid is the caller",
+}
+
+
+def _copy_test_environment(user: User) -> str:
+    """pytest and its plugins beside the package, and the test modules: a project folder the user can read."""
+    site = os.path.join(user.home, "site")
+    with open(os.path.join(os.path.dirname(os.path.dirname(__file__)), "pyproject.toml"), "rb") as f:
+        meta = tomllib.load(f)["project"]
+    wanted = [_requirement_name(r) for r in (*meta["dependencies"], *meta["optional-dependencies"]["test"])]
+    for dist in _installed_closure(wanted).values():
+        tops = _top_levels(dist)
+        # The metadata too: pytest finds its plugins by their entry points.
+        tops |= {f.parts[0] for f in dist.files or () if f.parts[0].endswith(".dist-info")}
+        for top in tops:
+            src, dst = str(dist.locate_file(top)), os.path.join(site, top)
+            if os.path.isdir(src):
+                shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"), dirs_exist_ok=True)
+            elif os.path.exists(src):
+                shutil.copy2(src, dst)
+    here = os.path.dirname(os.path.abspath(__file__))
+    project = os.path.join(user.home, "project")
+    shutil.copytree(here, os.path.join(project, "tests"), ignore=shutil.ignore_patterns("__pycache__", "guest"))
+    shutil.copy2(os.path.join(os.path.dirname(here), "pyproject.toml"), project)
+    for top in (site, project):
+        for folder, _dirs, files in os.walk(top):
+            os.chmod(folder, 0o755)
+            for name in files:
+                os.chmod(os.path.join(folder, name), 0o755 if name.endswith(".so") else 0o644)
+    return project
+
+
+@pytest.mark.parametrize("ids", ["own", "subids"])
+def test_the_isolation_and_hardening_modules_hold_rootless(user: User, ids: str) -> None:
+    """tests/test_isolation.py and tests/test_hardening.py, unchanged, run by the
+    user through pytest, with its own id only and with subordinate ids: every
+    check of theirs that is not about root's id ranges holds for a rootless
+    container."""
+    skipped = dict(ROOT_ONLY)
+    if ids == "subids":  # uid 1000 is then another host id than the caller's
+        del skipped["test_cwd_is_entered_as_the_payload_user"]
+    project = _copy_test_environment(user)
+    try:
+        deselect = " and ".join(f"not {name}" for name in skipped)
+        with _granted(user) if ids == "subids" else contextlib.nullcontext(0):
+            done = user.run(
+                user.python,
+                "-m",
+                "pytest",
+                "-q",
+                "-p",
+                "no:cacheprovider",
+                "--rootdir",
+                project,
+                "-c",
+                os.path.join(project, "pyproject.toml"),
+                "-k",
+                deselect,
+                os.path.join(project, "tests", "test_isolation.py"),
+                os.path.join(project, "tests", "test_hardening.py"),
+                timeout=600,
+            )
+        assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
+        summary = done.stdout.strip().splitlines()[-1]
+        passed = int(summary.split(" passed")[0].split()[-1])
+        assert passed >= 120, summary
+        assert " failed" not in summary, summary
+        assert " error" not in summary, summary
+    finally:
+        shutil.rmtree(project)
