@@ -13,6 +13,7 @@ what needs more is refused with a line that says so (:func:`rootless_refusal`).
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import pwd
 
@@ -87,23 +88,39 @@ def _helper(name: str) -> str | None:
     return os.path.abspath(found) if found else None
 
 
+_SUBID_FILES = ("/etc/subuid", "/etc/subgid")
+
+
 def subid_grant() -> SubIdGrant | None:
     """The caller's subordinate id grant, or None (root, no grant, no helpers).
 
     The first range of ``/etc/subuid`` and of ``/etc/subgid`` whose line names
     the caller (by login name or uid), as podman reads them; the helpers from
     ``$PATH``, else the system folders. Whether the helpers accept the grant
-    is theirs to say, at the first spawn (their refusal is its error).
+    is theirs to say, at the first spawn (their refusal is its error). Read
+    again only when either file changed (each spawn asks: two ``stat`` calls).
     """
     if not is_rootless():
         return None
-    uid = os.geteuid()
+    stamps: list[tuple[int, int, int] | None] = []
+    for path in _SUBID_FILES:
+        try:
+            st = os.stat(path)
+            stamps.append((st.st_ino, st.st_mtime_ns, st.st_size))
+        except OSError:
+            stamps.append(None)
+    return _read_grant(os.geteuid(), tuple(stamps), os.environ.get("PATH", ""))
+
+
+@functools.lru_cache(maxsize=4)
+def _read_grant(uid: int, stamps: tuple[object, ...], search_path: str) -> SubIdGrant | None:
+    """:func:`subid_grant` for one state of the files (``stamps``) and ``$PATH``."""
+    del stamps, search_path  # the cache's key only
     try:
         names: tuple[str, ...] = (pwd.getpwuid(uid).pw_name, str(uid))
     except KeyError:
         names = (str(uid),)
-    uids = _first_range("/etc/subuid", names)
-    gids = _first_range("/etc/subgid", names)
+    uids, gids = (_first_range(path, names) for path in _SUBID_FILES)
     if uids is None or gids is None:
         return None
     uid_helper, gid_helper = _helper("newuidmap"), _helper("newgidmap")

@@ -31,6 +31,7 @@ from supervisor._capabilities import ALL_CAPS, CAP_NUMBERS, DEFAULT_CAPS, mask, 
 from supervisor._parent import seccomp as parent_seccomp
 from supervisor._parent import seccomp_oci
 from supervisor._parent.config import MASKED_PATHS, READONLY_PATHS
+from supervisor._sys import linux
 
 pytestmark = [
     pytest.mark.anyio,
@@ -324,15 +325,10 @@ async def test_keyctl_works_unconfined(unconfined_battery: dict[str, str]) -> No
     assert unconfined_battery["keyctl"] == "OK"
 
 
-def _kernel_at_least(major: int, minor: int) -> bool:
-    release = os.uname().release.split("-")[0].split(".")
-    return (int(release[0]), int(release[1])) >= (major, minor)
-
-
 async def test_setuid_chmod_denied(default_battery: dict[str, str], unconfined_battery: dict[str, str]) -> None:
     # fchmodat2 came with Linux 6.6: before, the kernel itself says ENOSYS
     # (the filter still refuses its setuid form first).
-    fchmodat2 = "OK" if _kernel_at_least(6, 6) else "ENOSYS"
+    fchmodat2 = "OK" if linux.kernel_at_least(6, 6) else "ENOSYS"
     for name in ("chmod_suid", "fchmod_suid", "fchmodat_suid", "fchmodat2_suid"):
         assert default_battery[name] == "EPERM", name
         assert unconfined_battery[name] == (fchmodat2 if name == "fchmodat2_suid" else "OK"), name
@@ -385,7 +381,7 @@ async def test_proc_masked_and_read_only(default_battery: dict[str, str], sys_ad
     assert default_battery["proc_sys"] == "EACCES"  # no CAP_NET_ADMIN
     # With it, the sysctl would be writable: the read-only mount refuses
     # (Linux 6.1 checks the file's permission first, EACCES, for both.)
-    refused = ("EROFS",) if _kernel_at_least(6, 6) else ("EROFS", "EACCES")
+    refused = ("EROFS",) if linux.kernel_at_least(6, 6) else ("EROFS", "EACCES")
     assert sys_admin_battery["proc_sys"] in refused
     expected_sysrq = refused if os.path.exists("/proc/sysrq-trigger") else ("ENOENT",)
     assert default_battery["sysrq"] in expected_sysrq

@@ -138,10 +138,18 @@ def _copy_environment(site: str) -> None:
     shutil.copytree(package, os.path.join(site, "supervisor"), ignore=shutil.ignore_patterns("__pycache__"))
     with open(os.path.join(os.path.dirname(os.path.dirname(__file__)), "pyproject.toml"), "rb") as f:
         wanted = [_requirement_name(r) for r in tomllib.load(f)["project"]["dependencies"]]
-    for dist in _installed_closure(wanted).values():
-        for top in _top_levels(dist):
-            src = str(dist.locate_file(top))
-            dst = os.path.join(site, top)
+    _copy_distributions(site, wanted)
+
+
+def _copy_distributions(site: str, names: list[str], metadata: bool = False) -> None:
+    """The installed distributions ``names`` and what they require into ``site``;
+    with ``metadata`` their ``.dist-info`` too (pytest finds plugins by entry point)."""
+    for dist in _installed_closure(names).values():
+        tops = _top_levels(dist)
+        if metadata:
+            tops |= {f.parts[0] for f in dist.files or () if f.parts[0].endswith(".dist-info")}
+        for top in tops:
+            src, dst = str(dist.locate_file(top)), os.path.join(site, top)
             if os.path.isdir(src):
                 shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"), dirs_exist_ok=True)
             elif os.path.exists(src):
@@ -776,16 +784,7 @@ def _copy_test_environment(user: User) -> str:
     with open(os.path.join(os.path.dirname(os.path.dirname(__file__)), "pyproject.toml"), "rb") as f:
         meta = tomllib.load(f)["project"]
     wanted = [_requirement_name(r) for r in (*meta["dependencies"], *meta["optional-dependencies"]["test"])]
-    for dist in _installed_closure(wanted).values():
-        tops = _top_levels(dist)
-        # The metadata too: pytest finds its plugins by their entry points.
-        tops |= {f.parts[0] for f in dist.files or () if f.parts[0].endswith(".dist-info")}
-        for top in tops:
-            src, dst = str(dist.locate_file(top)), os.path.join(site, top)
-            if os.path.isdir(src):
-                shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"), dirs_exist_ok=True)
-            elif os.path.exists(src):
-                shutil.copy2(src, dst)
+    _copy_distributions(site, wanted, metadata=True)
     here = os.path.dirname(os.path.abspath(__file__))
     project = os.path.join(user.home, "project")
     shutil.copytree(here, os.path.join(project, "tests"), ignore=shutil.ignore_patterns("__pycache__", "guest"))

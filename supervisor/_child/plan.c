@@ -292,12 +292,16 @@ static int get_u32(PyObject *cfg, const char *name, uint32_t *out, long long lo,
     return 0;
 }
 
-/* The user namespace's maps beyond the first extent, and whether PID 1
- * needs memory of its own for them. */
+/* The user namespace's maps, and whether PID 1 needs memory of its own for
+ * them. Each extent ends below 2**32-1, the kernel's bound. */
 static int plan_userns(struct sv_plan *p, struct sv_arena *a, PyObject *cfg)
 {
+    if (get_u32(cfg, "map_base", &p->map_base, 1, UINT32_MAX - 1) ||
+        get_u32(cfg, "map_size", &p->map_size, 1, (long long)UINT32_MAX - p->map_base))
+        return -1;
     long long top = (long long)UINT32_MAX - p->map_size;
-    if (get_u32(cfg, "map_uid_inside", &p->map_uid_inside, 0, top) ||
+    if (get_u32(cfg, "map_gid_base", &p->map_gid_base, 0, top) ||
+        get_u32(cfg, "map_uid_inside", &p->map_uid_inside, 0, top) ||
         get_u32(cfg, "map_gid_inside", &p->map_gid_inside, 0, top) ||
         get_str(a, cfg, "uid_helper", &p->uid_helper, 1) || get_str(a, cfg, "gid_helper", &p->gid_helper, 1) ||
         get_u32(cfg, "sub_uid_base", &p->sub_uid_base, 0, UINT32_MAX - 1) ||
@@ -351,30 +355,7 @@ int plan_fill(struct sv_plan *p, struct sv_arena *a, PyObject *cfg, const int *f
     if (get_long(cfg, "gid", &v))
         return -1;
     p->gid = (gid_t)v;
-    if (get_long(cfg, "map_base", &v))
-        return -1;
-    if (v < 1 || v > UINT32_MAX) {
-        PyErr_SetString(PyExc_ValueError, "SpawnConfig.map_base must be within 1..2**32-1");
-        return -1;
-    }
-    p->map_base = (uint32_t)v;
-    if (get_long(cfg, "map_size", &v))
-        return -1;
-    if (v < 1 || v > (long long)UINT32_MAX - p->map_base) {
-        PyErr_SetString(PyExc_ValueError, "SpawnConfig.map_size must be >= 1 and end below 2**32-1");
-        return -1;
-    }
-    p->map_size = (uint32_t)v;
-    if (get_long(cfg, "map_gid_base", &v))
-        return -1;
-    if (v < 0 || v > (long long)UINT32_MAX - p->map_size) {
-        PyErr_SetString(PyExc_ValueError, "SpawnConfig.map_gid_base must be >= 0 and end below 2**32-1");
-        return -1;
-    }
-    p->map_gid_base = (uint32_t)v;
-    if (get_bool(cfg, "rootless", &p->rootless))
-        return -1;
-    if (plan_userns(p, a, cfg) < 0)
+    if (get_bool(cfg, "rootless", &p->rootless) || plan_userns(p, a, cfg) < 0)
         return -1;
     if (get_str(a, cfg, "rootfs", &p->rootfs, 1) || get_bool(cfg, "overlay", &p->overlay) ||
         get_bool(cfg, "read_only_root", &p->read_only_root) || get_bool(cfg, "tty", &p->tty) ||

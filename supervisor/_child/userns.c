@@ -131,19 +131,18 @@ static long run_helper(const char *helper, long pid, const struct sv_plan *p, in
     if (rc != 0) {
         r = -rc;
     } else {
-        size_t len = 0;
-        ssize_t n;
-        char rest[256];
         /* Keep the end of what it says: the reason is on its last line. */
-        while ((n = read(out[0], rest, sizeof rest)) > 0 || (n < 0 && errno == EINTR)) {
-            for (ssize_t i = 0; i < n; i++) {
-                if (len == sizeof m->helper_said - 1) {
-                    memmove(m->helper_said, m->helper_said + 1, len - 1);
-                    len--;
-                }
-                m->helper_said[len++] = rest[i];
+        char said[sizeof m->helper_said * 2];
+        size_t len = 0, keep = sizeof m->helper_said - 1;
+        ssize_t n;
+        while ((n = read(out[0], said + len, sizeof said - len)) > 0 || (n < 0 && errno == EINTR)) {
+            len += n > 0 ? (size_t)n : 0;
+            if (len > keep) { /* make room: only the last `keep` bytes matter */
+                memmove(said, said + len - keep, keep);
+                len = keep;
             }
         }
+        memcpy(m->helper_said, said, len);
         while (len > 0 && (m->helper_said[len - 1] == '\n' || m->helper_said[len - 1] == ' '))
             len--;
         m->helper_said[len] = '\0';

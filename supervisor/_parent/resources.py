@@ -10,6 +10,7 @@ through creating it is still cleaned up.
 
 from __future__ import annotations
 
+import functools
 import os
 
 from .._errors import SetupError
@@ -86,7 +87,7 @@ class HostResources:
         still ends every process with PID 1)."""
         return not is_rootless() or self.cgroup_parent is not None
 
-    @property
+    @functools.cached_property
     def cgroup_parent(self) -> str | None:
         """The cgroup the container's is made below: ``Spec.cgroup_parent``;
         rootless without one, the delegated subtree found (see

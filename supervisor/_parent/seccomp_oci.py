@@ -10,10 +10,10 @@ names a JSON profile.
 from __future__ import annotations
 
 import errno
-import os
 from collections.abc import Iterable
 
 from .._capabilities import CAP_NUMBERS
+from .._sys import linux
 from .seccomp import _MACHINE, CompiledFilter, _export, _lib, new_filter
 
 #: libseccomp's native architecture name, per ``_MACHINE``.
@@ -247,14 +247,10 @@ def _arches(profile: dict[str, Any]) -> list[int]:
 
 def _kernel_at_least(version: str, where: str) -> bool:
     try:
-        want = tuple(int(p) for p in version.split(".")[:2])
+        major, minor = (int(p) for p in (*version.split(".")[:2], "0")[:2])
     except ValueError:
         raise ValueError(f"{where}.minKernel: not a version: {version!r}") from None
-    have = []
-    for part in os.uname().release.split(".")[:2]:
-        digits = "".join(ch for ch in part if ch.isdigit()) or "0"
-        have.append(int(digits))
-    return tuple(have) >= want
+    return linux.kernel_at_least(major, minor)
 
 
 def _condition_holds(includes: Any, excludes: Any, kept: set[str], where: str) -> bool:

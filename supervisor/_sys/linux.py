@@ -86,6 +86,16 @@ def has_time_namespaces() -> bool:
     return os.path.exists("/proc/self/ns/time")
 
 
+def kernel_at_least(major: int, minor: int) -> bool:
+    """Whether the running kernel is Linux ``major.minor`` or later (from ``uname``'s
+    release, such as ``6.1.0-57-amd64``)."""
+    have = []
+    for part in os.uname().release.split(".")[:2]:
+        digits = "".join(ch for ch in part.split("-", 1)[0] if ch.isdigit()) or "0"
+        have.append(int(digits))
+    return tuple(have) >= (major, minor)
+
+
 @functools.lru_cache(maxsize=1)
 def exec_enters_time_namespace() -> bool:
     """Whether ``execve`` moves a process into the time namespace it unshared
@@ -97,9 +107,7 @@ def exec_enters_time_namespace() -> bool:
     and ``dash`` fail): there, only a forked payload (``Spec.init``) gets a
     time namespace.
     """
-    major, _, rest = os.uname().release.partition(".")
-    minor = rest.split(".", 1)[0].split("-", 1)[0]
-    return major.isdigit() and minor.isdigit() and (int(major), int(minor)) >= (6, 2)
+    return kernel_at_least(6, 2)
 
 
 @functools.lru_cache(maxsize=1)
