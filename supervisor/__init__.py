@@ -1,6 +1,10 @@
 """supervisor: start, supervise and clean up many Linux containers from async Python.
 
 The public API is what this module exports; everything else is private.
+
+PYTEST_DONT_REWRITE: the package is also a pytest plugin (``pytest --sandbox``),
+and pytest rewrites no assertion of it (a sandbox's worker imports it before
+pytest starts).
 """
 
 from ._errors import CleanupError as CleanupError

@@ -13,6 +13,18 @@ from supervisor._protocol import PARENT_STEP_PHASES as _PARENT_STEP_PHASES
 #: a checkout with the extension built in place): subprocesses get it too.
 REPO = os.path.dirname(os.path.dirname(supervisor.__file__))
 
+
+def _in_sandbox() -> bool:
+    try:
+        with open("/proc/1/cmdline", "rb") as f:
+            return b"-m\0supervisor._pytest\0" in f.read()
+    except OSError:
+        return False
+
+
+#: This session runs in sandboxes (``pytest --sandbox``): its tests start no containers.
+IN_SANDBOX = _in_sandbox()
+
 #: Phases with a step of the supervisor's own (USERNS, CGROUP, NETWORK), in order.
 PARENT_STEP_PHASES = tuple(sorted(_PARENT_STEP_PHASES))
 
