@@ -246,7 +246,8 @@ def test_leak_check_catches_leaks(host_dir: Path) -> None:
     """The leak check itself: a leaked descriptor or process fails the test that leaked it."""
     inner = host_dir / "inner"
     inner.mkdir()
-    shutil.copy(Path(__file__).with_name("conftest.py"), inner / "conftest.py")
+    for name in ("conftest.py", "_util.py"):
+        shutil.copy(Path(__file__).with_name(name), inner / name)
     (inner / "test_leaky.py").write_text(LEAKY_TESTS)
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir", str(inner), str(inner)],
