@@ -9,23 +9,25 @@ the session's tests): the fork reads ``run`` messages, runs each test's whole
 protocol (setup, call, teardown) through pytest's own hooks, and sends its
 reports back serialised by pytest's public hooks. Forking an interpreter that
 has already imported pytest and the test modules is what makes a sandboxed
-test cost little more than an in-process one (``docs/design.rst``).
+test cost little more than an in-process one (``docs/design.rst``). Each
+unit's process is forked while the one before runs, and waits for its turn.
 
-Between two units the worker, PID 1 of the container, kills every other
-process in it (nothing a test started outlives its unit) and empties
-``/tmp`` (no unit sees another's files there), leaving the binds alone.
+Between two units every other process of the container is killed (nothing a
+test started outlives its unit) and ``/tmp``, ``/dev/shm`` and ``/var/tmp``
+are emptied (no unit sees another's files there), leaving the binds alone.
 """
 
 from __future__ import annotations
 
 import errno
 import faulthandler
+import gc
 import json
 import os
 import signal
 import stat
 import sys
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -78,19 +80,66 @@ def _wipe_below(path: str, dev: int, keep: frozenset[str]) -> None:
                 pass
 
 
-def _end_the_others() -> None:
-    """Kill every process of the container but this one (PID 1), and reap them."""
-    if os.getpid() != 1:
-        return  # not a container's PID 1: kill(-1) would reach far beyond it
+def _kill_all_others() -> None:
+    """SIGKILL every process of the container but PID 1 and the caller (``kill(-1)``)."""
     try:
         os.kill(-1, signal.SIGKILL)
     except ProcessLookupError:
         pass
-    while True:
+
+
+def _others(spare: int) -> bool:
+    """Whether the container has processes other than PID 1 and ``spare`` (zombies included)."""
+    return any(name.isdigit() and int(name) not in (1, spare) for name in os.listdir("/proc"))
+
+
+class _Unit:
+    """A forked unit process: its pid, and the pipes PID 1 gives it orders and takes answers on."""
+
+    #: PID 1's ends of every unit's pipes, which a new fork closes at once.
+    open_fds: ClassVar[set[int]] = set()
+
+    def __init__(self, pid: int, go: int, ack: int) -> None:
+        self.pid = pid
+        self._go = go
+        self._ack = ack
+        _Unit.open_fds.update((go, ack))
+
+    def tell(self, order: bytes) -> bool:
+        """Send ``order`` (``k``: end the others, ``r``: run); False if the process is gone."""
+        if self._go < 0:
+            return False
         try:
-            os.waitpid(-1, 0)
+            os.write(self._go, order)
+        except BrokenPipeError:
+            return False
+        return True
+
+    def acked(self) -> bool:
+        """Wait for the answer to ``k``; False if the process ended instead."""
+        if self._ack < 0:
+            return False
+        while True:
+            try:
+                return os.read(self._ack, 1) == b"d"
+            except InterruptedError:
+                continue
+
+    def reap(self) -> None:
+        """Wait for the process to end (it was killed), and close its pipes."""
+        self.close()
+        try:
+            os.waitpid(self.pid, 0)
         except ChildProcessError:
-            return
+            pass
+
+    def close(self) -> None:
+        """Close PID 1's ends of the pipes (the process reads the end of its orders). Idempotent."""
+        for fd in (self._go, self._ack):
+            if fd >= 0:
+                os.close(fd)
+                _Unit.open_fds.discard(fd)
+        self._go = self._ack = -1
 
 
 class Worker:
@@ -118,20 +167,27 @@ class Worker:
             # Made once here, so that every fork's tmp_path lies below the same
             # base (a fork's own first use would empty it for the next one).
             factory.getbasetemp()
+        # What collection built (pytest, the plugins, the test modules) is
+        # shared with every fork copy-on-write; a garbage collection in a fork
+        # would touch each of those objects and copy nearly every page of the
+        # heap (some 20 ms a test). Frozen, the collector leaves them alone.
+        gc.collect()
+        gc.freeze()
         wire.send(self._fd, {"op": "ready", "count": len(items)})
+        # Each unit's process is forked while the unit before it runs (the
+        # spare), so that the fork and the new process's first page faults
+        # are not paid between two tests.
+        spare = self._fork_unit(items)
         while True:
-            pid = os.fork()
-            if pid == 0:
-                self._in_fork = True
-                code = 1
-                try:
-                    code = self._run_unit(items)
-                finally:
-                    sys.stdout.flush()
-                    sys.stderr.flush()
-                    os._exit(code)
-            _, status = os.waitpid(pid, 0)
-            _end_the_others()
+            current = spare
+            if not current.tell(b"r"):  # a test killed it before its turn
+                current.reap()
+                spare = self._fork_unit(items)
+                continue
+            spare = self._fork_unit(items)
+            _, status = os.waitpid(current.pid, 0)
+            current.close()
+            spare = self._end_the_others(spare, items)
             for path in ("/tmp", "/dev/shm", "/var/tmp"):
                 _wipe(path, self._keep)
             if os.WIFEXITED(status) and os.WEXITSTATUS(status) == _HOST_GONE:
@@ -146,9 +202,79 @@ class Worker:
             except wire.Closed:
                 break
         # Nothing of the session's end is the worker's to do (the host writes
-        # the summary, the JUnit XML and the cache): end here.
+        # the summary, the JUnit XML and the cache): end here, and the
+        # container's other processes (the spare) with it.
         sys.stdout.flush()
         os._exit(0)
+
+    def _fork_unit(self, items: dict[str, pytest.Item]) -> _Unit:
+        """Fork the process of a unit; it waits for :meth:`_Unit.tell` before it reads the host's socket."""
+        go_r, go_w = os.pipe2(os.O_CLOEXEC)
+        ack_r, ack_w = os.pipe2(os.O_CLOEXEC)
+        pid = os.fork()
+        if pid == 0:
+            for fd in (go_w, ack_r, *_Unit.open_fds):  # the other units' (a test must not inherit them)
+                os.close(fd)
+            _Unit.open_fds.clear()
+            self._in_fork = True
+            code = 1
+            try:
+                code = self._wait_for_turn(go_r, ack_w, items)
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code)
+        os.close(go_r)
+        os.close(ack_w)
+        return _Unit(pid, go_w, ack_r)
+
+    def _wait_for_turn(self, go: int, ack: int, items: dict[str, pytest.Item]) -> int:
+        """The spare: end the others when PID 1 asks, run the unit when it is this one's turn."""
+        while True:
+            try:
+                order = os.read(go, 1)
+            except InterruptedError:
+                continue
+            if order == b"k":
+                _kill_all_others()
+                os.write(ack, b"d")
+            elif order == b"r":
+                os.close(go)
+                os.close(ack)
+                return self._run_unit(items)
+            else:  # PID 1 is gone
+                return _HOST_GONE
+
+    def _end_the_others(self, spare: _Unit, items: dict[str, pytest.Item]) -> _Unit:
+        """Kill every process of the container but PID 1 and the spare, and reap them.
+
+        The spare sends the SIGKILLs (``kill(-1)`` spares the sender and PID 1,
+        and is atomic against forks: no leftover can escape it by forking).
+        Returns the spare, or a new one if a test had killed it.
+        """
+        if os.getpid() != 1:
+            return spare  # not a container's PID 1: kill(-1) would reach far beyond it
+        if not _others(spare.pid):
+            return spare  # nothing left, and nothing can appear but by a fork of what is there
+        if spare.tell(b"k") and spare.acked():
+            while True:
+                if not _others(spare.pid):
+                    return spare
+                try:
+                    pid, _ = os.waitpid(-1, 0)
+                except ChildProcessError:
+                    return spare
+                if pid == spare.pid:  # killed by a leftover before the spare's SIGKILL reached it
+                    spare.close()
+                    break
+        spare.close()
+        _kill_all_others()
+        while True:
+            try:
+                os.waitpid(-1, 0)
+            except ChildProcessError:
+                break
+        return self._fork_unit(items)
 
     def _run_unit(self, items: dict[str, pytest.Item]) -> int:
         """The fork: run tests as the host asks until the unit ends; the exit status."""
