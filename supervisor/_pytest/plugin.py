@@ -58,8 +58,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     for option in OPTIONS:
         default: Any = option.default
-        if option.ini_type == "string" and default is not None:
-            default = str(default)
+        if option.ini_type == "string":
+            # "" for none: pytest 7 gives [] for a string option without a default.
+            default = "" if default is None else str(default)
         if option.ini_type == "linelist":
             default = list(default)
         parser.addini(option.ini, f"sandboxes: {option.help}", type=option.ini_type, default=default)  # type: ignore[arg-type]
