@@ -841,3 +841,92 @@ def test_the_isolation_and_hardening_modules_hold_rootless(user: User, ids: str)
             path = os.path.join("/tmp", name)
             if name.startswith("supervisor-test") and os.lstat(path).st_uid == user.uid:
                 shutil.rmtree(path, ignore_errors=True)
+
+
+#: The project the user's ``pytest --sandbox`` runs: what holds rootless, and
+#: a limit the user has no cgroup for.
+PLUGIN_PROJECT = """\
+import os, socket
+
+import pytest
+
+
+def test_runs_as_the_users_own_uid_with_a_writable_tmp_path(tmp_path):
+    (tmp_path / "out").write_text("x")
+    assert os.getuid() == {uid}
+
+
+def test_the_project_is_read_only():
+    with pytest.raises(OSError):
+        open(os.path.join(os.path.dirname(__file__), "written"), "w")
+
+
+def test_only_loopback():
+    assert [name for _, name in socket.if_nameindex()] == ["lo"]
+
+
+def test_a_private_tmp():
+    assert not os.path.exists({host_file!r})
+
+
+@pytest.mark.sandbox(memory="100M")
+def test_a_memory_limit_without_a_delegated_cgroup():
+    pass
+"""
+
+
+def test_the_pytest_plugin_runs_the_users_tests_in_sandboxes(user: User) -> None:
+    """``pytest --sandbox`` run by the user: the sandboxes hold what they hold as
+    root (the user's own uid, a read-only project, only loopback, a private
+    /tmp), and a limit, which needs a delegated cgroup, fails its test with
+    the supervisor's one-line reason."""
+    project = _copy_test_environment(user)
+    plugin_project = os.path.join(user.home, "plugin-project")
+    host_file = tempfile.mkstemp(prefix="sv-plugin-host-", dir="/tmp")
+    os.close(host_file[0])
+    os.chmod(host_file[1], 0o644)
+    try:
+        os.mkdir(plugin_project, 0o755)
+        with open(os.path.join(plugin_project, "test_user.py"), "w") as f:
+            f.write(PLUGIN_PROJECT.format(uid=user.uid, host_file=host_file[1]))
+        with open(os.path.join(plugin_project, "pytest.ini"), "w") as f:
+            f.write("[pytest]\n")
+        for name in os.listdir(plugin_project):
+            os.chmod(os.path.join(plugin_project, name), 0o644)
+        # The sandbox runs the interpreter at the path the user's pytest has,
+        # bound with its folder and prefixes; an interpreter reached through a
+        # link into a folder the user cannot read (a venv of root's) is not
+        # one the user could bind, so the system's is preferred.
+        system = f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}"
+        python = system if os.path.exists(system) else user.python
+        done = user.run(
+            python,
+            "-m",
+            "pytest",
+            "-p",
+            "no:cacheprovider",
+            # The copy of the package has no distribution metadata, so no entry point.
+            "-p",
+            "supervisor._pytest.plugin",
+            "-rA",
+            "--sandbox",
+            "--rootdir",
+            plugin_project,
+            plugin_project,
+            timeout=300,
+        )
+        out = done.stdout + done.stderr
+        summary = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else out[-2000:]
+        assert "4 passed" in summary, out[-6000:]
+        assert "1 error" in summary, out[-6000:]
+        assert "failed" not in summary, out[-6000:]
+        assert "ERROR plugin-project/test_user.py::test_a_memory_limit_without_a_delegated_cgroup" in out, out
+        assert "Spec.limits: needs root: running as uid" in out, out[-6000:]
+    finally:
+        os.unlink(host_file[1])
+        shutil.rmtree(project)
+        shutil.rmtree(plugin_project, ignore_errors=True)
+        for name in os.listdir("/tmp"):  # the user's pytest base temp dirs
+            path = os.path.join("/tmp", name)
+            if name.startswith("pytest-of-") and os.lstat(path).st_uid == user.uid:
+                shutil.rmtree(path, ignore_errors=True)

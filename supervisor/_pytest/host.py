@@ -119,7 +119,7 @@ def _spec(plan: Plan, options: SandboxOptions, tag: str) -> Any:
     import json
 
     from .._limits import Limits, parse_size
-    from .._privileges import is_rootless
+    from .._privileges import is_rootless, subid_grant
     from .._spec import Spec
 
     worker_config = {
@@ -141,10 +141,18 @@ def _spec(plan: Plan, options: SandboxOptions, tag: str) -> Any:
     env.setdefault("HYPOTHESIS_STORAGE_DIRECTORY", os.path.join(plan.basetemp, "sandbox-hypothesis"))
     if plan.coverage_file is not None:
         env["COVERAGE_FILE"] = plan.coverage_file
+    rootless = is_rootless()
+    # The tests run as the caller's uid, as on the host. As root that is
+    # container root, mapped to an unprivileged host range (the binds are
+    # id-mapped back). Rootless, the caller's own id is mapped to itself;
+    # with subordinate ids granted, container ids other than 0 are those
+    # (strangers to the caller's files), so the tests run as container root,
+    # which is the caller's own id.
+    uid = 0 if rootless and subid_grant() is not None else os.getuid()
     return Spec(
         command=[sys.executable, "-P", "-m", "supervisor._pytest", json.dumps(worker_config)],
-        uid=os.getuid(),
-        mounts=mounts_of(plan, options, is_rootless()),
+        uid=uid,
+        mounts=mounts_of(plan, options, rootless),
         env=env,
         cwd=plan.cwd,
         network=options.network,
