@@ -142,6 +142,31 @@ class _Unit:
         self._go = self._ack = -1
 
 
+class _Quiet:
+    """Makes this pytest's terminal reporter write to ``/dev/null``.
+
+    The host's terminal shows the session: the sandbox's own progress and
+    summary would only be noise in its output. The reporter stays registered
+    (assertion messages and other plugins ask it for its terminal writer); it
+    is made on ``sys.stdout`` in pytest's own ``pytest_configure``, so
+    ``sys.stdout`` is ``/dev/null`` from before that hook to after it (output
+    capturing is suspended then).
+    """
+
+    _saved: ClassVar[Any] = None
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_configure(self, config: pytest.Config) -> None:
+        _Quiet._saved = sys.stdout
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - the reporter's, for the whole session
+
+    @staticmethod
+    def restore() -> None:
+        """Give ``sys.stdout`` back (from the worker's last ``pytest_configure``)."""
+        if _Quiet._saved is not None:
+            sys.stdout, _Quiet._saved = _Quiet._saved, None
+
+
 class Worker:
     """The worker's pytest plugin (registered by :func:`main`)."""
 
@@ -154,10 +179,7 @@ class Worker:
 
     @pytest.hookimpl(trylast=True)
     def pytest_configure(self, config: pytest.Config) -> None:
-        # The host's terminal shows the session; this pytest prints nothing of its own.
-        reporter = config.pluginmanager.get_plugin("terminalreporter")
-        if reporter is not None:
-            config.pluginmanager.unregister(reporter)
+        _Quiet.restore()
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtestloop(self, session: pytest.Session) -> bool:
@@ -357,4 +379,4 @@ def main(argv: list[str]) -> int:
     ACTIVE = True
     config = json.loads(argv[1])
     sys.path[:] = config["sys_path"]
-    return int(pytest.main(config["args"], plugins=[Worker(config)]))
+    return int(pytest.main(config["args"], plugins=[_Quiet(), Worker(config)]))
