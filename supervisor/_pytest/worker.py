@@ -19,14 +19,17 @@ are emptied (no unit sees another's files there), leaving the binds alone.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import faulthandler
 import gc
 import json
 import os
+import select
 import signal
 import stat
 import sys
+from collections.abc import Collection
 from typing import Any, ClassVar
 
 import pytest
@@ -88,9 +91,14 @@ def _kill_all_others() -> None:
         pass
 
 
-def _others(spare: int) -> bool:
-    """Whether the container has processes other than PID 1 and ``spare`` (zombies included)."""
-    return any(name.isdigit() and int(name) not in (1, spare) for name in os.listdir("/proc"))
+def _others(spare: int, exiting: Collection[int]) -> bool:
+    """Whether the container has processes other than PID 1, ``spare`` and ``exiting`` (zombies included)."""
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            pid = int(name)
+            if pid not in (1, spare) and pid not in exiting:
+                return True
+    return False
 
 
 class _Unit:
@@ -103,6 +111,8 @@ class _Unit:
         self.pid = pid
         self._go = go
         self._ack = ack
+        #: The exit status the process said it ends with (see :meth:`wait`).
+        self.code = 0
         _Unit.open_fds.update((go, ack))
 
     def tell(self, order: bytes) -> bool:
@@ -124,6 +134,40 @@ class _Unit:
                 return os.read(self._ack, 1) == b"d"
             except InterruptedError:
                 continue
+
+    def wait(self, exiting: _Exiting) -> int | None:
+        """Wait until the unit is done: None if it said so (and :attr:`code`), else its wait status.
+
+        A unit that ends without saying it is done (a test's crash or
+        ``os._exit``) is waited for through a pidfd, since a process the
+        test started may hold the answering pipe open. Meanwhile the units
+        of ``exiting`` are reaped as they end.
+        """
+        try:
+            pidfd = os.pidfd_open(self.pid)
+        except OSError:  # no pidfds (Linux before 5.3): wait for the whole exit
+            return os.waitpid(self.pid, 0)[1]
+        try:
+            poller = select.poll()
+            poller.register(self._ack, select.POLLIN)
+            poller.register(pidfd, select.POLLIN)
+            for fd in exiting.fds:
+                poller.register(fd, select.POLLIN)
+            while True:
+                ready = {fd for fd, _ in poller.poll()}
+                for fd in exiting.fds & ready:
+                    poller.unregister(fd)
+                    exiting.reap_fd(fd)
+                if self._ack in ready:
+                    said = os.read(self._ack, 2)
+                    if len(said) == 2 and said[:1] == b"f":
+                        self.code = said[1]
+                        return None
+                    poller.unregister(self._ack)  # closed without a word: it died
+                if pidfd in ready:
+                    return os.waitpid(self.pid, 0)[1]
+        finally:
+            os.close(pidfd)
 
     def reap(self) -> None:
         """Wait for the process to end (it was killed), and close its pipes."""
@@ -167,6 +211,60 @@ class _Quiet:
             sys.stdout, _Quiet._saved = _Quiet._saved, None
 
 
+class _Exiting:
+    """Units that said they are done and are exiting: pid and pidfd, until reaped."""
+
+    def __init__(self) -> None:
+        self._by_fd: dict[int, int] = {}
+
+    @property
+    def pids(self) -> set[int]:
+        return set(self._by_fd.values())
+
+    @property
+    def fds(self) -> set[int]:
+        return set(self._by_fd)
+
+    def watch(self, pid: int) -> None:
+        """Reap ``pid`` once it is gone (or now, without pidfds)."""
+        try:
+            fd = os.pidfd_open(pid)
+        except OSError:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
+            return
+        self._by_fd[fd] = pid
+
+    def reap_fd(self, fd: int) -> None:
+        """The process of pidfd ``fd`` ended: reap it."""
+        pid = self._by_fd.pop(fd)
+        os.close(fd)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
+
+    def reap_ended(self) -> None:
+        """Reap those that ended."""
+        for fd, pid in list(self._by_fd.items()):
+            with contextlib.suppress(ChildProcessError):
+                if os.waitpid(pid, os.WNOHANG)[0] == 0:
+                    continue
+            del self._by_fd[fd]
+            os.close(fd)
+
+    def forget(self, pid: int) -> None:
+        """``pid`` was reaped elsewhere."""
+        for fd, known in list(self._by_fd.items()):
+            if known == pid:
+                del self._by_fd[fd]
+                os.close(fd)
+
+    def forget_all(self) -> None:
+        """Every one was reaped elsewhere."""
+        for fd in self._by_fd:
+            os.close(fd)
+        self._by_fd.clear()
+
+
 class Worker:
     """The worker's pytest plugin (registered by :func:`main`)."""
 
@@ -176,6 +274,7 @@ class Worker:
         self._stderr = os.dup(2)  # the sandbox's stderr, whatever pytest captures later
         self._in_fork = False
         self._keep = frozenset(config["keep"])
+        self._exiting = _Exiting()
 
     @pytest.hookimpl(trylast=True)
     def pytest_configure(self, config: pytest.Config) -> None:
@@ -198,7 +297,9 @@ class Worker:
         wire.send(self._fd, {"op": "ready", "count": len(items)})
         # Each unit's process is forked while the unit before it runs (the
         # spare), so that the fork and the new process's first page faults
-        # are not paid between two tests.
+        # are not paid between two tests; and the next unit starts once a
+        # unit said it is done, while its exit (the teardown of its copy of
+        # the address space) goes on beside it.
         spare = self._fork_unit(items)
         while True:
             current = spare
@@ -207,18 +308,21 @@ class Worker:
                 spare = self._fork_unit(items)
                 continue
             spare = self._fork_unit(items)
-            _, status = os.waitpid(current.pid, 0)
+            status = current.wait(self._exiting)
             current.close()
+            if status is None:  # said it is done: it is exiting, reaped once it is gone
+                self._exiting.watch(current.pid)
             spare = self._end_the_others(spare, items)
             for path in ("/tmp", "/dev/shm", "/var/tmp"):
                 _wipe(path, self._keep)
-            if os.WIFEXITED(status) and os.WEXITSTATUS(status) == _HOST_GONE:
+            code = current.code if status is None else os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
+            if code == _HOST_GONE:
                 break
             message: dict[str, Any] = {"op": "exit"}
-            if os.WIFSIGNALED(status):
+            if code is None and status is not None:
                 message["signal"] = os.WTERMSIG(status)
             else:
-                message["status"] = os.WEXITSTATUS(status)
+                message["status"] = code
             try:
                 wire.send(self._fd, message)
             except wire.Closed:
@@ -235,16 +339,22 @@ class Worker:
         ack_r, ack_w = os.pipe2(os.O_CLOEXEC)
         pid = os.fork()
         if pid == 0:
-            for fd in (go_w, ack_r, *_Unit.open_fds):  # the other units' (a test must not inherit them)
+            # The other units' pipes and pidfds: a test must not inherit them.
+            for fd in (go_w, ack_r, *_Unit.open_fds, *self._exiting.fds):
                 os.close(fd)
             _Unit.open_fds.clear()
+            self._exiting = _Exiting()
             self._in_fork = True
+            me = os.getpid()
             code = 1
             try:
                 code = self._wait_for_turn(go_r, ack_w, items)
             finally:
                 sys.stdout.flush()
                 sys.stderr.flush()
+                if os.getpid() == me:  # not a fork of the test's that came back here
+                    with contextlib.suppress(OSError):
+                        os.write(ack_w, b"f" + bytes([code & 0xFF]))
                 os._exit(code)
         os.close(go_r)
         os.close(ack_w)
@@ -262,13 +372,12 @@ class Worker:
                 os.write(ack, b"d")
             elif order == b"r":
                 os.close(go)
-                os.close(ack)
                 return self._run_unit(items)
             else:  # PID 1 is gone
                 return _HOST_GONE
 
     def _end_the_others(self, spare: _Unit, items: dict[str, pytest.Item]) -> _Unit:
-        """Kill every process of the container but PID 1 and the spare, and reap them.
+        """Kill every process of the container but PID 1, the spare and the exiting units, and reap them.
 
         The spare sends the SIGKILLs (``kill(-1)`` spares the sender and PID 1,
         and is atomic against forks: no leftover can escape it by forking).
@@ -276,16 +385,18 @@ class Worker:
         """
         if os.getpid() != 1:
             return spare  # not a container's PID 1: kill(-1) would reach far beyond it
-        if not _others(spare.pid):
+        self._exiting.reap_ended()
+        if not _others(spare.pid, self._exiting.pids):
             return spare  # nothing left, and nothing can appear but by a fork of what is there
         if spare.tell(b"k") and spare.acked():
             while True:
-                if not _others(spare.pid):
+                if not _others(spare.pid, self._exiting.pids):
                     return spare
                 try:
                     pid, _ = os.waitpid(-1, 0)
                 except ChildProcessError:
                     return spare
+                self._exiting.forget(pid)
                 if pid == spare.pid:  # killed by a leftover before the spare's SIGKILL reached it
                     spare.close()
                     break
@@ -296,6 +407,7 @@ class Worker:
                 os.waitpid(-1, 0)
             except ChildProcessError:
                 break
+        self._exiting.forget_all()
         return self._fork_unit(items)
 
     def _run_unit(self, items: dict[str, pytest.Item]) -> int:
