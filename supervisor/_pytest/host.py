@@ -211,10 +211,12 @@ class Sandbox:
         self._output_total = 0
         self._lock = threading.Lock()
         self._broken: str | None = None  # why it could not start: every later test fails at once
+        self._ready = False  # its worker collected the tests
+        self._launch_mark = 0
 
     @property
     def alive(self) -> bool:
-        return self._reader is not None
+        return self._reader is not None and self._ready
 
     # -- output ------------------------------------------------------------
 
@@ -274,8 +276,21 @@ class Sandbox:
 
     # -- life --------------------------------------------------------------
 
+    def launch(self) -> None:
+        """Start the container, not waiting for its worker to collect the tests. Idempotent.
+
+        The worker then starts and collects beside the caller; :meth:`start`
+        waits for it. A failure is kept for :meth:`start` to raise.
+        """
+        if self._reader is not None or self._broken is not None:
+            return
+        try:
+            self._launch()
+        except SandboxError as exc:
+            self._broken = str(exc)
+
     def start(self) -> None:
-        """Start the container and wait until its worker collected the tests.
+        """Start the container (unless launched) and wait until its worker collected the tests.
 
         Raises:
             SandboxError: the container could not start, or its worker ended first.
@@ -283,14 +298,16 @@ class Sandbox:
         if self._broken is not None:
             raise SandboxError(self._broken)
         try:
-            self._start()
+            if self._reader is None:
+                self._launch()
+            self._wait_ready()
         except SandboxError as exc:
             self._broken = str(exc)
             raise
 
-    def _start(self) -> None:
+    def _launch(self) -> None:
         self._host.open()
-        mark = self.output_mark()
+        self._launch_mark = self.output_mark()
         spec = _spec(self._plan, self.options, self._tag)
         host_end, worker_end = wire.socketpair()
         try:
@@ -305,13 +322,19 @@ class Sandbox:
         self._sock = host_end
         self._reader = wire.Reader(host_end.fileno())
         self._pending_exit = False
+
+    def _wait_ready(self) -> None:
+        assert self._reader is not None
         try:
             message = self._reader.receive()
         except wire.Closed:
             why = self._ended()
-            raise SandboxError(self._failure(f"its pytest ended before it collected the tests: {why}", mark)) from None
+            raise SandboxError(
+                self._failure(f"its pytest ended before it collected the tests: {why}", self._launch_mark)
+            ) from None
         if message.get("op") != "ready":
             raise SandboxError(f"the sandbox's pytest said {message!r} first")
+        self._ready = True
 
     def _result(self, timeout: float = CLOSE_WAIT_S) -> Any:
         future = self._future
@@ -339,6 +362,7 @@ class Sandbox:
             self._sock.close()
         self._sock = None
         self._reader = None
+        self._ready = False
         self._container = None
         self._future = None
         self._busy = False

@@ -230,6 +230,17 @@ class Sandboxing:
     # -- hooks ---------------------------------------------------------------
 
     @pytest.hookimpl(tryfirst=True)
+    def pytest_collection(self, session: pytest.Session) -> None:
+        """With ``--sandbox``, start the sandbox of the default options now: its
+        pytest starts and collects beside this one's collection."""
+        config = self._config
+        if self._scope is None or config.option.collectonly:
+            return
+        if not hasattr(config, "workerinput") and config.pluginmanager.has_plugin("dsession"):
+            return  # pytest-xdist's controller: its workers run the tests
+        self._sandbox(self._base).launch()
+
+    @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_protocol(self, item: pytest.Item, nextitem: pytest.Item | None) -> bool | None:
         if not self._wanted(item):
             return None
