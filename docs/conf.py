@@ -17,7 +17,8 @@ try:
 except ImportError:
     sys.path.insert(0, os.path.abspath(".."))
 # Local extensions: docs/_ext/protocol_tables.py renders the protocol's tables
-# from supervisor/_protocol.py (see its docstring).
+# from supervisor/_protocol.py, docs/_ext/sandbox_options.py the pytest
+# plugin's options from supervisor/_pytest/options.py (see their docstrings).
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "_ext"))
 
 project = "supervisor"
@@ -35,6 +36,7 @@ extensions = [
     "sphinx.ext.napoleon",
     "sphinx.ext.viewcode",
     "protocol_tables",
+    "sandbox_options",
 ]
 
 # Google-style docstrings (trio's convention), rendered by napoleon.
