@@ -176,3 +176,25 @@ def test_targets_and_cleanup(report: dict[str, Any]) -> None:
     for t in report["targets"]:
         assert f"{t['result']}: {t['name']}" in report["_stdout"]
     assert report["meta"]["rootfs_unchanged"] is True
+
+
+def test_pytest_overhead_script_reports_every_figure(tmp_path: Path) -> None:
+    """``benchmarks/pytest_overhead.py --quick``: every contender ran its tests
+    to the end, the figures are numbers, pytest-forked is measured or its
+    absence said, and the target line is printed (never checked)."""
+    out = tmp_path / "overhead.json"
+    proc = _run_script(ROOT / "benchmarks" / "pytest_overhead.py", "--quick", "--json", str(out))
+    assert proc.returncode == 0, f"stdout:\n{proc.stdout[-2000:]}\nstderr:\n{proc.stderr[-4000:]}"
+    report = json.loads(out.read_text())
+    assert {"plain", "sandbox"} <= set(report["contenders"])
+    assert ("forked" in report["contenders"]) != ("forked" in report["missing"])
+    for name, figures in report["contenders"].items():
+        for key in ("many_s", "one_s", "marginal_ms"):
+            assert _number(figures[key]), (name, key, figures)
+        assert len(report["raw"][name]["many"]) == report["meta"]["reps"]
+    assert _number(report["overhead_ms"])
+    (target,) = report["targets"]
+    assert f"{target['result']}: {target['name']}" in proc.stdout
+    for why in report["missing"].values():
+        assert why
+        assert why in proc.stdout
