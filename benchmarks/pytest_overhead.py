@@ -123,6 +123,9 @@ def run_once(contender: str, project: str, test_file: str, expect: int) -> tuple
     with contextlib.suppress(FileNotFoundError):
         os.unlink(clock)
     env = {**env_for_pytest(), "SV_BENCH_CLOCK": clock}
+    # The clock plugin is imported from the project (whatever puts the
+    # current directory on sys.path or not).
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [project, env.get("PYTHONPATH")]))
     started = time.perf_counter()
     # The plugin must know the pytest's pid before it starts: exec it through
     # a shell that exports its own pid and then becomes the pytest.
