@@ -11,6 +11,7 @@ or a small API program as that user, through ``setpriv``.
 from __future__ import annotations
 
 import contextlib
+import glob
 import importlib.metadata
 import json
 import os
@@ -875,11 +876,14 @@ def test_a_memory_limit_without_a_delegated_cgroup():
 """
 
 
-def test_the_pytest_plugin_runs_the_users_tests_in_sandboxes(user: User) -> None:
+@pytest.mark.parametrize("ids", ["own", "subids"])
+def test_the_pytest_plugin_runs_the_users_tests_in_sandboxes(user: User, ids: str) -> None:
     """``pytest --sandbox`` run by the user: the sandboxes hold what they hold as
-    root (the user's own uid, a read-only project, only loopback, a private
-    /tmp), and a limit, which needs a delegated cgroup, fails its test with
-    the supervisor's one-line reason."""
+    root (a read-only project, only loopback, a private /tmp), the tests run
+    as the user's uid (as container root, which is the user, where
+    subordinate ids are granted) and what they write in ``tmp_path`` is the
+    user's; a limit, which needs a delegated cgroup, fails its test with the
+    supervisor's one-line reason."""
     project = _copy_test_environment(user)
     plugin_project = os.path.join(user.home, "plugin-project")
     host_file = tempfile.mkstemp(prefix="sv-plugin-host-", dir="/tmp")
@@ -888,7 +892,7 @@ def test_the_pytest_plugin_runs_the_users_tests_in_sandboxes(user: User) -> None
     try:
         os.mkdir(plugin_project, 0o755)
         with open(os.path.join(plugin_project, "test_user.py"), "w") as f:
-            f.write(PLUGIN_PROJECT.format(uid=user.uid, host_file=host_file[1]))
+            f.write(PLUGIN_PROJECT.format(uid=user.uid if ids == "own" else 0, host_file=host_file[1]))
         with open(os.path.join(plugin_project, "pytest.ini"), "w") as f:
             f.write("[pytest]\n")
         for name in os.listdir(plugin_project):
@@ -899,22 +903,23 @@ def test_the_pytest_plugin_runs_the_users_tests_in_sandboxes(user: User) -> None
         # one the user could bind, so the system's is preferred.
         system = f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}"
         python = system if os.path.exists(system) else user.python
-        done = user.run(
-            python,
-            "-m",
-            "pytest",
-            "-p",
-            "no:cacheprovider",
-            # The copy of the package has no distribution metadata, so no entry point.
-            "-p",
-            "supervisor._pytest.plugin",
-            "-rA",
-            "--sandbox",
-            "--rootdir",
-            plugin_project,
-            plugin_project,
-            timeout=300,
-        )
+        with _granted(user) if ids == "subids" else contextlib.nullcontext(0):
+            done = user.run(
+                python,
+                "-m",
+                "pytest",
+                "-p",
+                "no:cacheprovider",
+                # The copy of the package has no distribution metadata, so no entry point.
+                "-p",
+                "supervisor._pytest.plugin",
+                "-rA",
+                "--sandbox",
+                "--rootdir",
+                plugin_project,
+                plugin_project,
+                timeout=300,
+            )
         out = done.stdout + done.stderr
         summary = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else out[-2000:]
         assert "4 passed" in summary, out[-6000:]
@@ -922,6 +927,9 @@ def test_the_pytest_plugin_runs_the_users_tests_in_sandboxes(user: User) -> None
         assert "failed" not in summary, out[-6000:]
         assert "ERROR plugin-project/test_user.py::test_a_memory_limit_without_a_delegated_cgroup" in out, out
         assert "Spec.limits: needs root: running as uid" in out, out[-6000:]
+        written = glob.glob(f"/tmp/pytest-of-{user.name}/pytest-*/sandbox-*/test_runs_as_*/out")
+        assert written, out[-3000:]
+        assert all(os.stat(path).st_uid == user.uid for path in written)
     finally:
         os.unlink(host_file[1])
         shutil.rmtree(project)
