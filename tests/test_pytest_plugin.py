@@ -216,6 +216,43 @@ def test_no_process_outlives_its_sandbox(pytester: pytest.Pytester, scope: str) 
     assert processes_with(token) == []
 
 
+def test_a_test_that_kills_every_process_it_can_and_what_a_test_inherits(pytester: pytest.Pytester) -> None:
+    """``kill(-1, SIGKILL)`` in a test reaches its sandbox's other processes
+    (the next unit's, waiting for its turn, among them): the next tests run
+    all the same. A test's process holds none of the other units' pipes nor
+    the worker's pidfds, and sees only PID 1 and the next unit's process besides itself
+    (and, for its first moments, the one before, exiting)."""
+    pytester.makepyfile(
+        test_kill="""
+        import os, signal, time
+        def test_kills_every_process_it_can():
+            os.kill(-1, signal.SIGKILL)
+        def test_runs_after():
+            pass
+        def test_inherits_no_worker_pipe():
+            fds = {}
+            for fd in os.listdir("/proc/self/fd"):
+                try:
+                    fds[fd] = os.readlink(f"/proc/self/fd/{fd}")
+                except OSError:
+                    pass
+            assert not [t for t in fds.values() if "pidfd" in t], fds
+            # The sandbox's stdout and stderr pipes with output capturing's
+            # copies of them (4), and the unit's own pipe it says it is done on.
+            assert sum(t.startswith("pipe:") for t in fds.values()) <= 5, fds
+        def test_sees_only_pid_1_and_the_next_unit():
+            deadline = time.monotonic() + 5
+            while True:
+                others = sorted(int(p) for p in os.listdir("/proc") if p.isdigit() and int(p) not in (1, os.getpid()))
+                if len(others) <= 1 or time.monotonic() > deadline:
+                    break
+                time.sleep(0.01)
+            assert len(others) == 1, others
+        """
+    )
+    run(pytester, "--sandbox").assert_outcomes(passed=4)
+
+
 def test_segfault_exit_and_hang_each_get_the_right_report(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         test_crashes="""
