@@ -886,6 +886,7 @@ def test_the_pytest_plugin_runs_the_users_tests_in_sandboxes(user: User, ids: st
     supervisor's one-line reason."""
     project = _copy_test_environment(user)
     plugin_project = os.path.join(user.home, "plugin-project")
+    basetemp = os.path.join(user.home, "work", f"basetemp-{ids}")
     host_file = tempfile.mkstemp(prefix="sv-plugin-host-", dir="/tmp")
     os.close(host_file[0])
     os.chmod(host_file[1], 0o644)
@@ -915,6 +916,8 @@ def test_the_pytest_plugin_runs_the_users_tests_in_sandboxes(user: User, ids: st
                 "supervisor._pytest.plugin",
                 "-rA",
                 "--sandbox",
+                # Not /tmp/pytest-of-NAME: the v2 guest's user has no name.
+                f"--basetemp={basetemp}",
                 "--rootdir",
                 plugin_project,
                 plugin_project,
@@ -927,14 +930,11 @@ def test_the_pytest_plugin_runs_the_users_tests_in_sandboxes(user: User, ids: st
         assert "failed" not in summary, out[-6000:]
         assert "ERROR plugin-project/test_user.py::test_a_memory_limit_without_a_delegated_cgroup" in out, out
         assert "Spec.limits: needs root: running as uid" in out, out[-6000:]
-        written = glob.glob(f"/tmp/pytest-of-{user.name}/pytest-*/sandbox-*/test_runs_as_*/out")
+        written = glob.glob(f"{basetemp}/sandbox-*/test_runs_as_*/out")
         assert written, out[-3000:]
         assert all(os.stat(path).st_uid == user.uid for path in written)
     finally:
         os.unlink(host_file[1])
         shutil.rmtree(project)
         shutil.rmtree(plugin_project, ignore_errors=True)
-        for name in os.listdir("/tmp"):  # the user's pytest base temp dirs
-            path = os.path.join("/tmp", name)
-            if name.startswith("pytest-of-") and os.lstat(path).st_uid == user.uid:
-                shutil.rmtree(path, ignore_errors=True)
+        shutil.rmtree(basetemp, ignore_errors=True)
