@@ -198,6 +198,27 @@ def test_no_network_not_even_the_hosts_loopback(pytester: pytest.Pytester) -> No
             server.accept()
 
 
+def test_a_bridge_network_where_a_test_asks_for_one(pytester: pytest.Pytester) -> None:
+    """``network="bridge"`` gives the marked test a link besides loopback and a
+    default route; the unmarked test beside it still has only loopback."""
+    pytester.makepyfile(
+        test_bridge="""
+        import socket, pytest
+        def _default_route():
+            with open("/proc/net/route") as f:
+                return any(line.split()[1] == "00000000" for line in list(f)[1:])
+        @pytest.mark.sandbox(network="bridge")
+        def test_bridged():
+            assert [n for _, n in socket.if_nameindex() if n != "lo"]
+            assert _default_route()
+        def test_not_bridged():
+            assert [n for _, n in socket.if_nameindex()] == ["lo"]
+            assert not _default_route()
+        """
+    )
+    run(pytester, "--sandbox").assert_outcomes(passed=2)
+
+
 @pytest.mark.parametrize("scope", ["test", "module"])
 def test_no_process_outlives_its_sandbox(pytester: pytest.Pytester, scope: str) -> None:
     token = f"sandbox-orphan-{uuid.uuid4().hex}"
