@@ -65,7 +65,7 @@ CONTENDERS = ("plain", "forked", "sandbox")
 #: The clock plugin: in the pytest this script started (not a sandbox's), the
 #: time each test's protocol ended, written to $SV_BENCH_CLOCK at the end.
 CLOCK_PLUGIN = """\
-import json, os, time
+import json, os, sys, time
 
 ENDS = []
 
@@ -75,7 +75,7 @@ def pytest_runtest_logfinish(nodeid, location):
 
 
 def pytest_unconfigure(config):
-    if os.getpid() == int(os.environ.get("SV_BENCH_PID", "0")):
+    if "supervisor._pytest.worker" not in sys.modules:  # not a sandbox's own pytest
         with open(os.environ["SV_BENCH_CLOCK"], "w") as f:
             json.dump(ENDS, f)
 """
@@ -107,9 +107,7 @@ def command(contender: str, test_file: str) -> list[str]:
 
 def env_for_pytest() -> dict[str, str]:
     """This environment, without what would load plugins or change pytest's options."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "COV_CORE_"))}
-    env.pop("PYTEST_ADDOPTS", None)
-    return env
+    return {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "COV_CORE_"))}
 
 
 def run_once(contender: str, project: str, test_file: str, expect: int) -> tuple[float, float | None]:
@@ -127,11 +125,8 @@ def run_once(contender: str, project: str, test_file: str, expect: int) -> tuple
     # current directory on sys.path or not).
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [project, env.get("PYTHONPATH")]))
     started = time.perf_counter()
-    # The plugin must know the pytest's pid before it starts: exec it through
-    # a shell that exports its own pid and then becomes the pytest.
-    shell = ["/bin/sh", "-c", 'SV_BENCH_PID=$$ exec "$@"', "sh", *argv]
     done = subprocess.run(
-        shell,
+        argv,
         cwd=project,
         capture_output=True,
         text=True,

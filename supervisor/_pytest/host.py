@@ -147,8 +147,8 @@ def _spec(plan: Plan, options: SandboxOptions, tag: str) -> Any:
     # id-mapped back). Rootless, the caller's own id is mapped to itself;
     # with subordinate ids granted, container ids other than 0 are those
     # (strangers to the caller's files), so the tests run as container root,
-    # which is the caller's own id.
-    uid = 0 if rootless and subid_grant() is not None else os.getuid()
+    # which is the caller's own id (as root there is no grant).
+    uid = 0 if subid_grant() is not None else os.getuid()
     return Spec(
         command=[sys.executable, "-P", "-m", "supervisor._pytest", json.dumps(worker_config)],
         uid=uid,

@@ -242,15 +242,6 @@ class _Exiting:
         with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, 0)
 
-    def reap_ended(self) -> None:
-        """Reap those that ended."""
-        for fd, pid in list(self._by_fd.items()):
-            with contextlib.suppress(ChildProcessError):
-                if os.waitpid(pid, os.WNOHANG)[0] == 0:
-                    continue
-            del self._by_fd[fd]
-            os.close(fd)
-
     def forget(self, pid: int) -> None:
         """``pid`` was reaped elsewhere."""
         for fd, known in list(self._by_fd.items()):
@@ -315,16 +306,11 @@ class Worker:
             spare = self._end_the_others(spare, items)
             for path in ("/tmp", "/dev/shm", "/var/tmp"):
                 _wipe(path, self._keep)
-            code = current.code if status is None else os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
+            code = current.code if status is None else os.waitstatus_to_exitcode(status)
             if code == _HOST_GONE:
                 break
-            message: dict[str, Any] = {"op": "exit"}
-            if code is None and status is not None:
-                message["signal"] = os.WTERMSIG(status)
-            else:
-                message["status"] = code
             try:
-                wire.send(self._fd, message)
+                wire.send(self._fd, {"op": "exit", "signal": -code} if code < 0 else {"op": "exit", "status": code})
             except wire.Closed:
                 break
         # Nothing of the session's end is the worker's to do (the host writes
@@ -385,7 +371,6 @@ class Worker:
         """
         if os.getpid() != 1:
             return spare  # not a container's PID 1: kill(-1) would reach far beyond it
-        self._exiting.reap_ended()
         if not _others(spare.pid, self._exiting.pids):
             return spare  # nothing left, and nothing can appear but by a fork of what is there
         if spare.tell(b"k") and spare.acked():
