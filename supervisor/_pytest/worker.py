@@ -113,7 +113,24 @@ class _Unit:
         self._ack = ack
         #: The exit status the process said it ends with (see :meth:`wait`).
         self.code = 0
+        self._said = bytearray()  # after "r": b"s" (started), then b"f" and the exit status
         _Unit.open_fds.update((go, ack))
+
+    @property
+    def started(self) -> bool:
+        """Whether it took its turn: a spare a test killed never says so."""
+        return self._said[:1] == b"s"
+
+    def _hear(self) -> bool:
+        """Read what it said since (the pipe is non-blocking); False once the pipe is closed."""
+        while True:
+            try:
+                chunk = os.read(self._ack, 64)
+            except BlockingIOError:
+                return True
+            if not chunk:
+                return False
+            self._said += chunk
 
     def tell(self, order: bytes) -> bool:
         """Send ``order`` (``k``: end the others, ``r``: run); False if the process is gone."""
@@ -129,24 +146,27 @@ class _Unit:
         """Wait for the answer to ``k``; False if the process ended instead."""
         if self._ack < 0:
             return False
-        while True:
-            try:
-                return os.read(self._ack, 1) == b"d"
-            except InterruptedError:
-                continue
+        select.select([self._ack], [], [])
+        try:
+            return os.read(self._ack, 1) == b"d"
+        except BlockingIOError:
+            return False
 
     def wait(self, exiting: _Exiting) -> int | None:
         """Wait until the unit is done: None if it said so (and :attr:`code`), else its wait status.
 
         A unit that ends without saying it is done (a test's crash or
-        ``os._exit``) is waited for through a pidfd, since a process the
+        ``os._exit``, or a spare a test killed before its turn: see
+        :attr:`started`) is waited for through a pidfd, since a process the
         test started may hold the answering pipe open. Meanwhile the units
         of ``exiting`` are reaped as they end.
         """
         try:
             pidfd = os.pidfd_open(self.pid)
         except OSError:  # no pidfds (Linux before 5.3): wait for the whole exit
-            return os.waitpid(self.pid, 0)[1]
+            status = os.waitpid(self.pid, 0)[1]
+            self._hear()
+            return status
         try:
             poller = select.poll()
             poller.register(self._ack, select.POLLIN)
@@ -159,23 +179,15 @@ class _Unit:
                     poller.unregister(fd)
                     exiting.reap_fd(fd)
                 if self._ack in ready:
-                    said = os.read(self._ack, 2)
-                    if len(said) == 2 and said[:1] == b"f":
-                        self.code = said[1]
+                    if not self._hear():
+                        poller.unregister(self._ack)  # closed: it died
+                    if self._said[1:2] == b"f" and len(self._said) >= 3:
+                        self.code = self._said[2]
                         return None
-                    poller.unregister(self._ack)  # closed without a word: it died
                 if pidfd in ready:
                     return os.waitpid(self.pid, 0)[1]
         finally:
             os.close(pidfd)
-
-    def reap(self) -> None:
-        """Wait for the process to end (it was killed), and close its pipes."""
-        self.close()
-        try:
-            os.waitpid(self.pid, 0)
-        except ChildProcessError:
-            pass
 
     def close(self) -> None:
         """Close PID 1's ends of the pipes (the process reads the end of its orders). Idempotent."""
@@ -294,13 +306,12 @@ class Worker:
         spare = self._fork_unit(items)
         while True:
             current = spare
-            if not current.tell(b"r"):  # a test killed it before its turn
-                current.reap()
-                spare = self._fork_unit(items)
-                continue
+            current.tell(b"r")
             spare = self._fork_unit(items)
             status = current.wait(self._exiting)
             current.close()
+            if not current.started:  # a test killed it before its turn: the next one takes the turn
+                continue
             if status is None:  # said it is done: it is exiting, reaped once it is gone
                 self._exiting.watch(current.pid)
             spare = self._end_the_others(spare, items)
@@ -344,6 +355,7 @@ class Worker:
                 os._exit(code)
         os.close(go_r)
         os.close(ack_w)
+        os.set_blocking(ack_r, False)
         return _Unit(pid, go_w, ack_r)
 
     def _wait_for_turn(self, go: int, ack: int, items: dict[str, pytest.Item]) -> int:
@@ -358,6 +370,7 @@ class Worker:
                 os.write(ack, b"d")
             elif order == b"r":
                 os.close(go)
+                os.write(ack, b"s")
                 return self._run_unit(items)
             else:  # PID 1 is gone
                 return _HOST_GONE
