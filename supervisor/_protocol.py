@@ -167,12 +167,14 @@ class Phase(enum.IntEnum):
 
 _LABELS = {phase: phase.name.lower() for phase in Phase}
 
-#: Phases whose start is a request that the supervisor must answer.
-REQUEST_PHASES = frozenset({Phase.NETWORK})
-#: Phases with a step of the supervisor's own: the requests; ``CGROUP``, whose
-#: step (creating the cgroup) runs before the clone; and ``USERNS``, whose step
-#: (writing the id maps) its clone thread does right after the clone.
-PARENT_STEP_PHASES = REQUEST_PHASES | {Phase.USERNS, Phase.CGROUP}
+#: Phases whose start is a request that the supervisor must answer
+#: (``EXEC`` only with :attr:`SpawnConfig.start_gate`).
+REQUEST_PHASES = frozenset({Phase.NETWORK, Phase.EXEC})
+#: Phases with a step of the supervisor's own: ``NETWORK``, a request;
+#: ``CGROUP``, whose step (creating the cgroup) runs before the clone; and
+#: ``USERNS``, whose step (writing the id maps) its clone thread does right
+#: after the clone. (The start gate's ``EXEC`` request is the OCI runtime's.)
+PARENT_STEP_PHASES = frozenset({Phase.NETWORK, Phase.USERNS, Phase.CGROUP})
 
 
 class Record(enum.IntEnum):
@@ -182,8 +184,8 @@ class Record(enum.IntEnum):
     """PID 1 -> supervisor: phase marks (held back ones, or one live)."""
 
     REQUEST = 2
-    """PID 1 -> supervisor: the marks, the last being the request phase's own
-    (also in ``phase``); PID 1 waits for the ``ACK``."""
+    """PID 1 -> supervisor: the marks held back, after which the current phase
+    is the request's own (in ``phase``); PID 1 waits for the ``ACK``."""
 
     FAIL = 3
     """PID 1 -> supervisor: setup failed in ``phase`` with ``err``; the marks,
@@ -345,6 +347,16 @@ class Tmpfs:
 
 
 @record
+class Sysctl:
+    """A kernel parameter of one of the container's own namespaces, written by PID 1."""
+
+    path: str
+    """Below ``/proc/sys``: ``net/ipv4/ping_group_range``."""
+    value: str
+    """What is written."""
+
+
+@record
 class TimeOffset:
     """One clock's offset in the container's time namespace (a line of
     ``/proc/PID/timens_offsets``), relative to the initial time namespace."""
@@ -478,6 +490,18 @@ class SpawnConfig:
     """The text of the container's ``/etc/hosts``, written by PID 1 into its
     staging root and bound read-only over the root's own (before the caller's
     binds); ``None``: the root's own file, or the bridge's bind."""
+    sysctls: list[Sysctl] = field(default_factory=list)
+    """Kernel parameters written through the container's fresh ``/proc``
+    right after it is mounted (only those of its own namespaces)."""
+    groups: list[int] = field(default_factory=list)
+    """The payload's supplementary groups (container gids; none by default)."""
+    start_gate: bool = False
+    """OCI ``create``: PID 1 outlives the process that cloned it (no
+    parent-death signal, memory of its own). Its last descriptor is a
+    listening socket: at the end of ``EXEC``, the program found, PID 1 asks
+    for ``EXEC`` (a request, answered once the container is recorded as
+    created), then waits for one connection there whose first record is the
+    ``ACK`` of ``EXEC`` (``start``), and reports the rest on it."""
 
 
 def c_header() -> str:

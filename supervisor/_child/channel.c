@@ -108,6 +108,12 @@ void channel_request(struct sv_child *c, uint32_t phase)
     c->ch.phase = phase;
     mark(&c->ch, phase);
     maybe_fault(c); /* the mark goes with the failure */
+    channel_ask(c);
+}
+
+void channel_ask(struct sv_child *c)
+{
+    uint32_t phase = c->ch.phase;
     if (send_record(&c->ch, SV_REC_REQUEST, 0, NULL, -1) < 0)
         sv_raw(SYS_exit_group, 1, 0, 0, 0, 0);
     struct sv_header ack;

@@ -15,6 +15,12 @@ void exec_find(struct sv_child *c, char *out, size_t size)
         if (*s == '/') {
             if (sv_join_path(out, size, name, NULL) < 0)
                 sv_fail_call(c, ENAMETOOLONG, "execve", name);
+            /* Waiting for `start` (OCI), a missing program must fail the
+             * create, not the start: looked at here (execve still decides). */
+            struct stat st;
+            long r = c->plan->start_gate ? sv_raw(SYS_newfstatat, AT_FDCWD, (long)out, (long)&st, 0, 0) : 0;
+            if (r < 0)
+                sv_fail_call(c, (int)-r, "execve: stat", name);
             return;
         }
     }

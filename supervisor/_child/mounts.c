@@ -172,7 +172,9 @@ void mounts_point(struct sv_child *c, const char *path, int directory, char *out
                      "folders (/opt, /srv, /mnt, /data...)");
         sv_fail(c, ENOENT, &t);
     }
-    if (!rootfs_owned(c, resolved)) {
+    /* An OCI bundle's root is the runtime's to prepare: the runtime spec has
+     * it create missing mount points (resolved inside the root, above). */
+    if (!rootfs_owned(c, resolved) && !c->plan->start_gate) {
         struct sv_text t;
         text_reset(&t);
         text_str(&t, "mount point ");
@@ -225,6 +227,10 @@ static void mount_dev(struct sv_child *c)
     sv_join_path(node, sizeof node, dev, "/shm");
     sv_mkdir(c, node, 01777);
     sv_mount(c, "tmpfs", node, "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777");
+    /* POSIX message queues of the container's own IPC namespace. */
+    sv_join_path(node, sizeof node, dev, "/mqueue");
+    sv_mkdir(c, node, 01777);
+    sv_mount(c, "mqueue", node, "mqueue", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
     for (size_t i = 0; i < sizeof dev_links / sizeof dev_links[0]; i++) {
         sv_join_path(node, sizeof node, dev, "/");
         sv_join_path(node, sizeof node, node, dev_links[i][0]);
@@ -378,6 +384,7 @@ void mounts_filesystems(struct sv_child *c)
 {
     const struct sv_plan *p = c->plan;
     mount_proc(c);
+    sysctl_apply(c); /* through the fresh /proc, before the masks */
     mount_dev(c);
     mount_sys(c);
     mount_tmpfs(c, "/tmp", "mode=1777");

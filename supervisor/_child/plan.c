@@ -207,6 +207,18 @@ static int read_tmpfs(struct sv_arena *a, PyObject *item, void *out)
                : 0;
 }
 
+static int read_sysctl(struct sv_arena *a, PyObject *item, void *out)
+{
+    struct sv_sysctl *k = out;
+    if (get_str(a, item, "path", &k->path, 0) || get_str(a, item, "value", &k->value, 0))
+        return -1;
+    if (k->path[0] == '/' || strstr(k->path, "..") != NULL) {
+        PyErr_Format(PyExc_ValueError, "SpawnConfig.sysctls: %s is not a path below /proc/sys", k->path);
+        return -1;
+    }
+    return 0;
+}
+
 static int read_time_offset(struct sv_arena *a, PyObject *item, void *out)
 {
     struct sv_time_offset *o = out;
@@ -293,10 +305,12 @@ static int get_u32(PyObject *cfg, const char *name, uint32_t *out, long long lo,
 }
 
 /* The user namespace's maps, and whether PID 1 needs memory of its own for
- * them. Each extent ends below 2**32-1, the kernel's bound. */
+ * them. Each extent ends below 2**32-1, the kernel's bound. Host uid 0 is
+ * mapped only for an OCI bundle without a user namespace of its own (its
+ * identity map: SpawnConfig.start_gate). */
 static int plan_userns(struct sv_plan *p, struct sv_arena *a, PyObject *cfg)
 {
-    if (get_u32(cfg, "map_base", &p->map_base, 1, UINT32_MAX - 1) ||
+    if (get_u32(cfg, "map_base", &p->map_base, p->start_gate ? 0 : 1, UINT32_MAX - 1) ||
         get_u32(cfg, "map_size", &p->map_size, 1, (long long)UINT32_MAX - p->map_base))
         return -1;
     long long top = (long long)UINT32_MAX - p->map_size;
@@ -330,6 +344,34 @@ static int plan_userns(struct sv_plan *p, struct sv_arena *a, PyObject *cfg)
     return 0;
 }
 
+/* The payload's supplementary groups. */
+static int get_groups(struct sv_arena *a, PyObject *cfg, struct sv_plan *p)
+{
+    PyObject *seq = get_seq(cfg, "groups");
+    if (seq == NULL)
+        return -1;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    gid_t *arr = n > SV_MAX_GROUPS ? NULL : arena_alloc(a, sizeof(gid_t) * (size_t)(n ? n : 1));
+    if (n > SV_MAX_GROUPS)
+        PyErr_Format(PyExc_ValueError, "SpawnConfig.groups: at most %d", SV_MAX_GROUPS);
+    for (Py_ssize_t i = 0; arr != NULL && i < n; i++) {
+        unsigned long g = PyLong_AsUnsignedLong(PySequence_Fast_GET_ITEM(seq, i));
+        if ((g == (unsigned long)-1 && PyErr_Occurred()) || g > UINT32_MAX - 1) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_ValueError, "SpawnConfig.groups: a gid out of range");
+            arr = NULL;
+        } else {
+            arr[i] = (gid_t)g;
+        }
+    }
+    Py_DECREF(seq);
+    if (arr == NULL)
+        return -1;
+    p->groups = arr;
+    p->ngroups = (size_t)n;
+    return 0;
+}
+
 int plan_fill(struct sv_plan *p, struct sv_arena *a, PyObject *cfg, const int *fds, size_t nfds)
 {
     long long v;
@@ -355,14 +397,23 @@ int plan_fill(struct sv_plan *p, struct sv_arena *a, PyObject *cfg, const int *f
     if (get_long(cfg, "gid", &v))
         return -1;
     p->gid = (gid_t)v;
-    if (get_bool(cfg, "rootless", &p->rootless) || plan_userns(p, a, cfg) < 0)
+    if (get_bool(cfg, "rootless", &p->rootless) || get_bool(cfg, "start_gate", &p->start_gate) ||
+        plan_userns(p, a, cfg) < 0)
         return -1;
     if (get_str(a, cfg, "rootfs", &p->rootfs, 1) || get_bool(cfg, "overlay", &p->overlay) ||
         get_bool(cfg, "read_only_root", &p->read_only_root) || get_bool(cfg, "tty", &p->tty) ||
         get_bool(cfg, "network_request", &p->network_request) || get_bool(cfg, "own_loopback", &p->own_loopback) ||
         get_bool(cfg, "live_phases", &p->live_phases) || get_u64(cfg, "capabilities", &p->capabilities) ||
-        get_bool(cfg, "init", &p->init) || get_bool(cfg, "time_namespace", &p->time_namespace))
+        get_bool(cfg, "init", &p->init) || get_bool(cfg, "time_namespace", &p->time_namespace) ||
+        get_groups(a, cfg, p) < 0)
         return -1;
+    if (p->start_gate && (p->rootless || p->init)) {
+        PyErr_SetString(PyExc_ValueError, "SpawnConfig.start_gate is for a root supervisor without init");
+        return -1;
+    }
+    /* With start_gate PID 1 outlives the caller: it must not keep the
+     * caller's memory alive, nor wait in it. */
+    p->own_memory = p->own_memory || p->start_gate;
     if (p->rootless && p->init) {
         /* A rootless PID 1 stays dumpable, and an init would stay in our memory
          * for good: the payload could ptrace it (see SpawnConfig.rootless). */
@@ -405,6 +456,9 @@ int plan_fill(struct sv_plan *p, struct sv_arena *a, PyObject *cfg, const int *f
     if (get_records(a, cfg, "rlimits", sizeof(struct sv_rlimit), read_rlimit, &arr, &p->nrlimits))
         return -1;
     p->rlimits = arr;
+    if (get_records(a, cfg, "sysctls", sizeof(struct sv_sysctl), read_sysctl, &arr, &p->nsysctls))
+        return -1;
+    p->sysctls = arr;
     if (get_records(a, cfg, "time_offsets", sizeof(struct sv_time_offset), read_time_offset, &arr,
                     &p->ntime_offsets))
         return -1;
@@ -429,10 +483,11 @@ int plan_fill(struct sv_plan *p, struct sv_arena *a, PyObject *cfg, const int *f
         PyErr_Format(PyExc_ValueError, "SpawnConfig.cgroup: at most %d entries", SV_MAX_CGROUP_FDS);
         return -1;
     }
-    size_t fixed = SV_SPAWN_FIXED_FDS + p->ncgroup + p->nidmapped;
+    size_t fixed = SV_SPAWN_FIXED_FDS + p->ncgroup + p->nidmapped + (size_t)p->start_gate;
     if (nfds < fixed || nfds - fixed > SV_MAX_PASS_FDS) {
-        PyErr_Format(PyExc_ValueError, "spawn with %zu descriptors for %zu cgroup entries and %zu id-mapped binds",
-                     nfds, p->ncgroup, p->nidmapped);
+        PyErr_Format(PyExc_ValueError,
+                     "spawn with %zu descriptors for %zu cgroup entries, %zu id-mapped binds and %d start gate", nfds,
+                     p->ncgroup, p->nidmapped, p->start_gate);
         return -1;
     }
     p->npassed = nfds - fixed;

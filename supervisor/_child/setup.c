@@ -37,9 +37,10 @@ static int adopt_fds(struct sv_child *c, int cloned_into_cgroup)
         }
     }
     const int *idmapped = &p->fds[4 + p->npassed + p->ncgroup];
-    /* In order: stdin, stdout, stderr, passed..., control, joins..., id-mapped mounts... */
-    size_t kept = 3 + p->npassed + 1 + njoined, total = kept + p->nidmapped;
-    int high[3 + SV_MAX_PASS_FDS + 1 + SV_MAX_CGROUP_FDS + SV_MAX_IDMAPPED];
+    /* In order: stdin, stdout, stderr, passed..., control, joins..., id-mapped
+     * mounts..., the start gate. */
+    size_t kept = 3 + p->npassed + 1 + njoined, total = kept + p->nidmapped + (size_t)p->start_gate;
+    int high[3 + SV_MAX_PASS_FDS + 1 + SV_MAX_CGROUP_FDS + SV_MAX_IDMAPPED + 1];
     long floor = 64 + (long)total;
     for (size_t i = 0; i < total; i++) {
         int fd;
@@ -49,8 +50,10 @@ static int adopt_fds(struct sv_child *c, int cloned_into_cgroup)
             fd = p->fds[0];
         else if (i < kept)
             fd = joined[i - 4 - p->npassed];
-        else
+        else if (i < kept + p->nidmapped)
             fd = idmapped[i - kept];
+        else
+            fd = idmapped[p->nidmapped]; /* the start gate, after the mounts */
         long r = sv_raw(SYS_fcntl, fd, F_DUPFD_CLOEXEC, floor, 0, 0);
         if (r < 0)
             sv_raw(SYS_exit_group, 125, 0, 0, 0, 0); /* nothing to report to yet */
@@ -70,6 +73,7 @@ static int adopt_fds(struct sv_child *c, int cloned_into_cgroup)
     for (size_t i = 0; i < p->nidmapped; i++)
         c->idmapped_fd[i] = (int)(kept + i);
     c->nidmapped = 0; /* how many bind() has moved into place */
+    c->gate_fd = p->start_gate ? (int)(total - 1) : -1;
     sv_raw(SYS_close_range, (long)total, ~0U, 0, 0, 0);
     return control;
 }
@@ -77,7 +81,7 @@ static int adopt_fds(struct sv_child *c, int cloned_into_cgroup)
 _Noreturn void sv_pid1_main(const struct sv_plan *plan, struct sv_idmaps *maps, int cloned_into_cgroup)
 {
     struct sv_child child = {
-        .plan = plan, .maps = maps, .nowned = 0, .njoins = 0, .nidmapped = 0, .proc_fd = -1, .context = NULL};
+        .plan = plan, .maps = maps, .nowned = 0, .njoins = 0, .nidmapped = 0, .proc_fd = -1, .gate_fd = -1, .context = NULL};
     struct sv_child *c = &child;
     char program[SV_PATH_MAX];
 
@@ -98,7 +102,8 @@ _Noreturn void sv_pid1_main(const struct sv_plan *plan, struct sv_idmaps *maps, 
      * supervisor's, whose dumpable flag is ours too, and the clone thread's
      * map writes need it). A session of our own: the payload can never reach
      * the caller's terminal (TIOCSTI) and is not hit by the caller's Ctrl-C. */
-    sv_prctl(c, PR_SET_PDEATHSIG, SIGKILL, "PR_SET_PDEATHSIG");
+    if (!plan->start_gate) /* OCI create: the container outlives the runtime's create */
+        sv_prctl(c, PR_SET_PDEATHSIG, SIGKILL, "PR_SET_PDEATHSIG");
     if (!plan->rootless)
         sv_prctl(c, PR_SET_DUMPABLE, 0, "PR_SET_DUMPABLE");
     sv_raw(SYS_setsid, 0, 0, 0, 0, 0);
@@ -231,6 +236,10 @@ _Noreturn void sv_pid1_main(const struct sv_plan *plan, struct sv_idmaps *maps, 
      * from the control socket up becomes close-on-exec (the control socket
      * already is, so its end-of-file still reports the exec). */
     sv_raw(SYS_close_range, c->ch.fd, ~0U, CLOSE_RANGE_CLOEXEC, 0, 0);
+    /* OCI create: here, with everything set up and the program found, PID 1
+     * waits for `start` (gate.c); the rest of the protocol goes to it. */
+    if (plan->start_gate)
+        gate_wait(c);
     channel_flush(c); /* the phases held back, EXEC included */
     /* With init, PID 1 forks the payload here and stays its init (init.c):
      * only the payload, PID 2, goes on. */

@@ -65,6 +65,12 @@ struct sv_tmpfs {
     int read_only, exec;
 };
 
+/* A kernel parameter of the container's namespaces (sysctl.c). */
+struct sv_sysctl {
+    const char *path;  /* below /proc/sys: "net/ipv4/ping_group_range" */
+    const char *value;
+};
+
 /* One line of /proc/PID/timens_offsets. */
 struct sv_time_offset {
     const char *clock; /* "monotonic" or "boottime" */
@@ -96,6 +102,9 @@ struct sv_plan {
     int live_phases;
     int init; /* PID 1 forks the payload and stays as its init (init.c) */
     int time_namespace; /* a time namespace for the payload (timens.c) */
+    int start_gate; /* OCI create: PID 1 outlives its creator and waits for `start` (gate.c) */
+    const gid_t *groups; /* the payload's supplementary groups */
+    size_t ngroups;
     int fault; /* test-only: the phase to fail at, or 0 */
     int id_maps_fault; /* test-only: SV_MAPS_FAULT_* for the clone thread's step, or 0 */
     uint64_t capabilities; /* the kept set, as a mask */
@@ -113,6 +122,8 @@ struct sv_plan {
     size_t nreadonly;
     const struct sv_rlimit *rlimits;
     size_t nrlimits;
+    const struct sv_sysctl *sysctls;
+    size_t nsysctls;
     const struct sv_time_offset *time_offsets; /* none: the clocks of the initial namespace */
     size_t ntime_offsets;
     struct sock_fprog seccomp; /* .len == 0: no filter */
@@ -120,7 +131,8 @@ struct sv_plan {
     const struct sv_cgroup_entry *cgroup;
     size_t ncgroup;
     /* Descriptors as the caller holds them: the control socket, stdin,
-     * stdout, stderr, the passed ones, then one per cgroup entry. */
+     * stdout, stderr, the passed ones, one per cgroup entry, one per
+     * id-mapped bind, then with start_gate the listening socket. */
     const int *fds;
     size_t npassed;
 };
@@ -155,6 +167,8 @@ struct sv_channel {
 };
 
 #define SV_MAX_OWNED 16
+/* Most supplementary groups of the payload (the kernel's NGROUPS_MAX is larger). */
+#define SV_MAX_GROUPS 64
 
 struct sv_child {
     const struct sv_plan *plan;
@@ -178,6 +192,8 @@ struct sv_child {
     /* With init: that procfs, opened (O_PATH) where it was mounted, for the
      * payload's name; else -1. */
     int proc_fd;
+    /* With start_gate: the listening socket `start` connects to; else -1. */
+    int gate_fd;
     /* What the current step is doing, when a call alone would not say it
      * ("masking /proc/kcore"): it leads the failure's text. */
     const char *context;
@@ -214,6 +230,8 @@ int sv_join_path(char *out, size_t size, const char *a, const char *b);
 void channel_init(struct sv_channel *ch, int fd, int live, int fault);
 void channel_enter(struct sv_child *c, uint32_t phase);
 void channel_request(struct sv_child *c, uint32_t phase);
+/* A request in the current phase, entered already: send, wait for the ACK. */
+void channel_ask(struct sv_child *c);
 void channel_flush(struct sv_child *c);
 int channel_send_fd(struct sv_child *c, uint32_t tag, int fd);
 /* Report the failure of the current phase: errno and the text, once. */
@@ -258,6 +276,8 @@ void rlimits_apply(struct sv_child *c);                  /* rlimits.c */
 void timens_unshare(struct sv_child *c);                 /* timens.c */
 void tty_attach(struct sv_child *c);                     /* tty.c */
 void seccomp_load(struct sv_child *c);                   /* seccomp.c */
+void gate_wait(struct sv_child *c);                      /* gate.c */
+void sysctl_apply(struct sv_child *c);                   /* sysctl.c */
 void exec_find(struct sv_child *c, char *out, size_t size); /* exec.c */
 void exec_reset_signals(void);                           /* exec.c */
 _Noreturn void exec_payload(struct sv_child *c, const char *path); /* exec.c */

@@ -270,14 +270,16 @@ void userns_wait_maps(struct sv_child *c)
     sv_fail(c, -state, &t);
 }
 
-static void set_ids(struct sv_child *c, uid_t uid, gid_t gid)
+static void set_ids(struct sv_child *c, uid_t uid, gid_t gid, int payload)
 {
     long r = 0;
+    const struct sv_plan *p = c->plan;
     /* With setgroups denied (rootless, unless newgidmap mapped subordinate
      * gids) PID 1 keeps the caller's groups: the kernel lets nobody in the
-     * namespace change them. */
-    if ((!c->plan->rootless || c->plan->sub_size > 0) && (r = sv_raw(SYS_setgroups, 0, 0, 0, 0, 0)) < 0)
-        sv_fail_str(c, (int)-r, "setgroups([]) failed");
+     * namespace change them. The payload gets its own list, root none. */
+    size_t n = payload ? p->ngroups : 0;
+    if ((!p->rootless || p->sub_size > 0) && (r = sv_raw(SYS_setgroups, (long)n, (long)p->groups, 0, 0, 0)) < 0)
+        sv_fail_num(c, (int)-r, "setgroups() of ", (long long)n, 0, " groups failed (are they mapped?)");
     r = sv_raw(SYS_setresgid, gid, gid, gid, 0, 0);
     if (r < 0)
         sv_fail_num(c, (int)-r, "setresgid(", gid, 0, ") failed (is the gid mapped?)");
@@ -285,10 +287,12 @@ static void set_ids(struct sv_child *c, uid_t uid, gid_t gid)
     if (r < 0)
         sv_fail_num(c, (int)-r, "setresuid(", uid, 0, ") failed (is the uid mapped?)");
     /* A uid change clears the parent-death signal (commit_creds): re-arm it
-     * at once, so there is no window in which our parent's death spares us. */
-    sv_prctl(c, PR_SET_PDEATHSIG, SIGKILL, "PR_SET_PDEATHSIG");
+     * at once, so there is no window in which our parent's death spares us
+     * (with start_gate, PID 1 is meant to outlive its parent). */
+    if (!p->start_gate)
+        sv_prctl(c, PR_SET_PDEATHSIG, SIGKILL, "PR_SET_PDEATHSIG");
 }
 
-void userns_become_root(struct sv_child *c) { set_ids(c, c->plan->map_uid_inside, c->plan->map_gid_inside); }
+void userns_become_root(struct sv_child *c) { set_ids(c, c->plan->map_uid_inside, c->plan->map_gid_inside, 0); }
 
-void userns_become_payload(struct sv_child *c) { set_ids(c, c->plan->uid, c->plan->gid); }
+void userns_become_payload(struct sv_child *c) { set_ids(c, c->plan->uid, c->plan->gid, 1); }

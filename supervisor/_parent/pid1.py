@@ -224,7 +224,7 @@ class Pid1:
         for mark in record.marks:
             phase = self._accept(mark)
         if record.tag == Record.REQUEST:
-            if not record.marks or phase != record.phase:
+            if phase != record.phase:
                 raise ProtocolError(f"request for phase {record.phase} without its mark")
             if phase not in REQUEST_PHASES:
                 raise ProtocolError(f"phase {phase.label} is not a request")

@@ -188,13 +188,23 @@ def compile_oci(profile: dict[str, Any], caps: Iterable[int]) -> CompiledFilter:
                 continue  # unknown to libseccomp (a newer syscall): skipped, as Docker does
             narrowed = [_narrowed(name, a) for a in args]
             if len(set(indexes)) == len(indexes):
-                flt.add_rule(action, number, *(seccomp.Arg(*a) for a in narrowed))
+                _add_rule(flt, action, number, [seccomp.Arg(*a) for a in narrowed])
             else:
                 # Two comparisons on one argument: libseccomp cannot AND them in
                 # one rule; like runc, add one rule per comparison.
                 for a in narrowed:
-                    flt.add_rule(action, number, seccomp.Arg(*a))
+                    _add_rule(flt, action, number, [seccomp.Arg(*a)])
     return CompiledFilter(_export(flt), flags)
+
+
+def _add_rule(flt: Any, action: int, number: int, args: list[Any]) -> None:
+    """Add one rule; one that conflicts with an earlier rule for the same
+    syscall and arguments (libseccomp's EEXIST: podman's generated profiles
+    list setns both allowed and refused) leaves the earlier one in force."""
+    try:
+        flt.add_rule(action, number, *args)
+    except FileExistsError:
+        pass
 
 
 def _int(value: Any, where: str) -> int:
