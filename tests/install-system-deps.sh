@@ -8,6 +8,10 @@ command -v busybox >/dev/null 2>&1 || [ -x /bin/busybox ] || need+=(busybox-stat
 command -v bwrap >/dev/null 2>&1 || need+=(bubblewrap)
 command -v crun >/dev/null 2>&1 || need+=(crun)
 command -v runc >/dev/null 2>&1 || need+=(runc)
+# The OCI runtime's real clients (tests/test_oci.py skips without them):
+# podman with its conmon, and catatonit for podman run --init.
+command -v podman >/dev/null 2>&1 || need+=(podman)
+[ -x /usr/libexec/podman/catatonit ] || command -v catatonit >/dev/null 2>&1 || need+=(catatonit)
 # The rootless tests' subordinate ids (tests/test_rootless.py skips those without).
 command -v newuidmap >/dev/null 2>&1 || need+=(uidmap)
 # benchmarks/floor.c (the C floor of our isolation) is built with cc and the

@@ -1,0 +1,5 @@
+"""``python -m supervisor._oci``: the ``supervisor-oci`` command."""
+
+from .cli import console_main
+
+console_main()

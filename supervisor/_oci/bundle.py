@@ -1,0 +1,659 @@
+"""An OCI bundle's ``config.json``, turned into the :class:`SpawnConfig` PID 1 runs from.
+
+The same declared spawn configuration a :class:`~supervisor.Spec` becomes
+(:func:`supervisor._parent.config.build_config`), built here from the
+runtime spec's JSON instead. Every field is either honoured or refused: a
+value this runtime cannot give is a :class:`BundleError` at ``create`` that
+names its JSON path, never silently dropped. What each field becomes is
+listed in ``docs/oci.rst``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+from collections.abc import Iterator
+
+from .._capabilities import CAP_NUMBERS
+from .._limits import Limits
+from .._protocol import Bind, Rlimit, SpawnConfig, Sysctl, TimeOffset, Tmpfs
+from .._record import field, record
+from .._sys import constants as c
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+#: The runtime-spec versions this runtime reads (``ociVersion``'s major).
+SPEC_MAJOR = "1."
+
+#: Filesystems PID 1 always mounts itself, where the OCI config lists them:
+#: (destination, type) -> accepted.
+_STANDARD_MOUNTS = {
+    ("/proc", "proc"),
+    ("/dev", "tmpfs"),
+    ("/dev/pts", "devpts"),
+    ("/sys", "sysfs"),
+    ("/dev/mqueue", "mqueue"),
+}
+
+#: Mount options that say what every bind and tmpfs of ours is anyway, or
+#: that only concern labelling (SELinux relabel requests, which need no
+#: action on a host without SELinux).
+_ALWAYS = {"nosuid", "nodev", "z", "Z", "private", "rprivate", "bind", "rbind", "noatime", "relatime", "strictatime"}
+
+#: The device nodes PID 1 binds from the host into every container's /dev
+#: (mounts.c): (type, major, minor).
+STANDARD_DEVICES = (
+    ("c", 1, 3),  # null
+    ("c", 1, 5),  # zero
+    ("c", 1, 7),  # full
+    ("c", 1, 8),  # random
+    ("c", 1, 9),  # urandom
+    ("c", 5, 0),  # tty
+    ("c", 5, 2),  # ptmx
+    ("c", 136, -1),  # the devpts instance's terminals
+)
+
+_NS_FLAGS = {
+    "pid": c.CLONE_NEWPID,
+    "network": c.CLONE_NEWNET,
+    "mount": c.CLONE_NEWNS,
+    "ipc": c.CLONE_NEWIPC,
+    "uts": c.CLONE_NEWUTS,
+    "user": c.CLONE_NEWUSER,
+}
+
+
+class BundleError(ValueError):
+    """A ``config.json`` this runtime cannot honour.
+
+    Args:
+        path: the JSON path of the value (``linux.resources.blockIO``).
+        message: what is wrong with it.
+    """
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(f"config.json: {path}: {message}")
+        self.path = path
+
+
+#: One hook: its path, args, env and timeout in seconds (``None``: none).
+Hook = tuple[str, tuple[str, ...], tuple[str, ...], float | None]
+
+
+@record
+class Hooks:
+    """The hooks of the config that run in the runtime's namespaces."""
+
+    create_runtime: tuple[Hook, ...] = ()
+    """``prestart`` and ``createRuntime``: run by ``create``, PID 1 at its start gate."""
+    poststart: tuple[Hook, ...] = ()
+    """Run by ``start`` once the process runs."""
+    poststop: tuple[Hook, ...] = ()
+    """Run by ``delete``."""
+
+
+@record
+class Bundle:
+    """What ``create`` needs of a bundle, resolved."""
+
+    path: str
+    """The bundle's directory, absolute."""
+    config: SpawnConfig
+    """PID 1's configuration, without its cgroup entries."""
+    cgroups_path: str | None
+    """``linux.cgroupsPath``, or ``None`` for a cgroup named after the id."""
+    limits: Limits
+    """``linux.resources``, as the library's limits."""
+    terminal: bool
+    """``process.terminal``: the master goes to ``--console-socket``."""
+    oom_score_adj: int | None
+    annotations: dict[str, str] = field(default_factory=dict)
+    hooks: Hooks = field(default_factory=Hooks)
+    cgroup_mounts: tuple[tuple[str, bool], ...] = ()
+    """``cgroup`` mounts: (destination, read-only), each a bind of the
+    container's cgroup2 directory, added once that exists."""
+
+
+def load(bundle: str) -> Bundle:
+    """Read ``bundle/config.json`` and resolve it.
+
+    Args:
+        bundle: the bundle's directory.
+
+    Returns:
+        the resolved bundle.
+
+    Raises:
+        BundleError: a value is malformed or cannot be honoured (naming its JSON path).
+        OSError: ``config.json`` cannot be read.
+    """
+    path = os.path.abspath(bundle)
+    with open(os.path.join(path, "config.json"), "rb") as f:
+        try:
+            doc = json.load(f)
+        except ValueError as exc:
+            raise BundleError("(document)", f"not JSON: {exc}") from None
+    return resolve(doc, path)
+
+
+def _get(doc: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str, default: Any = None) -> Any:
+    if not isinstance(doc, dict):
+        raise BundleError(where, "must be an object")
+    value = doc.get(key, default)
+    if value is None:
+        return default
+    if isinstance(value, bool) and kind in (int, float):
+        raise BundleError(f"{where}.{key}" if where else key, f"must be {kind.__name__}, not a boolean")
+    if not isinstance(value, kind):
+        names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        raise BundleError(f"{where}.{key}" if where else key, f"must be {names}, not {type(value).__name__}")
+    return value
+
+
+def _unsupported(doc: dict[str, Any], where: str, keys: tuple[str, ...]) -> None:
+    """Refuse each of ``keys`` that is set to something other than empty."""
+    for key in keys:
+        value = doc.get(key)
+        if value not in (None, "", [], {}):
+            raise BundleError(f"{where}.{key}" if where else key, "not supported by this runtime")
+
+
+def resolve(doc: dict[str, Any], bundle: str) -> Bundle:
+    """:func:`load` for a parsed document (``bundle``: its directory, absolute)."""
+    version = _get(doc, "ociVersion", str, "")
+    if not version or not version.startswith(SPEC_MAJOR):
+        raise BundleError("ociVersion", f"must be a 1.x version of the runtime spec, got {version!r}")
+    process = _get(doc, "process", dict, "", {})
+    if not process:
+        raise BundleError("process", "is required by create")
+    root = _get(doc, "root", dict, "", {})
+    linux = _get(doc, "linux", dict, "", {})
+    _unsupported(doc, "", ("solaris", "windows", "vm", "zos"))
+    _unsupported(process, "process", ("apparmorProfile", "selinuxLabel", "consoleSize", "ioPriority", "scheduler"))
+    _unsupported(process, "process", ("execCPUAffinity",))
+    _unsupported(
+        linux,
+        "linux",
+        ("intelRdt", "personality", "mountLabel", "memoryPolicy", "netDevices"),
+    )
+    domain = _get(doc, "domainname", str, "", "")
+    if domain:
+        raise BundleError("domainname", "not supported by this runtime")
+
+    # process
+    args = _get(process, "args", list, "process", [])
+    if not args or not all(isinstance(a, str) for a in args):
+        raise BundleError("process.args", "must be a non-empty list of strings")
+    cwd = _get(process, "cwd", str, "process", "/")
+    if not cwd.startswith("/"):
+        raise BundleError("process.cwd", f"must be an absolute path, got {cwd!r}")
+    env = _get(process, "env", list, "process", [])
+    if not all(isinstance(e, str) and "=" in e for e in env):
+        raise BundleError("process.env", "must be a list of NAME=value strings")
+    search_path = next((e[5:] for e in env if e.startswith("PATH=")), "")
+    user = _get(process, "user", dict, "process", {})
+    uid = _get(user, "uid", int, "process.user", 0)
+    gid = _get(user, "gid", int, "process.user", 0)
+    groups = _get(user, "additionalGids", list, "process.user", [])
+    if not all(isinstance(g, int) and not isinstance(g, bool) and g >= 0 for g in groups):
+        raise BundleError("process.user.additionalGids", "must be a list of gids")
+    umask = _get(user, "umask", int, "process.user")
+    if umask is not None and umask != _current_umask():
+        raise BundleError(
+            "process.user.umask", f"{umask:04o} differs from the runtime's own {_current_umask():04o}, which PID 1 has"
+        )
+    if _get(user, "username", str, "process.user", ""):
+        raise BundleError("process.user.username", "not supported on Linux (the spec's Windows field)")
+    for name in ("uid", "gid"):
+        value = user.get(name, 0)
+        if not 0 <= value < 2**32 - 1:
+            raise BundleError(f"process.user.{name}", f"out of range: {value}")
+    terminal = bool(_get(process, "terminal", bool, "process", False))
+    caps = _capabilities(_get(process, "capabilities", dict, "process", {}), uid)
+    rlimits = list(_rlimits(_get(process, "rlimits", list, "process", [])))
+    oom = _get(process, "oomScoreAdj", int, "process")
+    if oom is not None and not -1000 <= oom <= 1000:
+        raise BundleError("process.oomScoreAdj", f"must be within -1000..1000, got {oom}")
+
+    # root
+    root_path = _get(root, "path", str, "root", "")
+    if not root_path:
+        raise BundleError("root.path", "is required")
+    rootfs = os.path.realpath(os.path.join(bundle, root_path))
+    if not os.path.isdir(rootfs):
+        raise BundleError("root.path", f"{root_path!r} is not a directory (resolved in the bundle: {rootfs})")
+    read_only = bool(_get(root, "readonly", bool, "root", False))
+
+    # linux
+    flags, time_ns, user_ns = _namespaces(_get(linux, "namespaces", list, "linux", []))
+    map_base, map_size = _mapping(linux, "uidMappings", user_ns)
+    gid_base, gid_size = _mapping(linux, "gidMappings", user_ns)
+    if gid_size != map_size:
+        raise BundleError("linux.gidMappings", "must be as large as linux.uidMappings")
+    propagation = _get(linux, "rootfsPropagation", str, "linux", "")
+    if propagation not in ("", "private", "rprivate"):
+        raise BundleError("linux.rootfsPropagation", f"{propagation!r} is not supported (only private, rprivate)")
+    _devices(_get(linux, "devices", list, "linux", []))
+    limits = _resources(_get(linux, "resources", dict, "linux", {}))
+    sysctls = _sysctls(_get(linux, "sysctl", dict, "linux", {}), flags)
+    cgroups_path = _get(linux, "cgroupsPath", str, "linux") or None
+    offsets = list(_time_offsets(_get(linux, "timeOffsets", dict, "linux", {}), time_ns))
+    masked = _paths(linux, "maskedPaths")
+    readonly = _paths(linux, "readonlyPaths")
+    seccomp = _get(linux, "seccomp", dict, "linux")
+    bpf, seccomp_flags = _seccomp(seccomp, caps) if seccomp else (b"", 0)
+
+    binds, tmpfs, cgroup_mounts = _mounts(_get(doc, "mounts", list, "", []), bundle)
+    hostname = _get(doc, "hostname", str, "", "")
+    if hostname and not flags & c.CLONE_NEWUTS:
+        raise BundleError("hostname", "needs a uts namespace of the container's own")
+    annotations = _get(doc, "annotations", dict, "", {})
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in annotations.items()):
+        raise BundleError("annotations", "must map strings to strings")
+
+    mask = 0
+    for cap in caps:
+        mask |= 1 << cap
+    from .._parent.config import last_cap
+
+    config = SpawnConfig(
+        clone_flags=flags,
+        argv=list(args),
+        env=list(env),
+        search_path=search_path,
+        cwd=cwd,
+        hostname=hostname or "localhost",
+        uid=uid,
+        gid=gid,
+        map_base=map_base,
+        map_gid_base=gid_base,
+        map_size=map_size,
+        map_uid_inside=0,
+        map_gid_inside=0,
+        uid_helper=None,
+        gid_helper=None,
+        sub_uid_base=0,
+        sub_gid_base=0,
+        sub_size=0,
+        rootless=False,
+        rootfs=rootfs,
+        overlay=False,
+        read_only_root=read_only,
+        tty=terminal,
+        network_request=False,
+        own_loopback=bool(flags & c.CLONE_NEWNET),
+        live_phases=False,
+        fault=0,
+        id_maps_fault=0,
+        capabilities=mask,
+        last_cap=last_cap(),
+        binds=binds,
+        rlimits=rlimits,
+        masked_paths=masked,
+        readonly_paths=readonly,
+        seccomp_bpf=bpf,
+        seccomp_flags=seccomp_flags,
+        time_namespace=time_ns,
+        time_offsets=offsets,
+        tmpfs=tmpfs,
+        groups=list(groups),
+        sysctls=sysctls,
+        start_gate=True,
+    )
+    return Bundle(
+        path=bundle,
+        config=config,
+        cgroups_path=cgroups_path,
+        limits=limits,
+        terminal=terminal,
+        oom_score_adj=oom,
+        annotations=dict(annotations),
+        hooks=_hooks(_get(doc, "hooks", dict, "", {})),
+        cgroup_mounts=tuple(cgroup_mounts),
+    )
+
+
+def _current_umask() -> int:
+    old = os.umask(0o022)
+    os.umask(old)
+    return old
+
+
+def _capabilities(caps: dict[str, Any], uid: int) -> frozenset[int]:
+    """The kept set: the bounding set, checked against the other four.
+
+    PID 1 leaves root the bounding set in its effective and permitted sets
+    and any other uid none (what execve gives each without file
+    capabilities); inheritable and ambient stay empty. A config that asks for
+    a different result is refused.
+    """
+    sets: dict[str, frozenset[int]] = {}
+    for name in ("bounding", "effective", "permitted", "inheritable", "ambient"):
+        where = f"process.capabilities.{name}"
+        names = _get(caps, name, list, "process.capabilities", [])
+        nums = set()
+        for i, cap in enumerate(names):
+            if not isinstance(cap, str) or not cap.startswith("CAP_") or cap[4:] not in CAP_NUMBERS:
+                raise BundleError(f"{where}[{i}]", f"unknown capability {cap!r}")
+            nums.add(CAP_NUMBERS[cap[4:]])
+        sets[name] = frozenset(nums)
+    bounding = sets["bounding"]
+    for name in ("effective", "permitted", "inheritable", "ambient"):
+        extra = sets[name] - bounding
+        if extra:
+            raise BundleError(f"process.capabilities.{name}", "holds capabilities outside the bounding set")
+    if uid == 0:
+        for name in ("effective", "permitted"):
+            if sets[name] != bounding:
+                raise BundleError(
+                    f"process.capabilities.{name}",
+                    "must equal the bounding set for uid 0 (execve gives root the whole bounding set)",
+                )
+    elif sets["effective"] or sets["permitted"] or sets["ambient"]:
+        which = next(n for n in ("effective", "permitted", "ambient") if sets[n])
+        raise BundleError(f"process.capabilities.{which}", "must be empty for a uid other than 0")
+    return bounding
+
+
+def _rlimits(items: list[Any]) -> Iterator[Rlimit]:
+    seen = set()
+    for i, item in enumerate(items):
+        where = f"process.rlimits[{i}]"
+        kind = _get(item, "type", str, where, "")
+        number = getattr(resource, kind, None) if kind.startswith("RLIMIT_") else None
+        if number is None:
+            raise BundleError(f"{where}.type", f"unknown resource limit {kind!r}")
+        if kind in seen:
+            raise BundleError(f"{where}.type", f"{kind} is set twice")
+        seen.add(kind)
+        soft, hard = _get(item, "soft", int, where), _get(item, "hard", int, where)
+        if soft is None or hard is None:
+            raise BundleError(where, "needs both soft and hard")
+        if not 0 <= soft <= hard <= 2**64 - 1:
+            raise BundleError(where, f"needs 0 <= soft ({soft}) <= hard ({hard})")
+        yield Rlimit(number, soft, hard)
+
+
+def _namespaces(items: list[Any]) -> tuple[int, bool, bool]:
+    """The clone flags, whether a time namespace is asked for, whether a user namespace is."""
+    flags = 0
+    seen = set()
+    time_ns = False
+    for i, item in enumerate(items):
+        where = f"linux.namespaces[{i}]"
+        kind = _get(item, "type", str, where, "")
+        if kind in seen:
+            raise BundleError(f"{where}.type", f"{kind} namespace listed twice")
+        seen.add(kind)
+        if _get(item, "path", str, where, ""):
+            raise BundleError(f"{where}.path", "joining an existing namespace is not supported by this runtime")
+        if kind == "cgroup":
+            continue  # PID 1 always unshares one, rooted at the container's cgroup
+        if kind == "time":
+            time_ns = True
+            continue
+        if kind not in _NS_FLAGS:
+            raise BundleError(f"{where}.type", f"unknown namespace type {kind!r}")
+        flags |= _NS_FLAGS[kind]
+    # A user namespace always: without one in the config it maps every id to
+    # itself, so that ids and file ownership are the host's (see oci.rst).
+    user = bool(flags & c.CLONE_NEWUSER)
+    flags |= c.CLONE_NEWUSER
+    for kind in ("mount", "pid", "ipc", "uts"):
+        if kind not in seen:
+            raise BundleError(
+                "linux.namespaces", f"sharing the runtime's {kind} namespace is not supported: list a {kind} namespace"
+            )
+    return flags, time_ns, user
+
+
+def _mapping(linux: dict[str, Any], key: str, user: bool) -> tuple[int, int]:
+    """(host base, size) of one map: one extent at container id 0, or (no user
+    namespace in the config) the identity."""
+    items = _get(linux, key, list, "linux", [])
+    if not user:
+        if items:
+            raise BundleError(f"linux.{key}", "needs a user namespace in linux.namespaces")
+        return 0, 2**32 - 1  # the identity map: ids are the host's
+    if not items:
+        raise BundleError(f"linux.{key}", "a user namespace needs its id mappings")
+    if len(items) != 1:
+        raise BundleError(f"linux.{key}", "only one extent, at containerID 0, is supported")
+    where = f"linux.{key}[0]"
+    inside = _get(items[0], "containerID", int, where, 0)
+    host = _get(items[0], "hostID", int, where, 0)
+    size = _get(items[0], "size", int, where, 0)
+    if inside != 0:
+        raise BundleError(f"{where}.containerID", "must be 0")
+    if size < 1 or host < 0 or host + size > 2**32 - 1:
+        raise BundleError(where, f"hostID {host} and size {size} do not give a range of host ids")
+    return host, size
+
+
+def _devices(items: list[Any]) -> None:
+    """``linux.devices``: only the nodes every container has already."""
+    for i, item in enumerate(items):
+        where = f"linux.devices[{i}]"
+        kind = _get(item, "type", str, where, "")
+        major, minor = _get(item, "major", int, where, -1), _get(item, "minor", int, where, -1)
+        if (kind, major, minor) not in STANDARD_DEVICES:
+            raise BundleError(where, f"creating device {_get(item, 'path', str, where, '?')} is not supported")
+
+
+def _device_rule(rule: Any, where: str) -> None:
+    _get(rule, "allow", bool, where, False)
+    if _get(rule, "type", str, where, "a") not in ("a", "b", "c"):
+        raise BundleError(f"{where}.type", "must be a, b or c")
+    access = _get(rule, "access", str, where, "rwm")
+    if not access or set(access) - set("rwm"):
+        raise BundleError(f"{where}.access", f"must be letters of rwm, got {access!r}")
+
+
+def _resources(res: dict[str, Any]) -> Limits:
+    where = "linux.resources"
+    _unsupported(res, where, ("blockIO", "hugepageLimits", "network", "rdma", "unified"))
+    # The device rules: the default nodes stay allowed whatever they say (as
+    # runc adds them after the config's rules), and no other node exists in
+    # the container, nor can one be made (mknod needs the host's user
+    # namespace), so every rule list is honoured; only its form is checked.
+    for i, rule in enumerate(_get(res, "devices", list, where, [])):
+        _device_rule(rule, f"{where}.devices[{i}]")
+    memory = _get(res, "memory", dict, where, {})
+    _unsupported(
+        memory,
+        f"{where}.memory",
+        ("reservation", "kernel", "kernelTCP", "swappiness", "disableOOMKiller", "useHierarchy", "checkBeforeUpdate"),
+    )
+    limit = _get(memory, "limit", int, f"{where}.memory")
+    swap = _get(memory, "swap", int, f"{where}.memory")
+    if limit is not None and limit < 0:
+        limit = None  # -1: unlimited
+    if swap is not None and limit is None and swap != -1:
+        raise BundleError(f"{where}.memory.swap", "needs memory.limit")
+    cpu = _get(res, "cpu", dict, where, {})
+    _unsupported(cpu, f"{where}.cpu", ("realtimeRuntime", "realtimePeriod", "cpus", "mems", "idle", "burst"))
+    shares = _get(cpu, "shares", int, f"{where}.cpu")
+    quota = _get(cpu, "quota", int, f"{where}.cpu")
+    period = _get(cpu, "period", int, f"{where}.cpu") or 100_000
+    cpus = None
+    if quota is not None and quota > 0:
+        cpus = quota / period
+    elif quota is None and cpu.get("period") is not None:
+        raise BundleError(f"{where}.cpu.period", "needs cpu.quota")
+    weight = None
+    if shares:
+        if not 2 <= shares <= 262144:
+            raise BundleError(f"{where}.cpu.shares", f"must be within 2..262144, got {shares}")
+        weight = 1 + ((shares - 2) * 9999) // 262142  # crun's and systemd's conversion
+    pids = _get(_get(res, "pids", dict, where, {}), "limit", int, f"{where}.pids")
+    if pids is not None and pids <= 0:
+        pids = None  # 0 or -1: unlimited
+    try:
+        return Limits(
+            memory_bytes=limit,
+            memory_swap_bytes=swap if limit is not None else None,
+            cpus=cpus,
+            cpu_weight=weight,
+            pids=pids,
+        )
+    except (TypeError, ValueError) as exc:
+        raise BundleError(where, str(exc)) from None
+
+
+#: Kernel parameters of a namespace (runc's list): prefix -> the namespace it needs.
+_NAMESPACED_SYSCTLS = (
+    ("kernel.msgmax", c.CLONE_NEWIPC),
+    ("kernel.msgmnb", c.CLONE_NEWIPC),
+    ("kernel.msgmni", c.CLONE_NEWIPC),
+    ("kernel.sem", c.CLONE_NEWIPC),
+    ("kernel.shmall", c.CLONE_NEWIPC),
+    ("kernel.shmmax", c.CLONE_NEWIPC),
+    ("kernel.shmmni", c.CLONE_NEWIPC),
+    ("kernel.shm_rmid_forced", c.CLONE_NEWIPC),
+    ("fs.mqueue.", c.CLONE_NEWIPC),
+    ("net.", c.CLONE_NEWNET),
+)
+
+
+def _sysctls(items: dict[str, Any], flags: int) -> list[Sysctl]:
+    out = []
+    for key, value in items.items():
+        where = f"linux.sysctl.{key}"
+        if not isinstance(value, str):
+            raise BundleError(where, "must be a string")
+        need = next((ns for prefix, ns in _NAMESPACED_SYSCTLS if key == prefix or key.startswith(prefix)), None)
+        if need is None:
+            raise BundleError(where, "not a parameter of a namespace of the container's own: refused")
+        if not flags & need:
+            raise BundleError(where, "needs a namespace of the container's own that linux.namespaces does not list")
+        path = key.replace(".", "/")
+        if ".." in key or "/" in key:
+            raise BundleError(where, "not a sysctl name")
+        out.append(Sysctl(path, value))
+    return out
+
+
+def _time_offsets(offsets: dict[str, Any], time_ns: bool) -> Iterator[TimeOffset]:
+    if offsets and not time_ns:
+        raise BundleError("linux.timeOffsets", "needs a time namespace in linux.namespaces")
+    for clock, value in offsets.items():
+        where = f"linux.timeOffsets.{clock}"
+        if clock not in ("monotonic", "boottime"):
+            raise BundleError(where, "only monotonic and boottime have offsets")
+        secs = _get(value, "secs", int, where, 0)
+        nanos = _get(value, "nanosecs", int, where, 0)
+        if not 0 <= nanos < 1_000_000_000:
+            raise BundleError(f"{where}.nanosecs", "must be within 0..999999999")
+        if secs or nanos:
+            yield TimeOffset(clock, secs, nanos)
+
+
+def _paths(linux: dict[str, Any], key: str) -> list[str]:
+    items = _get(linux, key, list, "linux", [])
+    for i, p in enumerate(items):
+        if not isinstance(p, str) or not p.startswith("/"):
+            raise BundleError(f"linux.{key}[{i}]", "must be an absolute path")
+    return list(items)
+
+
+def _seccomp(profile: dict[str, Any], caps: frozenset[int]) -> tuple[bytes, int]:
+    from .._parent.seccomp_oci import compile_oci
+
+    _unsupported(profile, "linux.seccomp", ("listenerPath", "listenerMetadata"))
+    flags = _get(profile, "flags", list, "linux.seccomp", [])
+    for i, flag in enumerate(flags):
+        if flag not in ("SECCOMP_FILTER_FLAG_SPEC_ALLOW", "SECCOMP_FILTER_FLAG_LOG"):
+            raise BundleError(f"linux.seccomp.flags[{i}]", f"{flag!r} is not supported")
+    try:
+        compiled = compile_oci(profile, caps)
+    except (ValueError, OSError) as exc:
+        raise BundleError("linux.seccomp", str(exc)) from None
+    extra = 0
+    if "SECCOMP_FILTER_FLAG_SPEC_ALLOW" in flags:
+        extra |= 4
+    if "SECCOMP_FILTER_FLAG_LOG" in flags:
+        extra |= 2
+    return compiled.bpf, compiled.flags | extra
+
+
+def _mounts(items: list[Any], bundle: str) -> tuple[list[Bind], list[Tmpfs], list[tuple[str, bool]]]:
+    binds: list[Bind] = []
+    tmpfs: list[Tmpfs] = []
+    cgroup_mounts: list[tuple[str, bool]] = []
+    for i, item in enumerate(items):
+        where = f"mounts[{i}]"
+        dst = _get(item, "destination", str, where, "")
+        if not dst.startswith("/"):
+            raise BundleError(f"{where}.destination", f"must be an absolute path, got {dst!r}")
+        dst = os.path.normpath(dst)
+        kind = _get(item, "type", str, where, "")
+        options = _get(item, "options", list, where, [])
+        if not all(isinstance(o, str) for o in options):
+            raise BundleError(f"{where}.options", "must be a list of strings")
+        _unsupported(item, where, ("uidMappings", "gidMappings"))
+        is_bind = "bind" in options or "rbind" in options or kind == "bind"
+        if (dst, kind) in _STANDARD_MOUNTS and not is_bind:
+            continue  # PID 1's own (mounts.c), with the same flags or stricter
+        if kind == "cgroup":
+            # The container's own cgroup2 directory, bound once it exists
+            # (runtime.py): what a cgroup namespace's cgroup2 mount shows.
+            read_only = "rw" not in options
+            cgroup_mounts.append((dst, read_only))
+            continue
+        if is_bind:
+            src = _get(item, "source", str, where, "")
+            if not src:
+                raise BundleError(f"{where}.source", "a bind needs a source")
+            src = os.path.realpath(os.path.join(bundle, src))
+            if not os.path.exists(src):
+                raise BundleError(f"{where}.source", f"{src} does not exist")
+            read_only = False
+            for option in options:
+                if option in ("ro", "rw"):
+                    read_only = option == "ro"
+                elif option not in _ALWAYS and option not in ("exec", "noexec", "suid", "dev"):
+                    raise BundleError(f"{where}.options", f"{option!r} is not supported on a bind")
+            binds.append(Bind(src, dst, read_only))
+        elif kind == "tmpfs":
+            data, read_only, exec_ = [], False, False
+            for option in options:
+                if option in ("ro", "rw"):
+                    read_only = option == "ro"
+                elif option in ("exec", "noexec"):
+                    exec_ = option == "exec"
+                elif option.split("=", 1)[0] in ("size", "mode", "nr_inodes", "uid", "gid"):
+                    data.append(option)
+                elif option not in _ALWAYS:
+                    raise BundleError(f"{where}.options", f"{option!r} is not supported on a tmpfs")
+            tmpfs.append(Tmpfs(dst, ",".join(data), read_only, exec_))
+        else:
+            raise BundleError(f"{where}.type", f"mounting {kind or 'a mount without type'} at {dst} is not supported")
+    return binds, tmpfs, cgroup_mounts
+
+
+def _hooks(hooks: dict[str, Any]) -> Hooks:
+    out: dict[str, list[Hook]] = {}
+    for name in ("createContainer", "startContainer"):
+        if hooks.get(name):
+            raise BundleError(f"hooks.{name}", "hooks run in the container's namespaces are not supported")
+    for name, key in (("prestart", "create_runtime"), ("createRuntime", "create_runtime"), ("poststart", "poststart")):
+        for i, hook in enumerate(_get(hooks, name, list, "hooks", [])):
+            out.setdefault(key, []).append(_hook(hook, f"hooks.{name}[{i}]"))
+    for i, hook in enumerate(_get(hooks, "poststop", list, "hooks", [])):
+        out.setdefault("poststop", []).append(_hook(hook, f"hooks.poststop[{i}]"))
+    return Hooks(**{k: tuple(v) for k, v in out.items()})
+
+
+def _hook(hook: Any, where: str) -> Hook:
+    path = _get(hook, "path", str, where, "")
+    if not path.startswith("/"):
+        raise BundleError(f"{where}.path", "must be an absolute path")
+    args = tuple(_get(hook, "args", list, where, []) or [path])
+    env = tuple(_get(hook, "env", list, where, []))
+    timeout = _get(hook, "timeout", int, where)
+    if timeout is not None and timeout <= 0:
+        raise BundleError(f"{where}.timeout", "must be positive")
+    return path, args, env, float(timeout) if timeout else None

@@ -1,0 +1,683 @@
+"""The OCI runtime ``supervisor-oci``, driven through its command line as engines drive runc.
+
+Each test makes a bundle (the session's busybox root and a ``config.json``
+like ``runc spec``'s), runs the runtime's commands in subprocesses, and
+checks the state, the container from inside, and that nothing is left: the
+fixture force-deletes whatever a test left under its ``--root``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+from _util import IN_SANDBOX, REPO
+
+pytestmark = [
+    pytest.mark.skipif(os.geteuid() != 0, reason="the OCI runtime runs as root"),
+    pytest.mark.skipif(IN_SANDBOX, reason="starts containers"),
+]
+
+DEFAULT_CAPS = ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]
+
+
+def base_config(args: list[str]) -> dict[str, Any]:
+    """A config.json as ``runc spec`` writes it, running ``args``."""
+    return {
+        "ociVersion": "1.0.2",
+        "process": {
+            "terminal": False,
+            "user": {"uid": 0, "gid": 0},
+            "args": args,
+            "env": ["PATH=/bin", "TERM=xterm"],
+            "cwd": "/",
+            "capabilities": {name: list(DEFAULT_CAPS) for name in ("bounding", "effective", "permitted")},
+            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
+            "noNewPrivileges": True,
+        },
+        "root": {"path": "rootfs", "readonly": True},
+        "hostname": "oci-test",
+        "mounts": [
+            {"destination": "/proc", "type": "proc", "source": "proc"},
+            {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "mode=755"]},
+            {"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec"]},
+            {"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "size=65536k"]},
+            {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid"]},
+            {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "ro"]},
+            {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": ["ro"]},
+        ],
+        "linux": {
+            "resources": {"devices": [{"allow": False, "access": "rwm"}]},
+            "namespaces": [{"type": t} for t in ("pid", "network", "ipc", "uts", "mount")],
+            "maskedPaths": ["/proc/kcore", "/proc/keys", "/sys/firmware"],
+            "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/sys"],
+        },
+    }
+
+
+class Oci:
+    """The runtime under one private ``--root``, and bundles for it."""
+
+    def __init__(self, root: str, rootfs: str, tmp: Path) -> None:
+        self.root = root
+        self.rootfs = rootfs
+        self.tmp = tmp
+        self.pids: set[int] = set()
+
+    def __call__(self, *args: str, check: bool = False, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        """One command; its output through files (a created container keeps its stdio open)."""
+        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+            done = subprocess.run(
+                [sys.executable, "-m", "supervisor._oci", "--root", self.root, *args],
+                env={**os.environ, "PYTHONPATH": REPO},
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                timeout=timeout,
+                check=False,
+            )
+            out.seek(0)
+            err.seek(0)
+            result = subprocess.CompletedProcess(done.args, done.returncode, out.read().decode(), err.read().decode())
+        if check:
+            assert result.returncode == 0, f"supervisor-oci {' '.join(args)}: {result.stderr}"
+        return result
+
+    def bundle(self, config: dict[str, Any], name: str = "b") -> str:
+        path = self.tmp / name
+        path.mkdir()
+        os.symlink(self.rootfs, path / "rootfs")
+        (path / "config.json").write_text(json.dumps(config))
+        return str(path)
+
+    def state(self, cid: str) -> dict[str, Any]:
+        done = self("state", cid, check=True)
+        state: dict[str, Any] = json.loads(done.stdout)
+        if "pid" in state:
+            self.pids.add(state["pid"])
+        return state
+
+    def create(self, cid: str, bundle: str, *extra: str) -> dict[str, Any]:
+        self("create", "--bundle", bundle, *extra, cid, check=True)
+        return self.state(cid)
+
+    def wait_status(self, cid: str, status: str, timeout: float = 10) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            state = self.state(cid)
+            if state["status"] == status or time.monotonic() > deadline:
+                return state
+            time.sleep(0.02)
+
+
+def reap(pids: set[int]) -> None:
+    """Reap the containers' PID 1s that came back to this process (a child subreaper)."""
+    for pid in pids:
+        for _ in range(500):
+            try:
+                if os.waitpid(pid, os.WNOHANG)[0]:
+                    break
+            except ChildProcessError:
+                break
+            time.sleep(0.01)
+
+
+@pytest.fixture
+def oci(busybox_rootfs: str) -> Iterator[Oci]:
+    tmp = Path(tempfile.mkdtemp(prefix="supervisor-test-oci-"))
+    runtime = Oci(str(tmp / "root"), busybox_rootfs, tmp)
+    try:
+        yield runtime
+    finally:
+        for cid in runtime("list", "--quiet").stdout.split():
+            with_pid = runtime("state", cid)
+            if with_pid.returncode == 0:
+                runtime.pids.add(json.loads(with_pid.stdout).get("pid", 0))
+            runtime("delete", "--force", cid)
+        reap({p for p in runtime.pids if p > 0})
+        leftover = os.listdir(runtime.root) if os.path.isdir(runtime.root) else []
+        shutil.rmtree(tmp)
+        assert leftover == [], f"containers left under --root: {leftover}"
+
+
+def check_state_schema(state: dict[str, Any]) -> None:
+    """The runtime spec's state schema (schema/state-schema.json): its required fields and types."""
+    assert set(state) <= {"ociVersion", "id", "status", "pid", "bundle", "annotations"}
+    assert isinstance(state["ociVersion"], str)
+    assert state["ociVersion"].startswith("1.")
+    assert isinstance(state["id"], str)
+    assert state["id"]
+    assert state["status"] in ("creating", "created", "running", "stopped", "paused")
+    assert isinstance(state["bundle"], str)
+    assert os.path.isabs(state["bundle"])
+    if state["status"] in ("created", "running", "paused"):
+        assert isinstance(state["pid"], int)
+        assert state["pid"] > 0
+    if "annotations" in state:
+        assert all(isinstance(k, str) and isinstance(v, str) for k, v in state["annotations"].items())
+
+
+def comm(pid: int) -> str:
+    return Path(f"/proc/{pid}/comm").read_text().strip()
+
+
+def test_lifecycle_create_start_kill_delete(oci: Oci) -> None:
+    config = base_config(["sleep", "60"])
+    config["annotations"] = {"org.example.key": "value"}
+    bundle = oci.bundle(config)
+    pid_file = oci.tmp / "pid"
+    state = oci.create("c1", bundle, "--pid-file", str(pid_file))
+    check_state_schema(state)
+    assert state["status"] == "created"
+    assert state["bundle"] == bundle
+    assert state["annotations"] == {"org.example.key": "value"}
+    pid = state["pid"]
+    assert int(pid_file.read_text()) == pid
+    # The container outlived create, and waits before its execve.
+    assert comm(pid) == "sv-pid1-setup"
+    assert os.readlink(f"/proc/{pid}/ns/pid") != os.readlink("/proc/self/ns/pid")
+
+    oci("start", "c1", check=True)
+    state = oci.state("c1")
+    check_state_schema(state)
+    assert state["status"] == "running"
+    assert state["pid"] == pid
+    assert comm(pid) == "sleep"
+    listed = json.loads(oci("list", "--format", "json", check=True).stdout)
+    assert [(c["id"], c["status"], c["pid"]) for c in listed] == [("c1", "running", pid)]
+    assert json.loads(oci("ps", "--format", "json", "c1", check=True).stdout) == [pid]
+
+    oci("pause", "c1", check=True)
+    assert oci.state("c1")["status"] == "paused"
+    oci("resume", "c1", check=True)
+    assert oci.state("c1")["status"] == "running"
+
+    oci("kill", "c1", "KILL", check=True)
+    state = oci.wait_status("c1", "stopped")
+    check_state_schema(state)
+    assert state["status"] == "stopped"
+    assert "pid" not in state
+    oci("delete", "c1", check=True)
+    gone = oci("state", "c1")
+    assert gone.returncode == 1
+    assert gone.stderr.strip() == "supervisor-oci: container 'c1' does not exist"
+
+
+def test_the_spec_forbids_what_the_state_refuses(oci: Oci) -> None:
+    bundle = oci.bundle(base_config(["sleep", "60"]))
+    oci.create("c2", bundle)
+    refused = oci("delete", "c2")
+    assert refused.returncode == 1
+    assert "it is created, not stopped" in refused.stderr
+    assert oci.state("c2")["status"] == "created"  # the error left it as it was
+    assert oci("create", "--bundle", bundle, "c2").stderr.strip() == "supervisor-oci: container 'c2' already exists"
+    oci("start", "c2", check=True)
+    again = oci("start", "c2")
+    assert again.returncode == 1
+    assert "it is running, not created" in again.stderr
+    oci("kill", "c2", "SIGKILL", check=True)
+    oci.wait_status("c2", "stopped")
+    late = oci("kill", "c2", "TERM")
+    assert late.returncode == 1
+    assert "it is stopped" in late.stderr
+    for command in (["start"], ["kill"], ["delete"], ["pause"], ["state"]):
+        unknown = oci(*command, "nope")
+        assert unknown.returncode == 1
+        assert unknown.stderr.strip() == "supervisor-oci: container 'nope' does not exist", command
+    oci("delete", "c2", check=True)
+
+
+def test_delete_force_kills_a_running_container_and_its_cgroup(oci: Oci) -> None:
+    bundle = oci.bundle(base_config(["sh", "-c", "sleep 60 & sleep 60"]))
+    pid = oci.create("c3", bundle)["pid"]
+    record = json.loads((Path(oci.root) / "c3" / "state.json").read_text())
+    cgroups = record["supervisor"]["cgroup"]
+    assert cgroups
+    assert all(os.path.isdir(p) for p in cgroups)
+    oci("start", "c3", check=True)
+    oci("delete", "--force", "c3", check=True)
+    reap({pid})
+    assert not any(os.path.exists(p) for p in cgroups)
+    assert not (Path(oci.root) / "c3").exists()
+
+
+def test_state_stays_valid_json_during_kill(oci: Oci) -> None:
+    bundle = oci.bundle(base_config(["sleep", "60"]))
+    oci.create("c4", bundle)
+    oci("start", "c4", check=True)
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        futures = [pool.submit(oci, "state", "c4") for _ in range(50)]
+        oci("kill", "c4", "KILL", check=True)
+        results = [f.result() for f in futures]
+    seen = set()
+    for done in results:
+        assert done.returncode == 0, done.stderr
+        state = json.loads(done.stdout)
+        check_state_schema(state)
+        seen.add(state["status"])
+    assert seen <= {"running", "stopped"}
+    oci.wait_status("c4", "stopped")
+    oci("delete", "c4", check=True)
+
+
+@pytest.mark.parametrize(("script", "code"), [("exit 0", 0), ("exit 7", 7)])
+def test_run_exits_with_the_process(oci: Oci, script: str, code: int) -> None:
+    bundle = oci.bundle(base_config(["sh", "-c", script]))
+    done = oci("run", "--bundle", bundle, "r1")
+    assert done.returncode == code, done.stderr
+    assert oci("list", "--quiet").stdout.split() == []
+
+
+def test_run_of_a_killed_process_exits_128_plus_the_signal(oci: Oci) -> None:
+    bundle = oci.bundle(base_config(["sleep", "60"]))
+    running = subprocess.Popen(
+        [sys.executable, "-m", "supervisor._oci", "--root", oci.root, "run", "--bundle", bundle, "r2"],
+        env={**os.environ, "PYTHONPATH": REPO},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while oci("state", "r2").stdout.count('"running"') == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        oci("kill", "r2", "KILL", check=True)
+        assert running.wait(30) == 128 + 9
+    finally:
+        if running.poll() is None:
+            running.kill()
+            running.wait()
+    assert oci("list", "--quiet").stdout.split() == []
+
+
+def inside(oci: Oci, config: dict[str, Any], name: str = "b") -> str:
+    """Run the config's process with ``run``; its output (exit 0 checked)."""
+    bundle = oci.bundle(config, name)
+    done = oci("run", "--bundle", bundle, "in-" + name)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_the_config_is_honoured_inside(oci: Oci, host_dir: Path) -> None:
+    (host_dir / "data").write_text("from the host\n")
+    script = """
+        echo host=$(hostname) cwd=$(pwd) env=$GREETING
+        echo ids=$(id -u):$(id -g) groups=$(id -G)
+        echo nofile=$(ulimit -n)
+        grep -E '^(CapBnd|CapEff|NoNewPrivs)' /proc/self/status
+        cat /mnt/data; echo x > /mnt/data 2>/dev/null && echo bind=rw || echo bind=ro
+        echo y > /scratch/f && echo tmpfs=rw
+        touch /newfile 2>/dev/null && echo root=rw || echo root=ro
+        test -c /proc/keys && echo keys=masked
+        echo ping=$(cat /proc/sys/net/ipv4/ping_group_range)
+        cat /proc/self/uid_map
+        ls /sys/fs/cgroup/ | grep -c procs
+        ls -d /dev/mqueue
+    """
+    config = base_config(["sh", "-c", script])
+    config["process"]["cwd"] = "/tmp"
+    config["process"]["env"].append("GREETING=hello")
+    config["process"]["user"] = {"uid": 1000, "gid": 1000, "additionalGids": [5, 7]}
+    config["process"]["capabilities"] = {"bounding": ["CAP_KILL"]}
+    config["process"]["rlimits"] = [{"type": "RLIMIT_NOFILE", "hard": 512, "soft": 256}]
+    config["mounts"] += [
+        {"destination": "/mnt", "type": "bind", "source": str(host_dir), "options": ["rbind", "ro"]},
+        {"destination": "/scratch", "type": "tmpfs", "source": "tmpfs", "options": ["size=1m"]},
+    ]
+    config["linux"]["sysctl"] = {"net.ipv4.ping_group_range": "0 0"}
+    out = inside(oci, config)
+    assert "host=oci-test cwd=/tmp env=hello" in out
+    assert "ids=1000:1000 groups=1000 5 7" in out
+    assert "nofile=256" in out
+    assert "CapBnd:\t0000000000000020" in out  # CAP_KILL alone
+    assert "CapEff:\t0000000000000000" in out
+    assert "NoNewPrivs:\t1" in out
+    assert "from the host" in out
+    assert "bind=ro" in out
+    assert "tmpfs=rw" in out
+    assert "root=ro" in out
+    assert "keys=masked" in out  # the null device over it
+    assert "ping=0 0" in out
+    assert "0          0 4294967295" in out  # no user namespace in the config: the identity map
+    assert (host_dir / "data").read_text() == "from the host\n"
+
+
+def test_a_user_namespace_with_its_mapping(oci: Oci) -> None:
+    config = base_config(["cat", "/proc/self/uid_map", "/proc/self/gid_map"])
+    config["linux"]["namespaces"].append({"type": "user"})
+    config["linux"]["uidMappings"] = [{"containerID": 0, "hostID": 200000, "size": 65536}]
+    config["linux"]["gidMappings"] = [{"containerID": 0, "hostID": 200000, "size": 65536}]
+    config["root"]["readonly"] = True
+    out = inside(oci, config)
+    assert out.split() == ["0", "200000", "65536"] * 2
+
+
+def test_resources_become_the_cgroup_limits(oci: Oci) -> None:
+    config = base_config(["sleep", "60"])
+    config["linux"]["resources"] = {"memory": {"limit": 64 * 1024 * 1024}, "pids": {"limit": 32}}
+    config["linux"]["cgroupsPath"] = "oci-test-parent/limited"
+    bundle = oci.bundle(config)
+    oci.create("c5", bundle)
+    record = json.loads((Path(oci.root) / "c5" / "state.json").read_text())
+    paths = record["supervisor"]["cgroup"]
+    assert all(p.endswith("/oci-test-parent/limited") for p in paths)
+    values = {}
+    for path in paths:
+        for name in ("memory.max", "memory.limit_in_bytes", "pids.max"):
+            if os.path.exists(os.path.join(path, name)):
+                values[name] = Path(path, name).read_text().strip()
+    assert str(64 * 1024 * 1024) in (values.get("memory.max"), values.get("memory.limit_in_bytes"))
+    assert values.get("pids.max") == "32"
+    parents = record["supervisor"]["parents"]
+    oci("delete", "--force", "c5", check=True)
+    assert not any(os.path.exists(p) for p in paths + parents)
+
+
+@pytest.mark.parametrize(
+    ("change", "where"),
+    [
+        (lambda c: c["mounts"].append({"destination": "/x", "type": "nfs", "source": "h:/x"}), "mounts[7].type"),
+        (lambda c: c["linux"]["resources"].update(blockIO={"weight": 10}), "linux.resources.blockIO"),
+        (lambda c: c["linux"].update(sysctl={"kernel.domainname": "x"}), "linux.sysctl.kernel.domainname"),
+        (
+            lambda c: c["linux"]["namespaces"].append({"type": "cgroup", "path": "/proc/1/ns/cgroup"}),
+            "linux.namespaces[5].path",
+        ),
+        (lambda c: c["process"]["capabilities"].update(effective=["CAP_SYS_ADMIN"]), "process.capabilities.effective"),
+        (lambda c: c["process"].update(apparmorProfile="p"), "process.apparmorProfile"),
+        (
+            lambda c: c["process"]["rlimits"].append({"type": "RLIMIT_BOGUS", "soft": 1, "hard": 1}),
+            "process.rlimits[1].type",
+        ),
+        (lambda c: c["linux"].update(cgroupsPath="system.slice:sv:x"), "linux.cgroupsPath"),
+        (lambda c: c.update(ociVersion="0.9"), "ociVersion"),
+    ],
+)
+def test_what_cannot_be_honoured_is_refused_by_its_json_path(
+    oci: Oci, change: Callable[[dict[str, Any]], None], where: str
+) -> None:
+    config = base_config(["true"])
+    change(config)
+    done = oci("create", "--bundle", oci.bundle(config), "bad")
+    assert done.returncode == 1
+    assert done.stderr.startswith(f"supervisor-oci: config.json: {where}: "), done.stderr
+    assert done.stderr.count("\n") == 1
+    assert oci("list", "--quiet").stdout.split() == []
+
+
+def test_a_setup_failure_names_the_call_and_leaves_nothing(oci: Oci) -> None:
+    done = oci("create", "--bundle", oci.bundle(base_config(["/no/such/program"])), "bad")
+    assert done.returncode == 1
+    assert "setup failed in phase exec" in done.stderr
+    assert "/no/such/program" in done.stderr
+    assert oci("list", "--quiet").stdout.split() == []
+
+
+def test_log_format_json_carries_the_error(oci: Oci) -> None:
+    log = oci.tmp / "log.json"
+    done = oci("--log", str(log), "--log-format", "json", "state", "nope")
+    assert done.returncode == 1
+    entry = json.loads(log.read_text().splitlines()[-1])
+    assert entry["level"] == "error"
+    assert entry["msg"] == "container 'nope' does not exist"
+
+
+def test_console_socket_gets_the_terminal(oci: Oci) -> None:
+    config = base_config(["sh", "-c", "tty; echo on-the-terminal"])
+    config["process"]["terminal"] = True
+    bundle = oci.bundle(config)
+    path = str(oci.tmp / "console.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+        listener.bind(path)
+        listener.listen(1)
+        creating = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "supervisor._oci",
+                "--root",
+                oci.root,
+                "create",
+                "--bundle",
+                bundle,
+                "--console-socket",
+                path,
+                "t1",
+            ],
+            env={**os.environ, "PYTHONPATH": REPO},
+        )
+        conn, _ = listener.accept()
+        with conn:
+            _msg, fds, _flags, _addr = socket.recv_fds(conn, 64, 1)
+        assert creating.wait(30) == 0
+    assert len(fds) == 1
+    master = fds[0]
+    try:
+        oci("start", "t1", check=True)
+        out = b""
+        while b"on-the-terminal" not in out:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            out += chunk
+    finally:
+        os.close(master)
+    assert b"/dev/pts/0" in out
+    oci.wait_status("t1", "stopped")
+    oci("delete", "t1", check=True)
+
+
+def test_preserve_fds_passes_descriptors(oci: Oci) -> None:
+    bundle = oci.bundle(base_config(["sh", "-c", "echo through-fd-3 >&3"]))
+    r, w = os.pipe()
+    try:
+        done = _run_with_fd3(oci, bundle, w)
+        os.close(w)
+        w = -1
+        assert done.returncode == 0, done.stderr
+        assert os.read(r, 100) == b"through-fd-3\n"
+    finally:
+        os.close(r)
+        if w >= 0:
+            os.close(w)
+
+
+def _run_with_fd3(oci: Oci, bundle: str, fd: int) -> subprocess.CompletedProcess[str]:
+    """``run --preserve-fds 1`` with ``fd`` as the runtime's descriptor 3."""
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "supervisor._oci",
+            "--root",
+            oci.root,
+            "run",
+            "--preserve-fds",
+            "1",
+            "--bundle",
+            bundle,
+            "p1",
+        ],
+        env={**os.environ, "PYTHONPATH": REPO},
+        preexec_fn=lambda: os.dup2(fd, 3),
+        pass_fds=(3,),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_hooks_run_with_the_state(oci: Oci) -> None:
+    out = oci.tmp / "hooks"
+    out.mkdir()
+    hook = oci.tmp / "hook.sh"
+    hook.write_text(f"#!/bin/sh\ncat > {out}/$1.json\n")
+    hook.chmod(0o755)
+    config = base_config(["true"])
+    config["hooks"] = {
+        name: [{"path": str(hook), "args": ["hook.sh", name]}] for name in ("createRuntime", "poststart", "poststop")
+    }
+    bundle = oci.bundle(config)
+    state = oci.create("h1", bundle)
+    created = json.loads((out / "createRuntime.json").read_text())
+    assert (created["id"], created["status"], created["pid"]) == ("h1", "created", state["pid"])
+    oci("start", "h1", check=True)
+    assert json.loads((out / "poststart.json").read_text())["id"] == "h1"
+    oci.wait_status("h1", "stopped")
+    oci("delete", "h1", check=True)
+    assert json.loads((out / "poststop.json").read_text())["status"] == "stopped"
+
+
+def test_unsupported_commands_say_so_in_one_line(oci: Oci) -> None:
+    for command in ("checkpoint", "restore"):
+        done = oci(command, "x")
+        assert done.returncode == 1
+        assert done.stderr == f"supervisor-oci: {command} is not supported by supervisor-oci\n"
+    assert oci("--systemd-cgroup", "state", "x").returncode == 1
+    features = json.loads(oci("features", check=True).stdout)
+    assert features["ociVersionMax"].startswith("1.")
+    assert "user" in features["linux"]["namespaces"]
+    assert "supervisor-oci version" in oci("--version", check=True).stdout
+
+
+# -- podman ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def podman(oci: Oci, busybox_rootfs: str) -> Iterator[Callable[..., subprocess.CompletedProcess[str]]]:
+    """``podman`` with a private storage and our runtime, a busybox image imported."""
+    exe = shutil.which("podman")
+    if exe is None:
+        pytest.skip("podman not installed (tests/install-system-deps.sh installs Debian's)")
+    wrapper = oci.tmp / "supervisor-oci"
+    wrapper.write_text(f'#!/bin/sh\nexport PYTHONPATH={REPO}\nexec {sys.executable} -m supervisor._oci "$@"\n')
+    wrapper.chmod(0o755)
+    # podman wants its runroot within 50 characters.
+    base = Path(tempfile.mkdtemp(prefix="supervisor-test-pm-", dir="/tmp"))
+    options = [
+        exe,
+        "--root",
+        str(base / "storage"),
+        "--runroot",
+        str(base / "run"),
+        "--storage-driver",
+        "vfs",
+        "--cgroup-manager",
+        "cgroupfs",
+        "--events-backend",
+        "file",
+        "--tmpdir",
+        str(base / "tmp"),
+        "--runtime",
+        str(wrapper),
+    ]
+    # This machine's hard limits are below podman's defaults (1048576): as
+    # for runc and crun, the container gets limits it may have.
+    limits = ["--network", "none", "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024"]
+
+    def argv_of(*args: str) -> list[str]:
+        if args and args[0] in ("run", "create"):
+            return [*options, args[0], *limits, *args[1:]]
+        return [*options, *args]
+
+    def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(argv_of(*args), capture_output=True, text=True, timeout=timeout, check=False)
+
+    run.argv = argv_of  # type: ignore[attr-defined]
+
+    tar = oci.tmp / "bb.tar"
+    subprocess.run(["tar", "-C", busybox_rootfs, "-cf", str(tar), "."], check=True)
+    imported = run("import", str(tar), "localhost/sv-busybox")
+    assert imported.returncode == 0, imported.stderr
+    try:
+        yield run
+    finally:
+        run("rm", "--all", "--force")
+        run("rmi", "--all", "--force")
+        shutil.rmtree(base)
+
+
+@pytest.mark.slow
+def test_podman_runs_containers_with_our_runtime(podman: Callable[..., subprocess.CompletedProcess[str]]) -> None:
+    done = podman("run", "--rm", "localhost/sv-busybox", "sh", "-c", "echo hello from $(hostname) as pid $$")
+    assert done.returncode == 0, done.stderr
+    assert "hello from" in done.stdout
+    assert done.stdout.split()[-1] == "1"
+    failed = podman("run", "--rm", "localhost/sv-busybox", "sh", "-c", "exit 42")
+    assert failed.returncode == 42
+    # Detached, then stopped: SIGTERM is ignored by a PID 1 without a
+    # handler, so podman's timeout ends in our kill with SIGKILL.
+    started = podman("run", "-d", "--name", "sleeper", "localhost/sv-busybox", "sleep", "600")
+    assert started.returncode == 0, started.stderr
+    state = podman("inspect", "--format", "{{.State.Status}}", "sleeper")
+    assert state.stdout.strip() == "running"
+    t0 = time.monotonic()
+    stopped = podman("stop", "-t", "1", "sleeper")
+    assert stopped.returncode == 0, stopped.stderr
+    assert time.monotonic() - t0 < 30
+    assert podman("inspect", "--format", "{{.State.Status}}", "sleeper").stdout.strip() == "exited"
+    removed = podman("rm", "sleeper")
+    assert removed.returncode == 0, removed.stderr
+
+
+@pytest.mark.slow
+def test_podman_stop_with_init(podman: Callable[..., subprocess.CompletedProcess[str]]) -> None:
+    if not os.path.exists("/usr/libexec/podman/catatonit"):
+        pytest.skip("catatonit not installed (tests/install-system-deps.sh installs Debian's)")
+    started = podman("run", "-d", "--init", "--name", "with-init", "localhost/sv-busybox", "sleep", "600")
+    assert started.returncode == 0, started.stderr
+    top = podman("exec", "with-init", "true")
+    assert top.returncode != 0  # exec is not supported yet: it says so
+    t0 = time.monotonic()
+    stopped = podman("stop", "-t", "10", "with-init")
+    assert stopped.returncode == 0, stopped.stderr
+    # The init forwards SIGTERM to sleep, which dies of it: no wait for the timeout.
+    assert time.monotonic() - t0 < 8
+    assert podman("inspect", "--format", "{{.State.ExitCode}}", "with-init").stdout.strip() == "143"
+    assert podman("rm", "with-init").returncode == 0
+
+
+@pytest.mark.slow
+def test_podman_run_it_gives_a_terminal(podman: Callable[..., subprocess.CompletedProcess[str]]) -> None:
+    import pty
+
+    argv = podman.argv("run", "--rm", "-it", "localhost/sv-busybox", "sh")  # type: ignore[attr-defined]
+    pid, master = pty.fork()
+    if pid == 0:
+        try:
+            os.execv(argv[0], argv)
+        finally:
+            os._exit(127)
+    out = b""
+    try:
+        os.write(master, b"tty; echo typed-$((6*7)); exit 3\r")
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            out += chunk
+    finally:
+        os.close(master)
+        _, status = os.waitpid(pid, 0)
+    assert b"typed-42" in out
+    assert b"/dev/pts/0" in out
+    assert os.waitstatus_to_exitcode(status) == 3
