@@ -502,6 +502,15 @@ class SpawnConfig:
     for ``EXEC`` (a request, answered once the container is recorded as
     created), then waits for one connection there whose first record is the
     ``ACK`` of ``EXEC`` (``start``), and reports the rest on it."""
+    umask: int = -1
+    """The payload's file mode creation mask, set at ``IDENTITY``; -1: the caller's."""
+    join: bool = False
+    """OCI ``exec``: enter a running container instead of making one. The
+    last descriptor is a pidfd of its PID 1: the clone enters its PID
+    namespace and (by :attr:`cgroup`) its cgroup, then one ``setns`` on the
+    pidfd the namespaces of :attr:`clone_flags`; from ``CAPABILITIES`` on,
+    the setup is a new container's. Outlives the caller, as
+    :attr:`start_gate` does."""
 
 
 def c_header() -> str:

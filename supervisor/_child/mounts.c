@@ -387,7 +387,8 @@ void mounts_filesystems(struct sv_child *c)
     sysctl_apply(c); /* through the fresh /proc, before the masks */
     mount_dev(c);
     mount_sys(c);
-    mount_tmpfs(c, "/tmp", "mode=1777");
+    if (!p->start_gate) /* an OCI bundle's mounts say what /tmp is */
+        mount_tmpfs(c, "/tmp", "mode=1777");
     if (p->rootfs == NULL) {
         mount_tmpfs(c, "/root", "mode=0700");
         mount_tmpfs(c, "/home", "mode=0755");

@@ -310,7 +310,7 @@ static int get_u32(PyObject *cfg, const char *name, uint32_t *out, long long lo,
  * identity map: SpawnConfig.start_gate). */
 static int plan_userns(struct sv_plan *p, struct sv_arena *a, PyObject *cfg)
 {
-    if (get_u32(cfg, "map_base", &p->map_base, p->start_gate ? 0 : 1, UINT32_MAX - 1) ||
+    if (get_u32(cfg, "map_base", &p->map_base, p->start_gate || p->join ? 0 : 1, UINT32_MAX - 1) ||
         get_u32(cfg, "map_size", &p->map_size, 1, (long long)UINT32_MAX - p->map_base))
         return -1;
     long long top = (long long)UINT32_MAX - p->map_size;
@@ -398,7 +398,7 @@ int plan_fill(struct sv_plan *p, struct sv_arena *a, PyObject *cfg, const int *f
         return -1;
     p->gid = (gid_t)v;
     if (get_bool(cfg, "rootless", &p->rootless) || get_bool(cfg, "start_gate", &p->start_gate) ||
-        plan_userns(p, a, cfg) < 0)
+        get_bool(cfg, "join", &p->join) || plan_userns(p, a, cfg) < 0)
         return -1;
     if (get_str(a, cfg, "rootfs", &p->rootfs, 1) || get_bool(cfg, "overlay", &p->overlay) ||
         get_bool(cfg, "read_only_root", &p->read_only_root) || get_bool(cfg, "tty", &p->tty) ||
@@ -407,19 +407,28 @@ int plan_fill(struct sv_plan *p, struct sv_arena *a, PyObject *cfg, const int *f
         get_bool(cfg, "init", &p->init) || get_bool(cfg, "time_namespace", &p->time_namespace) ||
         get_groups(a, cfg, p) < 0)
         return -1;
-    if (p->start_gate && (p->rootless || p->init)) {
-        PyErr_SetString(PyExc_ValueError, "SpawnConfig.start_gate is for a root supervisor without init");
+    if ((p->start_gate || p->join) && (p->rootless || p->init || (p->start_gate && p->join))) {
+        PyErr_SetString(PyExc_ValueError,
+                        "SpawnConfig.start_gate or join (one of them) is for a root supervisor without init");
         return -1;
     }
-    /* With start_gate PID 1 outlives the caller: it must not keep the
-     * caller's memory alive, nor wait in it. */
-    p->own_memory = p->own_memory || p->start_gate;
+    /* Both outlive the caller: they must not keep the caller's memory alive,
+     * nor wait in it; and a process that enters a user namespace must not
+     * share its memory with one that stays out. */
+    p->own_memory = p->own_memory || p->start_gate || p->join;
     if (p->rootless && p->init) {
         /* A rootless PID 1 stays dumpable, and an init would stay in our memory
          * for good: the payload could ptrace it (see SpawnConfig.rootless). */
         PyErr_SetString(PyExc_ValueError, "SpawnConfig.init cannot be set when rootless");
         return -1;
     }
+    if (get_long(cfg, "umask", &v))
+        return -1;
+    if (v < -1 || v > 0777) {
+        PyErr_SetString(PyExc_ValueError, "SpawnConfig.umask must be -1 or within 0..0o777");
+        return -1;
+    }
+    p->umask = (int)v;
     if (get_long(cfg, "fault", &v))
         return -1;
     p->fault = (int)v;
@@ -483,7 +492,7 @@ int plan_fill(struct sv_plan *p, struct sv_arena *a, PyObject *cfg, const int *f
         PyErr_Format(PyExc_ValueError, "SpawnConfig.cgroup: at most %d entries", SV_MAX_CGROUP_FDS);
         return -1;
     }
-    size_t fixed = SV_SPAWN_FIXED_FDS + p->ncgroup + p->nidmapped + (size_t)p->start_gate;
+    size_t fixed = SV_SPAWN_FIXED_FDS + p->ncgroup + p->nidmapped + (size_t)(p->start_gate || p->join);
     if (nfds < fixed || nfds - fixed > SV_MAX_PASS_FDS) {
         PyErr_Format(PyExc_ValueError,
                      "spawn with %zu descriptors for %zu cgroup entries, %zu id-mapped binds and %d start gate", nfds,

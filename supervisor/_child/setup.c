@@ -39,7 +39,7 @@ static int adopt_fds(struct sv_child *c, int cloned_into_cgroup)
     const int *idmapped = &p->fds[4 + p->npassed + p->ncgroup];
     /* In order: stdin, stdout, stderr, passed..., control, joins..., id-mapped
      * mounts..., the start gate. */
-    size_t kept = 3 + p->npassed + 1 + njoined, total = kept + p->nidmapped + (size_t)p->start_gate;
+    size_t kept = 3 + p->npassed + 1 + njoined, total = kept + p->nidmapped + (size_t)(p->start_gate || p->join);
     int high[3 + SV_MAX_PASS_FDS + 1 + SV_MAX_CGROUP_FDS + SV_MAX_IDMAPPED + 1];
     long floor = 64 + (long)total;
     for (size_t i = 0; i < total; i++) {
@@ -53,7 +53,7 @@ static int adopt_fds(struct sv_child *c, int cloned_into_cgroup)
         else if (i < kept + p->nidmapped)
             fd = idmapped[i - kept];
         else
-            fd = idmapped[p->nidmapped]; /* the start gate, after the mounts */
+            fd = idmapped[p->nidmapped]; /* the start gate or the joined pidfd, after the mounts */
         long r = sv_raw(SYS_fcntl, fd, F_DUPFD_CLOEXEC, floor, 0, 0);
         if (r < 0)
             sv_raw(SYS_exit_group, 125, 0, 0, 0, 0); /* nothing to report to yet */
@@ -74,40 +74,17 @@ static int adopt_fds(struct sv_child *c, int cloned_into_cgroup)
         c->idmapped_fd[i] = (int)(kept + i);
     c->nidmapped = 0; /* how many bind() has moved into place */
     c->gate_fd = p->start_gate ? (int)(total - 1) : -1;
+    c->target_pidfd = p->join ? (int)(total - 1) : -1;
     sv_raw(SYS_close_range, (long)total, ~0U, 0, 0, 0);
     return control;
 }
 
-_Noreturn void sv_pid1_main(const struct sv_plan *plan, struct sv_idmaps *maps, int cloned_into_cgroup)
+/* SPAWNED to PIVOT for a new container: its time namespace, its id maps,
+ * its cgroup, network, hostname, root and mounts, the pivot, the terminal. */
+static void make_container(struct sv_child *c)
 {
-    struct sv_child child = {
-        .plan = plan, .maps = maps, .nowned = 0, .njoins = 0, .nidmapped = 0, .proc_fd = -1, .gate_fd = -1, .context = NULL};
-    struct sv_child *c = &child;
-    char program[SV_PATH_MAX];
-
-    /* Default dispositions and an empty mask, first: the clone ran with
-     * every signal blocked (no handler of the caller may run here), and an
-     * ignored signal would stay ignored across execve (Python ignores
-     * SIGPIPE and SIGXFSZ). Nothing below installs a handler. */
-    exec_reset_signals();
-    channel_init(&c->ch, adopt_fds(c, cloned_into_cgroup), plan->live_phases, plan->fault);
-    /* Named until execve renames it: its exit then says whether it got there
-     * (a seccomp profile that kills execve must not pass for the payload's
-     * own death). */
-    sv_raw(SYS_prctl, PR_SET_NAME, (long)SV_SETUP_COMM, 0, 0, 0);
-
-    /* SPAWNED: die with our parent, and stay non-dumpable until exec so that
-     * nothing in the container can ptrace us or read our memory (rootless:
-     * dumpable, see SpawnConfig.rootless; the memory we share is then the
-     * supervisor's, whose dumpable flag is ours too, and the clone thread's
-     * map writes need it). A session of our own: the payload can never reach
-     * the caller's terminal (TIOCSTI) and is not hit by the caller's Ctrl-C. */
-    if (!plan->start_gate) /* OCI create: the container outlives the runtime's create */
-        sv_prctl(c, PR_SET_PDEATHSIG, SIGKILL, "PR_SET_PDEATHSIG");
-    if (!plan->rootless)
-        sv_prctl(c, PR_SET_DUMPABLE, 0, "PR_SET_DUMPABLE");
-    sv_raw(SYS_setsid, 0, 0, 0, 0, 0);
-    channel_enter(c, SV_PHASE_SPAWNED);
+    const struct sv_plan *plan = c->plan;
+    long r;
     /* A time namespace for the payload, unshared here (clone(2) has no room
      * for CLONE_NEWTIME) while PID 1 still has the supervisor's credentials:
      * its offsets must be written before anyone enters it, through
@@ -152,7 +129,7 @@ _Noreturn void sv_pid1_main(const struct sv_plan *plan, struct sv_idmaps *maps, 
 
     /* HOSTNAME: in the new UTS namespace; independent of the filesystem. */
     channel_enter(c, SV_PHASE_HOSTNAME);
-    long r = sv_raw(SYS_sethostname, (long)plan->hostname, (long)sv_strlen(plan->hostname), 0, 0, 0);
+    r = sv_raw(SYS_sethostname, (long)plan->hostname, (long)sv_strlen(plan->hostname), 0, 0, 0);
     if (r < 0)
         sv_fail_call(c, (int)-r, "sethostname", plan->hostname);
 
@@ -181,6 +158,58 @@ _Noreturn void sv_pid1_main(const struct sv_plan *plan, struct sv_idmaps *maps, 
      * supervisor. */
     if (plan->tty)
         tty_attach(c);
+}
+
+_Noreturn void sv_pid1_main(const struct sv_plan *plan, struct sv_idmaps *maps, int cloned_into_cgroup)
+{
+    struct sv_child child = {
+        .plan = plan,
+        .maps = maps,
+        .nowned = 0,
+        .njoins = 0,
+        .nidmapped = 0,
+        .proc_fd = -1,
+        .gate_fd = -1,
+        .target_pidfd = -1,
+        .context = NULL,
+    };
+    struct sv_child *c = &child;
+    char program[SV_PATH_MAX];
+
+    /* Default dispositions and an empty mask, first: the clone ran with
+     * every signal blocked (no handler of the caller may run here), and an
+     * ignored signal would stay ignored across execve (Python ignores
+     * SIGPIPE and SIGXFSZ). Nothing below installs a handler. */
+    exec_reset_signals();
+    channel_init(&c->ch, adopt_fds(c, cloned_into_cgroup), plan->live_phases, plan->fault);
+    /* Named until execve renames it: its exit then says whether it got there
+     * (a seccomp profile that kills execve must not pass for the payload's
+     * own death). */
+    sv_raw(SYS_prctl, PR_SET_NAME, (long)SV_SETUP_COMM, 0, 0, 0);
+
+    /* SPAWNED: die with our parent, and stay non-dumpable until exec so that
+     * nothing in the container can ptrace us or read our memory (rootless:
+     * dumpable, see SpawnConfig.rootless; the memory we share is then the
+     * supervisor's, whose dumpable flag is ours too, and the clone thread's
+     * map writes need it). A session of our own: the payload can never reach
+     * the caller's terminal (TIOCSTI) and is not hit by the caller's Ctrl-C. */
+    if (!plan->start_gate && !plan->join) /* OCI: the container outlives the runtime's command */
+        sv_prctl(c, PR_SET_PDEATHSIG, SIGKILL, "PR_SET_PDEATHSIG");
+    if (!plan->rootless)
+        sv_prctl(c, PR_SET_DUMPABLE, 0, "PR_SET_DUMPABLE");
+    sv_raw(SYS_setsid, 0, 0, 0, 0, 0);
+    channel_enter(c, SV_PHASE_SPAWNED);
+    /* A new container's namespaces, root and mounts (make_container,
+     * above), or, for OCI exec, those of a running one (join.c), with the
+     * terminal from its devpts. */
+    if (plan->join) {
+        join_enter(c);
+        if (plan->tty)
+            tty_attach(c);
+    } else {
+        make_container(c);
+    }
+
 
     /* CAPABILITIES: after the last privileged mount and the pivot, which need
      * CAP_SYS_ADMIN: the bounding set cut to the kept set (dropping needs
@@ -202,7 +231,9 @@ _Noreturn void sv_pid1_main(const struct sv_plan *plan, struct sv_idmaps *maps, 
      * directory fd leaked from outside would make getcwd unreachable). */
     channel_enter(c, SV_PHASE_IDENTITY);
     userns_become_payload(c);
-    r = sv_raw(SYS_chdir, (long)plan->cwd, 0, 0, 0, 0);
+    if (plan->umask >= 0)
+        sv_raw(SYS_umask, plan->umask, 0, 0, 0, 0);
+    long r = sv_raw(SYS_chdir, (long)plan->cwd, 0, 0, 0, 0);
     char cwd[SV_PATH_MAX];
     if (r >= 0)
         r = sv_raw(SYS_getcwd, (long)cwd, sizeof cwd, 0, 0, 0);

@@ -35,7 +35,7 @@ static const char *const config_fields[] = {
     "time_namespace",  "time_offsets",  "tmpfs",        "hosts",         "map_gid_base",
     "rootless",        "map_uid_inside", "map_gid_inside", "uid_helper",  "gid_helper",
     "sub_uid_base",    "sub_gid_base",  "sub_size",      "start_gate",    "groups",
-    "sysctls",
+    "sysctls",         "join",          "umask",
 };
 
 /* One PID 1 between its clone and the moment it leaves our memory.
@@ -170,7 +170,8 @@ static int pid1_entry(void *arg)
  * change of its ids makes only its own memory non-dumpable. */
 static long clone_pid1(struct inflight *f, int cgroup_fd, int exit_signal, int *pidfd)
 {
-    unsigned long flags = f->plan.clone_flags | CLONE_PIDFD;
+    /* Joining (OCI exec), clone_flags name the namespaces to enter, later. */
+    unsigned long flags = (f->plan.join ? 0 : f->plan.clone_flags) | CLONE_PIDFD;
     if (!f->plan.own_memory)
         flags |= CLONE_VM | CLONE_CHILD_CLEARTID;
     if (cgroup_fd >= 0) {
@@ -197,6 +198,26 @@ static long clone_pid1(struct inflight *f, int cgroup_fd, int exit_signal, int *
     int pid = clone(pid1_entry, f->stack + f->stack_size, (int)(flags | (unsigned long)exit_signal), f, pidfd, NULL,
                     &f->alive);
     return pid < 0 ? -errno : pid;
+}
+
+/* Clone a process into a running container's PID namespace (OCI exec):
+ * this thread's namespace for children is the container's for the one
+ * clone (a PID namespace can only be entered at a fork), then its own
+ * again. The other namespaces the child enters itself (join.c). */
+static long clone_joining(struct inflight *f, int cgroup_fd, int exit_signal, int *pidfd)
+{
+    int target = f->plan.fds[f->plan.npassed + SV_SPAWN_FIXED_FDS + f->plan.ncgroup + f->plan.nidmapped];
+    int own = open("/proc/thread-self/ns/pid", O_RDONLY | O_CLOEXEC);
+    if (own < 0)
+        return -errno;
+    long pid = setns(target, CLONE_NEWPID) < 0 ? -errno : 0;
+    if (pid == 0) {
+        pid = clone_pid1(f, cgroup_fd, exit_signal, pidfd);
+        if (setns(own, CLONE_NEWPID) < 0)
+            abort(); /* this thread would clone every later PID 1 into the container */
+    }
+    close(own);
+    return pid;
 }
 
 /* --- the clone thread ----------------------------------------------------
@@ -235,10 +256,14 @@ static void *clone_thread(void *arg)
         if (n != (ssize_t)sizeof req)
             continue; /* EINTR; a pipe write of a pointer is never split */
         int pidfd = -1;
-        long pid = clone_pid1(req->f, req->cgroup_fd, req->exit_signal, &pidfd);
+        long pid;
+        if (req->f->plan.join)
+            pid = clone_joining(req->f, req->cgroup_fd, req->exit_signal, &pidfd);
+        else
+            pid = clone_pid1(req->f, req->cgroup_fd, req->exit_signal, &pidfd);
         /* PID 1 waits for its id maps: write them at once. Until it is
          * reaped (by the supervisor, after this reply) the pid is its own. */
-        if (pid > 0)
+        if (pid > 0 && !req->f->plan.join)
             userns_write_maps(&req->f->plan, req->f->maps, pid);
         struct reply rep = {.pid = pid > 0 ? (int32_t)pid : 0, .pidfd = pidfd, .err = pid < 0 ? (int32_t)-pid : 0};
         if (pid < 0 || req->f->plan.own_memory) { /* gone, or never in our memory */

@@ -103,6 +103,8 @@ struct sv_plan {
     int init; /* PID 1 forks the payload and stays as its init (init.c) */
     int time_namespace; /* a time namespace for the payload (timens.c) */
     int start_gate; /* OCI create: PID 1 outlives its creator and waits for `start` (gate.c) */
+    int umask;      /* the payload's file mode creation mask, or -1: the caller's */
+    int join;       /* OCI exec: enter the running container of the last descriptor, a pidfd (join.c) */
     const gid_t *groups; /* the payload's supplementary groups */
     size_t ngroups;
     int fault; /* test-only: the phase to fail at, or 0 */
@@ -132,7 +134,8 @@ struct sv_plan {
     size_t ncgroup;
     /* Descriptors as the caller holds them: the control socket, stdin,
      * stdout, stderr, the passed ones, one per cgroup entry, one per
-     * id-mapped bind, then with start_gate the listening socket. */
+     * id-mapped bind, then with start_gate the listening socket, with join
+     * the container's pidfd. */
     const int *fds;
     size_t npassed;
 };
@@ -194,6 +197,8 @@ struct sv_child {
     int proc_fd;
     /* With start_gate: the listening socket `start` connects to; else -1. */
     int gate_fd;
+    /* With join: the pidfd of the container's PID 1; else -1. */
+    int target_pidfd;
     /* What the current step is doing, when a call alone would not say it
      * ("masking /proc/kcore"): it leads the failure's text. */
     const char *context;
@@ -278,6 +283,7 @@ void tty_attach(struct sv_child *c);                     /* tty.c */
 void seccomp_load(struct sv_child *c);                   /* seccomp.c */
 void gate_wait(struct sv_child *c);                      /* gate.c */
 void sysctl_apply(struct sv_child *c);                   /* sysctl.c */
+void join_enter(struct sv_child *c);                     /* join.c */
 void exec_find(struct sv_child *c, char *out, size_t size); /* exec.c */
 void exec_reset_signals(void);                           /* exec.c */
 _Noreturn void exec_payload(struct sv_child *c, const char *path); /* exec.c */

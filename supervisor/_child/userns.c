@@ -288,8 +288,8 @@ static void set_ids(struct sv_child *c, uid_t uid, gid_t gid, int payload)
         sv_fail_num(c, (int)-r, "setresuid(", uid, 0, ") failed (is the uid mapped?)");
     /* A uid change clears the parent-death signal (commit_creds): re-arm it
      * at once, so there is no window in which our parent's death spares us
-     * (with start_gate, PID 1 is meant to outlive its parent). */
-    if (!p->start_gate)
+     * (OCI's start_gate and join are meant to outlive their parent). */
+    if (!p->start_gate && !p->join)
         sv_prctl(c, PR_SET_PDEATHSIG, SIGKILL, "PR_SET_PDEATHSIG");
 }
 

@@ -201,10 +201,8 @@ def resolve(doc: dict[str, Any], bundle: str) -> Bundle:
     if not all(isinstance(g, int) and not isinstance(g, bool) and g >= 0 for g in groups):
         raise BundleError("process.user.additionalGids", "must be a list of gids")
     umask = _get(user, "umask", int, "process.user")
-    if umask is not None and umask != _current_umask():
-        raise BundleError(
-            "process.user.umask", f"{umask:04o} differs from the runtime's own {_current_umask():04o}, which PID 1 has"
-        )
+    if umask is not None and not 0 <= umask <= 0o777:
+        raise BundleError("process.user.umask", f"must be within 0..0777, got {umask:o}")
     if _get(user, "username", str, "process.user", ""):
         raise BundleError("process.user.username", "not supported on Linux (the spec's Windows field)")
     for name in ("uid", "gid"):
@@ -232,7 +230,7 @@ def resolve(doc: dict[str, Any], bundle: str) -> Bundle:
     map_base, map_size = _mapping(linux, "uidMappings", user_ns)
     gid_base, gid_size = _mapping(linux, "gidMappings", user_ns)
     if gid_size != map_size:
-        raise BundleError("linux.gidMappings", "must be as large as linux.uidMappings")
+        raise BundleError("linux.gidMappings", "must be as large as linux.uidMappings (one size maps both)")
     propagation = _get(linux, "rootfsPropagation", str, "linux", "")
     if propagation not in ("", "private", "rprivate"):
         raise BundleError("linux.rootfsPropagation", f"{propagation!r} is not supported (only private, rprivate)")
@@ -301,6 +299,7 @@ def resolve(doc: dict[str, Any], bundle: str) -> Bundle:
         tmpfs=tmpfs,
         groups=list(groups),
         sysctls=sysctls,
+        umask=-1 if umask is None else umask,
         start_gate=True,
     )
     return Bundle(
@@ -314,12 +313,6 @@ def resolve(doc: dict[str, Any], bundle: str) -> Bundle:
         hooks=_hooks(_get(doc, "hooks", dict, "", {})),
         cgroup_mounts=tuple(cgroup_mounts),
     )
-
-
-def _current_umask() -> int:
-    old = os.umask(0o022)
-    os.umask(old)
-    return old
 
 
 def _capabilities(caps: dict[str, Any], uid: int) -> frozenset[int]:

@@ -26,7 +26,6 @@ _UNSUPPORTED = {
     "restore": "restore is not supported by supervisor-oci",
     "update": "update is not supported by supervisor-oci (limits are set at create)",
     "events": "events is not supported by supervisor-oci",
-    "exec": "exec is not supported by supervisor-oci yet",
     "spec": "spec is not supported by supervisor-oci: write config.json yourself",
 }
 
@@ -71,6 +70,18 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--keep", action="store_true", help="do not delete the container once it exits")
     r.add_argument("id")
     cmd("start", "start a created container's process").add_argument("id")
+    e = cmd("exec", "run another process in a running container")
+    e.add_argument("--process", "-p", default=None, help="a file holding the process (the runtime spec's JSON)")
+    e.add_argument("--detach", "-d", action="store_true", help="do not wait for the process")
+    e.add_argument("--tty", "-t", action="store_true", help="give it a terminal (needs --console-socket)")
+    e.add_argument("--console-socket", default=None, help="a unix socket that receives the terminal's master")
+    e.add_argument("--pid-file", default=None, help="write the process's host pid here")
+    e.add_argument("--preserve-fds", type=int, default=0, help="pass descriptors 3..3+N-1 to the process")
+    e.add_argument("--cwd", default=None, help="its working directory")
+    e.add_argument("--env", "-e", action="append", default=[], help="NAME=value, added to its environment")
+    e.add_argument("--user", "-u", default=None, help="uid[:gid]")
+    e.add_argument("id")
+    e.add_argument("argv", nargs=argparse.REMAINDER, metavar="COMMAND")
     cmd("state", "print a container's state (JSON)").add_argument("id")
     k = cmd("kill", "send a signal to a container's process")
     k.add_argument("--all", "-a", action="store_true", help="to every process of the container")
@@ -252,6 +263,8 @@ def _dispatch(rt: object, args: argparse.Namespace) -> int:
         if not args.keep:
             rt.delete(args.id, force=True)
         return code
+    if command == "exec":
+        return _exec(rt, args)
     if command == "start":
         rt.start(args.id)
     elif command == "state":
@@ -284,6 +297,61 @@ def _dispatch(rt: object, args: argparse.Namespace) -> int:
             for i in items:
                 print(f"{i['id']:<20} {i['pid']:<8} {i['status']:<10} {i['bundle']:<40} {i['created']}")
     return 0
+
+
+def _exec(rt: object, args: argparse.Namespace) -> int:
+    from .runtime import Runtime
+
+    assert isinstance(rt, Runtime)
+    process = None
+    if args.process:
+        with open(args.process, "rb") as f:
+            process = json.load(f)
+        if not isinstance(process, dict):
+            raise ValueError(f"--process {args.process}: not a JSON object")
+    extra: dict[str, object] = {}
+    if args.cwd:
+        extra["cwd"] = args.cwd
+    pid, pidfd = rt.exec(
+        args.id,
+        _with(process, extra, args.env, args.user),
+        list(args.argv),
+        tty=args.tty or (process or {}).get("terminal", False),
+        console_socket=args.console_socket,
+        pid_file=args.pid_file,
+        preserve_fds=args.preserve_fds,
+    )
+    if args.detach:
+        return 0
+
+    def relay(sig: int, _frame: object) -> None:
+        from .._sys import linux
+
+        try:
+            linux.pidfd_send_signal(pidfd, sig)
+        except OSError:
+            pass
+
+    for sig in (_signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP, _signal.SIGQUIT):
+        _signal.signal(sig, relay)
+    del pid
+    return rt.wait(args.id, pidfd)
+
+
+def _with(
+    process: dict[str, object] | None, extra: dict[str, object], env: list[str], user: str | None
+) -> dict[str, object] | None:
+    """``--process`` (or nothing) with ``--cwd``, ``--env`` and ``--user`` applied."""
+    if not extra and not env and user is None:
+        return process
+    out = dict(process) if process is not None else {}
+    out.update(extra)
+    if env:
+        out["env"] = [*list(out.get("env", []) or []), *env]  # type: ignore[call-overload]
+    if user is not None:
+        uid, _, gid = user.partition(":")
+        out["user"] = {"uid": int(uid), "gid": int(gid or uid)}
+    return out
 
 
 def _ps_table(pids: list[int], ps_args: list[str]) -> None:

@@ -49,28 +49,46 @@ def _send_console(console_socket: str, master: int) -> None:
         socket.send_fds(s, [b"/dev/ptmx"], [master])
 
 
-def _run_hooks(hooks: tuple[Hook, ...], state: str, what: str) -> None:
-    """Run each hook with the state JSON on its stdin; the first failure raises.
+def _run_hooks(hooks: tuple[Hook, ...], state: str, what: str, keep_going: bool = False) -> None:
+    """Run each hook with the state JSON on its stdin.
+
+    Args:
+        keep_going: run the rest after a failure (poststart, poststop), and
+            raise for the first one at the end.
 
     Raises:
         RuntimeError_: a hook could not run, exited non-zero, or timed out.
     """
-    for path, args, env, timeout in hooks:
+    first: RuntimeError_ | None = None
+    for hook in hooks:
         try:
-            done = subprocess.run(
-                list(args),
-                executable=path,
-                input=state.encode(),
-                env=dict(e.split("=", 1) for e in env),
-                capture_output=True,
-                timeout=timeout,
-                check=False,
-            )
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise RuntimeError_(f"{what} hook {path}: {exc}") from None
-        if done.returncode != 0:
-            said = done.stderr.decode(errors="replace").strip()[-400:]
-            raise RuntimeError_(f"{what} hook {path} exited {done.returncode}" + (f": {said}" if said else ""))
+            _run_hook(hook, state, what)
+        except RuntimeError_ as exc:
+            if not keep_going:
+                raise
+            first = first or exc
+    if first is not None:
+        raise first
+
+
+def _run_hook(hook: Hook, state: str, what: str) -> None:
+    """Run one hook (see :func:`_run_hooks`)."""
+    path, args, env, timeout = hook
+    try:
+        done = subprocess.run(
+            list(args),
+            executable=path,
+            input=state.encode(),
+            env=dict(e.split("=", 1) for e in env),
+            capture_output=True,
+            timeout=timeout,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise RuntimeError_(f"{what} hook {path}: {exc}") from None
+    if done.returncode != 0:
+        said = done.stderr.decode(errors="replace").strip()[-400:]
+        raise RuntimeError_(f"{what} hook {path} exited {done.returncode}" + (f": {said}" if said else ""))
 
 
 def _wait_exit(pidfd: int, timeout: float) -> bool:
@@ -297,7 +315,8 @@ class Runtime:
         # poststart failures are logged, not fatal (runtime.md).
         if hooks:
             try:
-                _run_hooks(_hooks_of(hooks), json.dumps(public(record)), "poststart")
+                state = {**public(record), "status": "running", "pid": record["pid"]}
+                _run_hooks(_hooks_of(hooks), json.dumps(state), "poststart", keep_going=True)
             except RuntimeError_ as exc:
                 _warn(str(exc))
 
@@ -417,9 +436,152 @@ class Runtime:
             self.store.remove(cid)
         if hooks:
             try:
-                _run_hooks(_hooks_of(hooks), state, "poststop")
+                _run_hooks(_hooks_of(hooks), state, "poststop", keep_going=True)
             except RuntimeError_ as exc:
                 _warn(str(exc))
+
+    # -- exec -------------------------------------------------------------------
+    def exec(
+        self,
+        cid: str,
+        process: dict[str, Any] | None,
+        args: list[str],
+        *,
+        tty: bool | None = None,
+        console_socket: str | None = None,
+        pid_file: str | None = None,
+        preserve_fds: int = 0,
+    ) -> tuple[int, int]:
+        """Start another process in the running container, as its config's
+        process is set up (user, capabilities, rlimits, seccomp), with
+        ``process`` (a runtime-spec process object) or ``args`` instead.
+
+        Returns:
+            the process's host pid and a pidfd of it (a child of ours).
+
+        Raises:
+            StateError: the container does not exist or is not running.
+            BundleError: ``process`` cannot be honoured (naming its field).
+            RuntimeError_: entering the container failed.
+        """
+        from .._parent.oneshot import _spawn_pid1
+        from .._parent.pid1 import Pid1
+
+        record = self.store.read(cid)
+        now = status(record)
+        if now != "running":
+            raise StateError(f"cannot exec in container {cid!r}: it is {now}, not running")
+        with open(os.path.join(record["bundle"], "config.json"), "rb") as f:
+            doc = json.load(f)
+        if process is not None and "args" in process:
+            doc["process"] = process  # a whole process (--process)
+        elif args:
+            # The container's process with these args, and --cwd, --env,
+            # --user over it (``process`` holds them, env to be added).
+            base = dict(doc.get("process", {}))
+            overrides = dict(process or {})
+            added = overrides.pop("env", [])
+            doc["process"] = {**base, **overrides, "args": args, "env": [*base.get("env", []), *added]}
+            if "user" in overrides:  # its umask stays the container's
+                doc["process"]["user"] = {"umask": base.get("user", {}).get("umask"), **overrides["user"]}
+            if overrides.get("user", {}).get("uid", 0) != 0:
+                # Another uid than root's keeps only the bounding set, as
+                # execve leaves it without file capabilities.
+                caps = dict(base.get("capabilities", {}))
+                for name in ("effective", "permitted", "ambient", "inheritable"):
+                    caps.pop(name, None)
+                doc["process"]["capabilities"] = caps
+        else:
+            raise RuntimeError_("exec needs a command or --process")
+        if tty is not None:
+            doc["process"]["terminal"] = tty
+        # The container's mounts are made already: only the process counts.
+        doc["mounts"] = []
+        doc.get("linux", {}).pop("sysctl", None)
+        doc.get("linux", {}).pop("resources", None)
+        doc.pop("hooks", None)
+        try:
+            resolved = _bundle.resolve(doc, record["bundle"])
+        except _bundle.BundleError as exc:
+            raise _bundle.BundleError(
+                "process" + exc.path.partition("process")[2], str(exc).split(": ", 2)[-1]
+            ) from None
+        if resolved.terminal and not console_socket:
+            raise RuntimeError_("a terminal needs --console-socket")
+        entries: list[tuple[str, int, str]] = []
+        try:
+            for path in record["supervisor"]["cgroup"]:
+                if os.path.exists(os.path.join(path, "cgroup.procs")) and os.path.exists(
+                    os.path.join(path, "cgroup.controllers")
+                ):
+                    entries.insert(0, ("clone", os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC), path))
+                    procs = os.path.join(path, "cgroup.procs")
+                    entries.insert(1, ("procs", os.open(procs, os.O_WRONLY | os.O_CLOEXEC), procs))
+                else:
+                    tasks = os.path.join(path, "tasks")
+                    entries.append(("tasks", os.open(tasks, os.O_WRONLY | os.O_CLOEXEC), tasks))
+            target = pidfd_of(record)
+            entries.append(("pidfd", target, ""))
+            config = dataclasses.replace(
+                resolved.config,
+                start_gate=False,
+                join=True,
+                cgroup=[CgroupEntry(k, p) for k, _fd, p in entries[:-1]],
+                binds=[],
+                tmpfs=[],
+                sysctls=[],
+            )
+            ctl, ctl_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+            with ctl, ctl_child:
+                fds = [ctl_child.fileno(), 0, 1, 2, *range(3, 3 + preserve_fds), *(fd for _k, fd, _p in entries)]
+                try:
+                    slot = _spawn_pid1(config, fds)
+                except SetupError as exc:
+                    raise RuntimeError_(str(exc)) from None
+                ctl_child.close()
+                proc = Pid1(cid, ctl, time.monotonic_ns())
+                proc.slot = slot
+                try:
+                    self._drive_exec(proc, console_socket)
+                except BaseException:
+                    self._kill_setup(slot.pidfd)
+                    raise
+        except ProcessLookupError:
+            raise StateError(f"cannot exec in container {cid!r}: it is stopped") from None
+        finally:
+            for _k, fd, _p in entries:
+                os.close(fd)
+        if pid_file:
+            tmp = f"{pid_file}.{os.getpid()}.tmp"
+            with open(tmp, "w") as f:
+                f.write(str(slot.pid))
+            os.replace(tmp, pid_file)
+        return slot.pid, slot.pidfd
+
+    @staticmethod
+    def _drive_exec(proc: Any, console_socket: str | None) -> None:
+        """The joining process's setup to its execve."""
+        from .._parent.pid1 import END
+
+        proc.sock.setblocking(True)
+        while True:
+            record, fds = proc.receive()
+            step = proc.take(record, fds)
+            if proc.pty_master >= 0 and console_socket:
+                master, proc.pty_master = proc.pty_master, -1
+                try:
+                    _send_console(console_socket, master)
+                finally:
+                    os.close(master)
+            if step is None:
+                continue
+            if isinstance(step, SetupError):
+                raise RuntimeError_(str(step))
+            if step is END:
+                if proc.last_phase == Phase.EXEC:
+                    return
+                raise RuntimeError_(f"the process died while entering the container (in {proc.last_phase.label})")
+            raise RuntimeError_(f"the process asked for the {step.label} step, which exec has not")
 
     # -- run --------------------------------------------------------------------
     def wait(self, cid: str, pidfd: int) -> int:
