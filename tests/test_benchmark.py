@@ -198,3 +198,22 @@ def test_pytest_overhead_script_reports_every_figure(tmp_path: Path) -> None:
     for why in report["missing"].values():
         assert why
         assert why in proc.stdout
+
+
+def test_oci_startup_script_prints_both_tables() -> None:
+    """``benchmarks/oci_startup.py --reps 1 --warmup 1``: podman with our
+    runtime, crun and runc, then the runtimes alone; it only prints figures,
+    so this checks that it ran to the end and that ours was measured in both
+    tables (a peer missing here is printed as skipped)."""
+    if shutil.which("podman") is None:
+        pytest.skip("podman not installed (tests/install-system-deps.sh installs Debian's)")
+    proc = _run_script(ROOT / "benchmarks" / "oci_startup.py", "--reps", "1", "--warmup", "1")
+    assert proc.returncode == 0, f"stdout:\n{proc.stdout[-2000:]}\nstderr:\n{proc.stderr[-4000:]}"
+    header = "runtime     median ms     p90 ms  runs  failed"
+    assert proc.stdout.count(header) == 2, proc.stdout
+    assert "podman run --rm" in proc.stdout
+    assert "run --bundle" in proc.stdout
+    ours = [line for line in proc.stdout.splitlines() if line.startswith("ours ")]
+    assert len(ours) == 2, proc.stdout
+    assert all("skipped" not in line for line in ours), proc.stdout
+    assert "left behind" not in proc.stdout

@@ -39,7 +39,7 @@ KERNEL_DIR = os.environ.get("SV_GUEST_KERNEL_DIR", "/usr/local/share/supervisor-
 #: Modules the guest loads, with what they depend on first.
 MODULES = ("virtio_pci", "9pnet_virtio", "9p", "overlay", "veth", "bridge", "virtio_rng")
 #: The v2 tier: the cgroup and resource suites, rootless mode (with a delegated
-#: subtree), and a smoke subset of the others.
+#: subtree), the OCI runtime's cgroup tests, and a smoke subset of the others.
 DEFAULT_TESTS = (
     "tests/test_cgroups.py",
     "tests/test_resources.py",
@@ -49,6 +49,11 @@ DEFAULT_TESTS = (
     "tests/test_supervision.py",
     "tests/test_reliability.py",
     "tests/test_rootless.py",
+    # The OCI runtime's cgroup work on a pure v2 host (the rest of its suite
+    # checks the runtime, not the cgroup version).
+    "tests/test_oci.py::test_lifecycle_create_start_kill_delete",
+    "tests/test_oci.py::test_resources_become_the_cgroup_limits",
+    "tests/test_oci.py::test_exec_enters_the_running_container",
 )
 #: Soak and load tests: they check the supervisor, not the cgroup version,
 #: and take minutes when emulated.
