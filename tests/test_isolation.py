@@ -449,7 +449,9 @@ async def test_masks_follow_proc_and_sys_wherever_a_hostile_rootfs_puts_them(
 
 async def test_mount_table(root: Root) -> None:
     mounts = mountinfo(await sh(root, "cat /proc/self/mountinfo"))
-    expected = {"/", "/proc", "/dev", "/dev/pts", "/dev/shm", "/dev/mqueue", "/sys", "/tmp"} | {"/dev/" + n for n in DEV_NODES}
+    expected = {"/", "/proc", "/dev", "/dev/pts", "/dev/shm", "/dev/mqueue", "/sys", "/tmp"} | {
+        "/dev/" + n for n in DEV_NODES
+    }
     if root.default:
         system = host_system_dirs()
         expected |= system | host_submounts(system) | {"/root", "/home", "/etc/hosts"}

@@ -442,7 +442,9 @@ def test_exec_enters_the_running_container(oci: Oci) -> None:
     assert second == "sleep"
     ns = {n: os.readlink(f"/proc/{pid}/ns/{n}") for n in ("pid", "mnt", "net", "uts", "ipc", "user")}
     process = oci.tmp / "process.json"
-    process.write_text(json.dumps({**config["process"], "args": ["sh", "-c", "for n in /proc/self/ns/*; do readlink $n; done"]}))
+    process.write_text(
+        json.dumps({**config["process"], "args": ["sh", "-c", "for n in /proc/self/ns/*; do readlink $n; done"]})
+    )
     seen = oci("exec", "--process", str(process), "x1")
     assert seen.returncode == 0, seen.stderr
     for name, link in ns.items():
