@@ -258,11 +258,15 @@ def find_runtimes(work: str) -> tuple[dict[str, Runtime], dict[str, str]]:
     repo = os.path.dirname(os.path.dirname(os.path.abspath(supervisor.__file__)))
     ours = write_script(
         os.path.join(work, "supervisor-oci"),
-        f'export PYTHONPATH={shlex.quote(repo)}\nexec {shlex.quote(sys.executable)} -m supervisor._oci "$@"\n',
+        f'export PYTHONPATH={shlex.quote(repo)}\nexec {shlex.quote(sys.executable)} -P -m supervisor._oci "$@"\n',
     )
     version = first_line([ours, "--version"])
     found["ours"] = Runtime(
-        "ours", ours, version, [sys.executable, "-m", "supervisor._oci"], f"sh exec {sys.executable} -m supervisor._oci"
+        "ours",
+        ours,
+        version,
+        [sys.executable, "-P", "-m", "supervisor._oci"],
+        f"sh exec {sys.executable} -P -m supervisor._oci",
     )
     crun = find_exe("crun", "/usr/bin/crun", "/usr/local/bin/crun")
     if crun is None:

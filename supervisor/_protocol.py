@@ -344,6 +344,8 @@ class Tmpfs:
     """Mounted read-only."""
     exec: bool
     """Programs may run from it; without it, ``noexec`` (docker's default)."""
+    source: str = "tmpfs"
+    """Its source as ``/proc/self/mountinfo`` shows it (an OCI mount's ``source``)."""
 
 
 @record
@@ -502,6 +504,15 @@ class SpawnConfig:
     for ``EXEC`` (a request, answered once the container is recorded as
     created), then waits for one connection there whose first record is the
     ``ACK`` of ``EXEC`` (``start``), and reports the rest on it."""
+    inheritable: int = 0
+    """The payload's inheritable set, as a mask (within :attr:`capabilities`;
+    0, but for an OCI bundle that lists some)."""
+    ambient: int = 0
+    """Its ambient set (within :attr:`inheritable`; 0, but for an OCI bundle)."""
+    no_new_privs: bool = True
+    """``PR_SET_NO_NEW_PRIVS`` before ``execve``: always, but for an OCI
+    bundle whose ``noNewPrivileges`` is false and that has no seccomp filter
+    (loading one needs it)."""
     umask: int = -1
     """The payload's file mode creation mask, set at ``IDENTITY``; -1: the caller's."""
     join: bool = False

@@ -79,7 +79,7 @@ class Oci:
         """One command; its output through files (a created container keeps its stdio open)."""
         with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
             done = subprocess.run(
-                [sys.executable, "-m", "supervisor._oci", "--root", self.root, *args],
+                [sys.executable, "-P", "-m", "supervisor._oci", "--root", self.root, *args],
                 env={**os.environ, "PYTHONPATH": REPO},
                 stdin=subprocess.DEVNULL,
                 stdout=out,
@@ -282,7 +282,7 @@ def test_run_exits_with_the_process(oci: Oci, script: str, code: int) -> None:
 def test_run_of_a_killed_process_exits_128_plus_the_signal(oci: Oci) -> None:
     bundle = oci.bundle(base_config(["sleep", "60"]))
     running = subprocess.Popen(
-        [sys.executable, "-m", "supervisor._oci", "--root", oci.root, "run", "--bundle", bundle, "r2"],
+        [sys.executable, "-P", "-m", "supervisor._oci", "--root", oci.root, "run", "--bundle", bundle, "r2"],
         env={**os.environ, "PYTHONPATH": REPO},
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
@@ -350,6 +350,24 @@ def test_the_config_is_honoured_inside(oci: Oci, host_dir: Path) -> None:
     assert "ping=0 0" in out
     assert "0          0 4294967295" in out  # no user namespace in the config: the identity map
     assert (host_dir / "data").read_text() == "from the host\n"
+
+
+def test_capability_sets_no_new_privs_and_dev_shm_as_the_config_says(oci: Oci) -> None:
+    config = base_config(
+        ["sh", "-c", "grep -E '^(CapInh|CapAmb|NoNewPrivs)' /proc/self/status; grep ' /dev/shm ' /proc/self/mountinfo"]
+    )
+    config["process"]["capabilities"] = {
+        name: ["CAP_KILL", "CAP_CHOWN"] for name in ("bounding", "effective", "permitted", "inheritable")
+    }
+    config["process"]["capabilities"]["ambient"] = ["CAP_KILL"]
+    config["process"]["noNewPrivileges"] = False
+    out = inside(oci, config)
+    assert "CapInh:\t0000000000000021" in out
+    assert "CapAmb:\t0000000000000020" in out
+    assert "NoNewPrivs:\t0" in out
+    shm = [line for line in out.splitlines() if " /dev/shm " in line]
+    assert len(shm) == 1, out  # the bundle's alone
+    assert " - tmpfs shm " in shm[0]
 
 
 def test_a_user_namespace_with_its_mapping(oci: Oci) -> None:
@@ -599,7 +617,7 @@ def podman(oci: Oci, busybox_rootfs: str) -> Iterator[Callable[..., subprocess.C
     if exe is None:
         pytest.skip("podman not installed (tests/install-system-deps.sh installs Debian's)")
     wrapper = oci.tmp / "supervisor-oci"
-    wrapper.write_text(f'#!/bin/sh\nexport PYTHONPATH={REPO}\nexec {sys.executable} -m supervisor._oci "$@"\n')
+    wrapper.write_text(f'#!/bin/sh\nexport PYTHONPATH={REPO}\nexec {sys.executable} -P -m supervisor._oci "$@"\n')
     wrapper.chmod(0o755)
     # podman wants its runroot within 50 characters.
     base = Path(tempfile.mkdtemp(prefix="supervisor-test-pm-", dir="/tmp"))

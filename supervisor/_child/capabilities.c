@@ -25,12 +25,14 @@
 
 #include "sv.h"
 
-static void capset_sets(struct sv_child *c, uint64_t effective, uint64_t permitted)
+static void capset_sets(struct sv_child *c, uint64_t effective, uint64_t permitted, uint64_t inheritable)
 {
     struct __user_cap_header_struct header = {.version = _LINUX_CAPABILITY_VERSION_3, .pid = 0};
     struct __user_cap_data_struct data[2] = {
-        {.effective = (uint32_t)effective, .permitted = (uint32_t)permitted, .inheritable = 0},
-        {.effective = (uint32_t)(effective >> 32), .permitted = (uint32_t)(permitted >> 32), .inheritable = 0},
+        {.effective = (uint32_t)effective, .permitted = (uint32_t)permitted, .inheritable = (uint32_t)inheritable},
+        {.effective = (uint32_t)(effective >> 32),
+         .permitted = (uint32_t)(permitted >> 32),
+         .inheritable = (uint32_t)(inheritable >> 32)},
     };
     long r = sv_raw(SYS_capset, (long)&header, (long)data, 0, 0, 0);
     if (r < 0) {
@@ -40,7 +42,9 @@ static void capset_sets(struct sv_child *c, uint64_t effective, uint64_t permitt
         text_hex(&t, effective);
         text_str(&t, ", permitted=");
         text_hex(&t, permitted);
-        text_str(&t, ", inheritable=0) failed");
+        text_str(&t, ", inheritable=");
+        text_hex(&t, inheritable);
+        text_str(&t, ") failed");
         sv_fail(c, (int)-r, &t);
     }
 }
@@ -62,14 +66,23 @@ void capabilities_limit(struct sv_child *c)
     if (r < 0)
         sv_fail_str(c, (int)-r, "prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL) failed");
     uint64_t interim = p->capabilities | (1ULL << CAP_SETUID) | (1ULL << CAP_SETGID);
-    capset_sets(c, interim, interim);
+    capset_sets(c, interim, interim, 0);
 }
 
 void capabilities_finish(struct sv_child *c)
 {
     const struct sv_plan *p = c->plan;
     uint64_t want = p->uid == 0 ? p->capabilities : 0;
-    capset_sets(c, want, want);
+    /* An OCI bundle's inheritable and ambient sets (root only: the bundle
+     * refuses them otherwise), the ambient raised once inheritable holds them. */
+    capset_sets(c, want, want, p->inheritable);
+    for (int cap = 0; cap <= p->last_cap; cap++) {
+        if (!(p->ambient & (1ULL << cap)))
+            continue;
+        long r = sv_raw(SYS_prctl, PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap, 0, 0);
+        if (r < 0)
+            sv_fail_num(c, (int)-r, "prctl(PR_CAP_AMBIENT_RAISE, ", cap, 0, ") failed");
+    }
 
     struct __user_cap_header_struct header = {.version = _LINUX_CAPABILITY_VERSION_3, .pid = 0};
     struct __user_cap_data_struct data[2];
@@ -79,7 +92,7 @@ void capabilities_finish(struct sv_child *c)
     uint64_t effective = data[0].effective | ((uint64_t)data[1].effective << 32);
     uint64_t permitted = data[0].permitted | ((uint64_t)data[1].permitted << 32);
     uint64_t inheritable = data[0].inheritable | ((uint64_t)data[1].inheritable << 32);
-    if (effective != want || permitted != want || inheritable != 0) {
+    if (effective != want || permitted != want || inheritable != p->inheritable) {
         struct sv_text t;
         text_reset(&t);
         text_str(&t, "capabilities not applied: effective=");
@@ -92,7 +105,8 @@ void capabilities_finish(struct sv_child *c)
         text_hex(&t, want);
         text_str(&t, "/");
         text_hex(&t, want);
-        text_str(&t, "/0");
+        text_str(&t, "/");
+        text_hex(&t, p->inheritable);
         sv_fail(c, EPERM, &t);
     }
     uint64_t bounding = 0, ambient = 0;
@@ -105,6 +119,7 @@ void capabilities_finish(struct sv_child *c)
     if (bounding & ~p->capabilities)
         sv_fail_num(c, EPERM, "capabilities ", (long long)(bounding & ~p->capabilities), 1,
                     " are still in the bounding set");
-    if (ambient)
-        sv_fail_num(c, EPERM, "capabilities ", (long long)ambient, 1, " are still in the ambient set");
+    if (ambient != p->ambient)
+        sv_fail_num(c, EPERM, "capabilities ", (long long)(ambient ^ p->ambient), 1,
+                    " are not in the ambient set as asked");
 }

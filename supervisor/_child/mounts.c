@@ -226,7 +226,8 @@ static void mount_dev(struct sv_child *c)
     sv_mount(c, "devpts", node, "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=620");
     sv_join_path(node, sizeof node, dev, "/shm");
     sv_mkdir(c, node, 01777);
-    sv_mount(c, "tmpfs", node, "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777");
+    if (!c->plan->start_gate) /* an OCI bundle's mounts say what /dev/shm is */
+        sv_mount(c, "tmpfs", node, "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777");
     /* POSIX message queues of the container's own IPC namespace. */
     sv_join_path(node, sizeof node, dev, "/mqueue");
     sv_mkdir(c, node, 01777);
@@ -400,7 +401,7 @@ void mounts_filesystems(struct sv_child *c)
         unsigned long flags = MS_NOSUID | MS_NODEV | (t->exec ? 0 : MS_NOEXEC) | (t->read_only ? MS_RDONLY : 0);
         char target[SV_PATH_MAX];
         mounts_point(c, t->path, 1, target, sizeof target);
-        sv_mount(c, "tmpfs", target, "tmpfs", flags, t->options);
+        sv_mount(c, t->source, target, "tmpfs", flags, t->options);
         rootfs_own(c, t->path);
     }
     /* Before the caller's binds, so that one of /etc/hosts still wins. */

@@ -202,6 +202,7 @@ static int read_tmpfs(struct sv_arena *a, PyObject *item, void *out)
 {
     struct sv_tmpfs *t = out;
     return get_str(a, item, "path", &t->path, 0) || get_str(a, item, "options", &t->options, 0) ||
+                   get_str(a, item, "source", &t->source, 0) ||
                    get_bool(item, "read_only", &t->read_only) || get_bool(item, "exec", &t->exec)
                ? -1
                : 0;
@@ -405,8 +406,14 @@ int plan_fill(struct sv_plan *p, struct sv_arena *a, PyObject *cfg, const int *f
         get_bool(cfg, "network_request", &p->network_request) || get_bool(cfg, "own_loopback", &p->own_loopback) ||
         get_bool(cfg, "live_phases", &p->live_phases) || get_u64(cfg, "capabilities", &p->capabilities) ||
         get_bool(cfg, "init", &p->init) || get_bool(cfg, "time_namespace", &p->time_namespace) ||
-        get_groups(a, cfg, p) < 0)
+        get_groups(a, cfg, p) < 0 || get_u64(cfg, "inheritable", &p->inheritable) ||
+        get_u64(cfg, "ambient", &p->ambient) || get_bool(cfg, "no_new_privs", &p->no_new_privs))
         return -1;
+    if ((p->inheritable | p->ambient) & ~p->capabilities || p->ambient & ~p->inheritable) {
+        PyErr_SetString(PyExc_ValueError, "SpawnConfig.ambient must be within inheritable, within capabilities");
+        return -1;
+    }
+
     if ((p->start_gate || p->join) && (p->rootless || p->init || (p->start_gate && p->join))) {
         PyErr_SetString(PyExc_ValueError,
                         "SpawnConfig.start_gate or join (one of them) is for a root supervisor without init");
@@ -488,6 +495,10 @@ int plan_fill(struct sv_plan *p, struct sv_arena *a, PyObject *cfg, const int *f
     p->readonly = (const char *const *)paths;
     if (get_seccomp(a, cfg, p))
         return -1;
+    if (!p->no_new_privs && (p->seccomp.len > 0 || !(p->start_gate || p->join))) {
+        PyErr_SetString(PyExc_ValueError, "SpawnConfig.no_new_privs may be false only for OCI, without seccomp");
+        return -1;
+    }
     if (p->ncgroup > SV_MAX_CGROUP_FDS) {
         PyErr_Format(PyExc_ValueError, "SpawnConfig.cgroup: at most %d entries", SV_MAX_CGROUP_FDS);
         return -1;

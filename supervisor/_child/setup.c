@@ -258,7 +258,8 @@ _Noreturn void sv_pid1_main(const struct sv_plan *plan, struct sv_idmaps *maps, 
      * sets, which commit_creds does not count as a change. */
     channel_enter(c, SV_PHASE_SECCOMP);
     capabilities_finish(c);
-    sv_prctl(c, PR_SET_NO_NEW_PRIVS, 1, "PR_SET_NO_NEW_PRIVS");
+    if (plan->no_new_privs)
+        sv_prctl(c, PR_SET_NO_NEW_PRIVS, 1, "PR_SET_NO_NEW_PRIVS");
 
     /* EXEC: resolve the program in the container's PATH, report, execve. */
     channel_enter(c, SV_PHASE_EXEC);

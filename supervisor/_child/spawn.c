@@ -35,7 +35,8 @@ static const char *const config_fields[] = {
     "time_namespace",  "time_offsets",  "tmpfs",        "hosts",         "map_gid_base",
     "rootless",        "map_uid_inside", "map_gid_inside", "uid_helper",  "gid_helper",
     "sub_uid_base",    "sub_gid_base",  "sub_size",      "start_gate",    "groups",
-    "sysctls",         "join",          "umask",
+    "sysctls",         "join",          "umask",        "inheritable",   "ambient",
+    "no_new_privs",
 };
 
 /* One PID 1 between its clone and the moment it leaves our memory.

@@ -62,6 +62,7 @@ struct sv_rlimit {
 struct sv_tmpfs {
     const char *path;    /* container path */
     const char *options; /* the mount's data */
+    const char *source;  /* what mountinfo shows as its source ("tmpfs") */
     int read_only, exec;
 };
 
@@ -110,6 +111,8 @@ struct sv_plan {
     int fault; /* test-only: the phase to fail at, or 0 */
     int id_maps_fault; /* test-only: SV_MAPS_FAULT_* for the clone thread's step, or 0 */
     uint64_t capabilities; /* the kept set, as a mask */
+    uint64_t inheritable, ambient; /* OCI: the payload's; else 0 */
+    int no_new_privs; /* set before exec (always, but for an OCI bundle that says not to) */
     int last_cap;          /* the highest capability this kernel knows */
     const struct sv_sysdir *system;
     size_t nsystem;

@@ -210,7 +210,8 @@ def resolve(doc: dict[str, Any], bundle: str) -> Bundle:
         if not 0 <= value < 2**32 - 1:
             raise BundleError(f"process.user.{name}", f"out of range: {value}")
     terminal = bool(_get(process, "terminal", bool, "process", False))
-    caps = _capabilities(_get(process, "capabilities", dict, "process", {}), uid)
+    caps, inheritable, ambient = _capabilities(_get(process, "capabilities", dict, "process", {}), uid)
+    no_new_privs = bool(_get(process, "noNewPrivileges", bool, "process", False))
     rlimits = list(_rlimits(_get(process, "rlimits", list, "process", [])))
     oom = _get(process, "oomScoreAdj", int, "process")
     if oom is not None and not -1000 <= oom <= 1000:
@@ -298,6 +299,10 @@ def resolve(doc: dict[str, Any], bundle: str) -> Bundle:
         time_offsets=offsets,
         tmpfs=tmpfs,
         groups=list(groups),
+        inheritable=sum(1 << cap for cap in inheritable),
+        ambient=sum(1 << cap for cap in ambient),
+        # A seccomp filter needs no_new_privs (it is loaded without privilege, last).
+        no_new_privs=no_new_privs or bool(bpf),
         sysctls=sysctls,
         umask=-1 if umask is None else umask,
         start_gate=True,
@@ -315,13 +320,15 @@ def resolve(doc: dict[str, Any], bundle: str) -> Bundle:
     )
 
 
-def _capabilities(caps: dict[str, Any], uid: int) -> frozenset[int]:
-    """The kept set: the bounding set, checked against the other four.
+def _capabilities(caps: dict[str, Any], uid: int) -> tuple[frozenset[int], frozenset[int], frozenset[int]]:
+    """The kept set (the bounding set), and the inheritable and ambient sets,
+    checked against what PID 1 can give.
 
     PID 1 leaves root the bounding set in its effective and permitted sets
     and any other uid none (what execve gives each without file
-    capabilities); inheritable and ambient stay empty. A config that asks for
-    a different result is refused.
+    capabilities). Root may have inheritable and ambient capabilities (an
+    ambient one only if also inheritable, the kernel's rule); another uid
+    none. A config that asks for a different result is refused.
     """
     sets: dict[str, frozenset[int]] = {}
     for name in ("bounding", "effective", "permitted", "inheritable", "ambient"):
@@ -335,8 +342,7 @@ def _capabilities(caps: dict[str, Any], uid: int) -> frozenset[int]:
         sets[name] = frozenset(nums)
     bounding = sets["bounding"]
     for name in ("effective", "permitted", "inheritable", "ambient"):
-        extra = sets[name] - bounding
-        if extra:
+        if sets[name] - bounding:
             raise BundleError(f"process.capabilities.{name}", "holds capabilities outside the bounding set")
     if uid == 0:
         for name in ("effective", "permitted"):
@@ -345,10 +351,14 @@ def _capabilities(caps: dict[str, Any], uid: int) -> frozenset[int]:
                     f"process.capabilities.{name}",
                     "must equal the bounding set for uid 0 (execve gives root the whole bounding set)",
                 )
-    elif sets["effective"] or sets["permitted"] or sets["ambient"]:
-        which = next(n for n in ("effective", "permitted", "ambient") if sets[n])
-        raise BundleError(f"process.capabilities.{which}", "must be empty for a uid other than 0")
-    return bounding
+    else:
+        for name in ("effective", "permitted", "inheritable", "ambient"):
+            if sets[name]:
+                raise BundleError(f"process.capabilities.{name}", "must be empty for a uid other than 0")
+    # The kernel raises an ambient capability only if it is also inheritable
+    # (and root has the rest in its permitted set anyway): like runc, which
+    # warns, the others are not raised ("runc spec" lists ambient ones alone).
+    return bounding, sets["inheritable"], sets["ambient"] & sets["inheritable"]
 
 
 def _rlimits(items: list[Any]) -> Iterator[Rlimit]:
@@ -621,7 +631,8 @@ def _mounts(items: list[Any], bundle: str) -> tuple[list[Bind], list[Tmpfs], lis
                     data.append(option)
                 elif option not in _ALWAYS:
                     raise BundleError(f"{where}.options", f"{option!r} is not supported on a tmpfs")
-            tmpfs.append(Tmpfs(dst, ",".join(data), read_only, exec_))
+            source = _get(item, "source", str, where, "") or "tmpfs"
+            tmpfs.append(Tmpfs(dst, ",".join(data), read_only, exec_, source))
         else:
             raise BundleError(f"{where}.type", f"mounting {kind or 'a mount without type'} at {dst} is not supported")
     return binds, tmpfs, cgroup_mounts
