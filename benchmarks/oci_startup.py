@@ -186,6 +186,38 @@ def own_cgroup_dirs() -> list[str]:
     return out
 
 
+def cgroup_parent(tag: str) -> str:
+    """A cgroup path below our own in every hierarchy: the deepest of our
+    own paths, then ``tag`` (podman takes one ``--cgroup-parent`` for all
+    hierarchies, and runc an absolute ``cgroupsPath`` from each root)."""
+    with open("/proc/self/cgroup") as f:
+        own = [line.rstrip("\n").split(":", 2)[2] for line in f if line.strip()]
+    return max(own, key=len).rstrip("/") + "/" + tag
+
+
+def remove_parent(parent: str) -> list[str]:
+    """Remove ``parent`` and what is below it in every hierarchy, deepest
+    first, then the folders on its way that are empty and not ours
+    (podman makes missing ones); return those that stay."""
+    left = []
+    own = set(own_cgroup_dirs())
+    for mount in cgroup_mounts():
+        below = mount.rstrip("/") + parent
+        for dirpath, _dirnames, _files in sorted(os.walk(below), key=lambda w: -len(w[0])):
+            try:
+                os.rmdir(dirpath)
+            except OSError:
+                left.append(dirpath)
+        up = os.path.dirname(below)
+        while up.startswith(mount.rstrip("/") + "/") and up not in own and not any(o.startswith(up + "/") for o in own):
+            try:
+                os.rmdir(up)
+            except OSError:
+                break
+            up = os.path.dirname(up)
+    return sorted(left)
+
+
 def remove_cgroups(tag: str) -> list[str]:
     """Remove the cgroups named ``tag...`` (podman's ``--cgroup-parent``, the runtimes' container ids)
     at each hierarchy's root and below our own cgroup, deepest first; return those that stay."""
@@ -315,6 +347,8 @@ def make_bundle(path: str) -> str | None:
         config = json.load(f)
     config["process"]["terminal"] = False
     config["process"]["args"] = ["/bin/true"]
+    # Below our own cgroup (runc's default is the id at each hierarchy's root).
+    config["linux"]["cgroupsPath"] = cgroup_parent(os.path.basename(os.path.dirname(path))) + "/alone"
     with open(config_path, "w") as f:
         json.dump(config, f, indent=2)
     return None
@@ -325,7 +359,7 @@ class Podman:
 
     def __init__(self, exe: str, base: str) -> None:
         self.base = base
-        self.cgroup_parent = "/" + os.path.basename(base)
+        self.cgroup_parent = cgroup_parent(os.path.basename(base))
         self.options = [
             exe,
             "--root",
@@ -619,7 +653,7 @@ def cleanup(base: str, tag: str, podman: Podman | None, runtimes: dict[str, Runt
         with contextlib.suppress(OSError, subprocess.TimeoutExpired):
             for cid in run_quiet([rt.exe, "--root", state, "list", "--quiet"]).stdout.split():
                 run_quiet([rt.exe, "--root", state, "delete", "--force", cid])
-    left = remove_cgroups(tag)
+    left = remove_cgroups(tag) + remove_parent(cgroup_parent(tag))
     mounted = mounts_below(base)
     for point in reversed(mounted):
         with contextlib.suppress(OSError, subprocess.TimeoutExpired):

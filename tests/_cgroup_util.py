@@ -91,3 +91,54 @@ def unit_cgroup(prefix: str, controllers: set[str]) -> Iterator[tuple[str, str]]
             path = os.path.join(unit_dir, sub) if sub else unit_dir
             if os.path.isdir(path):
                 os.rmdir(path)
+
+
+def _cgroup_mounts() -> list[tuple[str, str]]:
+    """(mount point, root) of every mounted cgroup hierarchy."""
+    out = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            kind = fields[fields.index("-") + 1]
+            if kind in ("cgroup", "cgroup2"):
+                out.append((fields[4], fields[3]))
+    return out
+
+
+@contextlib.contextmanager
+def engine_parent(tag: str) -> Iterator[str]:
+    """A cgroup path below our own in every hierarchy, for an engine that
+    takes one path for all of them (podman's ``--cgroup-parent`` with
+    cgroupfs): the deepest of our own paths, then ``tag``. Whatever was made
+    for it in any hierarchy (the path, what is below it, missing folders on
+    the way) is removed at the end, deepest first, once empty.
+
+    Raises:
+        ValueError: our cgroups are not on one path (one hierarchy's own
+            path is not a prefix of the deepest).
+    """
+    with open("/proc/self/cgroup") as f:
+        own = [line.rstrip("\n").split(":", 2)[2] for line in f if line.strip()]
+    deepest = max(own, key=len)
+    if not all(deepest == p or deepest.startswith(p.rstrip("/") + "/") for p in own):
+        raise ValueError(f"our cgroups {own} are not on one path")
+    parent = deepest.rstrip("/") + "/" + tag
+    chain = []
+    path = parent
+    while path not in ("", "/"):
+        chain.append(path)
+        path = os.path.dirname(path)
+    existed = {(m, p) for m, _root in _cgroup_mounts() for p in chain if os.path.isdir(m + p)}
+    try:
+        yield parent
+    finally:
+        for mount, _root in _cgroup_mounts():
+            below = mount + parent
+            if os.path.isdir(below):
+                for directory, _dirs, _files in sorted(os.walk(below), key=lambda t: -len(t[0])):
+                    with contextlib.suppress(OSError):
+                        os.rmdir(directory)
+            for p in chain[1:]:
+                if (mount, p) not in existed:
+                    with contextlib.suppress(OSError):
+                        os.rmdir(mount + p)

@@ -8,6 +8,7 @@ fixture force-deletes whatever a test left under its ``--root``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _cgroup_util import engine_parent
 from _util import IN_SANDBOX, REPO
 
 pytestmark = [
@@ -621,6 +623,10 @@ def podman(oci: Oci, busybox_rootfs: str) -> Iterator[Callable[..., subprocess.C
     wrapper.chmod(0o755)
     # podman wants its runroot within 50 characters.
     base = Path(tempfile.mkdtemp(prefix="supervisor-test-pm-", dir="/tmp"))
+    # Its containers' and conmon's cgroups go below our own, never at a
+    # hierarchy's root (its default, libpod_parent).
+    scope = contextlib.ExitStack()
+    cgroup_parent = scope.enter_context(engine_parent(base.name))
     options = [
         exe,
         "--root",
@@ -641,6 +647,7 @@ def podman(oci: Oci, busybox_rootfs: str) -> Iterator[Callable[..., subprocess.C
     # This machine's hard limits are below podman's defaults (1048576): as
     # for runc and crun, the container gets limits it may have.
     limits = ["--network", "none", "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024"]
+    limits += ["--cgroup-parent", cgroup_parent]
 
     def argv_of(*args: str) -> list[str]:
         if args and args[0] in ("run", "create"):
@@ -661,6 +668,7 @@ def podman(oci: Oci, busybox_rootfs: str) -> Iterator[Callable[..., subprocess.C
     finally:
         run("rm", "--all", "--force")
         run("rmi", "--all", "--force")
+        scope.close()
         shutil.rmtree(base)
 
 
