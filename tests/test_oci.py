@@ -486,6 +486,21 @@ def test_log_format_json_carries_the_error(oci: Oci) -> None:
     assert entry["msg"] == "container 'nope' does not exist"
 
 
+def read_terminal(master: int, until: bytes | None = None, timeout: float = 60) -> bytes:
+    """What a terminal's master gives, to its end (or to ``until``)."""
+    out = b""
+    deadline = time.monotonic() + timeout
+    while (until is None or until not in out) and time.monotonic() < deadline:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:  # EIO: the last slave end closed
+            break
+        if not chunk:
+            break
+        out += chunk
+    return out
+
+
 def test_console_socket_gets_the_terminal(oci: Oci) -> None:
     config = base_config(["sh", "-c", "tty; echo on-the-terminal"])
     config["process"]["terminal"] = True
@@ -518,15 +533,7 @@ def test_console_socket_gets_the_terminal(oci: Oci) -> None:
     master = fds[0]
     try:
         oci("start", "t1", check=True)
-        out = b""
-        while b"on-the-terminal" not in out:
-            try:
-                chunk = os.read(master, 4096)
-            except OSError:
-                break
-            if not chunk:
-                break
-            out += chunk
+        out = read_terminal(master, b"on-the-terminal")
     finally:
         os.close(master)
     assert b"/dev/pts/0" in out
@@ -734,18 +741,9 @@ def test_podman_run_it_gives_a_terminal(podman: Callable[..., subprocess.Complet
             os.execv(argv[0], argv)
         finally:
             os._exit(127)
-    out = b""
     try:
         os.write(master, b"tty; echo typed-$((6*7)); exit 3\r")
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                chunk = os.read(master, 4096)
-            except OSError:
-                break
-            if not chunk:
-                break
-            out += chunk
+        out = read_terminal(master)
     finally:
         os.close(master)
         _, status = os.waitpid(pid, 0)

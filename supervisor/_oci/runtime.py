@@ -195,7 +195,7 @@ class Runtime:
         proc = Pid1(cid, ctl, time.monotonic_ns())
         proc.slot = slot
         undo.callback(self._kill_setup, slot.pidfd)
-        self._drive(proc, console_socket)
+        self._drive(proc, console_socket, to_gate=True)
         if bundle.oom_score_adj is not None:
             try:
                 with open(f"/proc/{slot.pid}/oom_score_adj", "w") as f:
@@ -226,10 +226,7 @@ class Runtime:
         self.store.write(cid, record)
         _run_hooks(bundle.hooks.create_runtime, json.dumps(public(record)), "createRuntime")
         if pid_file:
-            tmp = f"{pid_file}.{os.getpid()}.tmp"
-            with open(tmp, "w") as f:
-                f.write(str(slot.pid))
-            os.replace(tmp, pid_file)
+            _write_pid_file(pid_file, slot.pid)
         # PID 1 goes on to its gate: from here it belongs to the state.
         proc.acknowledge(Phase.EXEC)
         os.close(slot.pidfd)
@@ -246,8 +243,9 @@ class Runtime:
             os.close(pidfd)
 
     @staticmethod
-    def _drive(proc: Any, console_socket: str | None) -> None:
-        """PID 1's setup up to its start gate (the request of ``EXEC``)."""
+    def _drive(proc: Any, console_socket: str | None, *, to_gate: bool) -> None:
+        """PID 1's setup up to its start gate (``to_gate``: the request of
+        ``EXEC``), or a joining process's to its ``execve``."""
         from .._parent.pid1 import END
 
         proc.sock.setblocking(True)
@@ -264,13 +262,15 @@ class Runtime:
                     os.close(master)
             if step is None:
                 continue
-            if step is END:
-                raise RuntimeError_(f"PID 1 died during setup (in phase {proc.last_phase.label})")
             if isinstance(step, SetupError):
                 raise RuntimeError_(str(step))
-            if step == Phase.EXEC:
+            if step is END:
+                if not to_gate and proc.last_phase == Phase.EXEC:
+                    return
+                raise RuntimeError_(f"the process died during its setup (in phase {proc.last_phase.label})")
+            if to_gate and step == Phase.EXEC:
                 return
-            raise RuntimeError_(f"PID 1 asked for the {step.label} step, which the OCI runtime has not")
+            raise RuntimeError_(f"the process asked for the {step.label} step, which the OCI runtime has not")
 
     # -- start ------------------------------------------------------------------
     def start(self, cid: str) -> None:
@@ -542,7 +542,7 @@ class Runtime:
                 proc = Pid1(cid, ctl, time.monotonic_ns())
                 proc.slot = slot
                 try:
-                    self._drive_exec(proc, console_socket)
+                    self._drive(proc, console_socket, to_gate=False)
                 except BaseException:
                     self._kill_setup(slot.pidfd)
                     raise
@@ -552,36 +552,8 @@ class Runtime:
             for _k, fd, _p in entries:
                 os.close(fd)
         if pid_file:
-            tmp = f"{pid_file}.{os.getpid()}.tmp"
-            with open(tmp, "w") as f:
-                f.write(str(slot.pid))
-            os.replace(tmp, pid_file)
+            _write_pid_file(pid_file, slot.pid)
         return slot.pid, slot.pidfd
-
-    @staticmethod
-    def _drive_exec(proc: Any, console_socket: str | None) -> None:
-        """The joining process's setup to its execve."""
-        from .._parent.pid1 import END
-
-        proc.sock.setblocking(True)
-        while True:
-            record, fds = proc.receive()
-            step = proc.take(record, fds)
-            if proc.pty_master >= 0 and console_socket:
-                master, proc.pty_master = proc.pty_master, -1
-                try:
-                    _send_console(console_socket, master)
-                finally:
-                    os.close(master)
-            if step is None:
-                continue
-            if isinstance(step, SetupError):
-                raise RuntimeError_(str(step))
-            if step is END:
-                if proc.last_phase == Phase.EXEC:
-                    return
-                raise RuntimeError_(f"the process died while entering the container (in {proc.last_phase.label})")
-            raise RuntimeError_(f"the process asked for the {step.label} step, which exec has not")
 
     # -- run --------------------------------------------------------------------
     def wait(self, cid: str, pidfd: int) -> int:
@@ -598,6 +570,14 @@ class Runtime:
             if res.si_code == os.CLD_EXITED:
                 return res.si_status
             return 128 + res.si_status
+
+
+def _write_pid_file(path: str, pid: int) -> None:
+    """``--pid-file``: written whole or not at all (a new file renamed over it)."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w") as f:
+        f.write(str(pid))
+    os.replace(tmp, path)
 
 
 def _hooks_of(items: list[Any]) -> tuple[Hook, ...]:
