@@ -12,6 +12,8 @@ command -v runc >/dev/null 2>&1 || need+=(runc)
 # podman with its conmon, and catatonit for podman run --init.
 command -v podman >/dev/null 2>&1 || need+=(podman)
 [ -x /usr/libexec/podman/catatonit ] || command -v catatonit >/dev/null 2>&1 || need+=(catatonit)
+# containerd and ctr, for a run through its runc shim.
+command -v ctr >/dev/null 2>&1 || need+=(containerd)
 # The rootless tests' subordinate ids (tests/test_rootless.py skips those without).
 command -v newuidmap >/dev/null 2>&1 || need+=(uidmap)
 # benchmarks/floor.c (the C floor of our isolation) is built with cc and the

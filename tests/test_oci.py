@@ -750,3 +750,68 @@ def test_podman_run_it_gives_a_terminal(podman: Callable[..., subprocess.Complet
     assert b"typed-42" in out
     assert b"/dev/pts/0" in out
     assert os.waitstatus_to_exitcode(status) == 3
+
+
+# -- containerd -------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_ctr_runs_a_container_through_the_runc_shim(oci: Oci) -> None:
+    """containerd 1.6 with a private root, state and socket; ``ctr run
+    --runc-binary`` drives our runtime through containerd-shim-runc-v2."""
+    containerd, ctr = shutil.which("containerd"), shutil.which("ctr")
+    if containerd is None or ctr is None:
+        pytest.skip("containerd not installed (tests/install-system-deps.sh installs Debian's)")
+    wrapper = oci.tmp / "supervisor-oci"
+    wrapper.write_text(f'#!/bin/sh\nexport PYTHONPATH={REPO}\nexec {sys.executable} -P -m supervisor._oci "$@"\n')
+    wrapper.chmod(0o755)
+    base = Path(tempfile.mkdtemp(prefix="supervisor-test-ctd-", dir="/tmp"))  # a short socket path
+    sock = base / "sock"
+    (base / "config.toml").write_text(
+        f'version = 2\nroot = "{base}/root"\nstate = "{base}/state"\n'
+        'disabled_plugins = ["io.containerd.grpc.v1.cri"]\n'
+        f'[grpc]\n  address = "{sock}"\n[ttrpc]\n  address = "{sock}.ttrpc"\n'
+    )
+    # Its shims' sockets and the runc shim's --root go below /run/containerd
+    # whatever the config says: removed at the end if this test made them.
+    had_run_dir = os.path.exists("/run/containerd")
+    log = open(base / "containerd.log", "wb")  # noqa: SIM115 - closed below, after the daemon
+    daemon = subprocess.Popen([containerd, "--config", str(base / "config.toml")], stdout=log, stderr=log)
+    try:
+        with engine_parent(base.name) as parent:
+            deadline = time.monotonic() + 30
+            while not sock.exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            argv = [
+                ctr,
+                "-a",
+                str(sock),
+                "run",
+                "--rm",
+                "--fifo-dir",
+                str(base / "fifo"),
+                "--runc-binary",
+                str(wrapper),
+            ]
+            argv += ["--cgroup", f"{parent}/c1", "--rootfs", oci.rootfs, "c1"]
+            script = "echo hello from $(hostname) as $$; exit 3"
+            done = subprocess.run([*argv, "sh", "-c", script], capture_output=True, text=True, timeout=120, check=False)
+            assert done.returncode == 3, done.stderr
+            assert done.stdout.split()[-1] == "1"
+            listed = subprocess.run(
+                [ctr, "-a", str(sock), "containers", "list", "-q"], capture_output=True, text=True, check=False
+            )
+            assert listed.stdout.split() == []
+    finally:
+        daemon.terminate()
+        try:
+            daemon.wait(30)
+        except subprocess.TimeoutExpired:
+            daemon.kill()
+            daemon.wait()
+        log.close()
+        shutil.rmtree(base)
+        if not had_run_dir:
+            for directory, _dirs, _files in sorted(os.walk("/run/containerd"), key=lambda t: -len(t[0])):
+                with contextlib.suppress(OSError):
+                    os.rmdir(directory)

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 
 from .._capabilities import CAP_NUMBERS
 from .._limits import Limits
+from .._parent.config import DEFAULT_PATH
 from .._protocol import Bind, Rlimit, SpawnConfig, Sysctl, TimeOffset, Tmpfs
 from .._record import field, record
 from .._sys import constants as c
@@ -193,7 +194,8 @@ def resolve(doc: dict[str, Any], bundle: str) -> Bundle:
     env = _get(process, "env", list, "process", [])
     if not all(isinstance(e, str) and "=" in e for e in env):
         raise BundleError("process.env", "must be a list of NAME=value strings")
-    search_path = next((e[5:] for e in env if e.startswith("PATH=")), "")
+    # Without PATH, the program is looked up where execvp and runc would find it.
+    search_path = next((e[5:] for e in env if e.startswith("PATH=")), DEFAULT_PATH)
     user = _get(process, "user", dict, "process", {})
     uid = _get(user, "uid", int, "process.user", 0)
     gid = _get(user, "gid", int, "process.user", 0)
