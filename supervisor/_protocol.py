@@ -513,6 +513,9 @@ class SpawnConfig:
     """``PR_SET_NO_NEW_PRIVS`` before ``execve``: always, but for an OCI
     bundle whose ``noNewPrivileges`` is false and that has no seccomp filter
     (loading one needs it)."""
+    mqueue: bool = False
+    """Mount the IPC namespace's POSIX message queues at ``/dev/mqueue`` (an
+    OCI bundle whose mounts list them)."""
     umask: int = -1
     """The payload's file mode creation mask, set at ``IDENTITY``; -1: the caller's."""
     join: bool = False

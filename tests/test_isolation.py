@@ -449,9 +449,7 @@ async def test_masks_follow_proc_and_sys_wherever_a_hostile_rootfs_puts_them(
 
 async def test_mount_table(root: Root) -> None:
     mounts = mountinfo(await sh(root, "cat /proc/self/mountinfo"))
-    expected = {"/", "/proc", "/dev", "/dev/pts", "/dev/shm", "/dev/mqueue", "/sys", "/tmp"} | {
-        "/dev/" + n for n in DEV_NODES
-    }
+    expected = {"/", "/proc", "/dev", "/dev/pts", "/dev/shm", "/sys", "/tmp"} | {"/dev/" + n for n in DEV_NODES}
     if root.default:
         system = host_system_dirs()
         expected |= system | host_submounts(system) | {"/root", "/home", "/etc/hosts"}
@@ -724,7 +722,7 @@ async def test_dev(root: Root) -> None:
         "ls /dev/fd/"
     )
     listing, nodes, links, checks = (await sh(root, script)).split("---\n")
-    assert set(listing.split()) == {".", "..", "pts", "shm", "mqueue", *DEV_NODES, *DEV_LINKS}
+    assert set(listing.split()) == {".", "..", "pts", "shm", *DEV_NODES, *DEV_LINKS}
     for line in nodes.strip().split("\n"):
         path, mode, major, minor = line.split()
         name = path.removeprefix("/dev/")

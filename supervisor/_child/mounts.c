@@ -228,10 +228,13 @@ static void mount_dev(struct sv_child *c)
     sv_mkdir(c, node, 01777);
     if (!c->plan->start_gate) /* an OCI bundle's mounts say what /dev/shm is */
         sv_mount(c, "tmpfs", node, "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777");
-    /* POSIX message queues of the container's own IPC namespace. */
-    sv_join_path(node, sizeof node, dev, "/mqueue");
-    sv_mkdir(c, node, 01777);
-    sv_mount(c, "mqueue", node, "mqueue", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
+    /* POSIX message queues of the container's own IPC namespace, where an
+     * OCI bundle's mounts list them. */
+    if (c->plan->mqueue) {
+        sv_join_path(node, sizeof node, dev, "/mqueue");
+        sv_mkdir(c, node, 01777);
+        sv_mount(c, "mqueue", node, "mqueue", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
+    }
     for (size_t i = 0; i < sizeof dev_links / sizeof dev_links[0]; i++) {
         sv_join_path(node, sizeof node, dev, "/");
         sv_join_path(node, sizeof node, node, dev_links[i][0]);

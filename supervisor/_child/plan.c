@@ -399,7 +399,7 @@ int plan_fill(struct sv_plan *p, struct sv_arena *a, PyObject *cfg, const int *f
         return -1;
     p->gid = (gid_t)v;
     if (get_bool(cfg, "rootless", &p->rootless) || get_bool(cfg, "start_gate", &p->start_gate) ||
-        get_bool(cfg, "join", &p->join) || plan_userns(p, a, cfg) < 0)
+        get_bool(cfg, "join", &p->join) || get_bool(cfg, "mqueue", &p->mqueue) || plan_userns(p, a, cfg) < 0)
         return -1;
     if (get_str(a, cfg, "rootfs", &p->rootfs, 1) || get_bool(cfg, "overlay", &p->overlay) ||
         get_bool(cfg, "read_only_root", &p->read_only_root) || get_bool(cfg, "tty", &p->tty) ||

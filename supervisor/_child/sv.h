@@ -105,6 +105,7 @@ struct sv_plan {
     int time_namespace; /* a time namespace for the payload (timens.c) */
     int start_gate; /* OCI create: PID 1 outlives its creator and waits for `start` (gate.c) */
     int umask;      /* the payload's file mode creation mask, or -1: the caller's */
+    int mqueue;     /* mount /dev/mqueue (an OCI bundle's mounts list it) */
     int join;       /* OCI exec: enter the running container of the last descriptor, a pidfd (join.c) */
     const gid_t *groups; /* the payload's supplementary groups */
     size_t ngroups;

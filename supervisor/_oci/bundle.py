@@ -15,9 +15,9 @@ import os
 import resource
 from collections.abc import Iterator
 
-from .._capabilities import CAP_NUMBERS
+from .._capabilities import CAP_NUMBERS, mask
 from .._limits import Limits
-from .._parent.config import DEFAULT_PATH
+from .._parent.config import DEFAULT_PATH, last_cap
 from .._protocol import Bind, Rlimit, SpawnConfig, Sysctl, TimeOffset, Tmpfs
 from .._record import field, record
 from .._sys import constants as c
@@ -108,8 +108,6 @@ class Bundle:
     """``linux.cgroupsPath``, or ``None`` for a cgroup named after the id."""
     limits: Limits
     """``linux.resources``, as the library's limits."""
-    terminal: bool
-    """``process.terminal``: the master goes to ``--console-socket``."""
     oom_score_adj: int | None
     annotations: dict[str, str] = field(default_factory=dict)
     hooks: Hooks = field(default_factory=Hooks)
@@ -173,8 +171,11 @@ def resolve(doc: dict[str, Any], bundle: str) -> Bundle:
     root = _get(doc, "root", dict, "", {})
     linux = _get(doc, "linux", dict, "", {})
     _unsupported(doc, "", ("solaris", "windows", "vm", "zos"))
-    _unsupported(process, "process", ("apparmorProfile", "selinuxLabel", "consoleSize", "ioPriority", "scheduler"))
-    _unsupported(process, "process", ("execCPUAffinity",))
+    _unsupported(
+        process,
+        "process",
+        ("apparmorProfile", "selinuxLabel", "consoleSize", "ioPriority", "scheduler", "execCPUAffinity"),
+    )
     _unsupported(
         linux,
         "linux",
@@ -247,18 +248,13 @@ def resolve(doc: dict[str, Any], bundle: str) -> Bundle:
     seccomp = _get(linux, "seccomp", dict, "linux")
     bpf, seccomp_flags = _seccomp(seccomp, caps) if seccomp else (b"", 0)
 
-    binds, tmpfs, cgroup_mounts = _mounts(_get(doc, "mounts", list, "", []), bundle)
+    binds, tmpfs, cgroup_mounts, mqueue = _mounts(_get(doc, "mounts", list, "", []), bundle)
     hostname = _get(doc, "hostname", str, "", "")
     if hostname and not flags & c.CLONE_NEWUTS:
         raise BundleError("hostname", "needs a uts namespace of the container's own")
     annotations = _get(doc, "annotations", dict, "", {})
     if not all(isinstance(k, str) and isinstance(v, str) for k, v in annotations.items()):
         raise BundleError("annotations", "must map strings to strings")
-
-    mask = 0
-    for cap in caps:
-        mask |= 1 << cap
-    from .._parent.config import last_cap
 
     config = SpawnConfig(
         clone_flags=flags,
@@ -289,7 +285,7 @@ def resolve(doc: dict[str, Any], bundle: str) -> Bundle:
         live_phases=False,
         fault=0,
         id_maps_fault=0,
-        capabilities=mask,
+        capabilities=mask(caps),
         last_cap=last_cap(),
         binds=binds,
         rlimits=rlimits,
@@ -301,12 +297,13 @@ def resolve(doc: dict[str, Any], bundle: str) -> Bundle:
         time_offsets=offsets,
         tmpfs=tmpfs,
         groups=list(groups),
-        inheritable=sum(1 << cap for cap in inheritable),
-        ambient=sum(1 << cap for cap in ambient),
+        inheritable=mask(inheritable),
+        ambient=mask(ambient),
         # A seccomp filter needs no_new_privs (it is loaded without privilege, last).
         no_new_privs=no_new_privs or bool(bpf),
         sysctls=sysctls,
         umask=-1 if umask is None else umask,
+        mqueue=mqueue,
         start_gate=True,
     )
     return Bundle(
@@ -314,7 +311,6 @@ def resolve(doc: dict[str, Any], bundle: str) -> Bundle:
         config=config,
         cgroups_path=cgroups_path,
         limits=limits,
-        terminal=terminal,
         oom_score_adj=oom,
         annotations=dict(annotations),
         hooks=_hooks(_get(doc, "hooks", dict, "", {})),
@@ -584,10 +580,11 @@ def _seccomp(profile: dict[str, Any], caps: frozenset[int]) -> tuple[bytes, int]
     return compiled.bpf, compiled.flags | extra
 
 
-def _mounts(items: list[Any], bundle: str) -> tuple[list[Bind], list[Tmpfs], list[tuple[str, bool]]]:
+def _mounts(items: list[Any], bundle: str) -> tuple[list[Bind], list[Tmpfs], list[tuple[str, bool]], bool]:
     binds: list[Bind] = []
     tmpfs: list[Tmpfs] = []
     cgroup_mounts: list[tuple[str, bool]] = []
+    mqueue = False
     for i, item in enumerate(items):
         where = f"mounts[{i}]"
         dst = _get(item, "destination", str, where, "")
@@ -601,6 +598,7 @@ def _mounts(items: list[Any], bundle: str) -> tuple[list[Bind], list[Tmpfs], lis
         _unsupported(item, where, ("uidMappings", "gidMappings"))
         is_bind = "bind" in options or "rbind" in options or kind == "bind"
         if (dst, kind) in _STANDARD_MOUNTS and not is_bind:
+            mqueue = mqueue or kind == "mqueue"
             continue  # PID 1's own (mounts.c), with the same flags or stricter
         if kind == "cgroup":
             # The container's own cgroup2 directory, bound once it exists
@@ -637,7 +635,7 @@ def _mounts(items: list[Any], bundle: str) -> tuple[list[Bind], list[Tmpfs], lis
             tmpfs.append(Tmpfs(dst, ",".join(data), read_only, exec_, source))
         else:
             raise BundleError(f"{where}.type", f"mounting {kind or 'a mount without type'} at {dst} is not supported")
-    return binds, tmpfs, cgroup_mounts
+    return binds, tmpfs, cgroup_mounts, mqueue
 
 
 def _hooks(hooks: dict[str, Any]) -> Hooks:

@@ -18,12 +18,8 @@ import os
 
 from .._limits import Limits
 from .._parent.cgroups import ContainerCgroup
-from .._parent.cgroups.files import write
-from .._parent.cgroups.host import CgroupHost, Hierarchy, detect
+from .._parent.cgroups.host import CgroupHost, Hierarchy, detect, make_parents
 from .bundle import BundleError
-
-#: The controllers a parent this runtime made enables for its children.
-_CONTROLLERS = ("cpu", "memory", "pids")
 
 
 def _root_dir(h: Hierarchy) -> str:
@@ -55,25 +51,7 @@ def place(cgroups_path: str | None, cid: str, limits: Limits) -> tuple[Container
     def moved(h: Hierarchy) -> Hierarchy:
         base = _root_dir(h) if norm.startswith("/") else h.own_dir
         directory = os.path.normpath(base + "/" + parent.lstrip("/")) if parent.strip("/") else base
-        missing = []
-        probe = directory
-        while not os.path.isdir(probe):
-            missing.append(probe)
-            probe = os.path.dirname(probe)
-        for d in reversed(missing):
-            try:
-                os.mkdir(d, 0o755)
-            except FileExistsError:
-                continue
-            except OSError as exc:
-                raise OSError(exc.errno, f"mkdir {d}: {exc.strerror}") from exc
-            made.append(d)
-            if h.version == 2:
-                with open(os.path.join(d, "cgroup.controllers")) as f:
-                    offered = set(f.read().split())
-                enable = " ".join("+" + c for c in _CONTROLLERS if c in offered)
-                if enable:
-                    write(os.path.join(d, "cgroup.subtree_control"), enable)
+        made.extend(make_parents(directory, v2=h.version == 2))
         controllers = h.controllers
         if h.version == 2:
             with open(os.path.join(directory, "cgroup.subtree_control")) as f:

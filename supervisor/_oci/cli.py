@@ -20,6 +20,10 @@ from collections.abc import Sequence
 from .. import __version__
 from .state import DEFAULT_ROOT, OCI_VERSION
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from .runtime import Runtime
+
 #: What this runtime does not do, with the line it says instead.
 _UNSUPPORTED = {
     "checkpoint": "checkpoint is not supported by supervisor-oci",
@@ -228,10 +232,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return log.error(f"{args.command}: {exc}")
 
 
-def _dispatch(rt: object, args: argparse.Namespace) -> int:
-    from .runtime import Runtime
+def _relay_signals(pidfd: int) -> None:
+    """Forward the signals a foreground ``run`` or ``exec`` gets to the process of ``pidfd``."""
+    from .._sys import linux
 
-    assert isinstance(rt, Runtime)
+    def relay(sig: int, _frame: object) -> None:
+        try:
+            linux.pidfd_send_signal(pidfd, sig)
+        except OSError:
+            pass
+
+    for sig in (_signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP, _signal.SIGQUIT, _signal.SIGUSR1, _signal.SIGUSR2):
+        _signal.signal(sig, relay)
+
+
+def _dispatch(rt: Runtime, args: argparse.Namespace) -> int:
     command = args.command
     if command in ("create", "run"):
         pid = rt.create(
@@ -247,19 +262,8 @@ def _dispatch(rt: object, args: argparse.Namespace) -> int:
         rt.start(args.id)
         if args.detach:
             return 0
-        forward = [_signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP, _signal.SIGQUIT, _signal.SIGUSR1, _signal.SIGUSR2]
-
-        def relay(sig: int, _frame: object) -> None:
-            from .._sys import linux
-
-            try:
-                linux.pidfd_send_signal(pidfd, sig)
-            except OSError:
-                pass
-
-        for sig in forward:
-            _signal.signal(sig, relay)
-        code = rt.wait(args.id, pidfd)
+        _relay_signals(pidfd)
+        code = rt.wait(pidfd)
         if not args.keep:
             rt.delete(args.id, force=True)
         return code
@@ -299,10 +303,7 @@ def _dispatch(rt: object, args: argparse.Namespace) -> int:
     return 0
 
 
-def _exec(rt: object, args: argparse.Namespace) -> int:
-    from .runtime import Runtime
-
-    assert isinstance(rt, Runtime)
+def _exec(rt: Runtime, args: argparse.Namespace) -> int:
     process = None
     if args.process:
         with open(args.process, "rb") as f:
@@ -312,7 +313,7 @@ def _exec(rt: object, args: argparse.Namespace) -> int:
     extra: dict[str, object] = {}
     if args.cwd:
         extra["cwd"] = args.cwd
-    pid, pidfd = rt.exec(
+    _pid, pidfd = rt.exec(
         args.id,
         _with(process, extra, args.env, args.user),
         list(args.argv),
@@ -323,19 +324,8 @@ def _exec(rt: object, args: argparse.Namespace) -> int:
     )
     if args.detach:
         return 0
-
-    def relay(sig: int, _frame: object) -> None:
-        from .._sys import linux
-
-        try:
-            linux.pidfd_send_signal(pidfd, sig)
-        except OSError:
-            pass
-
-    for sig in (_signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP, _signal.SIGQUIT):
-        _signal.signal(sig, relay)
-    del pid
-    return rt.wait(args.id, pidfd)
+    _relay_signals(pidfd)
+    return rt.wait(pidfd)
 
 
 def _with(

@@ -22,14 +22,16 @@ import subprocess
 import time
 
 from .._errors import SetupError
+from .._parent.cgroups.container import entry_fds_of
 from .._protocol import Bind, CgroupEntry, Phase, Pid1Record, Record, decode_pid1, encode_pid1, recv_raw
 from .._sys import linux
 from . import bundle as _bundle
 from . import cgroup as _cgroup
-from .state import OCI_VERSION, StateError, Store, alive, pidfd_of, public, start_time, status
+from .state import OCI_VERSION, StateError, Store, alive, freeze_cgroup, pidfd_of, public, start_time, status
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
     from .bundle import Hook
@@ -129,9 +131,9 @@ class Runtime:
             RuntimeError_: the setup failed (the message names the phase and call).
         """
         bundle = _bundle.load(bundle_dir)
-        if bundle.terminal and not console_socket:
+        if bundle.config.tty and not console_socket:
             raise RuntimeError_("process.terminal is true: create needs --console-socket")
-        if not bundle.terminal and console_socket:
+        if not bundle.config.tty and console_socket:
             raise RuntimeError_("--console-socket given, but process.terminal is false")
         if preserve_fds < 0 or preserve_fds > 32:
             raise RuntimeError_(f"--preserve-fds {preserve_fds}: at most 32 descriptors are passed")
@@ -177,10 +179,10 @@ class Runtime:
                 cgroup=[CgroupEntry(k, p) for k, _fd, p in entries],
                 binds=[*bundle.config.binds, *(Bind(str(v2), dst, ro) for dst, ro in bundle.cgroup_mounts)],
             )
-            gate = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
-            child_side.append(gate.detach())
-            gate_path = os.path.join(directory, "start.sock")
-            _bind(child_side[-1], gate_path)
+            with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC) as gate:
+                _unix_call(gate.bind, os.path.join(directory, "start.sock"))
+                gate.listen(4)
+                child_side.append(gate.detach())
             ctl, ctl_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
             undo.callback(ctl.close)
             child_side.append(ctl_child.detach())
@@ -208,17 +210,14 @@ class Runtime:
         record: dict[str, Any] = {
             "ociVersion": OCI_VERSION,
             "id": cid,
-            "status": "created",
             "pid": slot.pid,
             "bundle": bundle.path,
             "annotations": bundle.annotations,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "owner": "",
             "supervisor": {
                 "starttime": started,
                 "cgroup": cg.paths,
                 "parents": made,
-                "rootfs": config.rootfs,
                 "poststart": [[h[0], list(h[1]), list(h[2]), h[3]] for h in bundle.hooks.poststart],
                 "poststop": [[h[0], list(h[1]), list(h[2]), h[3]] for h in bundle.hooks.poststop],
             },
@@ -288,7 +287,7 @@ class Runtime:
             path = os.path.join(self.store.dir(cid), "start.sock")
             with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC) as s:
                 try:
-                    _connect(s, path)
+                    _unix_call(s.connect, path)
                 except OSError as exc:
                     raise RuntimeError_(f"cannot reach container {cid!r}'s start gate: {exc}") from None
                 s.sendall(encode_pid1(Pid1Record(Record.ACK, int(Phase.EXEC))))
@@ -307,8 +306,6 @@ class Runtime:
                         failure = f"setup failed in phase {Phase(rec.phase).label}: {rec.message}"
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
-            record["status"] = "running"
-            self.store.write(cid, record)
             if failure is not None:
                 raise RuntimeError_(failure)
             hooks = record["supervisor"].get("poststart", [])
@@ -385,17 +382,10 @@ class Runtime:
             want = "running" if freeze else "paused"
             if now != want:
                 raise StateError(f"cannot {'pause' if freeze else 'resume'} container {cid!r}: it is {now}")
-            for path in record["supervisor"]["cgroup"]:
-                for name, value in (
-                    ("cgroup.freeze", "1" if freeze else "0"),
-                    ("freezer.state", "FROZEN" if freeze else "THAWED"),
-                ):
-                    target = os.path.join(path, name)
-                    if os.path.exists(target):
-                        with open(target, "w") as f:
-                            f.write(value)
-                        return
-            raise RuntimeError_(f"container {cid!r} has no freezer (no cgroup.freeze nor freezer.state in its cgroup)")
+            if not freeze_cgroup(record, freeze):
+                raise RuntimeError_(
+                    f"container {cid!r} has no freezer (no cgroup.freeze nor freezer.state in its cgroup)"
+                )
 
     # -- delete -----------------------------------------------------------------
     def delete(self, cid: str, force: bool = False) -> None:
@@ -423,10 +413,8 @@ class Runtime:
 
             try:
                 # Thawed first, so that the kill of what is left can land.
-                for path in extra.get("cgroup", []):
-                    for name, value in (("cgroup.freeze", "0"), ("freezer.state", "THAWED")):
-                        with contextlib.suppress(OSError), open(os.path.join(path, name), "w") as f:
-                            f.write(value)
+                with contextlib.suppress(OSError):
+                    freeze_cgroup(record, False)
                 sweep_paths(extra.get("cgroup", []), 10)
             except (OSError, ValueError) as exc:
                 raise RuntimeError_(f"delete container {cid!r}: {exc}") from None
@@ -500,26 +488,13 @@ class Runtime:
         doc.get("linux", {}).pop("sysctl", None)
         doc.get("linux", {}).pop("resources", None)
         doc.pop("hooks", None)
-        try:
-            resolved = _bundle.resolve(doc, record["bundle"])
-        except _bundle.BundleError as exc:
-            raise _bundle.BundleError(
-                "process" + exc.path.partition("process")[2], str(exc).split(": ", 2)[-1]
-            ) from None
-        if resolved.terminal and not console_socket:
+        resolved = _bundle.resolve(doc, record["bundle"])
+        if resolved.config.tty and not console_socket:
             raise RuntimeError_("a terminal needs --console-socket")
-        entries: list[tuple[str, int, str]] = []
+        paths = record["supervisor"]["cgroup"]
+        v2 = next((p for p in paths if os.path.exists(os.path.join(p, "cgroup.controllers"))), None)
+        entries = entry_fds_of(v2, [p for p in paths if p != v2])
         try:
-            for path in record["supervisor"]["cgroup"]:
-                if os.path.exists(os.path.join(path, "cgroup.procs")) and os.path.exists(
-                    os.path.join(path, "cgroup.controllers")
-                ):
-                    entries.insert(0, ("clone", os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC), path))
-                    procs = os.path.join(path, "cgroup.procs")
-                    entries.insert(1, ("procs", os.open(procs, os.O_WRONLY | os.O_CLOEXEC), procs))
-                else:
-                    tasks = os.path.join(path, "tasks")
-                    entries.append(("tasks", os.open(tasks, os.O_WRONLY | os.O_CLOEXEC), tasks))
             target = pidfd_of(record)
             entries.append(("pidfd", target, ""))
             config = dataclasses.replace(
@@ -556,7 +531,8 @@ class Runtime:
         return slot.pid, slot.pidfd
 
     # -- run --------------------------------------------------------------------
-    def wait(self, cid: str, pidfd: int) -> int:
+    @staticmethod
+    def wait(pidfd: int) -> int:
         """Wait for the container's PID 1 (a child of ours) to exit; its exit code as a shell gives it."""
         while True:
             try:
@@ -598,29 +574,14 @@ def _cgroup_pids(record: dict[str, Any]) -> list[int]:
     return [record["pid"]] if alive(record) else []
 
 
-def _bind(fd: int, path: str) -> None:
-    """bind(2) a unix socket to ``path``, through the folder's descriptor if the path is too long."""
-    s = socket.socket(fileno=os.dup(fd))
-    try:
-        if len(path.encode()) < 108:
-            s.bind(path)
-        else:
-            dfd = os.open(os.path.dirname(path), os.O_PATH | os.O_CLOEXEC)
-            try:
-                s.bind(f"/proc/self/fd/{dfd}/{os.path.basename(path)}")
-            finally:
-                os.close(dfd)
-        s.listen(4)
-    finally:
-        s.close()
-
-
-def _connect(s: socket.socket, path: str) -> None:
+def _unix_call(call: Callable[[str], None], path: str) -> None:
+    """``call`` (a socket's bind or connect) on ``path``, through its folder's
+    descriptor where the path is too long for ``sockaddr_un``."""
     if len(path.encode()) < 108:
-        s.connect(path)
+        call(path)
         return
     dfd = os.open(os.path.dirname(path), os.O_PATH | os.O_CLOEXEC)
     try:
-        s.connect(f"/proc/self/fd/{dfd}/{os.path.basename(path)}")
+        call(f"/proc/self/fd/{dfd}/{os.path.basename(path)}")
     finally:
         os.close(dfd)

@@ -25,6 +25,7 @@ import os
 import re
 from collections.abc import Iterator
 
+from .._parent.rundir import stat_fields
 from .._protocol import SETUP_COMM
 
 TYPE_CHECKING = False
@@ -58,15 +59,10 @@ def check_id(cid: str) -> None:
 
 def start_time(pid: int) -> int | None:
     """The start time of process ``pid`` (clock ticks since boot), or ``None`` if gone or a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            text = f.read()
-    except OSError:
+    fields = stat_fields(pid)
+    if fields is None or fields[0] in (b"Z", b"X"):
         return None
-    rest = text[text.rindex(b")") + 2 :].split()
-    if rest[0] in (b"Z", b"X"):
-        return None
-    return int(rest[19])
+    return int(fields[19])
 
 
 class Store:
@@ -152,12 +148,9 @@ class Store:
         return sorted(n for n in names if os.path.exists(os.path.join(self.root, n, "state.json")))
 
     def remove(self, cid: str) -> None:
-        """Remove the container's directory (its record last gone)."""
+        """Remove the container's directory, its record last."""
         path = self.dir(cid)
-        for name in ("start.sock", "state.json"):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(os.path.join(path, name))
-        for name in os.listdir(path):
+        for name in sorted(os.listdir(path), key=lambda n: n == "state.json"):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(os.path.join(path, name))
         with contextlib.suppress(FileNotFoundError):
@@ -186,16 +179,36 @@ def status(record: dict[str, Any]) -> str:
     return "running"
 
 
+#: The freezer's file in a cgroup directory (v2, then v1), and its frozen and thawed values.
+_FREEZERS = (("cgroup.freeze", "1", "0"), ("freezer.state", "FROZEN", "THAWED"))
+
+
 def frozen(record: dict[str, Any]) -> bool:
     """Whether the container's cgroup is frozen (``cgroup.freeze`` or v1's ``freezer.state``)."""
     for path in record["supervisor"].get("cgroup", []):
-        for name, value in (("cgroup.freeze", b"1"), ("freezer.state", b"FROZEN")):
+        for name, on, _off in _FREEZERS:
             try:
-                with open(os.path.join(path, name), "rb") as f:
-                    if f.read().strip() == value:
+                with open(os.path.join(path, name)) as f:
+                    if f.read().strip() == on:
                         return True
             except OSError:
                 continue
+    return False
+
+
+def freeze_cgroup(record: dict[str, Any], freeze: bool) -> bool:
+    """Freeze or thaw the container's cgroup through the first freezer it has; whether it had one.
+
+    Raises:
+        OSError: the write failed.
+    """
+    for path in record["supervisor"].get("cgroup", []):
+        for name, on, off in _FREEZERS:
+            target = os.path.join(path, name)
+            if os.path.exists(target):
+                with open(target, "w") as f:
+                    f.write(on if freeze else off)
+                return True
     return False
 
 

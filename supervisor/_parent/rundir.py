@@ -124,16 +124,21 @@ def private_root(root: str) -> None:
         )
 
 
-def start_time(pid: int) -> int | None:
-    """The process's start time (clock ticks since boot), or None if gone."""
+def stat_fields(pid: int) -> list[bytes] | None:
+    """The fields of ``/proc/PID/stat`` from the state on (field 3), or None if gone."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             stat = f.read()
     except OSError:
         return None
     # The command name may contain spaces and parentheses: split after the last ')'.
-    fields = stat[stat.rindex(b")") + 2 :].split()
-    return int(fields[19])
+    return stat[stat.rindex(b")") + 2 :].split()
+
+
+def start_time(pid: int) -> int | None:
+    """The process's start time (clock ticks since boot), or None if gone."""
+    fields = stat_fields(pid)
+    return None if fields is None else int(fields[19])
 
 
 _OWNER: tuple[int, str] | None = None

@@ -17,6 +17,28 @@ from .limits import write_limits
 from .sweep import sweep_paths
 
 
+def entry_fds_of(v2: str | None, v1: list[str]) -> list[tuple[str, int, str]]:
+    """:meth:`ContainerCgroup.entry_fds` of a cgroup given by its directories
+    (the v2 one, or ``None``, and the v1 ones): also for entering a running
+    container's cgroup (``supervisor-oci exec``).
+
+    Raises:
+        OSError: a file cannot be opened (naming it); nothing stays open.
+    """
+    wanted = [("tasks", d + "/tasks", os.O_WRONLY) for d in v1]
+    if v2 is not None:
+        wanted[:0] = [("clone", v2, os.O_RDONLY | os.O_DIRECTORY), ("procs", v2 + "/cgroup.procs", os.O_WRONLY)]
+    out: list[tuple[str, int, str]] = []
+    try:
+        for kind, path, flags in wanted:
+            out.append((kind, open_fd(path, flags), path))
+    except BaseException:
+        for _kind, fd, _path in out:
+            os.close(fd)
+        raise
+    return out
+
+
 class ContainerCgroup:
     """One container's cgroup, in every hierarchy it needs.
 
@@ -200,18 +222,7 @@ class ContainerCgroup:
         """
         if not self._dirs:
             raise RuntimeError(f"cgroup {self.name!r} is not set up (or already removed)")
-        wanted = [("tasks", d + "/tasks", os.O_WRONLY) for h, d in self._dirs.items() if h.version == 1]
-        if (v2 := self._v2_dir()) is not None:
-            wanted[:0] = [("clone", v2, os.O_RDONLY | os.O_DIRECTORY), ("procs", v2 + "/cgroup.procs", os.O_WRONLY)]
-        out: list[tuple[str, int, str]] = []
-        try:
-            for kind, path, flags in wanted:
-                out.append((kind, open_fd(path, flags), path))
-        except BaseException:
-            for _kind, fd, _path in out:
-                os.close(fd)
-            raise
-        return out
+        return entry_fds_of(self._v2_dir(), [d for h, d in self._dirs.items() if h.version == 1])
 
     def pids(self) -> list[int]:
         """PIDs of every process in the container's cgroup and its descendants.

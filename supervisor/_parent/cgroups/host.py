@@ -229,6 +229,41 @@ def detect() -> CgroupHost:
 _PARENT_CONTROLLERS = ("cpu", "memory", "pids")
 
 
+def make_parents(directory: str, v2: bool) -> list[str]:
+    """Create ``directory`` and its missing parents, each (on v2) with the cpu,
+    memory and pids controllers its own parent offers enabled for its
+    children (a new cgroup holds no process, so the kernel allows that); an
+    existing directory, or one another process makes meanwhile, is never
+    written to.
+
+    Returns:
+        the directories made, outermost first.
+
+    Raises:
+        OSError: a ``mkdir`` or a write failed; the message names the path.
+    """
+    missing: list[str] = []
+    probe = directory
+    while not os.path.isdir(probe):
+        missing.append(probe)
+        probe = os.path.dirname(probe)
+    made = []
+    for path in reversed(missing):
+        try:
+            os.mkdir(path, 0o755)
+        except FileExistsError:
+            continue  # another container made it meanwhile: not ours to write
+        except OSError as exc:
+            raise OSError(exc.errno, f"mkdir {path}: {exc.strerror}") from exc
+        made.append(path)
+        if v2:
+            offered = _read_controllers(os.path.join(path, "cgroup.controllers"))
+            enable = " ".join("+" + name for name in _PARENT_CONTROLLERS if name in offered)
+            if enable:
+                write(os.path.join(path, "cgroup.subtree_control"), enable)
+    return made
+
+
 def with_parent(host: CgroupHost, parent: str) -> CgroupHost:
     """``host`` with the containers' v2 cgroups placed below ``parent`` instead of our own cgroup.
 
@@ -260,22 +295,7 @@ def with_parent(host: CgroupHost, parent: str) -> CgroupHost:
     directory = _relative_dir(unified.mount, root, parent)
     if directory is None:
         raise OSError(errno.EXDEV, f"cgroup_parent {parent}: outside {root}, the part of cgroup2 mounted here")
-    missing: list[str] = []
-    probe = directory
-    while not os.path.isdir(probe):
-        missing.append(probe)
-        probe = os.path.dirname(probe)
-    for path in reversed(missing):
-        try:
-            os.mkdir(path, 0o755)
-        except FileExistsError:
-            continue  # another container made it meanwhile: not ours to write
-        except OSError as exc:
-            raise OSError(exc.errno, f"mkdir {path}: {exc.strerror}") from exc
-        offered = _read_controllers(os.path.join(path, "cgroup.controllers"))
-        enable = " ".join("+" + name for name in _PARENT_CONTROLLERS if name in offered)
-        if enable:
-            write(os.path.join(path, "cgroup.subtree_control"), enable)
+    make_parents(directory, v2=True)
     controllers = _read_controllers(os.path.join(directory, "cgroup.subtree_control"))
     return CgroupHost(host.version, Hierarchy(2, unified.mount, parent, directory, controllers), host.v1)
 
