@@ -508,14 +508,24 @@ class SpawnConfig:
     """The payload's inheritable set, as a mask (within :attr:`capabilities`;
     0, but for an OCI bundle that lists some)."""
     ambient: int = 0
-    """Its ambient set (within :attr:`inheritable`; 0, but for an OCI bundle)."""
+    """Its ambient set (within :attr:`inheritable`; 0, but for an OCI bundle).
+    A payload uid other than 0 keeps these in its effective and permitted
+    sets (PID 1 keeps them across the uid switch), and only these."""
     no_new_privs: bool = True
     """``PR_SET_NO_NEW_PRIVS`` before ``execve``: always, but for an OCI
-    bundle whose ``noNewPrivileges`` is false and that has no seccomp filter
-    (loading one needs it)."""
-    mqueue: bool = False
-    """Mount the IPC namespace's POSIX message queues at ``/dev/mqueue`` (an
-    OCI bundle whose mounts list them)."""
+    bundle whose ``noNewPrivileges`` is false. With a seccomp filter, PID 1
+    then keeps ``CAP_SYS_ADMIN`` until the filter is loaded (the kernel's
+    condition without ``no_new_privs``) and drops it with one ``capset``
+    right after, which the filter must allow."""
+    mount_order: str = ""
+    """An OCI bundle's mounts in its config's order, one letter each: ``p``
+    ``/proc``, ``d`` ``/dev`` (a tmpfs with the standard nodes), ``t``
+    ``/dev/pts``, ``q`` ``/dev/mqueue`` (the IPC namespace's message queues),
+    ``s`` ``/sys``, ``T`` the next of :attr:`tmpfs`, ``B`` the next of
+    :attr:`binds`; ``p``, ``d``, ``t`` and ``s`` once each. Empty: the
+    library's order (``/proc``, ``/dev`` with ``/dev/pts`` and ``/dev/shm``,
+    ``/sys``, ``/tmp``, then :attr:`tmpfs`, then :attr:`binds`), without
+    ``/dev/mqueue``."""
     umask: int = -1
     """The payload's file mode creation mask, set at ``IDENTITY``; -1: the caller's."""
     join: bool = False

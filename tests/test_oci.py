@@ -372,6 +372,53 @@ def test_capability_sets_no_new_privs_and_dev_shm_as_the_config_says(oci: Oci) -
     assert " - tmpfs shm " in shm[0]
 
 
+def test_mounts_follow_the_configs_order(oci: Oci, host_dir: Path) -> None:
+    # /dev/shm between /dev/pts and /dev/mqueue, a bind inside a tmpfs, and
+    # /sys last: mountinfo lists them so (the bound device nodes aside).
+    config = base_config(["cat", "/proc/self/mountinfo"])
+    standard = config["mounts"][:-1]
+    sys_mount = standard.pop()
+    config["mounts"] = [
+        *standard,
+        {"destination": "/scratch", "type": "tmpfs", "source": "tmpfs", "options": ["size=1m"]},
+        {"destination": "/scratch/in", "type": "bind", "source": str(host_dir), "options": ["rbind"]},
+        sys_mount,
+    ]
+    out = inside(oci, config)
+    points = [line.split()[4] for line in out.splitlines()]
+    listed = [m["destination"] for m in config["mounts"]]
+    assert [p for p in points if p in listed] == listed, out
+
+
+def test_no_new_privs_false_with_a_seccomp_filter(oci: Oci) -> None:
+    # The filter is loaded with CAP_SYS_ADMIN (kept for it alone), and it is in force.
+    config = base_config(["sh", "-c", "grep -E '^(CapEff|CapPrm|NoNewPrivs|Seccomp):' /proc/self/status; mkdir /tmp/d"])
+    config["process"]["noNewPrivileges"] = False
+    config["mounts"].append({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs"})
+    config["linux"]["seccomp"] = {
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO"}],
+    }
+    done = oci("run", "--bundle", oci.bundle(config), "nnp")
+    assert done.returncode == 1, done.stderr
+    assert "NoNewPrivs:\t0" in done.stdout
+    assert "Seccomp:\t2" in done.stdout
+    wanted = f"{sum(1 << n for n in (29, 5, 10)):016x}"  # AUDIT_WRITE, KILL, NET_BIND_SERVICE
+    assert f"CapEff:\t{wanted}" in done.stdout
+    assert f"CapPrm:\t{wanted}" in done.stdout
+    assert "Operation not permitted" in done.stderr
+
+
+def test_a_non_root_user_keeps_its_ambient_capabilities(oci: Oci) -> None:
+    config = base_config(["grep", "-E", "^Cap(Inh|Prm|Eff|Amb):", "/proc/self/status"])
+    config["process"]["user"] = {"uid": 1000, "gid": 1000}
+    config["process"]["capabilities"] = {
+        name: ["CAP_KILL", "CAP_CHOWN"] for name in ("bounding", "effective", "permitted", "inheritable", "ambient")
+    }
+    out = inside(oci, config)
+    assert out.split()[1::2] == ["0000000000000021"] * 4, out
+
+
 def test_a_user_namespace_with_its_mapping(oci: Oci) -> None:
     config = base_config(["cat", "/proc/self/uid_map", "/proc/self/gid_map"])
     config["linux"]["namespaces"].append({"type": "user"})
@@ -414,6 +461,7 @@ def test_resources_become_the_cgroup_limits(oci: Oci) -> None:
             "linux.namespaces[5].path",
         ),
         (lambda c: c["process"]["capabilities"].update(effective=["CAP_SYS_ADMIN"]), "process.capabilities.effective"),
+        (lambda c: c["process"]["user"].update(uid=1000), "process.capabilities.effective"),
         (lambda c: c["process"].update(apparmorProfile="p"), "process.apparmorProfile"),
         (
             lambda c: c["process"]["rlimits"].append({"type": "RLIMIT_BOGUS", "soft": 1, "hard": 1}),

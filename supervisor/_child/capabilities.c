@@ -11,13 +11,21 @@
  *    IDENTITY phase still needs even when the caller dropped them; so the
  *    working directory is entered without CAP_DAC_OVERRIDE and friends.
  * 2. capabilities_finish (phase SECCOMP, after the uid switch): permitted and
- *    effective become the kept set for uid 0, and empty for any other uid
- *    (the kernel already cleared them on setresuid from 0; we make it
- *    explicit). Then all five sets are read back and checked.
+ *    effective become what execve will give the payload: the kept set for
+ *    uid 0; for any other uid the ambient set (an OCI bundle's, else empty:
+ *    the kernel cleared them on setresuid from 0, unless PID 1 kept them for
+ *    the ambient set; we make it explicit). Then all five sets are read back
+ *    and checked.
+ * 3. capabilities_after_filter, only for an OCI bundle's seccomp filter
+ *    without no_new_privs: the kernel lets only a holder of CAP_SYS_ADMIN load
+ *    one then, so steps 1 and 2 leave it in permitted and effective, and it
+ *    goes right after the filter is in, with one capset (which the filter
+ *    must allow, as runc's order needs even more of it).
  *
- * A non-root payload thus gets no capability at all, as with Docker: the kept
- * set stays in its bounding set only, and no_new_privs plus nosuid mounts
- * stop setuid and file-capability binaries from regaining anything. */
+ * A non-root payload thus gets no capability at all, as with Docker (but for
+ * an OCI bundle's ambient set): the kept set stays in its bounding set only,
+ * and no_new_privs plus nosuid mounts stop setuid and file-capability
+ * binaries from regaining anything. */
 #include <errno.h>
 #include <linux/capability.h>
 #include <sys/prctl.h>
@@ -49,6 +57,15 @@ static void capset_sets(struct sv_child *c, uint64_t effective, uint64_t permitt
     }
 }
 
+/* What permitted and effective hold beyond the payload's until the filter
+ * is loaded. */
+static uint64_t for_filter(const struct sv_plan *p) { return p->filter_privileged ? 1ULL << CAP_SYS_ADMIN : 0; }
+
+/* Permitted and effective as execve leaves them for the payload (no file
+ * capabilities, no setuid bit count under no_new_privs or nosuid): root
+ * keeps the kept set, any other uid only its ambient set. */
+static uint64_t payload_sets(const struct sv_plan *p) { return p->uid == 0 ? p->capabilities : p->ambient; }
+
 void capabilities_limit(struct sv_child *c)
 {
     const struct sv_plan *p = c->plan;
@@ -65,16 +82,16 @@ void capabilities_limit(struct sv_child *c)
     long r = sv_raw(SYS_prctl, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
     if (r < 0)
         sv_fail_str(c, (int)-r, "prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL) failed");
-    uint64_t interim = p->capabilities | (1ULL << CAP_SETUID) | (1ULL << CAP_SETGID);
+    uint64_t interim = p->capabilities | (1ULL << CAP_SETUID) | (1ULL << CAP_SETGID) | for_filter(p);
     capset_sets(c, interim, interim, 0);
 }
 
 void capabilities_finish(struct sv_child *c)
 {
     const struct sv_plan *p = c->plan;
-    uint64_t want = p->uid == 0 ? p->capabilities : 0;
-    /* An OCI bundle's inheritable and ambient sets (root only: the bundle
-     * refuses them otherwise), the ambient raised once inheritable holds them. */
+    uint64_t want = payload_sets(p) | for_filter(p);
+    /* An OCI bundle's inheritable and ambient sets, the ambient raised once
+     * inheritable holds them. */
     capset_sets(c, want, want, p->inheritable);
     for (int cap = 0; cap <= p->last_cap; cap++) {
         if (!(p->ambient & (1ULL << cap)))
@@ -122,4 +139,11 @@ void capabilities_finish(struct sv_child *c)
     if (ambient != p->ambient)
         sv_fail_num(c, EPERM, "capabilities ", (long long)(ambient ^ p->ambient), 1,
                     " are not in the ambient set as asked");
+}
+
+void capabilities_after_filter(struct sv_child *c)
+{
+    const struct sv_plan *p = c->plan;
+    if (p->filter_privileged)
+        capset_sets(c, payload_sets(p), payload_sets(p), p->inheritable);
 }

@@ -207,6 +207,9 @@ static void mount_proc(struct sv_child *c)
     }
 }
 
+/* /dev: a tmpfs, the host's standard nodes bound into it, the usual links;
+ * for the library also its /dev/pts and /dev/shm (an OCI bundle's mounts
+ * say where those go). */
 static void mount_dev(struct sv_child *c)
 {
     char dev[SV_PATH_MAX], node[SV_PATH_MAX], source[SV_PATH_MAX];
@@ -221,25 +224,28 @@ static void mount_dev(struct sv_child *c)
         /* The host's node, bound: mknod is not allowed in a user namespace. */
         sv_mount(c, source, node, NULL, MS_BIND, NULL);
     }
-    sv_join_path(node, sizeof node, dev, "/pts");
-    sv_mkdir(c, node, 0755);
-    sv_mount(c, "devpts", node, "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=620");
-    sv_join_path(node, sizeof node, dev, "/shm");
-    sv_mkdir(c, node, 01777);
-    if (!c->plan->start_gate) /* an OCI bundle's mounts say what /dev/shm is */
-        sv_mount(c, "tmpfs", node, "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777");
-    /* POSIX message queues of the container's own IPC namespace, where an
-     * OCI bundle's mounts list them. */
-    if (c->plan->mqueue) {
-        sv_join_path(node, sizeof node, dev, "/mqueue");
-        sv_mkdir(c, node, 01777);
-        sv_mount(c, "mqueue", node, "mqueue", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
-    }
     for (size_t i = 0; i < sizeof dev_links / sizeof dev_links[0]; i++) {
         sv_join_path(node, sizeof node, dev, "/");
         sv_join_path(node, sizeof node, node, dev_links[i][0]);
         sv_symlink(c, dev_links[i][1], node);
     }
+}
+
+/* A devpts instance of the container's own: its terminals, and ptmx. */
+static void mount_devpts(struct sv_child *c)
+{
+    char node[SV_PATH_MAX];
+    mounts_point(c, "/dev/pts", 1, node, sizeof node);
+    sv_mount(c, "devpts", node, "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=620");
+}
+
+/* POSIX message queues of the container's own IPC namespace, where an OCI
+ * bundle's mounts list them. */
+static void mount_mqueue(struct sv_child *c)
+{
+    char node[SV_PATH_MAX];
+    mounts_point(c, "/dev/mqueue", 1, node, sizeof node);
+    sv_mount(c, "mqueue", node, "mqueue", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
 }
 
 static void mount_sys(struct sv_child *c)
@@ -384,29 +390,76 @@ static void bind(struct sv_child *c, const struct sv_bind *b)
     sv_mount_setattr(c, target, attrs, 1);
 }
 
+static void mount_callers_tmpfs(struct sv_child *c, const struct sv_tmpfs *t)
+{
+    unsigned long flags = MS_NOSUID | MS_NODEV | (t->exec ? 0 : MS_NOEXEC) | (t->read_only ? MS_RDONLY : 0);
+    char target[SV_PATH_MAX];
+    mounts_point(c, t->path, 1, target, sizeof target);
+    sv_mount(c, t->source, target, "tmpfs", flags, t->options);
+    rootfs_own(c, t->path);
+}
+
+/* An OCI bundle's mounts, in its config's order (SpawnConfig.mount_order):
+ * what a later one mounts over an earlier one wins, as the spec says. */
+static void mount_in_order(struct sv_child *c)
+{
+    const struct sv_plan *p = c->plan;
+    size_t tmpfs = 0, binds = 0;
+    for (const char *k = p->mount_order; *k; k++) {
+        switch (*k) {
+        case 'p':
+            mount_proc(c);
+            sysctl_apply(c); /* through the fresh /proc, before the masks */
+            break;
+        case 'd':
+            mount_dev(c);
+            break;
+        case 't':
+            mount_devpts(c);
+            break;
+        case 'q':
+            mount_mqueue(c);
+            break;
+        case 's':
+            mount_sys(c);
+            break;
+        case 'T':
+            mount_callers_tmpfs(c, &p->tmpfs[tmpfs++]);
+            break;
+        default: /* 'B', checked with the plan */
+            bind(c, &p->binds[binds++]);
+            break;
+        }
+    }
+}
+
 void mounts_filesystems(struct sv_child *c)
 {
     const struct sv_plan *p = c->plan;
+    if (p->mount_order[0]) {
+        mount_in_order(c);
+        masks_apply(c);
+        if (p->read_only_root)
+            sv_mount_setattr(c, SV_NEWROOT, MOUNT_ATTR_RDONLY, 0);
+        return;
+    }
     mount_proc(c);
     sysctl_apply(c); /* through the fresh /proc, before the masks */
     mount_dev(c);
+    mount_devpts(c);
+    char shm[SV_PATH_MAX];
+    mounts_point(c, "/dev/shm", 1, shm, sizeof shm);
+    sv_mount(c, "tmpfs", shm, "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777");
     mount_sys(c);
-    if (!p->start_gate) /* an OCI bundle's mounts say what /tmp is */
-        mount_tmpfs(c, "/tmp", "mode=1777");
+    mount_tmpfs(c, "/tmp", "mode=1777");
     if (p->rootfs == NULL) {
         mount_tmpfs(c, "/root", "mode=0700");
         mount_tmpfs(c, "/home", "mode=0755");
     }
     /* The caller's tmpfs mounts, after ours (one may replace /tmp) and before
      * the binds (which may then go inside one). */
-    for (size_t i = 0; i < p->ntmpfs; i++) {
-        const struct sv_tmpfs *t = &p->tmpfs[i];
-        unsigned long flags = MS_NOSUID | MS_NODEV | (t->exec ? 0 : MS_NOEXEC) | (t->read_only ? MS_RDONLY : 0);
-        char target[SV_PATH_MAX];
-        mounts_point(c, t->path, 1, target, sizeof target);
-        sv_mount(c, t->source, target, "tmpfs", flags, t->options);
-        rootfs_own(c, t->path);
-    }
+    for (size_t i = 0; i < p->ntmpfs; i++)
+        mount_callers_tmpfs(c, &p->tmpfs[i]);
     /* Before the caller's binds, so that one of /etc/hosts still wins. */
     if (p->hosts != NULL)
         mount_hosts(c);

@@ -373,6 +373,31 @@ static int get_groups(struct sv_arena *a, PyObject *cfg, struct sv_plan *p)
     return 0;
 }
 
+/* SpawnConfig.mount_order: each standard filesystem once (/dev/mqueue at
+ * most once), one letter per tmpfs and per bind; only for an OCI bundle. */
+static int check_mount_order(const struct sv_plan *p)
+{
+    const char *o = p->mount_order;
+    if (o[0] == '\0')
+        return 0;
+    size_t seen[128] = {0};
+    for (size_t i = 0; o[i]; i++) {
+        unsigned char k = (unsigned char)o[i];
+        if (k >= 128 || !strchr("pdtqsTB", k)) {
+            PyErr_Format(PyExc_ValueError, "SpawnConfig.mount_order: unknown letter %c", o[i]);
+            return -1;
+        }
+        seen[k]++;
+    }
+    if (!p->start_gate || seen['p'] != 1 || seen['d'] != 1 || seen['t'] != 1 || seen['s'] != 1 || seen['q'] > 1 ||
+        seen['T'] != p->ntmpfs || seen['B'] != p->nbinds) {
+        PyErr_SetString(PyExc_ValueError, "SpawnConfig.mount_order (OCI only) lists p, d, t and s once, q at most "
+                                          "once, and one T per tmpfs, one B per bind");
+        return -1;
+    }
+    return 0;
+}
+
 int plan_fill(struct sv_plan *p, struct sv_arena *a, PyObject *cfg, const int *fds, size_t nfds)
 {
     long long v;
@@ -399,7 +424,8 @@ int plan_fill(struct sv_plan *p, struct sv_arena *a, PyObject *cfg, const int *f
         return -1;
     p->gid = (gid_t)v;
     if (get_bool(cfg, "rootless", &p->rootless) || get_bool(cfg, "start_gate", &p->start_gate) ||
-        get_bool(cfg, "join", &p->join) || get_bool(cfg, "mqueue", &p->mqueue) || plan_userns(p, a, cfg) < 0)
+        get_bool(cfg, "join", &p->join) || get_str(a, cfg, "mount_order", &p->mount_order, 0) ||
+        plan_userns(p, a, cfg) < 0)
         return -1;
     if (get_str(a, cfg, "rootfs", &p->rootfs, 1) || get_bool(cfg, "overlay", &p->overlay) ||
         get_bool(cfg, "read_only_root", &p->read_only_root) || get_bool(cfg, "tty", &p->tty) ||
@@ -493,12 +519,18 @@ int plan_fill(struct sv_plan *p, struct sv_arena *a, PyObject *cfg, const int *f
     if (get_strv(a, cfg, "readonly_paths", &paths, &p->nreadonly))
         return -1;
     p->readonly = (const char *const *)paths;
+    if (check_mount_order(p) < 0)
+        return -1;
     if (get_seccomp(a, cfg, p))
         return -1;
-    if (!p->no_new_privs && (p->seccomp.len > 0 || !(p->start_gate || p->join))) {
-        PyErr_SetString(PyExc_ValueError, "SpawnConfig.no_new_privs may be false only for OCI, without seccomp");
+    if (!p->no_new_privs && !(p->start_gate || p->join)) {
+        PyErr_SetString(PyExc_ValueError, "SpawnConfig.no_new_privs may be false only for OCI");
         return -1;
     }
+    /* Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: PID 1
+     * keeps it until the filter is in, and drops it right after. */
+    p->filter_privileged = !p->no_new_privs && p->seccomp.len > 0;
+
     if (p->ncgroup > SV_MAX_CGROUP_FDS) {
         PyErr_Format(PyExc_ValueError, "SpawnConfig.cgroup: at most %d entries", SV_MAX_CGROUP_FDS);
         return -1;

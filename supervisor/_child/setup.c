@@ -251,8 +251,10 @@ _Noreturn void sv_pid1_main(const struct sv_plan *plan, struct sv_idmaps *maps, 
     /* SECCOMP: first the final capability sets, now that the uid switch is
      * done (uid 0 keeps the kept set; any other uid has none: the kernel
      * cleared them at setresuid, and we make it explicit and verify all
-     * five). Then no_new_privs, always, before the filter (an unprivileged
-     * filter requires it, and it stops setuid and file-capability gains).
+     * five). Then no_new_privs, before the filter (an unprivileged filter
+     * requires it, and it stops setuid and file-capability gains); always,
+     * but for an OCI bundle that says not to, whose filter is loaded with
+     * CAP_SYS_ADMIN instead (kept until then, capabilities.c).
      * The filter itself is loaded at the very end of EXEC. The parent-death
      * signal re-armed after the uid switch stays: capset only shrinks the
      * sets, which commit_creds does not count as a change. */

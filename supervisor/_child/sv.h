@@ -105,7 +105,7 @@ struct sv_plan {
     int time_namespace; /* a time namespace for the payload (timens.c) */
     int start_gate; /* OCI create: PID 1 outlives its creator and waits for `start` (gate.c) */
     int umask;      /* the payload's file mode creation mask, or -1: the caller's */
-    int mqueue;     /* mount /dev/mqueue (an OCI bundle's mounts list it) */
+    const char *mount_order; /* an OCI bundle's mounts in order (SpawnConfig.mount_order), or "" */
     int join;       /* OCI exec: enter the running container of the last descriptor, a pidfd (join.c) */
     const gid_t *groups; /* the payload's supplementary groups */
     size_t ngroups;
@@ -114,6 +114,7 @@ struct sv_plan {
     uint64_t capabilities; /* the kept set, as a mask */
     uint64_t inheritable, ambient; /* OCI: the payload's; else 0 */
     int no_new_privs; /* set before exec (always, but for an OCI bundle that says not to) */
+    int filter_privileged; /* a filter without no_new_privs: CAP_SYS_ADMIN kept for it (derived) */
     int last_cap;          /* the highest capability this kernel knows */
     const struct sv_sysdir *system;
     size_t nsystem;
@@ -281,6 +282,7 @@ void mounts_filesystems(struct sv_child *c);             /* mounts.c */
 void masks_apply(struct sv_child *c);                    /* masks.c */
 void capabilities_limit(struct sv_child *c);             /* capabilities.c */
 void capabilities_finish(struct sv_child *c);            /* capabilities.c */
+void capabilities_after_filter(struct sv_child *c);      /* capabilities.c */
 void rlimits_apply(struct sv_child *c);                  /* rlimits.c */
 void timens_unshare(struct sv_child *c);                 /* timens.c */
 void tty_attach(struct sv_child *c);                     /* tty.c */

@@ -29,15 +29,19 @@ if TYPE_CHECKING:
 #: The runtime-spec versions this runtime reads (``ociVersion``'s major).
 SPEC_MAJOR = "1."
 
-#: Filesystems PID 1 always mounts itself, where the OCI config lists them:
-#: (destination, type) -> accepted.
+#: Filesystems PID 1 mounts itself, where the OCI config lists them:
+#: (destination, type) -> its letter in SpawnConfig.mount_order.
 _STANDARD_MOUNTS = {
-    ("/proc", "proc"),
-    ("/dev", "tmpfs"),
-    ("/dev/pts", "devpts"),
-    ("/sys", "sysfs"),
-    ("/dev/mqueue", "mqueue"),
+    ("/proc", "proc"): "p",
+    ("/dev", "tmpfs"): "d",
+    ("/dev/pts", "devpts"): "t",
+    ("/dev/mqueue", "mqueue"): "q",
+    ("/sys", "sysfs"): "s",
 }
+
+#: Those every container has, first and in this order where the config
+#: does not list them (``/dev/mqueue`` only where it does).
+_ALWAYS_MOUNTED = "pdts"
 
 #: Mount options that say what every bind and tmpfs of ours is anyway, or
 #: that only concern labelling (SELinux relabel requests, which need no
@@ -111,8 +115,9 @@ class Bundle:
     oom_score_adj: int | None
     annotations: dict[str, str] = field(default_factory=dict)
     hooks: Hooks = field(default_factory=Hooks)
-    cgroup_mounts: tuple[tuple[str, bool], ...] = ()
-    """``cgroup`` mounts: (destination, read-only), each a bind of the
+    cgroup_mounts: tuple[int, ...] = ()
+    """``cgroup`` mounts: the indexes in ``config.binds`` of their places (a
+    bind without source), each to become a bind of the
     container's cgroup2 directory, added once that exists."""
 
 
@@ -248,7 +253,7 @@ def resolve(doc: dict[str, Any], bundle: str) -> Bundle:
     seccomp = _get(linux, "seccomp", dict, "linux")
     bpf, seccomp_flags = _seccomp(seccomp, caps) if seccomp else (b"", 0)
 
-    binds, tmpfs, cgroup_mounts, mqueue = _mounts(_get(doc, "mounts", list, "", []), bundle)
+    binds, tmpfs, cgroup_mounts, order = _mounts(_get(doc, "mounts", list, "", []), bundle)
     hostname = _get(doc, "hostname", str, "", "")
     if hostname and not flags & c.CLONE_NEWUTS:
         raise BundleError("hostname", "needs a uts namespace of the container's own")
@@ -299,11 +304,10 @@ def resolve(doc: dict[str, Any], bundle: str) -> Bundle:
         groups=list(groups),
         inheritable=mask(inheritable),
         ambient=mask(ambient),
-        # A seccomp filter needs no_new_privs (it is loaded without privilege, last).
-        no_new_privs=no_new_privs or bool(bpf),
+        no_new_privs=no_new_privs,
         sysctls=sysctls,
         umask=-1 if umask is None else umask,
-        mqueue=mqueue,
+        mount_order=order,
         start_gate=True,
     )
     return Bundle(
@@ -323,10 +327,10 @@ def _capabilities(caps: dict[str, Any], uid: int) -> tuple[frozenset[int], froze
     checked against what PID 1 can give.
 
     PID 1 leaves root the bounding set in its effective and permitted sets
-    and any other uid none (what execve gives each without file
-    capabilities). Root may have inheritable and ambient capabilities (an
-    ambient one only if also inheritable, the kernel's rule); another uid
-    none. A config that asks for a different result is refused.
+    and any other uid its ambient set (what execve gives each without file
+    capabilities); an ambient capability is raised only if also inheritable
+    (the kernel's rule). A config that asks for a different result is
+    refused.
     """
     sets: dict[str, frozenset[int]] = {}
     for name in ("bounding", "effective", "permitted", "inheritable", "ambient"):
@@ -342,21 +346,23 @@ def _capabilities(caps: dict[str, Any], uid: int) -> tuple[frozenset[int], froze
     for name in ("effective", "permitted", "inheritable", "ambient"):
         if sets[name] - bounding:
             raise BundleError(f"process.capabilities.{name}", "holds capabilities outside the bounding set")
-    if uid == 0:
-        for name in ("effective", "permitted"):
-            if sets[name] != bounding:
-                raise BundleError(
-                    f"process.capabilities.{name}",
-                    "must equal the bounding set for uid 0 (execve gives root the whole bounding set)",
-                )
-    else:
-        for name in ("effective", "permitted", "inheritable", "ambient"):
-            if sets[name]:
-                raise BundleError(f"process.capabilities.{name}", "must be empty for a uid other than 0")
     # The kernel raises an ambient capability only if it is also inheritable
     # (and root has the rest in its permitted set anyway): like runc, which
     # warns, the others are not raised ("runc spec" lists ambient ones alone).
-    return bounding, sets["inheritable"], sets["ambient"] & sets["inheritable"]
+    ambient = sets["ambient"] & sets["inheritable"]
+    for name in ("effective", "permitted"):
+        if uid == 0 and sets[name] != bounding:
+            raise BundleError(
+                f"process.capabilities.{name}",
+                "must equal the bounding set for uid 0 (execve gives root the whole bounding set)",
+            )
+        if uid != 0 and sets[name] != ambient:
+            raise BundleError(
+                f"process.capabilities.{name}",
+                "must equal the ambient set (within the inheritable one) for a uid other than 0: "
+                "execve gives such a process only its ambient capabilities",
+            )
+    return bounding, sets["inheritable"], ambient
 
 
 def _rlimits(items: list[Any]) -> Iterator[Rlimit]:
@@ -580,11 +586,13 @@ def _seccomp(profile: dict[str, Any], caps: frozenset[int]) -> tuple[bytes, int]
     return compiled.bpf, compiled.flags | extra
 
 
-def _mounts(items: list[Any], bundle: str) -> tuple[list[Bind], list[Tmpfs], list[tuple[str, bool]], bool]:
+def _mounts(items: list[Any], bundle: str) -> tuple[list[Bind], list[Tmpfs], list[int], str]:
+    """The binds, the tmpfs mounts, the indexes of the cgroup mounts' places
+    among the binds, and SpawnConfig.mount_order."""
     binds: list[Bind] = []
     tmpfs: list[Tmpfs] = []
-    cgroup_mounts: list[tuple[str, bool]] = []
-    mqueue = False
+    cgroup_mounts: list[int] = []
+    order = ""
     for i, item in enumerate(items):
         where = f"mounts[{i}]"
         dst = _get(item, "destination", str, where, "")
@@ -597,14 +605,18 @@ def _mounts(items: list[Any], bundle: str) -> tuple[list[Bind], list[Tmpfs], lis
             raise BundleError(f"{where}.options", "must be a list of strings")
         _unsupported(item, where, ("uidMappings", "gidMappings"))
         is_bind = "bind" in options or "rbind" in options or kind == "bind"
-        if (dst, kind) in _STANDARD_MOUNTS and not is_bind:
-            mqueue = mqueue or kind == "mqueue"
-            continue  # PID 1's own (mounts.c), with the same flags or stricter
+        letter = _STANDARD_MOUNTS.get((dst, kind))
+        if letter is not None and not is_bind:
+            if letter in order:
+                raise BundleError(f"{where}.destination", f"{dst} is listed twice")
+            order += letter  # PID 1's own (mounts.c), with the same flags or stricter
+            continue
         if kind == "cgroup":
             # The container's own cgroup2 directory, bound once it exists
             # (runtime.py): what a cgroup namespace's cgroup2 mount shows.
-            read_only = "rw" not in options
-            cgroup_mounts.append((dst, read_only))
+            cgroup_mounts.append(len(binds))
+            binds.append(Bind("", dst, "rw" not in options))
+            order += "B"
             continue
         if is_bind:
             src = _get(item, "source", str, where, "")
@@ -620,6 +632,7 @@ def _mounts(items: list[Any], bundle: str) -> tuple[list[Bind], list[Tmpfs], lis
                 elif option not in _ALWAYS and option not in ("exec", "noexec", "suid", "dev"):
                     raise BundleError(f"{where}.options", f"{option!r} is not supported on a bind")
             binds.append(Bind(src, dst, read_only))
+            order += "B"
         elif kind == "tmpfs":
             data, read_only, exec_ = [], False, False
             for option in options:
@@ -633,9 +646,11 @@ def _mounts(items: list[Any], bundle: str) -> tuple[list[Bind], list[Tmpfs], lis
                     raise BundleError(f"{where}.options", f"{option!r} is not supported on a tmpfs")
             source = _get(item, "source", str, where, "") or "tmpfs"
             tmpfs.append(Tmpfs(dst, ",".join(data), read_only, exec_, source))
+            order += "T"
         else:
             raise BundleError(f"{where}.type", f"mounting {kind or 'a mount without type'} at {dst} is not supported")
-    return binds, tmpfs, cgroup_mounts, mqueue
+    missing = "".join(k for k in _ALWAYS_MOUNTED if k not in order)
+    return binds, tmpfs, cgroup_mounts, missing + order
 
 
 def _hooks(hooks: dict[str, Any]) -> Hooks:

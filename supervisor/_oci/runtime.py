@@ -177,7 +177,10 @@ class Runtime:
             config = dataclasses.replace(
                 bundle.config,
                 cgroup=[CgroupEntry(k, p) for k, _fd, p in entries],
-                binds=[*bundle.config.binds, *(Bind(str(v2), dst, ro) for dst, ro in bundle.cgroup_mounts)],
+                binds=[
+                    Bind(str(v2), b.dst, b.read_only) if i in bundle.cgroup_mounts else b
+                    for i, b in enumerate(bundle.config.binds)
+                ],
             )
             with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC) as gate:
                 _unix_call(gate.bind, os.path.join(directory, "start.sock"))
@@ -505,6 +508,7 @@ class Runtime:
                 binds=[],
                 tmpfs=[],
                 sysctls=[],
+                mount_order="",
             )
             ctl, ctl_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
             with ctl, ctl_child:
