@@ -535,6 +535,9 @@ class SpawnConfig:
     pidfd the namespaces of :attr:`clone_flags`; from ``CAPABILITIES`` on,
     the setup is a new container's. Outlives the caller, as
     :attr:`start_gate` does."""
+    map_gid_size: int = 0
+    """How many gids the first extent of ``gid_map`` has, where that differs
+    from :attr:`map_size` (an OCI bundle's maps); 0: :attr:`map_size`."""
 
 
 def c_header() -> str:

@@ -423,10 +423,34 @@ def test_a_user_namespace_with_its_mapping(oci: Oci) -> None:
     config = base_config(["cat", "/proc/self/uid_map", "/proc/self/gid_map"])
     config["linux"]["namespaces"].append({"type": "user"})
     config["linux"]["uidMappings"] = [{"containerID": 0, "hostID": 200000, "size": 65536}]
-    config["linux"]["gidMappings"] = [{"containerID": 0, "hostID": 200000, "size": 65536}]
+    config["linux"]["gidMappings"] = [{"containerID": 0, "hostID": 300000, "size": 1000}]
     config["root"]["readonly"] = True
     out = inside(oci, config)
-    assert out.split() == ["0", "200000", "65536"] * 2
+    assert out.split() == ["0", "200000", "65536", "0", "300000", "1000"]
+
+
+def test_masked_and_read_only_paths_anywhere_in_the_root(oci: Oci, host_dir: Path) -> None:
+    (host_dir / "secret").write_text("hidden\n")
+    (host_dir / "sub").mkdir()
+    (host_dir / "sub" / "f").write_text("visible\n")
+    script = """
+        echo secret=$(cat /h/secret) sub=$(ls /h/sub | wc -l)
+        touch /w/x 2>/dev/null && echo w=rw || echo w=ro
+        touch /h/ok && echo h=rw
+    """
+    config = base_config(["sh", "-c", script])
+    config["mounts"] += [
+        {"destination": "/w", "type": "tmpfs", "source": "tmpfs"},
+        {"destination": "/h", "type": "bind", "source": str(host_dir), "options": ["rbind"]},
+    ]
+    config["linux"]["maskedPaths"] += ["/h/secret", "/h/sub", "/no/such/path"]
+    config["linux"]["readonlyPaths"] += ["/w"]
+    out = inside(oci, config)
+    assert "secret= sub=0" in out
+    assert "w=ro" in out
+    assert "h=rw" in out
+    assert (host_dir / "secret").read_text() == "hidden\n"
+    (host_dir / "ok").unlink()
 
 
 def test_resources_become_the_cgroup_limits(oci: Oci) -> None:

@@ -6,11 +6,14 @@
  * procfs file): the source is the host's /dev/null, opened O_PATH|O_NOFOLLOW
  * and checked to be char device 1:3; every target is opened O_PATH|O_NOFOLLOW
  * from the procfs or sysfs mount itself (never through a rootfs name, which
- * may be a symlink) and mounted on through self/fd/N of our own new procfs,
- * so that no path is resolved twice. Paths this kernel lacks are skipped. */
+ * may be a symlink), or elsewhere (an OCI bundle's paths) with openat2
+ * resolving inside the new root, and mounted on through self/fd/N of our own
+ * new procfs, so that no path is resolved twice. Paths that do not exist
+ * (that this kernel lacks) are skipped. */
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/mount.h>
+#include <linux/openat2.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
@@ -32,21 +35,36 @@ static void fd_path(struct sv_child *c, long fd, char *out, size_t size)
     out[t.len] = '\0';
 }
 
-/* O_PATH fd of /proc/... or /sys/... in the filesystem we mounted; -1 when
- * this kernel has no such file; never a symlink. */
+/* O_PATH fd of a path in the new root, never resolved outside it. */
+static long open_in_root(const char *path)
+{
+    long root = sv_raw(SYS_openat, AT_FDCWD, (long)SV_NEWROOT, O_PATH | O_DIRECTORY | O_CLOEXEC, 0, 0);
+    if (root < 0)
+        return root;
+    struct open_how how = {
+        .flags = O_PATH | O_NOFOLLOW | O_CLOEXEC,
+        .resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS,
+    };
+    long fd = sv_raw(SYS_openat2, root, (long)path, (long)&how, sizeof how, 0);
+    sv_raw(SYS_close, root, 0, 0, 0, 0);
+    return fd;
+}
+
+/* O_PATH fd of the path: /proc/... or /sys/... in the filesystem we
+ * mounted, anything else resolved in the new root; -1 when there is no
+ * such file; never a symlink. */
 static long open_target(struct sv_child *c, const char *path)
 {
-    const char *base;
+    const char *base = NULL;
     if (sv_startswith(path, "/proc/"))
         base = c->proc_at;
     else if (sv_startswith(path, "/sys/"))
         base = c->sys_at;
-    else
-        sv_fail_call(c, EINVAL, "mask (only /proc and /sys paths can be masked)", path);
     char full[SV_PATH_MAX];
-    if (sv_join_path(full, sizeof full, base, path + (base == c->proc_at ? 5 : 4)) < 0)
+    if (base != NULL && sv_join_path(full, sizeof full, base, path + (base == c->proc_at ? 5 : 4)) < 0)
         sv_fail_call(c, ENAMETOOLONG, "mask", path);
-    long fd = sv_raw(SYS_openat, AT_FDCWD, (long)full, O_PATH | O_NOFOLLOW | O_CLOEXEC, 0, 0);
+    long fd = base != NULL ? sv_raw(SYS_openat, AT_FDCWD, (long)full, O_PATH | O_NOFOLLOW | O_CLOEXEC, 0, 0)
+                           : open_in_root(path);
     if (fd == -ENOENT)
         return -1;
     if (fd < 0)

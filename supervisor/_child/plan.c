@@ -314,7 +314,15 @@ static int plan_userns(struct sv_plan *p, struct sv_arena *a, PyObject *cfg)
     if (get_u32(cfg, "map_base", &p->map_base, p->start_gate || p->join ? 0 : 1, UINT32_MAX - 1) ||
         get_u32(cfg, "map_size", &p->map_size, 1, (long long)UINT32_MAX - p->map_base))
         return -1;
-    long long top = (long long)UINT32_MAX - p->map_size;
+    if (get_u32(cfg, "map_gid_size", &p->map_gid_size, 0, UINT32_MAX))
+        return -1;
+    if (p->map_gid_size == 0)
+        p->map_gid_size = p->map_size;
+    else if (p->map_gid_size != p->map_size && !p->start_gate) {
+        PyErr_SetString(PyExc_ValueError, "SpawnConfig.map_gid_size differs from map_size only for OCI");
+        return -1;
+    }
+    long long top = (long long)UINT32_MAX - (p->map_size > p->map_gid_size ? p->map_size : p->map_gid_size);
     if (get_u32(cfg, "map_gid_base", &p->map_gid_base, 0, top) ||
         get_u32(cfg, "map_uid_inside", &p->map_uid_inside, 0, top) ||
         get_u32(cfg, "map_gid_inside", &p->map_gid_inside, 0, top) ||

@@ -91,6 +91,7 @@ struct sv_plan {
     gid_t gid;
     uint32_t map_base, map_size; /* container uids from map_uid_inside are host uids map_base.. */
     uint32_t map_gid_base;       /* and gids from map_gid_inside host gids map_gid_base.. */
+    uint32_t map_gid_size;       /* how many gids (map_size, but for an OCI bundle's maps) */
     uint32_t map_uid_inside, map_gid_inside; /* 0, but rootless with the caller's own ids: the payload's */
     uint32_t sub_uid_base, sub_gid_base, sub_size; /* container ids 1..sub_size: subordinate ids, or 0 */
     const char *uid_helper, *gid_helper; /* newuidmap/newgidmap, or NULL: the maps are written directly */

@@ -53,7 +53,7 @@ static void map_lines(struct sv_text *t, const struct sv_plan *p, int gid, const
     text_str(t, " ");
     text_int(t, gid ? p->map_gid_base : p->map_base);
     text_str(t, " ");
-    text_int(t, p->map_size);
+    text_int(t, gid ? p->map_gid_size : p->map_size);
     if (p->sub_size > 0) {
         text_str(t, sep);
         text_str(t, "1 ");

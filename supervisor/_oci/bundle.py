@@ -238,8 +238,6 @@ def resolve(doc: dict[str, Any], bundle: str) -> Bundle:
     flags, time_ns, user_ns = _namespaces(_get(linux, "namespaces", list, "linux", []))
     map_base, map_size = _mapping(linux, "uidMappings", user_ns)
     gid_base, gid_size = _mapping(linux, "gidMappings", user_ns)
-    if gid_size != map_size:
-        raise BundleError("linux.gidMappings", "must be as large as linux.uidMappings (one size maps both)")
     propagation = _get(linux, "rootfsPropagation", str, "linux", "")
     if propagation not in ("", "private", "rprivate"):
         raise BundleError("linux.rootfsPropagation", f"{propagation!r} is not supported (only private, rprivate)")
@@ -273,6 +271,7 @@ def resolve(doc: dict[str, Any], bundle: str) -> Bundle:
         map_base=map_base,
         map_gid_base=gid_base,
         map_size=map_size,
+        map_gid_size=gid_size,
         map_uid_inside=0,
         map_gid_inside=0,
         uid_helper=None,
