@@ -295,6 +295,10 @@ class Bind:
     """An id-mapped mount the supervisor made of :attr:`src`: its descriptor
     travels after the cgroup entries' (one per such bind, in order), and PID 1
     moves it into place instead of binding :attr:`src`."""
+    propagation: int = 0
+    """``MS_SHARED``, ``MS_SLAVE``, ``MS_PRIVATE`` or ``MS_UNBINDABLE``, with
+    ``MS_REC`` or not, set on the mount once it is in place (an OCI mount's
+    option); 0: as the container's root."""
 
 
 @record
@@ -346,6 +350,8 @@ class Tmpfs:
     """Programs may run from it; without it, ``noexec`` (docker's default)."""
     source: str = "tmpfs"
     """Its source as ``/proc/self/mountinfo`` shows it (an OCI mount's ``source``)."""
+    propagation: int = 0
+    """As :attr:`Bind.propagation`."""
 
 
 @record
@@ -538,6 +544,14 @@ class SpawnConfig:
     map_gid_size: int = 0
     """How many gids the first extent of ``gid_map`` has, where that differs
     from :attr:`map_size` (an OCI bundle's maps); 0: :attr:`map_size`."""
+    rootfs_propagation: int = 0
+    """An OCI bundle's ``linux.rootfsPropagation``: ``MS_SHARED``,
+    ``MS_SLAVE``, ``MS_PRIVATE`` or ``MS_UNBINDABLE``, with ``MS_REC`` or not
+    (``rshared``...), set on the container's root after the pivot. With
+    ``MS_SHARED`` or ``MS_SLAVE`` the tree is made a slave of the host's
+    instead of private before the first mount, so that the host's later
+    mounts reach it (none of the container's reach the host: across a user
+    namespace the kernel makes every copied mount a slave). 0: private."""
 
 
 def c_header() -> str:

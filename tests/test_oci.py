@@ -419,6 +419,21 @@ def test_a_non_root_user_keeps_its_ambient_capabilities(oci: Oci) -> None:
     assert out.split()[1::2] == ["0000000000000021"] * 4, out
 
 
+@pytest.mark.parametrize("kind", ["shared", "unbindable", "private"])
+def test_root_and_mount_propagation_as_the_config_says(oci: Oci, kind: str) -> None:
+    config = base_config(["cat", "/proc/self/mountinfo"])
+    config["linux"]["rootfsPropagation"] = kind
+    config["mounts"] += [
+        {"destination": "/s", "type": "tmpfs", "source": "tmpfs", "options": ["shared"]},
+        {"destination": "/p", "type": "tmpfs", "source": "tmpfs", "options": ["private"]},
+    ]
+    lines = {line.split()[4]: line.split(" - ")[0] for line in inside(oci, config).splitlines()}
+    assert ("shared:" in lines["/"]) == (kind == "shared"), lines["/"]
+    assert ("unbindable" in lines["/"]) == (kind == "unbindable"), lines["/"]
+    assert "shared:" in lines["/s"]
+    assert "shared:" not in lines["/p"]
+
+
 def test_a_user_namespace_with_its_mapping(oci: Oci) -> None:
     config = base_config(["cat", "/proc/self/uid_map", "/proc/self/gid_map"])
     config["linux"]["namespaces"].append({"type": "user"})

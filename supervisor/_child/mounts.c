@@ -388,6 +388,8 @@ static void bind(struct sv_child *c, const struct sv_bind *b)
     }
     uint64_t attrs = MOUNT_ATTR_NODEV | MOUNT_ATTR_NOSUID | (b->read_only ? MOUNT_ATTR_RDONLY : 0);
     sv_mount_setattr(c, target, attrs, 1);
+    if (b->propagation)
+        sv_mount(c, NULL, target, NULL, b->propagation, NULL);
 }
 
 static void mount_callers_tmpfs(struct sv_child *c, const struct sv_tmpfs *t)
@@ -396,6 +398,8 @@ static void mount_callers_tmpfs(struct sv_child *c, const struct sv_tmpfs *t)
     char target[SV_PATH_MAX];
     mounts_point(c, t->path, 1, target, sizeof target);
     sv_mount(c, t->source, target, "tmpfs", flags, t->options);
+    if (t->propagation)
+        sv_mount(c, NULL, target, NULL, t->propagation, NULL);
     rootfs_own(c, t->path);
 }
 

@@ -8,6 +8,8 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include <linux/mount.h>
+
 #include "plan.h"
 
 /* Zeroed memory from the plan's arena: carved from chunks of ARENA_CHUNK
@@ -172,11 +174,28 @@ static int get_records(struct sv_arena *a, PyObject *cfg, const char *name, size
     return rc;
 }
 
+/* A propagation type: one of MS_SHARED, MS_SLAVE, MS_PRIVATE and
+ * MS_UNBINDABLE, with MS_REC or not; or 0. */
+static int get_propagation(PyObject *obj, const char *name, unsigned long *out)
+{
+    uint64_t v;
+    if (get_u64(obj, name, &v))
+        return -1;
+    uint64_t kind = v & ~(uint64_t)MS_REC;
+    if (v != 0 && kind != MS_SHARED && kind != MS_SLAVE && kind != MS_PRIVATE && kind != MS_UNBINDABLE) {
+        PyErr_Format(PyExc_ValueError, "%s: one of MS_SHARED, MS_SLAVE, MS_PRIVATE, MS_UNBINDABLE (| MS_REC)", name);
+        return -1;
+    }
+    *out = (unsigned long)v;
+    return 0;
+}
+
 static int read_bind(struct sv_arena *a, PyObject *item, void *out)
 {
     struct sv_bind *b = out;
     return get_str(a, item, "src", &b->src, 0) || get_str(a, item, "dst", &b->dst, 0) ||
-                   get_bool(item, "read_only", &b->read_only) || get_bool(item, "idmapped", &b->idmapped)
+                   get_bool(item, "read_only", &b->read_only) || get_bool(item, "idmapped", &b->idmapped) ||
+                   get_propagation(item, "propagation", &b->propagation)
                ? -1
                : 0;
 }
@@ -203,7 +222,8 @@ static int read_tmpfs(struct sv_arena *a, PyObject *item, void *out)
     struct sv_tmpfs *t = out;
     return get_str(a, item, "path", &t->path, 0) || get_str(a, item, "options", &t->options, 0) ||
                    get_str(a, item, "source", &t->source, 0) ||
-                   get_bool(item, "read_only", &t->read_only) || get_bool(item, "exec", &t->exec)
+                   get_bool(item, "read_only", &t->read_only) || get_bool(item, "exec", &t->exec) ||
+                   get_propagation(item, "propagation", &t->propagation)
                ? -1
                : 0;
 }
@@ -527,8 +547,12 @@ int plan_fill(struct sv_plan *p, struct sv_arena *a, PyObject *cfg, const int *f
     if (get_strv(a, cfg, "readonly_paths", &paths, &p->nreadonly))
         return -1;
     p->readonly = (const char *const *)paths;
-    if (check_mount_order(p) < 0)
+    if (check_mount_order(p) < 0 || get_propagation(cfg, "rootfs_propagation", &p->rootfs_propagation))
         return -1;
+    if (p->rootfs_propagation && !p->start_gate) {
+        PyErr_SetString(PyExc_ValueError, "SpawnConfig.rootfs_propagation is for OCI only");
+        return -1;
+    }
     if (get_seccomp(a, cfg, p))
         return -1;
     if (!p->no_new_privs && !(p->start_gate || p->join)) {

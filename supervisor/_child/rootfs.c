@@ -20,8 +20,10 @@
 void rootfs_stage(struct sv_child *c)
 {
     /* Before any mount: nothing we mount may propagate to the host, and
-     * nothing the host mounts later may appear in the container. */
-    sv_mount(c, NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL);
+     * nothing the host mounts later may appear in the container; or, for
+     * an OCI bundle's shared or slave root, the host's mounts still may. */
+    unsigned long kind = c->plan->rootfs_propagation & ~(unsigned long)MS_REC;
+    sv_mount(c, NULL, "/", NULL, MS_REC | (kind == MS_SHARED || kind == MS_SLAVE ? MS_SLAVE : MS_PRIVATE), NULL);
     sv_mount(c, "tmpfs", SV_STAGING, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=64k");
     sv_mkdir(c, SV_STAGING SV_NEWROOT, 0755);
     sv_mkdir(c, SV_STAGING SV_OLDROOT, 0755);
@@ -129,6 +131,11 @@ void rootfs_pivot(struct sv_child *c)
     if (r < 0)
         sv_fail_str(c, (int)-r, "umount2(old root, MNT_DETACH) failed");
     sv_chdir(c, "/");
+    /* An OCI bundle's root propagation, on the root that is now the
+     * container's (no sooner: pivot_root refuses a shared one), and with
+     * MS_REC on what is below it, mounts with their own type included. */
+    if (c->plan->rootfs_propagation)
+        sv_mount(c, NULL, "/", NULL, c->plan->rootfs_propagation, NULL);
 }
 
 /* Whether container path `resolved` lies in one of the host's system folders

@@ -36,7 +36,7 @@ static const char *const config_fields[] = {
     "rootless",        "map_uid_inside", "map_gid_inside", "uid_helper",  "gid_helper",
     "sub_uid_base",    "sub_gid_base",  "sub_size",      "start_gate",    "groups",
     "sysctls",         "join",          "umask",        "inheritable",   "ambient",
-    "no_new_privs",    "mount_order",   "map_gid_size",
+    "no_new_privs",    "mount_order",   "map_gid_size",  "rootfs_propagation",
 };
 
 /* One PID 1 between its clone and the moment it leaves our memory.

@@ -34,6 +34,7 @@ struct sv_bind {
     const char *dst; /* container path */
     int read_only;
     int idmapped; /* moved into place from a descriptor of the supervisor's (idmap.c) */
+    unsigned long propagation; /* MS_SHARED... (MS_REC) set once in place, or 0 */
 };
 
 struct sv_sysdir {
@@ -64,6 +65,7 @@ struct sv_tmpfs {
     const char *options; /* the mount's data */
     const char *source;  /* what mountinfo shows as its source ("tmpfs") */
     int read_only, exec;
+    unsigned long propagation; /* as sv_bind's */
 };
 
 /* A kernel parameter of the container's namespaces (sysctl.c). */
@@ -115,6 +117,7 @@ struct sv_plan {
     uint64_t capabilities; /* the kept set, as a mask */
     uint64_t inheritable, ambient; /* OCI: the payload's; else 0 */
     int no_new_privs; /* set before exec (always, but for an OCI bundle that says not to) */
+    unsigned long rootfs_propagation; /* MS_SHARED... for the whole tree after the pivot, or 0 */
     int filter_privileged; /* a filter without no_new_privs: CAP_SYS_ADMIN kept for it (derived) */
     int last_cap;          /* the highest capability this kernel knows */
     const struct sv_sysdir *system;

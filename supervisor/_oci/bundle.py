@@ -46,7 +46,24 @@ _ALWAYS_MOUNTED = "pdts"
 #: Mount options that say what every bind and tmpfs of ours is anyway, or
 #: that only concern labelling (SELinux relabel requests, which need no
 #: action on a host without SELinux).
-_ALWAYS = {"nosuid", "nodev", "z", "Z", "private", "rprivate", "bind", "rbind", "noatime", "relatime", "strictatime"}
+_ALWAYS = {"nosuid", "nodev", "z", "Z", "bind", "rbind", "noatime", "relatime", "strictatime"}
+
+#: A tmpfs's data options.
+_TMPFS_DATA = ("size", "mode", "nr_inodes", "uid", "gid")
+
+_MS_REC, _MS_UNBINDABLE, _MS_PRIVATE, _MS_SLAVE, _MS_SHARED = 1 << 14, 1 << 17, 1 << 18, 1 << 19, 1 << 20
+
+#: Propagation types (``linux.rootfsPropagation``, a mount's options): MS_* flags.
+_PROPAGATION = {
+    prefix + kind: flag | recursive
+    for kind, flag in (
+        ("shared", _MS_SHARED),
+        ("slave", _MS_SLAVE),
+        ("private", _MS_PRIVATE),
+        ("unbindable", _MS_UNBINDABLE),
+    )
+    for prefix, recursive in (("", 0), ("r", _MS_REC))
+}
 
 #: The device nodes PID 1 binds from the host into every container's /dev
 #: (mounts.c): (type, major, minor).
@@ -239,8 +256,8 @@ def resolve(doc: dict[str, Any], bundle: str) -> Bundle:
     map_base, map_size = _mapping(linux, "uidMappings", user_ns)
     gid_base, gid_size = _mapping(linux, "gidMappings", user_ns)
     propagation = _get(linux, "rootfsPropagation", str, "linux", "")
-    if propagation not in ("", "private", "rprivate"):
-        raise BundleError("linux.rootfsPropagation", f"{propagation!r} is not supported (only private, rprivate)")
+    if propagation and propagation not in _PROPAGATION:
+        raise BundleError("linux.rootfsPropagation", f"{propagation!r} is not a propagation type")
     _devices(_get(linux, "devices", list, "linux", []))
     limits = _resources(_get(linux, "resources", dict, "linux", {}))
     sysctls = _sysctls(_get(linux, "sysctl", dict, "linux", {}), flags)
@@ -307,6 +324,7 @@ def resolve(doc: dict[str, Any], bundle: str) -> Bundle:
         sysctls=sysctls,
         umask=-1 if umask is None else umask,
         mount_order=order,
+        rootfs_propagation=_PROPAGATION.get(propagation, 0),
         start_gate=True,
     )
     return Bundle(
@@ -624,27 +642,33 @@ def _mounts(items: list[Any], bundle: str) -> tuple[list[Bind], list[Tmpfs], lis
             src = os.path.realpath(os.path.join(bundle, src))
             if not os.path.exists(src):
                 raise BundleError(f"{where}.source", f"{src} does not exist")
-            read_only = False
+            read_only, propagation = False, 0
             for option in options:
                 if option in ("ro", "rw"):
                     read_only = option == "ro"
+                elif option in _PROPAGATION:
+                    propagation = _PROPAGATION[option]
+                elif option.split("=", 1)[0] in _TMPFS_DATA:
+                    pass  # a filesystem's data, which mount(2) ignores for a bind (runc passes it)
                 elif option not in _ALWAYS and option not in ("exec", "noexec", "suid", "dev"):
                     raise BundleError(f"{where}.options", f"{option!r} is not supported on a bind")
-            binds.append(Bind(src, dst, read_only))
+            binds.append(Bind(src, dst, read_only, propagation=propagation))
             order += "B"
         elif kind == "tmpfs":
-            data, read_only, exec_ = [], False, False
+            data, read_only, exec_, propagation = [], False, False, 0
             for option in options:
                 if option in ("ro", "rw"):
                     read_only = option == "ro"
+                elif option in _PROPAGATION:
+                    propagation = _PROPAGATION[option]
                 elif option in ("exec", "noexec"):
                     exec_ = option == "exec"
-                elif option.split("=", 1)[0] in ("size", "mode", "nr_inodes", "uid", "gid"):
+                elif option.split("=", 1)[0] in _TMPFS_DATA:
                     data.append(option)
                 elif option not in _ALWAYS:
                     raise BundleError(f"{where}.options", f"{option!r} is not supported on a tmpfs")
             source = _get(item, "source", str, where, "") or "tmpfs"
-            tmpfs.append(Tmpfs(dst, ",".join(data), read_only, exec_, source))
+            tmpfs.append(Tmpfs(dst, ",".join(data), read_only, exec_, source, propagation))
             order += "T"
         else:
             raise BundleError(f"{where}.type", f"mounting {kind or 'a mount without type'} at {dst} is not supported")
