@@ -23,6 +23,7 @@ MAX_CPUS = 4096
 MAX_PIDS = 1 << 22
 #: The kernel's smallest CFS quota (µs), so the smallest ``cpus`` is 0.01.
 _MIN_CFS_QUOTA_US = 1_000
+_MIN_CFS_PERIOD_US, _MAX_CFS_PERIOD_US = 1_000, 1_000_000
 #: v1 ``cpu.shares`` bounds and the v2 ``cpu.weight`` range.
 _MIN_SHARES, _MAX_SHARES = 2, 262_144
 _MIN_WEIGHT, _MAX_WEIGHT = 1, 10_000
@@ -65,6 +66,14 @@ def parse_size(text: str) -> int:
     return value
 
 
+#: The kernel's list form of CPUs and memory nodes (``cpuset.cpus``).
+_CPU_LIST = re.compile(r"\d+(-\d+)?(,\d+(-\d+)?)*")
+
+
+#: A v1 devices cgroup rule: ``a``, or type, major:minor and access.
+_DEVICE_RULE = re.compile(r"a|[abc] (\d+|\*):(\d+|\*) [rwm]{1,3}")
+
+
 def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -83,10 +92,32 @@ class Limits:
             separately) instead of allowing twice ``memory_bytes``.
         cpus: CPU bandwidth quota in CPUs (``--cpus 0.5`` = half a CPU per
             100 ms period); at least 0.01.
+        cpu_period_us: the CFS period that ``cpus`` is counted in, 1000 to
+            1000000 µs (``--cpu-period``); ``None``: 100000 (100 ms). Needs
+            ``cpus``.
         cpu_weight: relative CPU weight on v2's scale, 1..10000, default 100.
             On v1 it becomes ``cpu.shares = weight * 1024 / 100`` (systemd's
             mapping: the two defaults, 100 and 1024, correspond).
         pids: the most processes and threads the container may have at once.
+        memory_reservation_bytes: a soft memory limit (``--memory-reservation``):
+            under memory pressure the kernel reclaims from the container down to
+            it (v1 ``memory.soft_limit_in_bytes``, v2 ``memory.low``).
+        memory_swappiness: 0..100, how readily the container's memory is
+            swapped (``--memory-swappiness``; v1 only, v2 has no such file).
+        memory_kernel_tcp_bytes: a limit on the TCP buffers' kernel memory
+            (v1 ``memory.kmem.tcp.limit_in_bytes``; v2 counts it in the
+            memory limit and has no file of its own).
+        oom_kill_disable: at the memory limit, the container's processes
+            wait for memory instead of being OOM-killed
+            (``--oom-kill-disable``; v1 ``memory.oom_control``).
+        cpuset_cpus: the CPUs the container may run on, in the kernel's list
+            form (``--cpuset-cpus 0-1,3``).
+        cpuset_mems: the memory nodes it may allocate from (``--cpuset-mems``).
+        device_rules: a v1 devices cgroup for the container: every device is
+            denied, then these rules apply in order, each ``(allow, rule)``
+            with ``rule`` in the kernel's form (``"c 1:3 rwm"``, ``"b *:* m"``,
+            ``"a"``); ``None``: no devices cgroup. Needs a v1 devices
+            hierarchy (v2 controls devices with BPF programs instead).
 
     Raises:
         ValueError: a value is out of range (the message names the field).
@@ -98,9 +129,26 @@ class Limits:
     cpus: float | None = None
     cpu_weight: int | None = None
     pids: int | None = None
+    memory_reservation_bytes: int | None = None
+    memory_swappiness: int | None = None
+    memory_kernel_tcp_bytes: int | None = None
+    oom_kill_disable: bool = False
+    cpuset_cpus: str | None = None
+    cpuset_mems: str | None = None
+    cpu_period_us: int | None = None
+    device_rules: tuple[tuple[bool, str], ...] | None = None
 
     def __post_init__(self) -> None:
-        for name in ("memory_bytes", "memory_swap_bytes", "cpu_weight", "pids"):
+        for name in (
+            "memory_bytes",
+            "memory_swap_bytes",
+            "cpu_weight",
+            "pids",
+            "memory_reservation_bytes",
+            "memory_swappiness",
+            "memory_kernel_tcp_bytes",
+            "cpu_period_us",
+        ):
             value = getattr(self, name)
             if value is not None and not _is_int(value):
                 raise TypeError(f"Limits.{name} must be an int or None, not {type(value).__name__}")
@@ -132,10 +180,38 @@ class Limits:
                 or not _MIN_CFS_QUOTA_US <= self.cpus * CFS_PERIOD_US <= MAX_CPUS * CFS_PERIOD_US
             ):
                 raise ValueError(f"Limits.cpus must be a number from 0.01 to {MAX_CPUS}, got {self.cpus}")
+        if self.cpu_period_us is not None:
+            if self.cpus is None:
+                raise ValueError("Limits.cpu_period_us needs cpus (the quota counted in it)")
+            if not _MIN_CFS_PERIOD_US <= self.cpu_period_us <= _MAX_CFS_PERIOD_US:
+                raise ValueError(f"Limits.cpu_period_us must be in 1000..1000000, got {self.cpu_period_us}")
+            if self.cfs_quota_us is not None and self.cfs_quota_us < _MIN_CFS_QUOTA_US:
+                raise ValueError(f"Limits.cpus gives a quota below 1000 µs in cpu_period_us={self.cpu_period_us}")
         if self.cpu_weight is not None and not _MIN_WEIGHT <= self.cpu_weight <= _MAX_WEIGHT:
             raise ValueError(f"Limits.cpu_weight must be in 1..10000 (v2 scale), got {self.cpu_weight}")
         if self.pids is not None and not 1 <= self.pids <= MAX_PIDS:
             raise ValueError(f"Limits.pids must be from 1 to {MAX_PIDS}, got {self.pids}")
+        for name in ("memory_reservation_bytes", "memory_kernel_tcp_bytes"):
+            value = getattr(self, name)
+            if value is not None and not 1 <= value <= MAX_MEMORY_BYTES:
+                raise ValueError(f"Limits.{name} must be from 1 to {MAX_MEMORY_BYTES} (4 EiB), got {value}")
+        if self.memory_swappiness is not None and not 0 <= self.memory_swappiness <= 100:
+            raise ValueError(f"Limits.memory_swappiness must be in 0..100, got {self.memory_swappiness}")
+        if not isinstance(self.oom_kill_disable, bool):
+            raise TypeError(f"Limits.oom_kill_disable must be a bool, not {type(self.oom_kill_disable).__name__}")
+        for allow, rule in self.device_rules or ():
+            if not isinstance(allow, bool) or not isinstance(rule, str) or not _DEVICE_RULE.fullmatch(rule):
+                raise ValueError(
+                    f"Limits.device_rules: ({allow!r}, {rule!r}) is not (allow, 'TYPE MAJOR:MINOR ACCESS')"
+                )
+        for name in ("cpuset_cpus", "cpuset_mems"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if not isinstance(value, str):
+                raise TypeError(f"Limits.{name} must be a str or None, not {type(value).__name__}")
+            if not _CPU_LIST.fullmatch(value):
+                raise ValueError(f"Limits.{name} must be a list such as 0-3,5 (the kernel's form), got {value!r}")
 
     @classmethod
     def crabcan(cls) -> Limits:
@@ -180,7 +256,12 @@ class Limits:
 
     @property
     def cfs_quota_us(self) -> int | None:
-        """``cpus`` as a CFS quota in µs per :data:`CFS_PERIOD_US` (``None`` when unset)."""
+        """``cpus`` as a CFS quota in µs per :attr:`period_us` (``None`` when unset)."""
         if self.cpus is None:
             return None
-        return round(self.cpus * CFS_PERIOD_US)
+        return round(self.cpus * self.period_us)
+
+    @property
+    def period_us(self) -> int:
+        """The CFS period: ``cpu_period_us``, or :data:`CFS_PERIOD_US`."""
+        return CFS_PERIOD_US if self.cpu_period_us is None else self.cpu_period_us

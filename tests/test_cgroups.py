@@ -159,6 +159,12 @@ def test_parse_size_rejects(text: str) -> None:
         ({"cpu_weight": 0}, "cpu_weight"),
         ({"cpu_weight": 10001}, "cpu_weight"),
         ({"pids": 0}, "pids"),
+        ({"memory_swappiness": 101}, "memory_swappiness"),
+        ({"memory_reservation_bytes": 0}, "memory_reservation_bytes"),
+        ({"cpuset_cpus": "0-"}, "cpuset_cpus"),
+        ({"cpu_period_us": 500_000}, "cpu_period_us"),
+        ({"cpus": 0.5, "cpu_period_us": 999}, "cpu_period_us"),
+        ({"device_rules": ((True, "c 1:3"),)}, "device_rules"),
     ],
 )
 def test_limits_validation_names_the_field(kwargs: dict[str, float], field: str) -> None:
@@ -329,6 +335,41 @@ async def test_v1_create_writes_limits(v1: CgroupHost) -> None:
     assert cg.paths == []
     for hierarchy in v1.v1:
         assert not os.path.exists(os.path.join(hierarchy.own_dir, cg.name))
+
+
+async def test_v1_create_writes_the_other_limits(v1: CgroupHost) -> None:
+    limits = Limits(
+        memory_reservation_bytes=32 * MiB,
+        memory_swappiness=10,
+        memory_kernel_tcp_bytes=16 * MiB,
+        oom_kill_disable=True,
+        cpus=0.1,
+        cpu_period_us=500_000,
+        cpuset_cpus="0",
+        device_rules=((True, "c 1:3 rwm"), (True, "c 10:200 r")),
+    )
+    if v1.v1_hierarchy("cpuset") is None or v1.v1_hierarchy("devices") is None:
+        pytest.skip("no v1 cpuset or devices hierarchy here")
+    cg = cgu.create(v1, _name("other"), limits)
+    try:
+        memory, cpu, cpuset, devices = (v1.v1_hierarchy(c) for c in ("memory", "cpu", "cpuset", "devices"))
+        assert memory is not None and cpu is not None and cpuset is not None and devices is not None
+        mdir = os.path.join(memory.own_dir, cg.name)
+        assert int(_read(os.path.join(mdir, "memory.soft_limit_in_bytes"))) == 32 * MiB
+        assert _read(os.path.join(mdir, "memory.swappiness")) == "10"
+        assert int(_read(os.path.join(mdir, "memory.kmem.tcp.limit_in_bytes"))) == 16 * MiB
+        assert "oom_kill_disable 1" in _read(os.path.join(mdir, "memory.oom_control"))
+        cdir = os.path.join(cpu.own_dir, cg.name)
+        assert _read(os.path.join(cdir, "cpu.cfs_period_us")) == "500000"
+        assert _read(os.path.join(cdir, "cpu.cfs_quota_us")) == "50000"
+        sdir = os.path.join(cpuset.own_dir, cg.name)
+        assert _read(os.path.join(sdir, "cpuset.cpus")) == "0"
+        assert _read(os.path.join(sdir, "cpuset.mems")) == _read(os.path.join(cpuset.own_dir, "cpuset.mems"))
+        ddir = os.path.join(devices.own_dir, cg.name)
+        assert _read(os.path.join(ddir, "devices.list")).split("\n") == ["c 1:3 rwm", "c 10:200 r"]
+    finally:
+        await cg.remove()
+    assert cg.paths == []
 
 
 async def test_name_collision_is_refused_and_untouched(v1: CgroupHost) -> None:

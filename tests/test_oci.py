@@ -470,7 +470,14 @@ def test_masked_and_read_only_paths_anywhere_in_the_root(oci: Oci, host_dir: Pat
 
 def test_resources_become_the_cgroup_limits(oci: Oci) -> None:
     config = base_config(["sleep", "60"])
-    config["linux"]["resources"] = {"memory": {"limit": 64 * 1024 * 1024}, "pids": {"limit": 32}}
+    config["linux"]["resources"] = {
+        "memory": {"limit": 64 * 1024 * 1024},
+        "pids": {"limit": 32},
+        "devices": [{"allow": False, "access": "rwm"}, {"allow": True, "type": "c", "major": 10, "minor": 229}],
+    }
+    v1_cpu = os.path.exists("/sys/fs/cgroup/cpu/cpu.shares")
+    if v1_cpu:  # exact v1 values (a v2 host here may not delegate cpu)
+        config["linux"]["resources"]["cpu"] = {"shares": 2048, "quota": 50000, "period": 500000}
     config["linux"]["cgroupsPath"] = "oci-test-parent/limited"
     bundle = oci.bundle(config)
     oci.create("c5", bundle)
@@ -479,11 +486,22 @@ def test_resources_become_the_cgroup_limits(oci: Oci) -> None:
     assert all(p.endswith("/oci-test-parent/limited") for p in paths)
     values = {}
     for path in paths:
-        for name in ("memory.max", "memory.limit_in_bytes", "pids.max"):
+        for name in (
+            "memory.max",
+            "memory.limit_in_bytes",
+            "pids.max",
+            "cpu.shares",
+            "cpu.cfs_period_us",
+            "devices.list",
+        ):
             if os.path.exists(os.path.join(path, name)):
                 values[name] = Path(path, name).read_text().strip()
     assert str(64 * 1024 * 1024) in (values.get("memory.max"), values.get("memory.limit_in_bytes"))
     assert values.get("pids.max") == "32"
+    if v1_cpu:
+        assert (values["cpu.shares"], values["cpu.cfs_period_us"]) == ("2048", "500000")
+    if os.path.exists("/sys/fs/cgroup/devices/devices.list"):  # v1: denied but for the rules and the defaults
+        assert values["devices.list"].splitlines()[:2] == ["c 10:229 rwm", "c 1:3 rwm"]
     parents = record["supervisor"]["parents"]
     oci("delete", "--force", "c5", check=True)
     assert not any(os.path.exists(p) for p in paths + parents)

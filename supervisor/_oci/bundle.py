@@ -128,8 +128,13 @@ class Bundle:
     cgroups_path: str | None
     """``linux.cgroupsPath``, or ``None`` for a cgroup named after the id."""
     limits: Limits
-    """``linux.resources``, as the library's limits."""
+    """``linux.resources``, as the library's limits (``cpu.shares`` as a v2
+    weight, crun's conversion)."""
     oom_score_adj: int | None
+    cpu_shares: int | None = None
+    """``linux.resources.cpu.shares`` as given: on a v1 cpu hierarchy
+    :func:`~supervisor._oci.cgroup.place` makes the weight one whose
+    ``cpu.shares`` is this (exactly for a multiple of 256)."""
     annotations: dict[str, str] = field(default_factory=dict)
     hooks: Hooks = field(default_factory=Hooks)
     cgroup_mounts: tuple[int, ...] = ()
@@ -332,6 +337,13 @@ def resolve(doc: dict[str, Any], bundle: str) -> Bundle:
         config=config,
         cgroups_path=cgroups_path,
         limits=limits,
+        cpu_shares=_get(
+            _get(_get(linux, "resources", dict, "linux", {}), "cpu", dict, "linux.resources", {}),
+            "shares",
+            int,
+            "linux.resources.cpu",
+        )
+        or None,
         oom_score_adj=oom,
         annotations=dict(annotations),
         hooks=_hooks(_get(doc, "hooks", dict, "", {})),
@@ -467,30 +479,43 @@ def _devices(items: list[Any]) -> None:
             raise BundleError(where, f"creating device {_get(item, 'path', str, where, '?')} is not supported")
 
 
-def _device_rule(rule: Any, where: str) -> None:
-    _get(rule, "allow", bool, where, False)
-    if _get(rule, "type", str, where, "a") not in ("a", "b", "c"):
+def _device_rule(rule: Any, where: str) -> tuple[bool, str]:
+    """(allow, the rule in the v1 devices cgroup's form)."""
+    allow = bool(_get(rule, "allow", bool, where, False))
+    kind = _get(rule, "type", str, where, "a")
+    if kind not in ("a", "b", "c"):
         raise BundleError(f"{where}.type", "must be a, b or c")
     access = _get(rule, "access", str, where, "rwm")
     if not access or set(access) - set("rwm"):
         raise BundleError(f"{where}.access", f"must be letters of rwm, got {access!r}")
+    major, minor = _get(rule, "major", int, where), _get(rule, "minor", int, where)
+    if kind == "a" and major is None and minor is None:
+        return allow, "a"
+    number = f"{'*' if major is None or major < 0 else major}:{'*' if minor is None or minor < 0 else minor}"
+    return allow, f"{kind} {number} {access}"
 
 
 def _resources(res: dict[str, Any]) -> Limits:
     where = "linux.resources"
     _unsupported(res, where, ("blockIO", "hugepageLimits", "network", "rdma", "unified"))
-    # The device rules: the default nodes stay allowed whatever they say (as
-    # runc adds them after the config's rules), and no other node exists in
-    # the container, nor can one be made (mknod needs the host's user
-    # namespace), so every rule list is honoured; only its form is checked.
-    for i, rule in enumerate(_get(res, "devices", list, where, [])):
-        _device_rule(rule, f"{where}.devices[{i}]")
+    # The device rules, then the default nodes allowed whatever they say (as
+    # runc adds them after the config's rules). Written to a v1 devices
+    # cgroup where the host has one (cgroup.place); elsewhere the list is
+    # honoured anyway: no node but the defaults exists in the container, nor
+    # can one be made (mknod needs the host's user namespace).
+    rules = [
+        _device_rule(rule, f"{where}.devices[{i}]") for i, rule in enumerate(_get(res, "devices", list, where, []))
+    ]
+    rules += [(True, f"{kind} {major}:{'*' if minor < 0 else minor} rwm") for kind, major, minor in STANDARD_DEVICES]
     memory = _get(res, "memory", dict, where, {})
-    _unsupported(
-        memory,
-        f"{where}.memory",
-        ("reservation", "kernel", "kernelTCP", "swappiness", "disableOOMKiller", "useHierarchy", "checkBeforeUpdate"),
-    )
+    _unsupported(memory, f"{where}.memory", ("useHierarchy", "checkBeforeUpdate"))
+    # memory.kernel is not applied: Linux ignores kmem.limit_in_bytes since
+    # 5.16 (the write succeeds and changes nothing), and runc ignores it too.
+    _get(memory, "kernel", int, f"{where}.memory")
+    reservation = _get(memory, "reservation", int, f"{where}.memory")
+    swappiness = _get(memory, "swappiness", int, f"{where}.memory")
+    kernel_tcp = _get(memory, "kernelTCP", int, f"{where}.memory")
+    oom_kill_disable = bool(_get(memory, "disableOOMKiller", bool, f"{where}.memory", False))
     limit = _get(memory, "limit", int, f"{where}.memory")
     swap = _get(memory, "swap", int, f"{where}.memory")
     if limit is not None and limit < 0:
@@ -498,7 +523,7 @@ def _resources(res: dict[str, Any]) -> Limits:
     if swap is not None and limit is None and swap != -1:
         raise BundleError(f"{where}.memory.swap", "needs memory.limit")
     cpu = _get(res, "cpu", dict, where, {})
-    _unsupported(cpu, f"{where}.cpu", ("realtimeRuntime", "realtimePeriod", "cpus", "mems", "idle", "burst"))
+    _unsupported(cpu, f"{where}.cpu", ("realtimeRuntime", "realtimePeriod", "idle", "burst"))
     shares = _get(cpu, "shares", int, f"{where}.cpu")
     quota = _get(cpu, "quota", int, f"{where}.cpu")
     period = _get(cpu, "period", int, f"{where}.cpu") or 100_000
@@ -520,8 +545,16 @@ def _resources(res: dict[str, Any]) -> Limits:
             memory_bytes=limit,
             memory_swap_bytes=swap if limit is not None else None,
             cpus=cpus,
+            cpu_period_us=period if cpus is not None and cpu.get("period") is not None else None,
             cpu_weight=weight,
             pids=pids,
+            memory_reservation_bytes=None if reservation is None or reservation < 0 else reservation,
+            memory_swappiness=swappiness,
+            memory_kernel_tcp_bytes=None if kernel_tcp is None or kernel_tcp < 0 else kernel_tcp,
+            oom_kill_disable=oom_kill_disable,
+            cpuset_cpus=_get(cpu, "cpus", str, f"{where}.cpu") or None,
+            cpuset_mems=_get(cpu, "mems", str, f"{where}.cpu") or None,
+            device_rules=tuple(rules),
         )
     except (TypeError, ValueError) as exc:
         raise BundleError(where, str(exc)) from None

@@ -30,8 +30,15 @@ def _root_dir(h: Hierarchy) -> str:
     return h.mount
 
 
-def place(cgroups_path: str | None, cid: str, limits: Limits) -> tuple[ContainerCgroup, list[str]]:
+def place(
+    cgroups_path: str | None, cid: str, limits: Limits, cpu_shares: int | None = None
+) -> tuple[ContainerCgroup, list[str]]:
     """The container's cgroup (not yet set up) and the parent directories made for it.
+
+    ``cpu_shares``, the config's: where the cpu controller is v1's, the
+    weight becomes the one the library writes as those shares (the v1
+    mapping, ``shares = weight * 1024 / 100``) rather than crun's v2
+    conversion.
 
     Raises:
         BundleError: ``linux.cgroupsPath`` is in the systemd form or not a plain path.
@@ -46,6 +53,13 @@ def place(cgroups_path: str | None, cid: str, limits: Limits) -> tuple[Container
         raise BundleError("linux.cgroupsPath", f"{path!r} is not a cgroup below a hierarchy's root")
     parent, name = os.path.split(norm)
     host = detect()
+    cpu = host.placement("cpu")
+    if cpu_shares and limits.cpu_weight is not None and cpu is not None and cpu.version == 1:
+        limits = dataclasses.replace(limits, cpu_weight=max(1, min(10_000, round(cpu_shares * 100 / 1024))))
+    if host.v1_hierarchy("devices") is None:
+        # v2 controls devices with BPF programs: the rules are honoured by
+        # the container having no node but the defaults, nor a way to make one.
+        limits = dataclasses.replace(limits, device_rules=None)
     made: list[str] = []
 
     def moved(h: Hierarchy) -> Hierarchy:

@@ -159,7 +159,7 @@ class Runtime:
         from .._parent.pid1 import Pid1
 
         try:
-            cg, made = _cgroup.place(bundle.cgroups_path, cid, bundle.limits)
+            cg, made = _cgroup.place(bundle.cgroups_path, cid, bundle.limits, bundle.cpu_shares)
         except OSError as exc:
             raise RuntimeError_(f"create the cgroup: {exc}") from None
         undo.callback(_cgroup.remove_parents, made)

@@ -6,7 +6,7 @@ mapped to mount points through ``/proc/self/mountinfo``; no path is
 hard-coded). Nothing here ever moves the supervisor, writes a file of a cgroup
 it did not create, or reuses an existing directory of the same name.
 
-Where each option goes (``cpus`` quota uses a 100 000 µs period; v2 wins for a
+Where each option goes (``cpus`` quota uses ``cpu_period_us``, 100 000 µs by default; v2 wins for a
 controller that is enabled for our children on the unified hierarchy, v1 is
 used for the rest):
 
@@ -16,8 +16,16 @@ option / operation         cgroup v1 (hierarchy: file)                         c
 ``memory_bytes``           memory: ``memory.limit_in_bytes``                   ``memory.max``
 ``memory_swap_bytes``      memory: ``memory.memsw.limit_in_bytes`` (total)     ``memory.swap.max`` = total - memory
 whole-container OOM        (none: :meth:`~ContainerCgroup.wait_oom`, kill)     ``memory.oom.group`` = 1 (always)
-``cpus``                   cpu: ``cpu.cfs_period_us``, ``cpu.cfs_quota_us``    ``cpu.max`` = ``"<quota> 100000"``
+``memory_reservation...``  memory: ``memory.soft_limit_in_bytes``             ``memory.low``
+``memory_swappiness``      memory: ``memory.swappiness``                       (none: refused)
+``memory_kernel_tcp...``   memory: ``memory.kmem.tcp.limit_in_bytes``          (none: refused)
+``oom_kill_disable``       memory: ``memory.oom_control`` = 1                  (none: refused)
+``cpus``                   cpu: ``cpu.cfs_period_us``, ``cpu.cfs_quota_us``    ``cpu.max`` = ``"<quota> <period>"``
 ``cpu_weight``             cpu: ``cpu.shares`` = weight * 1024 / 100           ``cpu.weight``
+``cpuset_cpus/mems``       cpuset: ``cpuset.cpus``, ``cpuset.mems`` (both,     ``cpuset.cpus``, ``cpuset.mems``
+                           the parent's where not given)
+``device_rules``           devices: ``devices.deny`` ``a``, then each rule     (none: refused)
+                           to ``devices.allow`` or ``devices.deny``
 ``pids``                   pids: ``pids.max``                                  ``pids.max``
 attach                     every hierarchy: ``cgroup.procs``                   ``cgroup.procs``
 kill                       freezer: ``freezer.state`` FROZEN, SIGKILL each     ``cgroup.kill`` (5.14+; else

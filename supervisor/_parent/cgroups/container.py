@@ -89,6 +89,22 @@ class ContainerCgroup:
             plan.append(host.unified)
         wanted = (
             ("memory", lim.memory_bytes is not None, f"memory_bytes={lim.memory_bytes}", True),
+            (
+                "memory",
+                lim.memory_reservation_bytes is not None
+                or lim.memory_swappiness is not None
+                or lim.memory_kernel_tcp_bytes is not None
+                or lim.oom_kill_disable,
+                "memory_reservation_bytes/memory_swappiness/memory_kernel_tcp_bytes/oom_kill_disable",
+                True,
+            ),
+            ("devices", lim.device_rules is not None, "device_rules", False),
+            (
+                "cpuset",
+                lim.cpuset_cpus is not None or lim.cpuset_mems is not None,
+                f"cpuset_cpus={lim.cpuset_cpus}/cpuset_mems={lim.cpuset_mems}",
+                False,
+            ),
             ("pids", lim.pids is not None, f"pids={lim.pids}", False),
             (
                 "cpu",

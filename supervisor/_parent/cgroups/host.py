@@ -232,9 +232,10 @@ _PARENT_CONTROLLERS = ("cpu", "memory", "pids")
 def make_parents(directory: str, v2: bool) -> list[str]:
     """Create ``directory`` and its missing parents, each (on v2) with the cpu,
     memory and pids controllers its own parent offers enabled for its
-    children (a new cgroup holds no process, so the kernel allows that); an
-    existing directory, or one another process makes meanwhile, is never
-    written to.
+    children (a new cgroup holds no process, so the kernel allows that), or
+    (in a v1 cpuset hierarchy) with its parent's CPUs and memory nodes, which
+    a new v1 cpuset cgroup lacks; an existing directory, or one another
+    process makes meanwhile, is never written to.
 
     Returns:
         the directories made, outermost first.
@@ -261,6 +262,10 @@ def make_parents(directory: str, v2: bool) -> list[str]:
             enable = " ".join("+" + name for name in _PARENT_CONTROLLERS if name in offered)
             if enable:
                 write(os.path.join(path, "cgroup.subtree_control"), enable)
+        elif os.path.exists(os.path.join(path, "cpuset.cpus")):
+            for name in ("cpuset.cpus", "cpuset.mems"):
+                with open(os.path.join(os.path.dirname(path), name)) as f:
+                    write(os.path.join(path, name), f.read().strip())
     return made
 
 
