@@ -355,6 +355,36 @@ class Tmpfs:
 
 
 @record
+class Device:
+    """A device node an OCI bundle lists, made by PID 1 with ``mknod``."""
+
+    path: str
+    """Container path (resolved inside the new root)."""
+    kind: str
+    """``c`` (character), ``b`` (block) or ``p`` (a FIFO)."""
+    major: int
+    """Its major number (0 for a FIFO)."""
+    minor: int
+    """Its minor number (0 for a FIFO)."""
+    mode: int
+    """Its permission bits."""
+    uid: int
+    """Its owner (a host uid: such a bundle has no user namespace)."""
+    gid: int
+    """Its group."""
+
+
+@record
+class NsPath:
+    """A namespace an OCI bundle joins instead of making one."""
+
+    kind: int
+    """Its ``CLONE_NEW*`` flag: net, ipc, uts, mnt or pid."""
+    path: str
+    """Host path of the namespace (``/proc/PID/ns/net``, ``/run/netns/NAME``)."""
+
+
+@record
 class Sysctl:
     """A kernel parameter of one of the container's own namespaces, written by PID 1."""
 
@@ -387,7 +417,10 @@ class SpawnConfig:
     """
 
     clone_flags: int
-    """``CLONE_NEW*`` flags of the clone (no ``CLONE_NEWNET`` with the host's network)."""
+    """``CLONE_NEW*`` flags of the clone (no ``CLONE_NEWNET`` with the host's
+    network). ``CLONE_NEWUSER`` always, but for an OCI bundle without a user
+    namespace, which runs as root of the host's (as runc runs it): the clone
+    thread then writes no id maps."""
     argv: list[str]
     """The payload's command."""
     env: list[str]
@@ -397,7 +430,8 @@ class SpawnConfig:
     cwd: str
     """The working directory, entered as the payload's user."""
     hostname: str
-    """Set in the container's UTS namespace."""
+    """Set in the container's UTS namespace; empty (an OCI bundle that sets
+    none in a UTS namespace it does not own): left as it is."""
     uid: int
     """The payload's uid inside the container."""
     gid: int
@@ -552,6 +586,15 @@ class SpawnConfig:
     instead of private before the first mount, so that the host's later
     mounts reach it (none of the container's reach the host: across a user
     namespace the kernel makes every copied mount a slave). 0: private."""
+    ns_paths: list[NsPath] = field(default_factory=list)
+    """An OCI bundle's namespaces by path (none also in :attr:`clone_flags`),
+    for a bundle without a user namespace of its own: PID 1 enters them
+    first, as root of the host's user namespace, and the clone thread clones
+    it into a PID namespace among them."""
+    devices: list[Device] = field(default_factory=list)
+    """An OCI bundle's device nodes (without a user namespace of its own):
+    made after its mounts and before the masks, each replacing what is at
+    its path."""
 
 
 def c_header() -> str:

@@ -353,7 +353,10 @@ async def test_v1_create_writes_the_other_limits(v1: CgroupHost) -> None:
     cg = cgu.create(v1, _name("other"), limits)
     try:
         memory, cpu, cpuset, devices = (v1.v1_hierarchy(c) for c in ("memory", "cpu", "cpuset", "devices"))
-        assert memory is not None and cpu is not None and cpuset is not None and devices is not None
+        assert memory is not None
+        assert cpu is not None
+        assert cpuset is not None
+        assert devices is not None
         mdir = os.path.join(memory.own_dir, cg.name)
         assert int(_read(os.path.join(mdir, "memory.soft_limit_in_bytes"))) == 32 * MiB
         assert _read(os.path.join(mdir, "memory.swappiness")) == "10"

@@ -434,6 +434,43 @@ def test_root_and_mount_propagation_as_the_config_says(oci: Oci, kind: str) -> N
     assert "shared:" not in lines["/p"]
 
 
+def test_namespaces_joined_by_path(oci: Oci) -> None:
+    # A network and a UTS namespace of a process of the test's own: the
+    # container is in them, and its hostname is set in the joined one.
+    holder = subprocess.Popen(["unshare", "--net", "--uts", "sleep", "60"])
+    try:
+        deadline = time.monotonic() + 10
+        while os.readlink(f"/proc/{holder.pid}/ns/net") == os.readlink("/proc/self/ns/net"):
+            assert time.monotonic() < deadline, "unshare did not enter its namespaces"
+            time.sleep(0.01)
+        config = base_config(["sh", "-c", "for n in net uts; do readlink /proc/self/ns/$n; done; hostname"])
+        config["linux"]["namespaces"] = [{"type": t} for t in ("pid", "ipc", "mount")] + [
+            {"type": t, "path": f"/proc/{holder.pid}/ns/{n}"} for t, n in (("network", "net"), ("uts", "uts"))
+        ]
+        out = inside(oci, config).split()
+        assert out[:2] == [os.readlink(f"/proc/{holder.pid}/ns/{n}") for n in ("net", "uts")]
+        assert out[2] == "oci-test"
+        done = subprocess.run(
+            ["nsenter", "-t", str(holder.pid), "-u", "hostname"], capture_output=True, text=True, check=True
+        )
+        assert done.stdout.strip() == "oci-test"
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_device_nodes_without_a_user_namespace(oci: Oci) -> None:
+    config = base_config(["sh", "-c", "stat -c '%F %t:%T %a %u:%g' /dev/sv-c /dev/sv-p; cat /proc/self/uid_map"])
+    config["linux"]["devices"] = [
+        {"path": "/dev/sv-c", "type": "c", "major": 10, "minor": 666, "fileMode": 0o640, "uid": 5, "gid": 6},
+        {"path": "/dev/sv-p", "type": "p", "fileMode": 0o600},
+    ]
+    out = inside(oci, config).splitlines()
+    assert out[0] == "character special file a:29a 640 5:6"
+    assert out[1] == "fifo 0:0 600 0:0"
+    assert out[2].split() == ["0", "0", "4294967295"]  # the host's own user namespace
+
+
 def test_a_user_namespace_with_its_mapping(oci: Oci) -> None:
     config = base_config(["cat", "/proc/self/uid_map", "/proc/self/gid_map"])
     config["linux"]["namespaces"].append({"type": "user"})

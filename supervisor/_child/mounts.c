@@ -442,6 +442,7 @@ void mounts_filesystems(struct sv_child *c)
     const struct sv_plan *p = c->plan;
     if (p->mount_order[0]) {
         mount_in_order(c);
+        devices_create(c);
         masks_apply(c);
         if (p->read_only_root)
             sv_mount_setattr(c, SV_NEWROOT, MOUNT_ATTR_RDONLY, 0);

@@ -9,6 +9,7 @@
 #include <Python.h>
 
 #include <linux/mount.h>
+#include <sched.h>
 
 #include "plan.h"
 
@@ -237,6 +238,35 @@ static int read_sysctl(struct sv_arena *a, PyObject *item, void *out)
         PyErr_Format(PyExc_ValueError, "SpawnConfig.sysctls: %s is not a path below /proc/sys", k->path);
         return -1;
     }
+    return 0;
+}
+
+static int get_u32(PyObject *cfg, const char *name, uint32_t *out, long long lo, long long hi);
+
+static int read_device(struct sv_arena *a, PyObject *item, void *out)
+{
+    struct sv_device *d = out;
+    const char *kind;
+    if (get_str(a, item, "path", &d->path, 0) || get_str(a, item, "kind", &kind, 0) ||
+        get_u32(item, "major", &d->major, 0, UINT32_MAX) || get_u32(item, "minor", &d->minor, 0, UINT32_MAX) ||
+        get_u32(item, "mode", &d->mode, 0, 07777) || get_u32(item, "uid", &d->uid, 0, UINT32_MAX - 1) ||
+        get_u32(item, "gid", &d->gid, 0, UINT32_MAX - 1))
+        return -1;
+    if ((kind[0] != 'c' && kind[0] != 'b' && kind[0] != 'p') || kind[1] != '\0') {
+        PyErr_SetString(PyExc_ValueError, "SpawnConfig.devices: kind is c, b or p");
+        return -1;
+    }
+    d->kind = kind[0];
+    return 0;
+}
+
+static int read_ns_path(struct sv_arena *a, PyObject *item, void *out)
+{
+    struct sv_ns_path *n = out;
+    uint64_t kind;
+    if (get_u64(item, "kind", &kind) || get_str(a, item, "path", &n->path, 0))
+        return -1;
+    n->kind = (unsigned long)kind;
     return 0;
 }
 
@@ -529,6 +559,35 @@ int plan_fill(struct sv_plan *p, struct sv_arena *a, PyObject *cfg, const int *f
     if (get_records(a, cfg, "sysctls", sizeof(struct sv_sysctl), read_sysctl, &arr, &p->nsysctls))
         return -1;
     p->sysctls = arr;
+    if (get_records(a, cfg, "devices", sizeof(struct sv_device), read_device, &arr, &p->ndevices))
+        return -1;
+    p->devices = arr;
+    if (p->ndevices > 0 && (!p->start_gate || p->clone_flags & CLONE_NEWUSER)) {
+        PyErr_SetString(PyExc_ValueError, "SpawnConfig.devices are for OCI, without a user namespace of its own");
+        return -1;
+    }
+    if (get_records(a, cfg, "ns_paths", sizeof(struct sv_ns_path), read_ns_path, &arr, &p->nns_paths))
+        return -1;
+    p->ns_paths = arr;
+    unsigned long joined = 0;
+    for (size_t i = 0; i < p->nns_paths; i++) {
+        unsigned long k = p->ns_paths[i].kind;
+        if ((k != CLONE_NEWNET && k != CLONE_NEWIPC && k != CLONE_NEWUTS && k != CLONE_NEWNS && k != CLONE_NEWPID) ||
+            (k & (joined | p->clone_flags))) {
+            PyErr_SetString(PyExc_ValueError, "SpawnConfig.ns_paths: each of net, ipc, uts, mnt, pid at most once, "
+                                              "and not also in clone_flags");
+            return -1;
+        }
+        joined |= k;
+    }
+    if (p->nns_paths > 0 && (!p->start_gate || p->clone_flags & CLONE_NEWUSER)) {
+        PyErr_SetString(PyExc_ValueError, "SpawnConfig.ns_paths are for OCI, without a user namespace of its own");
+        return -1;
+    }
+    if (!(p->clone_flags & CLONE_NEWUSER) && !(p->start_gate || p->join)) {
+        PyErr_SetString(PyExc_ValueError, "SpawnConfig.clone_flags: CLONE_NEWUSER always, but for OCI");
+        return -1;
+    }
     if (get_records(a, cfg, "time_offsets", sizeof(struct sv_time_offset), read_time_offset, &arr,
                     &p->ntime_offsets))
         return -1;

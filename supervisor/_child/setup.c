@@ -85,6 +85,9 @@ static void make_container(struct sv_child *c)
 {
     const struct sv_plan *plan = c->plan;
     long r;
+    /* An OCI bundle's namespaces by path: before anything is done in them. */
+    if (plan->nns_paths > 0)
+        join_paths(c);
     /* A time namespace for the payload, unshared here (clone(2) has no room
      * for CLONE_NEWTIME) while PID 1 still has the supervisor's credentials:
      * its offsets must be written before anyone enters it, through
@@ -103,7 +106,8 @@ static void make_container(struct sv_child *c)
      * the container (still without host privilege; rootless with only the
      * caller's own id mapped, the payload's id, which is that id). */
     channel_enter(c, SV_PHASE_USERNS);
-    userns_wait_maps(c);
+    if (plan->clone_flags & CLONE_NEWUSER) /* not for an OCI bundle without one */
+        userns_wait_maps(c);
     /* With memory of our own (rootless, for a payload id that is not the
      * caller's), non-dumpable from here, as a root-started PID 1 is from
      * SPAWNED: the maps were the last writes to our /proc files from outside. */
@@ -127,9 +131,11 @@ static void make_container(struct sv_child *c)
     if (plan->own_loopback) /* with the host's network, lo is not ours to touch */
         network_loopback_up(c);
 
-    /* HOSTNAME: in the new UTS namespace; independent of the filesystem. */
+    /* HOSTNAME: in the new UTS namespace (or one an OCI bundle joins;
+     * empty: an OCI bundle's that sets none); independent of the filesystem. */
     channel_enter(c, SV_PHASE_HOSTNAME);
-    r = sv_raw(SYS_sethostname, (long)plan->hostname, (long)sv_strlen(plan->hostname), 0, 0, 0);
+    r = plan->hostname[0] ? sv_raw(SYS_sethostname, (long)plan->hostname, (long)sv_strlen(plan->hostname), 0, 0, 0)
+                          : 0;
     if (r < 0)
         sv_fail_call(c, (int)-r, "sethostname", plan->hostname);
 

@@ -36,7 +36,7 @@ static const char *const config_fields[] = {
     "rootless",        "map_uid_inside", "map_gid_inside", "uid_helper",  "gid_helper",
     "sub_uid_base",    "sub_gid_base",  "sub_size",      "start_gate",    "groups",
     "sysctls",         "join",          "umask",        "inheritable",   "ambient",
-    "no_new_privs",    "mount_order",   "map_gid_size",  "rootfs_propagation",
+    "no_new_privs",    "mount_order",   "map_gid_size",  "rootfs_propagation", "ns_paths", "devices",
 };
 
 /* One PID 1 between its clone and the moment it leaves our memory.
@@ -201,16 +201,35 @@ static long clone_pid1(struct inflight *f, int cgroup_fd, int exit_signal, int *
     return pid < 0 ? -errno : pid;
 }
 
-/* Clone a process into a running container's PID namespace (OCI exec):
- * this thread's namespace for children is the container's for the one
- * clone (a PID namespace can only be entered at a fork), then its own
- * again. The other namespaces the child enters itself (join.c). */
+/* The PID namespace an OCI bundle joins by path, or NULL. */
+static const char *pid_ns_path(const struct sv_plan *p)
+{
+    for (size_t i = 0; i < p->nns_paths; i++)
+        if (p->ns_paths[i].kind == CLONE_NEWPID)
+            return p->ns_paths[i].path;
+    return NULL;
+}
+
+/* Clone a process into a running container's PID namespace (OCI exec), or
+ * into the one a bundle names by path: this thread's namespace for
+ * children is that one for the one clone (a PID namespace can only be
+ * entered at a fork), then its own again. The other namespaces the child
+ * enters itself (join.c). */
 static long clone_joining(struct inflight *f, int cgroup_fd, int exit_signal, int *pidfd)
 {
-    int target = f->plan.fds[f->plan.npassed + SV_SPAWN_FIXED_FDS + f->plan.ncgroup + f->plan.nidmapped];
-    int own = open("/proc/thread-self/ns/pid", O_RDONLY | O_CLOEXEC);
-    if (own < 0)
+    const char *path = pid_ns_path(&f->plan);
+    int opened = path != NULL ? open(path, O_RDONLY | O_CLOEXEC) : -1;
+    if (path != NULL && opened < 0)
         return -errno;
+    int target = path != NULL ? opened
+                              : f->plan.fds[f->plan.npassed + SV_SPAWN_FIXED_FDS + f->plan.ncgroup + f->plan.nidmapped];
+    int own = open("/proc/thread-self/ns/pid", O_RDONLY | O_CLOEXEC);
+    if (own < 0) {
+        int err = errno;
+        if (opened >= 0)
+            close(opened);
+        return -err;
+    }
     long pid = setns(target, CLONE_NEWPID) < 0 ? -errno : 0;
     if (pid == 0) {
         pid = clone_pid1(f, cgroup_fd, exit_signal, pidfd);
@@ -218,6 +237,8 @@ static long clone_joining(struct inflight *f, int cgroup_fd, int exit_signal, in
             abort(); /* this thread would clone every later PID 1 into the container */
     }
     close(own);
+    if (opened >= 0)
+        close(opened);
     return pid;
 }
 
@@ -258,13 +279,13 @@ static void *clone_thread(void *arg)
             continue; /* EINTR; a pipe write of a pointer is never split */
         int pidfd = -1;
         long pid;
-        if (req->f->plan.join)
+        if (req->f->plan.join || pid_ns_path(&req->f->plan) != NULL)
             pid = clone_joining(req->f, req->cgroup_fd, req->exit_signal, &pidfd);
         else
             pid = clone_pid1(req->f, req->cgroup_fd, req->exit_signal, &pidfd);
         /* PID 1 waits for its id maps: write them at once. Until it is
          * reaped (by the supervisor, after this reply) the pid is its own. */
-        if (pid > 0 && !req->f->plan.join)
+        if (pid > 0 && !req->f->plan.join && req->f->plan.clone_flags & CLONE_NEWUSER)
             userns_write_maps(&req->f->plan, req->f->maps, pid);
         struct reply rep = {.pid = pid > 0 ? (int32_t)pid : 0, .pidfd = pidfd, .err = pid < 0 ? (int32_t)-pid : 0};
         if (pid < 0 || req->f->plan.own_memory) { /* gone, or never in our memory */

@@ -74,6 +74,19 @@ struct sv_sysctl {
     const char *value;
 };
 
+/* A device node of an OCI bundle's (devices.c). */
+struct sv_device {
+    const char *path; /* container path */
+    char kind;        /* 'c', 'b' or 'p' (a FIFO) */
+    uint32_t major, minor, mode, uid, gid;
+};
+
+/* A namespace an OCI bundle joins by path (join.c). */
+struct sv_ns_path {
+    unsigned long kind; /* CLONE_NEWNET... */
+    const char *path;   /* host path: /proc/PID/ns/net, /run/netns/NAME */
+};
+
 /* One line of /proc/PID/timens_offsets. */
 struct sv_time_offset {
     const char *clock; /* "monotonic" or "boottime" */
@@ -135,6 +148,10 @@ struct sv_plan {
     size_t nrlimits;
     const struct sv_sysctl *sysctls;
     size_t nsysctls;
+    const struct sv_device *devices; /* made by mknod (OCI, without a user namespace) */
+    size_t ndevices;
+    const struct sv_ns_path *ns_paths; /* joined by PID 1 first (the PID namespace's by the clone thread) */
+    size_t nns_paths;
     const struct sv_time_offset *time_offsets; /* none: the clocks of the initial namespace */
     size_t ntime_offsets;
     struct sock_fprog seccomp; /* .len == 0: no filter */
@@ -284,6 +301,7 @@ void rootfs_own(struct sv_child *c, const char *path);   /* rootfs.c: a filesyst
 int rootfs_owned(const struct sv_child *c, const char *resolved); /* rootfs.c */
 void mounts_filesystems(struct sv_child *c);             /* mounts.c */
 void masks_apply(struct sv_child *c);                    /* masks.c */
+void devices_create(struct sv_child *c);                 /* devices.c */
 void capabilities_limit(struct sv_child *c);             /* capabilities.c */
 void capabilities_finish(struct sv_child *c);            /* capabilities.c */
 void capabilities_after_filter(struct sv_child *c);      /* capabilities.c */
@@ -294,6 +312,7 @@ void seccomp_load(struct sv_child *c);                   /* seccomp.c */
 void gate_wait(struct sv_child *c);                      /* gate.c */
 void sysctl_apply(struct sv_child *c);                   /* sysctl.c */
 void join_enter(struct sv_child *c);                     /* join.c */
+void join_paths(struct sv_child *c);                     /* join.c */
 void exec_find(struct sv_child *c, char *out, size_t size); /* exec.c */
 void exec_reset_signals(void);                           /* exec.c */
 _Noreturn void exec_payload(struct sv_child *c, const char *path); /* exec.c */

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from .._capabilities import CAP_NUMBERS, mask
 from .._limits import Limits
 from .._parent.config import DEFAULT_PATH, last_cap
-from .._protocol import Bind, Rlimit, SpawnConfig, Sysctl, TimeOffset, Tmpfs
+from .._protocol import Bind, Device, NsPath, Rlimit, SpawnConfig, Sysctl, TimeOffset, Tmpfs
 from .._record import field, record
 from .._sys import constants as c
 
@@ -77,6 +77,9 @@ STANDARD_DEVICES = (
     ("c", 5, 2),  # ptmx
     ("c", 136, -1),  # the devpts instance's terminals
 )
+
+#: Namespaces a config may join by ``path`` (without a user namespace of its own).
+_JOINABLE = ("network", "ipc", "uts", "mount", "pid")
 
 _NS_FLAGS = {
     "pid": c.CLONE_NEWPID,
@@ -257,15 +260,18 @@ def resolve(doc: dict[str, Any], bundle: str) -> Bundle:
     read_only = bool(_get(root, "readonly", bool, "root", False))
 
     # linux
-    flags, time_ns, user_ns = _namespaces(_get(linux, "namespaces", list, "linux", []))
+    flags, time_ns, ns_paths = _namespaces(_get(linux, "namespaces", list, "linux", []))
+    user_ns = bool(flags & c.CLONE_NEWUSER)
     map_base, map_size = _mapping(linux, "uidMappings", user_ns)
     gid_base, gid_size = _mapping(linux, "gidMappings", user_ns)
     propagation = _get(linux, "rootfsPropagation", str, "linux", "")
     if propagation and propagation not in _PROPAGATION:
         raise BundleError("linux.rootfsPropagation", f"{propagation!r} is not a propagation type")
-    _devices(_get(linux, "devices", list, "linux", []))
-    limits = _resources(_get(linux, "resources", dict, "linux", {}))
-    sysctls = _sysctls(_get(linux, "sysctl", dict, "linux", {}), flags)
+    devices = _devices(_get(linux, "devices", list, "linux", []), user_ns)
+    limits = _resources(_get(linux, "resources", dict, "linux", {}), devices)
+    # Namespaces of the container's: its own, and those it joins by path.
+    owned = flags | sum(p.kind for p in ns_paths)
+    sysctls = _sysctls(_get(linux, "sysctl", dict, "linux", {}), owned)
     cgroups_path = _get(linux, "cgroupsPath", str, "linux") or None
     offsets = list(_time_offsets(_get(linux, "timeOffsets", dict, "linux", {}), time_ns))
     masked = _paths(linux, "maskedPaths")
@@ -275,7 +281,7 @@ def resolve(doc: dict[str, Any], bundle: str) -> Bundle:
 
     binds, tmpfs, cgroup_mounts, order = _mounts(_get(doc, "mounts", list, "", []), bundle)
     hostname = _get(doc, "hostname", str, "", "")
-    if hostname and not flags & c.CLONE_NEWUTS:
+    if hostname and not owned & c.CLONE_NEWUTS:
         raise BundleError("hostname", "needs a uts namespace of the container's own")
     annotations = _get(doc, "annotations", dict, "", {})
     if not all(isinstance(k, str) and isinstance(v, str) for k, v in annotations.items()):
@@ -287,7 +293,7 @@ def resolve(doc: dict[str, Any], bundle: str) -> Bundle:
         env=list(env),
         search_path=search_path,
         cwd=cwd,
-        hostname=hostname or "localhost",
+        hostname=hostname or ("localhost" if flags & c.CLONE_NEWUTS else ""),
         uid=uid,
         gid=gid,
         map_base=map_base,
@@ -329,6 +335,8 @@ def resolve(doc: dict[str, Any], bundle: str) -> Bundle:
         sysctls=sysctls,
         umask=-1 if umask is None else umask,
         mount_order=order,
+        ns_paths=ns_paths,
+        devices=devices,
         rootfs_propagation=_PROPAGATION.get(propagation, 0),
         start_gate=True,
     )
@@ -413,19 +421,21 @@ def _rlimits(items: list[Any]) -> Iterator[Rlimit]:
         yield Rlimit(number, soft, hard)
 
 
-def _namespaces(items: list[Any]) -> tuple[int, bool, bool]:
-    """The clone flags, whether a time namespace is asked for, whether a user namespace is."""
+def _namespaces(items: list[Any]) -> tuple[int, bool, list[NsPath]]:
+    """The clone flags, whether a time namespace is asked for, and the namespaces joined by path."""
     flags = 0
     seen = set()
     time_ns = False
+    paths: list[NsPath] = []
     for i, item in enumerate(items):
         where = f"linux.namespaces[{i}]"
         kind = _get(item, "type", str, where, "")
         if kind in seen:
             raise BundleError(f"{where}.type", f"{kind} namespace listed twice")
         seen.add(kind)
-        if _get(item, "path", str, where, ""):
-            raise BundleError(f"{where}.path", "joining an existing namespace is not supported by this runtime")
+        path = _get(item, "path", str, where, "")
+        if path and kind not in _JOINABLE:
+            raise BundleError(f"{where}.path", f"joining a {kind} namespace by path is not supported by this runtime")
         if kind == "cgroup":
             continue  # PID 1 always unshares one, rooted at the container's cgroup
         if kind == "time":
@@ -433,17 +443,19 @@ def _namespaces(items: list[Any]) -> tuple[int, bool, bool]:
             continue
         if kind not in _NS_FLAGS:
             raise BundleError(f"{where}.type", f"unknown namespace type {kind!r}")
-        flags |= _NS_FLAGS[kind]
-    # A user namespace always: without one in the config it maps every id to
-    # itself, so that ids and file ownership are the host's (see oci.rst).
-    user = bool(flags & c.CLONE_NEWUSER)
-    flags |= c.CLONE_NEWUSER
-    for kind in ("mount", "pid", "ipc", "uts"):
-        if kind not in seen:
-            raise BundleError(
-                "linux.namespaces", f"sharing the runtime's {kind} namespace is not supported: list a {kind} namespace"
-            )
-    return flags, time_ns, user
+        if path:
+            if not os.path.exists(path):
+                raise BundleError(f"{where}.path", f"{path} does not exist")
+            paths.append(NsPath(_NS_FLAGS[kind], path))
+        else:
+            flags |= _NS_FLAGS[kind]
+    if "mount" not in seen:
+        # PID 1 would mount the container's filesystems in the runtime's
+        # own mount namespace: on the host, left behind on every path.
+        raise BundleError("linux.namespaces", "sharing the runtime's mount namespace is not supported: list one")
+    if paths and flags & c.CLONE_NEWUSER:
+        raise BundleError("linux.namespaces", "joining namespaces by path needs the host's user namespace")
+    return flags, time_ns, paths
 
 
 def _mapping(linux: dict[str, Any], key: str, user: bool) -> tuple[int, int]:
@@ -469,14 +481,29 @@ def _mapping(linux: dict[str, Any], key: str, user: bool) -> tuple[int, int]:
     return host, size
 
 
-def _devices(items: list[Any]) -> None:
-    """``linux.devices``: only the nodes every container has already."""
+def _devices(items: list[Any], user_ns: bool) -> list[Device]:
+    """``linux.devices``: the nodes PID 1 makes (those every container has
+    already are left to it)."""
+    out = []
     for i, item in enumerate(items):
         where = f"linux.devices[{i}]"
         kind = _get(item, "type", str, where, "")
-        major, minor = _get(item, "major", int, where, -1), _get(item, "minor", int, where, -1)
-        if (kind, major, minor) not in STANDARD_DEVICES:
-            raise BundleError(where, f"creating device {_get(item, 'path', str, where, '?')} is not supported")
+        major, minor = _get(item, "major", int, where, 0), _get(item, "minor", int, where, 0)
+        path = _get(item, "path", str, where, "")
+        if (kind, major, minor) in STANDARD_DEVICES or (kind, major, -1) in STANDARD_DEVICES:
+            continue
+        if kind not in ("c", "b", "p", "u"):
+            raise BundleError(f"{where}.type", f"must be c, b, u or p, got {kind!r}")
+        if not path.startswith("/"):
+            raise BundleError(f"{where}.path", f"must be an absolute path, got {path!r}")
+        if user_ns:
+            raise BundleError(where, f"making device {path} needs the host's user namespace (mknod)")
+        mode = _get(item, "fileMode", int, where, 0o666)
+        if not 0 <= mode <= 0o7777:
+            raise BundleError(f"{where}.fileMode", f"must be permission bits, got {mode:o}")
+        ids = [_get(item, key, int, where, 0) for key in ("uid", "gid")]
+        out.append(Device(os.path.normpath(path), "c" if kind == "u" else kind, major, minor, mode, *ids))
+    return out
 
 
 def _device_rule(rule: Any, where: str) -> tuple[bool, str]:
@@ -495,7 +522,7 @@ def _device_rule(rule: Any, where: str) -> tuple[bool, str]:
     return allow, f"{kind} {number} {access}"
 
 
-def _resources(res: dict[str, Any]) -> Limits:
+def _resources(res: dict[str, Any], devices: list[Device]) -> Limits:
     where = "linux.resources"
     _unsupported(res, where, ("blockIO", "hugepageLimits", "network", "rdma", "unified"))
     # The device rules, then the default nodes allowed whatever they say (as
@@ -507,6 +534,7 @@ def _resources(res: dict[str, Any]) -> Limits:
         _device_rule(rule, f"{where}.devices[{i}]") for i, rule in enumerate(_get(res, "devices", list, where, []))
     ]
     rules += [(True, f"{kind} {major}:{'*' if minor < 0 else minor} rwm") for kind, major, minor in STANDARD_DEVICES]
+    rules += [(True, f"{d.kind} {d.major}:{d.minor} rwm") for d in devices if d.kind != "p"]  # as runc allows them
     memory = _get(res, "memory", dict, where, {})
     _unsupported(memory, f"{where}.memory", ("useHierarchy", "checkBeforeUpdate"))
     # memory.kernel is not applied: Linux ignores kmem.limit_in_bytes since
