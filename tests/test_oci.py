@@ -577,6 +577,24 @@ def test_what_cannot_be_honoured_is_refused_by_its_json_path(
     assert oci("list", "--quiet").stdout.split() == []
 
 
+def test_capabilities_the_runtime_lacks_are_refused_at_create(oci: Oci) -> None:
+    with open("/proc/self/status") as f:
+        bounding = next(int(line.split()[1], 16) for line in f if line.startswith("CapBnd:"))
+    last = int(Path("/proc/sys/kernel/cap_last_cap").read_text())
+    lacking = [n for n in range(last + 1) if not bounding >> n & 1]
+    if not lacking:
+        pytest.skip("this runtime's bounding set is full: no capability to lack")
+    from supervisor._capabilities import CAP_NAMES
+
+    name = "CAP_" + CAP_NAMES[lacking[0]]
+    config = base_config(["true"])
+    for kind in ("bounding", "effective", "permitted"):
+        config["process"]["capabilities"][kind].append(name)
+    done = oci("create", "--bundle", oci.bundle(config), "lacking")
+    assert done.returncode == 1
+    assert f"process.capabilities.bounding: {name}: not in this runtime's own bounding set" in done.stderr
+
+
 def test_a_setup_failure_names_the_call_and_leaves_nothing(oci: Oci) -> None:
     done = oci("create", "--bundle", oci.bundle(base_config(["/no/such/program"])), "bad")
     assert done.returncode == 1

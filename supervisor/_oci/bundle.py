@@ -15,7 +15,7 @@ import os
 import resource
 from collections.abc import Iterator
 
-from .._capabilities import CAP_NUMBERS, mask
+from .._capabilities import CAP_NAMES, CAP_NUMBERS, mask
 from .._limits import Limits
 from .._parent.config import DEFAULT_PATH, last_cap
 from .._protocol import Bind, Device, NsPath, Rlimit, SpawnConfig, Sysctl, TimeOffset, Tmpfs
@@ -262,6 +262,13 @@ def resolve(doc: dict[str, Any], bundle: str) -> Bundle:
     # linux
     flags, time_ns, ns_paths = _namespaces(_get(linux, "namespaces", list, "linux", []))
     user_ns = bool(flags & c.CLONE_NEWUSER)
+    if not user_ns:
+        # In the host's user namespace PID 1 has only the runtime's own
+        # bounding set to give (a user namespace of its own would have all).
+        missing = caps - _own_bounding_set()
+        if missing:
+            names = ", ".join(sorted("CAP_" + CAP_NAMES[n] for n in missing if n in CAP_NAMES))
+            raise BundleError("process.capabilities.bounding", f"{names}: not in this runtime's own bounding set")
     map_base, map_size = _mapping(linux, "uidMappings", user_ns)
     gid_base, gid_size = _mapping(linux, "gidMappings", user_ns)
     propagation = _get(linux, "rootfsPropagation", str, "linux", "")
@@ -400,6 +407,13 @@ def _capabilities(caps: dict[str, Any], uid: int) -> tuple[frozenset[int], froze
                 "execve gives such a process only its ambient capabilities",
             )
     return bounding, sets["inheritable"], ambient
+
+
+def _own_bounding_set() -> frozenset[int]:
+    """This process's bounding set (``CapBnd`` of ``/proc/self/status``)."""
+    with open("/proc/self/status") as f:
+        value = next(int(line.split()[1], 16) for line in f if line.startswith("CapBnd:"))
+    return frozenset(n for n in range(64) if value >> n & 1)
 
 
 def _rlimits(items: list[Any]) -> Iterator[Rlimit]:

@@ -132,15 +132,13 @@ def parse_signal(text: str) -> int:
 def features() -> dict[str, object]:
     """The runtime-spec's features document for this runtime."""
     from .._capabilities import CAP_NUMBERS
-    from .bundle import _STANDARD_MOUNTS
+    from .bundle import _PROPAGATION, _STANDARD_MOUNTS
 
     return {
         "ociVersionMin": "1.0.0",
         "ociVersionMax": OCI_VERSION,
         "hooks": ["prestart", "createRuntime", "poststart", "poststop"],
-        "mountOptions": sorted(
-            {"ro", "rw", "bind", "rbind", "nosuid", "nodev", "exec", "noexec", "private", "rprivate"}
-        ),
+        "mountOptions": sorted({"ro", "rw", "bind", "rbind", "nosuid", "nodev", "exec", "noexec", *_PROPAGATION}),
         "linux": {
             "namespaces": ["cgroup", "ipc", "mount", "network", "pid", "time", "user", "uts"],
             "capabilities": sorted("CAP_" + name for name in CAP_NUMBERS),
@@ -162,7 +160,7 @@ def features() -> dict[str, object]:
             "selinux": {"enabled": False},
             "intelRdt": {"enabled": False},
             "mountExtensions": {"idmap": {"enabled": False}},
-            "filesystems": sorted({kind for _dst, kind in _STANDARD_MOUNTS} | {"bind", "tmpfs"}),
+            "filesystems": sorted({kind for _dst, kind in _STANDARD_MOUNTS} | {"bind", "tmpfs", "cgroup"}),
         },
         "annotations": {"org.opencontainers.runc.version": "none", "io.github.supervisor.version": __version__},
     }
