@@ -256,7 +256,7 @@ class Limits:
 
     @property
     def cfs_quota_us(self) -> int | None:
-        """``cpus`` as a CFS quota in µs per :attr:`period_us` (``None`` when unset)."""
+        """``cpus`` as a CFS quota in µs per ``period_us`` (``None`` when unset)."""
         if self.cpus is None:
             return None
         return round(self.cpus * self.period_us)
