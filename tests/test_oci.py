@@ -459,6 +459,42 @@ def test_namespaces_joined_by_path(oci: Oci) -> None:
         holder.wait()
 
 
+def test_exec_enters_the_namespaces_a_bundle_joined_by_path(oci: Oci) -> None:
+    holder = subprocess.Popen(["unshare", "--net", "sleep", "60"])
+    try:
+        deadline = time.monotonic() + 10
+        while os.readlink(f"/proc/{holder.pid}/ns/net") == os.readlink("/proc/self/ns/net"):
+            assert time.monotonic() < deadline, "unshare did not enter its namespace"
+            time.sleep(0.01)
+        config = base_config(["sleep", "60"])
+        config["linux"]["namespaces"] = [{"type": t} for t in ("pid", "ipc", "uts", "mount")]
+        config["linux"]["namespaces"].append({"type": "network", "path": f"/proc/{holder.pid}/ns/net"})
+        config["linux"]["rootfsPropagation"] = "rprivate"
+        config["linux"]["devices"] = [{"path": "/dev/sv-x", "type": "c", "major": 10, "minor": 667}]
+        oci.create("j1", oci.bundle(config))
+        oci("start", "j1", check=True)
+        done = oci("exec", "j1", "sh", "-c", "readlink /proc/self/ns/net; ls /dev/sv-x")
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.split() == [os.readlink(f"/proc/{holder.pid}/ns/net"), "/dev/sv-x"]
+        oci("delete", "--force", "j1", check=True)
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_exec_into_a_user_namespace_with_maps_of_two_sizes(oci: Oci) -> None:
+    config = base_config(["sleep", "60"])
+    config["linux"]["namespaces"].append({"type": "user"})
+    config["linux"]["uidMappings"] = [{"containerID": 0, "hostID": 200000, "size": 65536}]
+    config["linux"]["gidMappings"] = [{"containerID": 0, "hostID": 300000, "size": 1000}]
+    oci.create("j2", oci.bundle(config))
+    oci("start", "j2", check=True)
+    done = oci("exec", "j2", "cat", "/proc/self/gid_map")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["0", "300000", "1000"]
+    oci("delete", "--force", "j2", check=True)
+
+
 def test_device_nodes_without_a_user_namespace(oci: Oci) -> None:
     config = base_config(["sh", "-c", "stat -c '%F %t:%T %a %u:%g' /dev/sv-c /dev/sv-p; cat /proc/self/uid_map"])
     config["linux"]["devices"] = [

@@ -368,7 +368,7 @@ static int plan_userns(struct sv_plan *p, struct sv_arena *a, PyObject *cfg)
         return -1;
     if (p->map_gid_size == 0)
         p->map_gid_size = p->map_size;
-    else if (p->map_gid_size != p->map_size && !p->start_gate) {
+    else if (p->map_gid_size != p->map_size && !p->start_gate && !p->join) {
         PyErr_SetString(PyExc_ValueError, "SpawnConfig.map_gid_size differs from map_size only for OCI");
         return -1;
     }

@@ -509,6 +509,12 @@ class Runtime:
                 tmpfs=[],
                 sysctls=[],
                 mount_order="",
+                devices=[],
+                rootfs_propagation=0,
+                # The namespaces it joined by path are the container's now:
+                # entered, with the rest, through its PID 1.
+                ns_paths=[],
+                clone_flags=resolved.config.clone_flags | sum(p.kind for p in resolved.config.ns_paths),
             )
             ctl, ctl_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
             with ctl, ctl_child:
