@@ -172,21 +172,20 @@ class Limits:
                     f"Limits.memory_swap_bytes ({self.memory_swap_bytes}) must be -1 (unlimited swap) or at "
                     f"least memory_bytes ({self.memory_bytes}): it is memory plus swap"
                 )
-        if self.cpus is not None:
-            if isinstance(self.cpus, bool) or not isinstance(self.cpus, (int, float)):
-                raise TypeError(f"Limits.cpus must be a number or None, not {type(self.cpus).__name__}")
-            if (
-                not math.isfinite(self.cpus)
-                or not _MIN_CFS_QUOTA_US <= self.cpus * CFS_PERIOD_US <= MAX_CPUS * CFS_PERIOD_US
-            ):
-                raise ValueError(f"Limits.cpus must be a number from 0.01 to {MAX_CPUS}, got {self.cpus}")
+        if self.cpus is not None and (isinstance(self.cpus, bool) or not isinstance(self.cpus, (int, float))):
+            raise TypeError(f"Limits.cpus must be a number or None, not {type(self.cpus).__name__}")
         if self.cpu_period_us is not None:
             if self.cpus is None:
                 raise ValueError("Limits.cpu_period_us needs cpus (the quota counted in it)")
             if not _MIN_CFS_PERIOD_US <= self.cpu_period_us <= _MAX_CFS_PERIOD_US:
                 raise ValueError(f"Limits.cpu_period_us must be in 1000..1000000, got {self.cpu_period_us}")
-            if self.cfs_quota_us is not None and self.cfs_quota_us < _MIN_CFS_QUOTA_US:
-                raise ValueError(f"Limits.cpus gives a quota below 1000 µs in cpu_period_us={self.cpu_period_us}")
+        if self.cpus is not None:
+            period = self.period_us
+            if not math.isfinite(self.cpus) or not _MIN_CFS_QUOTA_US <= self.cpus * period <= MAX_CPUS * period:
+                raise ValueError(
+                    f"Limits.cpus must be a number from {_MIN_CFS_QUOTA_US / period:g} (a quota of 1000 µs in "
+                    f"the period of {period} µs) to {MAX_CPUS}, got {self.cpus}"
+                )
         if self.cpu_weight is not None and not _MIN_WEIGHT <= self.cpu_weight <= _MAX_WEIGHT:
             raise ValueError(f"Limits.cpu_weight must be in 1..10000 (v2 scale), got {self.cpu_weight}")
         if self.pids is not None and not 1 <= self.pids <= MAX_PIDS:

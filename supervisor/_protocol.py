@@ -584,8 +584,7 @@ class SpawnConfig:
     (``rshared``...), set on the container's root after the pivot. With
     ``MS_SHARED`` or ``MS_SLAVE`` the tree is made a slave of the host's
     instead of private before the first mount, so that the host's later
-    mounts reach it (none of the container's reach the host: across a user
-    namespace the kernel makes every copied mount a slave). 0: private."""
+    mounts reach it and none of the container's reach the host. 0: private."""
     ns_paths: list[NsPath] = field(default_factory=list)
     """An OCI bundle's namespaces by path (none also in :attr:`clone_flags`),
     for a bundle without a user namespace of its own: PID 1 enters them

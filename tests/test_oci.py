@@ -482,6 +482,31 @@ def test_exec_enters_the_namespaces_a_bundle_joined_by_path(oci: Oci) -> None:
         holder.wait()
 
 
+def test_a_device_path_that_exists_is_left_as_it_is(oci: Oci, host_dir: Path) -> None:
+    (host_dir / "keep").write_text("the host's file\n")
+    config = base_config(["sh", "-c", "cat /h/keep; grep ' /dev ' /proc/self/mountinfo"])
+    config["mounts"].append({"destination": "/h", "type": "bind", "source": str(host_dir), "options": ["rbind"]})
+    config["linux"]["devices"] = [{"path": "/h/keep", "type": "c", "major": 10, "minor": 668}]
+    out = inside(oci, config)
+    assert "the host's file" in out
+    assert (host_dir / "keep").read_text() == "the host's file\n"
+    devices_listed = [line for line in out.splitlines() if " /dev " in line]
+    assert "nodev" not in devices_listed[0].split(" - ")[0]  # nodes made here must open
+
+
+def test_dev_is_nodev_without_devices_to_make(oci: Oci) -> None:
+    out = inside(oci, base_config(["grep", " /dev ", "/proc/self/mountinfo"]))
+    assert "nodev" in out.split(" - ")[0]
+
+
+def test_a_non_root_user_with_inheritable_capabilities_alone(oci: Oci) -> None:
+    config = base_config(["grep", "-E", "^Cap(Inh|Eff|Amb):", "/proc/self/status"])
+    config["process"]["user"] = {"uid": 1000, "gid": 1000}
+    config["process"]["capabilities"] = {"bounding": ["CAP_KILL"], "inheritable": ["CAP_KILL"]}
+    out = inside(oci, config)
+    assert out.split()[1::2] == ["0000000000000020", "0000000000000000", "0000000000000000"], out
+
+
 def test_exec_into_a_user_namespace_with_maps_of_two_sizes(oci: Oci) -> None:
     config = base_config(["sleep", "60"])
     config["linux"]["namespaces"].append({"type": "user"})
@@ -599,6 +624,17 @@ def test_resources_become_the_cgroup_limits(oci: Oci) -> None:
         ),
         (lambda c: c["linux"].update(cgroupsPath="system.slice:sv:x"), "linux.cgroupsPath"),
         (lambda c: c.update(ociVersion="0.9"), "ociVersion"),
+        (
+            lambda c: c["linux"]["namespaces"].__setitem__(4, {"type": "mount", "path": "/proc/self/ns/mnt"}),
+            "linux.namespaces[4].path",
+        ),
+        (
+            lambda c: (
+                c["linux"]["namespaces"].__setitem__(1, {"type": "network", "path": "/proc/self/ns/net"})
+                or c["linux"].update(sysctl={"net.ipv4.ip_forward": "1"})
+            ),
+            "linux.sysctl.net.ipv4.ip_forward",
+        ),
     ],
 )
 def test_what_cannot_be_honoured_is_refused_by_its_json_path(

@@ -14,18 +14,22 @@
 static void make_node(struct sv_child *c, const struct sv_device *d)
 {
     char target[SV_PATH_MAX];
-    /* Resolved inside the new root, its folders made; what is there (the
-     * empty file mounts_point leaves, or the rootfs's own) is replaced. */
-    mounts_point(c, d->path, 0, target, sizeof target);
+    /* Resolved inside the new root, its folders made. Something already
+     * there (the rootfs's own node, a bind of the host's /dev) is left as it
+     * is, as runc leaves it; only the empty file mounts_point has just made
+     * in its place is replaced. */
+    if (!mounts_point(c, d->path, 0, target, sizeof target))
+        return;
     long r = sv_raw(SYS_unlinkat, AT_FDCWD, (long)target, 0, 0, 0);
-    if (r < 0 && r != -ENOENT)
+    if (r < 0)
         sv_fail_call(c, (int)-r, "unlink (to make the device node)", d->path);
     mode_t kind = d->kind == 'c' ? S_IFCHR : d->kind == 'b' ? S_IFBLK : S_IFIFO;
     unsigned long dev = d->kind == 'p' ? 0 : makedev(d->major, d->minor);
     r = sv_raw(SYS_mknodat, AT_FDCWD, (long)target, (long)(kind | (d->mode & 07777)), (long)dev, 0);
     if (r < 0)
         sv_fail_call(c, (int)-r, "mknod", d->path);
-    /* The mode exactly (mknod's is cut by the umask), then the owner. */
+    /* The mode exactly (mknod's is cut by the umask), then the owner; the
+     * container has no process yet that could swap the node meanwhile. */
     r = sv_raw(SYS_fchmodat, AT_FDCWD, (long)target, (long)(d->mode & 07777), 0, 0);
     if (r == 0)
         r = sv_raw(SYS_fchownat, AT_FDCWD, (long)target, (long)d->uid, (long)d->gid, AT_SYMLINK_NOFOLLOW);

@@ -128,7 +128,7 @@ static void make_parents(struct sv_child *c, char *full)
     }
 }
 
-void mounts_point(struct sv_child *c, const char *path, int directory, char *out, size_t size)
+int mounts_point(struct sv_child *c, const char *path, int directory, char *out, size_t size)
 {
     char resolved[SV_PATH_MAX];
     int r = resolve_in_root(path, resolved, sizeof resolved);
@@ -152,7 +152,7 @@ void mounts_point(struct sv_child *c, const char *path, int directory, char *out
         sv_fail_call(c, ENAMETOOLONG, "mount point", path);
     struct stat st;
     if (sv_raw(SYS_newfstatat, AT_FDCWD, (long)out, (long)&st, AT_SYMLINK_NOFOLLOW, 0) == 0)
-        return;
+        return 0;
     if (!rootfs_owned(c, resolved) && c->plan->rootfs == NULL) {
         char top[SV_PATH_MAX];
         size_t n = 1;
@@ -189,6 +189,7 @@ void mounts_point(struct sv_child *c, const char *path, int directory, char *out
         sv_mkdir(c, out, 0755);
     else
         sv_touch(c, out, 0644);
+    return 1;
 }
 
 static void mount_proc(struct sv_child *c)
@@ -214,7 +215,12 @@ static void mount_dev(struct sv_child *c)
 {
     char dev[SV_PATH_MAX], node[SV_PATH_MAX], source[SV_PATH_MAX];
     mounts_point(c, "/dev", 1, dev, sizeof dev);
-    sv_mount(c, "tmpfs", dev, "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=0755,size=64k");
+    /* nodev: a node made in it opens nothing (the standard ones are binds,
+     * mounts of their own), but where an OCI bundle lists devices to make
+     * here; those the devices cgroup guards (the runtime refuses them where
+     * there is none and the container could make others). */
+    unsigned long nodev = c->plan->ndevices > 0 ? 0 : MS_NODEV;
+    sv_mount(c, "tmpfs", dev, "tmpfs", MS_NOSUID | MS_NOEXEC | nodev, "mode=0755,size=64k");
     rootfs_own(c, "/dev");
     for (size_t i = 0; i < sizeof dev_nodes / sizeof dev_nodes[0]; i++) {
         sv_join_path(node, sizeof node, dev, "/");

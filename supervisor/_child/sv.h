@@ -321,7 +321,7 @@ void init_fork_payload(struct sv_child *c);
 
 /* The mount point of container path `path` below /newroot, created in a
  * filesystem of ours if missing (mounts.c). */
-void mounts_point(struct sv_child *c, const char *path, int directory, char *out, size_t size);
+int mounts_point(struct sv_child *c, const char *path, int directory, char *out, size_t size); /* 1: made it */
 /* Host path `host_path` as PID 1 reaches it (below /oldroot) into `out`,
  * and its stat; a failure is reported (`what` failing), and for EACCES it
  * names the folder the container's root cannot search. */

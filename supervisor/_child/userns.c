@@ -298,10 +298,11 @@ void userns_become_root(struct sv_child *c) { set_ids(c, c->plan->map_uid_inside
 void userns_become_payload(struct sv_child *c)
 {
     const struct sv_plan *p = c->plan;
-    /* A non-root payload with an ambient set (an OCI bundle's), or that
-     * keeps CAP_SYS_ADMIN for its filter: permitted survives the uid switch
-     * (the flag itself does not survive execve). */
-    if (p->uid != 0 && (p->ambient || p->filter_privileged))
+    /* A non-root payload with inheritable or ambient capabilities (an OCI
+     * bundle's), or that keeps CAP_SYS_ADMIN for its filter: permitted
+     * survives the uid switch, so that capset may still set them (the flag
+     * itself does not survive execve). */
+    if (p->uid != 0 && (p->inheritable || p->ambient || p->filter_privileged))
         sv_prctl(c, PR_SET_KEEPCAPS, 1, "PR_SET_KEEPCAPS");
     set_ids(c, p->uid, p->gid, 1);
 }

@@ -10,6 +10,7 @@ listed in ``docs/oci.rst``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
@@ -77,6 +78,18 @@ STANDARD_DEVICES = (
     ("c", 5, 2),  # ptmx
     ("c", 136, -1),  # the devpts instance's terminals
 )
+
+#: Where each of those is: a ``linux.devices`` entry for one of them there
+#: is the container's already.
+_STANDARD_PATHS = {
+    ("c", 1, 3): "/dev/null",
+    ("c", 1, 5): "/dev/zero",
+    ("c", 1, 7): "/dev/full",
+    ("c", 1, 8): "/dev/random",
+    ("c", 1, 9): "/dev/urandom",
+    ("c", 5, 0): "/dev/tty",
+    ("c", 5, 2): "/dev/ptmx",
+}
 
 #: Namespaces a config may join by ``path`` (without a user namespace of its own).
 _JOINABLE = ("network", "ipc", "uts", "mount", "pid")
@@ -277,7 +290,7 @@ def resolve(doc: dict[str, Any], bundle: str) -> Bundle:
     devices = _devices(_get(linux, "devices", list, "linux", []), user_ns)
     limits = _resources(_get(linux, "resources", dict, "linux", {}), devices)
     # Namespaces of the container's: its own, and those it joins by path.
-    owned = flags | sum(p.kind for p in ns_paths)
+    owned = flags | sum(p.kind for p in ns_paths if not (p.kind == c.CLONE_NEWNET and _is_hosts(p.path, "net")))
     sysctls = _sysctls(_get(linux, "sysctl", dict, "linux", {}), owned)
     cgroups_path = _get(linux, "cgroupsPath", str, "linux") or None
     offsets = list(_time_offsets(_get(linux, "timeOffsets", dict, "linux", {}), time_ns))
@@ -460,6 +473,9 @@ def _namespaces(items: list[Any]) -> tuple[int, bool, list[NsPath]]:
         if path:
             if not os.path.exists(path):
                 raise BundleError(f"{where}.path", f"{path} does not exist")
+            if kind == "mount" and _is_hosts(path, "mnt"):
+                # PID 1 pivots the namespace it is in into the container's root.
+                raise BundleError(f"{where}.path", f"{path} is the host's mount namespace, which would be pivoted")
             paths.append(NsPath(_NS_FLAGS[kind], path))
         else:
             flags |= _NS_FLAGS[kind]
@@ -470,6 +486,17 @@ def _namespaces(items: list[Any]) -> tuple[int, bool, list[NsPath]]:
     if paths and flags & c.CLONE_NEWUSER:
         raise BundleError("linux.namespaces", "joining namespaces by path needs the host's user namespace")
     return flags, time_ns, paths
+
+
+def _is_hosts(path: str, kind: str) -> bool:
+    """Whether namespace ``path`` is this runtime's own or its PID 1's (the host's)."""
+    st = os.stat(path)
+    for owner in ("self", "1"):
+        with contextlib.suppress(OSError):
+            own = os.stat(f"/proc/{owner}/ns/{kind}")
+            if (own.st_dev, own.st_ino) == (st.st_dev, st.st_ino):
+                return True
+    return False
 
 
 def _mapping(linux: dict[str, Any], key: str, user: bool) -> tuple[int, int]:
@@ -504,7 +531,9 @@ def _devices(items: list[Any], user_ns: bool) -> list[Device]:
         kind = _get(item, "type", str, where, "")
         major, minor = _get(item, "major", int, where, 0), _get(item, "minor", int, where, 0)
         path = _get(item, "path", str, where, "")
-        if (kind, major, minor) in STANDARD_DEVICES or (kind, major, -1) in STANDARD_DEVICES:
+        if _STANDARD_PATHS.get((kind, major, minor)) == os.path.normpath(path or "/") or (
+            (kind, major) == ("c", 136) and path.startswith("/dev/pts/")
+        ):
             continue
         if kind not in ("c", "b", "p", "u"):
             raise BundleError(f"{where}.type", f"must be c, b, u or p, got {kind!r}")

@@ -31,14 +31,16 @@ def _root_dir(h: Hierarchy) -> str:
 
 
 def place(
-    cgroups_path: str | None, cid: str, limits: Limits, cpu_shares: int | None = None
+    cgroups_path: str | None, cid: str, limits: Limits, cpu_shares: int | None = None, mknod: bool = False
 ) -> tuple[ContainerCgroup, list[str]]:
     """The container's cgroup (not yet set up) and the parent directories made for it.
 
     ``cpu_shares``, the config's: where the cpu controller is v1's, the
     weight becomes the one the library writes as those shares (the v1
     mapping, ``shares = weight * 1024 / 100``) rather than crun's v2
-    conversion.
+    conversion. ``mknod``: the container gets a ``/dev`` where nodes open
+    (it lists devices) and keeps ``CAP_MKNOD``, which only a v1 devices
+    cgroup can then confine.
 
     Raises:
         BundleError: ``linux.cgroupsPath`` is in the systemd form or not a plain path.
@@ -57,8 +59,16 @@ def place(
     if cpu_shares and limits.cpu_weight is not None and cpu is not None and cpu.version == 1:
         limits = dataclasses.replace(limits, cpu_weight=max(1, min(10_000, round(cpu_shares * 100 / 1024))))
     if host.v1_hierarchy("devices") is None:
-        # v2 controls devices with BPF programs: the rules are honoured by
-        # the container having no node but the defaults, nor a way to make one.
+        # v2 controls devices with BPF programs, which this runtime does not
+        # load: the rules are honoured by every filesystem of the container
+        # being nodev (its own nodes are binds), which a bundle that lists
+        # devices gives up for /dev; then nothing would stop CAP_MKNOD.
+        if mknod:
+            raise BundleError(
+                "linux.devices",
+                "device nodes with CAP_MKNOD in the bounding set need a v1 devices cgroup to confine the container "
+                "(this host has none): drop CAP_MKNOD",
+            )
         limits = dataclasses.replace(limits, device_rules=None)
     made: list[str] = []
 

@@ -21,6 +21,7 @@ import socket
 import subprocess
 import time
 
+from .._capabilities import CAP_NUMBERS
 from .._errors import SetupError
 from .._parent.cgroups.container import entry_fds_of
 from .._protocol import Bind, CgroupEntry, Phase, Pid1Record, Record, decode_pid1, encode_pid1, recv_raw
@@ -159,7 +160,13 @@ class Runtime:
         from .._parent.pid1 import Pid1
 
         try:
-            cg, made = _cgroup.place(bundle.cgroups_path, cid, bundle.limits, bundle.cpu_shares)
+            cg, made = _cgroup.place(
+                bundle.cgroups_path,
+                cid,
+                bundle.limits,
+                bundle.cpu_shares,
+                mknod=bool(bundle.config.devices) and bool(bundle.config.capabilities >> CAP_NUMBERS["MKNOD"] & 1),
+            )
         except OSError as exc:
             raise RuntimeError_(f"create the cgroup: {exc}") from None
         undo.callback(_cgroup.remove_parents, made)
