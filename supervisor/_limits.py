@@ -253,6 +253,19 @@ class Limits:
             return None
         return max(_MIN_SHARES, min(_MAX_SHARES, round(self.cpu_weight * 1024 / 100)))
 
+    @staticmethod
+    def weight_for_shares(shares: int) -> int:
+        """The ``cpu_weight`` that :attr:`cpu_shares` converts back to ``shares``
+        (exactly for a multiple of 256; the nearest weight else).
+
+        Args:
+            shares: a v1 ``cpu.shares`` value.
+
+        Returns:
+            The weight, within 1..10000.
+        """
+        return max(_MIN_WEIGHT, min(_MAX_WEIGHT, round(shares * 100 / 1024)))
+
     @property
     def cfs_quota_us(self) -> int | None:
         """``cpus`` as a CFS quota in µs per ``period_us`` (``None`` when unset)."""

@@ -434,52 +434,49 @@ def test_root_and_mount_propagation_as_the_config_says(oci: Oci, kind: str) -> N
     assert "shared:" not in lines["/p"]
 
 
-def test_namespaces_joined_by_path(oci: Oci) -> None:
-    # A network and a UTS namespace of a process of the test's own: the
-    # container is in them, and its hostname is set in the joined one.
-    holder = subprocess.Popen(["unshare", "--net", "--uts", "sleep", "60"])
+@contextlib.contextmanager
+def namespace_holder(*options: str) -> Iterator[int]:
+    """A process of the test's own in new namespaces (``unshare`` options); its pid."""
+    holder = subprocess.Popen(["unshare", *options, "sleep", "60"])
     try:
         deadline = time.monotonic() + 10
         while os.readlink(f"/proc/{holder.pid}/ns/net") == os.readlink("/proc/self/ns/net"):
             assert time.monotonic() < deadline, "unshare did not enter its namespaces"
             time.sleep(0.01)
-        config = base_config(["sh", "-c", "for n in net uts; do readlink /proc/self/ns/$n; done; hostname"])
-        config["linux"]["namespaces"] = [{"type": t} for t in ("pid", "ipc", "mount")] + [
-            {"type": t, "path": f"/proc/{holder.pid}/ns/{n}"} for t, n in (("network", "net"), ("uts", "uts"))
-        ]
-        out = inside(oci, config).split()
-        assert out[:2] == [os.readlink(f"/proc/{holder.pid}/ns/{n}") for n in ("net", "uts")]
-        assert out[2] == "oci-test"
-        done = subprocess.run(
-            ["nsenter", "-t", str(holder.pid), "-u", "hostname"], capture_output=True, text=True, check=True
-        )
-        assert done.stdout.strip() == "oci-test"
+        yield holder.pid
     finally:
         holder.kill()
         holder.wait()
 
 
+def test_namespaces_joined_by_path(oci: Oci) -> None:
+    # A network and a UTS namespace of a process of the test's own: the
+    # container is in them, and its hostname is set in the joined one.
+    with namespace_holder("--net", "--uts") as pid:
+        config = base_config(["sh", "-c", "for n in net uts; do readlink /proc/self/ns/$n; done; hostname"])
+        config["linux"]["namespaces"] = [{"type": t} for t in ("pid", "ipc", "mount")] + [
+            {"type": t, "path": f"/proc/{pid}/ns/{n}"} for t, n in (("network", "net"), ("uts", "uts"))
+        ]
+        out = inside(oci, config).split()
+        assert out[:2] == [os.readlink(f"/proc/{pid}/ns/{n}") for n in ("net", "uts")]
+        assert out[2] == "oci-test"
+        done = subprocess.run(["nsenter", "-t", str(pid), "-u", "hostname"], capture_output=True, text=True, check=True)
+        assert done.stdout.strip() == "oci-test"
+
+
 def test_exec_enters_the_namespaces_a_bundle_joined_by_path(oci: Oci) -> None:
-    holder = subprocess.Popen(["unshare", "--net", "sleep", "60"])
-    try:
-        deadline = time.monotonic() + 10
-        while os.readlink(f"/proc/{holder.pid}/ns/net") == os.readlink("/proc/self/ns/net"):
-            assert time.monotonic() < deadline, "unshare did not enter its namespace"
-            time.sleep(0.01)
+    with namespace_holder("--net") as pid:
         config = base_config(["sleep", "60"])
         config["linux"]["namespaces"] = [{"type": t} for t in ("pid", "ipc", "uts", "mount")]
-        config["linux"]["namespaces"].append({"type": "network", "path": f"/proc/{holder.pid}/ns/net"})
+        config["linux"]["namespaces"].append({"type": "network", "path": f"/proc/{pid}/ns/net"})
         config["linux"]["rootfsPropagation"] = "rprivate"
         config["linux"]["devices"] = [{"path": "/dev/sv-x", "type": "c", "major": 10, "minor": 667}]
         oci.create("j1", oci.bundle(config))
         oci("start", "j1", check=True)
         done = oci("exec", "j1", "sh", "-c", "readlink /proc/self/ns/net; ls /dev/sv-x")
         assert done.returncode == 0, done.stderr
-        assert done.stdout.split() == [os.readlink(f"/proc/{holder.pid}/ns/net"), "/dev/sv-x"]
+        assert done.stdout.split() == [os.readlink(f"/proc/{pid}/ns/net"), "/dev/sv-x"]
         oci("delete", "--force", "j1", check=True)
-    finally:
-        holder.kill()
-        holder.wait()
 
 
 def test_a_device_path_that_exists_is_left_as_it_is(oci: Oci, host_dir: Path) -> None:

@@ -208,10 +208,16 @@ static void mount_proc(struct sv_child *c)
     }
 }
 
+/* A devpts instance of the container's own at `at`: its terminals, and ptmx. */
+static void devpts_at(struct sv_child *c, const char *at)
+{
+    sv_mount(c, "devpts", at, "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=620");
+}
+
 /* /dev: a tmpfs, the host's standard nodes bound into it, the usual links;
- * for the library also its /dev/pts and /dev/shm (an OCI bundle's mounts
- * say where those go). */
-static void mount_dev(struct sv_child *c)
+ * `pts_and_shm` (the library) also its /dev/pts and /dev/shm, made in it
+ * directly (an OCI bundle's mounts say where those go). */
+static void mount_dev(struct sv_child *c, int pts_and_shm)
 {
     char dev[SV_PATH_MAX], node[SV_PATH_MAX], source[SV_PATH_MAX];
     mounts_point(c, "/dev", 1, dev, sizeof dev);
@@ -230,6 +236,14 @@ static void mount_dev(struct sv_child *c)
         /* The host's node, bound: mknod is not allowed in a user namespace. */
         sv_mount(c, source, node, NULL, MS_BIND, NULL);
     }
+    if (pts_and_shm) {
+        sv_join_path(node, sizeof node, dev, "/pts");
+        sv_mkdir(c, node, 0755);
+        devpts_at(c, node);
+        sv_join_path(node, sizeof node, dev, "/shm");
+        sv_mkdir(c, node, 01777);
+        sv_mount(c, "tmpfs", node, "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777");
+    }
     for (size_t i = 0; i < sizeof dev_links / sizeof dev_links[0]; i++) {
         sv_join_path(node, sizeof node, dev, "/");
         sv_join_path(node, sizeof node, node, dev_links[i][0]);
@@ -237,13 +251,6 @@ static void mount_dev(struct sv_child *c)
     }
 }
 
-/* A devpts instance of the container's own: its terminals, and ptmx. */
-static void mount_devpts(struct sv_child *c)
-{
-    char node[SV_PATH_MAX];
-    mounts_point(c, "/dev/pts", 1, node, sizeof node);
-    sv_mount(c, "devpts", node, "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=620");
-}
 
 /* POSIX message queues of the container's own IPC namespace, where an OCI
  * bundle's mounts list them. */
@@ -266,12 +273,24 @@ static void mount_sys(struct sv_child *c)
     sv_mount_setattr(c, c->sys_at, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, 1);
 }
 
-static void mount_tmpfs(struct sv_child *c, const char *path, const char *options)
+/* A tmpfs (nosuid, nodev), ours or the caller's; missing mount points may
+ * then be created inside it. */
+static void mount_tmpfs(struct sv_child *c, const struct sv_tmpfs *t)
 {
+    unsigned long flags = MS_NOSUID | MS_NODEV | (t->exec ? 0 : MS_NOEXEC) | (t->read_only ? MS_RDONLY : 0);
     char target[SV_PATH_MAX];
-    mounts_point(c, path, 1, target, sizeof target);
-    sv_mount(c, "tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV, options);
-    rootfs_own(c, path);
+    mounts_point(c, t->path, 1, target, sizeof target);
+    sv_mount(c, t->source, target, "tmpfs", flags, t->options);
+    if (t->propagation)
+        sv_mount(c, NULL, target, NULL, t->propagation, NULL);
+    rootfs_own(c, t->path);
+}
+
+/* One of ours, at `path`: programs may run from it. */
+static void mount_own_tmpfs(struct sv_child *c, const char *path, const char *options)
+{
+    const struct sv_tmpfs t = {.path = path, .options = options, .source = "tmpfs", .exec = 1};
+    mount_tmpfs(c, &t);
 }
 
 /* Where PID 1 writes the container's /etc/hosts: its staging root, which no
@@ -398,23 +417,13 @@ static void bind(struct sv_child *c, const struct sv_bind *b)
         sv_mount(c, NULL, target, NULL, b->propagation, NULL);
 }
 
-static void mount_callers_tmpfs(struct sv_child *c, const struct sv_tmpfs *t)
-{
-    unsigned long flags = MS_NOSUID | MS_NODEV | (t->exec ? 0 : MS_NOEXEC) | (t->read_only ? MS_RDONLY : 0);
-    char target[SV_PATH_MAX];
-    mounts_point(c, t->path, 1, target, sizeof target);
-    sv_mount(c, t->source, target, "tmpfs", flags, t->options);
-    if (t->propagation)
-        sv_mount(c, NULL, target, NULL, t->propagation, NULL);
-    rootfs_own(c, t->path);
-}
-
 /* An OCI bundle's mounts, in its config's order (SpawnConfig.mount_order):
  * what a later one mounts over an earlier one wins, as the spec says. */
 static void mount_in_order(struct sv_child *c)
 {
     const struct sv_plan *p = c->plan;
     size_t tmpfs = 0, binds = 0;
+    char node[SV_PATH_MAX];
     for (const char *k = p->mount_order; *k; k++) {
         switch (*k) {
         case 'p':
@@ -422,10 +431,11 @@ static void mount_in_order(struct sv_child *c)
             sysctl_apply(c); /* through the fresh /proc, before the masks */
             break;
         case 'd':
-            mount_dev(c);
+            mount_dev(c, 0);
             break;
         case 't':
-            mount_devpts(c);
+            mounts_point(c, "/dev/pts", 1, node, sizeof node);
+            devpts_at(c, node);
             break;
         case 'q':
             mount_mqueue(c);
@@ -434,7 +444,7 @@ static void mount_in_order(struct sv_child *c)
             mount_sys(c);
             break;
         case 'T':
-            mount_callers_tmpfs(c, &p->tmpfs[tmpfs++]);
+            mount_tmpfs(c, &p->tmpfs[tmpfs++]);
             break;
         default: /* 'B', checked with the plan */
             bind(c, &p->binds[binds++]);
@@ -456,21 +466,17 @@ void mounts_filesystems(struct sv_child *c)
     }
     mount_proc(c);
     sysctl_apply(c); /* through the fresh /proc, before the masks */
-    mount_dev(c);
-    mount_devpts(c);
-    char shm[SV_PATH_MAX];
-    mounts_point(c, "/dev/shm", 1, shm, sizeof shm);
-    sv_mount(c, "tmpfs", shm, "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777");
+    mount_dev(c, 1);
     mount_sys(c);
-    mount_tmpfs(c, "/tmp", "mode=1777");
+    mount_own_tmpfs(c, "/tmp", "mode=1777");
     if (p->rootfs == NULL) {
-        mount_tmpfs(c, "/root", "mode=0700");
-        mount_tmpfs(c, "/home", "mode=0755");
+        mount_own_tmpfs(c, "/root", "mode=0700");
+        mount_own_tmpfs(c, "/home", "mode=0755");
     }
     /* The caller's tmpfs mounts, after ours (one may replace /tmp) and before
      * the binds (which may then go inside one). */
     for (size_t i = 0; i < p->ntmpfs; i++)
-        mount_callers_tmpfs(c, &p->tmpfs[i]);
+        mount_tmpfs(c, &p->tmpfs[i]);
     /* Before the caller's binds, so that one of /etc/hosts still wins. */
     if (p->hosts != NULL)
         mount_hosts(c);

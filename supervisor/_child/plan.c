@@ -563,7 +563,8 @@ int plan_fill(struct sv_plan *p, struct sv_arena *a, PyObject *cfg, const int *f
         return -1;
     p->devices = arr;
     if (p->ndevices > 0 && (!p->start_gate || p->clone_flags & CLONE_NEWUSER || !p->mount_order[0])) {
-        PyErr_SetString(PyExc_ValueError, "SpawnConfig.devices are for OCI (with mount_order), without a user namespace of its own");
+        PyErr_SetString(PyExc_ValueError,
+                        "SpawnConfig.devices are for OCI (with mount_order), without a user namespace of its own");
         return -1;
     }
     if (get_records(a, cfg, "ns_paths", sizeof(struct sv_ns_path), read_ns_path, &arr, &p->nns_paths))

@@ -52,36 +52,21 @@ _ALWAYS = {"nosuid", "nodev", "z", "Z", "bind", "rbind", "noatime", "relatime", 
 #: A tmpfs's data options.
 _TMPFS_DATA = ("size", "mode", "nr_inodes", "uid", "gid")
 
-_MS_REC, _MS_UNBINDABLE, _MS_PRIVATE, _MS_SLAVE, _MS_SHARED = 1 << 14, 1 << 17, 1 << 18, 1 << 19, 1 << 20
-
 #: Propagation types (``linux.rootfsPropagation``, a mount's options): MS_* flags.
 _PROPAGATION = {
     prefix + kind: flag | recursive
     for kind, flag in (
-        ("shared", _MS_SHARED),
-        ("slave", _MS_SLAVE),
-        ("private", _MS_PRIVATE),
-        ("unbindable", _MS_UNBINDABLE),
+        ("shared", c.MS_SHARED),
+        ("slave", c.MS_SLAVE),
+        ("private", c.MS_PRIVATE),
+        ("unbindable", c.MS_UNBINDABLE),
     )
-    for prefix, recursive in (("", 0), ("r", _MS_REC))
+    for prefix, recursive in (("", 0), ("r", c.MS_REC))
 }
 
-#: The device nodes PID 1 binds from the host into every container's /dev
-#: (mounts.c): (type, major, minor).
-STANDARD_DEVICES = (
-    ("c", 1, 3),  # null
-    ("c", 1, 5),  # zero
-    ("c", 1, 7),  # full
-    ("c", 1, 8),  # random
-    ("c", 1, 9),  # urandom
-    ("c", 5, 0),  # tty
-    ("c", 5, 2),  # ptmx
-    ("c", 136, -1),  # the devpts instance's terminals
-)
-
-#: Where each of those is: a ``linux.devices`` entry for one of them there
-#: is the container's already.
-_STANDARD_PATHS = {
+#: The device nodes every container has (mounts.c binds them from the
+#: host, devpts makes the terminals): (type, major, minor; -1: any) -> where.
+STANDARD_DEVICES = {
     ("c", 1, 3): "/dev/null",
     ("c", 1, 5): "/dev/zero",
     ("c", 1, 7): "/dev/full",
@@ -89,6 +74,7 @@ _STANDARD_PATHS = {
     ("c", 1, 9): "/dev/urandom",
     ("c", 5, 0): "/dev/tty",
     ("c", 5, 2): "/dev/ptmx",
+    ("c", 136, -1): "/dev/pts/",
 }
 
 #: Namespaces a config may join by ``path`` (without a user namespace of its own).
@@ -531,10 +517,8 @@ def _devices(items: list[Any], user_ns: bool) -> list[Device]:
         kind = _get(item, "type", str, where, "")
         major, minor = _get(item, "major", int, where, 0), _get(item, "minor", int, where, 0)
         path = _get(item, "path", str, where, "")
-        if _STANDARD_PATHS.get((kind, major, minor)) == os.path.normpath(path or "/") or (
-            (kind, major) == ("c", 136) and path.startswith("/dev/pts/")
-        ):
-            continue
+        if _is_standard(kind, major, minor, path):
+            continue  # a node it has already, where it is
         if kind not in ("c", "b", "p", "u"):
             raise BundleError(f"{where}.type", f"must be c, b, u or p, got {kind!r}")
         if not path.startswith("/"):
@@ -547,6 +531,15 @@ def _devices(items: list[Any], user_ns: bool) -> list[Device]:
         ids = [_get(item, key, int, where, 0) for key in ("uid", "gid")]
         out.append(Device(os.path.normpath(path), "c" if kind == "u" else kind, major, minor, mode, *ids))
     return out
+
+
+def _is_standard(kind: str, major: int, minor: int, path: str) -> bool:
+    """Whether the node is one of :data:`STANDARD_DEVICES`, at its place."""
+    exact = STANDARD_DEVICES.get((kind, major, minor))
+    folder = STANDARD_DEVICES.get((kind, major, -1))
+    return (exact is not None and os.path.normpath(path or "/") == exact) or (
+        folder is not None and path.startswith(folder)
+    )
 
 
 def _device_rule(rule: Any, where: str) -> tuple[bool, str]:
@@ -568,11 +561,10 @@ def _device_rule(rule: Any, where: str) -> tuple[bool, str]:
 def _resources(res: dict[str, Any], devices: list[Device]) -> Limits:
     where = "linux.resources"
     _unsupported(res, where, ("blockIO", "hugepageLimits", "network", "rdma", "unified"))
-    # The device rules, then the default nodes allowed whatever they say (as
-    # runc adds them after the config's rules). Written to a v1 devices
-    # cgroup where the host has one (cgroup.place); elsewhere the list is
-    # honoured anyway: no node but the defaults exists in the container, nor
-    # can one be made (mknod needs the host's user namespace).
+    # The device rules, then the default nodes and the config's own allowed
+    # whatever they say (as runc adds them after the config's rules).
+    # Written to a v1 devices cgroup where the host has one; elsewhere
+    # cgroup.place says how the rules hold.
     rules = [
         _device_rule(rule, f"{where}.devices[{i}]") for i, rule in enumerate(_get(res, "devices", list, where, []))
     ]

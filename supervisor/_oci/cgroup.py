@@ -57,7 +57,7 @@ def place(
     host = detect()
     cpu = host.placement("cpu")
     if cpu_shares and limits.cpu_weight is not None and cpu is not None and cpu.version == 1:
-        limits = dataclasses.replace(limits, cpu_weight=max(1, min(10_000, round(cpu_shares * 100 / 1024))))
+        limits = dataclasses.replace(limits, cpu_weight=Limits.weight_for_shares(cpu_shares))
     if host.v1_hierarchy("devices") is None:
         # v2 controls devices with BPF programs, which this runtime does not
         # load: the rules are honoured by every filesystem of the container

@@ -88,14 +88,14 @@ class ContainerCgroup:
         if host.unified is not None:
             plan.append(host.unified)
         wanted = (
-            ("memory", lim.memory_bytes is not None, f"memory_bytes={lim.memory_bytes}", True),
             (
                 "memory",
-                lim.memory_reservation_bytes is not None
+                lim.memory_bytes is not None
+                or lim.memory_reservation_bytes is not None
                 or lim.memory_swappiness is not None
                 or lim.memory_kernel_tcp_bytes is not None
                 or lim.oom_kill_disable,
-                "memory_reservation_bytes/memory_swappiness/memory_kernel_tcp_bytes/oom_kill_disable",
+                f"memory_bytes={lim.memory_bytes} (or another memory limit)",
                 True,
             ),
             ("devices", lim.device_rules is not None, "device_rules", False),

@@ -53,6 +53,13 @@ def read(path: str) -> str:
     return b"".join(chunks).decode()
 
 
+def inherit_cpuset(path: str, names: tuple[str, ...] = ("cpus", "mems")) -> None:
+    """Give v1 cpuset cgroup ``path`` its parent's ``cpuset.NAME`` values: a
+    new one has none, and no task may join it then."""
+    for name in names:
+        write(os.path.join(path, f"cpuset.{name}"), read(os.path.join(os.path.dirname(path), f"cpuset.{name}")).strip())
+
+
 def keyed(path: str) -> dict[str, int]:
     """Parse a ``key value`` per line file (``cpu.stat``, ``memory.events``, ...)."""
     result: dict[str, int] = {}

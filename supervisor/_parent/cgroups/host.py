@@ -16,7 +16,7 @@ from collections.abc import Iterator
 
 from ..._privileges import is_rootless
 from ..._record import field, record
-from .files import write
+from .files import inherit_cpuset, write
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (3 ms for a command line)
 if TYPE_CHECKING:
@@ -263,9 +263,7 @@ def make_parents(directory: str, v2: bool) -> list[str]:
             if enable:
                 write(os.path.join(path, "cgroup.subtree_control"), enable)
         elif os.path.exists(os.path.join(path, "cpuset.cpus")):
-            for name in ("cpuset.cpus", "cpuset.mems"):
-                with open(os.path.join(os.path.dirname(path), name)) as f:
-                    write(os.path.join(path, name), f.read().strip())
+            inherit_cpuset(path)
     return made
 
 

@@ -8,7 +8,7 @@ import os
 from collections.abc import Callable
 
 from ..._limits import Limits
-from .files import host_has_swap, write
+from .files import host_has_swap, inherit_cpuset, write
 from .host import Hierarchy
 
 #: Limits that only v1 has a file for: (field, the file).
@@ -97,14 +97,12 @@ def write_limits(lim: Limits, dir_for: Callable[[str], tuple[Hierarchy, str] | N
 
 
 def _write_cpuset(lim: Limits, hierarchy: Hierarchy, d: str) -> None:
-    """cpuset.cpus and cpuset.mems; on v1 both always, from the parent's
-    where not limited (a v1 cpuset cgroup starts with none, and no task may
-    join it then)."""
-    for name, limit in (("cpus", lim.cpuset_cpus), ("mems", lim.cpuset_mems)):
-        value = limit
-        if value is None and hierarchy.version == 1:
-            with open(os.path.join(os.path.dirname(d), f"cpuset.{name}")) as f:
-                value = f.read().strip()
+    """cpuset.cpus and cpuset.mems; on v1 both always, the parent's where
+    not limited."""
+    given = {"cpus": lim.cpuset_cpus, "mems": lim.cpuset_mems}
+    if hierarchy.version == 1:
+        inherit_cpuset(d, tuple(name for name, value in given.items() if value is None))
+    for name, value in given.items():
         if value is not None:
             write(os.path.join(d, f"cpuset.{name}"), value)
 
